@@ -1,0 +1,216 @@
+"""The trial worker: trains ONE trial with Ultralytics and reports as it goes.
+
+This module imports torch and Ultralytics at import time on purpose: the runner's forkserver
+preloads it once, and each trial is a fresh fork of that warm process (no 3-4 s import per trial,
+no state shared between trials). The driver never imports it.
+
+Protocol (over a ``multiprocessing`` pipe, see :mod:`hpo.runner`):
+    worker -> driver  ``("epoch", {"epoch": n, <metric>: value, ...})`` after each epoch's validation;
+    driver -> worker  ``"continue"`` or ``"stop"`` (prune: the worker stops before the next epoch);
+    worker -> driver  ``("done", outcome)`` | ``("pruned", outcome)`` | ``("error", outcome)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("YOLO_OFFLINE", "1")  # never reach for the network
+os.environ.setdefault("YOLO_AUTOINSTALL", "False")  # never pip-install at run time
+
+import torch  # noqa: E402,F401  (preloaded by the forkserver)
+import ultralytics  # noqa: E402
+from ultralytics import YOLO  # noqa: E402
+from ultralytics.utils import SETTINGS  # noqa: E402
+
+# Ultralytics' integrations are off inside hpo's trials unless hpo asks for them: flipped in
+# memory only (dict.__setitem__ bypasses the settings file, so the user's settings stay untouched).
+_INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb", "sync", "hub", "platform")
+
+
+def _quiet_integrations(enabled: tuple[str, ...] = ()) -> None:
+    for key in _INTEGRATIONS:
+        if key in SETTINGS:
+            dict.__setitem__(SETTINGS, key, key in enabled)
+
+
+_quiet_integrations()
+
+
+class Pruned(Exception):
+    """Raised inside Ultralytics' epoch callback when the driver says stop."""
+
+
+class AppliedMismatch(Exception):
+    """The trainer applied a value different from the sampled one."""
+
+
+def _floats(d: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in d.items():
+        if hasattr(v, "item"):
+            v = v.item()
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[str(k)] = float(v)
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def _skip_amp_download() -> None:
+    """Ultralytics' AMP check downloads yolo26n.pt; with no local copy, keep AMP on and skip the check."""
+    from ultralytics.engine import trainer as trainer_module
+    from ultralytics.utils import LOGGER, WEIGHTS_DIR
+
+    if not (WEIGHTS_DIR / "yolo26n.pt").is_file():
+
+        def check_amp(model: Any) -> bool:
+            LOGGER.info("hpo: skipped Ultralytics' AMP check (it would download yolo26n.pt); amp stays on")
+            return True
+
+        trainer_module.check_amp = check_amp
+
+
+def train(spec: dict[str, Any], report: Callable[[dict[str, float]], bool]) -> dict[str, Any]:
+    """Train one trial in this process.
+
+    Args:
+        spec: ``model`` (str), ``task`` (str), ``data`` (str, absolute), ``params`` (sampled
+            values), ``train_args`` (fixed Ultralytics args), ``epochs`` (int), ``project``
+            and ``name`` (the run folder), ``integrations`` (Ultralytics integrations to leave on).
+        report: called after each epoch with ``{"epoch": n, metric: value, ...}``; returns
+            ``True`` to stop (prune) the trial.
+
+    Returns:
+        ``{"epochs": [...], "final_metrics": {...}, "applied": {...}, "train_s": seconds,
+        "weights": path | None, "epochs_completed": n}``.
+
+    Raises:
+        Pruned: ``report`` asked to stop (the partial outcome is in ``exc.args[0]``).
+        AppliedMismatch: the trainer did not apply a sampled value.
+        Exception: whatever Ultralytics raises.
+    """
+    _quiet_integrations(tuple(spec.get("integrations", ())))
+    _skip_amp_download()
+    params: dict[str, Any] = spec["params"]
+    state: dict[str, Any] = {"epochs": [], "final": False, "final_metrics": {}, "applied": {}, "trainer": None}
+
+    def on_pretrain_routine_start(trainer: Any) -> None:
+        state["trainer"] = trainer
+        applied = {k: getattr(trainer.args, k, None) for k in params}
+        state["applied"] = applied
+        bad = {k: (params[k], applied[k]) for k in params if not _same(params[k], applied[k])}
+        if bad:
+            detail = ", ".join(f"{k}: sampled {s!r}, applied {a!r}" for k, (s, a) in bad.items())
+            raise AppliedMismatch(f"the trainer did not apply the sampled values ({detail})")
+        original = trainer.final_eval
+
+        def final_eval() -> None:
+            state["final"] = True
+            original()
+
+        trainer.final_eval = final_eval
+
+    def on_fit_epoch_end(trainer: Any) -> None:
+        metrics = _floats(trainer.metrics or {})
+        if state["final"]:
+            state["final_metrics"] = metrics
+            return
+        row = {"epoch": trainer.epoch + 1}
+        row.update(_floats(trainer.label_loss_items(trainer.tloss, prefix="train")))
+        row.update(metrics)
+        row.update(_floats(getattr(trainer, "lr", {}) or {}))
+        state["epochs"].append(row)
+        if report(row):
+            raise Pruned()
+
+    model = YOLO(spec["model"], task=spec["task"])
+    model.add_callback("on_pretrain_routine_start", on_pretrain_routine_start)
+    model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
+    args = {
+        "plots": False,  # plotting may fetch fonts; users may turn it back on
+        **spec.get("train_args", {}),
+        **params,
+        "data": spec["data"],
+        "epochs": spec["epochs"],
+        "project": spec["project"],
+        "name": spec["name"],
+        "exist_ok": True,
+    }
+    t0 = time.perf_counter()
+
+    def outcome() -> dict[str, Any]:
+        trainer = state["trainer"]
+        weights = None
+        if trainer is not None:
+            for w in (getattr(trainer, "best", None), getattr(trainer, "last", None)):
+                if w is not None and Path(w).is_file():
+                    weights = str(w)
+                    break
+        return {
+            "epochs": state["epochs"],
+            "final_metrics": state["final_metrics"],
+            "applied": {k: (v.item() if hasattr(v, "item") else v) for k, v in state["applied"].items()},
+            "train_s": time.perf_counter() - t0,
+            "weights": weights,
+            "epochs_completed": len(state["epochs"]),
+        }
+
+    try:
+        model.train(**args)
+    except Pruned:
+        raise Pruned(outcome()) from None
+    except BaseException as e:
+        e.hpo_outcome = outcome()  # type: ignore[attr-defined]  # partial epochs travel with the error
+        raise
+    return outcome()
+
+
+def _tail(path: str | None, n: int = 20) -> str:
+    if not path or not Path(path).is_file():
+        return ""
+    lines = Path(path).read_text(errors="replace").splitlines()
+    return "\n".join(lines[-n:])
+
+
+def run_in_child(spec: dict[str, Any], conn: Any) -> None:
+    """Entry point of the forked worker: redirect output, apply env, train, send the outcome."""
+    log = spec.get("log_file")
+    if log:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    os.environ.update({k: str(v) for k, v in (spec.get("env") or {}).items()})
+
+    def report(row: dict[str, float]) -> bool:
+        conn.send(("epoch", row))
+        return conn.recv() == "stop"
+
+    try:
+        result = train(spec, report)
+        conn.send(("done", result))
+    except Pruned as e:
+        conn.send(("pruned", e.args[0] if e.args else {}))
+    except BaseException as e:  # noqa: BLE001 - everything becomes a failed trial, with its text
+        traceback.print_exc()
+        sys.stderr.flush()
+        error = f"{type(e).__name__}: {e}".strip().splitlines()[0][:2000] if str(e) else type(e).__name__
+        partial = getattr(e, "hpo_outcome", {})
+        conn.send(("error", {**partial, "error": error, "traceback": traceback.format_exc()[-4000:]}))
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        conn.close()

@@ -1,0 +1,387 @@
+"""The ``hpo`` command line.
+
+Exit codes: 0 done, 1 the run failed (e.g. every trial failed), 2 bad input (nothing written).
+Errors are one line on stderr; ``--debug`` adds the traceback. Heavy libraries are imported inside
+commands, so ``hpo --help`` and ``hpo backends`` stay fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from .errors import ConfigError, HpoError
+
+app = typer.Typer(
+    name="hpo",
+    help="Pluggable hyperparameter optimization for Ultralytics YOLO (backends: hpo backends).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+datasets_app = typer.Typer(help="Build the built-in demo datasets (real UCI digits from scikit-learn).", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+_DEBUG = {"on": False}
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fail(e: BaseException) -> typer.Exit:
+    code = getattr(e, "exit_code", 1)
+    if _DEBUG["on"]:
+        import traceback
+
+        traceback.print_exc()
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    print(f"hpo: error: {msg}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn :class:`HpoError` into a one-line message and its exit code (2 bad input, 1 failed run)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except HpoError as e:
+            raise _fail(e) from None
+        except KeyboardInterrupt:
+            print("hpo: interrupted; the study keeps every finished trial: continue it with --resume", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors.")) -> None:
+    _DEBUG["on"] = debug
+
+
+def split_extra_args(tokens: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Split ``hpo tune``'s trailing tokens into train args (``KEY=VALUE``) and backend options.
+
+    ``--name value`` / ``--name=value`` become ``{"name": value}`` (dashes to underscores, values
+    parsed as YAML scalars); a ``--flag`` not followed by a plain value is ``True``.
+
+    Raises:
+        ConfigError: a token that is neither.
+    """
+    from .config import _smart_value
+
+    train: list[str] = []
+    options: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.startswith("--") and len(tok) > 2:
+            key, eq, value = tok[2:].partition("=")
+            key = key.replace("-", "_")
+            if eq:
+                options[key] = _smart_value(value)
+            elif i + 1 < len(tokens) and not tokens[i + 1].startswith("--") and "=" not in tokens[i + 1]:
+                options[key] = _smart_value(tokens[i + 1])
+                i += 1
+            else:
+                options[key] = True
+        elif "=" in tok:
+            train.append(tok)
+        else:
+            raise ConfigError(f"argument: '{tok}' is neither KEY=VALUE (a train arg) nor --option (see hpo tune --help)")
+        i += 1
+    return train, options
+
+
+class ProgressPrinter:
+    """Live progress on stderr: trial i/N, epoch, objective, best so far."""
+
+    def __init__(self, total: int, epochs: int, metric: str, direction: str):
+        from .tuner import TunerCallback  # noqa: F401
+
+        self.console = _stderr()
+        self.total, self.epochs, self.metric, self.direction = total, epochs, metric, direction
+        self.best: tuple[float, int] | None = None
+        self.done = 0
+
+    def on_study_start(self, study: Any, config: Any) -> None:
+        self.done = len(study.finished())
+        for r in study.finished():
+            self._update_best(r)
+        self.console.print(f"[bold]hpo[/] study {study.path} ({config.backend}, {config.iterations} trials x {config.epochs} epochs, {self.metric} {self.direction})")
+
+    def _update_best(self, r: Any) -> None:
+        if r.status.value == "complete" and r.objective is not None:
+            sign = 1 if self.direction == "maximize" else -1
+            if self.best is None or sign * r.objective > sign * self.best[0]:
+                self.best = (r.objective, r.id)
+
+    def _best_text(self) -> str:
+        return f"best {self.best[0]:.5g} (trial {self.best[1]})" if self.best else "best -"
+
+    def on_trial_start(self, record: Any) -> None:
+        self.console.print(f"trial {record.id} started ({self.done + 1}/{self.total})")
+
+    def on_epoch(self, record: Any, row: dict[str, float]) -> None:
+        value = row.get(self.metric)
+        shown = f"{value:.5g}" if isinstance(value, float) else "-"
+        self.console.print(f"  trial {record.id} epoch {int(row.get('epoch', 0))}/{self.epochs} {self.metric}={shown}")
+
+    def on_trial_end(self, record: Any) -> None:
+        self.done += 1
+        self._update_best(record)
+        obj = f"{record.objective:.5g}" if record.objective is not None else "-"
+        extra = f" error: {record.error}" if record.status.value == "failed" and record.error else ""
+        dur = f"{record.duration_s:.1f} s" if record.duration_s else ""
+        self.console.print(f"trial {record.id} {record.status.value} objective={obj} {dur} [{self.done}/{self.total}] {self._best_text()}{extra}")
+
+    def on_study_end(self, study: Any, result: Any) -> None:
+        pass
+
+
+def _print_result(result: Any, as_json: bool) -> None:
+    import yaml
+
+    doc = {
+        "study_dir": str(result.study_dir),
+        "metric": result.metric,
+        "direction": result.direction,
+        "counts": result.counts,
+        "best": {"trial": result.best_trial, "objective": result.best_objective, "params": result.best_params},
+        "best_weights": str(result.best_weights) if result.best_weights else None,
+        "nothing_to_do": result.nothing_to_do,
+    }
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    if result.nothing_to_do:
+        print(f"nothing to do: the study already has its {sum(result.counts.values())} finished trials")
+    print(f"best trial {result.best_trial}: {result.metric} = {result.best_objective}")
+    print("best hyperparameters:")
+    print(yaml.safe_dump(result.best_params, sort_keys=False).rstrip())
+    print(f"trials: {result.counts}  (hpo show {result.study_dir})")
+    print(f"study:  {result.study_dir}")
+    if result.best_weights:
+        print(f"best weights: {result.best_weights}")
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help=(
+        "Tune hyperparameters. Trailing KEY=VALUE pairs are Ultralytics train args "
+        "(imgsz=32 batch=16 device=cpu); trailing --option value pairs are the backend's options "
+        "(hpo backends lists them)."
+    ),
+)
+@handle_errors
+def tune(
+    ctx: typer.Context,
+    backend: str = typer.Option("ultralytics", "--backend", "-b", help="Backend name (hpo backends)."),
+    model: str = typer.Option(..., "--model", "-m", help="Bundled model YAML (yolov8n.yaml) or local .pt; never downloaded."),
+    data: str = typer.Option(..., "--data", "-d", help="Data YAML, or classification folder."),
+    iterations: str = typer.Option("10", "--iterations", "-n", help="Total finished trials of the study."),
+    epochs: str = typer.Option("10", "--epochs", "-e", help="Training epochs per trial (the full fidelity)."),
+    output: str = typer.Option("runs/hpo", "--output", "-o", help="Folder of studies (e.g. the mounted volume)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Study name (default <data>-<backend>)."),
+    space: Optional[str] = typer.Option(None, "--space", "-s", help="Search space: YAML/JSON file or inline JSON (default: Ultralytics' tuner space)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Objective metric (default by task, e.g. metrics/mAP50-95(B))."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the existing study up to --iterations."),
+    trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", help="Seconds before a trial is killed (failed)."),
+    workers: str = typer.Option("1", "--workers", "-w", help="Trials run at once (several GPUs: one each)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the backend's sampler."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    from .config import parse_train_args
+    from .tuner import Tuner
+
+    train_pairs, options = split_extra_args(list(ctx.args))
+    callbacks: list[Any] = []
+    tuner = Tuner(
+        backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
+        metric=metric, train_args=parse_train_args(train_pairs), output=output, name=name, resume=resume,
+        trial_timeout=trial_timeout, workers=workers, seed=seed, backend_options=options, callbacks=callbacks,
+    )
+    cfg = tuner.config
+    for notice in cfg.notices:
+        print(f"hpo: notice: {notice}", file=sys.stderr)
+    if not quiet:
+        callbacks.append(ProgressPrinter(cfg.iterations, cfg.epochs, cfg.metric, cfg.direction))
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # a pod's SIGTERM: stop cleanly, resumable
+    result = tuner.run()
+    _print_result(result, as_json)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def study_summary(path: str | Path) -> dict[str, Any]:
+    """The ``hpo show --json`` object of a study directory.
+
+    Keys: ``study_dir``, ``backend``, ``metric``, ``direction``, ``iterations``, ``counts``,
+    ``trials`` (each ``id``, ``status``, ``params``, ``objective``, ``epochs_completed``,
+    ``duration_s``, ``error``), ``best`` (``trial``, ``params``, ``objective``; ``null`` if none).
+
+    Raises:
+        StudyError: no study at ``path``.
+    """
+    from .study import Study
+
+    study = Study.open(path)
+    records = list(study.records().values())
+    best = study.best([r for r in records if r.status.finished])
+    counts = {s: sum(r.status.value == s for r in records) for s in ("complete", "failed", "pruned", "running")}
+    return {
+        "study_dir": str(study.path),
+        "backend": study.settings.get("backend"),
+        "metric": study.settings.get("metric"),
+        "direction": study.direction,
+        "iterations": study.settings.get("iterations"),
+        "counts": counts,
+        "trials": [
+            {
+                "id": r.id,
+                "status": r.status.value,
+                "params": r.params,
+                "objective": r.objective,
+                "epochs_completed": r.epochs_completed,
+                "duration_s": r.duration_s,
+                "error": r.error,
+            }
+            for r in records
+        ],
+        "best": {"trial": best.id, "params": best.params, "objective": best.objective} if best else None,
+    }
+
+
+@app.command()
+@handle_errors
+def show(
+    study_dir: Path = typer.Argument(..., help="The study directory <output>/<name>."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+) -> None:
+    """Print a study's leaderboard (best first)."""
+    summary = study_summary(study_dir)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    sign = -1 if summary["direction"] == "maximize" else 1
+    rows = sorted(
+        summary["trials"],
+        key=lambda t: (t["objective"] is None or t["status"] != "complete", sign * (t["objective"] or 0), t["id"]),
+    )
+    keys = list(rows[0]["params"]) if rows else []
+    table = Table(title=f"{summary['study_dir']} ({summary['backend']}, {summary['metric']} {summary['direction']})")
+    for col in ("trial", "status", "objective", "epochs", "seconds", *keys):
+        table.add_column(col, overflow="fold")
+    for t in rows:
+        table.add_row(
+            str(t["id"]), t["status"], "-" if t["objective"] is None else f"{t['objective']:.5g}",
+            str(t["epochs_completed"]), "-" if t["duration_s"] is None else f"{t['duration_s']:.1f}",
+            *[f"{t['params'].get(k):.5g}" if isinstance(t["params"].get(k), float) else str(t["params"].get(k)) for k in keys],
+        )
+    Console().print(table)
+    print(f"counts: {summary['counts']}; best: {summary['best']['trial'] if summary['best'] else '-'}")
+
+
+@app.command()
+@handle_errors
+def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
+    """List installed backends with their versions and options."""
+    from .plugins import backends as installed
+
+    found = installed()
+    doc = [
+        {
+            "name": name,
+            "plugin": cls.plugin,
+            "version": cls.plugin_version,
+            "description": cls.description,
+            "options": cls.describe_options(),
+        }
+        for name, cls in found.items()
+    ]
+    if as_json:
+        print(json.dumps(doc, indent=2, default=str))
+        return
+    for b in doc:
+        print(f"{b['name']:<12} {b['version']:<10} {b['description']}  [{b['plugin']}]")
+        for opt, spec in b["options"].items():
+            print(f"    --{opt.replace('_', '-')} ({spec['type']}, default {spec['default']}): {spec['help']}")
+
+
+@app.command()
+@handle_errors
+def unlock(study_dir: Path = typer.Argument(..., help="The study directory.")) -> None:
+    """Break a study's lock (only when its writer is gone)."""
+    from .study import Study
+
+    if not Study.exists(study_dir):
+        raise ConfigError(f"study: no study at '{study_dir}'")
+    info = Study.break_lock(study_dir)
+    print(f"removed lock held by {info.get('host')} pid {info.get('pid')}" if info else "no lock was held")
+
+
+@datasets_app.command("make")
+@handle_errors
+def datasets_make(
+    name: str = typer.Argument(..., help="digits-cls or digits-det"),
+    out: Path = typer.Argument(..., help="Target folder (new or empty)."),
+    seed: int = typer.Option(0, "--seed", help="Seed (the output is deterministic for a seed)."),
+) -> None:
+    """Write a demo dataset in Ultralytics format; prints what to pass as --data."""
+    from .datasets import make_dataset
+
+    print(make_dataset(name, out, seed=seed))
+
+
+@app.command()
+@handle_errors
+def demo(
+    out: Path = typer.Option(Path("hpo-demo"), "--out", help="Folder for the demo data and study."),
+    backend: str = typer.Option("ultralytics", "--backend", "-b"),
+    iterations: int = typer.Option(6, "--iterations", "-n"),
+    epochs: int = typer.Option(2, "--epochs", "-e"),
+) -> None:
+    """Build digits-cls and tune yolov8n-cls on it (a real run, a few minutes on 2 CPU cores)."""
+    from .datasets import make_digits_cls
+    from .tuner import Tuner
+
+    data = out / "digits-cls"
+    if not (data / "train").is_dir():
+        make_digits_cls(data, seed=0)
+    space = {"lr0": (1e-4, 1e-2), "lrf": (0.01, 1.0), "momentum": (0.7, 0.98, 0.3), "weight_decay": (0.0, 0.001),
+             "warmup_epochs": (0.0, 1.0), "hsv_v": (0.0, 0.9), "fliplr": (0.0, 0.5)}
+    name = f"demo-{backend}"
+    resume = (out / "studies" / name / "study.json").is_file()
+    cfg_args = {"imgsz": 32, "batch": 64, "workers": 0, "optimizer": "AdamW", "device": "cpu"}
+    tuner = Tuner(
+        backend=backend, model="yolov8n-cls.yaml", data=data, space=space, iterations=iterations, epochs=epochs,
+        train_args=cfg_args, output=out / "studies", name=name, resume=resume, seed=0, callbacks=[],
+    )
+    tuner.callbacks.append(ProgressPrinter(iterations, epochs, tuner.config.metric, tuner.config.direction))
+    _print_result(tuner.run(), False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""Study settings and their validation, done before anything runs or is written.
+
+:func:`build_config` checks every input (backend, model, data, space, counts, metric, train
+args, output) and raises a one-line :class:`~hpo.errors.ConfigError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import ultra
+from .backend import Backend, BackendOptions
+from .data import ResolvedData, resolve_data
+from .errors import ConfigError, closest
+from .plugins import get_backend
+from .space import SearchSpace
+
+__all__ = ["TuneConfig", "build_config", "parse_train_args", "RESERVED_TRAIN_ARGS"]
+
+#: Train args hpo sets itself, per trial; giving them is an error naming the hpo setting to use.
+RESERVED_TRAIN_ARGS = {
+    "data": "--data",
+    "model": "--model",
+    "epochs": "--epochs",
+    "project": "--output",
+    "name": "--name",
+    "exist_ok": "(hpo sets it)",
+    "resume": "--resume",
+    "mode": "(always train)",
+    "task": "(from the model name)",
+}
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Validated settings of a study.
+
+    Attributes:
+        backend: backend name.
+        model: model as Ultralytics loads it (bundled YAML name or absolute local path).
+        task: Ultralytics task (``detect``, ``classify``, ...).
+        data: the resolved dataset.
+        space: the search space.
+        iterations: total finished trials the study must reach (>= 1).
+        epochs: training epochs per trial, the full fidelity (>= 1).
+        metric: the objective, an Ultralytics metric name (e.g. ``metrics/mAP50-95(B)``).
+        direction: ``"maximize"`` or ``"minimize"``.
+        train_args: fixed Ultralytics train args (validated by Ultralytics' ``check_cfg``).
+        output: the output folder (absolute).
+        name: the study name; the study lives in ``output/name``.
+        resume: continue an existing study.
+        trial_timeout: seconds per trial before it is killed (``None``: none).
+        workers: trials run at once by this process.
+        seed: seed of the backend's sampler (``None``: random).
+        options: the backend's validated options.
+        notices: things hpo changed on the user's behalf (printed by the CLI).
+    """
+
+    backend: str
+    model: str
+    task: str
+    data: ResolvedData
+    space: SearchSpace
+    iterations: int
+    epochs: int
+    metric: str
+    direction: str
+    train_args: dict[str, Any]
+    output: Path
+    name: str
+    resume: bool = False
+    trial_timeout: float | None = None
+    workers: int = 1
+    seed: int | None = None
+    options: BackendOptions = field(default_factory=BackendOptions)
+    notices: tuple[str, ...] = ()
+
+    @property
+    def study_dir(self) -> Path:
+        """``output / name``."""
+        return self.output / self.name
+
+    @property
+    def backend_class(self) -> type[Backend]:
+        return get_backend(self.backend)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a resumed study must keep (a change is refused with a diff)."""
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "data": self.data.source,
+            "space": self.space.to_spec(),
+            "metric": self.metric,
+            "epochs": self.epochs,
+        }
+
+    def to_settings(self) -> dict[str, Any]:
+        """The ``study.json`` contents (without timestamps)."""
+        return {
+            **self.identity(),
+            "task": self.task,
+            "direction": self.direction,
+            "iterations": self.iterations,
+            "train_args": self.train_args,
+            "trial_timeout": self.trial_timeout,
+            "workers": self.workers,
+            "seed": self.seed,
+            "options": self.options.model_dump(mode="json"),
+            "data_resolved": self.data.content or self.data.source,
+        }
+
+
+def _count(field_name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{field_name}: {value!r} must be a whole number >= 1")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{field_name}: {value!r} must be a whole number >= 1") from None
+    if not math.isfinite(number) or not number.is_integer() or number < 1:
+        raise ConfigError(f"{field_name}: {value!r} must be a whole number >= 1")
+    return int(number)
+
+
+def _smart_value(text: str) -> Any:
+    """Parse a ``KEY=VALUE`` value like the ``yolo`` CLI: numbers, booleans, None, else string."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if value is None and text.lower() not in ("none", "null", "~") else value
+
+
+def parse_train_args(pairs: list[str] | None) -> dict[str, Any]:
+    """Parse ``["imgsz=32", "batch=16"]`` into ``{"imgsz": 32, "batch": 16}``.
+
+    Raises:
+        ConfigError: an item without ``=`` or with an empty key.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"train args: '{pair}' is not KEY=VALUE (e.g. imgsz=32)")
+        key, value = pair.split("=", 1)
+        if not key.strip():
+            raise ConfigError(f"train args: '{pair}' has an empty key")
+        out[key.strip()] = _smart_value(value)
+    return out
+
+
+def _check_train_args(train_args: dict[str, Any], space: SearchSpace) -> tuple[dict[str, Any], list[str]]:
+    valid = ultra.train_defaults()
+    notices: list[str] = []
+    for key in train_args:
+        if key != key.strip():
+            raise ConfigError(f"train args: '{key}' has stray whitespace; write '{key.strip()}'")
+        if key in RESERVED_TRAIN_ARGS:
+            raise ConfigError(f"train args: '{key}' is set by hpo; use {RESERVED_TRAIN_ARGS[key]} instead")
+        if key not in valid:
+            raise ConfigError(f"train args: '{key}' is not an Ultralytics train argument{closest(key, valid)}")
+        if key in space:
+            raise ConfigError(
+                f"train args: '{key}' is also in the search space; a fixed value would override the sampled one: "
+                "remove it from the train args or from the space"
+            )
+    args = dict(train_args)
+    try:
+        from ultralytics.cfg import check_cfg
+
+        check_cfg(args)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"train args: {str(e).splitlines()[0]}") from None
+    optimizer = str(args.get("optimizer", valid.get("optimizer", "auto")))
+    tuned = [k for k in ("lr0", "momentum") if k in space]
+    if tuned and optimizer.lower() == "auto":
+        args["optimizer"] = "SGD"
+        notices.append(
+            f"optimizer=auto ignores {' and '.join(tuned)}, which the space tunes: set optimizer=SGD "
+            "(Ultralytics' defaults lr0=0.01, momentum=0.937 are SGD values); pass optimizer=... to choose another"
+        )
+    return args, notices
+
+
+def _check_output(study_dir: Path) -> None:
+    probe = study_dir
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"output: '{probe}' is not a writable folder; choose a writable --output")
+
+
+def build_config(
+    *,
+    backend: str = "ultralytics",
+    model: str,
+    data: str | os.PathLike,
+    space: Any = None,
+    iterations: Any = 10,
+    epochs: Any = 10,
+    metric: str | None = None,
+    train_args: dict[str, Any] | None = None,
+    output: str | os.PathLike = "runs/hpo",
+    name: str | None = None,
+    resume: bool = False,
+    trial_timeout: float | None = None,
+    workers: Any = 1,
+    seed: int | None = None,
+    backend_options: dict[str, Any] | None = None,
+) -> TuneConfig:
+    """Validate every input and return a :class:`TuneConfig`. Writes nothing.
+
+    Arguments are those of :class:`hpo.Tuner`.
+
+    Raises:
+        ConfigError: the first problem found, naming the field, the value and the fix.
+    """
+    backend_cls = get_backend(backend)
+    iterations = _count("iterations", iterations)
+    epochs = _count("epochs", epochs)
+    workers = _count("workers", workers)
+    if trial_timeout is not None:
+        try:
+            trial_timeout = float(trial_timeout)
+        except (TypeError, ValueError):
+            raise ConfigError(f"trial_timeout: {trial_timeout!r} must be a number of seconds > 0") from None
+        if not math.isfinite(trial_timeout) or trial_timeout <= 0:
+            raise ConfigError(f"trial_timeout: {trial_timeout!r} must be a number of seconds > 0")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(f"seed: {seed!r} must be an integer >= 0")
+    model, task = ultra.resolve_model(str(model))
+    if train_args and "task" in train_args:
+        raise ConfigError("train args: 'task' is set by hpo from the model name (-cls, -seg, -pose, -obb)")
+    resolved = resolve_data(data, task)
+    space = SearchSpace.parse(space)
+    args, notices = _check_train_args(dict(train_args or {}), space)
+    metric = metric or ultra.TASK_METRIC[task]
+    reported = ultra.task_metrics(task)
+    if metric not in reported:
+        raise ConfigError(f"metric: '{metric}' is not reported for task {task}{closest(metric, reported)}; choose one of {', '.join(reported)}")
+    direction = ultra.metric_direction(metric)
+    name = name or f"{Path(resolved.source).stem if resolved.kind == 'yaml' else Path(resolved.source).name}-{backend}"
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"name: '{name}' must be 1-128 letters, digits, '.', '_' or '-' (it is a folder name)")
+    output = Path(output).expanduser().resolve()
+    _check_output(output / name)
+    try:
+        options = backend_cls.Options(**(backend_options or {}))
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "?"
+        valid = ", ".join(backend_cls.Options.model_fields) or "none"
+        raise ConfigError(f"{backend} option '{loc}': {err['msg']} (options of {backend}: {valid})") from None
+    config = TuneConfig(
+        backend=backend, model=model, task=task, data=resolved, space=space, iterations=iterations,
+        epochs=epochs, metric=metric, direction=direction, train_args=args, output=output, name=name,
+        resume=bool(resume), trial_timeout=trial_timeout, workers=workers, seed=seed, options=options,
+        notices=tuple(notices),
+    )
+    backend_cls.check(config, options)
+    return config

@@ -1,0 +1,115 @@
+"""Dataset resolution: turn the user's ``data`` into absolute paths before any trial starts.
+
+Ultralytics resolves a relative ``path:`` in a data YAML against its global datasets directory
+(``settings.datasets_dir``) and may *download* a dataset it does not find. hpo does neither: a
+relative or absent ``path`` means the YAML file's own folder (how ``../shared/data/coco8/data.yaml``
+with ``path: .`` is meant), every split must exist, and the ``download`` key is dropped. The
+resolved YAML is written into the study directory and given to every trial, so trials work from
+any working directory (a Ray worker, a KFP pod).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import DataError
+
+__all__ = ["ResolvedData", "resolve_data"]
+
+_SPLITS = ("train", "val", "test", "minival")
+
+
+@dataclass(frozen=True)
+class ResolvedData:
+    """A dataset with every path absolute.
+
+    Attributes:
+        source: the absolute path the user gave (YAML file or folder).
+        kind: ``"yaml"`` (detect/segment/pose/obb) or ``"folder"`` (classification image folder).
+        content: for ``"yaml"``, the data YAML's mapping with ``path`` and every split absolute
+            and ``download`` removed; for ``"folder"``, empty.
+    """
+
+    source: str
+    kind: str
+    content: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, study_dir: Path) -> str:
+        """Write the resolved YAML into ``study_dir`` (atomically); return what trials pass as ``data=``."""
+        if self.kind == "folder":
+            return self.source
+        from .study import atomic_write_text
+
+        path = Path(study_dir) / "data.yaml"
+        atomic_write_text(path, yaml.safe_dump(self.content, sort_keys=False))
+        return str(path)
+
+
+def resolve_data(data: str | Path, task: str) -> ResolvedData:
+    """Check the dataset and make all of its paths absolute.
+
+    Args:
+        data: a data YAML (detect, segment, pose, obb) or, for ``classify``, an image folder with
+            ``train/`` and ``val/`` (or ``test/``) sub-folders of one folder per class.
+            A relative path is taken from the current working directory.
+        task: the Ultralytics task (``detect``, ``classify``, ...).
+
+    Returns:
+        :class:`ResolvedData`.
+
+    Raises:
+        DataError: the file or folder is missing or unreadable, a split folder/file is missing,
+            the YAML has no ``names``, or a classification folder lacks ``train/``.
+    """
+    p = Path(str(data)).expanduser()
+    if not p.exists():
+        raise DataError(f"data: '{data}' does not exist (resolved to {p.resolve()}); give the data YAML or dataset folder on the volume")
+    p = p.resolve()
+    if task == "classify":
+        if p.is_dir():
+            if not (p / "train").is_dir():
+                raise DataError(f"data: classification folder '{p}' has no train/ sub-folder")
+            if not ((p / "val").is_dir() or (p / "test").is_dir()):
+                raise DataError(f"data: classification folder '{p}' has neither val/ nor test/")
+            return ResolvedData(str(p), "folder")
+        raise DataError(f"data: '{data}' is a file; a classification dataset is a folder with train/ and val/")
+    if p.is_dir():
+        hint = f" (found {p / 'data.yaml'})" if (p / "data.yaml").is_file() else ""
+        raise DataError(f"data: '{data}' is a folder; for task '{task}' give its data YAML{hint}")
+    try:
+        with open(p, encoding="utf-8") as f:
+            content = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(f"data: cannot read '{p}': {str(e).splitlines()[0]}") from None
+    if not isinstance(content, dict):
+        raise DataError(f"data: '{p}' is not a data YAML mapping (expected keys path, train, val, names)")
+    if "names" not in content and "nc" not in content:
+        raise DataError(f"data: '{p}' has no 'names'; list the class names")
+    base = Path(str(content.get("path") or ".")).expanduser()
+    if not base.is_absolute():
+        base = (p.parent / base).resolve()
+    if not base.is_dir():
+        raise DataError(f"data: 'path: {content.get('path')}' in '{p}' resolves to {base}, which does not exist")
+    content = dict(content)
+    content["path"] = str(base)
+    content.pop("download", None)  # never download: the data must be on the volume
+    if "train" not in content or "val" not in content:
+        raise DataError(f"data: '{p}' needs both 'train' and 'val' entries")
+    for split in _SPLITS:
+        if content.get(split) in (None, ""):
+            content.pop(split, None)
+            continue
+        entries = content[split] if isinstance(content[split], list) else [content[split]]
+        resolved = []
+        for entry in entries:
+            q = Path(str(entry)).expanduser()
+            q = q if q.is_absolute() else (base / q)
+            if not q.exists():
+                raise DataError(f"data: {split} '{entry}' in '{p}' resolves to {q}, which does not exist")
+            resolved.append(str(q.resolve()))
+        content[split] = resolved if isinstance(content[split], list) else resolved[0]
+    return ResolvedData(str(p), "yaml", content)

@@ -1,0 +1,73 @@
+"""The exceptions hpo raises.
+
+Every error derives from :class:`HpoError`. Errors of bad input (:class:`ConfigError` and its
+subclasses) are raised before any trial starts and before anything is written; the CLI turns
+them into one line on stderr and exit code 2. :class:`RunFailed` means the study ran but
+produced no usable result (exit code 1).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "HpoError",
+    "ConfigError",
+    "SpaceError",
+    "DataError",
+    "BackendNotFound",
+    "StudyLocked",
+    "StudyError",
+    "RunFailed",
+    "closest",
+]
+
+
+class HpoError(Exception):
+    """Base class of every error raised by hpo."""
+
+    exit_code = 1
+
+
+class ConfigError(HpoError, ValueError):
+    """Bad input: a setting, argument or file that cannot be used. Exit code 2."""
+
+    exit_code = 2
+
+
+class SpaceError(ConfigError):
+    """A search-space entry is invalid (unknown key, inverted bounds, wrong type, ...)."""
+
+
+class DataError(ConfigError):
+    """The dataset (data YAML or folder) is missing or unreadable."""
+
+
+class BackendNotFound(ConfigError):
+    """No installed backend has the requested name."""
+
+
+class StudyError(ConfigError):
+    """The study directory cannot be created, resumed or read as asked."""
+
+
+class StudyLocked(StudyError):
+    """Another live process holds the study's lock."""
+
+
+class RunFailed(HpoError):
+    """The study ran but every trial failed (or the run broke). Exit code 1."""
+
+    exit_code = 1
+
+
+def closest(word: str, choices: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest choice to ``word``, or ``""``.
+
+    Args:
+        word: the unknown name the user gave.
+        choices: the valid names.
+    """
+    match = difflib.get_close_matches(word.strip(), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""

@@ -1,0 +1,485 @@
+"""The core: :class:`Tuner` (the public entry point) and :class:`StudyLoop` (the ask/run/tell loop).
+
+Data flows one way: settings -> validation -> study directory -> backend asks for trials ->
+runner trains -> records go to the study (and the callbacks) -> result.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import ultra
+from .config import TuneConfig, build_config
+from .errors import RunFailed, StudyError
+from .runner import TrialOutcome, TrialRunner, TrialSpec
+from .study import Study, TrialRecord, TrialStatus, utcnow
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .backend import Backend
+
+__all__ = ["Tuner", "TuneResult", "TunerCallback", "StudyLoop", "trials_frame", "objective_of"]
+
+
+class TunerCallback:
+    """Observer of a study (progress display, MLflow tracking). Every method is an optional no-op.
+
+    Methods are called in the driver process; with ``workers > 1`` they may be called from several
+    threads (one per running trial), never concurrently for the same trial.
+    """
+
+    def on_study_start(self, study: Study, config: TuneConfig) -> None:
+        """The study directory is open and locked; no trial of this run has started."""
+
+    def on_trial_start(self, record: TrialRecord) -> None:
+        """A trial is about to train (``record.status`` is ``running``)."""
+
+    def on_epoch(self, record: TrialRecord, row: dict[str, float]) -> None:
+        """A trial finished an epoch; ``row`` holds its metrics (``row["epoch"]`` is 1-based)."""
+
+    def on_trial_end(self, record: TrialRecord) -> None:
+        """A trial finished (complete, failed or pruned) and is recorded."""
+
+    def on_study_end(self, study: Study, result: TuneResult | None) -> None:
+        """The run ended (``result`` is ``None`` if it broke)."""
+
+
+def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
+    """Trials as a pandas DataFrame: one row per trial, ``params.<key>`` columns.
+
+    Columns: ``id, status, objective, epochs_completed, duration_s, train_s, start, end, error``,
+    then one ``params.<key>`` per space key.
+    """
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        row = {
+            "id": r.id,
+            "status": r.status.value,
+            "objective": r.objective,
+            "epochs_completed": r.epochs_completed,
+            "duration_s": r.duration_s,
+            "train_s": r.train_s,
+            "start": r.start,
+            "end": r.end,
+            "error": r.error,
+        }
+        row.update({f"params.{k}": v for k, v in r.params.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def objective_of(outcome_epochs: list[dict[str, float]], final_metrics: dict[str, float], metric: str) -> float | None:
+    """The objective of a trial: ``metric`` from the final validation (best weights), else from the
+    last epoch that reported it. Computed from the raw metric, never from Ultralytics' ``fitness``.
+    """
+    if metric in final_metrics:
+        return float(final_metrics[metric])
+    for row in reversed(outcome_epochs):
+        if metric in row:
+            return float(row[metric])
+    return None
+
+
+@dataclass
+class TuneResult:
+    """The outcome of :meth:`Tuner.run`.
+
+    Attributes:
+        best_params: params of the best complete trial (``{}`` if none).
+        best_objective: its objective value (``None`` if none).
+        best_trial: its id (``None`` if none).
+        metric, direction: the objective and whether it is maximised or minimised.
+        trials: every trial as a DataFrame (see :func:`trials_frame`).
+        study_dir: the study directory.
+        best_weights: ``<study>/weights/best.pt`` if written.
+        counts: ``{"complete": n, "failed": n, "pruned": n}``.
+        nothing_to_do: the study had already reached its total.
+    """
+
+    best_params: dict[str, Any]
+    best_objective: float | None
+    best_trial: int | None
+    metric: str
+    direction: str
+    trials: Any
+    study_dir: Path
+    best_weights: Path | None
+    counts: dict[str, int] = field(default_factory=dict)
+    nothing_to_do: bool = False
+
+
+def _gpu_list(device: Any) -> list[str]:
+    """GPU indices named by an Ultralytics ``device`` value (``"0,1"``, ``[0, 1]``, ``0``); else ``[]``."""
+    if device is None or isinstance(device, bool):
+        return []
+    items = device if isinstance(device, (list, tuple)) else str(device).split(",")
+    out = [str(x).strip() for x in items if str(x).strip()]
+    return out if out and all(x.isdigit() for x in out) else []
+
+
+class StudyLoop:
+    """Runs trials of one study and records them. The public surface backends may use.
+
+    Args:
+        config: the study settings.
+        study: the open, locked study.
+        callbacks: observers.
+    """
+
+    def __init__(self, config: TuneConfig, study: Study, callbacks: Sequence[TunerCallback] = ()):
+        self.config = config
+        self.study = study
+        self.callbacks = list(callbacks)
+        self.runner = TrialRunner(timeout_s=config.trial_timeout)
+        self._lock = threading.RLock()
+        self._in_flight: set[int] = set()
+        self._retry: list[tuple[int, dict[str, Any]]] = []
+        self._next_id = max(study.records(), default=-1) + 1
+        self.data_arg = str(study.path / "data.yaml") if config.data.kind == "yaml" else config.data.source
+        self.gpus = _gpu_list(config.train_args.get("device"))
+
+    # --- counting
+    def finished(self) -> list[TrialRecord]:
+        """Finished trials recorded so far."""
+        return self.study.finished()
+
+    def remaining(self) -> int:
+        """Trials still to start so the study reaches ``iterations`` finished trials."""
+        with self._lock:
+            return max(0, self.config.iterations - len(self.finished()) - len(self._in_flight))
+
+    def new_trial_id(self) -> int:
+        """Reserve the next trial id (ints from 0, unique in the study)."""
+        with self._lock:
+            tid = self._next_id
+            self._next_id += 1
+            return tid
+
+    def queue_retry(self, trial_id: int, params: dict[str, Any]) -> None:
+        """Re-run an interrupted trial with the same id before asking for new ones."""
+        self._retry.append((trial_id, params))
+
+    # --- one trial
+    def run_trial(
+        self,
+        trial_id: int,
+        params: dict[str, Any],
+        *,
+        backend: Backend | None = None,
+        slot: int = 0,
+    ) -> TrialRecord:
+        """Train one trial in a worker process, record it, and return its finished record.
+
+        Args:
+            trial_id: from :meth:`new_trial_id` (or a retried id).
+            params: values for every key of the space (validated against it).
+            backend: asked ``should_prune`` after each epoch, if given.
+            slot: the worker slot (0..workers-1); picks the GPU when ``device`` lists several.
+        """
+        cfg = self.config
+        params = cfg.space.validate_params(params)
+        record = TrialRecord(
+            id=trial_id, params=params, start=utcnow(), worker=f"{socket.gethostname()}:{os.getpid()}"
+        )
+        train_args = dict(cfg.train_args)
+        env: dict[str, str] = {}
+        if len(self.gpus) > 1:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
+            train_args["device"] = "0"
+            record.worker += f" gpu{env['CUDA_VISIBLE_DEVICES']}"
+        with self._lock:
+            self._in_flight.add(trial_id)
+        try:
+            self.study.append(record)
+            self._emit("on_trial_start", record)
+            spec = TrialSpec(
+                trial_id=trial_id, model=cfg.model, task=cfg.task, data=self.data_arg, params=params,
+                train_args=train_args, epochs=cfg.epochs, run_dir=str(self.study.trial_dir(trial_id)), env=env,
+            )
+
+            def on_epoch(row: dict[str, float]) -> bool:
+                record.epochs.append(row)
+                record.epochs_completed = len(record.epochs)
+                self.study.append(record)
+                self._emit("on_epoch", record, row)
+                return bool(backend.should_prune(record, row)) if backend is not None else False
+
+            outcome = self.runner.run(spec, on_epoch)
+            self._finish(record, outcome)
+            self.study.append(record)
+        finally:
+            with self._lock:
+                self._in_flight.discard(trial_id)
+        self._after_trial(record)
+        return record
+
+    def _finish(self, record: TrialRecord, outcome: TrialOutcome) -> None:
+        cfg = self.config
+        record.epochs = outcome.epochs or record.epochs
+        record.epochs_completed = len(record.epochs)
+        record.final_metrics = outcome.final_metrics
+        record.applied = outcome.applied
+        record.train_s = outcome.train_s
+        record.duration_s = outcome.duration_s
+        record.weights = outcome.weights
+        record.end = utcnow()
+        record.error = outcome.error
+        record.status = TrialStatus(outcome.status)
+        if record.status is TrialStatus.FAILED:
+            record.objective = None
+            return
+        value = objective_of(record.epochs, record.final_metrics, cfg.metric)
+        if value is None or not math.isfinite(value):
+            record.status = TrialStatus.FAILED
+            record.objective = None
+            record.error = f"objective {cfg.metric} is {value} (diverged or not reported); the trial counts as failed"
+            return
+        record.objective = value
+        if record.status is TrialStatus.PRUNED:
+            record.error = record.error or f"pruned after epoch {record.epochs_completed}"
+
+    def _after_trial(self, record: TrialRecord) -> None:
+        with self._lock:
+            best = self.study.best()
+            if best is not None and best.id == record.id:
+                self.study.write_best(best)
+        self._emit("on_trial_end", record)
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, event)(*args)
+
+    # --- the default loop
+    def ask_tell(self, backend: Backend) -> None:
+        """The core loop: ``ask -> run -> tell`` until the study has ``iterations`` finished trials.
+
+        With ``workers > 1``, that many threads each run this loop; asking and telling are
+        serialised, training runs in parallel (one worker process per running trial).
+        """
+        errors: list[BaseException] = []
+
+        def worker(slot: int) -> None:
+            try:
+                while True:
+                    with self._lock:
+                        if self._retry:
+                            tid, params = self._retry.pop(0)
+                        elif self.remaining() > 0:
+                            tid = self.new_trial_id()
+                            params = backend.ask(tid)
+                        else:
+                            return
+                        self._in_flight.add(tid)
+                    record = self.run_trial(tid, params, backend=backend, slot=slot)
+                    with self._lock:
+                        backend.tell(record)
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        n = self.config.workers
+        if n == 1:
+            worker(0)
+        else:
+            threads = [threading.Thread(target=worker, args=(k,), name=f"hpo-worker-{k}") for k in range(n)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        if errors:
+            raise errors[0]
+
+
+class Tuner:
+    """Tune an Ultralytics YOLO model with a pluggable backend.
+
+    Example:
+        >>> from hpo import Tuner
+        >>> result = Tuner(backend="ultralytics", model="yolov8n-cls.yaml", data="digits-cls",
+        ...                iterations=4, epochs=2, train_args={"imgsz": 32}, output="runs/hpo").run()
+        >>> result.best_params, result.best_objective, result.study_dir
+
+    Args (keyword-only):
+        backend: installed backend name (``hpo backends``), default ``"ultralytics"``.
+        model: bundled model YAML (``"yolov8n.yaml"``) or local ``.pt``; never downloaded.
+        data: data YAML (detect/segment/pose/obb) or classification folder. A relative ``path:``
+            inside the YAML is relative to the YAML file.
+        space: ``None`` (Ultralytics' default tuner space), a mapping, a YAML/JSON file or inline JSON
+            (see :meth:`hpo.SearchSpace.parse`).
+        iterations: total finished trials of the study (>= 1); on resume, the same total.
+        epochs: training epochs per trial (>= 1), the full fidelity.
+        metric: objective metric (default by task: detect ``metrics/mAP50-95(B)``, classify
+            ``metrics/accuracy_top1``, segment ``metrics/mAP50-95(M)``, pose ``metrics/mAP50-95(P)``,
+            obb ``metrics/mAP50-95(B)``), maximised (losses are minimised).
+        train_args: fixed Ultralytics train args (``{"imgsz": 32, "device": "cpu"}``).
+        output: folder holding studies (default ``runs/hpo``), e.g. the mounted volume.
+        name: study name (default ``<data name>-<backend>``); the study is ``output/name``.
+        resume: continue the existing study ``output/name`` up to ``iterations``.
+        trial_timeout: seconds before a trial is killed and recorded as failed.
+        workers: trials trained at once by this process (several GPUs: one each).
+        seed: seed of the backend's sampler.
+        backend_options: the backend's options (``hpo backends`` lists them).
+        callbacks: :class:`TunerCallback` observers.
+
+    Raises:
+        hpo.errors.ConfigError: bad input (at construction, before anything is written).
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: str = "ultralytics",
+        model: str,
+        data: str | os.PathLike,
+        space: Any = None,
+        iterations: int = 10,
+        epochs: int = 10,
+        metric: str | None = None,
+        train_args: dict[str, Any] | None = None,
+        output: str | os.PathLike = "runs/hpo",
+        name: str | None = None,
+        resume: bool = False,
+        trial_timeout: float | None = None,
+        workers: int = 1,
+        seed: int | None = None,
+        backend_options: dict[str, Any] | None = None,
+        callbacks: Sequence[TunerCallback] = (),
+    ):
+        self.config = build_config(
+            backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
+            metric=metric, train_args=train_args, output=output, name=name, resume=resume,
+            trial_timeout=trial_timeout, workers=workers, seed=seed, backend_options=backend_options,
+        )
+        self.callbacks = list(callbacks)
+
+    @property
+    def study_dir(self) -> Path:
+        return self.config.study_dir
+
+    def _open_study(self) -> Study:
+        cfg = self.config
+        path = cfg.study_dir
+        if Study.exists(path):
+            if not cfg.resume:
+                raise StudyError(f"study: '{path}' already exists; pass --resume to continue it or choose another --name")
+            study = Study.open(path, writer=True)
+            old = {k: study.settings.get(k) for k in cfg.identity()}
+            new = cfg.identity()
+            diff = [k for k in new if _normal(old[k]) != _normal(new[k])]
+            if diff:
+                study.close()
+                detail = "; ".join(f"{k}: stored {_short(old[k])} != given {_short(new[k])}" for k in diff)
+                raise StudyError(f"resume: the study's settings changed ({detail}); resume with the stored settings or start a new --name")
+            changes = {k: v for k, v in cfg.to_settings().items() if k not in new and study.settings.get(k) != v}
+            study.settings.setdefault("resumes", []).append({"at": utcnow(), "changed": changes})
+            study.settings.update(changes)
+            study.save_settings()
+            return study
+        if cfg.resume:
+            raise StudyError(f"resume: there is no study at '{path}' to resume; drop --resume to start it")
+        settings = cfg.to_settings()
+        settings["versions"] = _versions(cfg)
+        study = Study.create(path, settings)
+        cfg.data.write(path)
+        return study
+
+    def run(self) -> TuneResult:
+        """Run (or resume) the study until it has ``iterations`` finished trials.
+
+        Returns:
+            :class:`TuneResult`.
+
+        Raises:
+            hpo.errors.StudyLocked: another live process writes this study.
+            hpo.errors.StudyError: the study exists (without ``resume``), is missing (with
+                ``resume``), or its stored data/model/space/metric/epochs/backend differ.
+            hpo.errors.RunFailed: every trial failed (the message holds the first error).
+        """
+        cfg = self.config
+        backend_cls = cfg.backend_class
+        study = self._open_study()
+        result: TuneResult | None = None
+        loop = StudyLoop(cfg, study, self.callbacks)
+        backend = None
+        try:
+            records = study.records()
+            finished = [r for r in records.values() if r.status.finished]
+            if len(finished) >= cfg.iterations:
+                result = self._result(study, nothing_to_do=True)
+                return result
+            backend = backend_cls(config=cfg, study=study, options=cfg.options)
+            backend.restore(finished)
+            for r in records.values():
+                if not r.status.finished:
+                    loop.queue_retry(r.id, backend.retry_params(r))
+            loop._emit("on_study_start", study, cfg)
+            backend.run(loop)
+            result = self._result(study)
+            if result.counts.get("complete", 0) == 0 and result.counts.get("pruned", 0) == 0:
+                first = next((r for r in study.finished() if r.status is TrialStatus.FAILED), None)
+                raise RunFailed(
+                    f"every trial failed; first error (trial {first.id if first else '?'}): "
+                    f"{first.error if first else 'unknown'} (log: {study.trial_dir(first.id) / 'train.log' if first else '-'})"
+                )
+            return result
+        finally:
+            try:
+                if backend is not None:
+                    backend.close()
+                loop._emit("on_study_end", study, result)
+            finally:
+                study.close()
+
+    def _result(self, study: Study, *, nothing_to_do: bool = False) -> TuneResult:
+        finished = study.finished()
+        best = study.best(finished)
+        counts = {s.value: sum(r.status is s for r in finished) for s in TrialStatus if s.finished}
+        weights = study.path / "weights" / "best.pt"
+        return TuneResult(
+            best_params=dict(best.params) if best else {},
+            best_objective=best.objective if best else None,
+            best_trial=best.id if best else None,
+            metric=self.config.metric,
+            direction=self.config.direction,
+            trials=trials_frame(finished),
+            study_dir=study.path,
+            best_weights=weights if weights.is_file() else None,
+            counts=counts,
+            nothing_to_do=nothing_to_do,
+        )
+
+
+def _normal(x: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(x, sort_keys=True, default=str))
+
+
+def _short(x: Any) -> str:
+    import json
+
+    text = json.dumps(x, sort_keys=True, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _versions(cfg: TuneConfig) -> dict[str, str]:
+    import importlib.metadata
+    import platform
+
+    out = {"python": platform.python_version(), "ultralytics": ultra.version()}
+    for dist in ("hpo", "torch", cfg.backend_class.library or ""):
+        if dist:
+            try:
+                out[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+    return out

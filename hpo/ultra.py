@@ -1,0 +1,221 @@
+"""Facts about the installed Ultralytics, read without importing torch where possible.
+
+`hpo --help`, `hpo backends` and search-space validation must stay fast, so the train-argument
+defaults, the typed key sets and the native tuner's default space are read from the installed
+package's own files (``cfg/default.yaml``, ``cfg/__init__.py``, ``engine/tuner.py``) with ``ast``
+instead of importing ``ultralytics`` (which imports torch, 3-4 s on a 2-core machine).
+``tests/test_ultra.py`` checks every value read here against the imported package.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.metadata
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "TASKS",
+    "TASK_METRIC",
+    "package_dir",
+    "version",
+    "train_defaults",
+    "int_keys",
+    "float_keys",
+    "bool_keys",
+    "native_default_space",
+    "resolve_model",
+    "task_metrics",
+    "metric_direction",
+]
+
+#: Ultralytics tasks hpo tunes.
+TASKS = ("detect", "segment", "classify", "pose", "obb")
+
+#: Default objective per task, maximised (source: ``ultralytics.cfg.TASK2METRIC``, 8.4.x).
+TASK_METRIC = {
+    "detect": "metrics/mAP50-95(B)",
+    "segment": "metrics/mAP50-95(M)",
+    "classify": "metrics/accuracy_top1",
+    "pose": "metrics/mAP50-95(P)",
+    "obb": "metrics/mAP50-95(B)",
+}
+
+# Validation losses each task reports (source: the tasks' ``loss_names``, Ultralytics 8.4.x).
+_TASK_LOSSES = {
+    "detect": ("box_loss", "cls_loss", "dfl_loss"),
+    "segment": ("box_loss", "seg_loss", "cls_loss", "dfl_loss"),
+    "classify": ("loss",),
+    "pose": ("box_loss", "pose_loss", "kobj_loss", "cls_loss", "dfl_loss"),
+    "obb": ("box_loss", "cls_loss", "dfl_loss"),
+}
+
+
+@functools.cache
+def package_dir() -> Path:
+    """The installed ``ultralytics`` package folder (no import).
+
+    Raises:
+        ConfigError: Ultralytics is not installed.
+    """
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("ultralytics is not installed: pip install 'ultralytics>=8.4,<8.5'")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@functools.cache
+def version() -> str:
+    """The installed Ultralytics version string, e.g. ``"8.4.190"``."""
+    return importlib.metadata.version("ultralytics")
+
+
+@functools.cache
+def train_defaults() -> dict[str, Any]:
+    """Every Ultralytics train/val argument and its default, from ``ultralytics/cfg/default.yaml``."""
+    with open(package_dir() / "cfg" / "default.yaml", encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+@functools.cache
+def _module_constants(relpath: str) -> dict[str, ast.expr]:
+    tree = ast.parse((package_dir() / relpath).read_text(encoding="utf-8"))
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = node.value
+    return out
+
+
+def _frozenset_constant(name: str) -> frozenset[str]:
+    node = _module_constants("cfg/__init__.py")[name]
+    if isinstance(node, ast.Call):  # frozenset({...})
+        node = node.args[0]
+    return frozenset(ast.literal_eval(node))
+
+
+@functools.cache
+def int_keys() -> frozenset[str]:
+    """Integer-only train arguments (``ultralytics.cfg.CFG_INT_KEYS``)."""
+    return _frozenset_constant("CFG_INT_KEYS")
+
+
+@functools.cache
+def float_keys() -> frozenset[str]:
+    """Float train arguments (``CFG_FLOAT_KEYS | CFG_FRACTION_KEYS``)."""
+    return _frozenset_constant("CFG_FLOAT_KEYS") | _frozenset_constant("CFG_FRACTION_KEYS")
+
+
+@functools.cache
+def bool_keys() -> frozenset[str]:
+    """Boolean-only train arguments (``ultralytics.cfg.CFG_BOOL_KEYS``)."""
+    return _frozenset_constant("CFG_BOOL_KEYS")
+
+
+@functools.cache
+def native_default_space() -> dict[str, tuple]:
+    """The native tuner's default space ``{key: (low, high[, gain])}``.
+
+    Source: the dict literal in ``ultralytics.engine.tuner.Tuner.__init__``
+    (``self.space = args.pop("space", None) or {...}``) of the installed version, read with ``ast``.
+
+    Raises:
+        ConfigError: the installed tuner no longer has that literal (an untested Ultralytics).
+    """
+    tree = ast.parse((package_dir() / "engine" / "tuner.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Attribute) and t.attr == "space" for t in node.targets)
+            and isinstance(node.value, ast.BoolOp)
+            and isinstance(node.value.values[-1], ast.Dict)
+        ):
+            return {k: tuple(v) for k, v in ast.literal_eval(node.value.values[-1]).items()}
+    raise ConfigError(f"cannot read the default space from Ultralytics {version()}: pin ultralytics>=8.4,<8.5")
+
+
+_SCALE_RE = re.compile(r"(\d+)([nslmx])(.+)?$")
+
+
+def _bundled_yaml(name: str) -> Path | None:
+    root = package_dir() / "cfg" / "models"
+    stem = Path(name).stem
+    candidates = {name, _SCALE_RE.sub(r"\1\3", stem) + ".yaml"}
+    for path in root.rglob("*.yaml"):
+        if path.name in candidates:
+            return path
+    return None
+
+
+def resolve_model(model: str) -> tuple[str, str]:
+    """Check a model reference and guess its task, without loading it.
+
+    Args:
+        model: a bundled Ultralytics model YAML name (``"yolov8n.yaml"``, ``"yolo11n-cls.yaml"``),
+            a path to a local model YAML, or a path to a local ``.pt`` checkpoint.
+
+    Returns:
+        ``(model, task)``: the model as Ultralytics should load it (local paths made absolute)
+        and the task guessed from the name (``-cls`` classify, ``-seg`` segment, ``-pose`` pose,
+        ``-obb`` obb, else detect; Ultralytics' own naming convention).
+
+    Raises:
+        ConfigError: a ``.pt`` that is not a local file (hpo never downloads weights), a YAML
+            that is neither local nor bundled, or another suffix.
+    """
+    p = Path(model).expanduser()
+    if p.suffix == ".pt":
+        if not p.is_file():
+            raise ConfigError(
+                f"model: '{model}' is not a local file; hpo never downloads weights: "
+                "give the path of a local .pt or a bundled model YAML such as yolov8n.yaml"
+            )
+        resolved = str(p.resolve())
+    elif p.suffix in (".yaml", ".yml"):
+        if p.is_file():
+            resolved = str(p.resolve())
+        elif _bundled_yaml(p.name) is not None and p.name == model:
+            resolved = model
+        else:
+            raise ConfigError(
+                f"model: '{model}' is neither a local file nor a model YAML bundled with Ultralytics {version()}: "
+                "use e.g. yolov8n.yaml, yolov8n-cls.yaml, yolo11n-seg.yaml"
+            )
+    else:
+        raise ConfigError(f"model: '{model}' must be a model YAML (.yaml) or a local checkpoint (.pt)")
+    stem = p.stem
+    task = "detect"
+    for suffix, name in (("-cls", "classify"), ("-seg", "segment"), ("-pose", "pose"), ("-obb", "obb")):
+        if suffix in stem:
+            task = name
+    return resolved, task
+
+
+def task_metrics(task: str) -> list[str]:
+    """Every metric name a task reports after validation (imports Ultralytics).
+
+    Source: the ``keys`` of the task's metrics class in ``ultralytics.utils.metrics`` plus the
+    validation losses (``val/box_loss``, ...).
+    """
+    from ultralytics.utils import metrics as m
+
+    cls = {
+        "detect": m.DetMetrics,
+        "segment": m.SegmentMetrics,
+        "classify": m.ClassifyMetrics,
+        "pose": m.PoseMetrics,
+        "obb": m.OBBMetrics,
+    }[task]
+    return list(cls().keys) + [f"val/{x}" for x in _TASK_LOSSES[task]]
+
+
+def metric_direction(metric: str) -> str:
+    """``"minimize"`` for losses (names containing ``loss``), else ``"maximize"``."""
+    return "minimize" if "loss" in metric else "maximize"

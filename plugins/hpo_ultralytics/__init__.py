@@ -1,0 +1,125 @@
+"""hpo backend ``ultralytics``: Ultralytics' own genetic tuner, run through hpo's core.
+
+Proposals come from the native algorithm, ``ultralytics.engine.tuner.Tuner._mutate`` of the
+installed Ultralytics (8.4.x): the first trial evaluates the defaults, each later one mutates a
+fitness-weighted parent among the best previous results. Trials run through hpo's runner and
+study; the native files ``<study>/ultralytics/tune_results.ndjson`` and
+``best_hyperparameters.yaml`` are written too, for users who know them. Their ``fitness`` is
+the study objective (negated when the objective is minimised, since the native tuner maximises),
+not Ultralytics' ``fitness``. Failed trials are not written there, so they never become parents.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from hpo import Backend, BackendOptions, ConfigError, TrialRecord, TrialStatus, hookimpl
+from hpo.study import atomic_write_text
+
+__all__ = ["UltralyticsBackend", "hpo_register_backends"]
+
+
+class UltralyticsOptions(BackendOptions):
+    """Options of the ultralytics backend (the arguments of the native ``Tuner._mutate``)."""
+
+    parents: int = Field(9, ge=1, description="number of best previous results a child is mutated from (native n=9)")
+    sigma: float = Field(0.2, gt=0, le=1, description="normalised mutation standard deviation (native sigma=0.2)")
+
+
+class UltralyticsBackend(Backend):
+    """Ultralytics' native genetic mutation (``Tuner._mutate``), with hpo's runner, records and resume."""
+
+    name = "ultralytics"
+    description = "Ultralytics' native genetic tuner (mutation of the best previous results), sequential"
+    library = "ultralytics"
+    Options = UltralyticsOptions
+
+    @classmethod
+    def check(cls, config: Any, options: BackendOptions) -> None:
+        bad = [k for k, p in config.space.items() if p.kind.value == "choice" or p.log]
+        if bad:
+            raise ConfigError(
+                f"space: the ultralytics backend mutates linear (low, high) ranges only; {', '.join(bad)} "
+                "is a choice or log parameter: use --backend optuna or ray, or give it as (low, high)"
+            )
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        import numpy as np
+        from ultralytics.cfg import get_cfg
+        from ultralytics.engine.tuner import Tuner as NativeTuner
+        from ultralytics.utils import colorstr
+
+        self._np = np
+        self.tune_dir = Path(self.study.path) / "ultralytics"
+        self.tune_dir.mkdir(parents=True, exist_ok=True)
+        native = NativeTuner.__new__(NativeTuner)  # no model build, no callbacks: only the proposal state
+        native.space = self.config.space.to_ultralytics()
+        native.args = get_cfg(overrides=dict(self.config.train_args))
+        native.tune_dir = self.tune_dir
+        native.tune_file = self.tune_dir / "tune_results.ndjson"
+        native.mongodb = None
+        native.prefix = colorstr("Tuner: ")
+        self.native = native
+        self.sign = 1.0 if self.config.direction == "maximize" else -1.0
+        self._results: list[dict[str, Any]] = []
+
+    def ask(self, trial_id: int) -> dict[str, Any]:
+        np = self._np
+        seed = self.config.seed
+        if seed is None:
+            return self.native._mutate(n=self.options.parents, sigma=self.options.sigma)
+        # the native code draws from np.random.default_rng(): give it one seeded per (seed, trial)
+        original = np.random.default_rng
+        np.random.default_rng = lambda *a, **k: original([seed, trial_id])
+        try:
+            return self.native._mutate(n=self.options.parents, sigma=self.options.sigma)
+        finally:
+            np.random.default_rng = original
+
+    def _native_record(self, record: TrialRecord) -> dict[str, Any]:
+        data_name = Path(self.config.data.source).stem
+        return self.native._result_record(
+            record.id + 1,
+            self.sign * float(record.objective),
+            dict(record.params),
+            {data_name: {**record.final_metrics, "fitness": self.sign * float(record.objective)}},
+            {data_name: str(self.study.trial_dir(record.id))},
+        )
+
+    def tell(self, record: TrialRecord) -> None:
+        if record.status is not TrialStatus.COMPLETE or record.objective is None:
+            return
+        result = self._native_record(record)
+        self._results.append(result)
+        self.native._save_local_result(result)
+        self._write_best()
+
+    def restore(self, finished: list[TrialRecord]) -> None:
+        self._results = [
+            self._native_record(r) for r in finished if r.status is TrialStatus.COMPLETE and r.objective is not None
+        ]
+        text = "".join(json.dumps(r, default=self.native._json_default) + "\n" for r in self._results)
+        atomic_write_text(self.native.tune_file, text)
+        if self._results:
+            self._write_best()
+
+    def _write_best(self) -> None:
+        import yaml
+
+        best = max(self._results, key=lambda r: r["fitness"])
+        header = (
+            f"# hpo study {self.study.path}: best of {len(self._results)} complete iterations "
+            f"at iteration {best['iteration']}, fitness={best['fitness']} ({self.config.metric})\n"
+        )
+        atomic_write_text(self.tune_dir / "best_hyperparameters.yaml", header + yaml.safe_dump(best["hyperparameters"], sort_keys=False))
+
+
+@hookimpl
+def hpo_register_backends() -> list[type[Backend]]:
+    """Register the ultralytics backend."""
+    return [UltralyticsBackend]
