@@ -42,7 +42,7 @@ def make_digits_cls(out: str | Path, *, seed: int = 0, imgsz: int = 32, val_frac
         out: target folder (created; must be new or empty).
         seed: seed of the train/val split.
         imgsz: side of the saved images in pixels (8x8 digits upscaled, bilinear).
-        val_fraction: share of the 1,797 images in ``val/`` (default 0.22: 1,401 train / 396 val).
+        val_fraction: share of the 1,797 images in ``val/`` (default 0.22: 1,402 train / 395 val).
 
     Returns:
         The folder, to pass as ``data=`` for a ``-cls`` model.

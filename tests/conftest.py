@@ -1,0 +1,53 @@
+"""Shared fixtures: real demo datasets (built once per session) and the real COCO8 on the shared volume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COCO8 = ROOT.parent / "shared" / "data" / "coco8" / "data.yaml"
+
+#: Fixed train args that keep a trial to a few seconds on a 2-core CPU.
+CLS_ARGS = {"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu", "optimizer": "AdamW"}
+DET_ARGS = {"imgsz": 64, "batch": 16, "workers": 0, "device": "cpu", "optimizer": "AdamW", "mosaic": 0.0}
+#: A small space (the default one is tested on its own); lr0/momentum need an explicit optimizer.
+SMALL_SPACE = {"lr0": (1e-4, 1e-2), "momentum": (0.7, 0.98, 0.3), "hsv_v": (0.0, 0.9), "close_mosaic": (0, 10)}
+
+
+@pytest.fixture(scope="session")
+def digits_cls(tmp_path_factory) -> Path:
+    from hpo.datasets import make_digits_cls
+
+    return make_digits_cls(tmp_path_factory.mktemp("data") / "digits-cls", seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_det(tmp_path_factory) -> Path:
+    from hpo.datasets import make_digits_det
+
+    return make_digits_det(tmp_path_factory.mktemp("data") / "digits-det", seed=0, n_train=32, n_val=8)
+
+
+@pytest.fixture(scope="session")
+def coco8() -> Path:
+    if not COCO8.is_file():
+        pytest.fail(f"the shared COCO8 dataset is missing at {COCO8}")
+    return COCO8
+
+
+def hpo_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real ``hpo`` command (``python -m hpo.cli``) and capture its output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "hpo.cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def kv(args: dict) -> list[str]:
+    """``{"imgsz": 32}`` -> ``["imgsz=32"]``."""
+    return [f"{k}={v}" for k, v in args.items()]

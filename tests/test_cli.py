@@ -1,0 +1,85 @@
+"""CLI: bad input is one line, exit 2, before any trial, with nothing written; fast start-up."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CLS_ARGS, hpo_cli, kv
+
+
+def test_help_and_backends_do_not_import_heavy_libraries():
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom hpo.cli import app\n"
+        "r = CliRunner().invoke(app, ['backends', '--json']); assert r.exit_code == 0, r.output\n"
+        "r2 = CliRunner().invoke(app, ['--help']); assert r2.exit_code == 0\n"
+        "heavy = [m for m in ('torch', 'ultralytics', 'ray', 'optuna', 'mlflow', 'kfp') if m in sys.modules]\n"
+        "print(r.output); print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in out.stdout
+    backends = json.loads(out.stdout.split("HEAVY")[0])
+    ultra = next(b for b in backends if b["name"] == "ultralytics")
+    import ultralytics
+
+    assert ultra["version"] == ultralytics.__version__
+    assert set(ultra["options"]) == {"parents", "sigma"}
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--backend", "nope"], "backend: unknown 'nope'; installed: "),
+        (["--iterations", "0"], "iterations: '0' must be a whole number >= 1"),
+        (["--iterations", "-3"], "iterations: '-3' must be a whole number >= 1"),
+        (["--epochs", "1.5"], "epochs: '1.5' must be a whole number >= 1"),
+        (["--epochs", "two"], "epochs: 'two' must be a whole number >= 1"),
+        (["lr_0=0.1"], "'lr_0' is not an Ultralytics train argument (did you mean 'lr0'?)"),
+        (["imgsz=32", "epochs=3"], "'epochs' is set by hpo; use --epochs"),
+        (["batch=sixteen"], "train args: "),
+        (["--space", '{"lr0": [0.1, 0.01]}'], "inverted bounds"),
+        (["--space", '{"lr0 ": [0.001, 0.01]}'], "stray whitespace"),
+        (["--space", '{"lr0": [0.001, 0.01]}', "lr0=0.01"], "also in the search space"),
+        (["--metric", "metrics/mAP50(B)"], "metric: 'metrics/mAP50(B)' is not reported for task classify"),
+        (["--sigma", "3"], "ultralytics option 'sigma'"),
+        (["--sampler", "tpe"], "ultralytics option 'sampler'"),
+        (["--model", "yolov8n-cls.pt"], "never downloads weights"),
+        (["--trial-timeout", "-1"], "trial_timeout"),
+    ],
+)
+def test_bad_input_exit_2_one_line_nothing_written(tmp_path, digits_cls, extra, message):
+    out_dir = tmp_path / "out"
+    args = ["tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--output", str(out_dir),
+            "--iterations", "2", "--epochs", "1", *kv(CLS_ARGS)]
+    # later options win in click, so the bad value comes after the good defaults
+    r = hpo_cli(*args, *extra)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("hpo: error: "), r.stderr
+    assert message in lines[0]
+    assert not out_dir.exists()
+
+
+def test_missing_data_and_unwritable_output(tmp_path, digits_cls):
+    r = hpo_cli("tune", "--model", "yolov8n.yaml", "--data", str(tmp_path / "nope.yaml"), "--output", str(tmp_path / "o"))
+    assert r.returncode == 2 and "data: " in r.stderr and "does not exist" in r.stderr
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--output", str(blocker / "studies"),
+                "--iterations", "1", "--epochs", "1", *kv(CLS_ARGS))
+    assert r.returncode == 2, r.stderr
+    assert "output: " in r.stderr and "is not a writable folder" in r.stderr
+
+
+def test_datasets_make_cli(tmp_path):
+    r = hpo_cli("datasets", "make", "digits-det", str(tmp_path / "det"), "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(tmp_path / "det" / "data.yaml")
+    r = hpo_cli("datasets", "make", "digits-xyz", str(tmp_path / "x"))
+    assert r.returncode == 2 and "unknown 'digits-xyz'; choose one of digits-cls, digits-det" in r.stderr
+
+
+def test_show_missing_study(tmp_path):
+    r = hpo_cli("show", str(tmp_path / "none"), "--json")
+    assert r.returncode == 2 and "no study at" in r.stderr

@@ -1,0 +1,44 @@
+"""The facts hpo reads from Ultralytics' files with ``ast`` equal the imported package's values."""
+
+from hpo import ultra
+
+
+def test_typed_keys_match_imported_ultralytics():
+    from ultralytics import cfg
+
+    assert ultra.int_keys() == cfg.CFG_INT_KEYS
+    assert ultra.bool_keys() == cfg.CFG_BOOL_KEYS
+    assert ultra.float_keys() == cfg.CFG_FLOAT_KEYS | cfg.CFG_FRACTION_KEYS
+    assert ultra.train_defaults() == dict(cfg.DEFAULT_CFG_DICT)
+
+
+def test_native_default_space_matches_a_real_native_tuner(tmp_path):
+    from ultralytics.engine.tuner import Tuner
+
+    native = Tuner(args={"model": "yolov8n.yaml", "data": "unused.yaml", "project": str(tmp_path), "name": "t"})
+    assert ultra.native_default_space() == native.space
+
+
+def test_task_metric_table_matches_ultralytics():
+    from ultralytics.cfg import TASK2METRIC
+
+    for task, metric in ultra.TASK_METRIC.items():
+        assert TASK2METRIC[task] == metric
+        assert metric in ultra.task_metrics(task)
+
+
+def test_resolve_model(tmp_path):
+    import pytest
+
+    from hpo import ConfigError
+
+    assert ultra.resolve_model("yolov8n-cls.yaml") == ("yolov8n-cls.yaml", "classify")
+    assert ultra.resolve_model("yolo11n-seg.yaml")[1] == "segment"
+    assert ultra.resolve_model("yolov8s.yaml")[1] == "detect"
+    with pytest.raises(ConfigError, match="never downloads"):
+        ultra.resolve_model("yolov8n.pt")
+    with pytest.raises(ConfigError, match="neither a local file nor a model YAML"):
+        ultra.resolve_model("yolov99q.yaml")
+    local = tmp_path / "m.pt"
+    local.write_bytes(b"x")
+    assert ultra.resolve_model(str(local)) == (str(local.resolve()), "detect")
