@@ -378,6 +378,9 @@ def demo(
     _print_result(tuner.run(), False)
 
 
+from . import cli_k8s  # noqa: E402,F401  (registers hpo preflight / pipelines / k8s)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

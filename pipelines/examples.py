@@ -61,6 +61,8 @@ def compare_backends(
     iterations: int = 20,
     epochs: int = 10,
     train_args: dict = {"imgsz": 640, "batch": 16, "workers": 4},
+    space: str = "",
+    gpus: int = 1,
     mount_path: str = MOUNT,
     output_dir: str = "studies",
     secret_name: str = "hpo-credentials",
@@ -71,9 +73,9 @@ def compare_backends(
     ``mount_path`` is a parameter too, so ``kfp.local`` (which ignores mounts) can run it on a folder.
     """
     with dsl.ParallelFor(backends, parallelism=0) as backend:
-        tune = hpo_tune(model=model, data=data, backend=backend, iterations=iterations, epochs=epochs,
-                        mount_path=mount_path, output_dir=output_dir, train_args=train_args, gpus=1)
-        configure_tuning_task(tune, pvc_name=pvc_name, mount_path=MOUNT, accelerator_count=1,
+        tune = hpo_tune(model=model, data=data, backend=backend, iterations=iterations, epochs=epochs, space=space,
+                        mount_path=mount_path, output_dir=output_dir, train_args=train_args, gpus=gpus)
+        configure_tuning_task(tune, pvc_name=pvc_name, mount_path=MOUNT, accelerator_count=gpus,
                               toleration=GPU_TOLERATION, secret_name=secret_name, retries=2)
     compare = compare_studies(study_dirs=dsl.Collected(tune.outputs["study_dir"]))
     configure_tuning_task(compare, pvc_name=pvc_name, mount_path=MOUNT, accelerator_count=0, retries=0, shm_size=None)
