@@ -18,6 +18,7 @@ from typing import Any
 # KFP executor, where importing the kfp DSL again (through .components) must not happen.
 _LAZY = {
     "DEFAULT_IMAGE": "components",
+    "PUBLISHED_IMAGE": "components",
     "hpo_tune": "components",
     "make_tune_component": "components",
     "make_components": "components",
@@ -31,6 +32,7 @@ _LAZY = {
 
 __all__ = [
     "DEFAULT_IMAGE",
+    "PUBLISHED_IMAGE",
     "hpo_tune",
     "make_tune_component",
     "make_components",

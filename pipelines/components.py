@@ -25,6 +25,7 @@ from kfp.dsl.python_component import PythonComponent
 
 __all__ = [
     "DEFAULT_IMAGE",
+    "PUBLISHED_IMAGE",
     "hpo_tune",
     "make_tune_component",
     "make_components",
@@ -35,7 +36,8 @@ __all__ = [
 
 #: The component image. Build it from the repository's ``Dockerfile`` and push it to your registry;
 #: set ``HPO_IMAGE`` (or call :func:`make_tune_component`) to use yours.
-DEFAULT_IMAGE = os.environ.get("HPO_IMAGE", "ghcr.io/hpo-project/hpo:0.1.0")
+PUBLISHED_IMAGE = "ghcr.io/hpo-project/hpo:0.1.0"
+DEFAULT_IMAGE = os.environ.get("HPO_IMAGE", PUBLISHED_IMAGE)
 
 
 def hpo_tune(

@@ -14,12 +14,13 @@ from pathlib import Path
 
 from kfp import compiler, dsl
 
-from .components import check_environment, compare_studies, hpo_tune, train_baseline
+from .components import PUBLISHED_IMAGE, check_environment, compare_studies, hpo_tune, make_tune_component, train_baseline
 from .platform import GPU_TOLERATION, configure_tuning_task
 
 __all__ = ["train_then_tune", "compare_backends", "PIPELINES", "COMPONENT_YAML", "compile_all", "compile_component"]
 
-#: The checked-in component YAML (kept in sync with :data:`pipelines.hpo_tune` by a test).
+#: The checked-in component YAML (image :data:`PUBLISHED_IMAGE`; kept in sync with the Python
+#: definition by tests/test_pipelines.py; regenerate with ``python -m pipelines.examples``).
 COMPONENT_YAML = Path(__file__).with_name("hpo_tune_component.yaml")
 
 MOUNT = "/mnt/hpo"
@@ -85,11 +86,17 @@ def compare_backends(
 PIPELINES = {"train_then_tune": train_then_tune, "compare_backends": compare_backends}
 
 
-def compile_component(path: "str | Path" = COMPONENT_YAML) -> Path:
-    """Write the tuning component's YAML (loadable with ``kfp.components.load_component_from_file``)."""
+def compile_component(path: "str | Path" = COMPONENT_YAML, image: "str | None" = None) -> Path:
+    """Write the tuning component's YAML (loadable with ``kfp.components.load_component_from_file``).
+
+    Args:
+        path: target file (default: the checked-in ``pipelines/hpo_tune_component.yaml``).
+        image: component image (default: that of :data:`pipelines.hpo_tune`, i.e. ``HPO_IMAGE``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(hpo_tune, str(path))
+    component = hpo_tune if image is None else make_tune_component(image)
+    compiler.Compiler().compile(component, str(path))
     return path
 
 
@@ -111,3 +118,7 @@ def compile_all(out_dir: "str | Path") -> "list[Path]":
         written.append(target)
     written.append(compile_component(out / COMPONENT_YAML.name))
     return written
+
+
+if __name__ == "__main__":  # regenerate the checked-in component YAML
+    print(compile_component(COMPONENT_YAML, image=PUBLISHED_IMAGE))
