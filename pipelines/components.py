@@ -132,6 +132,7 @@ def train_baseline(
 
     from hpo.data import resolve_data
     from hpo.ultra import resolve_model
+    from pipelines.step import whole_numbers
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
     mount = Path(mount_path)
@@ -144,7 +145,7 @@ def train_baseline(
 
     from ultralytics import YOLO
 
-    args = {"plots": False, **train_args}
+    args = {"plots": False, **whole_numbers(train_args)}
     YOLO(model_name).train(data=data_arg, epochs=epochs, project=str(out), name=name, exist_ok=True, **args)
     weights = out / name / "weights" / "best.pt"
     return str(weights) if weights.is_file() else ""

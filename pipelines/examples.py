@@ -38,19 +38,21 @@ def train_then_tune(
     train_args: dict = {"imgsz": 640, "batch": 16, "workers": 4},
     secret_name: str = "hpo-credentials",
     accelerator_type: str = "nvidia.com/gpu",
+    gpus: int = 1,
 ) -> None:
-    """The tutorial's pipeline in KFP v2: every step mounts the PVC ``pvc_name`` at /mnt/hpo."""
-    check = check_environment(mount_path=MOUNT, output_dir="studies", data=data, model=model, gpus=1, workers=4)
+    """The tutorial's pipeline in KFP v2: every step mounts the PVC ``pvc_name`` at /mnt/hpo and
+    requests ``gpus`` GPUs of ``accelerator_type``; the first step fails early if torch cannot see them."""
+    check = check_environment(mount_path=MOUNT, output_dir="studies", data=data, model=model, gpus=gpus, workers=4)
     configure_tuning_task(check, pvc_name=pvc_name, mount_path=MOUNT, accelerator_type=accelerator_type,
-                          accelerator_count=1, toleration=GPU_TOLERATION, retries=0)
+                          accelerator_count=gpus, toleration=GPU_TOLERATION, retries=0)
     train = train_baseline(model=model, data=data, epochs=train_epochs, mount_path=MOUNT, output_dir="train",
                            train_args=train_args).after(check)
     configure_tuning_task(train, pvc_name=pvc_name, mount_path=MOUNT, accelerator_type=accelerator_type,
-                          accelerator_count=1, toleration=GPU_TOLERATION, secret_name=secret_name, retries=1)
+                          accelerator_count=gpus, toleration=GPU_TOLERATION, secret_name=secret_name, retries=1)
     tune = hpo_tune(model=model, data=data, backend=backend, iterations=iterations, epochs=epochs,
-                    mount_path=MOUNT, output_dir="studies", train_args=train_args, gpus=1).after(train)
+                    mount_path=MOUNT, output_dir="studies", train_args=train_args, gpus=gpus).after(train)
     configure_tuning_task(tune, pvc_name=pvc_name, mount_path=MOUNT, accelerator_type=accelerator_type,
-                          accelerator_count=1, toleration=GPU_TOLERATION, secret_name=secret_name, retries=2)
+                          accelerator_count=gpus, toleration=GPU_TOLERATION, secret_name=secret_name, retries=2)
 
 
 @dsl.pipeline(name="hpo-compare-backends", description="Tune with several backends in parallel on one volume; compare.")

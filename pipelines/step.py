@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["StepResult", "run_tune_step", "leaderboard_markdown"]
+__all__ = ["StepResult", "run_tune_step", "leaderboard_markdown", "whole_numbers"]
 
 
 @dataclass
@@ -86,7 +86,7 @@ def leaderboard_markdown(study_dir: str | Path, top: int = 50) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _whole(d: dict[str, Any] | None) -> dict[str, Any]:
+def whole_numbers(d: dict[str, Any] | None) -> dict[str, Any]:
     """KFP passes ``dict`` parameters through a protobuf Struct, where every number is a float:
     give whole floats back as ints (``imgsz=32.0`` is refused by Ultralytics; float settings accept ints)."""
     out: dict[str, Any] = {}
@@ -162,7 +162,7 @@ def run_tune_step(
     from hpo.preflight import run_preflight
     from hpo.study import LOCK_HEARTBEAT_S, LOCK_STALE_AFTER_S
 
-    args = _whole(train_args)
+    args = whole_numbers(train_args)
     loader_workers = args.get("workers", 8)  # Ultralytics' default data-loader workers
     report = run_preflight(
         mount=mount_path or None, output=output_dir, data=data, model=model, gpus=gpus,
@@ -182,7 +182,7 @@ def run_tune_step(
         backend=backend, model=model, data=report.data, space=_parse_space(space), iterations=iterations,
         epochs=epochs, metric=metric or None, train_args=args, output=report.output, name=study_name or None,
         trial_timeout=trial_timeout if trial_timeout and trial_timeout > 0 else None, workers=workers,
-        seed=seed if seed is not None and seed >= 0 else None, backend_options=_whole(backend_options),
+        seed=seed if seed is not None and seed >= 0 else None, backend_options=whole_numbers(backend_options),
     )
     probe = Tuner(**kwargs)
     resumed = Study.exists(probe.study_dir)

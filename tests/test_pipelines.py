@@ -114,8 +114,10 @@ def test_train_then_tune_ir(tmp_path):
         assert k8s["emptyDirMounts"][0]["mountPath"] == "/dev/shm" and k8s["emptyDirMounts"][0]["medium"] == "Memory"
         assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
         acc = spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"]["resources"]["accelerator"]
-        assert str(acc["resourceCount"]) == "1"
-        assert "accelerator_type" in acc["resourceType"]  # wired to the pipeline parameter
+        # type and count wired to the pipeline parameters accelerator_type and gpus
+        assert acc["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus']}}"
+        assert acc["resourceType"] == "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}"
+        assert tasks[name]["inputs"]["parameters"]["pipelinechannel--gpus"] == {"componentInputParameter": "gpus"}
         assert tasks[name]["cachingOptions"].get("enableCache", False) is False
     assert tasks["hpo-tune"]["retryPolicy"]["maxRetryCount"] == 2
     assert platform["exec-hpo-tune"]["secretAsEnv"][0]["secretNameParameter"] == {"componentInputParameter": "secret_name"}
@@ -138,7 +140,7 @@ def test_compare_backends_ir_mounts_inside_parallelfor(tmp_path):
     assert k8s["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
     assert k8s["secretAsEnv"][0]["secretNameParameter"] == {"componentInputParameter": "pipelinechannel--secret_name"}
     acc = spec["deploymentSpec"]["executors"]["exec-hpo-tune"]["container"]["resources"]["accelerator"]
-    assert "gpus" in str(acc["resourceCount"]) and acc["resourceType"] == "nvidia.com/gpu"
+    assert acc["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus']}}" and acc["resourceType"] == "nvidia.com/gpu"
     # the final comparison collects every study dir and mounts the same PVC
     cmp_task = spec["root"]["dag"]["tasks"]["compare-studies"]
     assert cmp_task["dependentTasks"] == ["for-loop-1"]
@@ -193,12 +195,13 @@ def test_preflight_cli(tmp_path):
     r = subprocess.run([*HPO, "preflight", "--mount", str(tmp_path / "nope"), "--data", "digits"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "mount: " in r.stderr and "does not exist" in r.stderr
-    r = subprocess.run([*HPO, "preflight", "--mount", str(tmp_path / "mnt"), "--data", "missing"],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "data: 'missing'" in r.stderr.replace(str(tmp_path / "mnt") + "/", "")
-    r = subprocess.run([*HPO, "preflight", "--mount", str(tmp_path / "mnt"), "--data", "digits", "--gpus", "1"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "gpu: 1 requested but torch sees 0" in r.stderr
+    from hpo.preflight import run_preflight
+
+    missing = run_preflight(mount=tmp_path / "mnt", data="missing")
+    assert [c.name for c in missing.failures()] == ["data"] and "does not exist" in missing.failures()[0].message
+    gpu = run_preflight(mount=tmp_path / "mnt", data="digits", gpus=1)
+    assert [c.message for c in gpu.failures()] == [next(c.message for c in gpu.checks if c.name == "gpu")]
+    assert "gpu: 1 requested but torch sees 0" in gpu.failures()[0].message
     r = subprocess.run([*HPO, "preflight", "--mount", str(tmp_path / "mnt"), "--data", "digits", "--workers", "4",
                         "--shm-per-worker-mib", str(10**7), "--json"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -268,3 +271,26 @@ def test_tune_component_runs_under_kfp_local(tmp_path):
     assert len(reports) == 1
     text = reports[0].read_text()
     assert "| 1 | ultralytics |" in text and str(study_dir) in text
+
+
+@pytest.mark.slow
+def test_check_and_train_components_under_kfp_local(tmp_path):
+    """The tutorial's first two steps on a folder standing in for the PVC."""
+    from kfp import local
+
+    from hpo.datasets import make_digits_cls
+    from pipelines import check_environment, train_baseline
+
+    mnt = tmp_path / "pvc"
+    make_digits_cls(mnt / "digits", seed=0)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    check = check_environment(mount_path=str(mnt), data="digits", model="yolov8n-cls.yaml", gpus=0, workers=0)
+    report = json.loads(check.output)
+    assert report["ok"] and report["data"] == str(mnt / "digits") and report["output"] == str(mnt / "studies")
+    with pytest.raises(RuntimeError, match="FAILURE"):  # a GPU the machine does not have stops the pipeline
+        check_environment(mount_path=str(mnt), data="digits", model="yolov8n-cls.yaml", gpus=1)
+    train = train_baseline(model="yolov8n-cls.yaml", data="digits", epochs=1, mount_path=str(mnt), output_dir="train",
+                           train_args={"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu"})
+    weights = Path(train.output)
+    assert weights == mnt / "train" / "baseline" / "weights" / "best.pt" and weights.is_file()
+    assert (mnt / "train" / "baseline" / "results.csv").is_file()
