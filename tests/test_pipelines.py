@@ -294,3 +294,40 @@ def test_check_and_train_components_under_kfp_local(tmp_path):
     weights = Path(train.output)
     assert weights == mnt / "train" / "baseline" / "weights" / "best.pt" and weights.is_file()
     assert (mnt / "train" / "baseline" / "results.csv").is_file()
+
+
+def test_retry_waits_for_a_dead_pods_lock_then_resumes(tmp_path):
+    """A retried pod finds the killed pod's lock: it waits while the heartbeat is fresh, then resumes."""
+    import os
+    import time as _time
+
+    from hpo import Study
+    from hpo.datasets import make_digits_cls
+    from hpo.errors import StudyLocked
+    from hpo.study import LOCK_STALE_AFTER_S, TrialRecord, TrialStatus
+    from pipelines.step import run_tune_step
+
+    mnt = tmp_path / "pvc"
+    make_digits_cls(mnt / "digits", seed=0)
+    args = dict(model="yolov8n-cls.yaml", data="digits", iterations=1, epochs=1, mount_path=str(mnt),
+                study_name="s", space='{"lr0": [0.001, 0.01]}', train_args={"imgsz": 32, "workers": 0, "device": "cpu"})
+    # the study a killed pod left: one finished trial (so no training is needed here) and its lock
+    from hpo.tuner import Tuner
+
+    tuner = Tuner(backend="ultralytics", model="yolov8n-cls.yaml", data=mnt / "digits", space={"lr0": [0.001, 0.01]},
+                  iterations=1, epochs=1, train_args={"imgsz": 32, "workers": 0, "device": "cpu"},
+                  output=mnt / "studies", name="s")
+    study = tuner._open_study()
+    study.append(TrialRecord(id=0, params={"lr0": 0.005}, status=TrialStatus.COMPLETE, objective=0.5, epochs_completed=1))
+    study.close()
+    lock = mnt / "studies" / "s" / "lock"
+    lock.write_text(json.dumps({"host": "killed-pod-xyz", "pid": 7, "started": "2026-01-01T00:00:00Z"}))
+    t0 = _time.monotonic()
+    with pytest.raises(StudyLocked, match="killed-pod-xyz"):
+        run_tune_step(**args, lock_wait_s=1.0)
+    assert _time.monotonic() - t0 >= 1.0
+    old = _time.time() - LOCK_STALE_AFTER_S - 5  # the dead pod's heartbeat stopped
+    os.utime(lock, (old, old))
+    r = run_tune_step(**args, lock_wait_s=0)
+    assert r.resumed and r.metrics["complete"] == 1 and r.metrics["best_objective"] == 0.5
+    assert sorted(Study.open(mnt / "studies" / "s").records()) == [0]
