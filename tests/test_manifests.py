@@ -99,6 +99,16 @@ def test_k8s_apply_without_a_cluster_fails_clearly(tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("hpo: error: kubernetes: no cluster configuration") and "--dry-run" in r.stderr
     assert "Traceback" not in r.stderr
+    # a kubeconfig whose API server does not answer (nothing listens on port 9)
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "x",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9", "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+    }))
+    env["KUBECONFIG"] = str(tmp_path / "kubeconfig")
+    r = subprocess.run([*HPO, "k8s", "apply", str(MANIFESTS)], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 1 and r.stderr.startswith("hpo: error: kubernetes: cannot reach the API server"), r.stderr
     r = subprocess.run([*HPO, "k8s", "apply", str(tmp_path / "missing"), "--dry-run"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "is not a folder" in r.stderr
 
