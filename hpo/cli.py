@@ -378,7 +378,7 @@ def demo(
     _print_result(tuner.run(), False)
 
 
-from . import cli_k8s  # noqa: E402,F401  (registers hpo preflight / pipelines / k8s)
+__import__("hpo.cli_k8s").cli_k8s.register(app, handle_errors)  # hpo preflight / pipelines / k8s
 
 
 def main() -> None:

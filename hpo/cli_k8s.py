@@ -1,7 +1,8 @@
 """``hpo preflight``, ``hpo pipelines compile`` and ``hpo k8s apply``: the Kubernetes / KFP commands.
 
-Registered on the main ``hpo`` app by one import line in :mod:`hpo.cli`. kfp and the kubernetes
-client are imported inside the commands.
+:func:`register` adds them to the main ``hpo`` app (one line in :mod:`hpo.cli`). This module does
+not import :mod:`hpo.cli`, so ``python -m hpo.cli`` registers them on the app that runs. kfp and
+the kubernetes client are imported inside the commands.
 """
 
 from __future__ import annotations
@@ -10,27 +11,35 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 
-from .cli import app, handle_errors
 from .errors import ConfigError, HpoError
 
-__all__ = ["load_manifests", "apply_manifests", "set_node", "K8sError"]
+__all__ = ["register", "load_manifests", "apply_manifests", "set_node", "K8sError"]
 
-pipelines_app = typer.Typer(help="Kubeflow Pipelines (v2): compile hpo's example pipelines and component.", no_args_is_help=True)
-k8s_app = typer.Typer(help="Kubernetes: apply hpo's PV/PVC manifests.", no_args_is_help=True)
-app.add_typer(pipelines_app, name="pipelines")
-app.add_typer(k8s_app, name="k8s")
+
+def register(app: typer.Typer, handle_errors: Callable[[Callable], Callable]) -> None:
+    """Add ``preflight``, ``pipelines compile`` and ``k8s apply`` to ``app``.
+
+    Args:
+        app: the ``hpo`` typer app.
+        handle_errors: :func:`hpo.cli.handle_errors` (one-line errors and exit codes).
+    """
+    app.command("preflight")(handle_errors(preflight))
+    pipelines_app = typer.Typer(help="Kubeflow Pipelines (v2): compile hpo's example pipelines and component.", no_args_is_help=True)
+    pipelines_app.command("compile")(handle_errors(pipelines_compile))
+    app.add_typer(pipelines_app, name="pipelines")
+    k8s_app = typer.Typer(help="Kubernetes: apply hpo's PV/PVC manifests.", no_args_is_help=True)
+    k8s_app.command("apply")(handle_errors(k8s_apply))
+    app.add_typer(k8s_app, name="k8s")
 
 
 class K8sError(HpoError):
     """The cluster cannot be reached or refused a manifest (exit 1)."""
 
 
-@app.command()
-@handle_errors
 def preflight(
     mount: Optional[str] = typer.Option(None, "--mount", help="Where the PVC is mounted (checked to exist); relative --output/--data are under it."),
     output: str = typer.Option("studies", "--output", "-o", help="Folder of studies (created and probed with a write)."),
@@ -58,8 +67,6 @@ def preflight(
         raise ConfigError("preflight: " + "; ".join(c.message for c in report.failures()))
 
 
-@pipelines_app.command("compile")
-@handle_errors
 def pipelines_compile(
     out_dir: Path = typer.Argument(..., help="Folder for the IR YAML files (created if missing)."),
     image: Optional[str] = typer.Option(None, "--image", help="Component image (default: $HPO_IMAGE or pipelines.DEFAULT_IMAGE)."),
@@ -223,8 +230,6 @@ def apply_manifests(docs: list[dict[str, Any]], *, wait_timeout_s: float = 120.0
     return lines
 
 
-@k8s_app.command("apply")
-@handle_errors
 def k8s_apply(
     directory: Path = typer.Argument(Path("manifests"), help="Manifests folder with kustomization.yaml (manifests/nfs for RWX)."),
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace of the PVC/Secret (default: the kustomization's)."),
