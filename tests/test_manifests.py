@@ -211,3 +211,14 @@ def test_no_credentials_in_the_repository():
     files = _repo_files()
     assert any(f.name == "secret-template.yaml" for f in files)
     assert find_credentials(files) == []
+
+
+def test_k8s_commands_keep_help_light():
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom hpo.cli import app\n"
+        "for args in (['--help'], ['preflight', '--help'], ['pipelines', 'compile', '--help'], ['k8s', 'apply', '--help']):\n"
+        "    r = CliRunner().invoke(app, args); assert r.exit_code == 0, r.output\n"
+        "print('HEAVY', [m for m in ('torch', 'ultralytics', 'kfp', 'kubernetes') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert "HEAVY []" in out.stdout
