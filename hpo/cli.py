@@ -378,6 +378,9 @@ def demo(
     _print_result(tuner.run(), False)
 
 
+__import__("hpo.cli_k8s").cli_k8s.register(app, handle_errors)  # hpo preflight / pipelines / k8s
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

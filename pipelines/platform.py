@@ -1,0 +1,123 @@
+"""Kubernetes settings of a KFP v2 task, applied with ``kfp-kubernetes`` in one call.
+
+:func:`configure_tuning_task` mounts the PVC, requests GPUs, places the pod on GPU nodes, gives
+it an in-memory ``/dev/shm``, turns caching off, sets retries (the tuning step resumes its study)
+and passes MLflow/S3 credentials from a Kubernetes Secret. No credential ever appears in code or
+in the compiled pipeline: only the Secret's name and key names do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
+
+from kfp import dsl, kubernetes
+from kfp.dsl.pipeline_channel import PipelineChannel
+
+__all__ = ["configure_tuning_task", "ACCELERATOR_COUNTS", "SECRET_ENV_KEYS", "GPU_TOLERATION"]
+
+#: GPU counts KFP accepts for ``set_accelerator_limit``.
+ACCELERATOR_COUNTS = (0, 1, 2, 4, 8, 16)
+
+#: Keys read from the Secret, each exposed as the environment variable of the same name (what
+#: MLflow and boto3 read). Every key is optional: a Secret may hold only the MLflow ones.
+SECRET_ENV_KEYS = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
+
+#: The taint the NVIDIA GPU operator and most clouds put on GPU nodes.
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+Channel = Any  # a kfp PipelineChannel (a pipeline parameter)
+
+
+def _check_count(count: Union[int, str, Channel]) -> Union[int, Channel]:
+    if isinstance(count, PipelineChannel):
+        return count
+    try:
+        n = int(count)
+    except (TypeError, ValueError):
+        n = None
+    if n is None or isinstance(count, bool) or n not in ACCELERATOR_COUNTS or str(n) != str(count).strip():
+        raise ValueError(
+            f"accelerator_count: {count!r} is not a GPU count KFP accepts; use one of "
+            f"{', '.join(map(str, ACCELERATOR_COUNTS))}"
+        )
+    return n
+
+
+def configure_tuning_task(
+    task: dsl.PipelineTask,
+    *,
+    pvc_name: Union[str, Channel],
+    mount_path: str = "/mnt/hpo",
+    accelerator_type: Union[str, Channel] = "nvidia.com/gpu",
+    accelerator_count: Union[int, str, Channel] = 0,
+    node_selector: Mapping[str, str] | None = None,
+    toleration: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    shm_size: str | None = "2Gi",
+    secret_name: Union[str, Channel, None] = None,
+    secret_keys: Sequence[str] = SECRET_ENV_KEYS,
+    retries: int = 2,
+    retry_backoff: str = "30s",
+    caching: bool = False,
+    timeout_s: int | None = None,
+) -> dsl.PipelineTask:
+    """Apply the Kubernetes settings a tuning (or training) task needs; returns ``task``.
+
+    Args:
+        task: the task (e.g. ``hpo_tune(...)``) inside a ``@dsl.pipeline`` function.
+        pvc_name: the existing PersistentVolumeClaim to mount, usually a pipeline parameter.
+        mount_path: where it is mounted in the container; pass the same value as the
+            component's ``mount_path``. Default ``/mnt/hpo``.
+        accelerator_type: the GPU resource name (default ``nvidia.com/gpu``).
+        accelerator_count: GPUs per pod, one of :data:`ACCELERATOR_COUNTS` (0: no GPU request).
+            A pipeline parameter is passed through unchecked.
+        node_selector: node labels the pod must match, e.g. ``{"nvidia.com/gpu.present": "true"}``.
+        toleration: one toleration (``key``, ``operator``, ``value``, ``effect``,
+            ``toleration_seconds``) or a list; e.g. :data:`GPU_TOLERATION`.
+        shm_size: size limit of the in-memory emptyDir mounted at ``/dev/shm`` (Kubernetes
+            quantity, default ``2Gi``; it counts against the pod's memory). ``None`` for no limit.
+        secret_name: a Secret holding any of ``secret_keys`` (see ``manifests/secret-template.yaml``);
+            ``None`` passes no credentials.
+        secret_keys: keys exposed as same-named environment variables (default :data:`SECRET_ENV_KEYS`).
+        retries: times KFP re-runs a failed pod (>= 0); the tuning step resumes its study.
+        retry_backoff: wait before a retry (KFP duration, default ``30s``).
+        caching: KFP caching; off by default (a study on a volume is not a pure function of inputs).
+        timeout_s: seconds before Kubernetes stops the pod (``None``: none).
+
+    Returns:
+        ``task``, configured.
+
+    Raises:
+        ValueError: ``accelerator_count`` not in :data:`ACCELERATOR_COUNTS`, ``retries < 0``, or
+            a toleration that is not a mapping.
+    """
+    count = _check_count(accelerator_count)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries: {retries!r} must be a whole number >= 0")
+    kubernetes.mount_pvc(task, pvc_name=pvc_name, mount_path=mount_path)
+    if isinstance(count, PipelineChannel) or count > 0:
+        task.set_accelerator_type(accelerator_type)
+        task.set_accelerator_limit(count)
+    for key, value in (node_selector or {}).items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    tolerations = [toleration] if isinstance(toleration, Mapping) else list(toleration or [])
+    for t in tolerations:
+        if not isinstance(t, Mapping):
+            raise ValueError(f"toleration: {t!r} must be a mapping with key, operator, value, effect")
+        kubernetes.add_toleration(task, **dict(t))
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=shm_size)
+    if secret_name:
+        kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env={k: k for k in secret_keys}, optional=True)
+    task.set_caching_options(caching)
+    if retries:
+        task.set_retry(num_retries=retries, backoff_duration=retry_backoff)
+    if timeout_s:
+        kubernetes.set_timeout(task, seconds=int(timeout_s))
+    return task

@@ -1,0 +1,228 @@
+"""What the KFP tuning component does inside its pod, as plain Python (testable without KFP).
+
+:func:`run_tune_step` runs the pre-flight checks, then ``hpo tune`` through :class:`hpo.Tuner`,
+resuming the study when ``<study>/study.json`` already exists (a KFP retry of a killed pod
+continues the study instead of starting over), and returns the texts of the step's artifacts.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["StepResult", "run_tune_step", "leaderboard_markdown", "whole_numbers"]
+
+
+@dataclass
+class StepResult:
+    """The outputs of one tuning step.
+
+    Attributes:
+        study_dir: the study directory on the volume (absolute).
+        best_weights: ``<study>/weights/best.pt`` if written, else ``""``.
+        metrics: KFP metrics: ``best_objective`` (absent when no trial completed), ``complete``,
+            ``failed``, ``pruned`` (counts), ``trials`` (finished trials).
+        leaderboard: Markdown table of the study's trials, best first.
+        best_yaml: YAML of ``backend``, ``metric``, ``direction``, ``best_trial``, ``best_objective``
+            and ``best_params`` (the best hyperparameters).
+        resumed: the study existed and was continued.
+        notices: pre-flight warnings and hpo notices.
+    """
+
+    study_dir: str
+    best_weights: str
+    metrics: dict[str, float]
+    leaderboard: str
+    best_yaml: str
+    resumed: bool
+    notices: list[str] = field(default_factory=list)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.5g}"
+    return str(v).replace("|", "\\|")
+
+
+def leaderboard_markdown(study_dir: str | Path, top: int = 50) -> str:
+    """The Markdown leaderboard of a study (complete trials best first, then the others).
+
+    Args:
+        study_dir: the study directory.
+        top: most rows shown.
+
+    Raises:
+        hpo.errors.StudyError: no study at ``study_dir``.
+    """
+    from hpo.cli import study_summary
+
+    s = study_summary(study_dir)
+    sign = -1 if s["direction"] == "maximize" else 1
+    rows = sorted(
+        s["trials"],
+        key=lambda t: (t["objective"] is None or t["status"] != "complete", sign * (t["objective"] or 0), t["id"]),
+    )
+    keys = list(rows[0]["params"]) if rows else []
+    lines = [
+        f"# hpo study `{Path(s['study_dir']).name}`",
+        "",
+        f"backend **{s['backend']}**, objective `{s['metric']}` ({s['direction']}), trials: "
+        + ", ".join(f"{k} {v}" for k, v in s["counts"].items() if v),
+        "",
+        "| rank | trial | status | objective | epochs | seconds | " + " | ".join(keys) + " |",
+        "|" + "---|" * (6 + len(keys)),
+    ]
+    for rank, t in enumerate(rows[:top], 1):
+        lines.append(
+            f"| {rank} | {t['id']} | {t['status']} | {_fmt(t['objective'])} | {t['epochs_completed']} | "
+            f"{_fmt(t['duration_s'])} | " + " | ".join(_fmt(t["params"].get(k)) for k in keys) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def whole_numbers(d: dict[str, Any] | None) -> dict[str, Any]:
+    """KFP passes ``dict`` parameters through a protobuf Struct, where every number is a float:
+    give whole floats back as ints (``imgsz=32.0`` is refused by Ultralytics; float settings accept ints)."""
+    out: dict[str, Any] = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+            v = int(v)
+        elif isinstance(v, list):
+            v = [int(x) if isinstance(x, float) and math.isfinite(x) and x.is_integer() else x for x in v]
+        out[k] = v
+    return out
+
+
+def _parse_space(space: str) -> Any:
+    return space if space.strip() else None
+
+
+def run_tune_step(
+    *,
+    model: str,
+    data: str,
+    backend: str = "ultralytics",
+    iterations: int = 10,
+    epochs: int = 10,
+    space: str = "",
+    metric: str = "",
+    mount_path: str = "",
+    output_dir: str = "studies",
+    study_name: str = "",
+    train_args: dict[str, Any] | None = None,
+    backend_options: dict[str, Any] | None = None,
+    workers: int = 1,
+    gpus: int = 0,
+    seed: int = -1,
+    trial_timeout: float = 0.0,
+    lock_wait_s: float | None = None,
+) -> StepResult:
+    """Pre-flight, then tune (or resume) one study on the mounted volume.
+
+    Args:
+        model: bundled model YAML or a ``.pt`` on the volume.
+        data: data YAML or classification folder; relative paths are under ``mount_path``.
+        backend: installed backend name (``hpo backends``).
+        iterations: total finished trials of the study.
+        epochs: training epochs per trial (the fidelity).
+        space: search space as a YAML/JSON file path or inline JSON; ``""`` is Ultralytics' default.
+        metric: objective metric; ``""`` is the task's default.
+        mount_path: where the PVC is mounted (``""``: not checked; relative paths then use the
+            working directory).
+        output_dir: folder of studies; relative paths are under ``mount_path``.
+        study_name: study name; ``""`` is hpo's default ``<data>-<backend>``.
+        train_args: fixed Ultralytics train args (e.g. ``{"imgsz": 640, "batch": 16}``); a
+            ``workers`` entry (data-loader workers) may be lowered to fit ``/dev/shm``.
+        backend_options: the backend's options (``hpo backends`` lists them).
+        workers: trials trained at once (several GPUs: one each).
+        gpus: GPUs the task requested; pre-flight fails when torch sees fewer.
+        seed: the sampler's seed; ``-1`` is random.
+        trial_timeout: seconds before a trial is killed; ``0`` is none.
+        lock_wait_s: seconds to wait for the lock of a killed previous attempt to go stale
+            (default: the lock's staleness limit plus one heartbeat).
+
+    Returns:
+        :class:`StepResult`.
+
+    Raises:
+        hpo.errors.ConfigError: a pre-flight check failed, or bad settings (nothing trained).
+        hpo.errors.RunFailed: every trial failed.
+        hpo.errors.StudyLocked: another live writer holds the study.
+    """
+    import yaml
+
+    from hpo import Study, Tuner
+    from hpo.errors import ConfigError, StudyLocked
+    from hpo.preflight import run_preflight
+    from hpo.study import LOCK_HEARTBEAT_S, LOCK_STALE_AFTER_S
+
+    args = whole_numbers(train_args)
+    loader_workers = args.get("workers", 8)  # Ultralytics' default data-loader workers
+    report = run_preflight(
+        mount=mount_path or None, output=output_dir, data=data, model=model, gpus=gpus,
+        workers=int(loader_workers),
+    )
+    for c in report.checks:
+        print(f"hpo preflight: {c.status}: {c.message}", file=sys.stderr)
+    if not report.ok:
+        raise ConfigError("preflight: " + "; ".join(c.message for c in report.failures()))
+    notices = [c.message for c in report.checks if c.status == "warn"]
+    if report.workers is not None and report.workers != loader_workers:
+        args["workers"] = report.workers
+    if gpus > 1 and "device" not in args:
+        args["device"] = ",".join(str(i) for i in range(gpus))
+
+    kwargs: dict[str, Any] = dict(
+        backend=backend, model=model, data=report.data, space=_parse_space(space), iterations=iterations,
+        epochs=epochs, metric=metric or None, train_args=args, output=report.output, name=study_name or None,
+        trial_timeout=trial_timeout if trial_timeout and trial_timeout > 0 else None, workers=workers,
+        seed=seed if seed is not None and seed >= 0 else None, backend_options=whole_numbers(backend_options),
+    )
+    probe = Tuner(**kwargs)
+    resumed = Study.exists(probe.study_dir)
+    tuner = Tuner(**kwargs, resume=resumed) if resumed else probe
+    notices += list(tuner.config.notices)
+    for n in tuner.config.notices:
+        print(f"hpo: notice: {n}", file=sys.stderr)
+    if resumed:
+        print(f"hpo: resuming study {tuner.study_dir} (it already exists: a retry or a re-run)", file=sys.stderr)
+    wait = LOCK_STALE_AFTER_S + LOCK_HEARTBEAT_S if lock_wait_s is None else lock_wait_s
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            result = tuner.run()
+            break
+        except StudyLocked as e:  # a killed earlier attempt's lock: wait until its heartbeat is stale
+            if time.monotonic() >= deadline:
+                raise
+            print(f"hpo: {e}; waiting for it to go stale", file=sys.stderr)
+            time.sleep(min(LOCK_HEARTBEAT_S, max(0.1, deadline - time.monotonic())))
+
+    metrics: dict[str, float] = {k: float(result.counts.get(k, 0)) for k in ("complete", "failed", "pruned")}
+    metrics["trials"] = float(sum(result.counts.values()))
+    if result.best_objective is not None and math.isfinite(result.best_objective):
+        metrics["best_objective"] = float(result.best_objective)
+    best_doc = {
+        "backend": backend,
+        "metric": result.metric,
+        "direction": result.direction,
+        "best_trial": result.best_trial,
+        "best_objective": result.best_objective,
+        "best_params": result.best_params,
+        "study_dir": str(result.study_dir),
+    }
+    return StepResult(
+        study_dir=str(result.study_dir),
+        best_weights=str(result.best_weights) if result.best_weights else "",
+        metrics=metrics,
+        leaderboard=leaderboard_markdown(result.study_dir),
+        best_yaml=yaml.safe_dump(best_doc, sort_keys=False),
+        resumed=resumed,
+        notices=notices,
+    )
