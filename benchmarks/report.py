@@ -38,7 +38,8 @@ def best_so_far(trials: list[dict[str, Any]]) -> list[tuple[float, int, float]]:
 def _time_to(curve: list[tuple[float, int, float]], target: float | None) -> float | None:
     if target is None:
         return None
-    return next((t for t, _, b in curve if b >= target), None)
+    # tolerance: Ultralytics' native tuner stores metrics rounded to 5 decimals, hpo stores float32 values
+    return next((t for t, _, b in curve if b >= target - 1e-5), None)
 
 
 def _overhead(t: dict[str, Any]) -> float | None:
@@ -120,6 +121,7 @@ def _plot_curves(path: Path, pres: dict[str, Any], contenders: list[str], x: str
     refs = [r.get("objective") for r in pres["reference"].values() if r.get("objective") is not None]
     if refs:
         ax.axhline(statistics.fmean(refs), color="black", linestyle="--", linewidth=1, label="defaults (mean)")
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
     ax.set_xlabel("wall-clock seconds since study start" if x == "time" else "training epochs consumed")
     ax.set_ylabel(f"best {pres['metric']} so far")
     ax.set_title(f"{pres['problem']['name']}: best so far vs {'wall-clock time' if x == 'time' else 'epochs'}")

@@ -144,7 +144,7 @@ def _problems_quick() -> list[Problem]:
 SUITES: dict[str, dict[str, Any]] = {
     "cpu-small": {"problems": _problems_cpu_small, "seeds": [0, 1, 2], "contenders": list(CONTENDERS),
                   "b2b_seeds": 1, "b2b_contenders": ["ultralytics", "ultralytics-native"]},
-    "quick": {"problems": _problems_quick, "seeds": [0], "contenders": ["ultralytics", "random", "ultralytics-native"],
+    "quick": {"problems": _problems_quick, "seeds": [0], "contenders": ["ultralytics", "random"],
               "b2b_seeds": 1, "b2b_contenders": ["ultralytics"]},
 }
 
