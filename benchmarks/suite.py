@@ -123,11 +123,16 @@ CONTENDERS: dict[str, Contender] = {
 
 
 def _problems_cpu_small() -> list[Problem]:
+    # Sized for ~25 min alone on 2 CPU cores (30 studies + references, retrains, replays): a trial
+    # costs ~3-4 s of set-up (model build, data scan, final validation) beside its epochs, so the
+    # images are few: digits-cls 50 train / 15 val per class at 32 px (~2 s per epoch), digits-det
+    # 48 / 16 canvases at 96 px (~1.5 s per epoch). The caps are ~2x the expected slowest study
+    # (Ultralytics' model.tune, one `yolo train` subprocess per iteration).
     return [
-        Problem("digits-cls", "yolov8n-cls.yaml", dict(SPACE_CLS), trials=6, epochs=2, time_cap_s=240,
-                imgsz=32, batch=64, images=70, val_images=20),
-        Problem("digits-det", "yolov8n.yaml", dict(SPACE_DET), trials=6, epochs=2, time_cap_s=180,
-                imgsz=96, batch=16, images=64, val_images=16),
+        Problem("digits-cls", "yolov8n-cls.yaml", dict(SPACE_CLS), trials=5, epochs=2, time_cap_s=180,
+                imgsz=32, batch=64, images=50, val_images=15),
+        Problem("digits-det", "yolov8n.yaml", dict(SPACE_DET), trials=5, epochs=2, time_cap_s=180,
+                imgsz=96, batch=16, images=48, val_images=16),
     ]
 
 
