@@ -220,11 +220,19 @@ def build_data(problem: Problem, folder: Path, *, seed: int = 0) -> str:
                         f.unlink()
         return str(folder)
     if problem.name == "digits-det":
-        if not (folder / "data.yaml").is_file():
+        if not (folder / "data-abs.yaml").is_file():
             if folder.exists():
                 shutil.rmtree(folder)
             big = max(16, min(problem.imgsz // 3, 64))
             make_digits_det(folder, seed=seed, n_train=problem.images, n_val=problem.val_images,
                             canvas=problem.imgsz, digit_size=(max(8, big // 2), big))
-        return str(folder / "data.yaml")
+        # data.yaml says `path: .` (its own folder), which hpo resolves but plain Ultralytics (the
+        # native tuner, in-process trainings) would resolve against the working directory: give
+        # every contender the same YAML with the absolute path
+        import yaml
+
+        doc = yaml.safe_load((folder / "data.yaml").read_text())
+        doc["path"] = str(folder.resolve())
+        (folder / "data-abs.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        return str(folder / "data-abs.yaml")
     raise ValueError(f"problem: unknown dataset '{problem.name}'")
