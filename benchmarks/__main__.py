@@ -1,0 +1,88 @@
+"""``python -m benchmarks run --suite cpu-small --out DIR`` / ``--quick``; ``python -m benchmarks report DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .suite import CONTENDERS, SUITES
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description="hpo's benchmark suite (see benchmarks/README.md).")
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a suite and write its report")
+    run.add_argument("--suite", default="cpu-small", choices=sorted(SUITES), help="suite (default cpu-small)")
+    run.add_argument("--quick", action="store_true", help="the tiny suite of the test suite (same report format)")
+    run.add_argument("--out", type=Path, default=None,
+                     help="report folder (default benchmarks/results/<suite>-<UTC time>); must not hold a report yet")
+    run.add_argument("--tag", default=None, help="name of the default report folder instead of <suite>-<UTC time>")
+    run.add_argument("--device", default="cpu", help="Ultralytics device for every training (cpu, 0, 0,1); default cpu")
+    run.add_argument("--seeds", type=int, default=None, help="number of seeds 0..N-1 (default: the suite's, 3 for cpu-small)")
+    run.add_argument("--problems", default=None, help="comma-separated problems to run (default: all of the suite)")
+    run.add_argument("--contenders", default=None,
+                     help=f"comma-separated contenders (default: the suite's); known: {', '.join(CONTENDERS)}")
+    run.add_argument("--b2b-seeds", type=int, default=None,
+                     help="seeds whose studies are also replayed back to back in one process (default 1: the first)")
+    run.add_argument("--b2b-contenders", default=None,
+                     help="comma-separated contenders whose studies are replayed back to back (default: the suite's)")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="[PROBLEM.]FIELD=VALUE",
+                     help="scale a problem: trials, epochs, time_cap_s, imgsz, batch, images, val_images, or any "
+                          "Ultralytics train arg (e.g. --set digits-det.epochs=30 --set images=500); repeatable")
+    rep = sub.add_parser("report", help="rebuild report.md, trials.csv and plots from DIR/results.json")
+    rep.add_argument("dir", type=Path)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    from .report import write_report
+
+    if args.command == "report":
+        results = json.loads((args.dir / "results.json").read_text())
+        print(write_report(results, args.dir)["report"])
+        return 0
+    from .run import run_suite
+    from .suite import apply_overrides, suite
+
+    name = "quick" if args.quick else args.suite
+    try:
+        s = suite(name)
+        problems = apply_overrides(s["problems"], args.sets)
+        if args.problems:
+            wanted = [p.strip() for p in args.problems.split(",") if p.strip()]
+            unknown = [w for w in wanted if w not in {p.name for p in problems}]
+            if unknown:
+                raise ValueError(f"--problems: unknown {', '.join(unknown)}; choose from {', '.join(p.name for p in problems)}")
+            problems = [p for p in problems if p.name in wanted]
+        contenders = [c.strip() for c in args.contenders.split(",")] if args.contenders else s["contenders"]
+        unknown = [c for c in contenders if c not in CONTENDERS]
+        if unknown:
+            raise ValueError(f"--contenders: unknown {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
+        seeds = list(range(args.seeds)) if args.seeds else s["seeds"]
+        if args.seeds is not None and args.seeds < 1:
+            raise ValueError("--seeds: must be >= 1")
+    except ValueError as e:
+        print(f"benchmarks: error: {e}", file=sys.stderr)
+        return 2
+    out = args.out or Path(__file__).resolve().parent / "results" / (args.tag or f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    out = out.expanduser().resolve()
+    if (out / "results.json").exists():
+        print(f"benchmarks: error: --out: '{out}' already holds a report; choose a new folder", file=sys.stderr)
+        return 2
+    results = run_suite(problems=problems, contenders=contenders, seeds=seeds, out=out, device=str(args.device),
+                        b2b_seeds=args.b2b_seeds if args.b2b_seeds is not None else s["b2b_seeds"],
+                        b2b_contenders=[c.strip() for c in args.b2b_contenders.split(",")] if args.b2b_contenders
+                        else s["b2b_contenders"], suite_name=name,
+                        argv=argv)
+    paths = write_report(results, out)
+    print(paths["report"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Entry points of the benchmark's subprocesses: ``python -m benchmarks._child MODE SPEC.json``.
+
+Every study, native tuning run and batch of plain trainings runs in its own process, so each
+contender pays its own interpreter start and imports (as a user would), a wall-clock cap can kill
+it with its whole process group, and no state (Ray, CUDA, Optuna) leaks between contenders.
+
+Modes:
+    ``study``   one hpo study through the public :class:`hpo.Tuner` (any installed backend; the
+                benchmark's random-search backend is registered in-process first).
+    ``native``  Ultralytics' own ``model.tune(use_ray=False)``, timestamping each iteration.
+    ``train``   trainings run back to back in THIS process with :func:`hpo._worker.train`
+                (default-hyperparameter references, retrains, and the back-to-back baseline).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+_INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb", "sync", "hub", "platform")
+
+
+def run_study(spec: dict[str, Any]) -> int:
+    """Run one hpo study; the records are in ``<output>/<name>/trials.jsonl``. Returns the exit code."""
+    from hpo import RunFailed, Tuner
+
+    if spec["backend"].startswith("bench-"):
+        from benchmarks.random_search import register
+
+        register()
+    tuner = Tuner(
+        backend=spec["backend"], model=spec["model"], data=spec["data"], space=spec["space"],
+        iterations=spec["iterations"], epochs=spec["epochs"], train_args=spec["train_args"],
+        output=spec["output"], name=spec["name"], seed=spec["seed"],
+        trial_timeout=spec.get("trial_timeout"), backend_options=spec.get("backend_options") or {},
+    )
+    try:
+        result = tuner.run()
+    except RunFailed as e:
+        print(f"benchmarks: study failed: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"best": result.best_objective, "counts": result.counts}))
+    return 0
+
+
+def _last_csv_row(run_dir: Path) -> tuple[float | None, int]:
+    """``(time column of the last row, rows)`` of an Ultralytics ``results.csv`` (training-loop seconds)."""
+    import csv
+
+    f = run_dir / "results.csv"
+    if not f.is_file():
+        return None, 0
+    with open(f, encoding="utf-8") as fh:
+        rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(fh)]
+    if not rows:
+        return None, 0
+    try:
+        return float(rows[-1]["time"]), len(rows)
+    except (KeyError, ValueError):
+        return None, len(rows)
+
+
+def run_native(spec: dict[str, Any]) -> int:
+    """Run ``YOLO(model).tune(use_ray=False, ...)`` and write ``<project>/bench_times.jsonl``.
+
+    Ultralytics' integrations are switched off in a settings file of its own (``YOLO_CONFIG_DIR``,
+    set by the parent and inherited by the ``yolo train`` subprocess of each iteration), so the
+    user's settings are never touched. The native sampler draws from ``np.random.default_rng()``;
+    it is seeded here (one generator per call from ``[seed, call]``) so a seed reproduces.
+    """
+    import numpy as np
+    from ultralytics import YOLO
+    from ultralytics.engine import tuner as native
+    from ultralytics.utils import SETTINGS
+
+    SETTINGS.update({k: False for k in _INTEGRATIONS if k in SETTINGS})
+    project = Path(spec["project"])
+    project.mkdir(parents=True, exist_ok=True)
+    times = project / "bench_times.jsonl"
+    t_start = time.time()
+    calls = {"n": 0}
+    original_rng = np.random.default_rng
+
+    def seeded_rng(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        return original_rng([int(spec["seed"]), calls["n"]])
+
+    np.random.default_rng = seeded_rng
+    original_save = native.Tuner._save_local_result
+
+    def save_and_time(self: Any, result: dict) -> None:
+        original_save(self, result)
+        dirs = list((result.get("save_dirs") or {}).values())
+        train_s, epochs = _last_csv_row(Path(dirs[0])) if dirs else (None, 0)
+        with open(times, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"iteration": result["iteration"], "t": time.time(), "t_start": t_start,
+                                "train_loop_s": train_s, "epochs": epochs}) + "\n")
+
+    native.Tuner._save_local_result = save_and_time
+    model = YOLO(spec["model"], task=spec["task"])
+    model.tune(
+        use_ray=False, data=spec["data"], iterations=spec["iterations"], epochs=spec["epochs"],
+        space={k: tuple(v) for k, v in spec["space"].items()}, project=str(project), name=spec["name"],
+        val=True, **spec["train_args"],  # train_args hold plots=False: no plotting, no font download
+    )
+    return 0
+
+
+def run_trainings(spec: dict[str, Any]) -> int:
+    """Train ``spec["jobs"]`` one after another in this process; one JSON line per job in ``spec["out"]``.
+
+    Each job: ``tag``, ``model``, ``task``, ``data``, ``params``, ``train_args``, ``epochs``,
+    ``project``, ``name``, ``metric``. A failed training is recorded with its error and
+    ``objective: null`` (never 0).
+    """
+    from hpo._worker import train
+    from hpo.tuner import objective_of
+
+    out = Path(spec["out"])
+    with open(out, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"event": "start", "t": time.time()}) + "\n")
+    for job in spec["jobs"]:
+        t0 = time.time()
+        row: dict[str, Any] = {"tag": job["tag"], "start": t0}
+        try:
+            res = train(job, lambda _row: False)
+            obj = objective_of(res["epochs"], res["final_metrics"], job["metric"])
+            row.update(status="complete" if obj is not None else "failed", objective=obj, train_s=res["train_s"],
+                       epochs=res["epochs_completed"])
+        except Exception as e:  # noqa: BLE001 - a failed training is a result
+            row.update(status="failed", objective=None, error=f"{type(e).__name__}: {e}"[:500], epochs=0)
+        row["wall_s"] = time.time() - t0
+        row["end"] = time.time()
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    mode, spec_file = argv
+    spec = json.loads(Path(spec_file).read_text(encoding="utf-8"))
+    return {"study": run_study, "native": run_native, "train": run_trainings}[mode](spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,72 @@
+"""A plain random-search baseline, as an hpo backend that lives only inside the benchmark.
+
+It is not installed as a built-in backend: :func:`register` adds it to hpo's plugin manager of the
+current process (``pm.register``), the same hook third-party plugins implement, so the study runs
+through hpo's core (runner, records, timeouts) exactly like the other hpo contenders and only the
+proposals differ.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hpo import Backend, Kind, TrialRecord, hookimpl
+
+__all__ = ["RandomBackend", "register", "hpo_register_backends"]
+
+NAME = "bench-random"
+
+
+class RandomBackend(Backend):
+    """Independent uniform samples from the search space (log-uniform for ``log`` parameters).
+
+    Deterministic for a given study ``seed`` and trial id (``numpy.random.default_rng([seed, id])``);
+    never prunes, never learns.
+    """
+
+    name = NAME
+    description = "benchmark baseline: uniform random search (log-uniform for log parameters)"
+    library = "numpy"
+
+    def ask(self, trial_id: int) -> dict[str, Any]:
+        import numpy as np
+
+        seed = self.config.seed if self.config.seed is not None else 0
+        rng = np.random.default_rng([seed, trial_id])
+        out: dict[str, Any] = {}
+        for key, p in self.config.space.items():
+            if p.kind is Kind.CHOICE:
+                out[key] = p.choices[int(rng.integers(len(p.choices)))]
+                continue
+            if p.log:
+                value = math.exp(rng.uniform(math.log(p.low), math.log(p.high)))
+            else:
+                value = rng.uniform(p.low, p.high)
+            out[key] = p.clip(value)
+        return out
+
+    def tell(self, record: TrialRecord) -> None:
+        """Random search learns nothing."""
+
+
+@hookimpl
+def hpo_register_backends() -> list[type[Backend]]:
+    """Register :class:`RandomBackend` (only in a process that called :func:`register`)."""
+    return [RandomBackend]
+
+
+def register() -> None:
+    """Add this module to hpo's plugin manager of this process (idempotent).
+
+    Must run before the first :func:`hpo.plugins.backends` call of the process, which caches the list.
+    """
+    import sys
+
+    from hpo.plugins import backends, get_plugin_manager
+
+    pm = get_plugin_manager()
+    module = sys.modules[__name__]
+    if not pm.is_registered(module):
+        pm.register(module, name="benchmarks.random_search")
+        backends.cache_clear()

@@ -1,0 +1,256 @@
+"""Runs a suite: every (problem, seed, contender) study in its own process, then the default
+reference, retrains and back-to-back baselines; collects everything into ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .suite import CONTENDERS, Contender, Problem, build_data
+
+__all__ = ["run_suite", "run_process"]
+
+
+def _log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run_process(mode: str, spec: dict[str, Any], *, work: Path, tag: str, cap_s: float | None,
+                env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``python -m benchmarks._child MODE`` in a new process group, killed at ``cap_s`` seconds.
+
+    Returns:
+        ``{"rc", "wall_s", "capped", "t0", "log"}``; ``t0`` is the launch time (epoch seconds).
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    spec_file = work / f"{tag}.json"
+    spec_file.write_text(json.dumps(spec, indent=1, default=str))
+    log = work / f"{tag}.log"
+    root = Path(__file__).resolve().parent.parent
+    child_env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+                 "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False", "MPLBACKEND": "Agg", **(env or {})}
+    t0 = time.time()
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks._child", mode, str(spec_file)], stdout=fh,
+                                stderr=subprocess.STDOUT, env=child_env, cwd=str(work), start_new_session=True)
+        capped = False
+        try:
+            rc = proc.wait(timeout=cap_s)
+        except subprocess.TimeoutExpired:
+            capped = True
+            for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            rc = proc.returncode if proc.returncode is not None else -9
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    wall = time.time() - t0
+    try:  # leftovers of the group (trial workers) must not outlive the study
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return {"rc": rc, "wall_s": wall, "capped": capped, "t0": t0, "log": str(log)}
+
+
+def _epoch_seconds(iso: str | None) -> float | None:
+    return datetime.fromisoformat(iso).timestamp() if iso else None
+
+
+def _hpo_trials(study_dir: Path, t0: float) -> list[dict[str, Any]]:
+    from hpo import Study
+
+    if not Study.exists(study_dir):
+        return []
+    rows = []
+    for r in Study.open(study_dir).records().values():
+        if not r.status.finished:
+            continue
+        end = _epoch_seconds(r.end)
+        rows.append({
+            "trial": r.id, "status": r.status.value, "objective": r.objective, "epochs": r.epochs_completed,
+            "end_s": None if end is None else end - t0, "duration_s": r.duration_s, "train_s": r.train_s,
+            "params": r.params, "error": r.error,
+        })
+    return sorted(rows, key=lambda x: (x["end_s"] is None, x["end_s"] or 0))
+
+
+def _native_trials(tune_dir: Path, times_file: Path, metric: str, t0: float) -> list[dict[str, Any]]:
+    if not (tune_dir / "tune_results.ndjson").is_file():
+        return []
+    results = [json.loads(ln) for ln in (tune_dir / "tune_results.ndjson").read_text().splitlines() if ln.strip()]
+    times = {}
+    if times_file.is_file():
+        times = {d["iteration"]: d for d in (json.loads(ln) for ln in times_file.read_text().splitlines() if ln.strip())}
+    rows, prev = [], None
+    for res in results:
+        it = res["iteration"]
+        tm = times.get(it, {})
+        metrics = next(iter((res.get("datasets") or {}).values()), None) or {}
+        failed = bool(res.get("failed_datasets")) or metric not in metrics
+        end = tm.get("t")
+        start = prev if prev is not None else tm.get("t_start")
+        rows.append({
+            "trial": it - 1, "status": "failed" if failed else "complete",
+            "objective": None if failed else float(metrics[metric]), "epochs": tm.get("epochs", 0),
+            "end_s": None if end is None else end - t0,
+            "duration_s": None if end is None or start is None else end - start,
+            "train_s": tm.get("train_loop_s"), "params": res.get("hyperparameters", {}), "error": None,
+        })
+        prev = end
+    return rows
+
+
+def _best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    done = [r for r in rows if r["status"] == "complete" and r["objective"] is not None]
+    return max(done, key=lambda r: r["objective"]) if done else None
+
+
+def _train_job(problem: Problem, data: str, params: dict[str, Any], *, seed: int, device: str, epochs: int,
+               project: Path, name: str, tag: str) -> dict[str, Any]:
+    return {"tag": tag, "model": problem.model, "task": problem.task, "data": data, "params": params,
+            "train_args": problem.fixed_args(seed, device), "epochs": epochs, "project": str(project),
+            "name": name, "metric": problem.metric, "integrations": []}
+
+
+def _read_trainings(out: Path) -> tuple[dict[str, dict[str, Any]], float | None]:
+    rows, start = {}, None
+    if out.is_file():
+        for ln in out.read_text().splitlines():
+            d = json.loads(ln)
+            if d.get("event") == "start":
+                start = d["t"]
+            elif "tag" in d:
+                rows[d["tag"]] = d
+    return rows, start
+
+
+def run_suite(*, problems: list[Problem], contenders: list[str], seeds: list[int], out: Path, device: str,
+              b2b_seeds: int, b2b_contenders: list[str] | None = None, suite_name: str, argv: list[str]) -> dict[str, Any]:
+    """Run the whole suite into ``out`` and return the collected results (also ``out/results.json``).
+
+    Raises:
+        ValueError: an unknown contender name.
+    """
+    from hpo import SearchSpace
+
+    from .machine import machine_info
+
+    unknown = [c for c in contenders if c not in CONTENDERS]
+    if unknown:
+        raise ValueError(f"--contenders: unknown {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
+    b2b_contenders = list(contenders if b2b_contenders is None else b2b_contenders)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "suite": suite_name, "command": " ".join(["python -m benchmarks", *argv]), "device": device,
+        "seeds": seeds, "machine": machine_info(), "problems": {}, "skipped": {}, "contenders": {},
+        "started": time.time(),
+    }
+    active: list[Contender] = []
+    for name in contenders:
+        c = CONTENDERS[name]
+        ok, why = c.available()
+        if ok:
+            active.append(c)
+            results["contenders"][c.name] = c.description
+        else:
+            results["skipped"][c.name] = why
+            _log(f"skipping contender {c.name}: {why}")
+    for problem in problems:
+        _log(f"problem {problem.name}: {problem.trials} trials x {problem.epochs} epochs, cap {problem.time_cap_s:g} s")
+        pdir = out / "runs" / problem.name
+        work = pdir / "work"
+        data = build_data(problem, out / "data" / problem.name)
+        space = SearchSpace.parse(problem.space)
+        defaults = space.defaults()
+        pres: dict[str, Any] = {"problem": asdict(problem), "metric": problem.metric, "task": problem.task,
+                                "defaults": defaults, "reference": {}, "studies": [], "b2b": []}
+        results["problems"][problem.name] = pres
+        # 1. the studies, each in its own process under the wall-clock cap
+        for seed in seeds:
+            for c in active:
+                tag = f"{c.name}-s{seed}"
+                study: dict[str, Any] = {"contender": c.name, "seed": seed}
+                args = problem.fixed_args(seed, device)
+                if c.kind == "hpo":
+                    spec = {"backend": c.backend, "model": problem.model, "data": data, "space": problem.space,
+                            "iterations": problem.trials, "epochs": problem.epochs, "train_args": args,
+                            "output": str(pdir / "studies"), "name": tag, "seed": seed}
+                    proc = run_process("study", spec, work=work, tag=tag, cap_s=problem.time_cap_s)
+                    trials = _hpo_trials(pdir / "studies" / tag, proc["t0"])
+                else:
+                    project = pdir / "native" / tag
+                    spec = {"model": problem.model, "task": problem.task, "data": data, "space": problem.space,
+                            "iterations": problem.trials, "epochs": problem.epochs, "train_args": args,
+                            "project": str(project), "name": "tune", "seed": seed}
+                    env = {"YOLO_CONFIG_DIR": str(project / "ultralytics-config")}
+                    proc = run_process("native", spec, work=work, tag=tag, cap_s=problem.time_cap_s, env=env)
+                    trials = _native_trials(project / "tune", project / "bench_times.jsonl", problem.metric, proc["t0"])
+                best = _best(trials)
+                study.update(rc=proc["rc"], wall_s=proc["wall_s"], capped=proc["capped"], log=proc["log"], trials=trials,
+                             best_objective=best["objective"] if best else None,
+                             best_params=best["params"] if best else None)
+                pres["studies"].append(study)
+                counts = {s: sum(t["status"] == s for t in trials) for s in ("complete", "pruned", "failed")}
+                _log(f"  {tag}: best {study['best_objective']} {counts} wall {proc['wall_s']:.0f} s"
+                     f"{' CAPPED' if proc['capped'] else ''} rc {proc['rc']}")
+        # 2. one process, trainings back to back: (a) Ultralytics' default hyperparameters once per seed,
+        # the reference score; (b) the retrain check: each study's best params with a new training seed
+        # for the full epochs; (c) the back-to-back baseline: a study's trainings replayed (same params,
+        # same epochs) in this one process, without isolation
+        jobs = [_train_job(problem, data, defaults, seed=s, device=device, epochs=problem.epochs,
+                           project=pdir / "reference", name=f"seed{s}", tag=f"ref-s{s}") for s in seeds]
+        jobs += [_train_job(problem, data, st["best_params"], seed=1000 + st["seed"], device=device,
+                            epochs=problem.epochs, project=pdir / "retrain", name=f"{st['contender']}-s{st['seed']}",
+                            tag=f"retrain-{st['contender']}-s{st['seed']}") for st in pres["studies"] if st["best_params"]]
+        replays = [st for st in pres["studies"] if st["seed"] in seeds[:b2b_seeds] and st["contender"] in b2b_contenders]
+        for st in replays:
+            jobs += [_train_job(problem, data, t["params"], seed=st["seed"], device=device, epochs=t["epochs"],
+                                project=pdir / "b2b" / f"{st['contender']}-s{st['seed']}", name=str(t["trial"]),
+                                tag=f"b2b-{st['contender']}-s{st['seed']}-{t['trial']}")
+                     for t in st["trials"] if t["params"] and t["epochs"] >= 1]
+        train_out = work / "trainings.jsonl"
+        proc = run_process("train", {"jobs": jobs, "out": str(train_out)}, work=work, tag="trainings", cap_s=None)
+        rows, started = _read_trainings(train_out)
+        startup_s = (started - proc["t0"]) if started else 0.0
+        for s in seeds:
+            r = rows.get(f"ref-s{s}", {})
+            pres["reference"][str(s)] = {"objective": r.get("objective"), "wall_s": r.get("wall_s"), "error": r.get("error")}
+        _log(f"  reference (defaults): {[pres['reference'][str(s)]['objective'] for s in seeds]} (rc {proc['rc']})")
+        for st in pres["studies"]:
+            r = rows.get(f"retrain-{st['contender']}-s{st['seed']}")
+            st["retrain_objective"] = r.get("objective") if r else None
+            st["retrain_seed"] = 1000 + st["seed"]
+        _log(f"  retrains: {[(st['contender'], st.get('retrain_objective')) for st in pres['studies']]}")
+        for st in replays:
+            prefix = f"b2b-{st['contender']}-s{st['seed']}-"
+            mine = [r for tag, r in rows.items() if tag.startswith(prefix)]
+            if not mine:
+                continue
+            wall = startup_s + sum(r["wall_s"] for r in mine)
+            pres["b2b"].append({
+                "contender": st["contender"], "seed": st["seed"], "trainings": len(mine),
+                "epochs": sum(int(r.get("epochs") or 0) for r in mine), "wall_s": wall, "startup_s": startup_s,
+                "train_s": sum((r.get("train_s") or 0.0) for r in mine), "study_wall_s": st["wall_s"],
+            })
+            _log(f"  back to back {st['contender']}-s{st['seed']}: {wall:.0f} s in one process vs study {st['wall_s']:.0f} s")
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    results["finished"] = time.time()
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    return results

@@ -1,0 +1,241 @@
+"""What the benchmark runs: problems, contenders and suites, as plain data.
+
+A *problem* is a dataset + model + search space + budget (trials x epochs, wall-clock cap). A
+*contender* is one way to tune it. Every contender of a problem gets the same budget: the same
+number of trials of the same number of epochs (so the same total training epochs; pruning only
+spends fewer) and the same wall-clock cap per study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Problem", "Contender", "CONTENDERS", "SUITES", "suite", "build_data", "apply_overrides"]
+
+#: The space tuned on both problems: linear (low, high[, gain]) ranges so that every contender,
+#: Ultralytics' native tuner included, can search it unchanged. Bounds follow Ultralytics' own
+#: tuner space (``ultralytics/engine/tuner.py``), narrowed for 1-3 epoch trainings.
+SPACE_CLS: dict[str, tuple] = {
+    "lr0": (1e-4, 1e-2),
+    "lrf": (0.01, 1.0),
+    "momentum": (0.7, 0.98, 0.3),
+    "weight_decay": (0.0, 0.001),
+    "warmup_epochs": (0.0, 1.0),
+    "hsv_v": (0.0, 0.9),
+    "fliplr": (0.0, 0.5),
+}
+SPACE_DET: dict[str, tuple] = {**SPACE_CLS, "mosaic": (0.0, 1.0), "scale": (0.0, 0.9)}
+
+
+@dataclass
+class Problem:
+    """One tuning problem.
+
+    Attributes:
+        name: ``digits-cls`` or ``digits-det`` (the :mod:`hpo.datasets` builder).
+        model: bundled model YAML (built from scratch, never downloaded).
+        space: the search space, Ultralytics' ``{key: (low, high[, gain])}`` form.
+        trials: trials per study (every contender).
+        epochs: epochs per trial, the full fidelity (also the retrain length).
+        time_cap_s: wall-clock cap per study in seconds (the study is stopped there; finished
+            trials count, running ones do not).
+        imgsz: image size in pixels (train arg; for digits-det also the canvas size).
+        batch: batch size.
+        images: training images: per class for digits-cls (10 classes), canvases for digits-det.
+        val_images: validation images, same units.
+        train_args: further fixed Ultralytics train args.
+    """
+
+    name: str
+    model: str
+    space: dict[str, tuple]
+    trials: int
+    epochs: int
+    time_cap_s: float
+    imgsz: int
+    batch: int
+    images: int
+    val_images: int
+    train_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return "classify" if self.model.endswith("-cls.yaml") else "detect"
+
+    @property
+    def metric(self) -> str:
+        from hpo.ultra import TASK_METRIC
+
+        return TASK_METRIC[self.task]
+
+    def fixed_args(self, seed: int, device: str) -> dict[str, Any]:
+        """The train args every training of this problem uses (``seed`` is the training seed)."""
+        return {
+            "imgsz": self.imgsz, "batch": self.batch, "workers": 0, "device": device, "optimizer": "AdamW",
+            "seed": seed, "plots": False, **self.train_args,
+        }
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One way to tune a problem.
+
+    Attributes:
+        name: the row label in the report.
+        kind: ``"hpo"`` (a study through :class:`hpo.Tuner` with ``backend``) or ``"native"``
+            (Ultralytics' ``model.tune`` run directly).
+        backend: the hpo backend name (``kind == "hpo"``).
+        description: one line for the report.
+    """
+
+    name: str
+    kind: str
+    backend: str | None = None
+    description: str = ""
+
+    def available(self) -> tuple[bool, str]:
+        """``(True, "")`` or ``(False, why)``: an hpo backend that is not installed is skipped."""
+        if self.kind != "hpo" or (self.backend or "").startswith("bench-"):
+            return True, ""
+        from hpo.plugins import backends
+
+        installed = backends()
+        if self.backend in installed:
+            return True, ""
+        return False, f"hpo backend '{self.backend}' is not installed here (installed: {', '.join(installed)})"
+
+
+#: Every contender, in report order. Add a row here to benchmark another backend.
+CONTENDERS: dict[str, Contender] = {
+    c.name: c
+    for c in (
+        Contender("ultralytics", "hpo", "ultralytics", "hpo backend: Ultralytics' genetic mutation, through hpo's core"),
+        Contender("optuna", "hpo", "optuna", "hpo backend: Optuna (its default sampler and pruner)"),
+        Contender("ray", "hpo", "ray", "hpo backend: Ray Tune (its default searcher and scheduler)"),
+        Contender("random", "hpo", "bench-random", "baseline: uniform random search through hpo's core"),
+        Contender("ultralytics-native", "native", None, "Ultralytics' own model.tune(use_ray=False), run directly"),
+    )
+}
+
+
+def _problems_cpu_small() -> list[Problem]:
+    # Sized for ~25 min alone on 2 CPU cores (30 studies + references, retrains, replays): a trial
+    # costs ~3-4 s of set-up (model build, data scan, final validation) beside its epochs, so the
+    # images are few: digits-cls 50 train / 15 val per class at 32 px (~2 s per epoch), digits-det
+    # 48 / 16 canvases at 96 px (~1.5 s per epoch). The caps are ~2x the expected slowest study
+    # (Ultralytics' model.tune, one `yolo train` subprocess per iteration). digits-cls uses batch 16:
+    # with batch 64 its 16 optimizer steps leave every config at chance (10%); with 64 steps the
+    # defaults reach ~27% top-1 and lr0=0.002 ~39% (measured), so configs differ. digits-det scores
+    # stay ~0 at 2-3 epochs on CPU (measured): there it measures overhead, not tuning quality.
+    return [
+        Problem("digits-cls", "yolov8n-cls.yaml", dict(SPACE_CLS), trials=5, epochs=2, time_cap_s=180,
+                imgsz=32, batch=16, images=50, val_images=15),
+        Problem("digits-det", "yolov8n.yaml", dict(SPACE_DET), trials=5, epochs=2, time_cap_s=180,
+                imgsz=96, batch=16, images=48, val_images=16),
+    ]
+
+
+def _problems_quick() -> list[Problem]:
+    return [
+        Problem("digits-cls", "yolov8n-cls.yaml", dict(SPACE_CLS), trials=2, epochs=1, time_cap_s=240,
+                imgsz=32, batch=64, images=12, val_images=6),
+    ]
+
+
+#: Suites: problems, seeds, contenders, and which studies are replayed back to back in one process
+#: (the first ``b2b_seeds`` seeds of ``b2b_contenders``: hpo's core and the native tuner's
+#: subprocess-per-iteration, the two ways trials are isolated).
+SUITES: dict[str, dict[str, Any]] = {
+    "cpu-small": {"problems": _problems_cpu_small, "seeds": [0, 1, 2], "contenders": list(CONTENDERS),
+                  "b2b_seeds": 1, "b2b_contenders": ["ultralytics", "ultralytics-native"]},
+    "quick": {"problems": _problems_quick, "seeds": [0], "contenders": ["ultralytics", "random"],
+              "b2b_seeds": 1, "b2b_contenders": ["ultralytics"]},
+}
+
+
+def suite(name: str) -> dict[str, Any]:
+    """A fresh copy of suite ``name`` (``problems`` built anew).
+
+    Raises:
+        ValueError: unknown suite name (listing the known ones).
+    """
+    if name not in SUITES:
+        raise ValueError(f"--suite: unknown '{name}'; choose one of {', '.join(SUITES)}")
+    s = SUITES[name]
+    return {**s, "problems": s["problems"](), "seeds": list(s["seeds"]), "contenders": list(s["contenders"]),
+            "b2b_contenders": list(s["b2b_contenders"])}
+
+
+_FIELDS = {"trials": int, "epochs": int, "time_cap_s": float, "imgsz": int, "batch": int, "images": int,
+           "val_images": int}
+
+
+def apply_overrides(problems: list[Problem], sets: list[str]) -> list[Problem]:
+    """Apply ``--set [PROBLEM.]FIELD=VALUE`` items (no ``PROBLEM.``: every problem).
+
+    Fields: trials, epochs, time_cap_s, imgsz, batch, images, val_images; any other name is
+    an Ultralytics train arg (e.g. ``digits-det.amp=false``).
+
+    Raises:
+        ValueError: malformed item or unknown problem.
+    """
+    import yaml
+
+    names = {p.name for p in problems}
+    out = [dataclasses.replace(p, train_args=dict(p.train_args)) for p in problems]
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--set: '{item}' is not [PROBLEM.]FIELD=VALUE (e.g. digits-cls.epochs=10)")
+        target, _, fld = key.rpartition(".")
+        if target and target not in names:
+            raise ValueError(f"--set: unknown problem '{target}' in '{item}'; choose one of {', '.join(sorted(names))}")
+        for p in out:
+            if target and p.name != target:
+                continue
+            if fld in _FIELDS:
+                setattr(p, fld, _FIELDS[fld](value))
+            else:
+                p.train_args[fld] = yaml.safe_load(value)
+    return out
+
+
+def build_data(problem: Problem, folder: Path, *, seed: int = 0) -> str:
+    """Build the problem's dataset with :mod:`hpo.datasets` into ``folder``; returns the ``data=`` value.
+
+    digits-cls keeps the first ``images`` train and ``val_images`` val images of each class (of
+    the 1,797 real UCI digits); digits-det draws ``images`` / ``val_images`` canvases of
+    ``imgsz`` px. Reused as-is when ``folder`` already holds it.
+    """
+    from hpo.datasets import make_digits_cls, make_digits_det
+
+    folder = Path(folder)
+    if problem.name == "digits-cls":
+        if not (folder / "train").is_dir():
+            make_digits_cls(folder, seed=seed, imgsz=problem.imgsz)
+            for split, keep in (("train", problem.images), ("val", problem.val_images)):
+                for cls_dir in sorted((folder / split).iterdir()):
+                    for f in sorted(cls_dir.glob("*.png"))[keep:]:
+                        f.unlink()
+        return str(folder)
+    if problem.name == "digits-det":
+        if not (folder / "data-abs.yaml").is_file():
+            if folder.exists():
+                shutil.rmtree(folder)
+            big = max(16, min(problem.imgsz // 3, 64))
+            make_digits_det(folder, seed=seed, n_train=problem.images, n_val=problem.val_images,
+                            canvas=problem.imgsz, digit_size=(max(8, big // 2), big))
+        # data.yaml says `path: .` (its own folder), which hpo resolves but plain Ultralytics (the
+        # native tuner, in-process trainings) would resolve against the working directory: give
+        # every contender the same YAML with the absolute path
+        import yaml
+
+        doc = yaml.safe_load((folder / "data.yaml").read_text())
+        doc["path"] = str(folder.resolve())
+        (folder / "data-abs.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        return str(folder / "data-abs.yaml")
+    raise ValueError(f"problem: unknown dataset '{problem.name}'")

@@ -1,0 +1,203 @@
+"""The benchmark suite (benchmarks/): a real --quick run produces a well-formed report.
+
+No timing assertions: only that the report, the raw data and the plots exist and parse, with
+values that a real run produces (objectives in [0, 1], statuses, counts per contender).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+QUICK_CONTENDERS = ["ultralytics", "random", "ultralytics-native"]
+
+
+def _bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real quick run: digits-cls, 2 trials x 1 epoch, ultralytics + random + Ultralytics' model.tune."""
+    out = tmp_path_factory.mktemp("bench") / "report"
+    proc = _bench("run", "--quick", "--contenders", ",".join(QUICK_CONTENDERS), "--out", str(out), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("report.md")
+    return out
+
+
+def _table_rows(report: str, header_start: str) -> list[list[str]]:
+    lines = report.splitlines()
+    i = next(n for n, ln in enumerate(lines) if ln.startswith(header_start))
+    header = [c.strip() for c in lines[i].strip("|").split("|")]
+    assert set(lines[i + 1].replace("|", "").replace("-", "")) == set(), lines[i + 1]
+    rows = []
+    for ln in lines[i + 2 :]:
+        if not ln.startswith("|"):
+            break
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        assert len(cells) == len(header), ln
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+@pytest.mark.slow
+def test_quick_report_table_has_a_row_per_contender(quick_report: Path) -> None:
+    report = (quick_report / "report.md").read_text()
+    assert "Reproduce: `python -m benchmarks run --quick" in report
+    assert "## digits-cls" in report
+    rows = _table_rows(report, "| contender | seeds |")
+    assert [r["contender"] for r in rows] == QUICK_CONTENDERS
+    for r in rows:
+        assert r["seeds"] == "1"
+        best = float(r["best objective (mean ± sd [min, max])"])
+        assert 0.0 <= best <= 1.0
+        assert 0.0 <= float(r["retrain, new seed"]) <= 1.0
+        assert 0.0 <= float(r["default-hparams reference"]) <= 1.0
+        complete, pruned, failed = (int(x) for x in r["trials complete/pruned/failed"].split("/"))
+        assert complete + pruned + failed == 2 and complete >= 1
+        assert float(r["epochs used per study"]) == complete + pruned + failed  # 1 epoch each, no pruning here
+        assert float(r["study wall s"]) > 0
+        assert r["capped"] == "0"
+        float(r["overhead s/trial"])  # a number
+    per_study = _table_rows(report, "| contender | seed | best |")
+    assert len(per_study) == len(QUICK_CONTENDERS)
+    b2b = _table_rows(report, "| contender | seed | trainings |")
+    assert [(r["contender"], r["trainings"], r["epochs"]) for r in b2b] == [("ultralytics", "2", "2")]
+    # every image the report shows exists
+    for name in ("digits-cls-best-vs-time.png", "digits-cls-best-vs-epochs.png", "overhead.png"):
+        assert f"]({name})" in report
+
+
+@pytest.mark.slow
+def test_quick_report_raw_trials_csv(quick_report: Path) -> None:
+    from benchmarks.report import TRIAL_COLUMNS
+    from benchmarks.suite import SPACE_CLS
+
+    with open(quick_report / "trials.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == TRIAL_COLUMNS
+        rows = list(reader)
+    assert sorted({r["contender"] for r in rows}) == sorted(QUICK_CONTENDERS)
+    for c in QUICK_CONTENDERS:
+        mine = [r for r in rows if r["contender"] == c]
+        assert sorted(int(r["trial"]) for r in mine) == [0, 1]
+    for r in rows:
+        assert r["problem"] == "digits-cls" and r["seed"] == "0"
+        assert r["status"] in ("complete", "pruned", "failed")
+        if r["status"] == "complete":
+            assert 0.0 <= float(r["objective"]) <= 1.0
+        assert int(r["epochs"]) == 1
+        assert float(r["end_s"]) > 0 and float(r["duration_s"]) > 0 and float(r["train_s"]) > 0
+        assert math.isclose(float(r["overhead_s"]), float(r["duration_s"]) - float(r["train_s"]), rel_tol=1e-6, abs_tol=1e-6)
+        params = json.loads(r["params"])
+        assert set(params) == set(SPACE_CLS)
+        for k, v in params.items():
+            assert SPACE_CLS[k][0] <= v <= SPACE_CLS[k][1]
+    # Ultralytics' native tuner starts from the defaults, as does hpo's ultralytics backend
+    first = {c: json.loads(next(r["params"] for r in rows if r["contender"] == c and r["trial"] == "0"))
+             for c in ("ultralytics", "ultralytics-native")}
+    assert first["ultralytics"]["lr0"] == pytest.approx(first["ultralytics-native"]["lr0"]) == 0.01
+
+
+@pytest.mark.slow
+def test_quick_report_plots_and_machine(quick_report: Path) -> None:
+    import matplotlib.image as mpimg
+
+    pngs = sorted(quick_report.glob("*.png"))
+    assert {p.name for p in pngs} == {"digits-cls-best-vs-time.png", "digits-cls-best-vs-epochs.png", "overhead.png"}
+    for p in pngs:
+        assert p.read_bytes()[:8] == PNG_MAGIC
+        img = mpimg.imread(p)
+        assert img.shape[0] > 100 and img.shape[1] > 100
+    machine = json.loads((quick_report / "machine.json").read_text())
+    assert machine["cpu"] and machine["cores"] >= 1 and machine["ram_bytes"] > 0
+    assert isinstance(machine["gpus"], list)
+    assert machine["versions"]["hpo"] and machine["versions"]["ultralytics"] and machine["versions"]["torch"]
+    results = json.loads((quick_report / "results.json").read_text())
+    ref = results["problems"]["digits-cls"]["reference"]["0"]["objective"]
+    assert 0.0 <= ref <= 1.0
+
+
+@pytest.mark.slow
+def test_report_rebuilds_from_results_json(quick_report: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(quick_report / "results.json", copy / "results.json")
+    proc = _bench("report", str(copy), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (copy / "report.md").read_text().split("## Machine")[1] == (quick_report / "report.md").read_text().split("## Machine")[1]
+    assert len(list(copy.glob("*.png"))) == 3
+
+
+def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    for args, word in (
+        (["--contenders", "ultralytics,nosuch"], "--contenders"),
+        (["--set", "digits-cls.epochs"], "--set"),
+        (["--set", "nosuch.epochs=2"], "--set"),
+        (["--problems", "digits-seg"], "--problems"),
+    ):
+        out = tmp_path / "out"
+        proc = _bench("run", "--quick", "--out", str(out), *args, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("benchmarks: error: ") and word in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert not out.exists()
+
+
+def test_missing_backend_is_skipped_with_a_reason() -> None:
+    from benchmarks.suite import CONTENDERS, Contender
+
+    ok, why = Contender("nosuch", "hpo", "nosuch").available()
+    assert not ok and "'nosuch' is not installed" in why and "ultralytics" in why
+    assert CONTENDERS["ultralytics"].available() == (True, "")
+    assert CONTENDERS["random"].available() == (True, "")
+    assert {c.backend for c in CONTENDERS.values() if c.kind == "hpo"} >= {"ultralytics", "optuna", "ray"}
+
+
+def test_overrides_scale_problems() -> None:
+    from benchmarks.suite import apply_overrides, suite
+
+    problems = apply_overrides(suite("cpu-small")["problems"], ["epochs=5", "digits-det.imgsz=320", "digits-det.amp=false"])
+    by = {p.name: p for p in problems}
+    assert by["digits-cls"].epochs == by["digits-det"].epochs == 5
+    assert by["digits-det"].imgsz == 320 and by["digits-cls"].imgsz == 32
+    assert by["digits-det"].train_args == {"amp": False} and by["digits-cls"].train_args == {}
+    assert by["digits-det"].fixed_args(3, "0")["seed"] == 3
+
+
+def test_random_backend_samples_the_space(tmp_path: Path) -> None:
+    """The baseline's proposals: inside the bounds, log-uniform for log params, same seed -> same params."""
+    from benchmarks.random_search import NAME, register
+    from hpo.config import build_config
+    from hpo.datasets import make_digits_cls
+
+    register()
+    data = make_digits_cls(tmp_path / "d", imgsz=8)
+    space = {"lr0": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True}, "close_mosaic": (0, 10),
+             "optimizer": {"type": "choice", "choices": ["SGD", "AdamW"]}}
+    cfg = build_config(backend=NAME, model="yolov8n-cls.yaml", data=data, space=space, seed=7, output=tmp_path)
+    b = cfg.backend_class(config=cfg, study=None, options=cfg.options)
+    samples = [b.ask(i) for i in range(400)]
+    assert samples[:5] == [cfg.backend_class(config=cfg, study=None, options=cfg.options).ask(i) for i in range(5)]
+    for s in samples:
+        cfg.space.validate_params(s)
+    lr = sorted(s["lr0"] for s in samples)
+    assert 1e-5 <= lr[0] and lr[-1] <= 1e-1
+    # log-uniform over 4 decades: about a quarter of the samples per decade; uniform would put ~90% in the top one
+    assert 0.15 < sum(v < 1e-4 for v in lr) / len(lr) < 0.35
+    assert {s["optimizer"] for s in samples} == {"SGD", "AdamW"}
+    assert {type(s["close_mosaic"]) for s in samples} == {int}
