@@ -54,6 +54,9 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    # MLflow prints "View run ... at: URL" on stdout when a run ends; stdout is for
+    # `hpo tune --json`, and hpo prints the parent run's id on stderr itself.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 #: Longest param value MLflow stores (characters); longer values are cut with "...".

@@ -78,7 +78,7 @@ class MlflowServer:
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its uvicorn/gunicorn workers
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=5)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=20)
@@ -126,7 +126,7 @@ def _all_runs(client) -> list:
 
 
 @pytest.mark.slow
-def test_mlflow_parent_and_child_runs_then_resume(tracked_env, digits, backend, tmp_path):
+def test_mlflow_parent_and_child_runs_then_resume(tracked_env, digits, backend, tmp_path, capfd):
     out = tmp_path / "studies"
     name = f"track-{backend}"
     common = dict(backend=backend, model=MODEL, data=digits, space=SPACE, epochs=2, train_args=TRAIN_ARGS,
@@ -135,6 +135,9 @@ def test_mlflow_parent_and_child_runs_then_resume(tracked_env, digits, backend, 
     assert isinstance(tuner.tracker, MlflowTracker)
     result = tuner.run()
     assert result.counts["complete"] == 2
+    out_err = capfd.readouterr()
+    assert "View run" not in out_err.out  # stdout stays clean for `hpo tune --json`
+    assert "created parent run" in out_err.err
 
     client = _client(tracked_env.uri)
     exps = {e.name: e for e in client.search_experiments()}
@@ -198,6 +201,7 @@ def test_mlflow_parent_and_child_runs_then_resume(tracked_env, digits, backend, 
     assert again.info.status == "FINISHED"
     assert {e.name for e in client.search_experiments()} == {"Default", name}
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+    assert "re-attached to parent run" in capfd.readouterr().err
 
 
 class KillServerAfterTrial0(TunerCallback):
@@ -264,14 +268,18 @@ def test_mlflow_default_store_is_in_the_study_dir(digits, backend, tmp_path, mon
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "studies"
-    tuner = Tuner(backend=backend, model=MODEL, data=digits, space=SPACE, iterations=1, epochs=1,
+    tuner = Tuner(backend=backend, model=MODEL, data=digits, space=SPACE, iterations=2, epochs=1, workers=2,
                   train_args=TRAIN_ARGS, output=out, name="local", seed=0, mlflow=True)
-    tuner.run()
+    tuner.run()  # two trials in two threads log into one SQLite store
     study = out / "local"
     assert tuner.tracker.uri == f"sqlite:///{study / 'mlflow.db'}"
     client = _client(tuner.tracker.uri)
     runs = _all_runs(client)
-    assert len(runs) == 2 and sum("mlflow.parentRunId" in r.data.tags for r in runs) == 1
+    assert len(runs) == 3 and sum("mlflow.parentRunId" in r.data.tags for r in runs) == 2
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.tags["hpo.trial_id"] for r in children) == ["0", "1"]
+    for child in children:
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "metrics/accuracy_top1")] == [1]
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert Path(parent.info.artifact_uri.removeprefix("file://")).is_relative_to(study / "mlartifacts")
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
