@@ -202,6 +202,8 @@ def tune(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the backend's sampler."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    mlflow: Optional[bool] = typer.Option(None, "--mlflow/--no-mlflow", help="MLflow tracking: a parent run per study, a child run per trial (default: on when MLFLOW_TRACKING_URI is set; see docs/mlflow.md)."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name (default: the study name)."),
 ) -> None:
     from .config import parse_train_args
     from .tuner import Tuner
@@ -212,12 +214,13 @@ def tune(
         backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
         metric=metric, train_args=parse_train_args(train_pairs), output=output, name=name, resume=resume,
         trial_timeout=trial_timeout, workers=workers, seed=seed, backend_options=options, callbacks=callbacks,
+        mlflow=mlflow, experiment=experiment,
     )
     cfg = tuner.config
     for notice in cfg.notices:
         print(f"hpo: notice: {notice}", file=sys.stderr)
     if not quiet:
-        callbacks.append(ProgressPrinter(cfg.iterations, cfg.epochs, cfg.metric, cfg.direction))
+        tuner.callbacks.insert(0, ProgressPrinter(cfg.iterations, cfg.epochs, cfg.metric, cfg.direction))
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a pod's SIGTERM: stop cleanly, resumable
     result = tuner.run()
     _print_result(result, as_json)

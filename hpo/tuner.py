@@ -329,6 +329,10 @@ class Tuner:
         seed: seed of the backend's sampler.
         backend_options: the backend's options (``hpo backends`` lists them).
         callbacks: :class:`TunerCallback` observers.
+        mlflow: MLflow tracking (:mod:`hpo.tracking`, docs/mlflow.md): ``True`` on, ``False``
+            off, ``None`` (default) on when ``MLFLOW_TRACKING_URI`` is set or ``experiment`` given.
+            Without ``MLFLOW_TRACKING_URI`` it logs to ``sqlite:///<study>/mlflow.db``.
+        experiment: MLflow experiment name (default: the study name).
 
     Raises:
         hpo.errors.ConfigError: bad input (at construction, before anything is written).
@@ -353,6 +357,8 @@ class Tuner:
         seed: int | None = None,
         backend_options: dict[str, Any] | None = None,
         callbacks: Sequence[TunerCallback] = (),
+        mlflow: bool | None = None,
+        experiment: str | None = None,
     ):
         self.config = build_config(
             backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
@@ -360,6 +366,11 @@ class Tuner:
             trial_timeout=trial_timeout, workers=workers, seed=seed, backend_options=backend_options,
         )
         self.callbacks = list(callbacks)
+        from .tracking import tracker_for  # mlflow itself is imported only when tracking runs
+
+        self.tracker = tracker_for(self.config, enabled=mlflow, experiment=experiment)
+        if self.tracker is not None:
+            self.callbacks.append(self.tracker)
 
     @property
     def study_dir(self) -> Path:
@@ -403,9 +414,13 @@ class Tuner:
             hpo.errors.StudyError: the study exists (without ``resume``), is missing (with
                 ``resume``), or its stored data/model/space/metric/epochs/backend differ.
             hpo.errors.RunFailed: every trial failed (the message holds the first error).
+            hpo.errors.ConfigError: MLflow tracking is on and its experiment is deleted or its
+                server unreachable (checked before the study directory is touched).
         """
         cfg = self.config
         backend_cls = cfg.backend_class
+        if self.tracker is not None:
+            self.tracker.check()  # create-or-get the experiment once, before anything is written
         study = self._open_study()
         result: TuneResult | None = None
         loop = StudyLoop(cfg, study, self.callbacks)

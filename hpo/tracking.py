@@ -1,0 +1,525 @@
+"""MLflow tracking: one parent run per study, one nested child run per trial.
+
+:class:`MlflowTracker` is a :class:`~hpo.tuner.TunerCallback`. It runs in the driver process
+and logs every event the study loop emits, whatever the backend (ultralytics, optuna, ray):
+trials that train in forked worker processes or on Ray workers are logged by the driver, which
+receives their per-epoch rows. Every call goes through one :class:`mlflow.MlflowClient` with
+explicit run ids; MLflow's global "active run" is never used, so trials running in parallel
+threads (``workers > 1``) cannot mix up their runs.
+
+What is logged (see ``docs/mlflow.md``):
+
+- parent run (name = study name, tag ``hpo.role=study``): the settings as params (``backend``,
+  ``model``, ``data``, ``task``, ``metric``, ``direction``, ``epochs``, ``iterations``,
+  ``workers``, ``seed``, ``trial_timeout``, ``train_args.<k>``, ``options.<k>``,
+  ``space.<k>``), the versions as tags ``hpo.version.<dist>``; at the end the tags
+  ``hpo.best_trial`` / ``hpo.best.<param>``, the metric ``best_objective`` and the artifacts
+  ``leaderboard.csv``, ``leaderboard.md``, ``best.yaml``, ``study.json``, ``weights/best.pt``.
+- child run per trial (tags ``mlflow.parentRunId``, ``hpo.role=trial``, ``hpo.trial_id``,
+  ``hpo.backend``, ``hpo.status``): the sampled params, every per-epoch value (training losses,
+  validation metrics, learning rates) with ``step`` = epoch (1-based), ``final/<metric>`` of the
+  final validation, ``objective``, ``epochs_completed``, ``duration_s``. Run status: complete ->
+  FINISHED, pruned -> KILLED (stopped early), failed -> FAILED.
+
+Metric names are Ultralytics' own with parentheses removed (MLflow refuses them), the same
+spelling Ultralytics' MLflow callback uses: ``metrics/mAP50-95(B)`` -> ``metrics/mAP50-95B``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
+from .tuner import TunerCallback
+
+if TYPE_CHECKING:
+    from .config import TuneConfig
+    from .study import Study, TrialRecord
+    from .tuner import TuneResult
+
+__all__ = ["MlflowTracker", "tracker_for", "default_tracking_uri", "metric_key"]
+
+#: Short HTTP retries for the tracker (set in the driver only where the user did not set them):
+#: with MLflow's defaults (7 retries, backoff factor 2, 120 s timeout) a dead server stalls each
+#: call for minutes. With these a dead server costs a few seconds once, then tracking stops.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    # MLflow prints "View run ... at: URL" on stdout when a run ends; stdout is for
+    # `hpo tune --json`, and hpo prints the parent run's id on stderr itself.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+
+#: Longest param value MLflow stores (characters); longer values are cut with "...".
+MAX_PARAM_LEN = 6000
+#: Longest tag value logged (characters).
+MAX_TAG_LEN = 5000
+
+_BAD_NAME = re.compile(r"[^/\w.\- :]")
+
+
+def metric_key(name: str) -> str:
+    """MLflow-safe metric/param name: parentheses dropped, other disallowed characters ``_``.
+
+    ``"metrics/mAP50-95(B)"`` -> ``"metrics/mAP50-95B"`` (Ultralytics' own MLflow spelling).
+    """
+    return _BAD_NAME.sub("_", name.replace("(", "").replace(")", ""))
+
+
+def default_tracking_uri(study_dir: Path) -> str:
+    """Where hpo logs when tracking is on and ``MLFLOW_TRACKING_URI`` is not set.
+
+    ``sqlite:///<study_dir>/mlflow.db``, artifacts in ``<study_dir>/mlartifacts``: the study
+    directory stays self-contained (nothing is written to the current directory); browse it with
+    ``mlflow ui --backend-store-uri sqlite:///<study_dir>/mlflow.db``.
+    """
+    return f"sqlite:///{Path(study_dir).absolute() / 'mlflow.db'}"
+
+
+def _public_uri(uri: str) -> str:
+    """``uri`` without a ``user:password@`` part, fit to print and store."""
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return uri
+
+
+def _cut(text: Any, n: int) -> str:
+    s = str(text)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def _stderr(msg: str) -> None:
+    print(f"hpo: mlflow: {msg}", file=sys.stderr, flush=True)
+
+
+def tracker_for(
+    config: TuneConfig, *, enabled: bool | None = None, experiment: str | None = None
+) -> MlflowTracker | None:
+    """The tracker a :class:`~hpo.tuner.Tuner` uses, or ``None`` when tracking is off.
+
+    Args:
+        config: the validated study settings.
+        enabled: ``True`` on, ``False`` off, ``None`` (default) on when the environment variable
+            ``MLFLOW_TRACKING_URI`` is set (or when ``experiment`` is given).
+        experiment: MLflow experiment name (default: the study name ``config.name``).
+
+    Raises:
+        ConfigError: ``experiment`` given with ``enabled=False``, or an empty/too long name.
+    """
+    if experiment is not None:
+        experiment = str(experiment).strip()
+        if not experiment or len(experiment) > 500:
+            raise ConfigError(f"experiment: {experiment!r} must be a non-empty name of at most 500 characters")
+        if enabled is False:
+            raise ConfigError("experiment: given with --no-mlflow (mlflow=False); drop one of them")
+    if enabled is None:
+        enabled = bool(os.environ.get("MLFLOW_TRACKING_URI")) or experiment is not None
+    if not enabled:
+        return None
+    return MlflowTracker(
+        experiment=experiment or config.name,
+        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
+        study_dir=config.study_dir,
+    )
+
+
+class MlflowTracker(TunerCallback):
+    """Logs a study to MLflow: a parent run for the study, a nested child run per trial.
+
+    Create through :func:`tracker_for` (what ``Tuner(mlflow=...)`` does), or directly and pass it
+    in ``Tuner(callbacks=[...])``. Call :meth:`check` before the study opens (``Tuner.run``
+    does). Credentials come from the environment only (``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN``, ``AWS_*`` for S3 artifacts), as the
+    MLflow client reads them; hpo never logs or stores them.
+
+    If a call to the server fails after the study started (server gone, network cut), the tracker
+    warns once on stderr, stops tracking and lets the study continue; :attr:`error` holds the
+    reason. The study directory is the source of truth either way.
+
+    Args:
+        experiment: experiment name (created if missing; an experiment of that name in the
+            deleted state is an error).
+        tracking_uri: MLflow tracking URI; ``None``: :func:`default_tracking_uri` of the study.
+        study_dir: the study directory (for the default URI and its artifacts).
+
+    Attributes:
+        uri: the tracking URI in use (credentials stripped when shown or stored).
+        experiment_id: set by :meth:`check` / at study start.
+        parent_run_id: the study's parent run, set at study start.
+        error: why tracking stopped (``None`` while it works).
+    """
+
+    def __init__(self, *, experiment: str, tracking_uri: str | None, study_dir: str | os.PathLike):
+        self.experiment = experiment
+        self.study_dir = Path(study_dir)
+        self.local = tracking_uri is None
+        self.uri = tracking_uri or default_tracking_uri(self.study_dir)
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self.error: str | None = None
+        self._runs: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._backend = ""
+        self._config: TuneConfig | None = None
+        for key, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+
+    # --- plumbing
+    @property
+    def active(self) -> bool:
+        """Whether the tracker still logs (False after a server failure)."""
+        return self.error is None and self.parent_run_id is not None
+
+    def client(self) -> Any:
+        """The :class:`mlflow.MlflowClient` bound to :attr:`uri` (created once)."""
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def _safe(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run one logging step; on any error warn once, stop tracking, return ``None``."""
+        if self.error is not None:
+            return None
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - tracking must never break the study
+            with self._lock:
+                first = self.error is None
+                if first:
+                    self.error = f"{what}: {type(e).__name__}: {_first_line(e)}"
+            if first:
+                _stderr(
+                    f"warning: tracking stopped ({self.error}); the study continues and its directory "
+                    f"{self.study_dir} keeps every trial"
+                )
+            return None
+
+    # --- before the study opens
+    def check(self) -> None:
+        """Create or fetch the experiment once, before any trial and before anything is written.
+
+        With the default (local) URI and no database yet, nothing is checked (the database is
+        created in the study directory when the study starts).
+
+        Raises:
+            ConfigError: the experiment exists in the deleted state; the server cannot be
+                reached or refuses the request (message names the URI and the fix).
+        """
+        if self.local and not Path(self.uri.removeprefix("sqlite:///")).is_file():
+            return
+        self._experiment_id(create=not self.local)
+
+    def _experiment_id(self, *, create: bool) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        client = self.client()
+        shown = _public_uri(self.uri)
+        try:
+            exp = client.get_experiment_by_name(self.experiment)
+            if exp is None and create:
+                try:
+                    artifact = (self.study_dir / "mlartifacts").absolute().as_uri() if self.local else None
+                    client.create_experiment(self.experiment, artifact_location=artifact)
+                except MlflowException as e:
+                    if getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                exp = client.get_experiment_by_name(self.experiment)  # a parallel creator won: fetch it
+        except MlflowException as e:
+            raise ConfigError(
+                f"mlflow: the tracking server {shown} refused or could not be reached ({_first_line(e)}); "
+                "start it, fix MLFLOW_TRACKING_URI, or pass --no-mlflow"
+            ) from None
+        except Exception as e:  # noqa: BLE001 - connection errors of requests/urllib3
+            raise ConfigError(
+                f"mlflow: the tracking server {shown} could not be reached ({type(e).__name__}); "
+                "start it, fix MLFLOW_TRACKING_URI, or pass --no-mlflow"
+            ) from None
+        if exp is None:
+            return None
+        if exp.lifecycle_stage == "deleted":
+            raise ConfigError(
+                f"experiment: '{self.experiment}' exists in the deleted state on {shown}; restore it "
+                f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or choose another --experiment"
+            )
+        self.experiment_id = exp.experiment_id
+        return self.experiment_id
+
+    # --- callbacks
+    def on_study_start(self, study: Study, config: TuneConfig) -> None:
+        """Create (new study) or re-attach to (resumed study) the parent run; store its id in
+        ``study.json`` (key ``mlflow``)."""
+        self._backend = config.backend
+        self._config = config
+        stored = dict(study.settings.get("mlflow") or {})
+
+        def start() -> None:
+            from mlflow.entities import RunStatus
+
+            client = self.client()
+            if self.experiment_id is None:
+                self._experiment_id(create=True)
+            parent = None
+            if stored.get("parent_run_id") and stored.get("tracking_uri") == _public_uri(self.uri):
+                try:
+                    run = client.get_run(stored["parent_run_id"])
+                    if run.info.lifecycle_stage == "active":
+                        parent = run
+                except Exception:  # noqa: BLE001 - gone from this server: start a new parent
+                    parent = None
+                if parent is None:
+                    _stderr(f"warning: the study's parent run {stored['parent_run_id']} is gone; starting a new one")
+            if parent is not None:
+                self.parent_run_id = parent.info.run_id
+                self.experiment_id = parent.info.experiment_id
+                client.update_run(self.parent_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+                self._tag_resume(study)
+                self._kill_stale_children()
+                action = "re-attached to"
+            else:
+                run = client.create_run(
+                    self.experiment_id,
+                    run_name=config.name,
+                    tags={
+                        "hpo.role": "study",
+                        "hpo.study": config.name,
+                        "hpo.study_dir": str(study.path),
+                        "hpo.backend": config.backend,
+                        **{f"hpo.version.{k}": str(v) for k, v in (study.settings.get("versions") or {}).items()},
+                    },
+                )
+                self.parent_run_id = run.info.run_id
+                self._log_params(self.parent_run_id, _study_params(config))
+                self._log_space(config)
+                action = "created"
+            study.settings["mlflow"] = {
+                "tracking_uri": _public_uri(self.uri),
+                "experiment": self.experiment,
+                "experiment_id": self.experiment_id,
+                "parent_run_id": self.parent_run_id,
+            }
+            study.save_settings()
+            _stderr(
+                f"{action} parent run {self.parent_run_id} in experiment '{self.experiment}' "
+                f"(id {self.experiment_id}) at {_public_uri(self.uri)}"
+            )
+
+        self._safe("start of the study", start)
+
+    def on_trial_start(self, record: TrialRecord) -> None:
+        """Create the trial's child run (nested under the parent) and log its sampled params."""
+        if not self.active:
+            return
+
+        def start() -> None:
+            run = self.client().create_run(
+                self.experiment_id,
+                run_name=f"trial-{record.id}",
+                tags={
+                    "mlflow.parentRunId": self.parent_run_id,
+                    "hpo.role": "trial",
+                    "hpo.trial_id": str(record.id),
+                    "hpo.backend": self._backend,
+                    "hpo.status": record.status.value,
+                    "hpo.worker": record.worker,
+                },
+            )
+            with self._lock:
+                self._runs[record.id] = run.info.run_id
+            self._log_params(run.info.run_id, {metric_key(k): v for k, v in record.params.items()})
+
+        self._safe(f"start of trial {record.id}", start)
+
+    def on_epoch(self, record: TrialRecord, row: dict[str, float]) -> None:
+        """Log the epoch's values with ``step`` = the epoch (1-based)."""
+        run_id = self._runs.get(record.id)
+        if not self.active or run_id is None:
+            return
+        step = int(row.get("epoch", record.epochs_completed))
+        self._safe(f"epoch {step} of trial {record.id}", lambda: self._log_metrics(run_id, row, step=step, skip=("epoch",)))
+
+    def on_trial_end(self, record: TrialRecord) -> None:
+        """Log the objective, final metrics and status; end the child run."""
+        run_id = self._runs.get(record.id)
+        if not self.active or run_id is None:
+            return
+
+        def end() -> None:
+            from mlflow.entities import RunStatus
+
+            client = self.client()
+            step = record.epochs_completed
+            values: dict[str, Any] = {f"final/{k}": v for k, v in (record.final_metrics or {}).items()}
+            if record.objective is not None:
+                values["objective"] = record.objective
+            values["epochs_completed"] = record.epochs_completed
+            if record.duration_s is not None:
+                values["duration_s"] = record.duration_s
+            self._log_metrics(run_id, values, step=step)
+            client.set_tag(run_id, "hpo.status", record.status.value)
+            if record.error:
+                client.set_tag(run_id, "hpo.error", _cut(record.error, MAX_TAG_LEN))
+            status = {"complete": RunStatus.FINISHED, "pruned": RunStatus.KILLED}.get(record.status.value, RunStatus.FAILED)
+            client.set_terminated(run_id, status=RunStatus.to_string(status))
+
+        self._safe(f"end of trial {record.id}", end)
+
+    def on_study_end(self, study: Study, result: TuneResult | None) -> None:
+        """Log the best trial, the leaderboard, best.yaml, study.json and the best weights; end
+        the parent run (FINISHED, or FAILED if the run broke or every trial failed)."""
+        if not self.active:
+            return
+
+        def end() -> None:
+            from mlflow.entities import RunStatus
+
+            client = self.client()
+            pid = self.parent_run_id
+            finished = study.finished()
+            best = study.best(finished)
+            tags = {f"hpo.count.{s}": str(sum(r.status.value == s for r in finished)) for s in ("complete", "pruned", "failed")}
+            if best is not None:
+                tags["hpo.best_trial"] = str(best.id)
+                tags.update({f"hpo.best.{metric_key(k)}": _cut(v, MAX_TAG_LEN) for k, v in best.params.items()})
+                self._log_metrics(pid, {"best_objective": best.objective}, step=len(finished))
+            for k, v in tags.items():
+                client.set_tag(pid, k, v)
+            with tempfile.TemporaryDirectory(prefix="hpo-mlflow-") as tmp:
+                tmpdir = Path(tmp)
+                _write_leaderboard(finished, study, tmpdir)
+                client.log_artifact(pid, str(tmpdir / "leaderboard.csv"))
+                client.log_artifact(pid, str(tmpdir / "leaderboard.md"))
+            for name in ("best.yaml", "study.json"):
+                if (study.path / name).is_file():
+                    client.log_artifact(pid, str(study.path / name))
+            weights = study.path / "weights" / "best.pt"
+            if weights.is_file():
+                client.log_artifact(pid, str(weights), artifact_path="weights")
+            ok = result is not None and (result.counts.get("complete", 0) + result.counts.get("pruned", 0)) > 0
+            client.set_terminated(pid, status=RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
+
+        self._safe("end of the study", end)
+
+    # --- helpers
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _cut(v, MAX_PARAM_LEN)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow's limit per batch
+            self.client().log_batch(run_id, params=items[i : i + 100])
+
+    def _log_metrics(self, run_id: str, values: dict[str, Any], *, step: int, skip: tuple[str, ...] = ()) -> None:
+        import math
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(metric_key(k), float(v), now, step)
+            for k, v in values.items()
+            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+        ]
+        for i in range(0, len(items), 1000):
+            self.client().log_batch(run_id, metrics=items[i : i + 1000])
+
+    def _log_space(self, config: TuneConfig) -> None:
+        import json
+
+        self.client().log_text(self.parent_run_id, json.dumps(config.space.to_spec(), indent=2, default=str), "space.json")
+
+    def _tag_resume(self, study: Study) -> None:
+        """On resume: settings that changed go to new tags ``hpo.resume.<n>.*`` (params stay)."""
+        resumes = study.settings.get("resumes") or []
+        if not resumes:
+            return
+        n = len(resumes)
+        last = resumes[-1]
+        tags = {f"hpo.resume.{n}.at": str(last.get("at"))}
+        for k, v in (last.get("changed") or {}).items():
+            for key, value in _flatten(k, v).items():
+                tags[f"hpo.resume.{n}.{metric_key(key)}"] = _cut(value, MAX_TAG_LEN)
+        for k, v in tags.items():
+            self.client().set_tag(self.parent_run_id, k, v)
+
+    def _kill_stale_children(self) -> None:
+        """Child runs left RUNNING by an interrupted run of this study are ended as KILLED."""
+        runs = self.client().search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}' and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            self.client().set_terminated(run.info.run_id, status="KILLED")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return _cut(text.splitlines()[0], 300) if text else type(e).__name__
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(f"{prefix}.{k}", v))
+        return out
+    return {prefix: value}
+
+
+def _study_params(config: TuneConfig) -> dict[str, Any]:
+    """The parent run's params: the study settings, one param per scalar."""
+    out: dict[str, Any] = {
+        "backend": config.backend,
+        "model": config.model,
+        "data": config.data.source,
+        "task": config.task,
+        "metric": config.metric,
+        "direction": config.direction,
+        "epochs": config.epochs,
+        "iterations": config.iterations,
+        "workers": config.workers,
+        "seed": config.seed,
+        "trial_timeout": config.trial_timeout,
+    }
+    out.update(_flatten("train_args", config.train_args) if config.train_args else {})
+    out.update(_flatten("options", config.options.model_dump(mode="json")))
+    for key, spec in config.space.to_spec().items():
+        out[f"space.{key}"] = spec
+    return {metric_key(k): v for k, v in out.items()}
+
+
+def _write_leaderboard(finished: list[TrialRecord], study: Study, folder: Path) -> None:
+    """``leaderboard.csv`` and ``leaderboard.md``: finished trials, best first."""
+    from .tuner import trials_frame
+
+    sign = -1 if study.direction == "maximize" else 1
+    order = sorted(
+        finished,
+        key=lambda r: (r.status.value != "complete" or r.objective is None, sign * (r.objective or 0.0), r.id),
+    )
+    frame = trials_frame(order)
+    frame.to_csv(folder / "leaderboard.csv", index=False)
+    cols = ["id", "status", "objective", "epochs_completed", "duration_s"] + [c for c in frame.columns if c.startswith("params.")]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in frame.iterrows():
+        cells = []
+        for c in cols:
+            v = row[c]
+            cells.append(f"{v:.5g}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    (folder / "leaderboard.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
