@@ -58,6 +58,30 @@ def csv_rows(study_dir: Path, trial_id: int) -> int:
     return len(lines) - 1
 
 
+def dashboard_trials(journal: Path) -> dict[str, int]:
+    """``{study name: trial count}`` as optuna-dashboard's HTTP API serves them for ``journal``."""
+    from wsgiref.util import setup_testing_defaults
+
+    dashboard = pytest.importorskip("optuna_dashboard")
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    app = dashboard.wsgi(JournalStorage(JournalFileBackend(str(journal))))
+
+    def get(path: str) -> dict:
+        env: dict = {}
+        setup_testing_defaults(env)
+        env.update(PATH_INFO=path, REQUEST_METHOD="GET")
+        status = []
+        body = b"".join(app(env, lambda s, h, e=None: status.append(s)))
+        assert status == ["200 OK"], (path, status)
+        return json.loads(body)
+
+    out = {}
+    for s in get("/api/studies")["study_summaries"]:
+        out[s["study_name"]] = len(get(f"/api/studies/{s['study_id']}")["trials"])
+    return out
+
+
 # --- fast
 
 
@@ -129,8 +153,11 @@ def test_relative_sqlite_storage_is_resolved(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_pruning_with_two_workers_on_one_journal(tmp_path, digits_cls):
+    # val/loss (minimised) differs between trials from the first epoch on (top-1 accuracy can tie at
+    # chance level for a few epochs, and a tie is never pruned)
     result = Tuner(
         backend="optuna", model="yolov8n-cls.yaml", data=digits_cls, space=CLS_SPACE, iterations=5, epochs=3,
+        metric="val/loss",
         train_args=CLS_ARGS, output=tmp_path, name="prune", workers=2, seed=0,
         backend_options={"pruner": "asha", "reduction_factor": 2},
     ).run()
@@ -164,6 +191,8 @@ def test_pruning_with_two_workers_on_one_journal(tmp_path, digits_cls):
         if r.status is TrialStatus.COMPLETE:
             assert t.value == pytest.approx(r.objective)
     assert result.best_trial is not None and records[result.best_trial].status is TrialStatus.COMPLETE
+    # optuna-dashboard opens the stored journal (its WSGI app, as `optuna-dashboard <journal>` serves it)
+    assert dashboard_trials(result.study_dir / JOURNAL) == {"prune": 5}
 
 
 @pytest.mark.slow
