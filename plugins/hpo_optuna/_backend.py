@@ -254,14 +254,17 @@ class OptunaBackend(Backend):
 
     def _finish(self, trial: Any, record: TrialRecord) -> None:
         TrialState = self._optuna.trial.TrialState
-        trial.set_user_attr("epochs_completed", record.epochs_completed)
-        if record.status is TrialStatus.COMPLETE and record.objective is not None:
-            self.ostudy.tell(trial, float(record.objective))
-        elif record.status is TrialStatus.PRUNED:
-            self.ostudy.tell(trial, state=TrialState.PRUNED)
-        else:
-            trial.set_user_attr("error", (record.error or "failed")[:2000])
-            self.ostudy.tell(trial, state=TrialState.FAIL)
+        try:
+            trial.set_user_attr("epochs_completed", record.epochs_completed)
+            if record.status is TrialStatus.COMPLETE and record.objective is not None:
+                self.ostudy.tell(trial, float(record.objective))
+            elif record.status is TrialStatus.PRUNED:
+                self.ostudy.tell(trial, state=TrialState.PRUNED)
+            else:
+                trial.set_user_attr("error", (record.error or "failed")[:2000])
+                self.ostudy.tell(trial, state=TrialState.FAIL)
+        except self._optuna.exceptions.UpdateFinishedTrialError:
+            pass  # close() already failed it (an interrupted run); the hpo record is the truth
 
     # --- resume
     def restore(self, finished: list[TrialRecord]) -> None:
