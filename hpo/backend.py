@@ -40,7 +40,11 @@ class Backend(abc.ABC):
         description: one line for ``hpo backends``.
         library: the distribution whose version ``hpo backends`` shows (e.g. ``"optuna"``).
         Options: the pydantic model of the backend's options (``BackendOptions`` subclass).
-        supports_join: whether extra processes may join a running study (``--join``).
+        supports_join: whether extra processes may join a running study (``--join``): such a
+            process opens the study without its lock, writes its records to
+            ``trials.<worker>.jsonl``, takes its trial ids from :meth:`next_trial_id`, and retries no
+            interrupted trial (those may be another process's live trials). Set it only when the
+            backend's own state is shared safely between processes (e.g. Optuna storage).
 
     Args:
         config: the validated study settings.
@@ -87,6 +91,16 @@ class Backend(abc.ABC):
                 ``row[config.metric]`` when the epoch was validated).
         """
         return False
+
+    def next_trial_id(self, loop: StudyLoop) -> int:
+        """The id of the next new trial; called by the core loop, under its lock, just before :meth:`ask`.
+
+        Default: the loop's own counter (:meth:`hpo.tuner.StudyLoop.new_trial_id`, ints from 0).
+        A backend whose library numbers trials in storage shared by several processes (optuna)
+        returns that number instead, so trial ids stay unique across processes joined to one
+        study (``--join``). The id must not be in use in the study.
+        """
+        return loop.new_trial_id()
 
     def restore(self, finished: list[TrialRecord]) -> None:
         """Rebuild state from a resumed study's finished trials. Default: ``tell`` each in id order."""

@@ -197,6 +197,7 @@ def tune(
     space: Optional[str] = typer.Option(None, "--space", "-s", help="Search space: YAML/JSON file or inline JSON (default: Ultralytics' tuner space)."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Objective metric (default by task, e.g. metrics/mAP50-95(B))."),
     resume: bool = typer.Option(False, "--resume", help="Continue the existing study up to --iterations."),
+    join: bool = typer.Option(False, "--join", help="Add this process to a running study (same --output/--name; backends that support it, e.g. optuna)."),
     trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", help="Seconds before a trial is killed (failed)."),
     workers: str = typer.Option("1", "--workers", "-w", help="Trials run at once (several GPUs: one each)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the backend's sampler."),
@@ -212,7 +213,7 @@ def tune(
     callbacks: list[Any] = []
     tuner = Tuner(
         backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
-        metric=metric, train_args=parse_train_args(train_pairs), output=output, name=name, resume=resume,
+        metric=metric, train_args=parse_train_args(train_pairs), output=output, name=name, resume=resume, join=join,
         trial_timeout=trial_timeout, workers=workers, seed=seed, backend_options=options, callbacks=callbacks,
         mlflow=mlflow, experiment=experiment,
     )

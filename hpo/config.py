@@ -19,7 +19,7 @@ from . import ultra
 from .backend import Backend, BackendOptions
 from .data import ResolvedData, resolve_data
 from .errors import ConfigError, closest
-from .plugins import get_backend
+from .plugins import backends, get_backend
 from .space import SearchSpace
 
 __all__ = ["TuneConfig", "build_config", "parse_train_args", "RESERVED_TRAIN_ARGS"]
@@ -58,6 +58,8 @@ class TuneConfig:
         output: the output folder (absolute).
         name: the study name; the study lives in ``output/name``.
         resume: continue an existing study.
+        join: add this process to a running study of a backend with ``supports_join`` (records
+            to ``trials.<worker>.jsonl``, no lock, no retries).
         trial_timeout: seconds per trial before it is killed (``None``: none).
         workers: trials run at once by this process.
         seed: seed of the backend's sampler (``None``: random).
@@ -78,6 +80,7 @@ class TuneConfig:
     output: Path
     name: str
     resume: bool = False
+    join: bool = False
     trial_timeout: float | None = None
     workers: int = 1
     seed: int | None = None
@@ -216,6 +219,7 @@ def build_config(
     output: str | os.PathLike = "runs/hpo",
     name: str | None = None,
     resume: bool = False,
+    join: bool = False,
     trial_timeout: float | None = None,
     workers: Any = 1,
     seed: int | None = None,
@@ -229,6 +233,14 @@ def build_config(
         ConfigError: the first problem found, naming the field, the value and the fix.
     """
     backend_cls = get_backend(backend)
+    if join and not backend_cls.supports_join:
+        joinable = [n for n, c in backends().items() if c.supports_join]
+        raise ConfigError(
+            f"join: backend '{backend}' cannot share a study between processes; "
+            f"use a backend that can ({', '.join(joinable) or 'none installed'}) or drop --join"
+        )
+    if join and resume:
+        raise ConfigError("join: --join and --resume exclude each other; --resume continues a study in its one writer, --join adds a process to a running one")
     iterations = _count("iterations", iterations)
     epochs = _count("epochs", epochs)
     workers = _count("workers", workers)
@@ -267,7 +279,7 @@ def build_config(
     config = TuneConfig(
         backend=backend, model=model, task=task, data=resolved, space=space, iterations=iterations,
         epochs=epochs, metric=metric, direction=direction, train_args=args, output=output, name=name,
-        resume=bool(resume), trial_timeout=trial_timeout, workers=workers, seed=seed, options=options,
+        resume=bool(resume), join=bool(join), trial_timeout=trial_timeout, workers=workers, seed=seed, options=options,
         notices=tuple(notices),
     )
     backend_cls.check(config, options)

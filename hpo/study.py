@@ -362,6 +362,27 @@ class Study:
         atomic_write_text(self.path / self.SETTINGS, json.dumps(self.settings, indent=2, default=_json_default) + "\n")
 
     # --- records
+    @contextlib.contextmanager
+    def reserving(self):
+        """Hold the study's cross-process reservation lock ``<study>/.reserve.lock`` (``flock``).
+
+        The core loop holds it while it counts the trials still to start, reserves a trial id
+        and records the new trial as ``running``, so that processes joined to one study
+        (``--join``) neither start more trials than the study's total nor reuse an id. Advisory
+        and short (milliseconds); a no-op where ``fcntl`` is missing (Windows).
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        with open(self.path / ".reserve.lock", "a+") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
     def append(self, record: TrialRecord) -> None:
         """Append a snapshot of ``record`` to this process's records file (one line, fsync'd)."""
         line = json.dumps(_finite_or_none(record.to_json()), default=_json_default, allow_nan=False, separators=(",", ":"))

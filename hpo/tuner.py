@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import threading
 from collections.abc import Sequence
@@ -154,9 +155,15 @@ class StudyLoop:
         return self.study.finished()
 
     def remaining(self) -> int:
-        """Trials still to start so the study reaches ``iterations`` finished trials."""
+        """Trials still to start so the study reaches ``iterations`` finished trials.
+
+        Counts every trial id of the study (finished, running in this or a joined process, or
+        queued for retry) plus the ids this process is starting; call it inside
+        :meth:`hpo.study.Study.reserving` when other processes may join the study.
+        """
         with self._lock:
-            return max(0, self.config.iterations - len(self.finished()) - len(self._in_flight))
+            taken = set(self.study.records()) | self._in_flight | {tid for tid, _ in self._retry}
+            return max(0, self.config.iterations - len(taken))
 
     def new_trial_id(self) -> int:
         """Reserve the next trial id (ints from 0, unique in the study)."""
@@ -264,19 +271,24 @@ class StudyLoop:
         """The core loop: ``ask -> run -> tell`` until the study has ``iterations`` finished trials.
 
         With ``workers > 1``, that many threads each run this loop; asking and telling are
-        serialised, training runs in parallel (one worker process per running trial).
+        serialised, training runs in parallel (one worker process per running trial). Trial ids
+        come from :meth:`Backend.next_trial_id`; counting, reserving the id and recording the new
+        trial happen under :meth:`Study.reserving`, so processes joined to the study (``--join``)
+        together start exactly the trials the total needs.
         """
         errors: list[BaseException] = []
 
         def worker(slot: int) -> None:
             try:
                 while True:
-                    with self._lock:
+                    with self._lock, self.study.reserving():
                         if self._retry:
                             tid, params = self._retry.pop(0)
                         elif self.remaining() > 0:
-                            tid = self.new_trial_id()
-                            params = backend.ask(tid)
+                            tid = backend.next_trial_id(self)
+                            params = self.config.space.validate_params(backend.ask(tid))
+                            # recorded at once, under the reservation lock: joined processes count it
+                            self.study.append(TrialRecord(id=tid, params=params, start=utcnow()))
                         else:
                             return
                         self._in_flight.add(tid)
@@ -324,6 +336,11 @@ class Tuner:
         output: folder holding studies (default ``runs/hpo``), e.g. the mounted volume.
         name: study name (default ``<data name>-<backend>``); the study is ``output/name``.
         resume: continue the existing study ``output/name`` up to ``iterations``.
+        join: add this process to the running study ``output/name`` (backends with
+            ``supports_join``, e.g. optuna): its records go to ``trials.<host>-<pid>.jsonl``, it
+            takes no lock and retries no interrupted trial; all processes together stop at
+            ``iterations``. The stored data/model/space/metric/epochs/backend and backend
+            options must match.
         trial_timeout: seconds before a trial is killed and recorded as failed.
         workers: trials trained at once by this process (several GPUs: one each).
         seed: seed of the backend's sampler.
@@ -352,6 +369,7 @@ class Tuner:
         output: str | os.PathLike = "runs/hpo",
         name: str | None = None,
         resume: bool = False,
+        join: bool = False,
         trial_timeout: float | None = None,
         workers: int = 1,
         seed: int | None = None,
@@ -362,7 +380,7 @@ class Tuner:
     ):
         self.config = build_config(
             backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
-            metric=metric, train_args=train_args, output=output, name=name, resume=resume,
+            metric=metric, train_args=train_args, output=output, name=name, resume=resume, join=join,
             trial_timeout=trial_timeout, workers=workers, seed=seed, backend_options=backend_options,
         )
         self.callbacks = list(callbacks)
@@ -379,16 +397,23 @@ class Tuner:
     def _open_study(self) -> Study:
         cfg = self.config
         path = cfg.study_dir
+        if cfg.join:
+            if not Study.exists(path):
+                raise StudyError(f"join: there is no study at '{path}' to join; start it first without --join (same --output/--name)")
+            worker = re.sub(r"[^A-Za-z0-9._-]", "_", f"{socket.gethostname()}-{os.getpid()}")
+            study = Study.open(path, worker=worker)
+            diff = _changed(study.settings, {**cfg.identity(), "options": cfg.options.model_dump(mode="json")})
+            if diff:
+                raise StudyError(f"join: the running study's settings differ ({diff}); join with the stored settings")
+            return study
         if Study.exists(path):
             if not cfg.resume:
                 raise StudyError(f"study: '{path}' already exists; pass --resume to continue it or choose another --name")
             study = Study.open(path, writer=True)
-            old = {k: study.settings.get(k) for k in cfg.identity()}
             new = cfg.identity()
-            diff = [k for k in new if _normal(old[k]) != _normal(new[k])]
-            if diff:
+            detail = _changed(study.settings, new)
+            if detail:
                 study.close()
-                detail = "; ".join(f"{k}: stored {_short(old[k])} != given {_short(new[k])}" for k in diff)
                 raise StudyError(f"resume: the study's settings changed ({detail}); resume with the stored settings or start a new --name")
             changes = {k: v for k, v in cfg.to_settings().items() if k not in new and study.settings.get(k) != v}
             study.settings.setdefault("resumes", []).append({"at": utcnow(), "changed": changes})
@@ -434,7 +459,7 @@ class Tuner:
             backend = backend_cls(config=cfg, study=study, options=cfg.options)
             backend.restore(finished)
             for r in records.values():
-                if not r.status.finished:
+                if not r.status.finished and not cfg.join:  # a joined process leaves others' trials alone
                     loop.queue_retry(r.id, backend.retry_params(r))
             loop._emit("on_study_start", study, cfg)
             backend.run(loop)
@@ -471,6 +496,12 @@ class Tuner:
             counts=counts,
             nothing_to_do=nothing_to_do,
         )
+
+
+def _changed(stored: dict[str, Any], given: dict[str, Any]) -> str:
+    """``"key: stored X != given Y; ..."`` for the keys of ``given`` whose stored value differs; ``""`` if none."""
+    diff = [k for k in given if _normal(stored.get(k)) != _normal(given[k])]
+    return "; ".join(f"{k}: stored {_short(stored.get(k))} != given {_short(given[k])}" for k in diff)
 
 
 def _normal(x: Any) -> Any:

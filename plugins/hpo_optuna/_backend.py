@@ -1,0 +1,311 @@
+"""The optuna backend: Optuna's samplers and pruners over hpo's runner, study and records.
+
+hpo's core runs the loop (``ask -> run -> tell``, ``workers`` trials at once in threads); this
+backend maps it onto Optuna's ask-and-tell interface:
+
+- ``next_trial_id`` calls ``optuna.Study.ask`` with the distributions of the hpo search space and
+  returns the Optuna trial number, which becomes the hpo trial id (unique across every process
+  that shares the Optuna storage, so ``--join`` needs no id coordination);
+- ``ask`` returns that trial's sampled params; the first trial of a new study evaluates
+  Ultralytics' defaults (``SearchSpace.defaults()``, enqueued);
+- ``should_prune`` reports each epoch's objective metric (step = epoch, 1-based) and asks the pruner;
+- ``tell`` finishes the Optuna trial as ``COMPLETE`` (objective), ``PRUNED`` or ``FAIL`` (error text
+  in the user attribute ``error``).
+
+Each Optuna trial carries the user attribute ``hpo_trial_id`` (the hpo trial id); a trial retried
+after a kill is a fresh Optuna trial with the same params and the same ``hpo_trial_id``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, field_validator
+
+from hpo import Backend, BackendOptions, ConfigError, Kind, SearchSpace, TrialRecord, TrialStatus
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpo import StudyLoop
+
+__all__ = ["OptunaBackend", "OptunaOptions", "distributions", "resolve_storage", "JOURNAL"]
+
+#: The default storage: Optuna journal file, relative to the study directory.
+JOURNAL = "optuna/journal.log"
+#: User attribute holding the hpo trial id on every Optuna trial.
+HPO_ID = "hpo_trial_id"
+_RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql", "mariadb", "cockroachdb")
+
+
+class OptunaOptions(BackendOptions):
+    """Options of the optuna backend (``hpo tune --backend optuna --sampler tpe --pruner hyperband``)."""
+
+    sampler: Literal["tpe", "random", "cmaes", "gp", "qmc"] = Field(
+        "tpe",
+        description="Optuna sampler: tpe (TPESampler, multivariate), random, cmaes, gp, qmc; seeded from --seed",
+    )
+    pruner: Literal["none", "median", "asha", "hyperband"] = Field(
+        "hyperband",
+        description="Optuna pruner on the per-epoch objective: none, median (MedianPruner), asha "
+        "(SuccessiveHalvingPruner, min 1 epoch), hyperband (HyperbandPruner, 1..epochs)",
+    )
+    reduction_factor: int = Field(3, ge=2, description="reduction factor of the asha and hyperband pruners (Optuna's eta)")
+    storage: str | None = Field(
+        None,
+        description="Optuna storage: an RDB URL (postgresql://..., sqlite:///file.db) or a journal file path; "
+        f"default <study>/{JOURNAL}",
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _resolve(cls, value: str | None) -> str | None:
+        return resolve_storage(value) if value else None
+
+
+def resolve_storage(value: str) -> str:
+    """Make a storage setting absolute: ``sqlite:///rel.db`` and plain journal paths are resolved
+    against the current directory; other URLs are returned unchanged.
+
+    Raises:
+        ValueError: an URL whose scheme is not an SQLAlchemy database Optuna supports.
+    """
+    value = value.strip()
+    if "://" not in value:
+        return str(Path(value).expanduser().resolve())
+    scheme = value.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in _RDB_SCHEMES:
+        raise ValueError(
+            f"'{value.split('://', 1)[0]}://' is not a database URL; give postgresql://..., mysql://..., "
+            "sqlite:///file.db or a journal file path"
+        )
+    if scheme == "sqlite":
+        head, _, path = value.partition(":///")
+        if path and path != ":memory:" and not path.startswith("/"):
+            return f"{head}:///{Path(path).expanduser().resolve()}"
+    return value
+
+
+def distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The Optuna distribution of every key of ``space``, same bounds and types.
+
+    ``FLOAT`` -> ``FloatDistribution(low, high, log)``, ``INT`` -> ``IntDistribution(low, high, log)``,
+    ``CHOICE`` -> ``CategoricalDistribution(choices)``. The Ultralytics mutation ``gain`` has no
+    meaning for Optuna and is dropped.
+    """
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out: dict[str, Any] = {}
+    for key, p in space.items():
+        if p.kind is Kind.CHOICE:
+            out[key] = CategoricalDistribution(list(p.choices))
+        elif p.kind is Kind.INT:
+            out[key] = IntDistribution(int(p.low), int(p.high), log=p.log)
+        else:
+            out[key] = FloatDistribution(float(p.low), float(p.high), log=p.log)
+    return out
+
+
+class OptunaBackend(Backend):
+    """Optuna samplers (TPE default) with epoch-level pruning (Hyperband default) and shared storage.
+
+    Args:
+        config, study, options: see :class:`hpo.Backend`.
+
+    Raises:
+        hpo.ConfigError: the storage cannot be opened.
+    """
+
+    name = "optuna"
+    description = "Optuna samplers (TPE, CMA-ES, GP, QMC, random) with epoch pruning; parallel and joinable workers"
+    library = "optuna"
+    Options = OptunaOptions
+    supports_join = True
+
+    @classmethod
+    def check(cls, config: Any, options: BackendOptions) -> None:
+        """Refuse SQLite storage shared by several workers (SQLite locks the whole file per write,
+        so parallel Optuna writers fail with "database is locked").
+
+        Raises:
+            hpo.ConfigError: ``storage`` is SQLite and ``workers > 1`` or ``join``.
+        """
+        storage = getattr(options, "storage", None) or ""
+        if storage.startswith("sqlite") and (config.workers > 1 or config.join):
+            raise ConfigError(
+                f"optuna option 'storage': SQLite ({storage}) cannot be shared by {config.workers} workers"
+                f"{' and joined processes' if config.join else ''}: it locks the whole database per write "
+                "(Optuna fails with 'database is locked'); drop --storage to use the journal file in the "
+                "study directory, or use postgresql://..."
+            )
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._optuna = optuna
+        self.dists = distributions(self.config.space)
+        self.storage_url = self.options.storage or str(Path(self.study.path) / JOURNAL)
+        try:
+            storage = self._open_storage(self.storage_url)
+            self.ostudy = optuna.create_study(
+                study_name=self.config.name,
+                storage=storage,
+                direction=self.config.direction,
+                sampler=self._sampler(),
+                pruner=self._pruner(),
+                load_if_exists=True,
+            )
+        except (ImportError, OSError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"optuna option 'storage': cannot open {self.storage_url}: {str(e).splitlines()[0]}") from None
+        self._trials: dict[int, optuna.Trial] = {}
+        self._lock = threading.Lock()
+        if not self.config.join and not self.ostudy.get_trials(deepcopy=False):
+            # the reference point: Ultralytics' own defaults are the first trial of a new study
+            self.ostudy.enqueue_trial(self.config.space.defaults(), user_attrs={"hpo_defaults": True})
+
+    @staticmethod
+    def _open_storage(url: str) -> Any:
+        import optuna
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        if "://" in url:
+            return optuna.storages.RDBStorage(url)
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(url))
+
+    def _seed(self) -> int | None:
+        seed = self.config.seed
+        if seed is None or not self.config.join:
+            return seed
+        return seed + 1 + os.getpid() % 100_000  # a joined process must not repeat the first one's draws
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        s = self._optuna.samplers
+        seed, kind = self._seed(), self.options.sampler
+        if kind == "tpe":
+            return s.TPESampler(multivariate=True, seed=seed, constant_liar=True)
+        if kind == "random":
+            return s.RandomSampler(seed=seed)
+        if kind == "cmaes":
+            return s.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        if kind == "gp":
+            return s.GPSampler(seed=seed)
+        return s.QMCSampler(seed=seed, warn_independent_sampling=False)
+
+    def _pruner(self) -> optuna.pruners.BasePruner:
+        p = self._optuna.pruners
+        kind, eta = self.options.pruner, self.options.reduction_factor
+        if kind == "none":
+            return p.NopPruner()
+        if kind == "median":
+            return p.MedianPruner()
+        if kind == "asha":
+            return p.SuccessiveHalvingPruner(min_resource=1, reduction_factor=eta)
+        return p.HyperbandPruner(min_resource=1, max_resource=self.config.epochs, reduction_factor=eta)
+
+    # --- ask / tell
+    def next_trial_id(self, loop: StudyLoop) -> int:
+        """Ask Optuna for a new trial; its number is the hpo trial id."""
+        trial = self.ostudy.ask(self.dists)
+        trial.set_user_attr(HPO_ID, trial.number)
+        with self._lock:
+            self._trials[trial.number] = trial
+        return trial.number
+
+    def ask(self, trial_id: int) -> dict[str, Any]:
+        with self._lock:
+            trial = self._trials.get(trial_id)
+        if trial is None:  # called outside the core loop: ask a trial for this id
+            trial = self.ostudy.ask(self.dists)
+            trial.set_user_attr(HPO_ID, trial_id)
+            with self._lock:
+                self._trials[trial_id] = trial
+        return dict(trial.params)
+
+    def should_prune(self, record: TrialRecord, row: dict[str, float]) -> bool:
+        """Report ``row[metric]`` at step ``row["epoch"]`` (1-based) and ask the pruner (never after
+        the last epoch). A NaN/inf metric stops the trial at once (the core records it as failed)."""
+        value = row.get(self.config.metric)
+        if value is None:
+            return False
+        if not math.isfinite(value):
+            return True
+        with self._lock:
+            trial = self._trials.get(record.id)
+        if trial is None:
+            return False
+        epoch = int(row.get("epoch", record.epochs_completed))
+        trial.report(float(value), step=epoch)
+        # after the last epoch there is nothing left to save: the trial completes
+        return epoch < self.config.epochs and bool(trial.should_prune())
+
+    def tell(self, record: TrialRecord) -> None:
+        with self._lock:
+            trial = self._trials.pop(record.id, None)
+        if trial is None:
+            return
+        self._finish(trial, record)
+
+    def _finish(self, trial: Any, record: TrialRecord) -> None:
+        TrialState = self._optuna.trial.TrialState
+        try:
+            trial.set_user_attr("epochs_completed", record.epochs_completed)
+            if record.status is TrialStatus.COMPLETE and record.objective is not None:
+                self.ostudy.tell(trial, float(record.objective))
+            elif record.status is TrialStatus.PRUNED:
+                self.ostudy.tell(trial, state=TrialState.PRUNED)
+            else:
+                trial.set_user_attr("error", (record.error or "failed")[:2000])
+                self.ostudy.tell(trial, state=TrialState.FAIL)
+        except self._optuna.exceptions.UpdateFinishedTrialError:
+            pass  # close() already failed it (an interrupted run); the hpo record is the truth
+
+    # --- resume
+    def restore(self, finished: list[TrialRecord]) -> None:
+        """Reconcile Optuna with the hpo records after a kill (the records are the truth).
+
+        An Optuna trial left ``RUNNING`` whose hpo trial did finish is told that result; one
+        whose hpo trial was interrupted is marked ``FAIL`` (the core retries the hpo trial, see
+        :meth:`retry_params`). A joined process changes nothing here: ``RUNNING`` trials may be
+        another process's live trials.
+        """
+        if self.config.join:
+            return
+        TrialState = self._optuna.trial.TrialState
+        by_id = {r.id: r for r in finished}
+        for frozen in self.ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            hpo_id = frozen.user_attrs.get(HPO_ID, frozen.number)
+            trial = self._optuna.Trial(self.ostudy, frozen._trial_id)
+            record = by_id.get(hpo_id)
+            if record is not None:
+                self._finish(trial, record)
+            else:
+                trial.set_user_attr("error", "interrupted: the study was killed while this trial ran; retried as a new trial")
+                self.ostudy.tell(trial, state=TrialState.FAIL)
+
+    def retry_params(self, record: TrialRecord) -> dict[str, Any]:
+        """A fresh Optuna trial with the interrupted trial's params, under the same hpo trial id."""
+        self.ostudy.enqueue_trial(dict(record.params), user_attrs={HPO_ID: record.id, "retry": True})
+        trial = self.ostudy.ask(self.dists)
+        trial.set_user_attr(HPO_ID, record.id)
+        with self._lock:
+            self._trials[record.id] = trial
+        return dict(trial.params)
+
+    def close(self) -> None:
+        """Fail Optuna trials this process still holds (the run broke before they were told)."""
+        with self._lock:
+            left = list(self._trials.items())
+            self._trials.clear()
+        for _, trial in left:
+            try:
+                trial.set_user_attr("error", "the hpo run stopped before this trial finished")
+                self.ostudy.tell(trial, state=self._optuna.trial.TrialState.FAIL)
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
