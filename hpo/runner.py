@@ -15,12 +15,20 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["TrialSpec", "TrialOutcome", "TrialRunner"]
+__all__ = ["TrialSpec", "TrialOutcome", "TrialRunner", "TrialInterrupted"]
+
+
+class TrialInterrupted(KeyboardInterrupt):
+    """The driver is stopping (SIGINT/SIGTERM): the trial was killed and is NOT a result.
+
+    Its record stays ``running``, so ``--resume`` re-runs it with the same id and params.
+    """
 
 _CONTEXT: Any = None
 
@@ -132,6 +140,18 @@ class TrialRunner:
 
     def __init__(self, *, timeout_s: float | None = None):
         self.timeout_s = timeout_s
+        self._stopping = threading.Event()
+        self._procs: set[Any] = set()
+        self._procs_lock = threading.Lock()
+
+    def abort(self) -> None:
+        """Kill every running trial worker; their ``run`` calls raise :class:`TrialInterrupted`."""
+        self._stopping.set()
+        with self._procs_lock:
+            procs = list(self._procs)
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
 
     def run(self, spec: TrialSpec, on_epoch: Callable[[dict[str, float]], bool] | None = None) -> TrialOutcome:
         """Train ``spec`` in a fresh worker process and return its outcome (never raises for a failed trial).
@@ -145,12 +165,18 @@ class TrialRunner:
         parent, child = ctx.Pipe(duplex=True)
         proc = ctx.Process(target=_child_main, args=(spec.to_worker(), child), name=f"hpo-trial-{spec.trial_id}")
         t0 = time.perf_counter()
+        if self._stopping.is_set():
+            raise TrialInterrupted(f"trial {spec.trial_id} not started: the study is stopping")
         proc.start()
+        with self._procs_lock:
+            self._procs.add(proc)
         child.close()
         deadline = t0 + self.timeout_s if self.timeout_s else None
         epochs: list[dict[str, float]] = []
         try:
             while True:
+                if self._stopping.is_set():
+                    raise TrialInterrupted(f"trial {spec.trial_id} interrupted: the study is stopping")
                 wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.perf_counter()))
                 if deadline is not None and time.perf_counter() >= deadline:
                     self._kill(proc)
@@ -198,6 +224,8 @@ class TrialRunner:
             parent.close()
             if proc.is_alive():
                 self._kill(proc)
+            with self._procs_lock:
+                self._procs.discard(proc)
 
     @staticmethod
     def _kill(proc: Any) -> None:

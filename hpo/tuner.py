@@ -302,13 +302,24 @@ class StudyLoop:
         if n == 1:
             worker(0)
         else:
-            threads = [threading.Thread(target=worker, args=(k,), name=f"hpo-worker-{k}") for k in range(n)]
+            threads = [
+                threading.Thread(target=worker, args=(k,), name=f"hpo-worker-{k}", daemon=True) for k in range(n)
+            ]
             for t in threads:
                 t.start()
-            for t in threads:
-                t.join()
+            try:
+                while any(t.is_alive() for t in threads):
+                    for t in threads:
+                        t.join(0.2)  # short joins: SIGINT/SIGTERM reach the main thread promptly
+            except BaseException:
+                self.runner.abort()  # kill running trials; their records stay 'running' for --resume
+                for t in threads:
+                    t.join(30)
+                raise
         if errors:
-            raise errors[0]
+            interrupted = [e for e in errors if isinstance(e, KeyboardInterrupt)]
+            raise (errors[0] if not interrupted or len(interrupted) == len(errors) else next(
+                e for e in errors if not isinstance(e, KeyboardInterrupt)))
 
 
 class Tuner:

@@ -182,3 +182,39 @@ def test_third_party_backend_through_entry_points(tmp_path, digits_cls):
     shown = _show(tmp_path / "fixed")
     assert shown["backend"] == "fixed"
     assert [t["params"]["lr0"] for t in shown["trials"]] == [pytest.approx(0.0011), pytest.approx(0.0002)]
+
+
+def test_sigterm_with_two_workers_stops_promptly_and_resumes(tmp_path, digits_cls):
+    args = ["tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--iterations", "2", "--epochs", "1",
+            "--output", str(tmp_path), "--name", "term", "--workers", "2", "--space", json.dumps(SMALL_SPACE),
+            *kv(CLS_ARGS)]
+    proc = subprocess.Popen([sys.executable, "-m", "hpo.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    records = tmp_path / "term" / "trials.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # both trials started (each writes a 'running' snapshot first)
+        if records.exists() and len({json.loads(ln)["id"] for ln in records.read_text().splitlines() if ln}) == 2:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)  # what Kubernetes sends a pod before killing it
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("hpo did not stop within 60 s of SIGTERM with --workers 2")
+    assert proc.returncode == 130, err
+    assert "continue it with --resume" in err
+    for _ in range(50):  # the forkserver exits when it sees the driver gone
+        leftovers = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        if not leftovers:
+            break
+        time.sleep(0.2)
+    assert leftovers == [], f"trial workers outlived the driver: {leftovers}"
+    snap = {json.loads(ln)["id"]: json.loads(ln) for ln in records.read_text().splitlines() if ln}
+    assert all(r["status"] in ("running", "complete") for r in snap.values())  # interrupted is not 'failed'
+    r = hpo_cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    shown = _show(tmp_path / "term")
+    assert sorted(t["id"] for t in shown["trials"]) == [0, 1]
+    assert all(t["status"] == "complete" for t in shown["trials"])
