@@ -98,9 +98,13 @@ def digits(tmp_path_factory) -> Path:
     return make_digits_cls(tmp_path_factory.mktemp("data") / "digits-cls", seed=0)
 
 
-@pytest.fixture(params=["ultralytics"])
+#: Backends the parent/child test runs with, and options that keep every trial 'complete' there.
+BACKEND_OPTIONS = {"ultralytics": {}, "optuna": {"pruner": "none"}}
+
+
+@pytest.fixture(params=list(BACKEND_OPTIONS))
 def backend(request) -> str:
-    """Backends the tracker is checked with (the lead adds "optuna" and "ray" after merging)."""
+    """Every backend: one parent and one child per trial, whichever backend proposes the trials."""
     return request.param
 
 
@@ -118,10 +122,10 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def _all_runs(client) -> list:
+def _all_runs(client, exclude: frozenset = frozenset()) -> list:
     from mlflow.entities import ViewType
 
-    exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL) if e.experiment_id not in exclude]
     return client.search_runs(exp_ids, run_view_type=ViewType.ALL, max_results=1000)
 
 
@@ -130,7 +134,7 @@ def test_mlflow_parent_and_child_runs_then_resume(tracked_env, digits, backend, 
     out = tmp_path / "studies"
     name = f"track-{backend}"
     common = dict(backend=backend, model=MODEL, data=digits, space=SPACE, epochs=2, train_args=TRAIN_ARGS,
-                  output=out, name=name, seed=0)
+                  output=out, name=name, seed=0, backend_options=BACKEND_OPTIONS[backend])
     tuner = Tuner(iterations=2, **common)  # mlflow=None: on because MLFLOW_TRACKING_URI is set
     assert isinstance(tuner.tracker, MlflowTracker)
     result = tuner.run()
@@ -141,9 +145,12 @@ def test_mlflow_parent_and_child_runs_then_resume(tracked_env, digits, backend, 
 
     client = _client(tracked_env.uri)
     exps = {e.name: e for e in client.search_experiments()}
-    assert set(exps) == {"Default", name}  # nothing from Ultralytics' callback, no stray experiment
+    # the server is shared by the backends' parametrized runs: leave out their own studies' experiments
+    others = {f"track-{b}" for b in BACKEND_OPTIONS if b != backend}
+    other_ids = frozenset(e.experiment_id for n, e in exps.items() if n in others)
+    assert set(exps) - others == {"Default", name}  # nothing from Ultralytics' callback, no stray experiment
     exp_id = exps[name].experiment_id
-    runs = _all_runs(client)
+    runs = _all_runs(client, other_ids)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 2, [r.info.run_name for r in runs]
@@ -189,7 +196,7 @@ def test_mlflow_parent_and_child_runs_then_resume(tracked_env, digits, backend, 
     # resume to 3 trials with one changed setting: same parent, one more child, change as a tag
     resumed = Tuner(iterations=3, resume=True, **common).run()
     assert resumed.counts["complete"] == 3
-    runs = _all_runs(client)
+    runs = _all_runs(client, other_ids)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert [r.info.run_id for r in parents] == [parent.info.run_id]
@@ -199,7 +206,7 @@ def test_mlflow_parent_and_child_runs_then_resume(tracked_env, digits, backend, 
     assert again.data.params["iterations"] == "2"  # logged params are never overwritten
     assert again.data.tags["hpo.resume.1.iterations"] == "3"  # the change is a new tag
     assert again.info.status == "FINISHED"
-    assert {e.name for e in client.search_experiments()} == {"Default", name}
+    assert {e.name for e in client.search_experiments()} - others == {"Default", name}
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
     assert "re-attached to parent run" in capfd.readouterr().err
 
@@ -216,7 +223,8 @@ class KillServerAfterTrial0(TunerCallback):
 
 
 @pytest.mark.slow
-def test_mlflow_server_dies_mid_study(digits, backend, tmp_path, monkeypatch, capfd):
+def test_mlflow_server_dies_mid_study(digits, tmp_path, monkeypatch, capfd):
+    backend = "ultralytics"
     srv = MlflowServer(tmp_path / "dying-server").start()
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", srv.uri)
@@ -264,7 +272,8 @@ def test_mlflow_deleted_experiment_is_refused_before_anything_is_written(tracked
 
 
 @pytest.mark.slow
-def test_mlflow_default_store_is_in_the_study_dir(digits, backend, tmp_path, monkeypatch):
+def test_mlflow_default_store_is_in_the_study_dir(digits, tmp_path, monkeypatch):
+    backend = "ultralytics"
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "studies"
