@@ -217,7 +217,7 @@ def tune(
     for notice in cfg.notices:
         print(f"hpo: notice: {notice}", file=sys.stderr)
     if not quiet:
-        callbacks.append(ProgressPrinter(cfg.iterations, cfg.epochs, cfg.metric, cfg.direction))
+        tuner.callbacks.append(ProgressPrinter(cfg.iterations, cfg.epochs, cfg.metric, cfg.direction))
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a pod's SIGTERM: stop cleanly, resumable
     result = tuner.run()
     _print_result(result, as_json)
