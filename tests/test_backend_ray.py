@@ -120,21 +120,24 @@ def test_asha_stops_trials_relative_data_and_everything_under_the_study(digits_d
     rel = os.path.relpath(digits_det, work)  # ../../../data0/det/data.yaml: relative to another folder
     assert not Path(rel).is_absolute()
     studies = tmp_path / "studies"
-    out = _hpo(_tune_args(rel, studies, iterations=4, epochs=2, name="asha", quiet=False), cwd=work, home=home)
+    out = _hpo(_tune_args(rel, studies, iterations=6, epochs=2, name="asha", quiet=False), cwd=work, home=home)
     assert out.returncode == 0, out.stderr[-3000:]
     # the TunerCallback events (progress here, MLflow elsewhere) come from the Ray driver too
-    for tid in range(4):
+    for tid in range(6):
         assert f"trial {tid} started" in out.stderr and f"trial {tid} epoch 1/2" in out.stderr
-    assert " pruned objective=" in out.stderr and " complete objective=" in out.stderr
+    assert " complete objective=" in out.stderr
     study = studies / "asha"
 
     summary = _show(study, home)
     trials = summary["trials"]
-    assert len(trials) == 4 and sorted(t["id"] for t in trials) == list(range(4))
+    assert len(trials) == 6 and sorted(t["id"] for t in trials) == list(range(6))
     assert summary["counts"]["running"] == 0 and summary["counts"]["failed"] == 0
     pruned = [t for t in trials if t["status"] == "pruned"]
     complete = [t for t in trials if t["status"] == "complete"]
+    # ASHA (reduction factor 2, grace 1) stops a trial that reaches epoch 1 strictly below the median of the
+    # trials there before it; with 6 trials some do (unless they arrive in improving order: unlikely)
     assert pruned, "ASHA stopped no trial"
+    assert f"trial {pruned[0]['id']} pruned objective=" in out.stderr
     assert all(t["epochs_completed"] < 2 for t in pruned) and all(t["epochs_completed"] == 2 for t in complete)
     assert complete and summary["best"]["trial"] in {t["id"] for t in complete}
 
