@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from .backend import Backend
 
-__all__ = ["Tuner", "TuneResult", "TunerCallback", "StudyLoop", "trials_frame", "objective_of"]
+__all__ = ["Tuner", "TuneResult", "TunerCallback", "StudyLoop", "TrialOutcome", "trials_frame", "objective_of"]
 
 
 class TunerCallback:
@@ -194,39 +194,80 @@ class StudyLoop:
             slot: the worker slot (0..workers-1); picks the GPU when ``device`` lists several.
         """
         cfg = self.config
-        params = cfg.space.validate_params(params)
-        record = TrialRecord(
-            id=trial_id, params=params, start=utcnow(), worker=f"{socket.gethostname()}:{os.getpid()}"
-        )
         train_args = dict(cfg.train_args)
         env: dict[str, str] = {}
+        worker = f"{socket.gethostname()}:{os.getpid()}"
         if len(self.gpus) > 1:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
             train_args["device"] = "0"
-            record.worker += f" gpu{env['CUDA_VISIBLE_DEVICES']}"
-        with self._lock:
-            self._in_flight.add(trial_id)
+            worker += f" gpu{env['CUDA_VISIBLE_DEVICES']}"
+        record = self.trial_started(trial_id, params, worker=worker)
         try:
-            self.study.append(record)
-            self._emit("on_trial_start", record)
             spec = TrialSpec(
-                trial_id=trial_id, model=cfg.model, task=cfg.task, data=self.data_arg, params=params,
+                trial_id=trial_id, model=cfg.model, task=cfg.task, data=self.data_arg, params=record.params,
                 train_args=train_args, epochs=cfg.epochs, run_dir=str(self.study.trial_dir(trial_id)), env=env,
             )
 
             def on_epoch(row: dict[str, float]) -> bool:
-                record.epochs.append(row)
-                record.epochs_completed = len(record.epochs)
-                self.study.append(record)
-                self._emit("on_epoch", record, row)
+                self.trial_epoch(record, row)
                 return bool(backend.should_prune(record, row)) if backend is not None else False
 
             outcome = self.runner.run(spec, on_epoch)
+        except BaseException:
+            with self._lock:
+                self._in_flight.discard(trial_id)
+            raise
+        return self.trial_finished(record, outcome)
+
+    # --- the pieces of run_trial, public for backends that own their loop (Ray Tune): they train
+    # --- elsewhere and report each trial's start, epochs and end here, in the driver process.
+    def trial_started(self, trial_id: int, params: dict[str, Any], *, worker: str | None = None) -> TrialRecord:
+        """Record that trial ``trial_id`` started: a ``running`` record is appended, ``on_trial_start`` emitted.
+
+        Args:
+            trial_id: from :meth:`new_trial_id` (or an interrupted trial's id, whose record is replaced).
+            params: values for every key of the space.
+            worker: who trains it (default ``host:pid`` of this process).
+
+        Raises:
+            hpo.errors.SpaceError: ``params`` do not fit the space.
+        """
+        params = self.config.space.validate_params(params)
+        record = TrialRecord(
+            id=trial_id, params=params, start=utcnow(), worker=worker or f"{socket.gethostname()}:{os.getpid()}"
+        )
+        with self._lock:
+            self._in_flight.add(trial_id)
+        self.study.append(record)
+        self._emit("on_trial_start", record)
+        return record
+
+    def trial_epoch(self, record: TrialRecord, row: dict[str, float]) -> None:
+        """Record one epoch's metrics of a running trial and emit ``on_epoch``.
+
+        A row whose ``epoch`` is not after the last recorded one (a trial continued from an
+        earlier checkpoint) replaces the rows from that epoch on.
+        """
+        n = row.get("epoch")
+        if n is not None and record.epochs and record.epochs[-1].get("epoch", 0) >= n:
+            record.epochs = [r for r in record.epochs if r.get("epoch", 0) < n]
+        record.epochs.append(row)
+        record.epochs_completed = len(record.epochs)
+        self.study.append(record)
+        self._emit("on_epoch", record, row)
+
+    def trial_finished(self, record: TrialRecord, outcome: TrialOutcome) -> TrialRecord:
+        """Finish a trial from its outcome: status, objective (a missing or non-finite objective makes
+        it ``failed``), record appended, ``best.yaml`` updated, ``on_trial_end`` emitted.
+
+        ``outcome.epochs`` replaces the recorded epochs when not empty. Returns ``record``.
+        """
+        try:
             self._finish(record, outcome)
             self.study.append(record)
         finally:
             with self._lock:
-                self._in_flight.discard(trial_id)
+                self._in_flight.discard(record.id)
         self._after_trial(record)
         return record
 

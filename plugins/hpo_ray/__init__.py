@@ -1,0 +1,153 @@
+"""hpo backend ``ray``: Ray Tune schedulers (ASHA, HyperBand, median stopping) and searchers.
+
+Ray Tune owns its own loop (its controller holds the searcher and the scheduler), so this
+backend is the visible exception to the core's ``ask -> run -> tell`` loop: it overrides
+:meth:`hpo.Backend.run` and drives the study itself. The split of roles stays the same:
+
+- Ray decides what to try (its searcher) and when to stop a trial (its scheduler);
+- each trial trains in a Ray worker with the core's trial code (:func:`hpo._worker.train`, the same
+  code the core's runner forks), reporting per-epoch metrics and a checkpoint (the trial's
+  Ultralytics ``last.pt``) to Tune;
+- the driver alone writes the study (:class:`hpo_ray._driver.StudyCallback`, a Ray Tune callback
+  that reports each trial's start, epochs and end through :class:`hpo.StudyLoop`), so records,
+  ``best.yaml`` and :class:`hpo.TunerCallback` events (progress, MLflow) are the same as with any
+  other backend.
+
+Everything is under the study directory: ``<study>/ray/tune-<k>/`` holds Ray's experiment
+state and its trial folders (named ``trial_<id>``, the sampled config in ``params.json`` of the
+run folder, never in the name), ``<study>/trials/<id>/`` the Ultralytics run folders. See
+``docs/ray.md``.
+
+Ray is imported only when a study runs or is checked (not by ``hpo backends``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal, Optional
+
+from pydantic import Field
+
+from hpo import Backend, BackendOptions, ConfigError, TrialRecord, hookimpl
+
+__all__ = ["RayBackend", "RayOptions", "hpo_register_backends"]
+
+SCHEDULERS = ("asha", "hyperband", "median", "fifo")
+
+
+class RayOptions(BackendOptions):
+    """Options of the ray backend (``hpo tune --backend ray --<option> value``)."""
+
+    scheduler: Literal["asha", "hyperband", "median", "fifo"] = Field(
+        "asha", description="trial scheduler: asha (async successive halving), hyperband, median (median stopping rule) or fifo (none)"
+    )
+    grace_period: Optional[int] = Field(
+        None, ge=1,
+        description="epochs a trial runs before asha/median may stop it; default min(1, epochs) (Ray's ASHA default 1); > epochs is refused",
+    )
+    reduction_factor: float = Field(
+        2.0, gt=1, description="asha/hyperband: keep 1/reduction_factor of the trials at each rung (Ray's default 4; 2 suits small studies)"
+    )
+    search_alg: str = Field(
+        "random", description="Ray searcher: random (Ray's BasicVariantGenerator), optuna (OptunaSearch, TPE), or another name of ray.tune.search.create_searcher"
+    )
+    max_concurrent: Optional[int] = Field(
+        None, ge=1, description="trials run at once (default: as many as the cluster's resources allow)"
+    )
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs Ray reserves per trial (checked against the cluster before any trial)")
+    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs Ray reserves per trial; Ray assigns the device (do not pass device=)")
+    ray_address: Optional[str] = Field(
+        None, description="address of an existing Ray cluster (e.g. ray://head:10001 or auto); default env RAY_ADDRESS, else a local Ray"
+    )
+    num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of the local Ray started when no address is given (default: all)")
+    checkpoint: bool = Field(
+        True, description="report each epoch's Ultralytics last.pt to Tune, so interrupted, errored or paused trials continue from their last epoch"
+    )
+    max_failures: int = Field(
+        0, ge=0, description="times Ray retries an errored trial from its last checkpoint (0: an error makes the trial failed)"
+    )
+    state_period_s: float = Field(
+        2.0, gt=0, description="seconds between saves of Ray's experiment state on the volume (Ray's TUNE_GLOBAL_CHECKPOINT_S)"
+    )
+
+    def address(self) -> str | None:
+        """The Ray cluster to connect to: ``ray_address``, else env ``RAY_ADDRESS``, else ``None`` (local)."""
+        return self.ray_address or os.environ.get("RAY_ADDRESS") or None
+
+
+class RayBackend(Backend):
+    """Ray Tune: its schedulers stop trials early, its searchers propose, on a local or existing Ray cluster.
+
+    Unlike the other backends it does not use :meth:`ask`/:meth:`tell` (Ray's controller owns the
+    loop): :meth:`run` runs a ``ray.tune.Tuner`` (or restores one on ``--resume``) and records the
+    trials through the :class:`hpo.StudyLoop`.
+    """
+
+    name = "ray"
+    description = "Ray Tune: ASHA/HyperBand/median schedulers, random/optuna/... searchers, local or existing Ray cluster"
+    library = "ray"
+    Options = RayOptions
+
+    @classmethod
+    def check(cls, config: Any, options: BackendOptions) -> None:
+        """Refuse what Ray cannot run, before anything is written: a grace period longer than the
+        epochs, ``device=`` in the train args, an unknown searcher, a corrupt experiment state on
+        resume, and CPUs/GPUs per trial that no node of the Ray cluster has (this connects to the
+        cluster, or starts the local one, which :meth:`run` then uses).
+
+        Raises:
+            hpo.errors.ConfigError: naming the option and the fix.
+        """
+        from . import _driver
+
+        if options.grace_period is not None and options.grace_period > config.epochs:
+            raise ConfigError(
+                f"ray option 'grace_period': {options.grace_period} is more than --epochs {config.epochs}; "
+                f"a trial cannot run {options.grace_period} epochs: pass --grace-period <= {config.epochs} or more --epochs"
+            )
+        if options.grace_period is not None and options.scheduler in ("hyperband", "fifo"):
+            raise ConfigError(
+                f"ray option 'grace_period': the {options.scheduler} scheduler has no grace period; "
+                "drop --grace-period or use --scheduler asha or median"
+            )
+        if options.scheduler == "hyperband" and not options.checkpoint:
+            raise ConfigError(
+                "ray option 'checkpoint': the hyperband scheduler pauses and later continues trials, which needs "
+                "checkpoints: drop --checkpoint false or use --scheduler asha"
+            )
+        if "device" in config.train_args:
+            raise ConfigError(
+                "train args: 'device' is assigned by Ray to each trial; remove device=... and "
+                "pass --gpus-per-trial N to train on GPUs"
+            )
+        _driver.check_search_alg(options.search_alg)
+        if config.resume:
+            _driver.check_experiment_state(config.study_dir)
+        _driver.check_resources(options)
+
+    def ask(self, trial_id: int) -> dict[str, Any]:
+        raise NotImplementedError("the ray backend owns its loop (RayBackend.run); Ray's searcher proposes, ask is not used")
+
+    def tell(self, record: TrialRecord) -> None:
+        raise NotImplementedError("the ray backend owns its loop (RayBackend.run); Ray's searcher learns, tell is not used")
+
+    def restore(self, finished: list[TrialRecord]) -> None:
+        """Nothing to rebuild here: Ray restores its searcher and scheduler state in :meth:`run`."""
+
+    def run(self, loop: Any) -> None:
+        """Run the study to its total with Ray Tune (restoring the experiment on ``--resume``)."""
+        from . import _driver
+
+        _driver.run_study(self, loop)
+
+    def close(self) -> None:
+        """Shut down the local Ray this backend started (a remote cluster is only disconnected)."""
+        from . import _driver
+
+        _driver.shutdown()
+
+
+@hookimpl
+def hpo_register_backends() -> list[type[Backend]]:
+    """Register the ray backend."""
+    return [RayBackend]

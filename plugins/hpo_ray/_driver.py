@@ -1,0 +1,511 @@
+"""The Ray Tune driver of the ray backend (imports ray; loaded only when a study is checked or run).
+
+Pieces:
+    - :func:`connect` / :func:`check_resources`: join the Ray cluster (``ray_address``,
+      ``RAY_ADDRESS``) or start a local one, and refuse CPUs/GPUs per trial that no node has;
+    - :func:`param_space`: the study's :class:`hpo.SearchSpace` as a Ray Tune param space (same
+      bounds and types per key as every other backend);
+    - :func:`make_scheduler` / :func:`make_searcher`: Ray's schedulers and searchers from the options;
+    - :class:`StudyCallback`: a ``ray.tune.Callback`` that records every trial in the study through
+      :class:`hpo.StudyLoop` (the single writer) and so emits the :class:`hpo.TunerCallback` events;
+    - :class:`TrialDirname`: names Ray trial folders ``trial_<hpo id>``, allocating the id;
+    - :func:`run_study`: runs (or restores) the experiments under ``<study>/ray/``.
+
+The callback and the folder namer are pickled by Ray into ``tuner.pkl``; they hold only the
+study path and look up the live driver state (:class:`_Context`) in a module registry, so a
+restored experiment re-binds to the current run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray import tune
+from ray.tune import Callback
+
+from hpo import ConfigError, RunFailed, TrialRecord
+from hpo.runner import TrialOutcome
+
+from ._trainable import TRIAL_PREFIX, train_trial, trial_id_of
+
+__all__ = [
+    "connect",
+    "shutdown",
+    "check_resources",
+    "check_search_alg",
+    "check_experiment_state",
+    "param_space",
+    "make_scheduler",
+    "make_searcher",
+    "StudyCallback",
+    "TrialDirname",
+    "run_study",
+]
+
+#: ``<study>/ray/`` holds Ray's experiments ``tune-1``, ``tune-2``, ... (one per run that had to
+#: start a new one: the first run, or a resume whose total outgrew the restored experiment).
+RAY_DIR = "ray"
+_EXP_RE = re.compile(r"^tune-(\d+)$")
+_STARTED_LOCAL = {"on": False}
+
+
+# --- the cluster
+def connect(options: Any) -> None:
+    """Connect to ``options.address()`` or start a local Ray with ``options.num_cpus`` CPUs (default all).
+
+    Raises:
+        ConfigError: the address cannot be reached.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = options.address()
+    kwargs: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False, "configure_logging": False}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+            _STARTED_LOCAL["on"] = False
+        else:
+            ray.init(num_cpus=options.num_cpus or os.cpu_count() or 1, **kwargs)
+            _STARTED_LOCAL["on"] = True
+    except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ...
+        where = f"the Ray cluster at '{address}'" if address else "a local Ray"
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"ray option 'ray_address': cannot start or reach {where} ({msg}); check --ray-address / RAY_ADDRESS"
+        ) from None
+
+
+def shutdown() -> None:
+    """Disconnect from Ray (stopping the local Ray if this process started it)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    _STARTED_LOCAL["on"] = False
+
+
+def check_resources(options: Any) -> None:
+    """Connect (:func:`connect`) and check that some alive node offers ``cpus_per_trial`` CPUs and
+    ``gpus_per_trial`` GPUs, so no trial can wait forever for resources.
+
+    Raises:
+        ConfigError: no node can hold one trial (the local Ray is stopped again).
+    """
+    import ray
+
+    connect(options)
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    cpu, gpu = options.cpus_per_trial, options.gpus_per_trial
+    if any(n.get("CPU", 0) >= cpu and n.get("GPU", 0) >= gpu for n in nodes):
+        return
+    total = ray.cluster_resources()
+    where = options.address() or "local Ray"
+    biggest_gpu = max((n.get("GPU", 0) for n in nodes), default=0)
+    field = "gpus_per_trial" if biggest_gpu < gpu else "cpus_per_trial"
+    value = gpu if field == "gpus_per_trial" else cpu
+    started_here = _STARTED_LOCAL["on"]
+    shutdown()
+    raise ConfigError(
+        f"ray option '{field}': {value:g} per trial, but no node of the Ray cluster ({where}: "
+        f"{total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU in {len(nodes)} node(s)) has that many; "
+        f"lower --{field.replace('_', '-')}"
+        + (" (a local Ray has this machine's CPUs/GPUs only)" if started_here else "")
+        + " or connect to a cluster that has them (--ray-address)"
+    )
+
+
+# --- options -> Ray objects
+def check_search_alg(name: str) -> None:
+    """Refuse a searcher name Ray does not know or whose library is not installed.
+
+    Raises:
+        ConfigError: naming the valid names or the package to install.
+    """
+    from ray.tune.search import SEARCH_ALG_IMPORT
+
+    names = ["random", *[n for n in SEARCH_ALG_IMPORT if n not in ("random", "variant_generator")]]
+    if name not in names:
+        raise ConfigError(f"ray option 'search_alg': unknown '{name}'; choose one of {', '.join(names)}")
+    if name == "random":
+        return
+    try:
+        make_searcher(name, seed=None)
+    except (ImportError, AssertionError, ModuleNotFoundError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"ray option 'search_alg': '{name}' is not usable here ({msg}); install its package or use random/optuna") from None
+
+
+def param_space(space: Any) -> dict[str, Any]:
+    """The search space as a Ray Tune param space.
+
+    float -> ``tune.uniform`` (``loguniform`` if log); int -> ``tune.randint(low, high + 1)``
+    (``lograndint`` if log; Ray's upper bound is exclusive, the space's inclusive); choice ->
+    ``tune.choice``.
+    """
+    out: dict[str, Any] = {}
+    for name, p in space.items():
+        kind = p.kind.value
+        if kind == "choice":
+            out[name] = tune.choice(list(p.choices))
+        elif kind == "int":
+            out[name] = (tune.lograndint if p.log else tune.randint)(int(p.low), int(p.high) + 1)
+        else:
+            out[name] = (tune.loguniform if p.log else tune.uniform)(float(p.low), float(p.high))
+    return out
+
+
+def grace_period(options: Any, epochs: int) -> int:
+    """``min(options.grace_period or 1, epochs)`` (1 is Ray's ASHA default)."""
+    return min(options.grace_period or 1, epochs)
+
+
+def make_scheduler(options: Any, epochs: int) -> Any:
+    """The Ray scheduler named by ``options.scheduler``; its time is ``epoch`` (1-based), ``max_t`` = ``epochs``."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+
+    if options.scheduler == "asha":
+        return ASHAScheduler(
+            time_attr="epoch", max_t=epochs, grace_period=grace_period(options, epochs),
+            reduction_factor=options.reduction_factor,
+        )
+    if options.scheduler == "hyperband":
+        return HyperBandScheduler(time_attr="epoch", max_t=epochs, reduction_factor=options.reduction_factor)
+    if options.scheduler == "median":
+        return MedianStoppingRule(time_attr="epoch", grace_period=grace_period(options, epochs), min_samples_required=3)
+    return FIFOScheduler()
+
+
+def make_searcher(name: str, *, seed: int | None) -> Any:
+    """Ray's searcher ``name``, seeded where Ray lets us (random, optuna)."""
+    if name == "random":
+        from ray.tune.search import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=seed)
+    if name == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(seed=seed)
+    from ray.tune.search import create_searcher
+
+    return create_searcher(name)
+
+
+# --- Ray's experiment state on the volume
+def experiments(study_dir: Path) -> list[Path]:
+    """``<study>/ray/tune-<k>`` folders, oldest first."""
+    root = Path(study_dir) / RAY_DIR
+    found = [(int(m.group(1)), p) for p in root.glob("tune-*") if (m := _EXP_RE.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def _state_files(exp: Path) -> list[Path]:
+    return sorted(exp.glob("experiment_state-*.json"))
+
+
+def check_experiment_state(study_dir: Path) -> None:
+    """On resume, refuse an empty or corrupt Ray experiment state (before Ray starts).
+
+    The newest experiment's newest ``experiment_state-*.json`` must be a JSON object and its
+    ``tuner.pkl`` not empty. An experiment that saved no state yet is fine (a new one starts).
+
+    Raises:
+        ConfigError: naming the file and how to start the Ray experiment afresh.
+    """
+    exps = experiments(study_dir)
+    if not exps:
+        return
+    exp = exps[-1]
+    files = _state_files(exp)
+    if not files:
+        return
+    fix = (
+        f"to start Ray's experiment afresh (the study's finished trials are kept), delete the folder '{exp}' "
+        "and run again with --resume; or start a new study with another --name"
+    )
+    newest = files[-1]
+    try:
+        doc = json.loads(newest.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or "trial_data" not in doc:
+            raise ValueError("no trial_data")
+    except (OSError, ValueError) as e:
+        why = "empty" if newest.is_file() and newest.stat().st_size == 0 else f"corrupt: {str(e).splitlines()[0][:120]}"
+        raise ConfigError(f"resume: Ray's experiment state '{newest}' is {why}; {fix}") from None
+    pkl = exp / "tuner.pkl"
+    if not pkl.is_file() or pkl.stat().st_size == 0:
+        raise ConfigError(f"resume: Ray's experiment state '{pkl}' is missing or empty; {fix}")
+
+
+def _ids_in_state(exp: Path) -> set[int]:
+    files = _state_files(exp)
+    if not files:
+        return set()
+    text = files[-1].read_text(encoding="utf-8", errors="replace")
+    return {int(x) for x in re.findall(re.escape(TRIAL_PREFIX) + r"(\d+)", text)}
+
+
+def _restorable(exp: Path) -> bool:
+    return bool(_state_files(exp)) and (exp / "tuner.pkl").is_file()
+
+
+# --- the driver state and the Ray callbacks
+_CONTEXTS: dict[str, _Context] = {}
+
+
+class _Live:
+    def __init__(self, record: TrialRecord):
+        self.record = record
+        self.outcome: dict[str, Any] | None = None
+
+
+class _Context:
+    """Driver state of one running study: id allocation and the live trials (thread-safe)."""
+
+    def __init__(self, backend: Any, loop: Any):
+        self.loop = loop
+        self.config = backend.config
+        self.options = backend.options
+        self.study = loop.study
+        self.lock = threading.RLock()
+        self.live: dict[int, _Live] = {}
+        self.reuse: list[int] = []  # ids of interrupted trials Ray does not know: given to Ray's next trials
+        self.known_max = -1  # highest id Ray's saved states hold
+
+    # ids
+    def next_id(self) -> int:
+        with self.lock:
+            if self.reuse:
+                return self.reuse.pop(0)
+            while True:
+                tid = self.loop.new_trial_id()
+                if tid > self.known_max:
+                    return tid
+
+    def rescan(self, known: set[int]) -> None:
+        """Queue for reuse the ids of running records that no Ray trial will finish."""
+        with self.lock:
+            self.known_max = max([self.known_max, *known])
+            running = [r.id for r in self.study.records().values() if not r.status.finished]
+            self.reuse = sorted(i for i in running if i not in known and i not in self.live)
+
+    # events
+    def _tid(self, trial: Any) -> int:
+        name = getattr(trial, "custom_dirname", None) or trial.storage.trial_dir_name
+        return trial_id_of(name)
+
+    def started(self, trial: Any) -> None:
+        tid = self._tid(trial)
+        with self.lock:
+            if tid in self.live:  # continued after a pause or a retry
+                return
+            old = self.study.records().get(tid)
+            if old is not None and old.status.finished:
+                return  # replayed by the trainable; the study keeps its record
+            params = {k: (v.item() if hasattr(v, "item") else v) for k, v in trial.config.items() if k in self.config.space}
+            record = self.loop.trial_started(tid, params, worker=f"ray trial {trial.trial_id}")
+            if old is not None and old.params == record.params and old.epochs:
+                # Ray continues this trial from its checkpoint: keep its start and epochs so far
+                record.start, record.epochs, record.epochs_completed = old.start, old.epochs, old.epochs_completed
+                self.study.append(record)
+            self.live[tid] = _Live(record)
+
+    def result(self, trial: Any, result: dict[str, Any]) -> None:
+        tid = self._tid(trial)
+        with self.lock:
+            live = self.live.get(tid)
+        if live is None:
+            return
+        if "hpo_row" in result:
+            self.loop.trial_epoch(live.record, json.loads(result["hpo_row"]))
+        if "hpo_outcome" in result:
+            live.outcome = json.loads(result["hpo_outcome"])
+
+    def _pop(self, trial: Any) -> tuple[int, _Live | None]:
+        tid = self._tid(trial)
+        with self.lock:
+            return tid, self.live.pop(tid, None)
+
+    def _duration(self, record: TrialRecord) -> float:
+        try:
+            start = datetime.fromisoformat(record.start or "")
+        except ValueError:
+            return 0.0
+        return (datetime.now(timezone.utc) - start).total_seconds()
+
+    def _applied(self, tid: int) -> dict[str, Any]:
+        args = self.study.trial_dir(tid) / "args.yaml"
+        try:
+            doc = yaml.safe_load(args.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return {}
+        return {k: doc.get(k) for k in self.config.space}
+
+    def complete(self, trial: Any) -> None:
+        tid, live = self._pop(trial)
+        if live is None:
+            return
+        rec, out = live.record, live.outcome
+        if out is not None:
+            outcome = TrialOutcome(
+                "complete", final_metrics=out.get("final_metrics", {}), applied=out.get("applied", {}),
+                train_s=out.get("train_s"), weights=out.get("weights"), duration_s=self._duration(rec),
+            )
+        else:
+            outcome = TrialOutcome(
+                "pruned", applied=self._applied(tid), duration_s=self._duration(rec),
+                error=f"stopped by Ray's {self.options.scheduler} scheduler after epoch {rec.epochs_completed}",
+            )
+        self.loop.trial_finished(rec, outcome)
+
+    def error(self, trial: Any) -> None:
+        tid, live = self._pop(trial)
+        if live is None:
+            return
+        text = None
+        f = self.study.trial_dir(tid) / "hpo_error.json"
+        if f.is_file():
+            try:
+                text = json.loads(f.read_text()).get("error")
+            except (OSError, ValueError):
+                text = None
+        if not text:
+            err = getattr(trial, "get_error", lambda: None)()
+            text = (str(err).strip().splitlines() or ["Ray trial errored"])[-1][:2000] if err else "Ray trial errored"
+        outcome = TrialOutcome("failed", applied=self._applied(tid), duration_s=self._duration(live.record), error=text)
+        self.loop.trial_finished(live.record, outcome)
+
+
+class StudyCallback(Callback):
+    """Ray Tune callback recording every trial in the study (driver side; pickled by study path only).
+
+    Args:
+        key: the study directory (absolute, str): the registry key of the live :class:`_Context`.
+    """
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"key": self.key}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.key = state["key"]
+
+    @property
+    def ctx(self) -> _Context:
+        return _CONTEXTS[self.key]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ctx.started(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.ctx.result(trial, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ctx.complete(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ctx.error(trial)
+
+
+class TrialDirname:
+    """``trial_dirname_creator``: allocates the hpo trial id and names the Ray trial folder ``trial_<id>``."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __call__(self, trial: Any) -> str:
+        return f"{TRIAL_PREFIX}{_CONTEXTS[self.key].next_id()}"
+
+
+# --- the run
+def run_study(backend: Any, loop: Any) -> None:
+    """Run the study to ``config.iterations`` finished trials with Ray Tune.
+
+    On resume, the newest experiment under ``<study>/ray/`` is restored (``Tuner.restore``: its
+    searcher and scheduler state; unfinished trials continue from their last checkpoint, errored
+    ones stay failed). While the study still lacks trials, a new experiment ``tune-<k+1>`` runs
+    the remaining number.
+
+    Raises:
+        RunFailed: Ray ran an experiment that finished no trial (to avoid looping forever).
+    """
+    cfg, opts = backend.config, backend.options
+    study = loop.study
+    key = str(study.path)
+    # Ray's driver settings (read when the Tuner runs): save the experiment state often, since the
+    # study on the volume is what a killed pod resumes from (a snapshot per trial checkpoint is
+    # what we want, so Ray's warning about frequent snapshots is off). Ray's own loggers write
+    # result.json/progress.csv into its trial folders, which are under <study>/ray/.
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(opts.state_period_s)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    connect(opts)
+    ctx = _Context(backend, loop)
+    _CONTEXTS[key] = ctx
+    setup = {
+        "study": key,
+        "keys": list(cfg.space),
+        "model": cfg.model,
+        "task": cfg.task,
+        "data": loop.data_arg,
+        "train_args": dict(cfg.train_args),
+        "epochs": cfg.epochs,
+        "metric": cfg.metric,
+        "checkpoint": opts.checkpoint,
+    }
+    resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup), resources)
+    mode = "max" if cfg.direction == "maximize" else "min"
+    root = study.path / RAY_DIR
+    try:
+        exps = experiments(study.path)
+        known: set[int] = set()
+        for exp in exps:
+            known |= _ids_in_state(exp)
+        ctx.rescan(known)
+        if exps and _restorable(exps[-1]) and loop.remaining() > 0:
+            print(f"hpo: ray: restoring Ray's experiment {exps[-1]}", file=sys.stderr)
+            tuner = tune.Tuner.restore(
+                str(exps[-1]), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False,
+            )
+            tuner.fit()
+            ctx.rescan(known | _ids_in_state(exps[-1]))
+        k = int(_EXP_RE.match(exps[-1].name).group(1)) if exps else 0
+        while loop.remaining() > 0:
+            before = len(loop.finished())
+            k += 1
+            n = loop.remaining()
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space(cfg.space),
+                tune_config=tune.TuneConfig(
+                    metric="objective", mode=mode, num_samples=n,
+                    search_alg=make_searcher(opts.search_alg, seed=cfg.seed),
+                    scheduler=make_scheduler(opts, cfg.epochs),
+                    max_concurrent_trials=opts.max_concurrent, reuse_actors=False,
+                    trial_dirname_creator=TrialDirname(key),
+                ),
+                run_config=tune.RunConfig(
+                    name=f"tune-{k}", storage_path=str(root), callbacks=[StudyCallback(key)], verbose=0,
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+                    log_to_file=False,
+                ),
+            )
+            tuner.fit()
+            ctx.rescan(known | _ids_in_state(root / f"tune-{k}"))
+            if len(loop.finished()) == before:
+                raise RunFailed(f"ray: experiment {root / f'tune-{k}'} finished no trial; see its folder and the trials' train.log")
+    finally:
+        _CONTEXTS.pop(key, None)
+

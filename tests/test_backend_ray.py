@@ -1,0 +1,233 @@
+"""The ray backend: real local Ray (2 CPUs), real Ultralytics training on digits-det at 64 px.
+
+Slow tests run ``hpo tune --backend ray`` as a subprocess (a fresh driver each time, as a user or
+a pod would), with ``HOME`` set to an empty folder so that anything Ray or hpo would write under
+``~`` (``~/ray_results``) is seen.
+
+The objective in the training tests is ``val/cls_loss`` (minimised): on 3 epochs from scratch,
+digits-det's mAP50-95 is 0.0 for every trial, and ASHA never stops a trial tied with the cutoff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hpo import ConfigError
+from hpo.config import build_config
+from hpo.tuner import objective_of
+
+SPACE = json.dumps({"lr0": [0.0005, 0.05], "hsv_v": [0.0, 0.9], "close_mosaic": [0, 3]})
+TRAIN = ["imgsz=64", "batch=16", "workers=0", "optimizer=AdamW", "mosaic=0"]
+
+
+@pytest.fixture(scope="module")
+def digits_det(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from hpo.datasets import make_digits_det
+
+    return make_digits_det(tmp_path_factory.mktemp("data") / "det", seed=0)
+
+
+def _hpo(args: list[str], *, cwd: Path, home: Path, timeout: float = 400, **popen: object) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    home.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "hpo.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **popen
+    )
+
+
+def _tune_args(data: str, output: Path, *, iterations: int, epochs: int, name: str, quiet: bool = True) -> list[str]:
+    return [
+        "tune", "--backend", "ray", "--model", "yolov8n.yaml", "--data", data, "--iterations", str(iterations),
+        "--epochs", str(epochs), "--output", str(output), "--name", name, "--space", SPACE, "--seed", "0",
+        "--metric", "val/cls_loss", *(["--quiet"] if quiet else []), *TRAIN, "--num-cpus", "2",
+    ]
+
+
+def _show(study: Path, home: Path) -> dict:
+    out = _hpo(["show", str(study), "--json"], cwd=study, home=home)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def _records(study: Path) -> dict:
+    from hpo.study import Study
+
+    return Study.open(study).records()
+
+
+# --- fast: conversion and refusals before Ray starts
+def test_param_space_same_bounds_and_types() -> None:
+    from hpo import SearchSpace
+    from hpo_ray._driver import param_space
+
+    space = SearchSpace.parse({
+        "lr0": {"type": "logfloat", "low": 1e-4, "high": 1e-2},
+        "hsv_v": (0.0, 0.9),
+        "close_mosaic": (0, 2),
+        "optimizer": {"type": "choice", "choices": ["SGD", "AdamW"]},
+    })
+    ray_space = param_space(space)
+    samples = {k: [dom.sample() for _ in range(300)] for k, dom in ray_space.items()}
+    assert all(1e-4 <= v <= 1e-2 for v in samples["lr0"])
+    assert all(0.0 <= v <= 0.9 for v in samples["hsv_v"])
+    assert set(samples["close_mosaic"]) == {0, 1, 2}  # the space's upper bound is inclusive
+    assert all(isinstance(v, int) for v in samples["close_mosaic"])
+    assert set(samples["optimizer"]) == {"SGD", "AdamW"}
+    for i in range(300):
+        space.validate_params({k: samples[k][i] for k in space})  # every sample fits the space
+
+
+def test_refused_before_ray_starts(digits_det: Path, tmp_path: Path) -> None:
+    common = dict(backend="ray", model="yolov8n.yaml", data=digits_det, space=json.loads(SPACE), epochs=2,
+                  output=tmp_path, train_args={"imgsz": 64})
+    with pytest.raises(ConfigError, match=r"grace_period.*3 is more than --epochs 2"):
+        build_config(**common, backend_options={"grace_period": 3})
+    with pytest.raises(ConfigError, match=r"'device' is assigned by Ray"):
+        build_config(**{**common, "train_args": {"imgsz": 64, "device": "cpu"}})
+    with pytest.raises(ConfigError, match=r"'lr0' is also in the search space"):
+        build_config(**{**common, "train_args": {"imgsz": 64, "lr0": 0.01}})
+    with pytest.raises(ConfigError, match=r"search_alg.*unknown 'tpe'"):
+        build_config(**common, backend_options={"search_alg": "tpe"})
+    with pytest.raises(ConfigError, match=r"scheduler"):
+        build_config(**common, backend_options={"scheduler": "pbt"})
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_impossible_gpu_request_fails_fast_with_exit_2(digits_det: Path, tmp_path: Path) -> None:
+    args = _tune_args(str(digits_det), tmp_path / "studies", iterations=2, epochs=1, name="gpu")
+    out = _hpo([*args, "--gpus-per-trial", "64"], cwd=tmp_path, home=tmp_path / "home", timeout=180)
+    assert out.returncode == 2, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("hpo: error: ray option 'gpus_per_trial': 64 per trial, but no node of the Ray cluster")
+    assert not (tmp_path / "studies" / "gpu").exists()
+
+
+# --- slow: real training
+@pytest.mark.slow
+def test_asha_stops_trials_relative_data_and_everything_under_the_study(digits_det: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work" / "sub"
+    work.mkdir(parents=True)
+    home = tmp_path / "home"
+    rel = os.path.relpath(digits_det, work)  # ../../../data0/det/data.yaml: relative to another folder
+    assert not Path(rel).is_absolute()
+    studies = tmp_path / "studies"
+    out = _hpo(_tune_args(rel, studies, iterations=6, epochs=2, name="asha", quiet=False), cwd=work, home=home)
+    assert out.returncode == 0, out.stderr[-3000:]
+    # the TunerCallback events (progress here, MLflow elsewhere) come from the Ray driver too
+    for tid in range(6):
+        assert f"trial {tid} started" in out.stderr and f"trial {tid} epoch 1/2" in out.stderr
+    assert " complete objective=" in out.stderr
+    study = studies / "asha"
+
+    summary = _show(study, home)
+    trials = summary["trials"]
+    assert len(trials) == 6 and sorted(t["id"] for t in trials) == list(range(6))
+    assert summary["counts"]["running"] == 0 and summary["counts"]["failed"] == 0
+    pruned = [t for t in trials if t["status"] == "pruned"]
+    complete = [t for t in trials if t["status"] == "complete"]
+    # ASHA (reduction factor 2, grace 1) stops a trial that reaches epoch 1 strictly below the median of the
+    # trials there before it; with 6 trials some do (unless they arrive in improving order: unlikely)
+    assert pruned, "ASHA stopped no trial"
+    assert f"trial {pruned[0]['id']} pruned objective=" in out.stderr
+    assert all(t["epochs_completed"] < 2 for t in pruned) and all(t["epochs_completed"] == 2 for t in complete)
+    assert complete and summary["best"]["trial"] in {t["id"] for t in complete}
+
+    records = _records(study)
+    for r in records.values():
+        assert [row["epoch"] for row in r.epochs] == list(range(1, r.epochs_completed + 1))
+        assert all("val/cls_loss" in row and "train/box_loss" in row for row in r.epochs)
+        assert r.objective is not None and r.start and r.end and r.duration_s > 0
+        assert r.applied == pytest.approx(r.params)  # read back from the trainer (args.yaml when stopped)
+        assert json.loads((study / "trials" / str(r.id) / "params.json").read_text()) == pytest.approx(r.params)
+        assert (study / "trials" / str(r.id) / "results.csv").is_file()
+        assert (study / "ray" / "tune-1" / f"trial_{r.id}").is_dir()  # short Ray folder names
+    for r in records.values():
+        if r.status.value == "pruned":
+            assert "stopped by Ray's asha scheduler" in r.error
+        else:
+            # the final validation of best.pt reports no losses: the objective is the last epoch's
+            assert r.final_metrics and r.objective == pytest.approx(objective_of(r.epochs, r.final_metrics, "val/cls_loss"))
+    assert (study / "weights" / "best.pt").is_file()
+    assert all(Path(r.weights).is_relative_to(study) for r in records.values() if r.weights)
+
+    # nothing outside the study: the working directory, ~/ray_results
+    assert list(work.iterdir()) == []
+    assert not (home / "ray_results").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "studies", "work"]
+
+
+def _wait_for(predicate, timeout: float) -> bool:  # noqa: ANN001
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_reaches_the_total(digits_det: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    studies = tmp_path / "studies"
+    study = studies / "kill"
+    args = _tune_args(str(digits_det), studies, iterations=3, epochs=2, name="kill")
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpo.cli", *args], cwd=tmp_path, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+    def one_finished_and_one_mid_trial() -> bool:
+        if not (study / "trials.jsonl").is_file():
+            return False
+        recs = _records(study).values()
+        return any(r.status.finished for r in recs) and any(not r.status.finished and r.epochs_completed >= 1 for r in recs)
+
+    try:
+        assert _wait_for(one_finished_and_one_mid_trial, 300), "the study never got a finished and a mid-way trial"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, like a killed pod
+        proc.wait(30)
+    before = _records(study)
+    assert any(not r.status.finished for r in before.values())
+
+    out = _hpo([*args, "--resume"], cwd=tmp_path, home=home)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = _show(study, home)
+    assert summary["counts"]["running"] == 0
+    finished = [t for t in summary["trials"] if t["status"] in ("complete", "pruned", "failed")]
+    assert len(finished) == 3 and summary["counts"]["failed"] == 0
+    assert sorted(t["id"] for t in summary["trials"]) == list(range(3))
+    after = _records(study)
+    for tid, r in before.items():  # trials finished before the kill are kept as they were
+        if r.status.finished:
+            assert after[tid].to_json() == r.to_json()
+    # a trial Ray had checkpointed mid-way continued from its checkpoint (Ultralytics resume=last.pt),
+    # keeping its epoch-1 row, when Ray's saved state knew it (it saves on every checkpoint)
+    continued = [
+        tid for tid, r in before.items()
+        if not r.status.finished and "resumed from" in (study / "trials" / str(tid) / "train.log").read_text()
+    ]
+    for tid in continued:
+        assert [row["epoch"] for row in after[tid].epochs] == [1, 2] and after[tid].start == before[tid].start
+    print(f"continued from a checkpoint: {continued}")
+
+    # a corrupt Ray state: refused, naming the file, before anything is written
+    state = sorted((study / "ray").glob("tune-*/experiment_state-*.json"))[-1]
+    state.write_text("")
+    size = (study / "trials.jsonl").stat().st_size
+    bad = _hpo([*args[:8], "5", *args[9:], "--resume"], cwd=tmp_path, home=home, timeout=120)
+    assert bad.returncode == 2
+    assert str(state) in bad.stderr and "is empty" in bad.stderr and "delete the folder" in bad.stderr
+    assert (study / "trials.jsonl").stat().st_size == size
