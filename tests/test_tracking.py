@@ -99,7 +99,7 @@ def digits(tmp_path_factory) -> Path:
 
 
 #: Backends the parent/child test runs with, and options that keep every trial 'complete' there.
-BACKEND_OPTIONS = {"ultralytics": {}, "optuna": {"pruner": "none"}}
+BACKEND_OPTIONS = {"ultralytics": {}, "optuna": {"pruner": "none"}, "ray": {"scheduler": "fifo"}}
 
 
 @pytest.fixture(params=list(BACKEND_OPTIONS))
@@ -133,7 +133,9 @@ def _all_runs(client, exclude: frozenset = frozenset()) -> list:
 def test_mlflow_parent_and_child_runs_then_resume(tracked_env, digits, backend, tmp_path, capfd):
     out = tmp_path / "studies"
     name = f"track-{backend}"
-    common = dict(backend=backend, model=MODEL, data=digits, space=SPACE, epochs=2, train_args=TRAIN_ARGS,
+    # Ray assigns devices itself (device= is refused there)
+    train_args = {k: v for k, v in TRAIN_ARGS.items() if not (backend == "ray" and k == "device")}
+    common = dict(backend=backend, model=MODEL, data=digits, space=SPACE, epochs=2, train_args=train_args,
                   output=out, name=name, seed=0, backend_options=BACKEND_OPTIONS[backend])
     tuner = Tuner(iterations=2, **common)  # mlflow=None: on because MLFLOW_TRACKING_URI is set
     assert isinstance(tuner.tracker, MlflowTracker)
