@@ -182,17 +182,21 @@ def _tail(path: str | None, n: int = 20) -> str:
     return "\n".join(lines[-n:])
 
 
+def redirect_output(log: str | Path) -> None:
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to ``log`` (appended)."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def run_in_child(spec: dict[str, Any], conn: Any) -> None:
     """Entry point of the forked worker: redirect output, apply env, train, send the outcome."""
-    log = spec.get("log_file")
-    if log:
-        Path(log).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
+    if spec.get("log_file"):
+        redirect_output(spec["log_file"])
     os.environ.update({k: str(v) for k, v in (spec.get("env") or {}).items()})
 
     def report(row: dict[str, float]) -> bool:

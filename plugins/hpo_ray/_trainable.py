@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +57,6 @@ def _num(x: Any) -> float:
     except (TypeError, ValueError):
         return float("nan")
     return v if math.isfinite(v) else float("nan")
-
-
-def _redirect_output(log: Path) -> None:
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
 
 
 def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
@@ -113,11 +102,11 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         shutil.rmtree(run_dir)  # a fresh start: nothing of an earlier attempt may leak into this one
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "params.json").write_text(json.dumps(params, indent=2) + "\n")
-    _redirect_output(run_dir / "train.log")
+    from hpo._worker import redirect_output, train  # imports torch + ultralytics (this worker only)
+
+    redirect_output(run_dir / "train.log")
     print(f"hpo: trial {tid} in Ray trial {tune.get_context().get_trial_id()}"
           f"{' resumed from ' + train_args['resume'] if 'resume' in train_args else ''}", flush=True)
-
-    from hpo._worker import train  # imports torch + ultralytics (this worker only)
 
     held: dict[str, Any] = {}
     last_ckpt: list[Path] = []
