@@ -36,11 +36,17 @@ def run_study(spec: dict[str, Any]) -> int:
         from benchmarks.random_search import register
 
         register()
+    train_args = dict(spec["train_args"])
+    options = dict(spec.get("backend_options") or {})
+    if spec["backend"] == "ray":  # Ray assigns devices itself: device= is refused, GPUs go per trial
+        device = str(train_args.pop("device", "cpu"))
+        if device not in ("cpu", "") and "gpus_per_trial" not in options:
+            options["gpus_per_trial"] = 1
     tuner = Tuner(
         backend=spec["backend"], model=spec["model"], data=spec["data"], space=spec["space"],
-        iterations=spec["iterations"], epochs=spec["epochs"], train_args=spec["train_args"],
+        iterations=spec["iterations"], epochs=spec["epochs"], train_args=train_args,
         output=spec["output"], name=spec["name"], seed=spec["seed"],
-        trial_timeout=spec.get("trial_timeout"), backend_options=spec.get("backend_options") or {},
+        trial_timeout=spec.get("trial_timeout"), backend_options=options,
     )
     try:
         result = tuner.run()
