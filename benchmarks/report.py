@@ -203,7 +203,9 @@ def write_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
             "",
             f"## {pname}",
             "",
-            f"`{p['model']}` from scratch, objective `{pres['metric']}` (maximised); budget per study: {p['trials']} trials "
+            (f"`{p['model']}` warm-started by one {p['warm_start_epochs']}-epoch training from scratch "
+             f"({pres['warm_start']['objective']:.4g} {pres['metric']}; its weights start every training below)"
+             if pres.get("warm_start") else f"`{p['model']}` from scratch") + f", objective `{pres['metric']}` (maximised); budget per study: {p['trials']} trials "
             f"x {p['epochs']} epochs = {p['trials'] * p['epochs']} epochs, wall-clock cap {p['time_cap_s']:g} s; "
             f"imgsz {p['imgsz']}, batch {p['batch']}, images {p['images']} / val {p['val_images']} "
             f"({'per class' if pres['task'] == 'classify' else 'canvases'}); seeds {results['seeds']}.",

@@ -123,10 +123,27 @@ def _best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _train_job(problem: Problem, data: str, params: dict[str, Any], *, seed: int, device: str, epochs: int,
-               project: Path, name: str, tag: str) -> dict[str, Any]:
-    return {"tag": tag, "model": problem.model, "task": problem.task, "data": data, "params": params,
+               project: Path, name: str, tag: str, model: str | None = None) -> dict[str, Any]:
+    return {"tag": tag, "model": model or problem.model, "task": problem.task, "data": data, "params": params,
             "train_args": problem.fixed_args(seed, device), "epochs": epochs, "project": str(project),
             "name": name, "metric": problem.metric, "integrations": []}
+
+
+def _warm_start(problem: Problem, data: str, project: Path, work: Path, device: str) -> tuple[str, dict[str, Any]]:
+    """Train ``problem.model`` once from scratch (``warm_start_epochs``); return its weights and a summary."""
+    job = _train_job(problem, data, dict(problem.warm_start_params), seed=0, device=device,
+                     epochs=problem.warm_start_epochs, project=project, name="model", tag="warm-start")
+    out = work / "warm-start.jsonl"
+    proc = run_process("train", {"jobs": [job], "out": str(out)}, work=work, tag="warm-start", cap_s=None)
+    rows, _ = _read_trainings(out)
+    row = rows.get("warm-start", {})
+    found = sorted(project.glob("*/weights/best.pt"))
+    weights = found[0] if found else project / "model" / "weights" / "best.pt"
+    if proc["rc"] != 0 or not weights.is_file():
+        raise RuntimeError(f"warm-start training of {problem.name} failed: {row.get('error')} (log {proc['log']})")
+    _log(f"  warm start: {problem.warm_start_epochs} epochs from scratch -> {problem.metric} {row.get('objective')}")
+    return str(weights), {"epochs": problem.warm_start_epochs, "params": problem.warm_start_params,
+                          "objective": row.get("objective"), "wall_s": row.get("wall_s"), "weights": str(weights)}
 
 
 def _read_trainings(out: Path) -> tuple[dict[str, dict[str, Any]], float | None]:
@@ -182,6 +199,9 @@ def run_suite(*, problems: list[Problem], contenders: list[str], seeds: list[int
         pres: dict[str, Any] = {"problem": asdict(problem), "metric": problem.metric, "task": problem.task,
                                 "defaults": defaults, "reference": {}, "studies": [], "b2b": []}
         results["problems"][problem.name] = pres
+        model = problem.model
+        if problem.warm_start_epochs:
+            model, pres["warm_start"] = _warm_start(problem, data, pdir / "warm-start", work, device)
         # 1. the studies, each in its own process under the wall-clock cap
         for seed in seeds:
             for c in active:
@@ -189,14 +209,14 @@ def run_suite(*, problems: list[Problem], contenders: list[str], seeds: list[int
                 study: dict[str, Any] = {"contender": c.name, "seed": seed}
                 args = problem.fixed_args(seed, device)
                 if c.kind == "hpo":
-                    spec = {"backend": c.backend, "model": problem.model, "data": data, "space": problem.space,
+                    spec = {"backend": c.backend, "model": model, "data": data, "space": problem.space,
                             "iterations": problem.trials, "epochs": problem.epochs, "train_args": args,
                             "output": str(pdir / "studies"), "name": tag, "seed": seed}
                     proc = run_process("study", spec, work=work, tag=tag, cap_s=problem.time_cap_s)
                     trials = _hpo_trials(pdir / "studies" / tag, proc["t0"])
                 else:
                     project = pdir / "native" / tag
-                    spec = {"model": problem.model, "task": problem.task, "data": data, "space": problem.space,
+                    spec = {"model": model, "task": problem.task, "data": data, "space": problem.space,
                             "iterations": problem.trials, "epochs": problem.epochs, "train_args": args,
                             "project": str(project), "name": "tune", "seed": seed}
                     env = {"YOLO_CONFIG_DIR": str(project / "ultralytics-config")}
@@ -215,15 +235,16 @@ def run_suite(*, problems: list[Problem], contenders: list[str], seeds: list[int
         # for the full epochs; (c) the back-to-back baseline: a study's trainings replayed (same params,
         # same epochs) in this one process, without isolation
         jobs = [_train_job(problem, data, defaults, seed=s, device=device, epochs=problem.epochs,
-                           project=pdir / "reference", name=f"seed{s}", tag=f"ref-s{s}") for s in seeds]
+                           project=pdir / "reference", name=f"seed{s}", tag=f"ref-s{s}", model=model) for s in seeds]
         jobs += [_train_job(problem, data, st["best_params"], seed=1000 + st["seed"], device=device,
                             epochs=problem.epochs, project=pdir / "retrain", name=f"{st['contender']}-s{st['seed']}",
-                            tag=f"retrain-{st['contender']}-s{st['seed']}") for st in pres["studies"] if st["best_params"]]
+                            tag=f"retrain-{st['contender']}-s{st['seed']}", model=model)
+                 for st in pres["studies"] if st["best_params"]]
         replays = [st for st in pres["studies"] if st["seed"] in seeds[:b2b_seeds] and st["contender"] in b2b_contenders]
         for st in replays:
             jobs += [_train_job(problem, data, t["params"], seed=st["seed"], device=device, epochs=t["epochs"],
                                 project=pdir / "b2b" / f"{st['contender']}-s{st['seed']}", name=str(t["trial"]),
-                                tag=f"b2b-{st['contender']}-s{st['seed']}-{t['trial']}")
+                                tag=f"b2b-{st['contender']}-s{st['seed']}-{t['trial']}", model=model)
                      for t in st["trials"] if t["params"] and t["epochs"] >= 1]
         train_out = work / "trainings.jsonl"
         proc = run_process("train", {"jobs": jobs, "out": str(train_out)}, work=work, tag="trainings", cap_s=None)

@@ -155,7 +155,7 @@ def _bundled_yaml(name: str) -> Path | None:
 
 
 def resolve_model(model: str) -> tuple[str, str]:
-    """Check a model reference and guess its task, without loading it.
+    """Check a model reference and find its task.
 
     Args:
         model: a bundled Ultralytics model YAML name (``"yolov8n.yaml"``, ``"yolo11n-cls.yaml"``),
@@ -163,8 +163,9 @@ def resolve_model(model: str) -> tuple[str, str]:
 
     Returns:
         ``(model, task)``: the model as Ultralytics should load it (local paths made absolute)
-        and the task guessed from the name (``-cls`` classify, ``-seg`` segment, ``-pose`` pose,
-        ``-obb`` obb, else detect; Ultralytics' own naming convention).
+        and its task: for a ``.pt``, the task stored in the checkpoint (``train_args["task"]``,
+        loaded with torch on the CPU); otherwise guessed from the name (``-cls`` classify, ``-seg``
+        segment, ``-pose`` pose, ``-obb`` obb, else detect; Ultralytics' own naming convention).
 
     Raises:
         ConfigError: a ``.pt`` that is not a local file (hpo never downloads weights), a YAML
@@ -195,7 +196,21 @@ def resolve_model(model: str) -> tuple[str, str]:
     for suffix, name in (("-cls", "classify"), ("-seg", "segment"), ("-pose", "pose"), ("-obb", "obb")):
         if suffix in stem:
             task = name
+    if p.suffix == ".pt":
+        task = _checkpoint_task(resolved) or task
     return resolved, task
+
+
+def _checkpoint_task(path: str) -> str | None:
+    """The task an Ultralytics checkpoint was trained for (``best.pt`` names say nothing), or ``None``."""
+    try:
+        import torch
+
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - not a readable checkpoint: fall back to the name
+        return None
+    task = (ckpt.get("train_args") or {}).get("task") if isinstance(ckpt, dict) else None
+    return task if task in TASKS else None
 
 
 def task_metrics(task: str) -> list[str]:

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-QUICK_CONTENDERS = ["ultralytics", "random", "ultralytics-native"]
+QUICK_CONTENDERS = ["ultralytics", "optuna", "ray", "random", "ultralytics-native"]  # every contender
 
 
 def _bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:

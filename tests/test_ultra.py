@@ -42,3 +42,13 @@ def test_resolve_model(tmp_path):
     local = tmp_path / "m.pt"
     local.write_bytes(b"x")
     assert ultra.resolve_model(str(local)) == (str(local.resolve()), "detect")
+
+
+def test_checkpoint_task_is_read_from_the_file_not_its_name(tmp_path):
+    import torch
+
+    ckpt = tmp_path / "best.pt"  # how every Ultralytics run names its weights, whatever the task
+    torch.save({"train_args": {"task": "classify"}, "model": None}, ckpt)
+    assert ultra.resolve_model(str(ckpt)) == (str(ckpt), "classify")
+    (tmp_path / "junk-cls.pt").write_bytes(b"not a checkpoint")
+    assert ultra.resolve_model(str(tmp_path / "junk-cls.pt"))[1] == "classify"  # unreadable: the name decides
