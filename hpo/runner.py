@@ -13,8 +13,10 @@ fresh interpreter per trial instead (slower; for debugging).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,6 +46,33 @@ def _context() -> Any:
             ctx.set_forkserver_preload(["hpo._worker"])
         _CONTEXT = ctx
     return _CONTEXT
+
+
+_START_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _no_main_reimport() -> Any:
+    """Start worker processes without re-running the user's ``__main__`` in them.
+
+    ``multiprocessing`` (forkserver and spawn) re-imports the parent's main script in every child so
+    that targets defined there can be found. hpo's target lives in this module, so that re-import is
+    never needed, and it would re-run a user script's top-level ``Tuner(...).run()`` (a script
+    without an ``if __name__ == "__main__":`` guard) inside each trial. Hiding ``__main__``'s
+    ``__file__`` and ``__spec__`` while a worker starts stops it.
+    """
+    main = sys.modules.get("__main__")
+    with _START_LOCK:
+        saved = {a: main.__dict__[a] for a in ("__file__", "__spec__") if main is not None and a in main.__dict__}
+        try:
+            if main is not None:
+                main.__dict__.pop("__file__", None)
+                main.__dict__["__spec__"] = None
+            yield
+        finally:
+            if main is not None:
+                main.__dict__.pop("__spec__", None)
+                main.__dict__.update(saved)
 
 
 def _child_main(spec: dict[str, Any], conn: Any) -> None:
@@ -167,7 +196,8 @@ class TrialRunner:
         t0 = time.perf_counter()
         if self._stopping.is_set():
             raise TrialInterrupted(f"trial {spec.trial_id} not started: the study is stopping")
-        proc.start()
+        with _no_main_reimport():
+            proc.start()
         with self._procs_lock:
             self._procs.add(proc)
         child.close()

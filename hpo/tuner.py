@@ -518,9 +518,10 @@ class Tuner:
             result = self._result(study)
             if result.counts.get("complete", 0) == 0 and result.counts.get("pruned", 0) == 0:
                 first = next((r for r in study.finished() if r.status is TrialStatus.FAILED), None)
+                log = study.trial_dir(first.id) / "train.log" if first else None
                 raise RunFailed(
                     f"every trial failed; first error (trial {first.id if first else '?'}): "
-                    f"{first.error if first else 'unknown'} (log: {study.trial_dir(first.id) / 'train.log' if first else '-'})"
+                    f"{first.error if first else 'unknown'}" + (f" (log: {log})" if log and log.is_file() else "")
                 )
             return result
         finally:

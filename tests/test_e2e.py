@@ -218,3 +218,18 @@ def test_sigterm_with_two_workers_stops_promptly_and_resumes(tmp_path, digits_cl
     shown = _show(tmp_path / "term")
     assert sorted(t["id"] for t in shown["trials"]) == [0, 1]
     assert all(t["status"] == "complete" for t in shown["trials"])
+
+
+def test_python_api_in_a_script_without_main_guard(tmp_path, digits_cls):
+    """multiprocessing must not re-run the user's script inside trial workers."""
+    script = tmp_path / "tune.py"
+    script.write_text(
+        "from hpo import Tuner\n"
+        f"r = Tuner(model='yolov8n-cls.yaml', data={str(digits_cls)!r}, space={{'lr0': (1e-4, 1e-2)}},\n"
+        f"          iterations=2, epochs=1, train_args={CLS_ARGS!r}, output={str(tmp_path / 'runs')!r}, name='s').run()\n"
+        "print('RESULT', r.counts['complete'], r.best_trial)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("RESULT") == 1 and "RESULT 2 " in out.stdout
+    assert "already exists" not in out.stderr
