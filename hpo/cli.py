@@ -299,7 +299,7 @@ def show(
             str(t["epochs_completed"]), "-" if t["duration_s"] is None else f"{t['duration_s']:.1f}",
             *[f"{t['params'].get(k):.5g}" if isinstance(t["params"].get(k), float) else str(t["params"].get(k)) for k in keys],
         )
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 240).print(table)  # piped: do not wrap numbers at 80 columns
     print(f"counts: {summary['counts']}; best: {summary['best']['trial'] if summary['best'] else '-'}")
 
 
