@@ -225,7 +225,9 @@ def test_join_second_process(tmp_path, digits_cls):
     records = Study.open(study_dir).records()
     assert sorted(records) == [0, 1, 2, 3]
     assert all(r.status is TrialStatus.COMPLETE for r in records.values())
-    assert json.loads(out2)["counts"]["complete"] == 4
+    # each process reports the study as it saw it when it ran out of trials to start: the other may
+    # still have been training its last one
+    assert len(joined_ids) <= json.loads(out2)["counts"]["complete"] <= 4
     assert len(load_ostudy(study_dir, name).trials) == 4
 
 
