@@ -37,7 +37,7 @@ def digits_det(tmp_path_factory) -> Path:
 def coco8() -> Path:
     if not COCO8.is_file():
         pytest.fail(f"the shared COCO8 dataset is missing at {COCO8}")
-    return COCO8
+    return COCO8.resolve()  # the volume may be reached through a symlink
 
 
 def hpo_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
