@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
+from .cli_k8s import register as register_k8s_commands
 from .errors import ConfigError, HpoError
 
 app = typer.Typer(
@@ -284,11 +285,10 @@ def show(
     from rich.console import Console
     from rich.table import Table
 
-    sign = -1 if summary["direction"] == "maximize" else 1
-    rows = sorted(
-        summary["trials"],
-        key=lambda t: (t["objective"] is None or t["status"] != "complete", sign * (t["objective"] or 0), t["id"]),
-    )
+    from .study import Study
+
+    by_id = {t["id"]: t for t in summary["trials"]}
+    rows = [by_id[r.id] for r in Study.open(study_dir).ranked()]
     keys = list(rows[0]["params"]) if rows else []
     table = Table(title=f"{summary['study_dir']} ({summary['backend']}, {summary['metric']} {summary['direction']})")
     for col in ("trial", "status", "objective", "epochs", "seconds", *keys):
@@ -382,7 +382,7 @@ def demo(
     _print_result(tuner.run(), False)
 
 
-__import__("hpo.cli_k8s").cli_k8s.register(app, handle_errors)  # hpo preflight / pipelines / k8s
+register_k8s_commands(app, handle_errors)  # hpo preflight / pipelines / k8s
 
 
 def main() -> None:

@@ -439,6 +439,18 @@ class Study:
         sign = 1.0 if self.direction == "maximize" else -1.0
         return max(done, key=lambda r: (sign * r.objective, -r.id))
 
+    def ranked(self, records: list[TrialRecord] | None = None) -> list[TrialRecord]:
+        """Trials best first (the leaderboard order): complete trials by objective in the study's
+        direction, then every other trial; ties and the rest by id. Default: all records."""
+        records = list(self.records().values()) if records is None else records
+        sign = -1.0 if self.direction == "maximize" else 1.0
+
+        def key(r: TrialRecord) -> tuple:
+            scored = r.status is TrialStatus.COMPLETE and r.objective is not None and math.isfinite(r.objective)
+            return (not scored, sign * r.objective if scored else 0.0, r.id)
+
+        return sorted(records, key=key)
+
     def write_best(self, best: TrialRecord) -> None:
         """Write ``best.yaml`` and copy the trial's weights to ``weights/best.pt`` (both atomic)."""
         doc = {

@@ -504,22 +504,8 @@ def _study_params(config: TuneConfig) -> dict[str, Any]:
 
 
 def _write_leaderboard(finished: list[TrialRecord], study: Study, folder: Path) -> None:
-    """``leaderboard.csv`` and ``leaderboard.md``: finished trials, best first."""
-    from .tuner import trials_frame
+    """``leaderboard.csv`` (every column) and ``leaderboard.md``: finished trials, best first."""
+    from .tuner import leaderboard_markdown, trials_frame
 
-    sign = -1 if study.direction == "maximize" else 1
-    order = sorted(
-        finished,
-        key=lambda r: (r.status.value != "complete" or r.objective is None, sign * (r.objective or 0.0), r.id),
-    )
-    frame = trials_frame(order)
-    frame.to_csv(folder / "leaderboard.csv", index=False)
-    cols = ["id", "status", "objective", "epochs_completed", "duration_s"] + [c for c in frame.columns if c.startswith("params.")]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in frame.iterrows():
-        cells = []
-        for c in cols:
-            v = row[c]
-            cells.append(f"{v:.5g}" if isinstance(v, float) else str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    (folder / "leaderboard.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    trials_frame(study.ranked(finished)).to_csv(folder / "leaderboard.csv", index=False)
+    (folder / "leaderboard.md").write_text(leaderboard_markdown(study, top=None), encoding="utf-8")

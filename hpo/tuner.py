@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 
     from .backend import Backend
 
-__all__ = ["Tuner", "TuneResult", "TunerCallback", "StudyLoop", "TrialOutcome", "trials_frame", "objective_of"]
+__all__ = [
+    "Tuner", "TuneResult", "TunerCallback", "StudyLoop", "TrialOutcome", "trials_frame", "leaderboard_markdown",
+    "objective_of",
+]
 
 
 class TunerCallback:
@@ -77,6 +80,38 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
         row.update({f"params.{k}": v for k, v in r.params.items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.5g}"
+    return "-" if v is None else str(v).replace("|", "\\|")
+
+
+def leaderboard_markdown(study: Study, *, top: int | None = 50) -> str:
+    """The study's leaderboard as Markdown: a title line, the counts, then one row per trial in
+    :meth:`Study.ranked` order (``rank, trial, status, objective, epochs, seconds, <params>``).
+
+    Args:
+        study: an open study.
+        top: most rows shown (``None``: all).
+    """
+    records = study.ranked()
+    counts = {s.value: sum(r.status is s for r in records) for s in TrialStatus}
+    keys = list(records[0].params) if records else []
+    lines = [
+        f"# hpo study `{study.path.name}`",
+        "",
+        f"backend **{study.settings.get('backend')}**, objective `{study.settings.get('metric')}` "
+        f"({study.direction}), trials: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v),
+        "",
+        "| rank | trial | status | objective | epochs | seconds | " + " | ".join(keys) + " |",
+        "|" + "---|" * (6 + len(keys)),
+    ]
+    for rank, r in enumerate(records[:top], 1):
+        cells = [rank, r.id, r.status.value, r.objective, r.epochs_completed, r.duration_s, *(r.params.get(k) for k in keys)]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def objective_of(outcome_epochs: list[dict[str, float]], final_metrics: dict[str, float], metric: str) -> float | None:
@@ -358,9 +393,8 @@ class StudyLoop:
                     t.join(30)
                 raise
         if errors:
-            interrupted = [e for e in errors if isinstance(e, KeyboardInterrupt)]
-            raise (errors[0] if not interrupted or len(interrupted) == len(errors) else next(
-                e for e in errors if not isinstance(e, KeyboardInterrupt)))
+            real = [e for e in errors if not isinstance(e, KeyboardInterrupt)]  # a crash beats an interrupt
+            raise (real or errors)[0]
 
 
 class Tuner:

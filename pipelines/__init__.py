@@ -30,19 +30,7 @@ _LAZY = {
     "SECRET_ENV_KEYS": "platform",
 }
 
-__all__ = [
-    "DEFAULT_IMAGE",
-    "PUBLISHED_IMAGE",
-    "hpo_tune",
-    "make_tune_component",
-    "make_components",
-    "check_environment",
-    "train_baseline",
-    "compare_studies",
-    "configure_tuning_task",
-    "ACCELERATOR_COUNTS",
-    "SECRET_ENV_KEYS",
-]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

@@ -42,48 +42,16 @@ class StepResult:
     notices: list[str] = field(default_factory=list)
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.5g}"
-    return str(v).replace("|", "\\|")
-
-
 def leaderboard_markdown(study_dir: str | Path, top: int = 50) -> str:
-    """The Markdown leaderboard of a study (complete trials best first, then the others).
-
-    Args:
-        study_dir: the study directory.
-        top: most rows shown.
+    """The Markdown leaderboard of a study (:func:`hpo.tuner.leaderboard_markdown`), by path.
 
     Raises:
         hpo.errors.StudyError: no study at ``study_dir``.
     """
-    from hpo.cli import study_summary
+    from hpo.study import Study
+    from hpo.tuner import leaderboard_markdown as markdown
 
-    s = study_summary(study_dir)
-    sign = -1 if s["direction"] == "maximize" else 1
-    rows = sorted(
-        s["trials"],
-        key=lambda t: (t["objective"] is None or t["status"] != "complete", sign * (t["objective"] or 0), t["id"]),
-    )
-    keys = list(rows[0]["params"]) if rows else []
-    lines = [
-        f"# hpo study `{Path(s['study_dir']).name}`",
-        "",
-        f"backend **{s['backend']}**, objective `{s['metric']}` ({s['direction']}), trials: "
-        + ", ".join(f"{k} {v}" for k, v in s["counts"].items() if v),
-        "",
-        "| rank | trial | status | objective | epochs | seconds | " + " | ".join(keys) + " |",
-        "|" + "---|" * (6 + len(keys)),
-    ]
-    for rank, t in enumerate(rows[:top], 1):
-        lines.append(
-            f"| {rank} | {t['id']} | {t['status']} | {_fmt(t['objective'])} | {t['epochs_completed']} | "
-            f"{_fmt(t['duration_s'])} | " + " | ".join(_fmt(t["params"].get(k)) for k in keys) + " |"
-        )
-    return "\n".join(lines) + "\n"
+    return markdown(Study.open(study_dir), top=top)
 
 
 def whole_numbers(d: dict[str, Any] | None) -> dict[str, Any]:

@@ -193,15 +193,18 @@ def find_credentials(files: list[Path]) -> list[str]:
 
 
 def test_scanner_finds_planted_credentials(tmp_path):
+    # synthetic values made at run time: nothing credential-shaped is committed
+    fake = "Zq9" * 10
+    key_id = "AK" + "IA" + "Q" * 16
     planted = tmp_path / "leak.py"
     planted.write_text(
-        "aws_secret_access_key = '" + "wJalrXUtnFEMI/K7MDENG/bPxRfiCY" + "'\n"
-        "key_id = 'AK" + "IAIOSFODNN7EXAMPL1'\n"
-        "os.environ['MLFLOW_TRACKING_PASSWORD'] = \"" + "hunter22" + "\"\n"
-        "url = 'https://user:" + "s3cr3t@minio.local'\n"
-        "ok_placeholder = {'password': ''}\n"
-        "  AWS_SECRET_ACCESS_KEY: " + "minio12345678\n"
-        "  AWS_SECRET_ACCESS_KEY: \"\"   # placeholder\n"
+        f"aws_secret_access_key = '{fake}'\n"
+        + f"key_id = '{key_id}'\n"
+        + f"os.environ['MLFLOW_TRACKING_PASSWORD'] = \"{fake[:8]}\"\n"
+        + f"url = 'https://user:{fake[:6]}@minio.local'\n"
+        + "ok_placeholder = {'password': ''}\n"
+        + f"  AWS_SECRET_ACCESS_KEY: {fake[:12]}\n"
+        + "  AWS_SECRET_ACCESS_KEY: \"\"   # placeholder\n"
     )
     hits = find_credentials([planted])
     assert [h.split(":")[1] for h in hits] == ["1", "2", "3", "4", "6"], hits

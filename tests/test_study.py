@@ -98,3 +98,15 @@ def test_create_refuses_existing_and_open_refuses_missing(tmp_path):
         Study.create(tmp_path / "s", {})
     with pytest.raises(StudyError, match="no study at"):
         Study.open(tmp_path / "missing")
+
+
+def test_ranked_is_the_leaderboard_order(tmp_path):
+    from hpo.tuner import leaderboard_markdown
+
+    study = Study.create(tmp_path / "s", {"direction": "minimize", "backend": "b", "metric": "val/loss"})
+    for i, (status, obj) in enumerate([("failed", None), ("complete", 0.3), ("pruned", 0.01), ("complete", 0.1)]):
+        study.append(TrialRecord(id=i, params={"lr0": 0.001 * (i + 1)}, status=TrialStatus(status), objective=obj))
+    assert [r.id for r in study.ranked()] == [3, 1, 0, 2]  # complete by objective, then the rest by id
+    board = leaderboard_markdown(study).splitlines()
+    assert board[6].startswith("| 1 | 3 | complete | 0.1 |") and board[8].startswith("| 3 | 0 | failed | - |")
+    study.close()
