@@ -46,6 +46,9 @@ def test_help_and_backends_do_not_import_heavy_libraries():
         (["--sampler", "tpe"], "ultralytics option 'sampler'"),
         (["--model", "yolov8n-cls.pt"], "never downloads weights"),
         (["--trial-timeout", "-1"], "trial_timeout"),
+        (["--join"], "join: backend 'ultralytics' cannot share a study between processes; use a backend that can (optuna)"),
+        (["--backend", "optuna", "--join", "--resume"], "--join and --resume exclude each other"),
+        (["--backend", "optuna", "--join"], "join: there is no study at"),
     ],
 )
 def test_bad_input_exit_2_one_line_nothing_written(tmp_path, digits_cls, extra, message):
