@@ -54,6 +54,9 @@ _WARM_IMPORTS = (
     "ultralytics.engine.exporter",
     "ultralytics.utils.events",
     "ultralytics.utils.callbacks.platform",
+    "thop",
+    "PIL.ImageFile",
+    "torch.utils.serialization",
 )
 for _name in _WARM_IMPORTS:
     try:

@@ -45,6 +45,11 @@ class Backend(abc.ABC):
             ``trials.<worker>.jsonl``, takes its trial ids from :meth:`next_trial_id`, and retries no
             interrupted trial (those may be another process's live trials). Set it only when the
             backend's own state is shared safely between processes (e.g. Optuna storage).
+        uses_trial_runner: whether trials train through the core's runner
+            (:meth:`hpo.tuner.StudyLoop.run_trial`, as the default :meth:`run` does). When true, the
+            Tuner starts the runner's forkserver while it validates the settings, so its imports
+            overlap the driver's (:func:`hpo.runner.start_workers`). Set it false for a backend
+            that runs trials its own way (ray).
 
     Args:
         config: the validated study settings.
@@ -57,6 +62,7 @@ class Backend(abc.ABC):
     library: ClassVar[str | None] = None
     Options: ClassVar[type[BackendOptions]] = BackendOptions
     supports_join: ClassVar[bool] = False
+    uses_trial_runner: ClassVar[bool] = True
     # set by the plugin manager
     plugin: ClassVar[str] = ""
     plugin_version: ClassVar[str] = ""

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import ValidationError
 
@@ -163,9 +163,9 @@ def parse_train_args(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _check_train_args(train_args: dict[str, Any], space: SearchSpace) -> tuple[dict[str, Any], list[str]]:
+def _check_train_arg_keys(train_args: dict[str, Any], space: SearchSpace) -> None:
+    """Key checks that need no Ultralytics import (valid keys are read from its source)."""
     valid = ultra.train_defaults()
-    notices: list[str] = []
     for key in train_args:
         if key != key.strip():
             raise ConfigError(f"train args: '{key}' has stray whitespace; write '{key.strip()}'")
@@ -178,6 +178,12 @@ def _check_train_args(train_args: dict[str, Any], space: SearchSpace) -> tuple[d
                 f"train args: '{key}' is also in the search space; a fixed value would override the sampled one: "
                 "remove it from the train args or from the space"
             )
+
+
+def _check_train_arg_values(train_args: dict[str, Any], space: SearchSpace) -> tuple[dict[str, Any], list[str]]:
+    """Ultralytics' own type/range checks (``check_cfg``; imports Ultralytics) and the optimizer notice."""
+    valid = ultra.train_defaults()
+    notices: list[str] = []
     args = dict(train_args)
     try:
         from ultralytics.cfg import check_cfg
@@ -224,10 +230,14 @@ def build_config(
     workers: Any = 1,
     seed: int | None = None,
     backend_options: dict[str, Any] | None = None,
+    warm_up: Callable[[type[Backend]], None] | None = None,
 ) -> TuneConfig:
     """Validate every input and return a :class:`TuneConfig`. Writes nothing.
 
-    Arguments are those of :class:`hpo.Tuner`.
+    Arguments are those of :class:`hpo.Tuner`, plus ``warm_up``: called with the backend class
+    once every check that needs no Ultralytics import has passed, before the ones that import it
+    (``check_cfg``, the task's metric names: ~1.5 s on a 2-core CPU). The Tuner starts the trial
+    workers' forkserver there, so that its own imports overlap the driver's.
 
     Raises:
         ConfigError: the first problem found, naming the field, the value and the fix.
@@ -258,12 +268,7 @@ def build_config(
         raise ConfigError("train args: 'task' is set by hpo from the model name (-cls, -seg, -pose, -obb)")
     resolved = resolve_data(data, task)
     space = SearchSpace.parse(space)
-    args, notices = _check_train_args(dict(train_args or {}), space)
-    metric = metric or ultra.TASK_METRIC[task]
-    reported = ultra.task_metrics(task)
-    if metric not in reported:
-        raise ConfigError(f"metric: '{metric}' is not reported for task {task}{closest(metric, reported)}; choose one of {', '.join(reported)}")
-    direction = ultra.metric_direction(metric)
+    _check_train_arg_keys(dict(train_args or {}), space)
     name = name or f"{Path(resolved.source).stem if resolved.kind == 'yaml' else Path(resolved.source).name}-{backend}"
     if not _NAME_RE.match(name):
         raise ConfigError(f"name: '{name}' must be 1-128 letters, digits, '.', '_' or '-' (it is a folder name)")
@@ -276,6 +281,15 @@ def build_config(
         loc = ".".join(str(x) for x in err["loc"]) or "?"
         valid = ", ".join(backend_cls.Options.model_fields) or "none"
         raise ConfigError(f"{backend} option '{loc}': {err['msg']} (options of {backend}: {valid})") from None
+    if warm_up is not None:
+        warm_up(backend_cls)
+    # checks below import Ultralytics (and torch)
+    args, notices = _check_train_arg_values(dict(train_args or {}), space)
+    metric = metric or ultra.TASK_METRIC[task]
+    reported = ultra.task_metrics(task)
+    if metric not in reported:
+        raise ConfigError(f"metric: '{metric}' is not reported for task {task}{closest(metric, reported)}; choose one of {', '.join(reported)}")
+    direction = ultra.metric_direction(metric)
     config = TuneConfig(
         backend=backend, model=model, task=task, data=resolved, space=space, iterations=iterations,
         epochs=epochs, metric=metric, direction=direction, train_args=args, output=output, name=name,

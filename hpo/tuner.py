@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import ultra
 from .config import TuneConfig, build_config
 from .errors import RunFailed, StudyError
-from .runner import TrialOutcome, TrialRunner, TrialSpec
+from .runner import TrialOutcome, TrialRunner, TrialSpec, start_workers
 from .study import Study, TrialRecord, TrialStatus, utcnow
 
 if TYPE_CHECKING:
@@ -397,6 +397,11 @@ class StudyLoop:
             raise (real or errors)[0]
 
 
+def _start_workers_for(backend_cls: type[Backend]) -> None:
+    if backend_cls.uses_trial_runner:
+        start_workers()
+
+
 class Tuner:
     """Tune an Ultralytics YOLO model with a pluggable backend.
 
@@ -468,6 +473,7 @@ class Tuner:
             backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
             metric=metric, train_args=train_args, output=output, name=name, resume=resume, join=join,
             trial_timeout=trial_timeout, workers=workers, seed=seed, backend_options=backend_options,
+            warm_up=_start_workers_for,
         )
         self.callbacks = list(callbacks)
         from .tracking import tracker_for  # mlflow itself is imported only when tracking runs
@@ -530,6 +536,10 @@ class Tuner:
         """
         cfg = self.config
         backend_cls = cfg.backend_class
+        # the result's DataFrame needs pandas (~0.4 s to import): import it now, while the trial
+        # workers' forkserver is still preloading on another core, rather than after the last trial
+        import pandas  # noqa: F401
+
         if self.tracker is not None:
             self.tracker.check()  # create-or-get the experiment once, before anything is written
         study = self._open_study()

@@ -87,6 +87,7 @@ class RayBackend(Backend):
     description = "Ray Tune: ASHA/HyperBand/median schedulers, random/optuna/... searchers, local or existing Ray cluster"
     library = "ray"
     Options = RayOptions
+    uses_trial_runner = False  # Ray's own worker processes train the trials
 
     @classmethod
     def check(cls, config: Any, options: BackendOptions) -> None:
