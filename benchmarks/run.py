@@ -232,24 +232,16 @@ def run_suite(*, problems: list[Problem], contenders: list[str], seeds: list[int
                      f"{' CAPPED' if proc['capped'] else ''} rc {proc['rc']}")
         # 2. one process, trainings back to back: (a) Ultralytics' default hyperparameters once per seed,
         # the reference score; (b) the retrain check: each study's best params with a new training seed
-        # for the full epochs; (c) the back-to-back baseline: a study's trainings replayed (same params,
-        # same epochs) in this one process, without isolation
+        # for the full epochs
         jobs = [_train_job(problem, data, defaults, seed=s, device=device, epochs=problem.epochs,
                            project=pdir / "reference", name=f"seed{s}", tag=f"ref-s{s}", model=model) for s in seeds]
         jobs += [_train_job(problem, data, st["best_params"], seed=1000 + st["seed"], device=device,
                             epochs=problem.epochs, project=pdir / "retrain", name=f"{st['contender']}-s{st['seed']}",
                             tag=f"retrain-{st['contender']}-s{st['seed']}", model=model)
                  for st in pres["studies"] if st["best_params"]]
-        replays = [st for st in pres["studies"] if st["seed"] in seeds[:b2b_seeds] and st["contender"] in b2b_contenders]
-        for st in replays:
-            jobs += [_train_job(problem, data, t["params"], seed=st["seed"], device=device, epochs=t["epochs"],
-                                project=pdir / "b2b" / f"{st['contender']}-s{st['seed']}", name=str(t["trial"]),
-                                tag=f"b2b-{st['contender']}-s{st['seed']}-{t['trial']}", model=model)
-                     for t in st["trials"] if t["params"] and t["epochs"] >= 1]
         train_out = work / "trainings.jsonl"
         proc = run_process("train", {"jobs": jobs, "out": str(train_out)}, work=work, tag="trainings", cap_s=None)
-        rows, started = _read_trainings(train_out)
-        startup_s = (started - proc["t0"]) if started else 0.0
+        rows, _ = _read_trainings(train_out)
         for s in seeds:
             r = rows.get(f"ref-s{s}", {})
             pres["reference"][str(s)] = {"objective": r.get("objective"), "wall_s": r.get("wall_s"), "error": r.get("error")}
@@ -259,18 +251,36 @@ def run_suite(*, problems: list[Problem], contenders: list[str], seeds: list[int
             st["retrain_objective"] = r.get("objective") if r else None
             st["retrain_seed"] = 1000 + st["seed"]
         _log(f"  retrains: {[(st['contender'], st.get('retrain_objective')) for st in pres['studies']]}")
+        # 3. the back-to-back baseline: a study's trainings replayed (same params, same epochs) one after
+        # another in a process of their own, without isolation; its wall time, from launch to exit, is
+        # measured exactly as the study's
+        replays = [st for st in pres["studies"] if st["seed"] in seeds[:b2b_seeds] and st["contender"] in b2b_contenders]
         for st in replays:
-            prefix = f"b2b-{st['contender']}-s{st['seed']}-"
-            mine = [r for tag, r in rows.items() if tag.startswith(prefix)]
-            if not mine:
+            tag = f"b2b-{st['contender']}-s{st['seed']}"
+            jobs = [_train_job(problem, data, t["params"], seed=st["seed"], device=device, epochs=t["epochs"],
+                               project=pdir / "b2b" / f"{st['contender']}-s{st['seed']}", name=str(t["trial"]),
+                               tag=f"{tag}-{t['trial']}", model=model)
+                    for t in st["trials"] if t["params"] and t["epochs"] >= 1]
+            if not jobs:
                 continue
-            wall = startup_s + sum(r["wall_s"] for r in mine)
+            b2b_out = work / f"{tag}.jsonl"
+            proc = run_process("train", {"jobs": jobs, "out": str(b2b_out)}, work=work, tag=tag, cap_s=None)
+            mine, started = _read_trainings(b2b_out)
+            if proc["rc"] != 0 or len(mine) != len(jobs):
+                _log(f"  back to back {tag}: failed (rc {proc['rc']}, log {proc['log']})")
+                continue
+            last_end = max(r["end"] for r in mine.values())
             pres["b2b"].append({
                 "contender": st["contender"], "seed": st["seed"], "trainings": len(mine),
-                "epochs": sum(int(r.get("epochs") or 0) for r in mine), "wall_s": wall, "startup_s": startup_s,
-                "train_s": sum((r.get("train_s") or 0.0) for r in mine), "study_wall_s": st["wall_s"],
+                "epochs": sum(int(r.get("epochs") or 0) for r in mine.values()), "wall_s": proc["wall_s"],
+                "startup_s": (started - proc["t0"]) if started else None,
+                "exit_s": proc["t0"] + proc["wall_s"] - last_end,
+                "train_s": sum((r.get("train_s") or 0.0) for r in mine.values()), "study_wall_s": st["wall_s"],
+                # both up to the end of their last training, i.e. without either process's exit
+                "to_last_s": last_end - proc["t0"],
+                "study_to_last_s": max((t["end_s"] for t in st["trials"] if t.get("end_s") is not None), default=None),
             })
-            _log(f"  back to back {st['contender']}-s{st['seed']}: {wall:.0f} s in one process vs study {st['wall_s']:.0f} s")
+            _log(f"  back to back {st['contender']}-s{st['seed']}: {proc['wall_s']:.0f} s in one process vs study {st['wall_s']:.0f} s")
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     results["finished"] = time.time()
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
