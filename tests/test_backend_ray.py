@@ -175,6 +175,34 @@ def _wait_for(predicate, timeout: float) -> bool:  # noqa: ANN001
 
 
 @pytest.mark.slow
+def test_resume_reruns_a_trial_ray_saved_as_done_but_the_study_did_not_record(digits_det: Path, tmp_path: Path) -> None:
+    """A kill can fall between Ray saving its experiment state (trial done) and hpo recording the
+    trial: the study then holds a ``running`` record that Ray's restore will never finish. The
+    resume must re-run that trial id, not stop one short of the total or take a new id."""
+    home = tmp_path / "home"
+    studies = tmp_path / "studies"
+    study = studies / "unrecorded"
+    args = _tune_args(str(digits_det), studies, iterations=2, epochs=1, name="unrecorded")
+    first = _hpo(args, cwd=tmp_path, home=home)
+    assert first.returncode == 0, first.stderr[-3000:]
+    lines = (study / "trials.jsonl").read_text().splitlines(keepends=True)
+    last = max(i for i, ln in enumerate(lines) if json.loads(ln)["status"] != "running")
+    lost = json.loads(lines[last])
+    (study / "trials.jsonl").write_text("".join(lines[:last] + lines[last + 1:]))  # as if killed before this write
+    assert _records(study)[lost["id"]].status.value == "running"
+
+    out = _hpo([*args, "--resume"], cwd=tmp_path, home=home)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = _show(study, home)
+    assert summary["counts"]["running"] == 0
+    assert sorted(t["id"] for t in summary["trials"]) == [0, 1]
+    assert all(t["status"] in ("complete", "pruned") for t in summary["trials"])
+    rerun = _records(study)[lost["id"]]  # a new trial under the lost one's id, with its own start and params
+    assert rerun.start != lost["start"] and rerun.status.finished
+    assert rerun.params != lost["params"]  # the follow-up experiment's searcher is seeded seed + 1
+
+
+@pytest.mark.slow
 def test_sigkill_then_resume_reaches_the_total(digits_det: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()

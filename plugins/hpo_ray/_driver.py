@@ -290,12 +290,19 @@ class _Context:
                 if tid > self.known_max:
                     return tid
 
-    def rescan(self, known: set[int]) -> None:
-        """Queue for reuse the ids of running records that no Ray trial will finish."""
+    def rescan(self, known: set[int], *, fit_done: bool = False) -> None:
+        """Queue for reuse the ids of running records that no Ray trial will finish.
+
+        Args:
+            known: trial ids that Ray's saved experiment states hold.
+            fit_done: an experiment just ended, so no Ray trial will finish any record still
+                ``running`` (e.g. one Ray saved as done just before the kill, unrecorded here):
+                all of them are reused, known or not.
+        """
         with self.lock:
             self.known_max = max([self.known_max, *known])
             running = [r.id for r in self.study.records().values() if not r.status.finished]
-            self.reuse = sorted(i for i in running if i not in known and i not in self.live)
+            self.reuse = sorted(i for i in running if (fit_done or i not in known) and i not in self.live)
 
     # events
     def _tid(self, trial: Any) -> int:
@@ -312,7 +319,7 @@ class _Context:
                 return  # replayed by the trainable; the study keeps its record
             params = {k: (v.item() if hasattr(v, "item") else v) for k, v in trial.config.items() if k in self.config.space}
             record = self.loop.trial_started(tid, params, worker=f"ray trial {trial.trial_id}")
-            if old is not None and old.params == record.params and old.epochs:
+            if old is not None and old.worker == record.worker and old.params == record.params and old.epochs:
                 # Ray continues this trial from its checkpoint: keep its start and epochs so far
                 record.start, record.epochs, record.epochs_completed = old.start, old.epochs, old.epochs_completed
                 self.study.append(record)
@@ -428,13 +435,24 @@ class TrialDirname:
 
 
 # --- the run
+def _missing(cfg: Any, loop: Any) -> int:
+    """Finished trials the study still lacks, with no trial live in this process.
+
+    Not :meth:`hpo.StudyLoop.remaining`, which counts an interrupted (``running``) record as taken
+    because the core loop retries it itself: here Ray's restore continues the interrupted trials it
+    knows, and the ids of those it does not know go to the next experiment's trials (``rescan``).
+    """
+    return max(0, cfg.iterations - len(loop.finished()))
+
+
 def run_study(backend: Any, loop: Any) -> None:
     """Run the study to ``config.iterations`` finished trials with Ray Tune.
 
     On resume, the newest experiment under ``<study>/ray/`` is restored (``Tuner.restore``: its
     searcher and scheduler state; unfinished trials continue from their last checkpoint, errored
     ones stay failed). While the study still lacks trials, a new experiment ``tune-<k+1>`` runs
-    the remaining number.
+    the remaining number; its searcher is seeded with ``seed + k`` (experiment ``tune-1`` with
+    ``seed``), so that it does not propose the first experiment's configurations again.
 
     Raises:
         RunFailed: Ray ran an experiment that finished no trial (to avoid looping forever).
@@ -473,24 +491,24 @@ def run_study(backend: Any, loop: Any) -> None:
         for exp in exps:
             known |= _ids_in_state(exp)
         ctx.rescan(known)
-        if exps and _restorable(exps[-1]) and loop.remaining() > 0:
+        if exps and _restorable(exps[-1]) and _missing(cfg, loop) > 0:
             print(f"hpo: ray: restoring Ray's experiment {exps[-1]}", file=sys.stderr)
             tuner = tune.Tuner.restore(
                 str(exps[-1]), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False,
             )
             tuner.fit()
-            ctx.rescan(known | _ids_in_state(exps[-1]))
+            ctx.rescan(known | _ids_in_state(exps[-1]), fit_done=True)
         k = int(_EXP_RE.match(exps[-1].name).group(1)) if exps else 0
-        while loop.remaining() > 0:
+        while _missing(cfg, loop) > 0:
             before = len(loop.finished())
             k += 1
-            n = loop.remaining()
+            n = _missing(cfg, loop)
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space(cfg.space),
                 tune_config=tune.TuneConfig(
                     metric="objective", mode=mode, num_samples=n,
-                    search_alg=make_searcher(opts.search_alg, seed=cfg.seed),
+                    search_alg=make_searcher(opts.search_alg, seed=None if cfg.seed is None else cfg.seed + k - 1),
                     scheduler=make_scheduler(opts, cfg.epochs),
                     max_concurrent_trials=opts.max_concurrent, reuse_actors=False,
                     trial_dirname_creator=TrialDirname(key),
@@ -503,7 +521,7 @@ def run_study(backend: Any, loop: Any) -> None:
                 ),
             )
             tuner.fit()
-            ctx.rescan(known | _ids_in_state(root / f"tune-{k}"))
+            ctx.rescan(known | _ids_in_state(root / f"tune-{k}"), fit_done=True)
             if len(loop.finished()) == before:
                 raise RunFailed(f"ray: experiment {root / f'tune-{k}'} finished no trial; see its folder and the trials' train.log")
     finally:
