@@ -172,7 +172,7 @@ def _check_train_arg_keys(train_args: dict[str, Any], space: SearchSpace) -> Non
         if key in RESERVED_TRAIN_ARGS:
             raise ConfigError(f"train args: '{key}' is set by hpo; use {RESERVED_TRAIN_ARGS[key]} instead")
         if key not in valid:
-            raise ConfigError(f"train args: '{key}' is not an Ultralytics train argument{closest(key, valid)}")
+            raise ConfigError(f"train args: '{key}' is not an Ultralytics train argument{closest(key, valid, ultra.ARG_ALIASES)}")
         if key in space:
             raise ConfigError(
                 f"train args: '{key}' is also in the search space; a fixed value would override the sampled one: "
@@ -280,7 +280,8 @@ def build_config(
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "?"
         valid = ", ".join(backend_cls.Options.model_fields) or "none"
-        raise ConfigError(f"{backend} option '{loc}': {err['msg']} (options of {backend}: {valid})") from None
+        flag = f" (--{loc.replace('_', '-')})" if loc in backend_cls.Options.model_fields else ""
+        raise ConfigError(f"{backend} option '{loc}'{flag}: {err['msg']} (options of {backend}: {valid})") from None
     if warm_up is not None:
         warm_up(backend_cls)
     # checks below import Ultralytics (and torch)

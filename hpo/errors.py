@@ -9,7 +9,7 @@ produced no usable result (exit code 1).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 __all__ = [
     "HpoError",
@@ -62,12 +62,18 @@ class RunFailed(HpoError):
     exit_code = 1
 
 
-def closest(word: str, choices: Iterable[str]) -> str:
+def closest(word: str, choices: Iterable[str], aliases: Mapping[str, str] | None = None) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice to ``word``, or ``""``.
 
     Args:
         word: the unknown name the user gave.
         choices: the valid names.
+        aliases: known other names for a choice (``{"lr": "lr0"}``), tried before the spelling
+            match (difflib, cutoff 0.6).
     """
-    match = difflib.get_close_matches(word.strip(), list(choices), n=1, cutoff=0.6)
+    valid = list(choices)
+    alias = (aliases or {}).get(word.strip().lower())
+    if alias in valid:
+        return f" (did you mean '{alias}'?)"
+    match = difflib.get_close_matches(word.strip(), valid, n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""

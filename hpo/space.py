@@ -242,7 +242,7 @@ def _check_key(key: Any) -> str:
     if key != key.strip():
         raise SpaceError(f"space: key {key!r} has stray whitespace; write '{key.strip()}'")
     if key not in valid:
-        raise SpaceError(f"space: '{key}' is not an Ultralytics train argument{closest(key, valid)}")
+        raise SpaceError(f"space: '{key}' is not an Ultralytics train argument{closest(key, valid, ultra.ARG_ALIASES)}")
     if key in ("epochs", "data", "model", "device", "project", "name", "resume", "task", "mode"):
         raise SpaceError(f"space: '{key}' cannot be tuned; it is a setting of the study (use --{key} or a train arg)")
     return key

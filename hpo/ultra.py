@@ -22,6 +22,7 @@ import yaml
 from .errors import ConfigError
 
 __all__ = [
+    "ARG_ALIASES",
     "TASKS",
     "TASK_METRIC",
     "package_dir",
@@ -46,6 +47,24 @@ TASK_METRIC = {
     "classify": "metrics/accuracy_top1",
     "pose": "metrics/mAP50-95(P)",
     "obb": "metrics/mAP50-95(B)",
+}
+
+#: Names users bring from other trainers (PyTorch Lightning, timm, Keras, the Ultralytics v5 era)
+#: for Ultralytics train arguments; error messages suggest the Ultralytics name.
+ARG_ALIASES = {
+    "lr": "lr0",
+    "learning_rate": "lr0",
+    "lr_final": "lrf",
+    "wd": "weight_decay",
+    "decay": "weight_decay",
+    "batch_size": "batch",
+    "bs": "batch",
+    "img_size": "imgsz",
+    "image_size": "imgsz",
+    "imgsize": "imgsz",
+    "num_workers": "workers",
+    "epoch": "epochs",
+    "warmup": "warmup_epochs",
 }
 
 # Validation losses each task reports (source: the tasks' ``loss_names``, Ultralytics 8.4.x).

@@ -111,7 +111,7 @@ def test_distributions_equal_space_key_by_key():
     [
         (["--sampler", "annealing"], ["sampler", "tpe"]),
         (["--pruner", "patient"], ["pruner", "hyperband"]),
-        (["--reduction-factor", "1"], ["reduction_factor"]),
+        (["--reduction-factor", "1"], ["option 'reduction_factor' (--reduction-factor): "]),
         (["--storage", "redis://db/0"], ["storage", "database URL"]),
         (["--storage", "sqlite:///opt.db", "--workers", "2"], ["storage", "SQLite", "2 workers"]),
         (["--join"], ["join", "no study"]),

@@ -52,6 +52,8 @@ def test_explicit_specs_file_and_inline_json(tmp_path):
     "space, message",
     [
         ({"lr_0": (1e-5, 1e-2)}, "'lr_0' is not an Ultralytics train argument (did you mean 'lr0'?)"),
+        ({"lr": (1e-5, 1e-2)}, "'lr' is not an Ultralytics train argument (did you mean 'lr0'?)"),
+        ({"weight_decay_": (0, 1e-3)}, "(did you mean 'weight_decay'?)"),
         ({" lr0": (1e-5, 1e-2)}, "stray whitespace; write 'lr0'"),
         ({"lr0": (1e-2, 1e-5)}, "inverted bounds"),
         ({"lr0": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}, "log-scaled but low=0.0 <= 0"),
