@@ -57,12 +57,46 @@ _WARM_IMPORTS = (
     "thop",
     "PIL.ImageFile",
     "torch.utils.serialization",
+    "numpy.ma",
 )
 for _name in _WARM_IMPORTS:
     try:
         importlib.import_module(_name)
     except Exception:  # noqa: BLE001 - an optional speed-up; the trial imports what it needs anyway
         pass
+
+
+def _local_fonts_only() -> None:
+    """Ultralytics never fetches a font inside hpo's trials.
+
+    Its detection-dataset check (``check_det_dataset``) calls ``check_font("Arial.ttf")`` on every
+    training, plots or not, only to download the font when no local copy exists: a HEAD request
+    with a 3 s timeout, then a download (Ultralytics 8.4.x, ``ultralytics/data/utils.py``). Here
+    that call does nothing, and plotting (``plots=True``) looks for the font locally only (the
+    user's Ultralytics config dir, then the system fonts matplotlib knows); without one, Ultralytics
+    draws with PIL's default font.
+    """
+    import ultralytics.data.utils as data_utils
+    import ultralytics.utils.plotting as plotting
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    def dataset_check_font(font: str = "Arial.ttf") -> None:
+        return None
+
+    def local_font(font: str = "Arial.ttf") -> Path | str | None:
+        file = USER_CONFIG_DIR / Path(font).name
+        if file.exists():
+            return file
+        from matplotlib import font_manager
+
+        found = [f.fname for f in font_manager.fontManager.ttflist if font in f.fname and os.path.exists(f.fname)]
+        return found[0] if found else None
+
+    data_utils.check_font = dataset_check_font
+    plotting.check_font = local_font
+
+
+_local_fonts_only()
 
 
 class Pruned(Exception):
@@ -160,7 +194,7 @@ def train(spec: dict[str, Any], report: Callable[[dict[str, float]], bool]) -> d
     model.add_callback("on_pretrain_routine_start", on_pretrain_routine_start)
     model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
     args = {
-        "plots": False,  # plotting may fetch fonts; users may turn it back on
+        "plots": False,  # plots cost time per epoch; users may turn them back on
         **spec.get("train_args", {}),
         **params,
         "data": spec["data"],
