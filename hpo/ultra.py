@@ -13,7 +13,9 @@ import ast
 import functools
 import importlib.metadata
 import importlib.util
+import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +185,7 @@ def resolve_model(model: str) -> tuple[str, str]:
     Returns:
         ``(model, task)``: the model as Ultralytics should load it (local paths made absolute)
         and its task: for a ``.pt``, the task stored in the checkpoint (``train_args["task"]``,
-        loaded with torch on the CPU); otherwise guessed from the name (``-cls`` classify, ``-seg``
+        read without importing torch where the file allows); otherwise guessed from the name (``-cls`` classify, ``-seg``
         segment, ``-pose`` pose, ``-obb`` obb, else detect; Ultralytics' own naming convention).
 
     Raises:
@@ -220,15 +222,67 @@ def resolve_model(model: str) -> tuple[str, str]:
     return resolved, task
 
 
-def _checkpoint_task(path: str) -> str | None:
-    """The task an Ultralytics checkpoint was trained for (``best.pt`` names say nothing), or ``None``."""
-    try:
-        import torch
+class _Inert:
+    """Stands for every class and function a checkpoint's pickle names: nothing of them runs."""
 
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - not a readable checkpoint: fall back to the name
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Inert:
+        return _Inert()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+class _InertUnpickler(pickle.Unpickler):
+    _ALLOWED = {("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        return _Inert
+
+    def persistent_load(self, pid: Any) -> None:  # tensor storages: not read
         return None
-    task = (ckpt.get("train_args") or {}).get("task") if isinstance(ckpt, dict) else None
+
+
+def _train_args_without_torch(path: str) -> dict[str, Any] | None:
+    """``train_args`` of a checkpoint saved by ``torch.save`` (a zip holding ``<name>/data.pkl``),
+    read without torch: every class and function the pickle names is replaced by an inert stand-in,
+    so no code from the file runs and no tensor is loaded. ``None`` when that is not possible."""
+    with zipfile.ZipFile(path) as z:
+        names = [n for n in z.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(names) != 1:
+            return None
+        with z.open(names[0]) as f:
+            ckpt = _InertUnpickler(f).load()
+    args = ckpt.get("train_args") if isinstance(ckpt, dict) else None
+    return args if isinstance(args, dict) else None
+
+
+def _checkpoint_task(path: str) -> str | None:
+    """The task an Ultralytics checkpoint was trained for (``best.pt`` names say nothing), or ``None``.
+
+    Read without importing torch (1.4 s on a 2-core CPU) where the file allows
+    (:func:`_train_args_without_torch`); else with ``torch.load`` on the CPU.
+    """
+    try:
+        args = _train_args_without_torch(path)
+    except Exception:  # noqa: BLE001 - not a zip pickle we can read inertly: let torch try
+        args = None
+    if args is None:
+        try:
+            import torch
+
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - not a readable checkpoint: fall back to the name
+            return None
+        args = (ckpt.get("train_args") or {}) if isinstance(ckpt, dict) else {}
+    task = args.get("task")
     return task if task in TASKS else None
 
 

@@ -52,3 +52,33 @@ def test_checkpoint_task_is_read_from_the_file_not_its_name(tmp_path):
     assert ultra.resolve_model(str(ckpt)) == (str(ckpt), "classify")
     (tmp_path / "junk-cls.pt").write_bytes(b"not a checkpoint")
     assert ultra.resolve_model(str(tmp_path / "junk-cls.pt"))[1] == "classify"  # unreadable: the name decides
+
+
+def test_checkpoint_task_is_read_without_torch_and_without_running_its_code(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    ckpt = tmp_path / "best.pt"
+    marker = tmp_path / "code-ran"
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))  # real classes and tensors
+    torch.save({"model": model, "optimizer": {"lr": torch.tensor(0.01)}, "payload": _MakesADirWhenUnpickled(marker),
+                "train_args": {"task": "pose", "imgsz": 64}}, ckpt)
+    code = (
+        "import sys; from hpo import ultra; "
+        f"print(ultra.resolve_model({str(ckpt)!r})[1], 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["pose", "False"]
+    assert not marker.exists()  # torch.load(weights_only=False) would have run os.mkdir
+
+
+class _MakesADirWhenUnpickled:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.path,))
