@@ -263,6 +263,9 @@ def test_sigkill_then_resume_reaches_exactly_the_total(tmp_path, digits_cls):
     assert all(r.status.finished for r in records.values())
     assert sum(json.loads(done.stdout)["counts"].values()) == 3
     assert records[1].params == pytest.approx(interrupted_params)  # retried with the same params, same id
+    # the resumed run's sampler is seeded anew (seed + trials in storage): its first draw is not the
+    # first run's first draw (trial 1) again
+    assert records[3].params != pytest.approx(records[1].params)
     ostudy = load_ostudy(out / name, name)
     for_1 = [t for t in ostudy.trials if t.user_attrs.get("hpo_trial_id") == 1]
     assert [t.state.name for t in for_1] == ["FAIL", "COMPLETE"]

@@ -165,7 +165,10 @@ class OptunaBackend(Backend):
             raise ConfigError(f"optuna option 'storage': cannot open {self.storage_url}: {str(e).splitlines()[0]}") from None
         self._trials: dict[int, optuna.Trial] = {}
         self._lock = threading.Lock()
-        if not self.config.join and not self.ostudy.get_trials(deepcopy=False):
+        existing = len(self.ostudy.get_trials(deepcopy=False))
+        if existing and not self.config.join:
+            self.ostudy.sampler = self._sampler(existing)  # a resumed run must not repeat the first run's draws
+        if not self.config.join and not existing:
             # the reference point: Ultralytics' own defaults are the first trial of a new study
             self.ostudy.enqueue_trial(self.config.space.defaults(), user_attrs={"hpo_defaults": True})
 
@@ -179,15 +182,20 @@ class OptunaBackend(Backend):
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(url))
 
-    def _seed(self) -> int | None:
+    def _seed(self, existing: int) -> int | None:
+        """The sampler's seed: ``--seed`` for a new study; ``seed + n`` for a study resumed with ``n``
+        Optuna trials in storage (a sampler seeded as before would draw the first run's
+        configurations again); per process for a joined one."""
         seed = self.config.seed
-        if seed is None or not self.config.join:
-            return seed
-        return seed + 1 + os.getpid() % 100_000  # a joined process must not repeat the first one's draws
+        if seed is None:
+            return None
+        if self.config.join:
+            return seed + 1 + os.getpid() % 100_000  # a joined process must not repeat the first one's draws
+        return seed + existing
 
-    def _sampler(self) -> optuna.samplers.BaseSampler:
+    def _sampler(self, existing: int = 0) -> optuna.samplers.BaseSampler:
         s = self._optuna.samplers
-        seed, kind = self._seed(), self.options.sampler
+        seed, kind = self._seed(existing), self.options.sampler
         if kind == "tpe":
             return s.TPESampler(multivariate=True, seed=seed, constant_liar=True)
         if kind == "random":
