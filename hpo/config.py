@@ -191,6 +191,12 @@ def _check_train_arg_values(train_args: dict[str, Any], space: SearchSpace) -> t
         check_cfg(args)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"train args: {str(e).splitlines()[0]}") from None
+    imgsz = args.get("imgsz")
+    sizes = imgsz if isinstance(imgsz, (list, tuple)) else [imgsz]
+    if "imgsz" in args and not (
+        1 <= len(sizes) <= 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in sizes)
+    ):
+        raise ConfigError(f"train args: imgsz={imgsz!r} must be a whole number of pixels > 0 (imgsz=640) or [h, w]")
     optimizer = str(args.get("optimizer", valid.get("optimizer", "auto")))
     tuned = [k for k in ("lr0", "momentum") if k in space]
     if tuned and optimizer.lower() == "auto":
@@ -298,4 +304,38 @@ def build_config(
         notices=tuple(notices),
     )
     backend_cls.check(config, options)
+    _check_gpus_visible(args.get("device"))
     return config
+
+
+def _requested_gpus(device: Any) -> list[int]:
+    """CUDA indices an Ultralytics ``device`` value names (``0``, ``"0,1"``, ``[0, 1]``, ``"cuda:1"``,
+    ``"cuda"``); ``[]`` for the CPU, Apple's ``mps`` or unset (Ultralytics' ``select_device`` syntax)."""
+    if device is None or isinstance(device, bool):
+        return []
+    items = device if isinstance(device, (list, tuple)) else str(device).split(",")
+    out = []
+    for item in items:
+        text = str(item).strip().lower().removeprefix("cuda:")
+        if text == "cuda":
+            text = "0"
+        if text.isdigit():
+            out.append(int(text))
+    return out
+
+
+def _check_gpus_visible(device: Any) -> None:
+    """Refuse ``device=`` naming a GPU torch cannot see, before any trial (else every trial fails)."""
+    wanted = _requested_gpus(device)
+    if not wanted:
+        return
+    import torch
+
+    seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [g for g in wanted if g >= seen]
+    if missing:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+        raise ConfigError(
+            f"train args: device={device} names GPU {', '.join(map(str, missing))} but torch sees {seen} "
+            f"(CUDA_VISIBLE_DEVICES={visible}); use device=cpu, or run on a node with that many GPUs"
+        )

@@ -10,6 +10,7 @@ import math
 import os
 import re
 import socket
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -502,6 +503,12 @@ class Tuner:
             if not cfg.resume:
                 raise StudyError(f"study: '{path}' already exists; pass --resume to continue it or choose another --name")
             study = Study.open(path, writer=True)
+            dead = study.lock.took_over if study.lock else None
+            if dead:
+                print(
+                    f"hpo: warning: took over the lock of a writer that is gone (host {dead.get('host')} pid "
+                    f"{dead.get('pid')}, heartbeat {dead.get('age_s', 0):.0f} s ago)", file=sys.stderr, flush=True,
+                )
             new = cfg.identity()
             detail = _changed(study.settings, new)
             if detail:

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -128,6 +129,7 @@ def test_sigkill_mid_study_then_resume_reaches_exactly_n(tmp_path, digits_cls):
     assert before[0]["status"] == "complete" and before[1]["status"] == "running"
     r = hpo_cli(*args, "--resume")
     assert r.returncode == 0, r.stderr
+    assert f"hpo: warning: took over the lock of a writer that is gone (host {socket.gethostname()} pid {proc.pid}" in r.stderr
     shown = _show(tmp_path / "kill")
     assert [t["id"] for t in shown["trials"]] == [0, 1, 2]
     assert all(t["status"] == "complete" for t in shown["trials"])
