@@ -308,7 +308,7 @@ def build_config(
     return config
 
 
-def _requested_gpus(device: Any) -> list[int]:
+def gpu_indices(device: Any) -> list[int]:
     """CUDA indices an Ultralytics ``device`` value names (``0``, ``"0,1"``, ``[0, 1]``, ``"cuda:1"``,
     ``"cuda"``); ``[]`` for the CPU, Apple's ``mps`` or unset (Ultralytics' ``select_device`` syntax)."""
     if device is None or isinstance(device, bool):
@@ -326,7 +326,7 @@ def _requested_gpus(device: Any) -> list[int]:
 
 def _check_gpus_visible(device: Any) -> None:
     """Refuse ``device=`` naming a GPU torch cannot see, before any trial (else every trial fails)."""
-    wanted = _requested_gpus(device)
+    wanted = gpu_indices(device)
     if not wanted:
         return
     import torch

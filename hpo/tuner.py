@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import ultra
-from .config import TuneConfig, build_config
+from .config import TuneConfig, build_config, gpu_indices
 from .errors import RunFailed, StudyError
 from .runner import TrialOutcome, TrialRunner, TrialSpec, start_workers
 from .study import Study, TrialRecord, TrialStatus, utcnow
@@ -155,15 +155,6 @@ class TuneResult:
     nothing_to_do: bool = False
 
 
-def _gpu_list(device: Any) -> list[str]:
-    """GPU indices named by an Ultralytics ``device`` value (``"0,1"``, ``[0, 1]``, ``0``); else ``[]``."""
-    if device is None or isinstance(device, bool):
-        return []
-    items = device if isinstance(device, (list, tuple)) else str(device).split(",")
-    out = [str(x).strip() for x in items if str(x).strip()]
-    return out if out and all(x.isdigit() for x in out) else []
-
-
 class StudyLoop:
     """Runs trials of one study and records them. The public surface backends may use.
 
@@ -183,7 +174,7 @@ class StudyLoop:
         self._retry: list[tuple[int, dict[str, Any]]] = []
         self._next_id = max(study.records(), default=-1) + 1
         self.data_arg = str(study.path / "data.yaml") if config.data.kind == "yaml" else config.data.source
-        self.gpus = _gpu_list(config.train_args.get("device"))
+        self.gpus = [str(g) for g in gpu_indices(config.train_args.get("device"))]
 
     # --- counting
     def finished(self) -> list[TrialRecord]:
