@@ -21,7 +21,9 @@ from .errors import (
     SpaceError,
     StudyError,
     StudyLocked,
+    VolumeError,
 )
+from .files import repair_jsonl
 from .hookspecs import hookimpl
 from .space import Kind, Param, SearchSpace
 from .study import Study, TrialRecord, TrialStatus
@@ -51,5 +53,7 @@ __all__ = [
     "StudyError",
     "StudyLocked",
     "RunFailed",
+    "VolumeError",
+    "repair_jsonl",
     "__version__",
 ]

@@ -331,14 +331,17 @@ def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON on s
 
 @app.command()
 @handle_errors
-def unlock(study_dir: Path = typer.Argument(..., help="The study directory.")) -> None:
-    """Break a study's lock (only when its writer is gone)."""
+def unlock(
+    study_dir: Path = typer.Argument(..., help="The study directory."),
+    force: bool = typer.Option(False, "--force", help="Also remove a lock held by another host that hpo cannot prove dead (a filesystem without cross-host locks)."),
+) -> None:
+    """Remove a study's lock whose writer is gone (never the lock of a live writer)."""
     from .study import Study
 
     if not Study.exists(study_dir):
         raise ConfigError(f"study: no study at '{study_dir}'")
-    info = Study.break_lock(study_dir)
-    print(f"removed lock held by {info.get('host')} pid {info.get('pid')}" if info else "no lock was held")
+    info = Study.break_lock(study_dir, force=force)
+    print(f"removed the lock of a writer that is gone (host {info.get('host')} pid {info.get('pid')})" if info else "no lock was held")
 
 
 @datasets_app.command("make")

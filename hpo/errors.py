@@ -20,6 +20,7 @@ __all__ = [
     "StudyLocked",
     "StudyError",
     "RunFailed",
+    "VolumeError",
     "closest",
 ]
 
@@ -58,6 +59,16 @@ class StudyLocked(StudyError):
 
 class RunFailed(HpoError):
     """The study ran but every trial failed (or the run broke). Exit code 1."""
+
+    exit_code = 1
+
+
+class VolumeError(HpoError):
+    """The output volume refused a write (full, over quota, read-only or an I/O error). Exit code 1.
+
+    The study stops at once and stays readable: every finished trial is kept and the trials that
+    were running are re-run by ``--resume`` once the volume is fixed.
+    """
 
     exit_code = 1
 

@@ -191,6 +191,11 @@ class TrialRunner:
         self._procs: set[Any] = set()
         self._procs_lock = threading.Lock()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`abort` was called: no new trial starts, running ones raise :class:`TrialInterrupted`."""
+        return self._stopping.is_set()
+
     def abort(self) -> None:
         """Kill every running trial worker; their ``run`` calls raise :class:`TrialInterrupted`."""
         self._stopping.set()
@@ -280,8 +285,9 @@ class TrialRunner:
         proc.kill()
         proc.join(10)
 
-    @staticmethod
-    def _died(proc: Any, spec: TrialSpec, epochs: list, t0: float) -> TrialOutcome:
+    def _died(self, proc: Any, spec: TrialSpec, epochs: list, t0: float) -> TrialOutcome:
+        if self._stopping.is_set():  # killed by abort(): not a result
+            raise TrialInterrupted(f"trial {spec.trial_id} interrupted: the study is stopping")
         code = proc.exitcode
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         tail = _log_tail(spec.run_dir)

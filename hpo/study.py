@@ -13,22 +13,25 @@ Layout of ``<output>/<name>/``::
     weights/best.pt     a copy of the best trial's weights
     <backend>/          the backend's own state
 
-A torn last line (the process was killed mid-write) is skipped on read; every complete line is
-kept, so a killed run never loses a finished trial.
+Writes go through :mod:`hpo.files`: atomic, with the umask's modes, and an append that fails
+(full volume, I/O error, interrupt) is truncated back. A torn last record (a writer killed
+mid-append) is skipped on read and cut off (with a warning) when a writer opens the study, before
+anything is appended after it; a record that is damaged in the middle is salvaged where it can be
+and skipped otherwise, with a warning, never an error. So a killed run never loses a finished
+trial, and ``hpo show`` reads a damaged study. A write the volume refuses raises
+:class:`hpo.errors.VolumeError` (exit 1: the study stops, resumable).
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import json
 import math
 import os
-import shutil
-import socket
-import tempfile
+import sys
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +39,9 @@ from typing import Any
 
 import yaml
 
-from .errors import StudyError, StudyLocked
+from .errors import StudyError
+from .files import append_line, atomic_copy, atomic_write_text, repair_jsonl, volume_errors
+from .lock import LOCK_HEARTBEAT_S, LOCK_STALE_AFTER_S, StudyLock
 
 __all__ = [
     "TrialStatus",
@@ -44,57 +49,35 @@ __all__ = [
     "Study",
     "StudyLock",
     "atomic_write_text",
+    "atomic_copy",
     "utcnow",
+    "LOCK_STALE_AFTER_S",
+    "LOCK_HEARTBEAT_S",
 ]
-
-#: A lock whose heartbeat is older than this (seconds) belongs to a dead writer on another host.
-LOCK_STALE_AFTER_S = 120.0
-#: How often the lock holder refreshes the heartbeat (seconds).
-LOCK_HEARTBEAT_S = 15.0
-
 
 def utcnow() -> str:
     """Current time, UTC ISO 8601 with seconds precision (``2026-11-29T08:00:00+00:00``)."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_copy(src: str | Path, dst: str | Path) -> None:
-    """Copy a file atomically (temp file beside ``dst``, then rename)."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
 class TrialStatus(str, enum.Enum):
-    """State of a trial. ``RUNNING`` is the only unfinished state."""
+    """State of a trial.
+
+    ``RUNNING`` and ``INTERRUPTED`` are unfinished: ``--resume`` re-runs such a trial with its id
+    and params. ``INTERRUPTED`` is written when the run was stopped (Ctrl-C, SIGTERM, a full
+    volume) while the trial trained; a trial whose process was SIGKILLed stays ``RUNNING``.
+    """
 
     RUNNING = "running"
+    INTERRUPTED = "interrupted"
     COMPLETE = "complete"
     FAILED = "failed"
     PRUNED = "pruned"
 
     @property
     def finished(self) -> bool:
-        return self is not TrialStatus.RUNNING
+        """Whether the trial has a result (complete, failed or pruned)."""
+        return self not in (TrialStatus.RUNNING, TrialStatus.INTERRUPTED)
 
 
 @dataclass
@@ -157,6 +140,22 @@ def _json_default(x: Any) -> Any:
     return str(x)
 
 
+def _parse_record(line: str) -> TrialRecord | None:
+    """A record from one line, or the last whole record glued after a tear (``{"id":...`` onward)."""
+    candidates = [line]
+    glued = line.rfind('{"id":')
+    if glued > 0:
+        candidates.append(line[glued:])
+    for text in candidates:
+        try:
+            doc = json.loads(text)
+            if isinstance(doc, dict) and "id" in doc:
+                return TrialRecord.from_json(doc)
+        except (ValueError, TypeError, KeyError):
+            continue
+    return None
+
+
 def _finite_or_none(x: Any) -> Any:
     """Replace NaN/inf floats (anywhere in dicts/lists) by ``None``: JSON has no NaN."""
     if isinstance(x, float) and not math.isfinite(x):
@@ -166,91 +165,6 @@ def _finite_or_none(x: Any) -> Any:
     if isinstance(x, list):
         return [_finite_or_none(v) for v in x]
     return x
-
-
-class StudyLock:
-    """The single-writer lock ``<study>/lock``.
-
-    The holder's host, pid and start time are written in the file; a background thread touches it
-    every :data:`LOCK_HEARTBEAT_S` seconds. Acquiring fails fast if another live writer holds it.
-    A lock is *stale*, and taken over with a warning, when its holder is a dead process on this
-    host or its heartbeat is older than :data:`LOCK_STALE_AFTER_S` seconds (a killed pod).
-    ``Study.break_lock`` (``hpo unlock``) removes it explicitly.
-    """
-
-    def __init__(self, path: Path, *, stale_after_s: float = LOCK_STALE_AFTER_S):
-        self.path = Path(path)
-        self.stale_after_s = stale_after_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.took_over: dict[str, Any] | None = None
-
-    def holder(self) -> dict[str, Any] | None:
-        """The current holder's info (host, pid, started, age_s of heartbeat) or ``None``."""
-        try:
-            info = json.loads(self.path.read_text())
-            info["age_s"] = time.time() - self.path.stat().st_mtime
-            return info
-        except FileNotFoundError:
-            return None
-        except (ValueError, OSError):
-            return {"host": "?", "pid": -1, "started": "?", "age_s": float("inf")}
-
-    def _is_stale(self, info: dict[str, Any]) -> bool:
-        if info.get("host") == socket.gethostname():
-            pid = int(info.get("pid", -1))
-            if pid == os.getpid():
-                return False
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return True
-            except (PermissionError, OSError):
-                return False
-            return False
-        return info.get("age_s", 0) > self.stale_after_s
-
-    def acquire(self) -> None:
-        """Take the lock or raise :class:`StudyLocked` naming the holder."""
-        mine = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": utcnow()})
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                info = self.holder()
-                if info is None:
-                    continue
-                if self._is_stale(info):
-                    self.took_over = info
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.path)
-                    continue
-                raise StudyLocked(
-                    f"study: '{self.path.parent}' is locked by host {info.get('host')} pid {info.get('pid')} "
-                    f"(since {info.get('started')}, heartbeat {info.get('age_s', 0):.0f} s ago); wait for it to finish, "
-                    f"or if that process is gone run: hpo unlock {self.path.parent}"
-                ) from None
-            with os.fdopen(fd, "w") as f:
-                f.write(mine)
-                f.flush()
-                os.fsync(f.fileno())
-            self._thread = threading.Thread(target=self._beat, name="hpo-lock-heartbeat", daemon=True)
-            self._thread.start()
-            return
-        raise StudyLocked(f"study: could not take the lock '{self.path}' (it keeps changing); retry")
-
-    def _beat(self) -> None:
-        while not self._stop.wait(LOCK_HEARTBEAT_S):
-            with contextlib.suppress(OSError):
-                os.utime(self.path)
-
-    def release(self) -> None:
-        """Release the lock (only if this process holds it)."""
-        self._stop.set()
-        info = self.holder()
-        if info and info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
 
 
 class Study:
@@ -268,12 +182,18 @@ class Study:
 
     SETTINGS = "study.json"
     RECORDS = "trials.jsonl"
+    #: A file of :data:`RESERVE_BYTES` the writer keeps allocated, and frees when the volume fills up,
+    #: so that the records of the trials that were running when it did can still be written.
+    RESERVE = ".space-reserve"
+    RESERVE_BYTES = 2 << 20
 
     def __init__(self, path: Path, settings: dict[str, Any], *, records_file: str = RECORDS):
         self.path = Path(path)
         self.settings = settings
         self.records_file = self.path / records_file
         self.lock: StudyLock | None = None
+        self.repairs: list[str] = []
+        self._warned: set[str] = set()
         self._append_lock = threading.Lock()
 
     # --- creation / opening
@@ -288,6 +208,7 @@ class Study:
 
         Raises:
             StudyError: a study already exists at ``path``, or the folder cannot be written.
+            StudyLocked: another process is creating the same study right now.
         """
         path = Path(path)
         if cls.exists(path):
@@ -298,11 +219,20 @@ class Study:
             raise StudyError(f"output: cannot create '{path}': {e.strerror}; choose a writable --output") from None
         study = cls(path, dict(settings))
         study.lock = StudyLock(path / "lock")
-        study.lock.acquire()
-        now = utcnow()
-        study.settings.setdefault("created", now)
-        study.settings["updated"] = now
-        study.save_settings()
+        try:
+            study.lock.acquire()
+        except OSError as e:
+            raise StudyError(f"output: cannot write in '{path}': {e.strerror}; choose a writable --output") from None
+        try:
+            if cls.exists(path):  # another process created it between our check and our lock
+                raise StudyError(f"study: '{path}' already exists; pass --resume to continue it or choose another --name")
+            now = utcnow()
+            study.settings.setdefault("created", now)
+            study.settings["updated"] = now
+            study.save_settings()
+        except BaseException:
+            study.close()
+            raise
         return study
 
     @classmethod
@@ -311,41 +241,82 @@ class Study:
 
         Args:
             path: the study directory.
-            writer: take the single-writer lock (for resuming).
+            writer: take the single-writer lock (for resuming). The writer cuts a torn last
+                record off ``trials.jsonl`` (a warning on stderr; :attr:`repairs` lists it).
             worker: for a process joining a running study (backends that allow it, e.g. optuna),
                 a worker name; its records go to ``trials.<worker>.jsonl`` and no lock is taken.
 
         Raises:
-            StudyError: no study at ``path`` or ``study.json`` is unreadable.
+            StudyError: no study at ``path``, or ``study.json`` is unreadable or not a JSON object.
             StudyLocked: ``writer=True`` and a live process holds the lock.
+            VolumeError: the repair of a torn record could not be written.
         """
         path = Path(path)
         f = path / cls.SETTINGS
         if not f.is_file():
-            raise StudyError(f"study: no study at '{path}' (no {cls.SETTINGS}); check --output/--name")
+            what = "a file, not a study directory" if path.is_file() else f"no {cls.SETTINGS}"
+            raise StudyError(f"study: no study at '{path}' ({what}); check --output/--name or the path")
         try:
             settings = json.loads(f.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise StudyError(f"study: '{f}' is unreadable ({e}); restore it or start a new study") from None
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            why = getattr(e, "strerror", None) or str(e).splitlines()[0]
+            raise StudyError(f"study: '{f}' is unreadable ({why}); restore it from a backup or start a new study") from None
+        if not isinstance(settings, dict):
+            raise StudyError(
+                f"study: '{f}' holds a JSON {type(settings).__name__}, not the study's settings object; "
+                "restore it from a backup or start a new study"
+            )
         records_file = f"trials.{worker}.jsonl" if worker else cls.RECORDS
         study = cls(path, settings, records_file=records_file)
         if writer and not worker:
             study.lock = StudyLock(path / "lock")
             study.lock.acquire()
+            try:
+                study.repair()
+            except BaseException:
+                study.close()
+                raise
         return study
 
+    def repair(self) -> list[str]:
+        """Cut a torn last record off this process's records file (writer only); return the warnings.
+
+        Each warning is also printed to stderr and kept in :attr:`repairs`.
+
+        Raises:
+            VolumeError: the file cannot be truncated (I/O error, read-only volume).
+        """
+        with volume_errors(self.records_file):
+            cut = repair_jsonl(self.records_file)
+        if cut:
+            self._warn(
+                f"'{self.records_file}' ended in a torn record ({cut} bytes, a write cut short by a kill or a full "
+                "volume); removed it, every complete record is kept"
+            )
+        return self.repairs
+
+    def _warn(self, text: str) -> None:
+        self.repairs.append(text)
+        print(f"hpo: warning: {text}", file=sys.stderr, flush=True)
+
     @staticmethod
-    def break_lock(path: str | Path) -> dict[str, Any] | None:
-        """Remove a study's lock whoever holds it; returns the holder's info (or ``None``)."""
-        lock = StudyLock(Path(path) / "lock")
-        info = lock.holder()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock.path)
-        return info
+    def break_lock(path: str | Path, *, force: bool = False) -> dict[str, Any] | None:
+        """Remove a study's lock whose writer is gone (``hpo unlock``); return the holder's record.
+
+        Args:
+            path: the study directory.
+            force: also remove a lock held by another host that hpo cannot prove dead (a
+                filesystem without cross-host locks, heartbeat still fresh).
+
+        Raises:
+            StudyLocked: the writer is alive (never removed), or may be and ``force`` is false.
+        """
+        return StudyLock(Path(path) / "lock").break_stale(force=force)
 
     def close(self) -> None:
-        """Release the lock if held."""
+        """Release the lock (and the space reserve) if held."""
         if self.lock:
+            self.release_reserve()
             self.lock.release()
             self.lock = None
 
@@ -357,9 +328,14 @@ class Study:
 
     # --- settings
     def save_settings(self) -> None:
-        """Rewrite ``study.json`` atomically (``updated`` set to now)."""
+        """Rewrite ``study.json`` atomically (``updated`` set to now).
+
+        Raises:
+            VolumeError: the volume refused the write (``study.json`` is unchanged).
+        """
         self.settings["updated"] = utcnow()
-        atomic_write_text(self.path / self.SETTINGS, json.dumps(self.settings, indent=2, default=_json_default) + "\n")
+        with volume_errors(self.path):
+            atomic_write_text(self.path / self.SETTINGS, json.dumps(self.settings, indent=2, default=_json_default) + "\n")
 
     # --- records
     @contextlib.contextmanager
@@ -384,39 +360,92 @@ class Study:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def append(self, record: TrialRecord) -> None:
-        """Append a snapshot of ``record`` to this process's records file (one line, fsync'd)."""
+        """Append a snapshot of ``record`` to this process's records file (one line, fsync'd; all or nothing).
+
+        Raises:
+            VolumeError: the volume refused the write (the file is as before).
+        """
         line = json.dumps(_finite_or_none(record.to_json()), default=_json_default, allow_nan=False, separators=(",", ":"))
-        with self._append_lock:
-            with open(self.records_file, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+        with self._append_lock, volume_errors(self.records_file):
+            try:
+                append_line(self.records_file, line)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not self.release_reserve():
+                    raise
+                append_line(self.records_file, line)  # the record is safe; the study must stop anyway
+                raise
+
+    def keep_reserve(self) -> None:
+        """Allocate the space reserve ``<study>/.space-reserve`` (writer only; idempotent).
+
+        Raises:
+            VolumeError: the volume has not even :data:`RESERVE_BYTES` free.
+        """
+        path = self.path / self.RESERVE
+        with volume_errors(self.path, needed=self.RESERVE_BYTES):
+            if path.is_file() and path.stat().st_size >= self.RESERVE_BYTES:
+                return
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            try:
+                try:
+                    os.posix_fallocate(fd, 0, self.RESERVE_BYTES)
+                except OSError as e:
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                        os.close(fd)
+                        fd = -1
+                        os.unlink(path)
+                        raise
+                    os.ftruncate(fd, 0)  # no fallocate here (e.g. some NFS): write zeros instead
+                    os.write(fd, bytes(self.RESERVE_BYTES))
+                os.fsync(fd)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+
+    def release_reserve(self) -> bool:
+        """Free the space reserve; ``True`` if there was one."""
+        try:
+            os.unlink(self.path / self.RESERVE)
+        except FileNotFoundError:
+            return False
+        return True
 
     def records(self) -> dict[int, TrialRecord]:
-        """All trials, by id, folded from every ``trials*.jsonl`` (last snapshot of an id wins).
+        """All trials, by id, folded from every ``trials*.jsonl`` (last snapshot of an id wins,
+        except that a finished snapshot is never replaced by an unfinished one).
 
-        A torn final line (a writer killed mid-append) is skipped.
+        Never fails on content: a torn final line is skipped; a damaged line in the middle (a torn
+        record that a version without repair appended onto) is salvaged when a whole record follows
+        the tear, else skipped; both with one warning on stderr per file and problem.
         """
-        snapshots: list[tuple[str, TrialRecord]] = []
+        snapshots: list[TrialRecord] = []
         for f in sorted(self.path.glob("trials*.jsonl")):
-            with open(f, encoding="utf-8") as fh:
-                lines = fh.read().split("\n")
+            try:
+                with open(f, encoding="utf-8", errors="replace") as fh:
+                    lines = fh.read().split("\n")
+            except OSError as e:
+                self._warn_once(f"{f}:read", f"cannot read '{f}' ({e.strerror}); its trials are not shown")
+                continue
             for n, line in enumerate(lines):
                 if not line.strip():
                     continue
-                try:
-                    rec = TrialRecord.from_json(json.loads(line))
-                except (ValueError, TypeError, KeyError):
-                    if n >= len(lines) - 2:  # torn last line of a killed writer
-                        continue
-                    raise StudyError(f"study: '{f}' line {n + 1} is corrupt; remove that line to continue") from None
-                snapshots.append((rec.end or rec.start or "", rec))
+                rec = _parse_record(line)
+                if rec is None:
+                    if n < len(lines) - 2:  # not the torn tail of a killed writer
+                        self._warn_once(f"{f}:{n}", f"'{f}' line {n + 1} is damaged and was skipped")
+                    continue
+                snapshots.append(rec)
         out: dict[int, TrialRecord] = {}
-        for _, rec in snapshots:  # files are append-only: later lines are newer
+        for rec in snapshots:  # files are append-only: later lines are newer
             prev = out.get(rec.id)
             if prev is None or not (prev.status.finished and not rec.status.finished):
                 out[rec.id] = rec
         return dict(sorted(out.items()))
+
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            print(f"hpo: warning: {text}", file=sys.stderr, flush=True)
 
     def finished(self) -> list[TrialRecord]:
         """Finished trials (complete, failed, pruned), by id."""
@@ -452,7 +481,11 @@ class Study:
         return sorted(records, key=key)
 
     def write_best(self, best: TrialRecord) -> None:
-        """Write ``best.yaml`` and copy the trial's weights to ``weights/best.pt`` (both atomic)."""
+        """Write ``best.yaml`` and copy the trial's weights to ``weights/best.pt`` (both atomic).
+
+        Raises:
+            VolumeError: the volume refused a write (the previous files stay as they were).
+        """
         doc = {
             "trial": best.id,
             "objective": best.objective,
@@ -461,10 +494,11 @@ class Study:
             "params": best.params,
             "weights": None,
         }
-        if best.weights and Path(best.weights).is_file():
-            atomic_copy(best.weights, self.path / "weights" / "best.pt")
-            doc["weights"] = str(self.path / "weights" / "best.pt")
-        atomic_write_text(self.path / "best.yaml", yaml.safe_dump(doc, sort_keys=False))
+        with volume_errors(self.path):
+            if best.weights and Path(best.weights).is_file():
+                atomic_copy(best.weights, self.path / "weights" / "best.pt")
+                doc["weights"] = str(self.path / "weights" / "best.pt")
+            atomic_write_text(self.path / "best.yaml", yaml.safe_dump(doc, sort_keys=False))
 
     def trial_dir(self, trial_id: int) -> Path:
         """``<study>/trials/<id>``: the trial's Ultralytics run folder."""

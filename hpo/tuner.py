@@ -6,6 +6,7 @@ runner trains -> records go to the study (and the callbacks) -> result.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -19,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import ultra
 from .config import TuneConfig, build_config, gpu_indices
-from .errors import RunFailed, StudyError
-from .runner import TrialOutcome, TrialRunner, TrialSpec, start_workers
+from .errors import ConfigError, RunFailed, StudyError, VolumeError
+from .files import free_bytes, human_bytes, tree_bytes, volume_errors
+from .runner import TrialInterrupted, TrialOutcome, TrialRunner, TrialSpec, start_workers
 from .study import Study, TrialRecord, TrialStatus, utcnow
 
 if TYPE_CHECKING:
@@ -32,6 +34,16 @@ __all__ = [
     "Tuner", "TuneResult", "TunerCallback", "StudyLoop", "TrialOutcome", "trials_frame", "leaderboard_markdown",
     "objective_of",
 ]
+
+
+#: Below this many free bytes on the study's volume no trial starts (see :meth:`StudyLoop.space_needed`).
+MIN_FREE_BYTES = 16 << 20
+#: A failed trial whose error says this failed because the volume did (errno texts of ENOSPC,
+#: EDQUOT, EROFS, EIO, and torch's checkpoint writer's "file write failed").
+_VOLUME_TEXT = re.compile(
+    r"No space left on device|Errno 28\b|Disk quota exceeded|Errno 122\b|Read-only file system|Errno 30\b|"
+    r"Input/output error|Errno 5\b|PytorchStreamWriter failed writing|file write failed",
+)
 
 
 class TunerCallback:
@@ -175,6 +187,44 @@ class StudyLoop:
         self._next_id = max(study.records(), default=-1) + 1
         self.data_arg = str(study.path / "data.yaml") if config.data.kind == "yaml" else config.data.source
         self.gpus = [str(g) for g in gpu_indices(config.train_args.get("device"))]
+        self._trial_bytes = 0  # the largest trial folder of this run (bytes), for the free-space check
+
+    # --- the volume
+    def space_needed(self) -> int:
+        """Bytes a new trial needs free on the study's volume: the largest trial folder seen so far
+        (weights, logs) plus the space reserve, at least :data:`MIN_FREE_BYTES`."""
+        if not self._trial_bytes:
+            done = [r.id for r in self.study.finished()][-5:]
+            self._trial_bytes = max((tree_bytes(self.study.trial_dir(t)) for t in done), default=0)
+        return max(MIN_FREE_BYTES, self._trial_bytes + Study.RESERVE_BYTES)
+
+    def check_space(self) -> None:
+        """Refuse to start a trial on a volume without :meth:`space_needed` bytes free.
+
+        Raises:
+            VolumeError: naming the volume, the free and the needed space.
+        """
+        needed = self.space_needed()
+        if free_bytes(self.study.path) < needed:
+            from .files import volume_error
+
+            raise volume_error(OSError(errno.ENOSPC, "No space left on device"), self.study.path, needed=needed)
+
+    def _volume_failure(self, outcome: TrialOutcome) -> bool:
+        """Whether a failed trial failed because the volume did (full, read-only, I/O error)."""
+        if outcome.status != "failed":
+            return False
+        if _VOLUME_TEXT.search(outcome.error or ""):
+            return True
+        try:
+            return free_bytes(self.study.path) < self.space_needed()
+        except OSError:
+            return True
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the run is stopping (an interrupt or a volume failure): no new trial starts."""
+        return self.runner.stopping
 
     # --- counting
     def finished(self) -> list[TrialRecord]:
@@ -240,11 +290,37 @@ class StudyLoop:
                 return bool(backend.should_prune(record, row)) if backend is not None else False
 
             outcome = self.runner.run(spec, on_epoch)
-        except BaseException:
+            if self._volume_failure(outcome):
+                # not a result: the trial is re-run on --resume once the volume is fixed
+                self.runner.abort()
+                self.check_space()
+                text = outcome.error or ""
+                code = errno.EROFS if re.search(r"Read-only|Errno 30\b", text) else (
+                    errno.EIO if re.search(r"Input/output|Errno 5\b", text) else errno.ENOSPC)
+                with volume_errors(self.study.path, needed=self.space_needed()):
+                    raise OSError(code, f"trial {trial_id}'s own writes failed")
+        except BaseException as e:
             with self._lock:
                 self._in_flight.discard(trial_id)
+            if isinstance(e, (KeyboardInterrupt, VolumeError)):
+                self.trial_interrupted(record, e)
             raise
         return self.trial_finished(record, outcome)
+
+    def trial_interrupted(self, record: TrialRecord, why: BaseException) -> None:
+        """Record a trial the run stopped (interrupt, volume failure) as ``interrupted``: not a
+        result, and ``--resume`` re-runs it with the same id and params. Best effort: if the volume
+        refuses the record, the trial's ``running`` record means the same."""
+        record.status = TrialStatus.INTERRUPTED
+        record.end = utcnow()
+        what = "the volume failed" if isinstance(why, VolumeError) else "the run was interrupted (Ctrl-C or SIGTERM)"
+        record.error = f"{what} after epoch {record.epochs_completed}; --resume re-runs this trial"
+        with self._lock:
+            self._in_flight.discard(record.id)
+        try:
+            self.study.append(record)
+        except (VolumeError, OSError):
+            pass
 
     # --- the pieces of run_trial, public for backends that own their loop (Ray Tune): they train
     # --- elsewhere and report each trial's start, epochs and end here, in the driver process.
@@ -350,6 +426,9 @@ class StudyLoop:
             try:
                 while True:
                     with self._lock, self.study.reserving():
+                        if self.stopping:
+                            return
+                        self.check_space()
                         if self._retry:
                             tid, params = self._retry.pop(0)
                         elif self.remaining() > 0:
@@ -361,9 +440,11 @@ class StudyLoop:
                             return
                         self._in_flight.add(tid)
                     record = self.run_trial(tid, params, backend=backend, slot=slot)
-                    with self._lock:
+                    with self._lock, volume_errors(self.study.path):
                         backend.tell(record)
             except BaseException as e:  # noqa: BLE001
+                if isinstance(e, VolumeError):
+                    self.runner.abort()  # stop the other trials at once: resumable, not failed
                 errors.append(e)
 
         n = self.config.workers
@@ -385,8 +466,10 @@ class StudyLoop:
                     t.join(30)
                 raise
         if errors:
-            real = [e for e in errors if not isinstance(e, KeyboardInterrupt)]  # a crash beats an interrupt
-            raise (real or errors)[0]
+            # a volume failure explains the interrupts it caused; a crash beats an interrupt
+            volume = [e for e in errors if isinstance(e, VolumeError)]
+            real = [e for e in errors if not isinstance(e, KeyboardInterrupt)]
+            raise (volume or real or errors)[0]
 
 
 def _start_workers_for(backend_cls: type[Backend]) -> None:
@@ -540,23 +623,30 @@ class Tuner:
 
         if self.tracker is not None:
             self.tracker.check()  # create-or-get the experiment once, before anything is written
+        new_dir = not cfg.study_dir.exists()
         study = self._open_study()
         result: TuneResult | None = None
         loop = StudyLoop(cfg, study, self.callbacks)
         backend = None
+        started = False
         try:
-            records = study.records()
-            finished = [r for r in records.values() if r.status.finished]
-            if len(finished) >= cfg.iterations:
-                result = self._result(study, nothing_to_do=True)
-                return result
-            backend = backend_cls(config=cfg, study=study, options=cfg.options)
-            backend.restore(finished)
-            for r in records.values():
-                if not r.status.finished and not cfg.join:  # a joined process leaves others' trials alone
-                    loop.queue_retry(r.id, backend.retry_params(r))
-            loop._emit("on_study_start", study, cfg)
-            backend.run(loop)
+            with volume_errors(study.path):
+                records = study.records()
+                finished = [r for r in records.values() if r.status.finished]
+                if len(finished) >= cfg.iterations:
+                    result = self._result(study, nothing_to_do=True)
+                    return result
+                if not cfg.join:
+                    study.keep_reserve()
+                    self._refresh_best(study, finished)
+                backend = backend_cls(config=cfg, study=study, options=cfg.options)
+                backend.restore(finished)
+                for r in records.values():
+                    if not r.status.finished and not cfg.join:  # a joined process leaves others' trials alone
+                        loop.queue_retry(r.id, backend.retry_params(r))
+                started = True
+                loop._emit("on_study_start", study, cfg)
+                backend.run(loop)
             result = self._result(study)
             if result.counts.get("complete", 0) == 0 and result.counts.get("pruned", 0) == 0:
                 first = next((r for r in study.finished() if r.status is TrialStatus.FAILED), None)
@@ -566,6 +656,11 @@ class Tuner:
                     f"{first.error if first else 'unknown'}" + (f" (log: {log})" if log and log.is_file() else "")
                 )
             return result
+        except ConfigError:
+            if new_dir and not started:
+                # bad input found after the study directory was made (e.g. a backend's storage): leave nothing
+                self._remove_new_study(study)
+            raise
         finally:
             try:
                 if backend is not None:
@@ -573,6 +668,29 @@ class Tuner:
                 loop._emit("on_study_end", study, result)
             finally:
                 study.close()
+
+    @staticmethod
+    def _refresh_best(study: Study, finished: list[TrialRecord]) -> None:
+        """Rewrite ``best.yaml`` if it does not name the best recorded trial (a run stopped between
+        recording a trial and writing its best, e.g. on a full volume)."""
+        import yaml
+
+        best = study.best(finished)
+        if best is None:
+            return
+        try:
+            doc = yaml.safe_load((study.path / "best.yaml").read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            doc = {}
+        if not isinstance(doc, dict) or doc.get("trial") != best.id or doc.get("objective") != best.objective:
+            study.write_best(best)
+
+    @staticmethod
+    def _remove_new_study(study: Study) -> None:
+        import shutil
+
+        study.close()
+        shutil.rmtree(study.path, ignore_errors=True)
 
     def _result(self, study: Study, *, nothing_to_do: bool = False) -> TuneResult:
         finished = study.finished()

@@ -64,32 +64,180 @@ def test_lock_is_exclusive_names_holder_and_is_released(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 3
     assert f"host {socket.gethostname()} pid {os.getpid()}" in out.stdout
-    assert "hpo unlock" in out.stdout
+    assert "stop that process" in out.stdout
     study.close()
     assert not (path / "lock").exists()
     Study.open(path, writer=True).close()
 
 
-def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+def test_killed_writers_lock_is_taken_over_at_once(tmp_path):
     path = tmp_path / "s"
-    Study.create(path, {}).lock._stop.set()  # keep the lock file, as a killed process would
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    info = json.loads((path / "lock").read_text())
-    info["pid"] = int(dead.stdout)
-    (path / "lock").write_text(json.dumps(info))
-    study = Study.open(path, writer=True)
-    assert study.lock.took_over["pid"] == int(dead.stdout)
+    code = (
+        "import os, signal; from hpo import Study\n"
+        f"s = Study.create({str(path)!r}, {{}})\nprint(os.getpid(), flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == -9
+    assert json.loads((path / "lock").read_text())["pid"] == int(out.stdout)  # the file is left behind
+    study = Study.open(path, writer=True)  # the kernel released the dead writer's flock: no waiting
+    assert study.lock.took_over["pid"] == int(out.stdout)
     study.close()
 
 
-def test_live_lock_on_another_host_blocks_and_unlock_breaks_it(tmp_path):
+def test_lock_of_another_host_in_heartbeat_mode_blocks_until_forced(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPO_LOCK_HEARTBEAT", "1")  # as on a filesystem without cross-host locks (NFSv3)
     path = tmp_path / "s"
-    Study.create(path, {}).lock._stop.set()
+    Study.create(path, {}).close()
     (path / "lock").write_text(json.dumps({"host": "other-pod", "pid": 1, "started": "x"}))
-    with pytest.raises(StudyLocked, match="other-pod pid 1"):
+    with pytest.raises(StudyLocked, match="other-pod pid 1.*hpo unlock --force"):
         Study.open(path, writer=True)
-    assert Study.break_lock(path)["host"] == "other-pod"
+    with pytest.raises(StudyLocked, match="unlock --force"):
+        Study.break_lock(path)
+    assert Study.break_lock(path, force=True)["host"] == "other-pod"
     Study.open(path, writer=True).close()
+    # a heartbeat older than the limit is a dead pod's: taken over with a record of it
+    (path / "lock").write_text(json.dumps({"host": "other-pod", "pid": 1, "started": "x"}))
+    old = os.stat(path / "lock").st_mtime - 600
+    os.utime(path / "lock", (old, old))
+    study = Study.open(path, writer=True)
+    assert study.lock.took_over["host"] == "other-pod"
+    study.close()
+
+
+def test_lock_of_another_host_on_a_local_filesystem_is_proven_dead(tmp_path, monkeypatch):
+    monkeypatch.delenv("HPO_LOCK_HEARTBEAT", raising=False)
+    from hpo.lock import kernel_lock_reliable
+
+    if not kernel_lock_reliable(tmp_path):
+        pytest.skip(f"{tmp_path} is not on a filesystem with reliable flock")
+    path = tmp_path / "s"
+    Study.create(path, {}).close()
+    (path / "lock").write_text(json.dumps({"host": "killed-pod", "pid": 1, "started": "x"}))
+    study = Study.open(path, writer=True)  # no flock held: its writer is gone, whatever host it was on
+    assert study.lock.took_over["host"] == "killed-pod"
+    assert study.lock._thread is None  # no heartbeat where the kernel proves liveness
+    study.close()
+
+
+def test_empty_lock_file_of_a_starting_writer_is_not_stale(tmp_path):
+    import fcntl
+
+    path = tmp_path / "s"
+    Study.create(path, {}).close()
+    fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT)  # a writer that locked but has not written its record
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(StudyLocked, match="starting"):
+            Study.open(path, writer=True)
+    finally:
+        os.close(fd)
+    Study.open(path, writer=True).close()
+
+
+def test_unlock_refuses_the_lock_of_a_live_process_on_this_host(tmp_path):
+    path = tmp_path / "s"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sys, time; from hpo import Study; s = Study.create({str(path)!r}, {{}}); print('ok', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        with pytest.raises(StudyLocked, match=f"live process {holder.pid} on this host; stop it first"):
+            Study.break_lock(path, force=True)
+        assert (path / "lock").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert Study.break_lock(path)["pid"] == holder.pid  # gone now: removed
+    assert not (path / "lock").exists()
+
+
+def test_lock_race_has_exactly_one_writer_every_round(tmp_path):
+    """Forked processes open one study at the same instant, 300 rounds: one writer each time."""
+    from hpo.lock import StudyLock
+
+    n_procs = 4
+    for round_ in range(300):
+        lock_path = tmp_path / f"r{round_}.lock"
+        go_r, go_w = os.pipe()
+        res_r, res_w = os.pipe()
+        done_r, done_w = os.pipe()
+        pids = []
+        for _ in range(n_procs):
+            pid = os.fork()
+            if pid == 0:  # child: wait for the start, race, report, hold until told
+                try:
+                    os.read(go_r, 1)
+                    lock = StudyLock(lock_path)
+                    try:
+                        lock.acquire()
+                        os.write(res_w, b"W")
+                    except StudyLocked:
+                        os.write(res_w, b"L")
+                    os.read(done_r, 1)
+                finally:
+                    os._exit(0)
+            pids.append(pid)
+        os.write(go_w, b"x" * n_procs)
+        got = b""
+        while len(got) < n_procs:
+            got += os.read(res_r, n_procs)
+        os.write(done_w, b"x" * n_procs)
+        for pid in pids:
+            os.waitpid(pid, 0)
+        for fd in (go_r, go_w, res_r, res_w, done_r, done_w):
+            os.close(fd)
+        assert got.count(b"W") == 1, f"round {round_}: {got!r}"
+
+
+def test_study_files_get_the_umask_modes_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        study = Study.create(tmp_path / "s", {"direction": "maximize"})
+        study.append(TrialRecord(id=0, params={"lr0": 0.01}, status=TrialStatus.COMPLETE, objective=0.5))
+        study.write_best(study.best())
+        study.close()
+    finally:
+        os.umask(old)
+    for name in ("study.json", "trials.jsonl", "best.yaml"):
+        assert oct((tmp_path / "s" / name).stat().st_mode & 0o777) == oct(0o644), name
+
+
+def test_writer_repairs_a_torn_last_record_before_appending(tmp_path, capsys):
+    study = Study.create(tmp_path / "s", {})
+    study.append(TrialRecord(id=0, params={"lr0": 0.01}, status=TrialStatus.COMPLETE, objective=0.5))
+    study.close()
+    with open(tmp_path / "s" / "trials.jsonl", "a") as f:
+        f.write('{"id":1,"params":{"lr0"')  # the volume filled up mid-line
+    assert sorted(Study.open(tmp_path / "s").records()) == [0]  # a reader skips it and changes nothing
+    assert (tmp_path / "s" / "trials.jsonl").read_text().endswith('"lr0"')
+    study = Study.open(tmp_path / "s", writer=True)
+    assert "torn record" in capsys.readouterr().err
+    study.append(TrialRecord(id=1, params={"lr0": 0.02}))
+    lines = (tmp_path / "s" / "trials.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["id"] for ln in lines] == [0, 1]
+    study.close()
+
+
+def test_a_damaged_middle_record_is_salvaged_or_skipped_never_fatal(tmp_path, capsys):
+    study = Study.create(tmp_path / "s", {})
+    study.close()
+    ok = lambda i: json.dumps(TrialRecord(id=i, params={}, status=TrialStatus.COMPLETE, objective=i / 10).to_json(), separators=(",", ":"))
+    # what an older version left: a torn record with the next one appended onto it, then garbage
+    (tmp_path / "s" / "trials.jsonl").write_text(ok(0) + "\n" + '{"id":1,"par' + ok(1) + "\n" + "#garbage\n" + ok(2) + "\n")
+    recs = Study.open(tmp_path / "s").records()
+    assert sorted(recs) == [0, 1, 2] and recs[1].objective == 0.1
+    assert "line 3 is damaged" in capsys.readouterr().err
+
+
+def test_study_json_that_is_not_an_object_is_one_clear_error(tmp_path):
+    Study.create(tmp_path / "s", {}).close()
+    (tmp_path / "s" / "study.json").write_text("[1, 2]")
+    with pytest.raises(StudyError, match="holds a JSON list, not the study's settings object"):
+        Study.open(tmp_path / "s")
+    (tmp_path / "s" / "study.json").write_text("{not json")
+    with pytest.raises(StudyError, match="is unreadable"):
+        Study.open(tmp_path / "s")
 
 
 def test_create_refuses_existing_and_open_refuses_missing(tmp_path):

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
-from hpo import Backend, BackendOptions, ConfigError, Kind, SearchSpace, TrialRecord, TrialStatus
+from hpo import Backend, BackendOptions, ConfigError, Kind, SearchSpace, TrialRecord, TrialStatus, repair_jsonl
 
 if TYPE_CHECKING:
     import optuna
@@ -151,6 +152,7 @@ class OptunaBackend(Backend):
         self._optuna = optuna
         self.dists = distributions(self.config.space)
         self.storage_url = self.options.storage or str(Path(self.study.path) / JOURNAL)
+        self._repair_journal()
         try:
             storage = self._open_storage(self.storage_url)
             self.ostudy = optuna.create_study(
@@ -181,6 +183,24 @@ class OptunaBackend(Backend):
             return optuna.storages.RDBStorage(url)
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(url))
+
+    def _repair_journal(self) -> None:
+        """Cut a torn last line off the journal file (a write cut short by a kill or a full volume),
+        under Optuna's own journal lock, before Optuna appends after it (Optuna tolerates a torn
+        last line on read, but not one followed by more). Writer only: joined processes may be
+        mid-append."""
+        if "://" in self.storage_url or self.config.join or not Path(self.storage_url).is_file():
+            return
+        from optuna.storages.journal import JournalFileSymlinkLock
+
+        lock = JournalFileSymlinkLock(self.storage_url)
+        lock.acquire()
+        try:
+            cut = repair_jsonl(self.storage_url)
+        finally:
+            lock.release()
+        if cut:
+            print(f"hpo: warning: optuna: '{self.storage_url}' ended in a torn line ({cut} bytes); removed it", file=sys.stderr, flush=True)
 
     def _seed(self, existing: int) -> int | None:
         """The sampler's seed: ``--seed`` for a new study; ``seed + n`` for a study resumed with ``n``

@@ -1,0 +1,286 @@
+"""Conformance tests every backend passes: the same study semantics whatever searches.
+
+A backend's test module subclasses :class:`BackendConformance` and names the backend::
+
+    from hpo.testing import BackendConformance
+
+    class TestMyBackendConformance(BackendConformance):
+        backend = "mine"                 # the --backend name (installed through entry points)
+        options = ("--my-option", "3")   # extra CLI options the backend needs here (optional)
+
+Each test runs the real ``hpo`` command on real, tiny Ultralytics trainings (``yolov8n-cls`` on
+the built-in digits at 32 px, 1-2 epochs; a few seconds per trial on a CPU) and checks what the
+core promises on every backend:
+
+- a SIGKILL mid-study, then ``--resume``, ends with exactly ``--iterations`` finished trials and
+  every trial that had completed before the kill kept as it was;
+- SIGTERM with two trials at once (``--workers 2``) exits 130 within seconds; the in-flight trials
+  are recorded ``interrupted`` (never ``failed``), no trial starts after the signal, and
+  ``--resume`` re-runs them with their ids and params;
+- ``--trial-timeout`` kills a trial and records it ``failed`` with the reason; a study whose
+  every trial failed exits 1 and has no best;
+- a volume that fills up mid-study (a real size-limited tmpfs; needs root) stops the run with
+  exit 1 and one line naming the volume; ``hpo show`` still reads the study; ``--resume`` after
+  space is freed completes it with no completed trial lost.
+
+Requires pytest. The tests import nothing of the backend: they run it the way a user does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+__all__ = ["BackendConformance", "TRAIN_ARGS"]
+
+#: Fixed train args of the conformance trials: a few seconds each on a 2-core CPU.
+TRAIN_ARGS = ("imgsz=32", "batch=64", "workers=0", "optimizer=AdamW", "device=cpu")
+_SPACE = {"lr0": [1e-4, 1e-2], "hsv_v": [0.0, 0.9]}
+
+
+def _records(study: Path) -> dict[int, dict[str, Any]]:
+    """Last snapshot per trial id, read the way a person would (every trials*.jsonl, skip a torn tail)."""
+    out: dict[int, dict[str, Any]] = {}
+    for f in sorted(study.glob("trials*.jsonl")):
+        for line in f.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            prev = out.get(rec["id"])
+            finished = ("complete", "failed", "pruned")
+            if prev is None or not (prev["status"] in finished and rec["status"] not in finished):
+                out[rec["id"]] = rec
+    return out
+
+
+def _wait(what: str, cond: Any, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the study ended (exit {proc.returncode}) before {what}: {err[-2000:]}")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _fill(path: Path) -> None:
+    """Write zeros to ``path`` until the volume is full to the last block."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 20, 4096, 1):
+            while True:
+                try:
+                    os.write(fd, b"\0" * size)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
+
+
+class BackendConformance:
+    """Subclass in a backend's tests (``class TestXConformance(BackendConformance): backend = "x"``).
+
+    Attributes:
+        backend: the ``--backend`` name.
+        options: extra ``--option value`` tokens for ``hpo tune`` (e.g. a local Ray's CPUs).
+        supports_volume_test: set ``False`` only for a backend whose own library cannot run on a
+            size-limited volume (say why in the subclass).
+    """
+
+    backend: ClassVar[str] = ""
+    options: ClassVar[tuple[str, ...]] = ()
+    supports_volume_test: ClassVar[bool] = True
+
+    # --- fixtures and helpers
+    @pytest.fixture(scope="class")
+    @classmethod
+    def digits(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        """The built-in digits-cls dataset (real UCI digits), cut to 30 train / 10 val images per
+        class so a trial takes a few seconds; built once per class."""
+        from hpo.datasets import make_digits_cls
+
+        root = make_digits_cls(tmp_path_factory.mktemp("conformance-data") / "digits-cls", seed=0)
+        for split, keep in (("train", 30), ("val", 10)):
+            for folder in (root / split).iterdir():
+                for extra in sorted(folder.iterdir())[keep:]:
+                    extra.unlink()
+        return root
+
+    def tune_args(self, data: Path, output: Path, name: str, *, iterations: int, epochs: int, extra: tuple[str, ...] = ()) -> list[str]:
+        """The ``hpo tune`` arguments of a conformance study."""
+        return [
+            "tune", "--backend", self.backend, "--model", "yolov8n-cls.yaml", "--data", str(data),
+            "--iterations", str(iterations), "--epochs", str(epochs), "--output", str(output), "--name", name,
+            "--space", json.dumps(_SPACE), "--seed", "0", *extra, *self.options, *TRAIN_ARGS,
+        ]
+
+    @staticmethod
+    def hpo(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        """Run ``python -m hpo.cli ARGS`` to the end and capture its output."""
+        return subprocess.run([sys.executable, "-m", "hpo.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+    @staticmethod
+    def start(*args: str) -> subprocess.Popen:
+        """Start ``python -m hpo.cli ARGS`` in its own process group (a pod: driver plus trial workers)."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "hpo.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )
+
+    def show(self, study: Path) -> dict[str, Any]:
+        """``hpo show --json STUDY`` (asserting exit 0)."""
+        r = self.hpo("show", str(study), "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    def assert_resumed_to(self, study: Path, total: int, kept: dict[int, dict[str, Any]]) -> dict[str, Any]:
+        """The study has exactly ``total`` finished trials with unique ids, and every trial of ``kept``
+        that was complete is unchanged (params and objective)."""
+        shown = self.show(study)
+        finished = [t for t in shown["trials"] if t["status"] in ("complete", "failed", "pruned")]
+        assert len(finished) == total, shown["trials"]
+        ids = [t["id"] for t in shown["trials"]]
+        assert len(ids) == len(set(ids))
+        now = {t["id"]: t for t in shown["trials"]}
+        for tid, rec in kept.items():
+            if rec["status"] == "complete":
+                assert now[tid]["status"] == "complete"
+                assert now[tid]["params"] == rec["params"] and now[tid]["objective"] == rec["objective"]
+        return shown
+
+    # --- the conformance tests
+    def test_sigkill_then_resume_reaches_exactly_n(self, tmp_path: Path, digits: Path) -> None:
+        args = self.tune_args(digits, tmp_path, "kill", iterations=3, epochs=2)
+        study = tmp_path / "kill"
+        proc = self.start(*args)
+
+        def one_done_one_mid() -> bool:
+            recs = _records(study).values()
+            return any(r["status"] == "complete" for r in recs) and any(
+                r["status"] == "running" and r.get("epochs") for r in recs
+            )
+
+        _wait("a complete trial and another mid-training", one_done_one_mid, proc, 600)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its trial workers, like a dead pod
+        proc.wait()
+        before = _records(study)
+        r = self.hpo(*args, "--resume")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "took over the lock of a writer that is gone" in r.stderr  # at once: the kernel proved it dead
+        self.assert_resumed_to(study, 3, before)
+
+    def test_sigterm_with_two_at_once_records_interrupted_and_resume_reruns_them(self, tmp_path: Path, digits: Path) -> None:
+        args = self.tune_args(digits, tmp_path, "term", iterations=3, epochs=2, extra=("--workers", "2"))
+        study = tmp_path / "term"
+        proc = self.start(*args)
+
+        def two_training() -> bool:
+            return sum(1 for r in _records(study).values() if r["status"] == "running" and r.get("epochs")) >= 1 and sum(
+                1 for r in _records(study).values() if r["status"] == "running"
+            ) >= 2
+
+        _wait("two trials training at once", two_training, proc, 600)
+        in_flight = {i: r for i, r in _records(study).items() if r["status"] == "running"}
+        from hpo.study import utcnow
+
+        signalled = utcnow()
+        proc.send_signal(signal.SIGTERM)  # what Kubernetes sends a pod before killing it
+        try:
+            _, err = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("hpo did not stop within 90 s of SIGTERM")
+        assert proc.returncode == 130, err[-3000:]
+        assert "--resume" in err.strip().splitlines()[-1]
+        after = _records(study)
+        late = [r["id"] for r in after.values() if r["id"] not in in_flight and (r.get("start") or "") > signalled]
+        assert not late, f"trials {late} started after the interrupt"
+        for tid in in_flight:
+            assert after[tid]["status"] in ("interrupted", "complete", "pruned"), after[tid]  # never 'failed'
+        r = self.hpo(*args, "--resume")
+        assert r.returncode == 0, r.stderr[-3000:]
+        shown = self.assert_resumed_to(study, 3, after)
+        now = {t["id"]: t for t in shown["trials"]}
+        for tid, rec in in_flight.items():  # re-run under their ids with their params
+            assert now[tid]["status"] in ("complete", "pruned"), now[tid]
+            assert now[tid]["params"] == rec["params"]
+
+    def test_trial_timeout_is_failed_and_all_failed_exits_1(self, tmp_path: Path, digits: Path) -> None:
+        r = self.hpo(*self.tune_args(digits, tmp_path, "slow", iterations=2, epochs=50, extra=("--trial-timeout", "6")))
+        assert r.returncode == 1, r.stderr[-3000:]
+        last = r.stderr.strip().splitlines()[-1]
+        assert "every trial failed" in last and "timed out after 6 s" in last
+        shown = self.show(tmp_path / "slow")
+        assert [t["status"] for t in shown["trials"]] == ["failed", "failed"]
+        assert all(t["objective"] is None for t in shown["trials"]) and shown["best"] is None
+
+    def test_full_volume_stops_with_exit_1_and_resumes(self, tmp_path: Path, digits: Path) -> None:
+        if not self.supports_volume_test:
+            pytest.skip(f"backend {self.backend} does not run on a size-limited volume")
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("mounting a size-limited tmpfs needs root")
+        vol = tmp_path / "vol"
+        vol.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", str(vol)], capture_output=True).returncode:
+            pytest.skip("cannot mount a tmpfs here")
+        try:
+            self._full_volume(vol, digits)
+        finally:
+            subprocess.run(["umount", "-l", str(vol)], capture_output=True)
+
+    def _full_volume(self, vol: Path, digits: Path) -> None:
+        args = self.tune_args(digits, vol, "full", iterations=3, epochs=2)
+        study = vol / "full"
+        proc = self.start(*args)
+
+        def one_done_one_mid() -> bool:
+            recs = _records(study).values()
+            return any(r["status"] == "complete" for r in recs) and any(r["status"] == "running" for r in recs)
+
+        _wait("a complete trial and another started", one_done_one_mid, proc, 600)
+        started = set(_records(study))
+        ballast = vol / "ballast"
+        _fill(ballast)
+        try:
+            _, err = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("hpo kept running on a full volume")
+        assert proc.returncode == 1, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("hpo: error: output volume") and str(vol) in last and "--resume" in last, err[-3000:]
+        assert "Traceback" not in err
+        assert set(_records(study)) <= started | {max(started) + 1}, "trials kept starting on a full volume"
+        before = _records(study)
+        assert any(r["status"] == "complete" for r in before.values())
+        shown = self.show(study)  # readable while the volume is still full
+        assert {t["id"] for t in shown["trials"]} == set(before)
+        for f in study.rglob("*"):  # every JSON file of the study (the backends' state too) still parses
+            if f.is_file() and (f.suffix in (".json", ".jsonl", ".ndjson") or f.name == "journal.log") and f.stat().st_size:
+                text = f.read_text(errors="replace")
+                try:
+                    json.loads(text)
+                except ValueError:
+                    for n, line in enumerate(text.splitlines()):
+                        try:
+                            json.loads(line)
+                        except ValueError:
+                            # a torn tail is allowed only where hpo repairs it before writing again
+                            assert n == len(text.splitlines()) - 1, f"{f} line {n + 1} is damaged"
+        ballast.unlink()
+        r = self.hpo(*args, "--resume")
+        assert r.returncode == 0, r.stderr[-3000:]
+        self.assert_resumed_to(study, 3, before)
