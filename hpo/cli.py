@@ -62,6 +62,16 @@ def handle_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             print("hpo: interrupted; the study keeps every finished trial: continue it with --resume", file=sys.stderr)
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as e:  # a bug or an unexpected library error: one line, the traceback with --debug
+            if _DEBUG["on"]:
+                import traceback
+
+                traceback.print_exc()
+            text = (str(e).strip().splitlines() or [""])[0]
+            print(f"hpo: error: unexpected {type(e).__name__}{': ' + text if text else ''} (run with --debug for the traceback)", file=sys.stderr)
+            raise typer.Exit(1) from None
 
     return wrapper
 

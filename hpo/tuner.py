@@ -210,8 +210,10 @@ class StudyLoop:
 
             raise volume_error(OSError(errno.ENOSPC, "No space left on device"), self.study.path, needed=needed)
 
-    def _volume_failure(self, outcome: TrialOutcome) -> bool:
-        """Whether a failed trial failed because the volume did (full, read-only, I/O error)."""
+    def volume_failure(self, outcome: TrialOutcome) -> bool:
+        """Whether a failed trial failed because the study's volume did (full, read-only, I/O error):
+        its error names such a write error, or the volume now lacks :meth:`space_needed` bytes.
+        Such a trial is not a result: record it with :meth:`trial_interrupted` and stop."""
         if outcome.status != "failed":
             return False
         if _VOLUME_TEXT.search(outcome.error or ""):
@@ -290,7 +292,7 @@ class StudyLoop:
                 return bool(backend.should_prune(record, row)) if backend is not None else False
 
             outcome = self.runner.run(spec, on_epoch)
-            if self._volume_failure(outcome):
+            if self.volume_failure(outcome):
                 # not a result: the trial is re-run on --resume once the volume is fixed
                 self.runner.abort()
                 self.check_space()
@@ -313,7 +315,12 @@ class StudyLoop:
         refuses the record, the trial's ``running`` record means the same."""
         record.status = TrialStatus.INTERRUPTED
         record.end = utcnow()
-        what = "the volume failed" if isinstance(why, VolumeError) else "the run was interrupted (Ctrl-C or SIGTERM)"
+        if isinstance(why, VolumeError):
+            what = "the volume failed"
+        elif isinstance(why, KeyboardInterrupt):
+            what = "the run was interrupted (Ctrl-C or SIGTERM)"
+        else:
+            what = f"the run stopped ({type(why).__name__})"
         record.error = f"{what} after epoch {record.epochs_completed}; --resume re-runs this trial"
         with self._lock:
             self._in_flight.discard(record.id)

@@ -1,6 +1,6 @@
 """Every built-in backend passes the shared conformance suite (hpo.testing.BackendConformance)."""
 
-from hpo.testing import BackendConformance
+from hpo.testing import TRAIN_ARGS, BackendConformance
 
 
 class TestUltralyticsConformance(BackendConformance):
@@ -9,8 +9,11 @@ class TestUltralyticsConformance(BackendConformance):
 
 class TestOptunaConformance(BackendConformance):
     backend = "optuna"
+    no_pruning = ("--pruner", "none")
 
 
 class TestRayConformance(BackendConformance):
     backend = "ray"
     options = ("--num-cpus", "2")
+    train_args = TRAIN_ARGS  # Ray assigns the device
+    no_pruning = ("--scheduler", "fifo")

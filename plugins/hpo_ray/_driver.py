@@ -19,6 +19,7 @@ restored experiment re-binds to the current run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -31,7 +32,7 @@ import yaml
 from ray import tune
 from ray.tune import Callback
 
-from hpo import ConfigError, RunFailed, TrialRecord
+from hpo import ConfigError, RunFailed, TrialRecord, VolumeError
 from hpo.runner import TrialOutcome
 
 from ._trainable import TRIAL_PREFIX, train_trial, trial_id_of
@@ -185,19 +186,57 @@ def make_scheduler(options: Any, epochs: int) -> Any:
     return FIFOScheduler()
 
 
-def make_searcher(name: str, *, seed: int | None) -> Any:
-    """Ray's searcher ``name``, seeded where Ray lets us (random, optuna)."""
+def make_searcher(name: str, *, seed: int | None, max_concurrent: int | None = None) -> Any:
+    """Ray's searcher ``name``, seeded where Ray lets us (random, optuna), running at most
+    ``max_concurrent`` trials at once (``None``: as many as the cluster holds).
+
+    Ray's ``TuneConfig(max_concurrent_trials=...)`` is ignored for its random search
+    (``BasicVariantGenerator``), which takes the limit itself; other searchers are wrapped in a
+    ``ConcurrencyLimiter``.
+    """
     if name == "random":
         from ray.tune.search import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=seed)
+        return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
     if name == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(seed=seed)
-    from ray.tune.search import create_searcher
+        searcher = OptunaSearch(seed=seed)
+    else:
+        from ray.tune.search import create_searcher
 
-    return create_searcher(name)
+        searcher = create_searcher(name)
+    if max_concurrent:
+        from ray.tune.search import ConcurrencyLimiter
+
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
+    return searcher
+
+
+class _QuietVolumeErrors(logging.Filter):
+    """Drops Ray's tracebacks of writes the study's volume refused: hpo stops the study and says so
+    in one line (:class:`hpo.VolumeError`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from hpo.files import WRITE_ERRNOS
+
+        if _VOLUME_TEXT.search(str(record.msg)):
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        while exc is not None:
+            if isinstance(exc, OSError) and (exc.errno in WRITE_ERRNOS or "No space left" in str(exc)):
+                return False
+            exc = exc.__cause__ or exc.__context__
+        return True
+
+
+_QUIET = _QuietVolumeErrors()
+_VOLUME_TEXT = re.compile(r"No space left on device|\[Errno (28|30|122)\]|Read-only file system|Disk quota exceeded")
+#: Ray's loggers that print tracebacks of failed writes to the experiment's storage.
+_RAY_STORAGE_LOGGERS = (
+    "ray.tune.execution.experiment_state", "ray.tune.execution.tune_controller", "ray.train._internal.storage",
+    "ray.train._internal.syncer",
+)
 
 
 # --- Ray's experiment state on the volume
@@ -279,6 +318,38 @@ class _Context:
         self.live: dict[int, _Live] = {}
         self.reuse: list[int] = []  # ids of interrupted trials Ray does not know: given to Ray's next trials
         self.known_max = -1  # highest id Ray's saved states hold
+        self.stop_error: BaseException | None = None  # set when the study must stop (a volume failure)
+
+    # stopping
+    def stop(self, error: BaseException) -> None:
+        """Stop the study: Ray's experiment ends at its next step (:class:`StopOnError`), the live
+        trials are recorded ``interrupted`` (resumable), and ``run_study`` raises ``error``."""
+        with self.lock:
+            if self.stop_error is None:
+                self.stop_error = error
+            self.interrupt_all(error)
+
+    def interrupt_all(self, why: BaseException) -> None:
+        """Record every live trial as ``interrupted`` (``--resume`` re-runs it)."""
+        with self.lock:
+            live, self.live = list(self.live.values()), {}
+        for item in live:
+            self.loop.trial_interrupted(item.record, why)
+
+    def guarded(self, event: Any, *args: Any) -> None:
+        """Run a recording ``event``; a volume failure stops the study instead of escaping into Ray."""
+        if self.stop_error is not None:
+            return
+        try:
+            event(*args)
+        except VolumeError as e:
+            self.stop(e)
+        except OSError as e:
+            from hpo.files import WRITE_ERRNOS, volume_error
+
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            self.stop(volume_error(e, self.study.path))
 
     # ids
     def next_id(self) -> int:
@@ -318,6 +389,7 @@ class _Context:
             if old is not None and old.status.finished:
                 return  # replayed by the trainable; the study keeps its record
             params = {k: (v.item() if hasattr(v, "item") else v) for k, v in trial.config.items() if k in self.config.space}
+            self.loop.check_space()  # no trial on a full volume
             record = self.loop.trial_started(tid, params, worker=f"ray trial {trial.trial_id}")
             if old is not None and old.worker == record.worker and old.params == record.params and old.epochs:
                 # Ray continues this trial from its checkpoint: keep its start and epochs so far
@@ -388,6 +460,14 @@ class _Context:
             err = getattr(trial, "get_error", lambda: None)()
             text = (str(err).strip().splitlines() or ["Ray trial errored"])[-1][:2000] if err else "Ray trial errored"
         outcome = TrialOutcome("failed", applied=self._applied(tid), duration_s=self._duration(live.record), error=text)
+        if self.loop.volume_failure(outcome):  # not a result: re-run on --resume once the volume is fixed
+            import errno
+
+            from hpo.files import volume_error
+
+            self.live[tid] = live
+            self.stop(volume_error(OSError(errno.ENOSPC, "No space left on device"), self.study.path, needed=self.loop.space_needed()))
+            return
         self.loop.trial_finished(live.record, outcome)
 
 
@@ -412,16 +492,30 @@ class StudyCallback(Callback):
         return _CONTEXTS[self.key]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.ctx.started(trial)
+        self.ctx.guarded(self.ctx.started, trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.ctx.result(trial, result)
+        self.ctx.guarded(self.ctx.result, trial, result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.ctx.complete(trial)
+        self.ctx.guarded(self.ctx.complete, trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.ctx.error(trial)
+        self.ctx.guarded(self.ctx.error, trial)
+
+
+class StopOnError(tune.Stopper):
+    """Ends the experiment once the study must stop (``_Context.stop_error``); pickled by study path only."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        ctx = _CONTEXTS.get(self.key)
+        return ctx is not None and ctx.stop_error is not None
 
 
 class TrialDirname:
@@ -467,6 +561,11 @@ def run_study(backend: Any, loop: Any) -> None:
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(opts.state_period_s)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ctrl-C/SIGTERM must stop the study as on every backend (exit 130, resumable, nothing new
+    # started), not end Ray's experiment quietly so that the loop below starts the next one
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    for name in _RAY_STORAGE_LOGGERS:
+        logging.getLogger(name).addFilter(_QUIET)
     connect(opts)
     ctx = _Context(backend, loop)
     _CONTEXTS[key] = ctx
@@ -480,6 +579,7 @@ def run_study(backend: Any, loop: Any) -> None:
         "epochs": cfg.epochs,
         "metric": cfg.metric,
         "checkpoint": opts.checkpoint,
+        "trial_timeout": cfg.trial_timeout,
     }
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup), resources)
@@ -496,7 +596,19 @@ def run_study(backend: Any, loop: Any) -> None:
             tuner = tune.Tuner.restore(
                 str(exps[-1]), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False,
             )
-            tuner.fit()
+            try:
+                _fit(tuner, ctx)
+            except VolumeError:
+                raise
+            except Exception as e:  # noqa: BLE001 - Ray's state was damaged (e.g. written on a full volume)
+                # the study's records are the truth: keep them, run what is missing in a new experiment
+                msg = (str(e).strip().splitlines() or [""])[0][:200]
+                print(
+                    f"hpo: warning: ray: cannot continue Ray's experiment {exps[-1]} ({type(e).__name__}: {msg}); "
+                    "every finished trial is kept in the study, the missing ones run in a new experiment",
+                    file=sys.stderr, flush=True,
+                )
+                ctx.interrupt_all(e)
             ctx.rescan(known | _ids_in_state(exps[-1]), fit_done=True)
         k = int(_EXP_RE.match(exps[-1].name).group(1)) if exps else 0
         while _missing(cfg, loop) > 0:
@@ -508,22 +620,41 @@ def run_study(backend: Any, loop: Any) -> None:
                 param_space=param_space(cfg.space),
                 tune_config=tune.TuneConfig(
                     metric="objective", mode=mode, num_samples=n,
-                    search_alg=make_searcher(opts.search_alg, seed=None if cfg.seed is None else cfg.seed + k - 1),
+                    search_alg=make_searcher(
+                        opts.search_alg, seed=None if cfg.seed is None else cfg.seed + k - 1,
+                        max_concurrent=opts.max_concurrent or cfg.workers,
+                    ),
                     scheduler=make_scheduler(opts, cfg.epochs),
-                    max_concurrent_trials=opts.max_concurrent, reuse_actors=False,
+                    reuse_actors=False,
                     trial_dirname_creator=TrialDirname(key),
                 ),
                 run_config=tune.RunConfig(
                     name=f"tune-{k}", storage_path=str(root), callbacks=[StudyCallback(key)], verbose=0,
+                    stop=StopOnError(key),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     failure_config=tune.FailureConfig(max_failures=opts.max_failures),
                     log_to_file=False,
                 ),
             )
-            tuner.fit()
+            _fit(tuner, ctx)
             ctx.rescan(known | _ids_in_state(root / f"tune-{k}"), fit_done=True)
             if len(loop.finished()) == before:
                 raise RunFailed(f"ray: experiment {root / f'tune-{k}'} finished no trial; see its folder and the trials' train.log")
+    except KeyboardInterrupt as e:  # Ctrl-C/SIGTERM: the live trials are resumable, no new experiment
+        ctx.interrupt_all(e)
+        raise
     finally:
         _CONTEXTS.pop(key, None)
+
+
+def _fit(tuner: Any, ctx: _Context) -> None:
+    """``tuner.fit()``, then raise the error that stopped the study (a volume failure), if any."""
+    try:
+        tuner.fit()
+    except Exception:
+        if ctx.stop_error is not None:  # e.g. Ray reading an error file the full volume left empty
+            raise ctx.stop_error from None
+        raise
+    if ctx.stop_error is not None:
+        raise ctx.stop_error
 

@@ -59,6 +59,28 @@ def _num(x: Any) -> float:
     return v if math.isfinite(v) else float("nan")
 
 
+def _start_timeout(seconds: float | None, run_dir: Path) -> Any:
+    """Enforce ``--trial-timeout`` as the core's runner does: past ``seconds`` the trial's error
+    (``timed out after N s (trial_timeout); killed``) is written for the driver and this Ray
+    worker process exits at once, so Ray records the trial as errored. ``None``: no limit."""
+    if not seconds:
+        return None
+    import os
+    import threading
+
+    def expire() -> None:
+        text = f"timed out after {seconds:g} s (trial_timeout); killed"
+        try:
+            (run_dir / "hpo_error.json").write_text(json.dumps({"error": text}))
+        finally:
+            os._exit(1)
+
+    timer = threading.Timer(float(seconds), expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """Ray Tune function trainable (bound with ``tune.with_parameters(train_trial, setup=...)``).
 
@@ -142,6 +164,7 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         "name": run_dir.name,
         "integrations": [],
     }
+    timer = _start_timeout(setup.get("trial_timeout"), run_dir)
     try:
         outcome = train(spec, report)
     except BaseException as e:
@@ -153,6 +176,8 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         traceback.print_exc()
         raise RuntimeError(f"trial {tid}: {text}") from None
     finally:
+        if timer is not None:
+            timer.cancel()
         for old in last_ckpt:
             shutil.rmtree(old, ignore_errors=True)
     if not held:  # Ultralytics stopped before the last epoch (patience): report its last row again
