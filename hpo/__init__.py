@@ -17,6 +17,7 @@ from .errors import (
     ConfigError,
     DataError,
     HpoError,
+    HpoWarning,
     RunFailed,
     SpaceError,
     StudyError,
@@ -51,5 +52,6 @@ __all__ = [
     "StudyError",
     "StudyLocked",
     "RunFailed",
+    "HpoWarning",
     "__version__",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "StudyLocked",
     "StudyError",
     "RunFailed",
+    "HpoWarning",
     "closest",
 ]
 
@@ -60,6 +61,15 @@ class RunFailed(HpoError):
     """The study ran but every trial failed (or the run broke). Exit code 1."""
 
     exit_code = 1
+
+
+class HpoWarning(UserWarning):
+    """Input that is valid but risky (a read-only dataset, ``val=False``): the study runs, worse.
+
+    :func:`hpo.config.build_config` issues one per finding with :func:`warnings.warn` (so the
+    Python API shows it on stderr) and lists them in ``TuneConfig.warnings``; the CLI prints
+    those as ``hpo: warning: ...`` lines instead.
+    """
 
 
 def closest(word: str, choices: Iterable[str], aliases: Mapping[str, str] | None = None) -> str:

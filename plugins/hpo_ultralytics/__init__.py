@@ -12,6 +12,7 @@ not Ultralytics' ``fitness``. Failed trials are not written there, so they never
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,27 @@ class UltralyticsBackend(Backend):
 
     @classmethod
     def check(cls, config: Any, options: BackendOptions) -> None:
+        """Refuse choice and log parameters (the native form is linear ``(low, high)``), and a space with
+        fewer distinct configurations than ``config.iterations`` (the native ``Tuner._mutate`` never
+        repeats one and raises after 200 tries; counted by :func:`_distinct_values`).
+
+        Raises:
+            hpo.errors.ConfigError: naming the parameters and the fix.
+        """
         bad = [k for k, p in config.space.items() if p.kind.value == "choice" or p.log]
         if bad:
             raise ConfigError(
                 f"space: the ultralytics backend mutates linear (low, high) ranges only; {', '.join(bad)} "
                 "is a choice or log parameter: use --backend optuna or ray, or give it as (low, high)"
+            )
+        sizes = {k: _distinct_values(p) for k, p in config.space.items()}
+        total = math.prod(sizes.values())
+        if total < config.iterations:
+            shown = ", ".join(f"{k}: {n} values" for k, n in sizes.items())
+            raise ConfigError(
+                f"space: the ultralytics backend tries each configuration once (Tuner._mutate refuses duplicates) but "
+                f"this space holds only {total} distinct configurations ({shown}) for --iterations {config.iterations}; widen an integer range, "
+                f"add a float parameter, lower --iterations to {total}, or use --backend optuna"
             )
 
     def __init__(self, **kwargs: Any):
@@ -117,6 +134,14 @@ class UltralyticsBackend(Backend):
             f"at iteration {best['iteration']}, fitness={best['fitness']} ({self.config.metric})\n"
         )
         atomic_write_text(self.tune_dir / "best_hyperparameters.yaml", header + yaml.safe_dump(best["hyperparameters"], sort_keys=False))
+
+
+def _distinct_values(param: Any) -> int:
+    """How many values the native ``Tuner._constrain`` can give a parameter: every whole number
+    in an integer range (``CFG_INT_KEYS``), every multiple of 1e-5 in a float range (it rounds to 5 decimals)."""
+    if param.kind.value == "int":
+        return int(param.high) - int(param.low) + 1
+    return math.floor(round(param.high * 1e5, 6)) - math.ceil(round(param.low * 1e5, 6)) + 1
 
 
 @hookimpl
