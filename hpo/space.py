@@ -285,6 +285,7 @@ def _parse_param(name: str, value: Any) -> Param:
                 raise SpaceError(f"space: '{name}' choice needs a non-empty 'choices' list")
             if len(set(map(repr, choices))) != len(choices):
                 raise SpaceError(f"space: '{name}' choices {list(choices)} repeat a value; list each once")
+            _check_limits(name, [("choice", c) for c in choices if _is_number(c)])
             return Param(name, Kind.CHOICE, choices=tuple(choices))
         if kind not in ("float", "int"):
             raise SpaceError(f"space: '{name}' has type '{kind}'; use float, int, logfloat or choice")
@@ -309,13 +310,14 @@ def _parse_param(name: str, value: Any) -> Param:
     raise SpaceError(f"space: '{name}' must be (low, high[, gain]) or a spec mapping, got {type(value).__name__}")
 
 
-def _check_limits(name: str, low: float, high: float) -> None:
-    """Bounds must lie in the range Ultralytics' ``check_cfg`` accepts (:func:`hpo.ultra.arg_limits`)."""
+def _check_limits(name: str, values: list[tuple[str, float]]) -> None:
+    """Bounds (``[("low", ..), ("high", ..)]``) or numeric choices must lie in the range Ultralytics'
+    ``check_cfg`` accepts for the key (:func:`hpo.ultra.arg_limits`)."""
     limits = ultra.arg_limits().get(name)
     if limits is None:
         return
     lo, hi, lo_inclusive = limits
-    for label, v in (("low", low), ("high", high)):
+    for label, v in values:
         below = v < lo or (v == lo and not lo_inclusive)
         if below or (hi is not None and v > hi):
             span = f"outside {'[' if lo_inclusive else '('}{lo}, {hi}]" if hi is not None else f"below {lo}"
@@ -348,7 +350,7 @@ def _numeric(name: str, low: Any, high: Any, gain: Any, *, log: bool, integer: b
             f"space: '{name}' has equal bounds low=high={low}, nothing to search; fix it as a train arg "
             f"({name}={low}) or widen the range"
         )
-    _check_limits(name, low, high)
+    _check_limits(name, [("low", low), ("high", high)])
     if log and low <= 0:
         raise SpaceError(f"space: '{name}' is log-scaled but low={low} <= 0; use a positive low bound")
     if not 0.0 <= gain <= 1.0:

@@ -73,6 +73,7 @@ def test_explicit_specs_file_and_inline_json(tmp_path):
         ({"scale": (0.0, 1.5)}, "'scale' high=1.5 is outside [0.0, 1.0]"),
         ({"fraction": (0.0, 0.5)}, "'fraction' low=0.0 is outside (0.0, 1.0]"),
         ({"nbs": (0, 64)}, "'nbs' low=0 is below 1, which Ultralytics"),
+        ({"mixup": {"type": "choice", "choices": [0.0, 0.5, 1.5]}}, "'mixup' choice=1.5 is outside [0.0, 1.0]"),
         ({}, "is empty"),
         ("{not json", "inline JSON is invalid"),
         ("/no/such/space.yaml", "does not exist"),

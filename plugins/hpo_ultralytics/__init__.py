@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
-from hpo import Backend, BackendOptions, ConfigError, TrialRecord, TrialStatus, hookimpl
+from hpo import Backend, BackendOptions, ConfigError, RunFailed, TrialRecord, TrialStatus, hookimpl
 from hpo.study import atomic_write_text
 
 __all__ = ["UltralyticsBackend", "hpo_register_backends"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of Ultralytics' log prefix
 
 
 class UltralyticsOptions(BackendOptions):
@@ -86,6 +89,23 @@ class UltralyticsBackend(Backend):
         self._results: list[dict[str, Any]] = []
 
     def ask(self, trial_id: int) -> dict[str, Any]:
+        """The native proposal (``Tuner._mutate``).
+
+        Raises:
+            hpo.errors.RunFailed: the native tuner found no untried configuration in its 200 tries
+                (a nearly exhausted integer space: ``check`` only guarantees there are enough).
+        """
+        try:
+            return self._mutate(trial_id)
+        except RuntimeError as e:
+            native = _ANSI.sub("", str(e)).strip()
+            raise RunFailed(
+                f"ultralytics backend: {native} after {len(self._results)} complete trials (the space holds "
+                f"{math.prod(_distinct_values(p) for p in self.config.space.values())} configurations); widen the space, "
+                "or use --resume with a smaller --iterations"
+            ) from None
+
+    def _mutate(self, trial_id: int) -> dict[str, Any]:
         np = self._np
         seed = self.config.seed
         if seed is None:
