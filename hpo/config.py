@@ -252,18 +252,22 @@ def _check_bare_options(backend: str, backend_cls: type[Backend], options: dict[
             TypeAdapter(f.annotation).validate_python(value, strict=True)
         except ValidationError:
             flag = "--" + key.replace("_", "-")
+            kind = getattr(f.annotation, "__name__", f.annotation)
+            if value is False:
+                raise ConfigError(f"{backend} option {flag}: false is not a {kind} (default {f.default}); write {flag} VALUE") from None
             raise ConfigError(
-                f"{backend} option {flag} needs a value ({getattr(f.annotation, '__name__', f.annotation)}, "
-                f"default {f.default}): write {flag} VALUE; only true/false options may be given bare"
+                f"{backend} option {flag} needs a value ({kind}, default {f.default}): write {flag} VALUE; "
+                "only true/false options may be given bare"
             ) from None
 
 
-def _risk_warnings(data: ResolvedData, train_args: dict[str, Any], backend: str) -> list[str]:
+def _risk_warnings(data: ResolvedData, train_args: dict[str, Any]) -> list[str]:
+    """Valid but risky input: a dataset whose label cache cannot be written, ``val=False``."""
     out = cache_warnings(data)
     if train_args.get("val") is False:
         out.append(
-            "train args: val=False validates only after the last epoch, so trials report no per-epoch objective and "
-            f"the {backend} backend's pruning/scheduling has nothing to compare; drop val=False to prune"
+            "train args: val=False validates only after the last epoch, so trials record no per-epoch objective and "
+            "a pruner or scheduler (optuna --pruner, ray --scheduler) has nothing to compare; drop val=False to prune"
         )
     return out
 
@@ -363,7 +367,7 @@ def build_config(
     )
     backend_cls.check(config, options)
     _check_gpus_visible(args.get("device"))
-    risks = _risk_warnings(resolved, args, backend)
+    risks = _risk_warnings(resolved, args)
     for text in risks:
         warnings.warn(text, HpoWarning, stacklevel=3)
     return dataclasses.replace(config, warnings=tuple(risks)) if risks else config

@@ -51,6 +51,7 @@ def test_help_and_backends_do_not_import_heavy_libraries():
         (["--sigma", "--parents", "3"], "option --sigma needs a value"),
         (["--parents", "workers=0"], "option --parents needs a value (int, default 9)"),
         (["--backend", "optuna", "--sampler"], "optuna option --sampler needs a value"),
+        (["--sigma", "false"], "ultralytics option --sigma: false is not a float (default 0.2); write --sigma VALUE"),
         (["--space", '{"lr0": [0.01, 0.01]}'], "space: 'lr0' has equal bounds low=high=0.01, nothing to search"),
         (["--space", '{"lr0": [1e-5, 2]}'], "space: 'lr0' high=2.0 is outside [0.0, 1.0], which Ultralytics"),
         (["--space", '{"nbs": [0, 64]}'], "space: 'nbs' low=0 is below 1"),
@@ -186,8 +187,8 @@ def test_risky_input_warns_in_the_terminal_and_the_study_runs(tmp_path, digits_c
         "labels in every trial; mount the dataset read-write once to let the cache be written, or copy it to a writable volume"
         for s in ("train", "val")
     ] + [
-        "hpo: warning: train args: val=False validates only after the last epoch, so trials report no per-epoch objective "
-        "and the ultralytics backend's pruning/scheduling has nothing to compare; drop val=False to prune"
+        "hpo: warning: train args: val=False validates only after the last epoch, so trials record no per-epoch objective "
+        "and a pruner or scheduler (optuna --pruner, ray --scheduler) has nothing to compare; drop val=False to prune"
     ]
     assert "HpoWarning" not in r.stderr  # the CLI prints them once, as its own lines
     assert json.loads((out_dir / "digits-cls-ultralytics" / "study.json").read_text())["train_args"]["val"] is False
