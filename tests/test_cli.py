@@ -171,6 +171,7 @@ def test_numbers_in_the_yolo_cli_forms_are_numbers(tmp_path):
     assert SearchSpace.parse(f).to_ultralytics() == {"lr0": (1e-5, 1e-2, 1.0), "momentum": (0.7, 0.98, 0.3)}
 
 
+@pytest.mark.slow  # one real 1-epoch training
 def test_risky_input_warns_in_the_terminal_and_the_study_runs(tmp_path, digits_cls, read_only):
     import shutil
 
