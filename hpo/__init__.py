@@ -17,6 +17,7 @@ from .errors import (
     ConfigError,
     DataError,
     HpoError,
+    HpoWarning,
     RunFailed,
     SpaceError,
     StudyError,
@@ -55,5 +56,6 @@ __all__ = [
     "RunFailed",
     "VolumeError",
     "repair_jsonl",
+    "HpoWarning",
     "__version__",
 ]

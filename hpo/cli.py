@@ -85,7 +85,9 @@ def split_extra_args(tokens: list[str]) -> tuple[list[str], dict[str, Any]]:
     """Split ``hpo tune``'s trailing tokens into train args (``KEY=VALUE``) and backend options.
 
     ``--name value`` / ``--name=value`` become ``{"name": value}`` (dashes to underscores, values
-    parsed as YAML scalars); a ``--flag`` not followed by a plain value is ``True``.
+    parsed like the ``yolo`` CLI's, ``1e-5`` a number); a ``--flag`` not followed by a plain value
+    is ``True``, which :func:`hpo.config.build_config` refuses for an option that is not a bool
+    ("option --sigma needs a value").
 
     Raises:
         ConfigError: a token that is neither.
@@ -220,6 +222,11 @@ def tune(
     from .config import parse_train_args
     from .tuner import Tuner
 
+    import warnings
+
+    from .errors import HpoWarning
+
+    warnings.filterwarnings("ignore", category=HpoWarning)  # printed below as "hpo: warning:" lines
     train_pairs, options = split_extra_args(list(ctx.args))
     callbacks: list[Any] = []
     tuner = Tuner(
@@ -231,6 +238,8 @@ def tune(
     cfg = tuner.config
     for notice in cfg.notices:
         print(f"hpo: notice: {notice}", file=sys.stderr)
+    for warning in cfg.warnings:
+        print(f"hpo: warning: {warning}", file=sys.stderr)
     if not quiet:
         tuner.callbacks.insert(0, ProgressPrinter(cfg.iterations, cfg.epochs, cfg.metric, cfg.direction))
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a pod's SIGTERM: stop cleanly, resumable

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,10 +19,10 @@ from pydantic import ValidationError
 
 from . import ultra
 from .backend import Backend, BackendOptions
-from .data import ResolvedData, resolve_data
-from .errors import ConfigError, closest
+from .data import ResolvedData, cache_warnings, resolve_data
+from .errors import ConfigError, HpoWarning, closest
 from .plugins import backends, get_backend
-from .space import SearchSpace
+from .space import SearchSpace, load_yaml
 
 __all__ = ["TuneConfig", "build_config", "parse_train_args", "RESERVED_TRAIN_ARGS"]
 
@@ -65,6 +67,8 @@ class TuneConfig:
         seed: seed of the backend's sampler (``None``: random).
         options: the backend's validated options.
         notices: things hpo changed on the user's behalf (printed by the CLI).
+        warnings: valid but risky input (a read-only dataset, ``val=False``), one line each; the
+            CLI prints them as ``hpo: warning: ...``, the Python API shows them as :class:`~hpo.errors.HpoWarning`.
     """
 
     backend: str
@@ -86,6 +90,7 @@ class TuneConfig:
     seed: int | None = None
     options: BackendOptions = field(default_factory=BackendOptions)
     notices: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def study_dir(self) -> Path:
@@ -136,11 +141,12 @@ def _count(field_name: str, value: Any) -> int:
 
 
 def _smart_value(text: str) -> Any:
-    """Parse a ``KEY=VALUE`` value like the ``yolo`` CLI: numbers, booleans, None, else string."""
+    """Parse a ``KEY=VALUE`` value like the ``yolo`` CLI: numbers (``1e-5`` and ``1E-5`` too),
+    booleans, None, lists, else the string."""
     import yaml
 
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError:
         return text
     return text if value is None and text.lower() not in ("none", "null", "~") else value
@@ -218,6 +224,54 @@ def _check_output(study_dir: Path) -> None:
         raise ConfigError(f"output: '{probe}' is not a writable folder; choose a writable --output")
 
 
+#: Variables a distributed launcher (torchrun, a PyTorchJob, MPI via torch) sets in every process.
+DISTRIBUTED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def _check_not_distributed() -> None:
+    """hpo starts its trials itself; under torchrun each trial would believe it is one DDP rank."""
+    found = [f"{k}={os.environ[k]}" for k in DISTRIBUTED_ENV if k in os.environ]
+    if found:
+        raise ConfigError(
+            f"environment: {' '.join(found)} is set by a distributed launcher (torchrun, a PyTorchJob); hpo runs "
+            f"its trials itself: start it as one plain process (unset {' '.join(DISTRIBUTED_ENV)}), once per node, "
+            "with --workers N to run N trials at once on N GPUs"
+        )
+
+
+def _check_bare_options(backend: str, backend_cls: type[Backend], options: dict[str, Any]) -> None:
+    """A ``True`` for an option that is not a bool is a bare ``--flag`` missing its value
+    (pydantic's lax mode would turn it into 1 or 1.0)."""
+    from pydantic import TypeAdapter
+
+    for key, value in options.items():
+        f = backend_cls.Options.model_fields.get(key)
+        if f is None or not isinstance(value, bool):
+            continue
+        try:
+            TypeAdapter(f.annotation).validate_python(value, strict=True)
+        except ValidationError:
+            flag = "--" + key.replace("_", "-")
+            kind = getattr(f.annotation, "__name__", f.annotation)
+            if value is False:
+                raise ConfigError(f"{backend} option {flag}: false is not a {kind} (default {f.default}); write {flag} VALUE") from None
+            raise ConfigError(
+                f"{backend} option {flag} needs a value ({kind}, default {f.default}): write {flag} VALUE; "
+                "only true/false options may be given bare"
+            ) from None
+
+
+def _risk_warnings(data: ResolvedData, train_args: dict[str, Any]) -> list[str]:
+    """Valid but risky input: a dataset whose label cache cannot be written, ``val=False``."""
+    out = cache_warnings(data)
+    if train_args.get("val") is False:
+        out.append(
+            "train args: val=False validates only after the last epoch, so trials record no per-epoch objective and "
+            "a pruner or scheduler (optuna --pruner, ray --scheduler) has nothing to compare; drop val=False to prune"
+        )
+    return out
+
+
 def build_config(
     *,
     backend: str = "ultralytics",
@@ -245,9 +299,16 @@ def build_config(
     (``check_cfg``, the task's metric names: ~1.5 s on a 2-core CPU). The Tuner starts the trial
     workers' forkserver there, so that its own imports overlap the driver's.
 
+    Valid but risky input (a dataset whose label cache cannot be written, ``val=False``) is
+    issued as :class:`~hpo.errors.HpoWarning` (``warnings.warn``) and kept in ``TuneConfig.warnings``.
+
     Raises:
-        ConfigError: the first problem found, naming the field, the value and the fix.
+        ConfigError: the first problem found, naming the field, the value and the fix; among
+            them a distributed launcher's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``),
+            a non-bool backend option given without a value, and every check of
+            :func:`hpo.data.resolve_data`, :meth:`hpo.SearchSpace.parse` and the backend's ``check``.
     """
+    _check_not_distributed()
     backend_cls = get_backend(backend)
     if join and not backend_cls.supports_join:
         joinable = [n for n, c in backends().items() if c.supports_join]
@@ -280,6 +341,7 @@ def build_config(
         raise ConfigError(f"name: '{name}' must be 1-128 letters, digits, '.', '_' or '-' (it is a folder name)")
     output = Path(output).expanduser().resolve()
     _check_output(output / name)
+    _check_bare_options(backend, backend_cls, dict(backend_options or {}))
     try:
         options = backend_cls.Options(**(backend_options or {}))
     except ValidationError as e:
@@ -305,7 +367,10 @@ def build_config(
     )
     backend_cls.check(config, options)
     _check_gpus_visible(args.get("device"))
-    return config
+    risks = _risk_warnings(resolved, args)
+    for text in risks:
+        warnings.warn(text, HpoWarning, stacklevel=3)
+    return dataclasses.replace(config, warnings=tuple(risks)) if risks else config
 
 
 def gpu_indices(device: Any) -> list[int]:

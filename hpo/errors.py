@@ -21,6 +21,7 @@ __all__ = [
     "StudyError",
     "RunFailed",
     "VolumeError",
+    "HpoWarning",
     "closest",
 ]
 
@@ -71,6 +72,15 @@ class VolumeError(HpoError):
     """
 
     exit_code = 1
+
+
+class HpoWarning(UserWarning):
+    """Input that is valid but risky (a read-only dataset, ``val=False``): the study runs, worse.
+
+    :func:`hpo.config.build_config` issues one per finding with :func:`warnings.warn` (so the
+    Python API shows it on stderr) and lists them in ``TuneConfig.warnings``; the CLI prints
+    those as ``hpo: warning: ...`` lines instead.
+    """
 
 
 def closest(word: str, choices: Iterable[str], aliases: Mapping[str, str] | None = None) -> str:

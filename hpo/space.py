@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,27 @@ import yaml
 from . import ultra
 from .errors import SpaceError, closest
 
-__all__ = ["Kind", "Param", "SearchSpace"]
+__all__ = ["Kind", "Param", "SearchSpace", "load_yaml"]
+
+
+class _NumberLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-5`` and ``1E-5`` as numbers.
+
+    PyYAML follows YAML 1.1, whose float needs a dot and a signed exponent (``1.0e-5``), so it
+    reads ``1e-5`` as a string; the ``yolo`` CLI (``ast.literal_eval``) and YAML 1.2 read a number.
+    """
+
+
+_NumberLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(stream: Any) -> Any:
+    """``yaml.safe_load`` that also reads exponent numbers without a dot (``1e-5``) as floats."""
+    return yaml.load(stream, Loader=_NumberLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 class Kind(str, enum.Enum):
@@ -145,7 +166,8 @@ class SearchSpace(Mapping[str, Param]):
 
         Raises:
             SpaceError: a key that is not an Ultralytics train argument (naming the closest),
-                stray whitespace in a key, a single bound, inverted bounds, ``log`` with
+                stray whitespace in a key, a single bound, inverted or equal bounds, a bound
+                outside the range Ultralytics accepts for the key (:func:`hpo.ultra.arg_limits`), ``log`` with
                 ``low <= 0``, a float bound on an integer key, a non-numeric bound, an empty
                 choice list, an unreadable file.
         """
@@ -230,7 +252,7 @@ def _load_text_or_file(source: str | Path) -> Any:
         raise SpaceError(f"space: file '{text}' does not exist; give a YAML/JSON file or inline JSON")
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f) if path.suffix == ".json" else yaml.safe_load(f)
+            return json.load(f) if path.suffix == ".json" else load_yaml(f)
     except (OSError, ValueError, yaml.YAMLError) as e:
         raise SpaceError(f"space: cannot read '{path}': {str(e).splitlines()[0]}") from None
 
@@ -263,6 +285,7 @@ def _parse_param(name: str, value: Any) -> Param:
                 raise SpaceError(f"space: '{name}' choice needs a non-empty 'choices' list")
             if len(set(map(repr, choices))) != len(choices):
                 raise SpaceError(f"space: '{name}' choices {list(choices)} repeat a value; list each once")
+            _check_limits(name, [("choice", c) for c in choices if _is_number(c)])
             return Param(name, Kind.CHOICE, choices=tuple(choices))
         if kind not in ("float", "int"):
             raise SpaceError(f"space: '{name}' has type '{kind}'; use float, int, logfloat or choice")
@@ -287,6 +310,23 @@ def _parse_param(name: str, value: Any) -> Param:
     raise SpaceError(f"space: '{name}' must be (low, high[, gain]) or a spec mapping, got {type(value).__name__}")
 
 
+def _check_limits(name: str, values: list[tuple[str, float]]) -> None:
+    """Bounds (``[("low", ..), ("high", ..)]``) or numeric choices must lie in the range Ultralytics'
+    ``check_cfg`` accepts for the key (:func:`hpo.ultra.arg_limits`)."""
+    limits = ultra.arg_limits().get(name)
+    if limits is None:
+        return
+    lo, hi, lo_inclusive = limits
+    for label, v in values:
+        below = v < lo or (v == lo and not lo_inclusive)
+        if below or (hi is not None and v > hi):
+            span = f"outside {'[' if lo_inclusive else '('}{lo}, {hi}]" if hi is not None else f"below {lo}"
+            raise SpaceError(
+                f"space: '{name}' {label}={v} is {span}, which Ultralytics {ultra.version()} refuses for {name} "
+                f"(its check_cfg); give bounds within {'[' if lo_inclusive else '('}{lo}, {hi if hi is not None else 'inf'}]"
+            )
+
+
 def _no_extra(name: str, spec: dict) -> None:
     if spec:
         raise SpaceError(f"space: '{name}' has unknown spec fields {sorted(spec)}; use type, low, high, log, gain, choices")
@@ -305,6 +345,12 @@ def _numeric(name: str, low: Any, high: Any, gain: Any, *, log: bool, integer: b
         low, high = float(low), float(high)
     if low > high:
         raise SpaceError(f"space: '{name}' has inverted bounds low={low} > high={high}; swap them")
+    if low == high:
+        raise SpaceError(
+            f"space: '{name}' has equal bounds low=high={low}, nothing to search; fix it as a train arg "
+            f"({name}={low}) or widen the range"
+        )
+    _check_limits(name, [("low", low), ("high", high)])
     if log and low <= 0:
         raise SpaceError(f"space: '{name}' is log-scaled but low={low} <= 0; use a positive low bound")
     if not 0.0 <= gain <= 1.0:

@@ -34,6 +34,8 @@ __all__ = [
     "float_keys",
     "bool_keys",
     "native_default_space",
+    "arg_limits",
+    "image_formats",
     "resolve_model",
     "task_metrics",
     "metric_direction",
@@ -141,6 +143,35 @@ def bool_keys() -> frozenset[str]:
 
 
 @functools.cache
+def arg_limits() -> dict[str, tuple[float, float | None, bool]]:
+    """The value range Ultralytics' ``check_cfg`` accepts per numeric train argument.
+
+    Returns ``{key: (low, high, low_inclusive)}`` (``high`` ``None``: unbounded). Sources, in
+    ``ultralytics/cfg/__init__.py`` of the installed version (read with ``ast``, checked against
+    ``check_cfg`` itself in ``tests/test_ultra.py``):
+
+    - ``CFG_FRACTION_KEYS``: ``[0.0, 1.0]`` (``fraction``: ``(0.0, 1.0]``, the ratio form);
+    - ``scale``: ``[0.0, 1.0]`` (the explicit ``k == "scale"`` branch of ``check_cfg``);
+    - ``CFG_INT_MIN``: ``[min, inf)`` for the integer counts it lists (``nbs``, ``max_det``, ...).
+
+    Other keys (``CFG_FLOAT_KEYS`` such as ``degrees``, ``box``) have no range in Ultralytics.
+    """
+    out: dict[str, tuple[float, float | None, bool]] = {k: (0.0, 1.0, True) for k in _frozenset_constant("CFG_FRACTION_KEYS")}
+    if "fraction" in out:
+        out["fraction"] = (0.0, 1.0, False)
+    out["scale"] = (0.0, 1.0, True)
+    for key, low in ast.literal_eval(_module_constants("cfg/__init__.py")["CFG_INT_MIN"]).items():
+        out[key] = (low, None, True)
+    return out
+
+
+@functools.cache
+def image_formats() -> frozenset[str]:
+    """Image file suffixes Ultralytics loads, lower case without the dot (``ultralytics.data.utils.IMG_FORMATS``)."""
+    return frozenset(ast.literal_eval(_module_constants("data/utils.py")["IMG_FORMATS"]))
+
+
+@functools.cache
 def native_default_space() -> dict[str, tuple]:
     """The native tuner's default space ``{key: (low, high[, gain])}``.
 
@@ -189,8 +220,8 @@ def resolve_model(model: str) -> tuple[str, str]:
         segment, ``-pose`` pose, ``-obb`` obb, else detect; Ultralytics' own naming convention).
 
     Raises:
-        ConfigError: a ``.pt`` that is not a local file (hpo never downloads weights), a YAML
-            that is neither local nor bundled, or another suffix.
+        ConfigError: a ``.pt`` that is not a local file (hpo never downloads weights) or not a
+            readable Ultralytics checkpoint, a YAML that is neither local nor bundled, or another suffix.
     """
     p = Path(model).expanduser()
     if p.suffix == ".pt":
@@ -250,39 +281,55 @@ class _InertUnpickler(pickle.Unpickler):
         return None
 
 
-def _train_args_without_torch(path: str) -> dict[str, Any] | None:
-    """``train_args`` of a checkpoint saved by ``torch.save`` (a zip holding ``<name>/data.pkl``),
+def _checkpoint_without_torch(path: str) -> Any:
+    """The top-level object of a checkpoint saved by ``torch.save`` (a zip holding ``<name>/data.pkl``),
     read without torch: every class and function the pickle names is replaced by an inert stand-in,
-    so no code from the file runs and no tensor is loaded. ``None`` when that is not possible."""
+    so no code from the file runs and no tensor is loaded.
+
+    Raises:
+        ValueError: the file is not such a zip (let ``torch.load`` try).
+    """
     with zipfile.ZipFile(path) as z:
         names = [n for n in z.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(names) != 1:
-            return None
+            raise ValueError("not a torch.save zip with one data.pkl")
         with z.open(names[0]) as f:
-            ckpt = _InertUnpickler(f).load()
-    args = ckpt.get("train_args") if isinstance(ckpt, dict) else None
-    return args if isinstance(args, dict) else None
+            return _InertUnpickler(f).load()
 
 
 def _checkpoint_task(path: str) -> str | None:
-    """The task an Ultralytics checkpoint was trained for (``best.pt`` names say nothing), or ``None``.
+    """The task an Ultralytics checkpoint was trained for (``best.pt`` names say nothing), or ``None``
+    when the checkpoint does not record one.
 
     Read without importing torch (1.4 s on a 2-core CPU) where the file allows
-    (:func:`_train_args_without_torch`); else with ``torch.load`` on the CPU.
+    (:func:`_checkpoint_without_torch`); else with ``torch.load`` on the CPU.
+
+    Raises:
+        ConfigError: the file cannot be read as a checkpoint (corrupt, truncated, not a pickle),
+            or it is not an Ultralytics checkpoint (no ``model``/``ema`` entry, as Ultralytics'
+            ``attempt_load_one_weight`` requires), naming the model file.
     """
     try:
-        args = _train_args_without_torch(path)
+        ckpt = _checkpoint_without_torch(path)
     except Exception:  # noqa: BLE001 - not a zip pickle we can read inertly: let torch try
-        args = None
-    if args is None:
         try:
             import torch
 
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - not a readable checkpoint: fall back to the name
-            return None
-        args = (ckpt.get("train_args") or {}) if isinstance(ckpt, dict) else {}
-    task = args.get("task")
+        except Exception as e:  # noqa: BLE001 - any failure means the file is no checkpoint
+            detail = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                f"model: '{path}' is not a readable checkpoint ({detail}); give a .pt saved by Ultralytics "
+                "training (weights/best.pt) or a model YAML such as yolov8n.yaml"
+            ) from None
+    if not isinstance(ckpt, dict) or (ckpt.get("model") is None and ckpt.get("ema") is None):
+        kind = f"a {type(ckpt).__name__} without a 'model' entry" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
+        raise ConfigError(
+            f"model: '{path}' is not an Ultralytics checkpoint (it holds {kind}); give a .pt saved by "
+            "Ultralytics training (weights/best.pt) or a model YAML such as yolov8n.yaml"
+        )
+    args = ckpt.get("train_args")
+    task = args.get("task") if isinstance(args, dict) else None
     return task if task in TASKS else None
 
 

@@ -40,6 +40,22 @@ def coco8() -> Path:
     return COCO8.resolve()  # the volume may be reached through a symlink
 
 
+@pytest.fixture
+def read_only(tmp_path):
+    """``(src, ro)``: a folder and a read-only bind mount of it (as a read-only PVC or NFS export is); needs root."""
+    src, dst = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    dst.mkdir()
+    if os.geteuid() != 0:
+        pytest.fail("a read-only bind mount needs root (CI runs as root)")
+    subprocess.run(["mount", "--bind", str(src), str(dst)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(dst)], check=True)
+        yield src, dst
+    finally:
+        subprocess.run(["umount", str(dst)], check=True)
+
+
 def hpo_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real ``hpo`` command (``python -m hpo.cli``) and capture its output."""
     full_env = {**os.environ, **(env or {})}

@@ -47,6 +47,21 @@ def test_help_and_backends_do_not_import_heavy_libraries():
         (["--space", '{"lr0": [0.001, 0.01]}', "lr0=0.01"], "also in the search space"),
         (["--metric", "metrics/mAP50(B)"], "metric: 'metrics/mAP50(B)' is not reported for task classify"),
         (["--sigma", "3"], "ultralytics option 'sigma' (--sigma): "),
+        (["--sigma"], "ultralytics option --sigma needs a value (float, default 0.2): write --sigma VALUE"),
+        (["--sigma", "--parents", "3"], "option --sigma needs a value"),
+        (["--parents", "workers=0"], "option --parents needs a value (int, default 9)"),
+        (["--backend", "optuna", "--sampler"], "optuna option --sampler needs a value"),
+        (["--sigma", "false"], "ultralytics option --sigma: false is not a float (default 0.2); write --sigma VALUE"),
+        (["--space", '{"lr0": [0.01, 0.01]}'], "space: 'lr0' has equal bounds low=high=0.01, nothing to search"),
+        (["--space", '{"lr0": [1e-5, 2]}'], "space: 'lr0' high=2.0 is outside [0.0, 1.0], which Ultralytics"),
+        (["--space", '{"nbs": [0, 64]}'], "space: 'nbs' low=0 is below 1"),
+        (["--space", '{"close_mosaic": [0, 1]}', "--iterations", "3"],
+         "space: the ultralytics backend tries each configuration once (Tuner._mutate refuses duplicates) but this space "
+         "holds only 2 distinct configurations (close_mosaic: 2 values) for --iterations 3; widen an integer range"),
+        (["--space", '{"close_mosaic": [0, 1], "nbs": [60, 64]}', "--iterations", "11"], "only 10 distinct configurations"),
+        (["--space", '{"hsv_v": [0, 0.9]}', "lr0=1E-5", "--sigma", "1e-1", "--metric", "nope"],
+         "metric: 'nope' is not reported"),  # lr0 and --sigma passed as numbers
+        (["--backend", "ray", "--checkpoint", "--grace-period", "5"], "ray option 'grace_period': 5 is more than --epochs 1"),
         (["--sampler", "tpe"], "ultralytics option 'sampler'"),
         (["--model", "yolov8n-cls.pt"], "never downloads weights"),
         (["--trial-timeout", "-1"], "trial_timeout"),
@@ -90,3 +105,91 @@ def test_datasets_make_cli(tmp_path):
 def test_show_missing_study(tmp_path):
     r = hpo_cli("show", str(tmp_path / "none"), "--json")
     assert r.returncode == 2 and "no study at" in r.stderr
+
+
+def _refused(r, out_dir, message):
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("hpo: error: "), r.stderr
+    assert message in lines[0], lines[0]
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("env", [{"RANK": "0", "WORLD_SIZE": "2"}, {"LOCAL_RANK": "1"}, {"WORLD_SIZE": "1"}])
+def test_distributed_launcher_environment_is_refused_with_the_fix(tmp_path, digits_cls, env):
+    out_dir = tmp_path / "out"
+    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--output", str(out_dir),
+                "--iterations", "2", "--epochs", "1", *kv(CLS_ARGS), env=env)
+    shown = " ".join(f"{k}={env[k]}" for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if k in env)
+    _refused(r, out_dir, f"environment: {shown} is set by a distributed launcher")
+    assert "unset RANK WORLD_SIZE LOCAL_RANK" in r.stderr and "--workers N" in r.stderr
+
+
+def test_corrupt_or_foreign_checkpoint_is_refused_naming_the_model_file(tmp_path, digits_cls):
+    import torch
+
+    out_dir = tmp_path / "out"
+    junk = tmp_path / "best.pt"
+    junk.write_bytes(b"\x00" * 64)
+    common = ["--data", str(digits_cls), "--output", str(out_dir), "--iterations", "2", "--epochs", "1", *kv(CLS_ARGS)]
+    _refused(hpo_cli("tune", "--model", str(junk), *common), out_dir, f"model: '{junk}' is not a readable checkpoint")
+    foreign = tmp_path / "resnet.pt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), foreign)
+    _refused(hpo_cli("tune", "--model", str(foreign), *common), out_dir, f"model: '{foreign}' is not an Ultralytics checkpoint")
+
+
+def test_a_split_without_images_is_refused(tmp_path, digits_cls, coco8):
+    import shutil
+
+    data = tmp_path / "cls"
+    shutil.copytree(digits_cls / "train", data / "train")
+    for cls in (digits_cls / "val").iterdir():
+        (data / "val" / cls.name).mkdir(parents=True)  # the class folders, none of the images
+    out_dir = tmp_path / "out"
+    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(data), "--output", str(out_dir),
+                "--iterations", "2", "--epochs", "1", *kv(CLS_ARGS))
+    _refused(r, out_dir, f"data: classification split '{data / 'val'}' has no images in its 10 class folders")
+    (tmp_path / "empty").mkdir()
+    det = tmp_path / "det.yaml"
+    det.write_text(f"path: {coco8.parent}\ntrain: images/train\nval: {tmp_path / 'empty'}\nnames: {{0: person}}\n")
+    r = hpo_cli("tune", "--model", "yolov8n.yaml", "--data", str(det), "--output", str(out_dir),
+                "--iterations", "2", "--epochs", "1", "imgsz=32", "device=cpu")
+    _refused(r, out_dir, f"data: val '{tmp_path / 'empty'}' in '{det}' holds no images")
+
+
+def test_numbers_in_the_yolo_cli_forms_are_numbers(tmp_path):
+    from hpo.cli import split_extra_args
+    from hpo.config import parse_train_args
+    from hpo.space import SearchSpace
+
+    train, options = split_extra_args(["lr0=1e-5", "--sigma", "1E-1", "--parents=5e0", "--checkpoint", "imgsz=32"])
+    assert parse_train_args(train) == {"lr0": 1e-5, "imgsz": 32}
+    assert options == {"sigma": 0.1, "parents": 5.0, "checkpoint": True}
+    assert parse_train_args(["lrf=1E-2", "scale=-1.5e+0", "name=1e5x"]) == {"lrf": 0.01, "scale": -1.5, "name": "1e5x"}
+    f = tmp_path / "space.yml"
+    f.write_text("lr0: [1e-5, 1e-2]\nmomentum: [7e-1, 9.8E-1, 3e-1]\n")
+    assert SearchSpace.parse(f).to_ultralytics() == {"lr0": (1e-5, 1e-2, 1.0), "momentum": (0.7, 0.98, 0.3)}
+
+
+@pytest.mark.slow  # one real 1-epoch training
+def test_risky_input_warns_in_the_terminal_and_the_study_runs(tmp_path, digits_cls, read_only):
+    import shutil
+
+    src, ro = read_only
+    shutil.copytree(digits_cls, src / "digits-cls")
+    out_dir = tmp_path / "out"
+    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(ro / "digits-cls"), "--output", str(out_dir),
+                "--iterations", "1", "--epochs", "1", "--space", '{"hsv_v": [0.0, 0.9]}', "val=False", "--quiet",
+                *kv(CLS_ARGS))
+    assert r.returncode == 0, r.stderr
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("hpo: warning: ")]
+    assert warnings == [
+        f"hpo: warning: data: '{ro / 'digits-cls'}' is read-only, so Ultralytics cannot save {s}.cache and rescans the {s} "
+        "labels in every trial; mount the dataset read-write once to let the cache be written, or copy it to a writable volume"
+        for s in ("train", "val")
+    ] + [
+        "hpo: warning: train args: val=False validates only after the last epoch, so trials record no per-epoch objective "
+        "and a pruner or scheduler (optuna --pruner, ray --scheduler) has nothing to compare; drop val=False to prune"
+    ]
+    assert "HpoWarning" not in r.stderr  # the CLI prints them once, as its own lines
+    assert json.loads((out_dir / "digits-cls-ultralytics" / "study.json").read_text())["train_args"]["val"] is False

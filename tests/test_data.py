@@ -35,6 +35,8 @@ def test_relative_path_key_is_relative_to_the_yaml(tmp_path):
     root = tmp_path / "vol" / "ds"
     (root / "imgs" / "tr").mkdir(parents=True)
     (root / "imgs" / "va").mkdir(parents=True)
+    for split in ("tr", "va"):
+        (root / "imgs" / split / "0.jpg").write_bytes(b"")
     y = tmp_path / "vol" / "data.yaml"
     y.write_text("path: ds\ntrain: imgs/tr\nval: imgs/va\nnames: {0: a}\ndownload: https://example.invalid/x.zip\n")
     r = resolve_data(y, "detect")
@@ -100,3 +102,79 @@ def test_digits_det_labels_match_images_and_are_deterministic(tmp_path):
             assert all(0.0 < float(v) <= 1.0 for v in box)
     with pytest.raises(Exception, match="not empty"):
         make_digits_det(tmp_path / "a", seed=3)
+
+
+def _cls_tree(root: Path, val_images: bool = True) -> Path:
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            if split == "train" or val_images:
+                (root / split / cls / "0.png").write_bytes(b"")
+    return root
+
+
+def test_a_split_without_images_is_refused(tmp_path):
+    empty_val = _cls_tree(tmp_path / "c1", val_images=False)
+    with pytest.raises(DataError, match=r"classification split '.*c1/val' has no images in its 2 class folders \(a, b\)"):
+        resolve_data(empty_val, "classify")
+    no_classes = _cls_tree(tmp_path / "c2")
+    for cls in ("a", "b"):
+        (no_classes / "val" / cls / "0.png").unlink()
+        (no_classes / "val" / cls).rmdir()
+    (no_classes / "val" / "stray.png").write_bytes(b"")  # outside class folders: ImageFolder ignores it
+    with pytest.raises(DataError, match=r"split '.*c2/val' has no class folders"):
+        resolve_data(no_classes, "classify")
+    not_images = _cls_tree(tmp_path / "c3", val_images=False)
+    (not_images / "val" / "a" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="has no images"):
+        resolve_data(not_images, "classify")
+    assert resolve_data(_cls_tree(tmp_path / "ok"), "classify").kind == "folder"
+
+    det = tmp_path / "det"
+    (det / "images" / "train" / "sub").mkdir(parents=True)
+    (det / "images" / "train" / "sub" / "0.jpg").write_bytes(b"")  # nested: Ultralytics globs **/*.*
+    (det / "images" / "val").mkdir(parents=True)
+    y = det / "data.yaml"
+    y.write_text("path: .\ntrain: images/train\nval: images/val\nnames: {0: a}\n")
+    with pytest.raises(DataError, match=r"^data: val '.*det/images/val' in '.*data.yaml' holds no images \(avif, bmp"):
+        resolve_data(y, "detect")
+    (det / "val.txt").write_text("\n")
+    y.write_text("path: .\ntrain: images/train\nval: val.txt\nnames: {0: a}\n")
+    with pytest.raises(DataError, match=r"val '.*det/val.txt' .* holds no images"):
+        resolve_data(y, "detect")
+    (det / "val.txt").write_text("./images/train/sub/0.jpg\n")
+    assert resolve_data(y, "detect").content["val"] == str(det / "val.txt")
+
+
+def test_read_only_dataset_warns_that_labels_are_rescanned(read_only, coco8):
+    import shutil
+    import warnings
+
+    from hpo import HpoWarning
+    from hpo.config import build_config
+    from hpo.data import cache_warnings
+
+    src, ro = read_only
+    _cls_tree(src / "cls")
+    shutil.copytree(coco8.parent / "images", src / "det" / "images")
+    shutil.copytree(coco8.parent / "labels", src / "det" / "labels")
+    for cache in (src / "det" / "labels").glob("*.cache"):
+        cache.unlink()
+    (src / "det" / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: {0: person}\n")
+    found = cache_warnings(resolve_data(ro / "cls", "classify"))
+    assert len(found) == 2 and all(f"data: '{ro / 'cls'}' is read-only" in w for w in found)
+    assert "train.cache" in found[0] and "val.cache" in found[1]
+    found = cache_warnings(resolve_data(ro / "det" / "data.yaml", "detect"))
+    assert [w.split(" and ")[0] for w in found] == [f"data: '{ro / 'det' / 'labels'}' is read-only, so Ultralytics cannot save {s}.cache" for s in ("train", "val")]
+    assert cache_warnings(resolve_data(src / "cls", "classify")) == []  # writable: Ultralytics saves its cache
+    (src / "det" / "labels" / "train.cache").write_bytes(b"")
+    (src / "det" / "labels" / "val.cache").write_bytes(b"")
+    assert cache_warnings(resolve_data(ro / "det" / "data.yaml", "detect")) == []  # caches there: nothing to rescan
+
+    with warnings.catch_warnings(record=True) as caught:  # the Python API shows them too
+        warnings.simplefilter("always")
+        cfg = build_config(model="yolov8n-cls.yaml", data=ro / "cls", space={"lr0": (1e-4, 1e-2)}, iterations=2, epochs=1,
+                           train_args={"val": False, "optimizer": "AdamW"}, output=src / "out")
+    texts = [str(w.message) for w in caught if issubclass(w.category, HpoWarning)]
+    assert texts == list(cfg.warnings) and len(texts) == 3
+    assert texts[2].startswith("train args: val=False validates only after the last epoch")

@@ -66,6 +66,14 @@ def test_explicit_specs_file_and_inline_json(tmp_path):
         ({"optimizer": {"type": "choice", "choices": []}}, "non-empty 'choices'"),
         ({"lr0": {"type": "beta", "low": 0, "high": 1}}, "use float, int, logfloat or choice"),
         ({"epochs": (1, 5)}, "cannot be tuned"),
+        ({"lr0": (0.01, 0.01)}, "'lr0' has equal bounds low=high=0.01, nothing to search; fix it as a train arg (lr0=0.01)"),
+        ({"close_mosaic": {"type": "int", "low": 3, "high": 3}}, "equal bounds low=high=3"),
+        ({"lr0": (1e-5, 2.0)}, "'lr0' high=2.0 is outside [0.0, 1.0], which Ultralytics"),
+        ({"mosaic": (-0.1, 1.0)}, "'mosaic' low=-0.1 is outside [0.0, 1.0]"),
+        ({"scale": (0.0, 1.5)}, "'scale' high=1.5 is outside [0.0, 1.0]"),
+        ({"fraction": (0.0, 0.5)}, "'fraction' low=0.0 is outside (0.0, 1.0]"),
+        ({"nbs": (0, 64)}, "'nbs' low=0 is below 1, which Ultralytics"),
+        ({"mixup": {"type": "choice", "choices": [0.0, 0.5, 1.5]}}, "'mixup' choice=1.5 is outside [0.0, 1.0]"),
         ({}, "is empty"),
         ("{not json", "inline JSON is invalid"),
         ("/no/such/space.yaml", "does not exist"),
@@ -76,6 +84,25 @@ def test_invalid_spaces_name_the_field(space, message):
         SearchSpace.parse(space)
     assert message in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_limits_allow_ultralytics_own_bounds():
+    space = SearchSpace.parse({"lr0": (0.0, 1.0), "fraction": (0.5, 1.0), "nbs": (1, 64), "degrees": (-45.0, 45.0)})
+    assert (space["lr0"].low, space["lr0"].high, space["nbs"].low) == (0.0, 1.0, 1)
+    assert space["degrees"].low == -45.0  # CFG_FLOAT_KEYS have no range in Ultralytics
+
+
+def test_yaml_space_file_reads_exponent_numbers_as_numbers(tmp_path):
+    import yaml
+
+    text = "lr0: [1e-5, 1E-2]\nweight_decay: {type: float, low: 0, high: 5e-4}\nclose_mosaic: [0, 1e1]\n"
+    assert yaml.safe_load(text)["lr0"] == ["1e-5", "1E-2"]  # PyYAML (YAML 1.1) reads strings
+    f = tmp_path / "space.yaml"
+    f.write_text(text)
+    space = SearchSpace.parse(f)
+    assert (space["lr0"].low, space["lr0"].high) == (1e-5, 1e-2)
+    assert space["weight_decay"].high == 5e-4
+    assert (space["close_mosaic"].kind, space["close_mosaic"].high) == (Kind.INT, 10)
 
 
 def test_validate_params_types_and_bounds():

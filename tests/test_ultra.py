@@ -19,6 +19,36 @@ def test_native_default_space_matches_a_real_native_tuner(tmp_path):
     assert ultra.native_default_space() == native.space
 
 
+def test_image_formats_match_imported_ultralytics():
+    from ultralytics.data.utils import IMG_FORMATS
+
+    assert ultra.image_formats() == IMG_FORMATS
+
+
+def test_arg_limits_are_the_ranges_check_cfg_accepts():
+    import pytest
+    from ultralytics.cfg import CFG_FRACTION_KEYS, CFG_INT_MIN, check_cfg
+
+    limits = ultra.arg_limits()
+    assert set(limits) == set(CFG_FRACTION_KEYS) | set(CFG_INT_MIN) | {"scale"}
+    for key, (low, high, low_inclusive) in limits.items():
+        integer = key in CFG_INT_MIN
+        step = 1 if integer else 1e-6
+        if low_inclusive:
+            check_cfg({key: low})  # the bound itself is accepted
+        else:
+            check_cfg({key: low + step})
+        with pytest.raises(ValueError):
+            check_cfg({key: low - step if low_inclusive else low})
+        if high is None:
+            check_cfg({key: 10**6})
+        else:
+            check_cfg({key: high})
+            if key != "fraction":  # fraction also takes image counts > 1
+                with pytest.raises(ValueError):
+                    check_cfg({key: high + step})
+
+
 def test_task_metric_table_matches_ultralytics():
     from ultralytics.cfg import TASK2METRIC
 
@@ -39,19 +69,46 @@ def test_resolve_model(tmp_path):
         ultra.resolve_model("yolov8n.pt")
     with pytest.raises(ConfigError, match="neither a local file nor a model YAML"):
         ultra.resolve_model("yolov99q.yaml")
-    local = tmp_path / "m.pt"
-    local.write_bytes(b"x")
+    import torch
+
+    local = tmp_path / "m.pt"  # an Ultralytics checkpoint without train_args: the name decides
+    torch.save({"model": torch.nn.Conv2d(3, 4, 3)}, local)
     assert ultra.resolve_model(str(local)) == (str(local.resolve()), "detect")
+
+
+def test_a_corrupt_or_foreign_pt_is_refused_naming_the_model_file(tmp_path):
+    import pytest
+    import torch
+
+    from hpo import ConfigError
+
+    junk = tmp_path / "junk-cls.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match=r"^model: '.*junk-cls\.pt' is not a readable checkpoint \(") as e:
+        ultra.resolve_model(str(junk))
+    assert "data" not in str(e.value).split(";")[0]
+    good = tmp_path / "good.pt"
+    torch.save({"model": torch.nn.Conv2d(3, 4, 3), "train_args": {"task": "classify"}}, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ConfigError, match=r"^model: '.*truncated\.pt' is not a readable checkpoint"):
+        ultra.resolve_model(str(truncated))
+    weights = tmp_path / "state_dict.pt"  # a plain PyTorch state dict, not an Ultralytics checkpoint
+    torch.save(torch.nn.Conv2d(3, 4, 3).state_dict(), weights)
+    with pytest.raises(ConfigError, match=r"^model: '.*state_dict\.pt' is not an Ultralytics checkpoint \(it holds a OrderedDict"):
+        ultra.resolve_model(str(weights))
+    tensor = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), tensor)
+    with pytest.raises(ConfigError, match="is not an Ultralytics checkpoint"):
+        ultra.resolve_model(str(tensor))
 
 
 def test_checkpoint_task_is_read_from_the_file_not_its_name(tmp_path):
     import torch
 
     ckpt = tmp_path / "best.pt"  # how every Ultralytics run names its weights, whatever the task
-    torch.save({"train_args": {"task": "classify"}, "model": None}, ckpt)
+    torch.save({"train_args": {"task": "classify"}, "model": torch.nn.Conv2d(3, 4, 3)}, ckpt)
     assert ultra.resolve_model(str(ckpt)) == (str(ckpt), "classify")
-    (tmp_path / "junk-cls.pt").write_bytes(b"not a checkpoint")
-    assert ultra.resolve_model(str(tmp_path / "junk-cls.pt"))[1] == "classify"  # unreadable: the name decides
 
 
 def test_checkpoint_task_is_read_without_torch_and_without_running_its_code(tmp_path):

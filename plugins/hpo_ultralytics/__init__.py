@@ -12,15 +12,19 @@ not Ultralytics' ``fitness``. Failed trials are not written there, so they never
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
-from hpo import Backend, BackendOptions, ConfigError, TrialRecord, TrialStatus, hookimpl
+from hpo import Backend, BackendOptions, ConfigError, RunFailed, TrialRecord, TrialStatus, hookimpl
 from hpo.study import atomic_write_text
 
 __all__ = ["UltralyticsBackend", "hpo_register_backends"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of Ultralytics' log prefix
 
 
 class UltralyticsOptions(BackendOptions):
@@ -40,11 +44,27 @@ class UltralyticsBackend(Backend):
 
     @classmethod
     def check(cls, config: Any, options: BackendOptions) -> None:
+        """Refuse choice and log parameters (the native form is linear ``(low, high)``), and a space with
+        fewer distinct configurations than ``config.iterations`` (the native ``Tuner._mutate`` never
+        repeats one and raises after 200 tries; counted by :func:`_distinct_values`).
+
+        Raises:
+            hpo.errors.ConfigError: naming the parameters and the fix.
+        """
         bad = [k for k, p in config.space.items() if p.kind.value == "choice" or p.log]
         if bad:
             raise ConfigError(
                 f"space: the ultralytics backend mutates linear (low, high) ranges only; {', '.join(bad)} "
                 "is a choice or log parameter: use --backend optuna or ray, or give it as (low, high)"
+            )
+        sizes = {k: _distinct_values(p) for k, p in config.space.items()}
+        total = math.prod(sizes.values())
+        if total < config.iterations:
+            shown = ", ".join(f"{k}: {n} values" for k, n in sizes.items())
+            raise ConfigError(
+                f"space: the ultralytics backend tries each configuration once (Tuner._mutate refuses duplicates) but "
+                f"this space holds only {total} distinct configurations ({shown}) for --iterations {config.iterations}; widen an integer range, "
+                f"add a float parameter, lower --iterations to {total}, or use --backend optuna"
             )
 
     def __init__(self, **kwargs: Any):
@@ -69,6 +89,23 @@ class UltralyticsBackend(Backend):
         self._results: list[dict[str, Any]] = []
 
     def ask(self, trial_id: int) -> dict[str, Any]:
+        """The native proposal (``Tuner._mutate``).
+
+        Raises:
+            hpo.errors.RunFailed: the native tuner found no untried configuration in its 200 tries
+                (a nearly exhausted integer space: ``check`` only guarantees there are enough).
+        """
+        try:
+            return self._mutate(trial_id)
+        except RuntimeError as e:
+            native = _ANSI.sub("", str(e)).strip()
+            raise RunFailed(
+                f"ultralytics backend: {native} after {len(self._results)} complete trials (the space holds "
+                f"{math.prod(_distinct_values(p) for p in self.config.space.values())} configurations); widen the space, "
+                "or use --resume with a smaller --iterations"
+            ) from None
+
+    def _mutate(self, trial_id: int) -> dict[str, Any]:
         np = self._np
         seed = self.config.seed
         if seed is None:
@@ -117,6 +154,14 @@ class UltralyticsBackend(Backend):
             f"at iteration {best['iteration']}, fitness={best['fitness']} ({self.config.metric})\n"
         )
         atomic_write_text(self.tune_dir / "best_hyperparameters.yaml", header + yaml.safe_dump(best["hyperparameters"], sort_keys=False))
+
+
+def _distinct_values(param: Any) -> int:
+    """How many values the native ``Tuner._constrain`` can give a parameter: every whole number
+    in an integer range (``CFG_INT_KEYS``), every multiple of 1e-5 in a float range (it rounds to 5 decimals)."""
+    if param.kind.value == "int":
+        return int(param.high) - int(param.low) + 1
+    return math.floor(round(param.high * 1e5, 6)) - math.ceil(round(param.low * 1e5, 6)) + 1
 
 
 @hookimpl
