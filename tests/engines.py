@@ -15,10 +15,12 @@ from __future__ import annotations
 import glob
 import itertools
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -116,8 +118,9 @@ class PostgresServer:
 
 
 class RayHead:
-    """A Ray head started with ``ray start --head`` (token authentication as Ray sets it up), as a
-    separate process tree whose command lines all hold :attr:`temp_dir`.
+    """A Ray head started with ``ray start --head`` with token authentication on
+    (``RAY_AUTH_MODE=token``, its own token in :attr:`token_file` under its temp dir), as a separate
+    process tree whose command lines all hold :attr:`temp_dir`.
 
     Args:
         num_cpus: CPUs the head offers (``--num-cpus``).
@@ -139,9 +142,15 @@ class RayHead:
         Raises:
             RuntimeError: ``ray start`` failed (its output in the message).
         """
-        ray = Path(os.environ.get("VIRTUAL_ENV", ""), "bin", "ray")
+        ray = Path(sys.executable).with_name("ray")
         exe = str(ray) if ray.is_file() else (shutil.which("ray") or "ray")
+        # token authentication on, with a token of its own (never ~/.ray/auth_token of this machine)
+        self.token = secrets.token_hex(32)
+        self.token_file = self.temp_dir / "auth_token"
+        self.token_file.write_text(self.token)
+        self.token_file.chmod(0o600)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_file))
         res = subprocess.run(
             [exe, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
              "--temp-dir", str(self.temp_dir), "--num-cpus", str(self.num_cpus), "--num-gpus", "0",

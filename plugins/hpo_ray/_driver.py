@@ -61,8 +61,10 @@ _STARTED_LOCAL = {"on": False}
 def connect(options: Any) -> None:
     """Connect to ``options.address()`` or start a local Ray with ``options.num_cpus`` CPUs (default all).
 
+    For an address, the auth token is found and the cluster probed first (:func:`hpo_ray._cluster.prepare`).
+
     Raises:
-        ConfigError: the address cannot be reached.
+        ConfigError: the address cannot be reached, or refuses the (missing or wrong) auth token.
     """
     import ray
 
@@ -70,6 +72,10 @@ def connect(options: Any) -> None:
         return
     address = options.address()
     kwargs: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False, "configure_logging": False}
+    if address:
+        from ._cluster import prepare
+
+        prepare(address)  # token auth from RAY_AUTH_TOKEN / ~/.ray/auth_token; a quick probe of the GCS
     try:
         if address:
             ray.init(address=address, **kwargs)
@@ -468,6 +474,10 @@ def run_study(backend: Any, loop: Any) -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     connect(opts)
+    if opts.address():
+        from ._cluster import probe_study_dir
+
+        probe_study_dir(study.path)  # every node must read and write the study directory
     ctx = _Context(backend, loop)
     _CONTEXTS[key] = ctx
     setup = {
