@@ -34,10 +34,10 @@ TRAIN = {"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu", "optimizer": "
 SPACE = {"lr0": {"type": "logfloat", "low": 1e-4, "high": 1e-1}, "momentum": (0.6, 0.98)}
 
 
-def _common(data: Path, out: Path, name: str, trials: int, epochs: int) -> list[str]:
+def _common(data: Path, out: Path, name: str, trials: int, epochs: int, *, drop: tuple[str, ...] = ()) -> list[str]:
     return ["tune", "--model", "yolov8n-cls.yaml", "--data", str(data), "--iterations", str(trials),
             "--epochs", str(epochs), "--output", str(out), "--name", name, "--space", json.dumps(SPACE),
-            "--seed", "0", "--quiet", "--no-mlflow", *[f"{k}={v}" for k, v in TRAIN.items()]]
+            "--seed", "0", "--quiet", "--no-mlflow", *[f"{k}={v}" for k, v in TRAIN.items() if k not in drop]]
 
 
 def _popen(args: list[str], log: Path) -> subprocess.Popen:
@@ -58,7 +58,8 @@ def _row(kind: str, processes: int, wall: float, study_dir: Path, rcs: list[int]
     counts = _finished(study_dir)
     done = sum(v for k, v in counts.items() if k in ("complete", "pruned", "failed"))
     return {"run": kind, "processes": processes, "storage": storage, "wall_s": round(wall, 1), "counts": counts,
-            "finished": done, "trials_per_hour": round(done / wall * 3600, 1), "exit_codes": rcs}
+            "finished": done, "trials_per_hour": round(done / wall * 3600, 1), "exit_codes": rcs,
+            "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}  # other work on the machine skews the numbers
 
 
 def run_joined(k: int, *, data: Path, out: Path, trials: int, epochs: int, storage: str | None = None) -> dict[str, Any]:
@@ -87,12 +88,17 @@ def run_joined(k: int, *, data: Path, out: Path, trials: int, epochs: int, stora
 def run_ray(*, data: Path, out: Path, trials: int, epochs: int, address: str | None, num_cpus: int) -> dict[str, Any]:
     """One ray study (FIFO scheduler, 1 CPU per trial) on ``address`` or a local Ray of ``num_cpus`` CPUs."""
     name = "ray"
-    args = [*_common(data, out, name, trials, epochs), "--backend", "ray", "--scheduler", "fifo", "--cpus-per-trial", "1"]
+    # Ray assigns the device (CPU here: --gpus-per-trial 0)
+    args = [*_common(data, out, name, trials, epochs, drop=("device",)), "--backend", "ray", "--scheduler", "fifo", "--cpus-per-trial", "1"]
     args += ["--ray-address", address] if address else ["--num-cpus", str(num_cpus)]
     t0 = time.perf_counter()
     rc = _popen(args, out / f"{name}.log").wait()
     return _row(name + (" (cluster)" if address else f" (local, {num_cpus} CPUs)"), 1, time.perf_counter() - t0,
                 out / name, [rc], "Ray experiment")
+
+
+def _or(value: Any, missing: str) -> Any:
+    return missing if value is None else value
 
 
 def throughput_report(results: dict[str, Any]) -> str:
@@ -107,12 +113,12 @@ def throughput_report(results: dict[str, Any]) -> str:
         f"Study: digits-cls, yolov8n-cls.yaml from scratch, {TRAIN['imgsz']} px, {results['trials']} trials x "
         f"{results['epochs']} epoch(s), fraction {TRAIN['fraction']}; throughput = finished trials / wall time "
         "(first launch to last exit).", "",
-        "| run | processes | storage | wall s | finished | trials/hour | exit codes |",
-        "|---|---|---|---|---|---|---|",
+        "| run | processes | storage | wall s | finished | trials/hour | exit codes | load avg (1 min) at end |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         lines.append(f"| {r['run']} | {r['processes']} | {r['storage']} | {r['wall_s']} | {r['finished']} | "
-                     f"{r['trials_per_hour']} | {r['exit_codes']} |")
+                     f"{r['trials_per_hour']} | {r['exit_codes']} | {_or(r.get('load_avg_1m_at_end'), 'not recorded')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -126,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run the joined studies on this Optuna storage URL (repeatable; e.g. postgresql://...)")
     ap.add_argument("--ray-address", default=None, help="Ray cluster for the ray run (default: a local Ray)")
     ap.add_argument("--no-ray", action="store_true", help="skip the ray run")
+    ap.add_argument("--append", action="store_true", help="add the runs to DIR/results.json instead of replacing it")
     args = ap.parse_args(argv)
     from hpo.datasets import make_dataset
 
@@ -149,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             from hpo_optuna._storage import display_url
 
             r["storage"] = display_url(r["storage"])
+    if args.append and (args.out / "results.json").is_file():
+        runs = json.loads((args.out / "results.json").read_text())["runs"] + runs
     results = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d", time.gmtime()), "trials": args.trials,
                "epochs": args.epochs, "runs": runs, "work_dir": str(work)}
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
