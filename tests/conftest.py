@@ -67,3 +67,29 @@ def hpo_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 def kv(args: dict) -> list[str]:
     """``{"imgsz": 32}`` -> ``["imgsz=32"]``."""
     return [f"{k}={v}" for k, v in args.items()]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL 15 server of the session (tests/engines.py), stopped by pid at the end;
+    ``postgres.database()`` gives a fresh database's ``postgresql://`` URL."""
+    from engines import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A real Ray head (``ray start --head``, token authentication, 2 CPUs) of the session
+    (tests/engines.py), stopped by the pids of its processes at the end."""
+    from engines import RayHead
+
+    head = RayHead(num_cpus=2).start()
+    try:
+        yield head
+    finally:
+        head.stop()

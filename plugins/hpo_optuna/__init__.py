@@ -3,7 +3,8 @@
 ``hpo tune --backend optuna`` (or ``Tuner(backend="optuna")``): TPE (multivariate, seeded by
 ``--seed``) by default, Hyperband pruning on the per-epoch objective, the Optuna study stored as
 a journal file in the study directory (``<study>/optuna/journal.log``), ``--workers N`` trials at
-once, and more processes or pods on the same volume with ``--join``. See ``docs/optuna.md``.
+once, and more processes or pods on the same volume with ``--join``; ``--storage
+postgresql://...`` needs the ``postgres`` extra (psycopg 3). See ``docs/optuna.md`` and ``docs/scaling.md``.
 
 Importing this package does not import optuna; the backend imports it when a study starts.
 """

@@ -29,6 +29,8 @@ from pydantic import Field, field_validator
 
 from hpo import Backend, BackendOptions, ConfigError, Kind, SearchSpace, TrialRecord, TrialStatus, repair_jsonl
 
+from ._storage import _first_line, check_storage, display_url, open_storage
+
 if TYPE_CHECKING:
     import optuna
 
@@ -129,11 +131,13 @@ class OptunaBackend(Backend):
 
     @classmethod
     def check(cls, config: Any, options: BackendOptions) -> None:
-        """Refuse SQLite storage shared by several workers (SQLite locks the whole file per write,
-        so parallel Optuna writers fail with "database is locked").
+        """Refuse, before the study directory is created: SQLite storage shared by several workers
+        (SQLite locks the whole file per write, so parallel Optuna writers fail with "database is
+        locked"), and a database storage that cannot be opened (driver not installed, server
+        unreachable, bad credentials): it is opened once here (:func:`check_storage`).
 
         Raises:
-            hpo.ConfigError: ``storage`` is SQLite and ``workers > 1`` or ``join``.
+            hpo.ConfigError: ``storage`` is SQLite and ``workers > 1`` or ``join``; or it cannot be opened.
         """
         storage = getattr(options, "storage", None) or ""
         if storage.startswith("sqlite") and (config.workers > 1 or config.join):
@@ -143,6 +147,8 @@ class OptunaBackend(Backend):
                 "(Optuna fails with 'database is locked'); drop --storage to use the journal file in the "
                 "study directory, or use postgresql://..."
             )
+        if storage:
+            check_storage(storage)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -154,7 +160,7 @@ class OptunaBackend(Backend):
         self.storage_url = self.options.storage or str(Path(self.study.path) / JOURNAL)
         self._repair_journal()
         try:
-            storage = self._open_storage(self.storage_url)
+            storage = open_storage(self.storage_url)
             self.ostudy = optuna.create_study(
                 study_name=self.config.name,
                 storage=storage,
@@ -164,7 +170,7 @@ class OptunaBackend(Backend):
                 load_if_exists=True,
             )
         except (ImportError, OSError, ValueError, RuntimeError) as e:
-            raise ConfigError(f"optuna option 'storage': cannot open {self.storage_url}: {str(e).splitlines()[0]}") from None
+            raise ConfigError(f"optuna option 'storage': cannot open {display_url(self.storage_url)}: {_first_line(e)}") from None
         self._trials: dict[int, optuna.Trial] = {}
         self._lock = threading.Lock()
         existing = len(self.ostudy.get_trials(deepcopy=False))
@@ -173,16 +179,6 @@ class OptunaBackend(Backend):
         if not self.config.join and not existing:
             # the reference point: Ultralytics' own defaults are the first trial of a new study
             self.ostudy.enqueue_trial(self.config.space.defaults(), user_attrs={"hpo_defaults": True})
-
-    @staticmethod
-    def _open_storage(url: str) -> Any:
-        import optuna
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        if "://" in url:
-            return optuna.storages.RDBStorage(url)
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(url))
 
     def _repair_journal(self) -> None:
         """Cut a torn last line off the journal file (a write cut short by a kill or a full volume),

@@ -57,7 +57,8 @@ class RayOptions(BackendOptions):
     cpus_per_trial: float = Field(1.0, gt=0, description="CPUs Ray reserves per trial (checked against the cluster before any trial)")
     gpus_per_trial: float = Field(0.0, ge=0, description="GPUs Ray reserves per trial; Ray assigns the device (do not pass device=)")
     ray_address: Optional[str] = Field(
-        None, description="address of an existing Ray cluster (e.g. ray://head:10001 or auto); default env RAY_ADDRESS, else a local Ray"
+        None, description="address of an existing Ray cluster (e.g. head:6379, ray://head:10001 or auto); default env RAY_ADDRESS, "
+        "else a local Ray; a token-authenticated cluster's token is read from RAY_AUTH_TOKEN or ~/.ray/auth_token"
     )
     num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of the local Ray started when no address is given (default: all)")
     checkpoint: bool = Field(

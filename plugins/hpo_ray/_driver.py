@@ -62,8 +62,10 @@ _STARTED_LOCAL = {"on": False}
 def connect(options: Any) -> None:
     """Connect to ``options.address()`` or start a local Ray with ``options.num_cpus`` CPUs (default all).
 
+    For an address, the auth token is found and the cluster probed first (:func:`hpo_ray._cluster.prepare`).
+
     Raises:
-        ConfigError: the address cannot be reached.
+        ConfigError: the address cannot be reached, or refuses the (missing or wrong) auth token.
     """
     import ray
 
@@ -71,6 +73,10 @@ def connect(options: Any) -> None:
         return
     address = options.address()
     kwargs: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False, "configure_logging": False}
+    if address:
+        from ._cluster import prepare
+
+        prepare(address)  # token auth from RAY_AUTH_TOKEN / ~/.ray/auth_token; a quick probe of the GCS
     try:
         if address:
             ray.init(address=address, **kwargs)
@@ -567,6 +573,10 @@ def run_study(backend: Any, loop: Any) -> None:
     for name in _RAY_STORAGE_LOGGERS:
         logging.getLogger(name).addFilter(_QUIET)
     connect(opts)
+    if opts.address():
+        from ._cluster import probe_study_dir
+
+        probe_study_dir(study.path)  # every node must read and write the study directory
     ctx = _Context(backend, loop)
     _CONTEXTS[key] = ctx
     setup = {

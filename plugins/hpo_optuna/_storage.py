@@ -1,0 +1,117 @@
+"""Opening the Optuna storage: a journal file, or a database URL as users write it.
+
+``postgresql://`` URLs load SQLAlchemy's default PostgreSQL driver, psycopg 3 (``psycopg``), which
+Optuna does not install: hpo's ``postgres`` extra does (``pip install 'hpo[postgres]'``). A
+storage that cannot be opened (driver missing, server unreachable, bad credentials, unknown
+database) is one :class:`hpo.ConfigError` line, raised by :func:`check_storage` from the
+backend's ``check``, before the study directory is created.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hpo import ConfigError
+
+__all__ = ["open_storage", "check_storage", "display_url", "DRIVER_PACKAGES"]
+
+#: SQLAlchemy DBAPI driver name -> what to install for it.
+DRIVER_PACKAGES = {
+    "psycopg": "pip install 'hpo[postgres]' (psycopg 3, SQLAlchemy's driver for postgresql://)",
+    "psycopg2": "pip install psycopg2-binary, or write postgresql://... and pip install 'hpo[postgres]'",
+    "pymysql": "pip install PyMySQL",
+    "mysqldb": "pip install mysqlclient",
+    "oracledb": "pip install oracledb",
+    "pyodbc": "pip install pyodbc",
+}
+#: Seconds a PostgreSQL connection attempt may take (libpq's connect_timeout) unless the URL sets it.
+CONNECT_TIMEOUT_S = 10
+
+
+def display_url(url: str) -> str:
+    """``url`` with its password masked (``***``), for messages; a journal path unchanged."""
+    if "://" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL holds no password we can find
+        return url
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0].strip() if text else type(e).__name__
+
+
+def _engine_kwargs(url: Any) -> dict[str, Any]:
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+    return {}
+
+
+def open_storage(url: str) -> Any:
+    """The Optuna storage of ``url``: ``RDBStorage`` for a database URL, ``JournalStorage`` over a
+    ``JournalFileBackend`` for a file path (its folder created).
+
+    Raises:
+        hpo.ConfigError: the database driver is not installed (naming what to install), or the
+            URL cannot be parsed or the database reached (the driver's first line, password masked).
+    """
+    import optuna
+
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(url))
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    shown = display_url(url)
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as e:
+        raise ConfigError(f"optuna option 'storage': '{shown}' is not a usable database URL ({_first_line(e)})") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        fix = DRIVER_PACKAGES.get(dialect.driver, f"install the Python package of the '{dialect.driver}' driver")
+        raise ConfigError(
+            f"optuna option 'storage': {parsed.drivername}:// needs the database driver '{dialect.driver}', "
+            f"which is not installed: {fix}"
+        ) from None
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(parsed))
+    except (SQLAlchemyError, ImportError, OSError, ValueError, RuntimeError) as e:
+        msg = _first_line(getattr(e, "orig", None) or e)
+        raise ConfigError(
+            f"optuna option 'storage': cannot open {shown}: {msg}; check the server, database and user "
+            "(a password belongs in PGPASSWORD or ~/.pgpass, not in the URL)"
+        ) from None
+
+
+def check_storage(url: str) -> None:
+    """Open a database storage once (creating Optuna's tables if the database is empty), so a
+    storage that cannot be opened is refused before anything is written. A journal file path and
+    SQLite only get their folder checked (opening them would create the file).
+
+    Raises:
+        hpo.ConfigError: see :func:`open_storage`; or the folder of a journal / SQLite file does not exist.
+    """
+    if url.startswith("sqlite"):
+        path = url.partition(":///")[2]
+        if path and path != ":memory:" and not Path(path).parent.is_dir():
+            raise ConfigError(f"optuna option 'storage': the folder of {url} does not exist; create it or fix the path")
+        return
+    if "://" not in url:
+        return  # a journal path: its folder is created with the study
+    storage = open_storage(url)
+    try:
+        storage.remove_session()
+        storage.engine.dispose()
+    except Exception:  # noqa: BLE001 - closing the check's connections is best effort
+        pass

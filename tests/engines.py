@@ -1,0 +1,202 @@
+"""Real scale-out engines for the tests: a throwaway PostgreSQL 15 server and a Ray head with token auth.
+
+Both run as separate processes on 127.0.0.1, on a free port, with their state in their own
+temporary directory, and are stopped by pid at the end (``pg_ctl stop`` reads the postmaster's
+pid file; the Ray head's processes are the ones whose command line holds its temp dir). Nothing
+machine-wide is touched: never ``ray stop``, never the system's PostgreSQL cluster.
+
+PostgreSQL: Debian's ``postgresql-15`` package (``/usr/lib/postgresql/15/bin``), run as the
+``postgres`` user when the tests run as root (PostgreSQL refuses to run as root), trust
+authentication on the loopback address only.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["PostgresServer", "RayHead", "free_port", "pg_bin"]
+
+_PG_GLOBS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/*/bin")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_bin() -> Path:
+    """The folder holding ``initdb`` and ``pg_ctl`` (not on PATH in Debian's package).
+
+    Raises:
+        FileNotFoundError: no PostgreSQL server is installed (``apt-get install postgresql-15``).
+    """
+    for pattern in _PG_GLOBS:
+        for d in sorted(glob.glob(pattern), reverse=True):
+            if Path(d, "initdb").is_file() and Path(d, "pg_ctl").is_file():
+                return Path(d)
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    raise FileNotFoundError("no PostgreSQL server (initdb, pg_ctl) found; install Debian's postgresql-15 package")
+
+
+class PostgresServer:
+    """A PostgreSQL server of its own: ``initdb`` in a temp dir, ``pg_ctl start`` on 127.0.0.1:``port``.
+
+    Use :meth:`database` for a fresh, empty database per test; :attr:`url` is the maintenance
+    database ``postgres``.
+    """
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="hpo-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.bin = pg_bin()
+        self._as_postgres = os.geteuid() == 0
+        self._names = itertools.count()
+
+    def _run(self, *cmd: str) -> subprocess.CompletedProcess:
+        full = ["runuser", "-u", "postgres", "--", *cmd] if self._as_postgres else list(cmd)
+        return subprocess.run(full, capture_output=True, text=True, timeout=120, cwd=self.root)
+
+    def start(self) -> "PostgresServer":
+        """Create the cluster and start the server; wait until it accepts connections.
+
+        Raises:
+            RuntimeError: initdb or pg_ctl failed (their output in the message).
+        """
+        if self._as_postgres:
+            shutil.chown(self.root, "postgres", "postgres")
+        res = self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                        "--no-sync")
+        if res.returncode:
+            raise RuntimeError(f"initdb failed: {res.stdout[-1000:]} {res.stderr[-2000:]}")
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} -c fsync=off"
+        res = self._run(str(self.bin / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data),
+                        "-l", str(self.root / "server.log"), "-o", opts)
+        if res.returncode:
+            log = (self.root / "server.log").read_text() if (self.root / "server.log").is_file() else ""
+            raise RuntimeError(f"pg_ctl start failed: {res.stderr[-1000:]} {log[-2000:]}")
+        return self
+
+    @property
+    def pid(self) -> int:
+        """The postmaster's pid (first line of ``postmaster.pid``)."""
+        return int((self.data / "postmaster.pid").read_text().splitlines()[0])
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def database(self, prefix: str = "t") -> str:
+        """Create a new empty database; returns its ``postgresql://`` URL (as users write it)."""
+        import psycopg
+
+        name = f"{prefix}_{os.getpid()}_{next(self._names)}"
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m fast`` (the postmaster by its pid file), then remove the temp dir."""
+        if (self.data / "postmaster.pid").is_file():
+            self._run(str(self.bin / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(self.data))
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class RayHead:
+    """A Ray head started with ``ray start --head`` with token authentication on
+    (``RAY_AUTH_MODE=token``, its own token in :attr:`token_file` under its temp dir), as a separate
+    process tree whose command lines all hold :attr:`temp_dir`.
+
+    Args:
+        num_cpus: CPUs the head offers (``--num-cpus``).
+    """
+
+    def __init__(self, num_cpus: int = 2) -> None:
+        # Ray's socket paths must stay short (AF_UNIX limit of 107 bytes): a short temp dir
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="hr-", dir="/tmp"))
+        self.port = free_port()
+        self.num_cpus = num_cpus
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "RayHead":
+        """Run ``ray start --head`` and return when it has started.
+
+        Raises:
+            RuntimeError: ``ray start`` failed (its output in the message).
+        """
+        ray = Path(sys.executable).with_name("ray")
+        exe = str(ray) if ray.is_file() else (shutil.which("ray") or "ray")
+        # token authentication on, with a token of its own (never ~/.ray/auth_token of this machine)
+        self.token = secrets.token_hex(32)
+        self.token_file = self.temp_dir / "auth_token"
+        self.token_file.write_text(self.token)
+        self.token_file.chmod(0o600)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_file))
+        res = subprocess.run(
+            [exe, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
+             "--temp-dir", str(self.temp_dir), "--num-cpus", str(self.num_cpus), "--num-gpus", "0",
+             "--include-dashboard", "false", "--disable-usage-stats"],
+            capture_output=True, text=True, timeout=180, env=env,
+        )
+        if res.returncode:
+            self.stop()
+            raise RuntimeError(f"ray start failed: {res.stdout[-2000:]} {res.stderr[-2000:]}")
+        return self
+
+    def pids(self) -> list[int]:
+        """Pids of the processes whose command line holds this head's temp dir."""
+        me, out = os.getpid(), []
+        needle = str(self.temp_dir).encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+        return out
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s, every process of this head (by pid); remove its temp dir."""
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            pids = self.pids()
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + wait
+            while pids and time.time() < deadline:
+                pids = [p for p in pids if Path(f"/proc/{p}").exists() and _alive(p)]
+                time.sleep(0.2)
+            if not pids:
+                break
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

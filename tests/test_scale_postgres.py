@@ -1,0 +1,164 @@
+"""Optuna on a real PostgreSQL server (the session's ``postgres`` fixture, tests/engines.py).
+
+Budget: about 2 minutes alone on 2 cores: three joined processes on one study (digits-cls at
+32 px on 20% of the train images, 2 epochs per trial), one of them SIGKILLed, then ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hpo import Study, TrialStatus
+
+optuna = pytest.importorskip("optuna")
+
+TRAIN = {"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu", "optimizer": "SGD", "fraction": 0.2}
+SPACE = {"lr0": {"type": "logfloat", "low": 1e-4, "high": 1e-1}, "momentum": (0.6, 0.98)}
+
+
+def tune_args(data: Path, out: Path, name: str, storage: str, iterations: int, epochs: int = 1) -> list[str]:
+    return ["tune", "--backend", "optuna", "--model", "yolov8n-cls.yaml", "--data", str(data),
+            "--iterations", str(iterations), "--epochs", str(epochs), "--output", str(out), "--name", name,
+            "--pruner", "none", "--storage", storage, "--space", json.dumps(SPACE), "--quiet", "--json",
+            "--no-mlflow", *[f"{k}={v}" for k, v in TRAIN.items()]]
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hpo.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=cwd, start_new_session=True)
+
+
+def lines_of(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def wait_for(cond, procs: list[subprocess.Popen], what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not cond():
+        for p in procs:
+            assert p.poll() is None, f"a process ended while waiting for {what}: {p.communicate()}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+# --- fast: a storage that cannot be opened is refused before the study directory exists
+
+
+@pytest.mark.parametrize("case", ["no-driver", "refused", "no-database"])
+def test_unopenable_storage_exit_2_before_the_study_dir(tmp_path, monkeypatch, postgres, digits_cls, case):
+    from typer.testing import CliRunner
+
+    from hpo.cli import app
+
+    base = postgres.url.rsplit("/", 1)[0]
+    fake = "pw" + "9" * 6  # made at run time: nothing credential-shaped is committed
+    url, words = {
+        "no-driver": (f"{base}/x", ["postgresql://", "'psycopg'", "not installed", "pip install 'hpo[postgres]'"]),
+        "refused": ("postgresql://postgres:" + fake + "@127.0.0.1:1/x", ["cannot open", "Connection refused", "***"]),
+        "no-database": (f"{base}/nosuchdb", ["cannot open", 'database "nosuchdb" does not exist']),
+    }[case]
+    if case == "no-driver":
+        monkeypatch.setitem(sys.modules, "psycopg", None)  # this interpreter as one without the postgres extra
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "studies"
+    res = CliRunner().invoke(app, tune_args(digits_cls, out, "bad", url, 2))
+    assert res.exit_code == 2, (res.output, res.exception)
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    for w in words:
+        assert w in err, err
+    assert fake not in err  # the password is masked
+    assert not out.exists()
+
+
+# --- real training
+
+
+@pytest.mark.slow
+def test_three_joined_processes_one_killed_then_resume(tmp_path, postgres, digits_cls):
+    url, n, name = postgres.database("join3"), 6, "pg3"
+    out = tmp_path / "studies"
+    study_dir = out / name
+    # 2 epochs per trial: a trial outlasts a joining process's start-up (imports, checks: ~8 s here)
+    args = tune_args(digits_cls, out, name, url, n, epochs=2)
+    first = start([*args, "--seed", "0"], tmp_path)
+    procs = [first]
+    try:
+        wait_for(lambda: (study_dir / "study.json").is_file(), procs, "the study to be created")
+        second = start([*args, "--join"], tmp_path)  # started at once
+        procs.append(second)
+        # the third joins later: once the first process's first trial has started
+        wait_for(lambda: bool(lines_of(study_dir / "trials.jsonl")), procs, "the first trial")
+        third = start([*args, "--join"], tmp_path)
+        procs.append(third)
+        own = study_dir / f"trials.{os.uname().nodename}-{third.pid}.jsonl"
+
+        def third_running() -> bool:
+            state: dict[int, str] = {}
+            for r in lines_of(own):
+                state[r["id"]] = r["status"]
+            return "running" in state.values()
+
+        wait_for(third_running, procs, "a trial of the third process")
+        before_kill = {r.id: r for r in Study.open(study_dir).records().values() if r.status.finished}
+        os.killpg(third.pid, signal.SIGKILL)  # the process and its trial worker
+        third.wait()
+        killed_ids = {r["id"] for r in lines_of(own) if r["status"] == "running"} - {
+            r["id"] for r in lines_of(own) if r["status"] != "running"}
+        assert len(killed_ids) == 1, lines_of(own)
+        res1, res2 = first.communicate(timeout=600), second.communicate(timeout=600)
+        assert first.returncode == 0, res1[1]
+        assert second.returncode == 0, res2[1]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    # the survivors stop at the total: the killed process's trial still holds its id
+    records = Study.open(study_dir).records()
+    assert len(records) == n
+    (killed,) = killed_ids
+    assert records[killed].status is TrialStatus.RUNNING
+    for tid, r in before_kill.items():  # nothing completed is lost
+        assert records[tid].status is r.status and records[tid].objective == r.objective
+    files = sorted(p.name for p in study_dir.glob("trials*.jsonl"))
+    assert len(files) == 3, files  # one record file per process, no id written by two of them
+    owners: dict[int, set[str]] = {}
+    for f in files:
+        for r in lines_of(study_dir / f):
+            owners.setdefault(r["id"], set()).add(f)
+    assert all(len(v) == 1 for v in owners.values()), owners
+
+    # --resume retries the killed trial (same id, same params) and nothing else
+    done = subprocess.run([sys.executable, "-m", "hpo.cli", *args, "--resume"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr
+    records = Study.open(study_dir).records()
+    assert sorted(records) == sorted(owners) and len(records) == n
+    assert all(r.status is TrialStatus.COMPLETE for r in records.values()), {i: r.status for i, r in records.items()}
+    assert json.loads(done.stdout)["counts"]["complete"] == n
+    best = yaml.safe_load((study_dir / "best.yaml").read_text())
+    assert len(list(study_dir.glob("best*.yaml"))) == 1
+    top = max(records.values(), key=lambda r: r.objective)  # accuracy_top1: maximised
+    assert best["objective"] == pytest.approx(top.objective)
+
+    # the Optuna study in PostgreSQL agrees: n COMPLETE trials (one per hpo id), the killed one's
+    # first attempt FAIL, nothing left RUNNING
+    ostudy = optuna.load_study(study_name=name, storage=url)
+    states = {}
+    for t in ostudy.trials:
+        states.setdefault(t.user_attrs["hpo_trial_id"], []).append(t.state.name)
+    assert sorted(states) == sorted(records)
+    assert states[killed] == ["FAIL", "COMPLETE"], states[killed]
+    assert all(v == ["COMPLETE"] for k, v in states.items() if k != killed), states
+    assert not [t for t in ostudy.trials if t.state.name == "RUNNING"]
