@@ -206,6 +206,7 @@ def tune(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     mlflow: Optional[bool] = typer.Option(None, "--mlflow/--no-mlflow", help="MLflow tracking: a parent run per study, a child run per trial (default: on when MLFLOW_TRACKING_URI is set; see docs/mlflow.md)."),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name (default: the study name)."),
+    plots: Optional[bool] = typer.Option(None, "--plots/--no-plots", help="Draw <study>/plots/ (PNGs, report.html) when the run ends (default: on unless HPO_PLOTS=0)."),
 ) -> None:
     from .config import parse_train_args
     from .tuner import Tuner
@@ -216,7 +217,7 @@ def tune(
         backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
         metric=metric, train_args=parse_train_args(train_pairs), output=output, name=name, resume=resume, join=join,
         trial_timeout=trial_timeout, workers=workers, seed=seed, backend_options=options, callbacks=callbacks,
-        mlflow=mlflow, experiment=experiment,
+        mlflow=mlflow, experiment=experiment, plots=plots,
     )
     cfg = tuner.config
     for notice in cfg.notices:
@@ -301,6 +302,32 @@ def show(
         )
     Console(width=None if sys.stdout.isatty() else 240).print(table)  # piped: do not wrap numbers at 80 columns
     print(f"counts: {summary['counts']}; best: {summary['best']['trial'] if summary['best'] else '-'}")
+
+
+@app.command()
+@handle_errors
+def plot(
+    study_dir: Path = typer.Argument(..., help="The study directory <output>/<name>."),
+    open_report: bool = typer.Option(False, "--open", help="Open plots/report.html in the web browser."),
+    no_html: bool = typer.Option(False, "--no-html", help="PNGs only (report.html inlines plotly.js, about 5 MB)."),
+) -> None:
+    """Draw a study's plots into <study>/plots/ (PNGs and one self-contained report.html)."""
+    from .plots import write_plots
+    from .study import Study
+
+    if not Study.exists(study_dir):
+        raise ConfigError(f"study: no study at '{study_dir}'; pass the folder <output>/<name> that holds study.json")
+    files = write_plots(study_dir, html_report=not no_html)
+    if not files:
+        print(f"no finished trial in {study_dir} yet: nothing to draw")
+        return
+    for f in files:
+        print(f)
+    report = Path(study_dir) / "plots" / "report.html"
+    if open_report and report.is_file():
+        import webbrowser
+
+        webbrowser.open(report.resolve().as_uri())
 
 
 @app.command()

@@ -410,6 +410,9 @@ class MlflowTracker(TunerCallback):
             weights = study.path / "weights" / "best.pt"
             if weights.is_file():
                 client.log_artifact(pid, str(weights), artifact_path="weights")
+            for plot in sorted((study.path / "plots").glob("*")):  # hpo.plots draws them just before
+                if plot.suffix in (".png", ".html", ".json"):
+                    client.log_artifact(pid, str(plot), artifact_path="plots")
             ok = result is not None and (result.counts.get("complete", 0) + result.counts.get("pruned", 0)) > 0
             client.set_terminated(pid, status=RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
 
