@@ -238,11 +238,13 @@ def study_summary(path: str | Path) -> dict[str, Any]:
 
     Keys: ``study_dir``, ``backend``, ``metric``, ``direction``, ``iterations``, ``counts``,
     ``trials`` (each ``id``, ``status``, ``params``, ``objective``, ``epochs_completed``,
-    ``duration_s``, ``error``), ``best`` (``trial``, ``params``, ``objective``; ``null`` if none).
+    ``duration_s``, ``error``), ``best`` (``trial``, ``params``, ``objective``; ``null`` if none), ``disk_bytes`` (the
+    study folder's size).
 
     Raises:
         StudyError: no study at ``path``.
     """
+    from .show import disk_bytes
     from .study import Study
 
     study = Study.open(path)
@@ -269,6 +271,7 @@ def study_summary(path: str | Path) -> dict[str, Any]:
             for r in records
         ],
         "best": {"trial": best.id, "params": best.params, "objective": best.objective} if best else None,
+        "disk_bytes": disk_bytes(study.path),
     }
 
 
@@ -277,31 +280,23 @@ def study_summary(path: str | Path) -> dict[str, Any]:
 def show(
     study_dir: Path = typer.Argument(..., help="The study directory <output>/<name>."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print every trial as CSV on stdout (one column per parameter)."),
+    show_all: bool = typer.Option(False, "--all", help="Every trial and every parameter, whatever the width."),
+    params: Optional[str] = typer.Option(None, "--params", help="Parameters to show, comma-separated (default: the most important that fit)."),
 ) -> None:
-    """Print a study's leaderboard (best first)."""
-    summary = study_summary(study_dir)
-    if as_json:
-        print(json.dumps(summary, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
+    """Print a study's leaderboard (best first), its best configuration and its size on disk."""
+    from .show import render, to_csv
     from .study import Study
 
-    by_id = {t["id"]: t for t in summary["trials"]}
-    rows = [by_id[r.id] for r in Study.open(study_dir).ranked()]
-    keys = list(rows[0]["params"]) if rows else []
-    table = Table(title=f"{summary['study_dir']} ({summary['backend']}, {summary['metric']} {summary['direction']})")
-    for col in ("trial", "status", "objective", "epochs", "seconds", *keys):
-        table.add_column(col, overflow="fold")
-    for t in rows:
-        table.add_row(
-            str(t["id"]), t["status"], "-" if t["objective"] is None else f"{t['objective']:.5g}",
-            str(t["epochs_completed"]), "-" if t["duration_s"] is None else f"{t['duration_s']:.1f}",
-            *[f"{t['params'].get(k):.5g}" if isinstance(t["params"].get(k), float) else str(t["params"].get(k)) for k in keys],
-        )
-    Console(width=None if sys.stdout.isatty() else 240).print(table)  # piped: do not wrap numbers at 80 columns
-    print(f"counts: {summary['counts']}; best: {summary['best']['trial'] if summary['best'] else '-'}")
+    if not Study.exists(study_dir):
+        raise ConfigError(f"study: no study at '{study_dir}'; pass the folder <output>/<name> that holds study.json")
+    if as_json:
+        print(json.dumps(study_summary(study_dir), indent=2))
+    elif as_csv:
+        sys.stdout.write(to_csv(study_dir))
+    else:
+        chosen = [p.strip() for p in params.split(",") if p.strip()] if params else None
+        sys.stdout.write(render(study_dir, params=chosen, show_all=show_all))
 
 
 @app.command()

@@ -58,3 +58,45 @@ def test_hpo_plot_redraws_on_demand(study26):
     assert not (study26 / "plots" / "report.html").exists()
     r = hpo_cli("plot", str(study26.parent / "nope"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no study at" in r.stderr
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_show_fits_the_terminal_with_26_keys(study26, columns):
+    from hpo.space import SearchSpace
+
+    keys = list(SearchSpace.default())
+    r = hpo_cli("show", str(study26), env={"COLUMNS": str(columns)})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(len(x) for x in lines) <= columns, max(lines, key=len)
+    header = next(x for x in lines if x.startswith("trial "))
+    shown = header.split()[5:]
+    importance = list(json.loads((study26 / "plots" / "importance.json").read_text()))
+    assert len(shown) >= 2 and shown == importance[: len(shown)]  # the most important params, in order
+    assert sum(x.split()[1:2] in (["complete"], ["pruned"], ["failed"]) for x in lines) == 4  # one row per trial
+    best = json.loads(hpo_cli("show", str(study26), "--json").stdout)["best"]
+    block = "\n".join(lines[lines.index(next(x for x in lines if x.startswith("best trial"))):])
+    for k in keys:  # the best trial's full configuration
+        assert re.search(rf"\b{k}\s+\S", block), k
+    assert f"best trial {best['trial']}:" in block
+    assert re.search(r"size on disk \d+\.\d MiB", r.stdout)
+
+
+def test_show_params_all_csv_json(study26):
+    r = hpo_cli("show", str(study26), "--params", "lr0,close_mosaic", env={"COLUMNS": "80"})
+    assert r.returncode == 0 and next(x for x in r.stdout.splitlines() if x.startswith("trial ")).split()[5:] == ["lr0", "close_mosaic"]
+    r = hpo_cli("show", str(study26), "--params", "lr0,lr_zero")
+    assert r.returncode == 2 and "params: lr_zero not in the study's space" in r.stderr
+    r = hpo_cli("show", str(study26), "--all", env={"COLUMNS": "80"})
+    assert len(next(x for x in r.stdout.splitlines() if x.startswith("trial ")).split()) == 5 + 26
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(hpo_cli("show", str(study26), "--csv").stdout)))
+    shown = json.loads(hpo_cli("show", str(study26), "--json").stdout)
+    assert len(rows) == 4 and len(rows[0]) == 9 + 26
+    by_id = {t["id"]: t for t in shown["trials"]}
+    for row in rows:
+        t = by_id[int(row["id"])]
+        assert row["status"] == t["status"] and float(row["lr0"]) == t["params"]["lr0"]
+    assert shown["disk_bytes"] > 1_000_000 and set(shown) >= {"study_dir", "backend", "metric", "counts", "trials", "best"}
