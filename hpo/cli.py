@@ -206,6 +206,7 @@ def tune(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     mlflow: Optional[bool] = typer.Option(None, "--mlflow/--no-mlflow", help="MLflow tracking: a parent run per study, a child run per trial (default: on when MLFLOW_TRACKING_URI is set; see docs/mlflow.md)."),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name (default: the study name)."),
+    keep_weights: str = typer.Option("top-3", "--keep-weights", metavar="best|top-K|all", help="Trials that keep their weights/*.pt; the others' are deleted as trials finish (<study>/weights/best.pt stays)."),
     plots: Optional[bool] = typer.Option(None, "--plots/--no-plots", help="Draw <study>/plots/ (PNGs, report.html) when the run ends (default: on unless HPO_PLOTS=0)."),
 ) -> None:
     from .config import parse_train_args
@@ -217,7 +218,7 @@ def tune(
         backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
         metric=metric, train_args=parse_train_args(train_pairs), output=output, name=name, resume=resume, join=join,
         trial_timeout=trial_timeout, workers=workers, seed=seed, backend_options=options, callbacks=callbacks,
-        mlflow=mlflow, experiment=experiment, plots=plots,
+        mlflow=mlflow, experiment=experiment, plots=plots, keep_weights=keep_weights,
     )
     cfg = tuner.config
     for notice in cfg.notices:

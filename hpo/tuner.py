@@ -436,6 +436,9 @@ class Tuner:
         plots: draw ``<study>/plots/`` (PNGs and ``report.html``, :mod:`hpo.plots`) when the run
             ends; a plotting error is a warning, never a failed study. ``None`` (default): on,
             unless the environment sets ``HPO_PLOTS=0`` (about 5 s per study on 2 CPU cores).
+        keep_weights: which trials keep ``trials/<id>/weights/*.pt`` (:mod:`hpo.weights`):
+            ``"best"``, ``"top-K"`` (default ``"top-3"``) or ``"all"``; the others' are deleted as
+            trials finish (``<study>/weights/best.pt`` always stays).
 
     Raises:
         hpo.errors.ConfigError: bad input (at construction, before anything is written).
@@ -464,7 +467,11 @@ class Tuner:
         mlflow: bool | None = None,
         experiment: str | None = None,
         plots: bool | None = None,
+        keep_weights: str | int = "top-3",
     ):
+        from .weights import WeightsKeeper, parse_keep_weights
+
+        keep = parse_keep_weights(keep_weights)
         self.config = build_config(
             backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
             metric=metric, train_args=train_args, output=output, name=name, resume=resume, join=join,
@@ -483,6 +490,7 @@ class Tuner:
         self.tracker = tracker_for(self.config, enabled=mlflow, experiment=experiment)
         if self.tracker is not None:
             self.callbacks.append(self.tracker)
+        self.callbacks.append(WeightsKeeper(keep))  # last: after every observer saw the trial
 
     @property
     def study_dir(self) -> Path:

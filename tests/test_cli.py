@@ -50,6 +50,7 @@ def test_help_and_backends_do_not_import_heavy_libraries():
         (["--sampler", "tpe"], "ultralytics option 'sampler'"),
         (["--model", "yolov8n-cls.pt"], "never downloads weights"),
         (["--trial-timeout", "-1"], "trial_timeout"),
+        (["--keep-weights", "top-0"], "keep_weights: 'top-0' is not best, top-K (K >= 1) or all"),
         (["--join"], "join: backend 'ultralytics' cannot share a study between processes; use a backend that can (optuna)"),
         (["--backend", "optuna", "--join", "--resume"], "--join and --resume exclude each other"),
         (["--backend", "optuna", "--join"], "join: there is no study at"),

@@ -100,3 +100,34 @@ def test_show_params_all_csv_json(study26):
         t = by_id[int(row["id"])]
         assert row["status"] == t["status"] and float(row["lr0"]) == t["params"]["lr0"]
     assert shown["disk_bytes"] > 1_000_000 and set(shown) >= {"study_dir", "backend", "metric", "counts", "trials", "best"}
+
+
+def _pt_files(study: Path) -> dict[int, list[str]]:
+    return {int(d.name): sorted(f.name for f in (d / "weights").glob("*.pt")) for d in (study / "trials").iterdir()}
+
+
+def test_keep_weights_default_top3_then_resume_with_best(study26, digits_cls):
+    from hpo import Tuner
+    from hpo.study import Study
+
+    study = Study.open(study26)
+    complete = [r.id for r in study.ranked() if r.status.value == "complete"]
+    pts = _pt_files(study26)
+    assert {i for i, names in pts.items() if names} == set(complete[:3])  # default top-3; pruned trials keep none
+    assert all(names == ["best.pt", "last.pt"] for i, names in pts.items() if i in complete[:3])
+    assert all((study26 / "trials" / str(i) / "results.csv").is_file() for i in pts)  # the rest of each folder stays
+    assert json.loads((study26 / "study.json").read_text())["keep_weights"] == "top-3"
+    best_pt = (study26 / "weights" / "best.pt").read_bytes()
+    # resumed with 'best': only the best trial keeps its weights, the study's copy is unchanged
+    result = Tuner(
+        backend="optuna", model="yolov8n-cls.yaml", data=digits_cls, iterations=5, epochs=2, train_args=CLS_ARGS,
+        output=study26.parent, name=study26.name, seed=0, resume=True, keep_weights="best", plots=False,
+    ).run()
+    assert sum(result.counts.values()) == 5
+    pts = _pt_files(study26)
+    assert [i for i, names in pts.items() if names] == [result.best_trial]
+    assert result.best_weights.is_file() and result.best_weights.stat().st_size > 100_000
+    if result.best_trial in complete:
+        assert result.best_weights.read_bytes() == best_pt
+    r = hpo_cli("show", str(study26))
+    assert "(weights kept: best)" in r.stdout
