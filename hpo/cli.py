@@ -105,52 +105,6 @@ def split_extra_args(tokens: list[str]) -> tuple[list[str], dict[str, Any]]:
     return train, options
 
 
-class ProgressPrinter:
-    """Live progress on stderr: trial i/N, epoch, objective, best so far."""
-
-    def __init__(self, total: int, epochs: int, metric: str, direction: str):
-        from .tuner import TunerCallback  # noqa: F401
-
-        self.console = _stderr()
-        self.total, self.epochs, self.metric, self.direction = total, epochs, metric, direction
-        self.best: tuple[float, int] | None = None
-        self.done = 0
-
-    def on_study_start(self, study: Any, config: Any) -> None:
-        self.done = len(study.finished())
-        for r in study.finished():
-            self._update_best(r)
-        self.console.print(f"[bold]hpo[/] study {study.path} ({config.backend}, {config.iterations} trials x {config.epochs} epochs, {self.metric} {self.direction})")
-
-    def _update_best(self, r: Any) -> None:
-        if r.status.value == "complete" and r.objective is not None:
-            sign = 1 if self.direction == "maximize" else -1
-            if self.best is None or sign * r.objective > sign * self.best[0]:
-                self.best = (r.objective, r.id)
-
-    def _best_text(self) -> str:
-        return f"best {self.best[0]:.5g} (trial {self.best[1]})" if self.best else "best -"
-
-    def on_trial_start(self, record: Any) -> None:
-        self.console.print(f"trial {record.id} started ({self.done + 1}/{self.total})")
-
-    def on_epoch(self, record: Any, row: dict[str, float]) -> None:
-        value = row.get(self.metric)
-        shown = f"{value:.5g}" if isinstance(value, float) else "-"
-        self.console.print(f"  trial {record.id} epoch {int(row.get('epoch', 0))}/{self.epochs} {self.metric}={shown}")
-
-    def on_trial_end(self, record: Any) -> None:
-        self.done += 1
-        self._update_best(record)
-        obj = f"{record.objective:.5g}" if record.objective is not None else "-"
-        extra = f" error: {record.error}" if record.status.value == "failed" and record.error else ""
-        dur = f"{record.duration_s:.1f} s" if record.duration_s else ""
-        self.console.print(f"trial {record.id} {record.status.value} objective={obj} {dur} [{self.done}/{self.total}] {self._best_text()}{extra}")
-
-    def on_study_end(self, study: Any, result: Any) -> None:
-        pass
-
-
 def _print_result(result: Any, as_json: bool) -> None:
     import yaml
 
@@ -218,13 +172,11 @@ def tune(
         backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
         metric=metric, train_args=parse_train_args(train_pairs), output=output, name=name, resume=resume, join=join,
         trial_timeout=trial_timeout, workers=workers, seed=seed, backend_options=options, callbacks=callbacks,
-        mlflow=mlflow, experiment=experiment, plots=plots, keep_weights=keep_weights,
+        mlflow=mlflow, experiment=experiment, plots=plots, keep_weights=keep_weights, verbose=not quiet,
     )
     cfg = tuner.config
     for notice in cfg.notices:
         print(f"hpo: notice: {notice}", file=sys.stderr)
-    if not quiet:
-        tuner.callbacks.insert(0, ProgressPrinter(cfg.iterations, cfg.epochs, cfg.metric, cfg.direction))
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a pod's SIGTERM: stop cleanly, resumable
     result = tuner.run()
     _print_result(result, as_json)
@@ -399,9 +351,8 @@ def demo(
     cfg_args = {"imgsz": 32, "batch": 64, "workers": 0, "optimizer": "AdamW", "device": "cpu"}
     tuner = Tuner(
         backend=backend, model="yolov8n-cls.yaml", data=data, space=space, iterations=iterations, epochs=epochs,
-        train_args=cfg_args, output=out / "studies", name=name, resume=resume, seed=0, callbacks=[],
+        train_args=cfg_args, output=out / "studies", name=name, resume=resume, seed=0, callbacks=[], verbose=True,
     )
-    tuner.callbacks.append(ProgressPrinter(iterations, epochs, tuner.config.metric, tuner.config.direction))
     _print_result(tuner.run(), False)
 
 

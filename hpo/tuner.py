@@ -50,6 +50,10 @@ class TunerCallback:
     def on_epoch(self, record: TrialRecord, row: dict[str, float]) -> None:
         """A trial finished an epoch; ``row`` holds its metrics (``row["epoch"]`` is 1-based)."""
 
+    def on_batch(self, record: TrialRecord, progress: dict[str, int]) -> None:
+        """A trial is training: ``{"epoch": n, "batch": i, "batches": nb}`` (1-based), about once a
+        second (backends whose trials run in hpo's worker processes; not Ray Tune)."""
+
     def on_trial_end(self, record: TrialRecord) -> None:
         """A trial finished (complete, failed or pruned) and is recorded."""
 
@@ -239,7 +243,7 @@ class StudyLoop:
                 self.trial_epoch(record, row)
                 return bool(backend.should_prune(record, row)) if backend is not None else False
 
-            outcome = self.runner.run(spec, on_epoch)
+            outcome = self.runner.run(spec, on_epoch, lambda p: self._emit("on_batch", record, p))
         except BaseException:
             with self._lock:
                 self._in_flight.discard(trial_id)
@@ -332,7 +336,9 @@ class StudyLoop:
 
     def _emit(self, event: str, *args: Any) -> None:
         for cb in self.callbacks:
-            getattr(cb, event)(*args)
+            method = getattr(cb, event, None)  # an observer need not subclass TunerCallback
+            if method is not None:
+                method(*args)
 
     # --- the default loop
     def ask_tell(self, backend: Backend) -> None:
@@ -436,6 +442,8 @@ class Tuner:
         plots: draw ``<study>/plots/`` (PNGs and ``report.html``, :mod:`hpo.plots`) when the run
             ends; a plotting error is a warning, never a failed study. ``None`` (default): on,
             unless the environment sets ``HPO_PLOTS=0`` (about 5 s per study on 2 CPU cores).
+        verbose: show live progress on stderr (:mod:`hpo.progress`: a rich display on a terminal,
+            plain lines with a heartbeat elsewhere); default ``False``.
         keep_weights: which trials keep ``trials/<id>/weights/*.pt`` (:mod:`hpo.weights`):
             ``"best"``, ``"top-K"`` (default ``"top-3"``) or ``"all"``; the others' are deleted as
             trials finish (``<study>/weights/best.pt`` always stays).
@@ -468,6 +476,7 @@ class Tuner:
         experiment: str | None = None,
         plots: bool | None = None,
         keep_weights: str | int = "top-3",
+        verbose: bool = False,
     ):
         from .weights import WeightsKeeper, parse_keep_weights
 
@@ -479,6 +488,10 @@ class Tuner:
             warm_up=_start_workers_for,
         )
         self.callbacks = list(callbacks)
+        if verbose:
+            from .progress import ProgressDisplay
+
+            self.callbacks.insert(0, ProgressDisplay())
         if plots is None:
             plots = os.environ.get("HPO_PLOTS", "1").strip().lower() not in ("0", "false", "no", "off")
         if plots:
