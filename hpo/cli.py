@@ -154,7 +154,8 @@ def tune(
     resume: bool = typer.Option(False, "--resume", help="Continue the existing study up to --iterations."),
     join: bool = typer.Option(False, "--join", help="Add this process to a running study (same --output/--name; backends that support it, e.g. optuna)."),
     trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", help="Seconds before a trial is killed (failed)."),
-    workers: str = typer.Option("1", "--workers", "-w", metavar="N", help="Trials run at once (several GPUs: one each)."),
+    concurrent_trials: str = typer.Option("1", "--concurrent-trials", "-j", metavar="N", help="Trials trained at once (several GPUs: one each); Ultralytics' data-loader workers stay workers=N."),
+    workers: Optional[str] = typer.Option(None, "--workers", "-w", metavar="N", hidden=True, help="Deprecated: --concurrent-trials."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the backend's sampler."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
@@ -166,12 +167,18 @@ def tune(
     from .config import parse_train_args
     from .tuner import Tuner
 
+    if workers is not None:
+        from .tuner import DEPRECATED_WORKERS
+
+        print(f"hpo: warning: --workers: {DEPRECATED_WORKERS}", file=sys.stderr)
+        concurrent_trials = workers
     train_pairs, options = split_extra_args(list(ctx.args))
+    options = _checked_options(backend, options, ctx)
     callbacks: list[Any] = []
     tuner = Tuner(
         backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
         metric=metric, train_args=parse_train_args(train_pairs), output=output, name=name, resume=resume, join=join,
-        trial_timeout=trial_timeout, workers=workers, seed=seed, backend_options=options, callbacks=callbacks,
+        trial_timeout=trial_timeout, concurrent_trials=concurrent_trials, seed=seed, backend_options=options, callbacks=callbacks,
         mlflow=mlflow, experiment=experiment, plots=plots, keep_weights=keep_weights, verbose=not quiet,
     )
     cfg = tuner.config
@@ -180,6 +187,19 @@ def tune(
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a pod's SIGTERM: stop cleanly, resumable
     result = tuner.run()
     _print_result(result, as_json)
+
+
+def _checked_options(backend: str, options: dict[str, Any], ctx: typer.Context) -> dict[str, Any]:
+    """Backend options with ``--no-flag`` mapped and misspellings refused (unknown backends are
+    left to the Tuner's own message)."""
+    from .backend_options import normalize_options
+    from .plugins import backends as installed
+
+    cls = installed().get(backend)
+    if cls is None:
+        return options
+    own = [o for p in ctx.command.params for o in p.opts if o.startswith("--")]
+    return normalize_options(backend, cls, options, cli_options=own)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -282,6 +302,7 @@ def plot(
 @handle_errors
 def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
     """List installed backends with their versions and options."""
+    from .backend_options import option_usage
     from .plugins import backends as installed
 
     found = installed()
@@ -300,8 +321,8 @@ def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON on s
         return
     for b in doc:
         print(f"{b['name']:<12} {b['version']:<10} {b['description']}  [{b['plugin']}]")
-        for opt, spec in b["options"].items():
-            print(f"    --{opt.replace('_', '-')} ({spec['type']}, default {spec['default']}): {spec['help']}")
+        for usage, text in option_usage(found[b["name"]]):
+            print(f"    {usage}: {text}")
 
 
 @app.command()
@@ -359,9 +380,44 @@ def demo(
 register_k8s_commands(app, handle_errors)  # hpo preflight / pipelines / k8s
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point.
+
+    ``--debug`` is accepted anywhere on the line (``hpo tune ... --debug`` too).
+    ``hpo tune [--backend X] --help`` ends with backend X's options (default: ultralytics).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[1:]:
+        args = ["--debug"] + [a for a in args if a != "--debug"]
+    command = typer.main.get_command(app)
+    for cmd in [command, *getattr(command, "commands", {}).values()]:
+        for param in cmd.params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # a flag takes no value: no "<bool>" in help
+    words = [a for a in args if not a.startswith("-")]
+    if words[:1] == ["tune"] and ("--help" in args or "-h" in args):
+        _add_backend_help(command.commands["tune"], args)
+    command.main(args=args, prog_name="hpo")
+
+
+def _add_backend_help(tune_cmd: Any, args: list[str]) -> None:
+    """End ``hpo tune --help`` with the chosen backend's options (parsed as trailing options,
+    see :func:`split_extra_args`)."""
+    from .backend_options import options_help
+    from .plugins import backends as installed
+
+    name = "ultralytics"
+    for i, a in enumerate(args):
+        if a in ("--backend", "-b") and i + 1 < len(args):
+            name = args[i + 1]
+        elif a.startswith("--backend="):
+            name = a.split("=", 1)[1]
+    found = installed()
+    if name not in found:
+        tune_cmd.epilog = f"Backend '{name}' is not installed; installed: {', '.join(found)} (hpo backends)."
+        return
+    others = ", ".join(n for n in found if n != name)
+    tune_cmd.epilog = options_help(name, found[name]) + f"\n\nOther backends: {others} (hpo tune --backend NAME --help)."
 
 
 if __name__ == "__main__":

@@ -395,6 +395,12 @@ class StudyLoop:
             raise (real or errors)[0]
 
 
+DEPRECATED_WORKERS = (
+    "hpo's 'workers' (trials at once) is deprecated and goes away in the next release: it is easily confused with "
+    "Ultralytics' workers= train arg (data-loader workers); use concurrent_trials= (CLI: --concurrent-trials N)"
+)
+
+
 def _start_workers_for(backend_cls: type[Backend]) -> None:
     if backend_cls.uses_trial_runner:
         start_workers()
@@ -431,7 +437,10 @@ class Tuner:
             ``iterations``. The stored data/model/space/metric/epochs/backend and backend
             options must match.
         trial_timeout: seconds before a trial is killed and recorded as failed.
-        workers: trials trained at once by this process (several GPUs: one each).
+        concurrent_trials: trials trained at once by this process (several GPUs: one each); not
+            Ultralytics' ``workers`` train arg (data-loader workers), which goes in ``train_args``.
+        workers: deprecated spelling of ``concurrent_trials`` (a ``FutureWarning``; removed in
+            the next release).
         seed: seed of the backend's sampler.
         backend_options: the backend's options (``hpo backends`` lists them).
         callbacks: :class:`TunerCallback` observers.
@@ -468,7 +477,8 @@ class Tuner:
         resume: bool = False,
         join: bool = False,
         trial_timeout: float | None = None,
-        workers: int = 1,
+        concurrent_trials: int = 1,
+        workers: int | None = None,
         seed: int | None = None,
         backend_options: dict[str, Any] | None = None,
         callbacks: Sequence[TunerCallback] = (),
@@ -481,10 +491,15 @@ class Tuner:
         from .weights import WeightsKeeper, parse_keep_weights
 
         keep = parse_keep_weights(keep_weights)
+        if workers is not None:
+            import warnings
+
+            warnings.warn(DEPRECATED_WORKERS, FutureWarning, stacklevel=2)
+            concurrent_trials = workers
         self.config = build_config(
             backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
             metric=metric, train_args=train_args, output=output, name=name, resume=resume, join=join,
-            trial_timeout=trial_timeout, workers=workers, seed=seed, backend_options=backend_options,
+            trial_timeout=trial_timeout, workers=concurrent_trials, seed=seed, backend_options=backend_options,
             warm_up=_start_workers_for,
         )
         self.callbacks = list(callbacks)

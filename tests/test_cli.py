@@ -91,3 +91,36 @@ def test_datasets_make_cli(tmp_path):
 def test_show_missing_study(tmp_path):
     r = hpo_cli("show", str(tmp_path / "none"), "--json")
     assert r.returncode == 2 and "no study at" in r.stderr
+
+
+def test_tune_help_lists_the_backends_options_and_flags_take_no_value():
+    r = hpo_cli("tune", "--backend", "optuna", "--help", env={"COLUMNS": "120"})
+    assert r.returncode == 0, r.stderr
+    assert "--sampler {tpe,random,cmaes,gp,qmc}: Optuna sampler" in r.stdout and "(default hyperband)" in r.stdout
+    assert "Other backends: " in r.stdout and "ray" in r.stdout.split("Other backends: ")[1]
+    resume = next(x for x in r.stdout.splitlines() if "--resume " in x)
+    assert "<bool>" not in resume and "--concurrent-trials" in r.stdout and "--workers" not in r.stdout
+    r = hpo_cli("tune", "--help", "--backend", "ray", env={"COLUMNS": "120"})
+    assert "--checkpoint/--no-checkpoint: " in r.stdout and "(default: on)" in r.stdout
+    r = hpo_cli("backends")
+    assert r.returncode == 0 and "sequential" not in r.stdout and "--concurrent-trials N" in r.stdout
+
+
+def test_misspelled_backend_option_deprecated_workers_and_debug_anywhere(tmp_path, digits_cls):
+    base = ["tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--output", str(tmp_path / "o")]
+    r = hpo_cli(*base, "--backend", "optuna", "--samplr", "tpe")
+    assert r.returncode == 2 and r.stderr.startswith("hpo: error: optuna option 'samplr' (--samplr): ")
+    assert "did you mean --sampler?" in r.stderr and r.stderr.count("\n") == 1
+    r = hpo_cli(*base, "--workers", "0")  # the old spelling still works, with a deprecation line
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 2
+    assert lines[0].startswith("hpo: warning: --workers: ") and "use concurrent_trials= (CLI: --concurrent-trials N)" in lines[0]
+    assert lines[1] == "hpo: error: concurrent_trials: '0' must be a whole number >= 1"
+    r = hpo_cli(*base, "--concurrent-trials", "0", "--debug")  # --debug after the subcommand
+    assert r.returncode == 2 and "Traceback" in r.stderr and r.stderr.rstrip().endswith("must be a whole number >= 1")
+    assert not (tmp_path / "o").exists()
+    from hpo import Tuner
+    from hpo.errors import ConfigError
+
+    with pytest.warns(FutureWarning, match="concurrent_trials="), pytest.raises(ConfigError, match="concurrent_trials: '0'"):
+        Tuner(model="yolov8n-cls.yaml", data=digits_cls, output=tmp_path / "o", workers="0")

@@ -188,7 +188,7 @@ def test_third_party_backend_through_entry_points(tmp_path, digits_cls):
 
 def test_sigterm_with_two_workers_stops_promptly_and_resumes(tmp_path, digits_cls):
     args = ["tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--iterations", "2", "--epochs", "1",
-            "--output", str(tmp_path), "--name", "term", "--workers", "2", "--space", json.dumps(SMALL_SPACE),
+            "--output", str(tmp_path), "--name", "term", "--concurrent-trials", "2", "--space", json.dumps(SMALL_SPACE),
             *kv(CLS_ARGS)]
     proc = subprocess.Popen([sys.executable, "-m", "hpo.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
@@ -204,7 +204,7 @@ def test_sigterm_with_two_workers_stops_promptly_and_resumes(tmp_path, digits_cl
         _, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("hpo did not stop within 60 s of SIGTERM with --workers 2")
+        pytest.fail("hpo did not stop within 60 s of SIGTERM with --concurrent-trials 2")
     assert proc.returncode == 130, err
     assert "continue it with --resume" in err
     for _ in range(50):  # the forkserver exits when it sees the driver gone
