@@ -161,6 +161,8 @@ def tune(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     mlflow: Optional[bool] = typer.Option(None, "--mlflow/--no-mlflow", help="MLflow tracking: a parent run per study, a child run per trial (default: on when MLFLOW_TRACKING_URI is set; see docs/mlflow.md)."),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name (default: the study name)."),
+    download_weights: Optional[bool] = typer.Option(None, "--download-weights/--no-download-weights", help="Let Ultralytics fetch official weights named by --model (yolov8n.pt) once, before the first trial, into --weights-dir (default: env HPO_DOWNLOAD_WEIGHTS, else off)."),
+    weights_dir: Optional[str] = typer.Option(None, "--weights-dir", help="Folder of fetched official weights (default <output>/pretrained)."),
     keep_weights: str = typer.Option("top-3", "--keep-weights", metavar="best|top-K|all", help="Trials that keep their weights/*.pt; the others' are deleted as trials finish (<study>/weights/best.pt stays)."),
     plots: Optional[bool] = typer.Option(None, "--plots/--no-plots", help="Draw <study>/plots/ (PNGs, report.html) when the run ends (default: on unless HPO_PLOTS=0)."),
 ) -> None:
@@ -180,6 +182,7 @@ def tune(
         metric=metric, train_args=parse_train_args(train_pairs), output=output, name=name, resume=resume, join=join,
         trial_timeout=trial_timeout, concurrent_trials=concurrent_trials, seed=seed, backend_options=options, callbacks=callbacks,
         mlflow=mlflow, experiment=experiment, plots=plots, keep_weights=keep_weights, verbose=not quiet,
+        download_weights=download_weights, weights_dir=weights_dir,
     )
     cfg = tuner.config
     for notice in cfg.notices:

@@ -451,6 +451,10 @@ class Tuner:
         plots: draw ``<study>/plots/`` (PNGs and ``report.html``, :mod:`hpo.plots`) when the run
             ends; a plotting error is a warning, never a failed study. ``None`` (default): on,
             unless the environment sets ``HPO_PLOTS=0`` (about 5 s per study on 2 CPU cores).
+        download_weights: let Ultralytics fetch official weights named by ``model`` (``yolov8n.pt``)
+            once, before the first trial, into ``weights_dir`` (:mod:`hpo.pretrained`); ``None``
+            (default): the environment variable ``HPO_DOWNLOAD_WEIGHTS``, else off.
+        weights_dir: where fetched weights are kept (default ``<output>/pretrained``).
         verbose: show live progress on stderr (:mod:`hpo.progress`: a rich display on a terminal,
             plain lines with a heartbeat elsewhere); default ``False``.
         keep_weights: which trials keep ``trials/<id>/weights/*.pt`` (:mod:`hpo.weights`):
@@ -487,7 +491,13 @@ class Tuner:
         plots: bool | None = None,
         keep_weights: str | int = "top-3",
         verbose: bool = False,
+        download_weights: bool | None = None,
+        weights_dir: str | os.PathLike | None = None,
     ):
+        from .pretrained import fetch_pretrained, is_official_name, wants_download
+
+        if wants_download(download_weights) and is_official_name(str(model)):
+            model = fetch_pretrained(str(model), weights_dir or Path(output).expanduser() / "pretrained")
         from .weights import WeightsKeeper, parse_keep_weights
 
         keep = parse_keep_weights(keep_weights)

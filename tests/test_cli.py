@@ -124,3 +124,25 @@ def test_misspelled_backend_option_deprecated_workers_and_debug_anywhere(tmp_pat
 
     with pytest.warns(FutureWarning, match="concurrent_trials="), pytest.raises(ConfigError, match="concurrent_trials: '0'"):
         Tuner(model="yolov8n-cls.yaml", data=digits_cls, output=tmp_path / "o", workers="0")
+
+
+def test_pretrained_weights_only_by_choice(tmp_path, digits_cls, monkeypatch):
+    import torch
+
+    from hpo import Tuner
+
+    base = ["tune", "--model", "yolov8n-cls.pt", "--data", str(digits_cls), "--output", str(tmp_path / "o"), "imgsz=32"]
+    r = hpo_cli(*base)  # no opt-in: the refusal names it
+    assert r.returncode == 2 and "--download-weights (HPO_DOWNLOAD_WEIGHTS=1)" in r.stderr
+    for extra, env in ((["--download-weights"], {}), ([], {"HPO_DOWNLOAD_WEIGHTS": "1"})):
+        r = hpo_cli(*base, *extra, env=env)  # this machine reaches no GitHub: one line, before anything is written
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith("hpo: error: model: cannot fetch 'yolov8n-cls.pt' (download_weights is on): this machine is offline")
+        assert not (tmp_path / "o").exists()
+    # fetched once: a later study finds the file in the weights folder and needs no network
+    folder = tmp_path / "o" / "pretrained"
+    folder.mkdir(parents=True)
+    torch.save({"train_args": {"task": "classify"}, "model": None}, folder / "yolov8n-cls.pt")
+    monkeypatch.setenv("HPO_DOWNLOAD_WEIGHTS", "1")
+    tuner = Tuner(model="yolov8n-cls.pt", data=digits_cls, output=tmp_path / "o", train_args={"imgsz": 32})
+    assert tuner.config.model == str(folder / "yolov8n-cls.pt") and tuner.config.task == "classify"
