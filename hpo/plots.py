@@ -184,6 +184,9 @@ def _png_history(study: Study, finished: list[TrialRecord], path: Path) -> None:
         ax.set_xlabel(label)
         ax.set_ylabel(study.settings.get("metric", "objective"))
         ax.grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(loc="best", fontsize=8)
     fig.suptitle(f"{study.path.name}: best so far ({study.direction})")
     fig.savefig(path, dpi=100)
