@@ -33,12 +33,6 @@ app.add_typer(datasets_app, name="datasets")
 _DEBUG = {"on": False}
 
 
-def _stderr():
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
 def _fail(e: BaseException) -> typer.Exit:
     code = getattr(e, "exit_code", 1)
     if _DEBUG["on"]:
