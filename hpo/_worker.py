@@ -7,6 +7,8 @@ no state shared between trials). The driver never imports it.
 Protocol (over a ``multiprocessing`` pipe, see :mod:`hpo.runner`):
     worker -> driver  ``("epoch", {"epoch": n, <metric>: value, ...})`` after each epoch's validation;
     driver -> worker  ``"continue"`` or ``"stop"`` (prune: the worker stops before the next epoch);
+    worker -> driver  ``("batch", {"epoch": n, "batch": i, "batches": nb})`` during an epoch, at most
+                      once per :data:`BATCH_REPORT_S` seconds (no answer; progress display only);
     worker -> driver  ``("done", outcome)`` | ``("pruned", outcome)`` | ``("error", outcome)``.
 """
 
@@ -99,6 +101,10 @@ def _local_fonts_only() -> None:
 _local_fonts_only()
 
 
+#: Least seconds between two batch-progress messages of a trial (the first batch of an epoch is always sent).
+BATCH_REPORT_S = 1.0
+
+
 class Pruned(Exception):
     """Raised inside Ultralytics' epoch callback when the driver says stop."""
 
@@ -137,7 +143,11 @@ def _skip_amp_download() -> None:
         trainer_module.check_amp = check_amp
 
 
-def train(spec: dict[str, Any], report: Callable[[dict[str, float]], bool]) -> dict[str, Any]:
+def train(
+    spec: dict[str, Any],
+    report: Callable[[dict[str, float]], bool],
+    progress: Callable[[dict[str, int]], None] | None = None,
+) -> dict[str, Any]:
     """Train one trial in this process.
 
     Args:
@@ -146,6 +156,8 @@ def train(spec: dict[str, Any], report: Callable[[dict[str, float]], bool]) -> d
             and ``name`` (the run folder), ``integrations`` (Ultralytics integrations to leave on).
         report: called after each epoch with ``{"epoch": n, metric: value, ...}``; returns
             ``True`` to stop (prune) the trial.
+        progress: called during an epoch with ``{"epoch": n, "batch": i, "batches": nb}`` (1-based),
+            at most once per :data:`BATCH_REPORT_S` seconds plus the first batch of each epoch.
 
     Returns:
         ``{"epochs": [...], "final_metrics": {...}, "applied": {...}, "train_s": seconds,
@@ -190,9 +202,25 @@ def train(spec: dict[str, Any], report: Callable[[dict[str, float]], bool]) -> d
         if report(row):
             raise Pruned()
 
+    batches = {"i": 0, "last": 0.0}
+
+    def on_train_epoch_start(trainer: Any) -> None:
+        batches["i"] = 0
+        batches["last"] = 0.0
+
+    def on_train_batch_end(trainer: Any) -> None:
+        batches["i"] += 1
+        now = time.monotonic()
+        if batches["i"] == 1 or now - batches["last"] >= BATCH_REPORT_S:
+            batches["last"] = now
+            progress({"epoch": trainer.epoch + 1, "batch": batches["i"], "batches": len(trainer.train_loader)})
+
     model = YOLO(spec["model"], task=spec["task"])
     model.add_callback("on_pretrain_routine_start", on_pretrain_routine_start)
     model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
+    if progress is not None:
+        model.add_callback("on_train_epoch_start", on_train_epoch_start)
+        model.add_callback("on_train_batch_end", on_train_batch_end)
     args = {
         "plots": False,  # plots cost time per epoch; users may turn them back on
         **spec.get("train_args", {}),
@@ -260,8 +288,11 @@ def run_in_child(spec: dict[str, Any], conn: Any) -> None:
         conn.send(("epoch", row))
         return conn.recv() == "stop"
 
+    def progress(p: dict[str, int]) -> None:
+        conn.send(("batch", p))
+
     try:
-        result = train(spec, report)
+        result = train(spec, report, progress)
         conn.send(("done", result))
     except Pruned as e:
         conn.send(("pruned", e.args[0] if e.args else {}))

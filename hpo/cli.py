@@ -33,12 +33,6 @@ app.add_typer(datasets_app, name="datasets")
 _DEBUG = {"on": False}
 
 
-def _stderr():
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
 def _fail(e: BaseException) -> typer.Exit:
     code = getattr(e, "exit_code", 1)
     if _DEBUG["on"]:
@@ -117,52 +111,6 @@ def split_extra_args(tokens: list[str]) -> tuple[list[str], dict[str, Any]]:
     return train, options
 
 
-class ProgressPrinter:
-    """Live progress on stderr: trial i/N, epoch, objective, best so far."""
-
-    def __init__(self, total: int, epochs: int, metric: str, direction: str):
-        from .tuner import TunerCallback  # noqa: F401
-
-        self.console = _stderr()
-        self.total, self.epochs, self.metric, self.direction = total, epochs, metric, direction
-        self.best: tuple[float, int] | None = None
-        self.done = 0
-
-    def on_study_start(self, study: Any, config: Any) -> None:
-        self.done = len(study.finished())
-        for r in study.finished():
-            self._update_best(r)
-        self.console.print(f"[bold]hpo[/] study {study.path} ({config.backend}, {config.iterations} trials x {config.epochs} epochs, {self.metric} {self.direction})")
-
-    def _update_best(self, r: Any) -> None:
-        if r.status.value == "complete" and r.objective is not None:
-            sign = 1 if self.direction == "maximize" else -1
-            if self.best is None or sign * r.objective > sign * self.best[0]:
-                self.best = (r.objective, r.id)
-
-    def _best_text(self) -> str:
-        return f"best {self.best[0]:.5g} (trial {self.best[1]})" if self.best else "best -"
-
-    def on_trial_start(self, record: Any) -> None:
-        self.console.print(f"trial {record.id} started ({self.done + 1}/{self.total})")
-
-    def on_epoch(self, record: Any, row: dict[str, float]) -> None:
-        value = row.get(self.metric)
-        shown = f"{value:.5g}" if isinstance(value, float) else "-"
-        self.console.print(f"  trial {record.id} epoch {int(row.get('epoch', 0))}/{self.epochs} {self.metric}={shown}")
-
-    def on_trial_end(self, record: Any) -> None:
-        self.done += 1
-        self._update_best(record)
-        obj = f"{record.objective:.5g}" if record.objective is not None else "-"
-        extra = f" error: {record.error}" if record.status.value == "failed" and record.error else ""
-        dur = f"{record.duration_s:.1f} s" if record.duration_s else ""
-        self.console.print(f"trial {record.id} {record.status.value} objective={obj} {dur} [{self.done}/{self.total}] {self._best_text()}{extra}")
-
-    def on_study_end(self, study: Any, result: Any) -> None:
-        pass
-
-
 def _print_result(result: Any, as_json: bool) -> None:
     import yaml
 
@@ -212,12 +160,17 @@ def tune(
     resume: bool = typer.Option(False, "--resume", help="Continue the existing study up to --iterations."),
     join: bool = typer.Option(False, "--join", help="Add this process to a running study (same --output/--name; backends that support it, e.g. optuna)."),
     trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", help="Seconds before a trial is killed (failed)."),
-    workers: str = typer.Option("1", "--workers", "-w", metavar="N", help="Trials run at once (several GPUs: one each)."),
+    concurrent_trials: str = typer.Option("1", "--concurrent-trials", "-j", metavar="N", help="Trials trained at once (several GPUs: one each); Ultralytics' data-loader workers stay workers=N."),
+    workers: Optional[str] = typer.Option(None, "--workers", "-w", metavar="N", hidden=True, help="Deprecated: --concurrent-trials."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the backend's sampler."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     mlflow: Optional[bool] = typer.Option(None, "--mlflow/--no-mlflow", help="MLflow tracking: a parent run per study, a child run per trial (default: on when MLFLOW_TRACKING_URI is set; see docs/mlflow.md)."),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name (default: the study name)."),
+    download_weights: Optional[bool] = typer.Option(None, "--download-weights/--no-download-weights", help="Let Ultralytics fetch official weights named by --model (yolov8n.pt) once, before the first trial, into --weights-dir (default: env HPO_DOWNLOAD_WEIGHTS, else off)."),
+    weights_dir: Optional[str] = typer.Option(None, "--weights-dir", help="Folder of fetched official weights (default <output>/pretrained)."),
+    keep_weights: str = typer.Option("top-3", "--keep-weights", metavar="best|top-K|all", help="Trials that keep their weights/*.pt; the others' are deleted as trials finish (<study>/weights/best.pt stays)."),
+    plots: Optional[bool] = typer.Option(None, "--plots/--no-plots", help="Draw <study>/plots/ (PNGs, report.html) when the run ends (default: on unless HPO_PLOTS=0)."),
 ) -> None:
     from .config import parse_train_args
     from .tuner import Tuner
@@ -227,24 +180,42 @@ def tune(
     from .errors import HpoWarning
 
     warnings.filterwarnings("ignore", category=HpoWarning)  # printed below as "hpo: warning:" lines
+    if workers is not None:
+        from .tuner import DEPRECATED_WORKERS
+
+        print(f"hpo: warning: --workers: {DEPRECATED_WORKERS}", file=sys.stderr)
+        concurrent_trials = workers
     train_pairs, options = split_extra_args(list(ctx.args))
+    options = _checked_options(backend, options, ctx)
     callbacks: list[Any] = []
     tuner = Tuner(
         backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
         metric=metric, train_args=parse_train_args(train_pairs), output=output, name=name, resume=resume, join=join,
-        trial_timeout=trial_timeout, workers=workers, seed=seed, backend_options=options, callbacks=callbacks,
-        mlflow=mlflow, experiment=experiment,
+        trial_timeout=trial_timeout, concurrent_trials=concurrent_trials, seed=seed, backend_options=options, callbacks=callbacks,
+        mlflow=mlflow, experiment=experiment, plots=plots, keep_weights=keep_weights, verbose=not quiet,
+        download_weights=download_weights, weights_dir=weights_dir,
     )
     cfg = tuner.config
     for notice in cfg.notices:
         print(f"hpo: notice: {notice}", file=sys.stderr)
     for warning in cfg.warnings:
         print(f"hpo: warning: {warning}", file=sys.stderr)
-    if not quiet:
-        tuner.callbacks.insert(0, ProgressPrinter(cfg.iterations, cfg.epochs, cfg.metric, cfg.direction))
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a pod's SIGTERM: stop cleanly, resumable
     result = tuner.run()
     _print_result(result, as_json)
+
+
+def _checked_options(backend: str, options: dict[str, Any], ctx: typer.Context) -> dict[str, Any]:
+    """Backend options with ``--no-flag`` mapped and misspellings refused (unknown backends are
+    left to the Tuner's own message)."""
+    from .backend_options import normalize_options
+    from .plugins import backends as installed
+
+    cls = installed().get(backend)
+    if cls is None:
+        return options
+    own = [o for p in ctx.command.params for o in p.opts if o.startswith("--")]
+    return normalize_options(backend, cls, options, cli_options=own)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -256,11 +227,13 @@ def study_summary(path: str | Path) -> dict[str, Any]:
 
     Keys: ``study_dir``, ``backend``, ``metric``, ``direction``, ``iterations``, ``counts``,
     ``trials`` (each ``id``, ``status``, ``params``, ``objective``, ``epochs_completed``,
-    ``duration_s``, ``error``), ``best`` (``trial``, ``params``, ``objective``; ``null`` if none).
+    ``duration_s``, ``error``), ``best`` (``trial``, ``params``, ``objective``; ``null`` if none), ``disk_bytes`` (the
+    study folder's size).
 
     Raises:
         StudyError: no study at ``path``.
     """
+    from .show import disk_bytes
     from .study import Study
 
     study = Study.open(path)
@@ -287,6 +260,7 @@ def study_summary(path: str | Path) -> dict[str, Any]:
             for r in records
         ],
         "best": {"trial": best.id, "params": best.params, "objective": best.objective} if best else None,
+        "disk_bytes": disk_bytes(study.path),
     }
 
 
@@ -295,37 +269,56 @@ def study_summary(path: str | Path) -> dict[str, Any]:
 def show(
     study_dir: Path = typer.Argument(..., help="The study directory <output>/<name>."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print every trial as CSV on stdout (one column per parameter)."),
+    show_all: bool = typer.Option(False, "--all", help="Every trial and every parameter, whatever the width."),
+    params: Optional[str] = typer.Option(None, "--params", help="Parameters to show, comma-separated (default: the most important that fit)."),
 ) -> None:
-    """Print a study's leaderboard (best first)."""
-    summary = study_summary(study_dir)
-    if as_json:
-        print(json.dumps(summary, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
+    """Print a study's leaderboard (best first), its best configuration and its size on disk."""
+    from .show import render, to_csv
     from .study import Study
 
-    by_id = {t["id"]: t for t in summary["trials"]}
-    rows = [by_id[r.id] for r in Study.open(study_dir).ranked()]
-    keys = list(rows[0]["params"]) if rows else []
-    table = Table(title=f"{summary['study_dir']} ({summary['backend']}, {summary['metric']} {summary['direction']})")
-    for col in ("trial", "status", "objective", "epochs", "seconds", *keys):
-        table.add_column(col, overflow="fold")
-    for t in rows:
-        table.add_row(
-            str(t["id"]), t["status"], "-" if t["objective"] is None else f"{t['objective']:.5g}",
-            str(t["epochs_completed"]), "-" if t["duration_s"] is None else f"{t['duration_s']:.1f}",
-            *[f"{t['params'].get(k):.5g}" if isinstance(t["params"].get(k), float) else str(t["params"].get(k)) for k in keys],
-        )
-    Console(width=None if sys.stdout.isatty() else 240).print(table)  # piped: do not wrap numbers at 80 columns
-    print(f"counts: {summary['counts']}; best: {summary['best']['trial'] if summary['best'] else '-'}")
+    if not Study.exists(study_dir):
+        raise ConfigError(f"study: no study at '{study_dir}'; pass the folder <output>/<name> that holds study.json")
+    if as_json:
+        print(json.dumps(study_summary(study_dir), indent=2))
+    elif as_csv:
+        sys.stdout.write(to_csv(study_dir))
+    else:
+        chosen = [p.strip() for p in params.split(",") if p.strip()] if params else None
+        sys.stdout.write(render(study_dir, params=chosen, show_all=show_all))
+
+
+@app.command()
+@handle_errors
+def plot(
+    study_dir: Path = typer.Argument(..., help="The study directory <output>/<name>."),
+    open_report: bool = typer.Option(False, "--open", help="Open plots/report.html in the web browser."),
+    no_html: bool = typer.Option(False, "--no-html", help="PNGs only (report.html inlines plotly.js, about 5 MB)."),
+) -> None:
+    """Draw a study's plots into <study>/plots/ (PNGs and one self-contained report.html)."""
+    from .plots import write_plots
+    from .study import Study
+
+    if not Study.exists(study_dir):
+        raise ConfigError(f"study: no study at '{study_dir}'; pass the folder <output>/<name> that holds study.json")
+    files = write_plots(study_dir, html_report=not no_html)
+    if not files:
+        print(f"no finished trial in {study_dir} yet: nothing to draw")
+        return
+    for f in files:
+        print(f)
+    report = Path(study_dir) / "plots" / "report.html"
+    if open_report and report.is_file():
+        import webbrowser
+
+        webbrowser.open(report.resolve().as_uri())
 
 
 @app.command()
 @handle_errors
 def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
     """List installed backends with their versions and options."""
+    from .backend_options import option_usage
     from .plugins import backends as installed
 
     found = installed()
@@ -344,8 +337,8 @@ def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON on s
         return
     for b in doc:
         print(f"{b['name']:<12} {b['version']:<10} {b['description']}  [{b['plugin']}]")
-        for opt, spec in b["options"].items():
-            print(f"    --{opt.replace('_', '-')} ({spec['type']}, default {spec['default']}): {spec['help']}")
+        for usage, text in option_usage(found[b["name"]]):
+            print(f"    {usage}: {text}")
 
 
 @app.command()
@@ -398,18 +391,52 @@ def demo(
     cfg_args = {"imgsz": 32, "batch": 64, "workers": 0, "optimizer": "AdamW", "device": "cpu"}
     tuner = Tuner(
         backend=backend, model="yolov8n-cls.yaml", data=data, space=space, iterations=iterations, epochs=epochs,
-        train_args=cfg_args, output=out / "studies", name=name, resume=resume, seed=0, callbacks=[],
+        train_args=cfg_args, output=out / "studies", name=name, resume=resume, seed=0, callbacks=[], verbose=True,
     )
-    tuner.callbacks.append(ProgressPrinter(iterations, epochs, tuner.config.metric, tuner.config.direction))
     _print_result(tuner.run(), False)
 
 
 register_k8s_commands(app, handle_errors)  # hpo preflight / pipelines / k8s
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point.
+
+    ``--debug`` is accepted anywhere on the line (``hpo tune ... --debug`` too).
+    ``hpo tune [--backend X] --help`` ends with backend X's options (default: ultralytics).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[1:]:
+        args = ["--debug"] + [a for a in args if a != "--debug"]
+    command = typer.main.get_command(app)
+    for cmd in [command, *getattr(command, "commands", {}).values()]:
+        for param in cmd.params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # a flag takes no value: no "<bool>" in help
+    words = [a for a in args if not a.startswith("-")]
+    if words[:1] == ["tune"] and ("--help" in args or "-h" in args):
+        _add_backend_help(command.commands["tune"], args)
+    command.main(args=args, prog_name="hpo")
+
+
+def _add_backend_help(tune_cmd: Any, args: list[str]) -> None:
+    """End ``hpo tune --help`` with the chosen backend's options (parsed as trailing options,
+    see :func:`split_extra_args`)."""
+    from .backend_options import options_help
+    from .plugins import backends as installed
+
+    name = "ultralytics"
+    for i, a in enumerate(args):
+        if a in ("--backend", "-b") and i + 1 < len(args):
+            name = args[i + 1]
+        elif a.startswith("--backend="):
+            name = a.split("=", 1)[1]
+    found = installed()
+    if name not in found:
+        tune_cmd.epilog = f"Backend '{name}' is not installed; installed: {', '.join(found)} (hpo backends)."
+        return
+    others = ", ".join(n for n in found if n != name)
+    tune_cmd.epilog = options_help(name, found[name]) + f"\n\nOther backends: {others} (hpo tune --backend NAME --help)."
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ class TuneConfig:
         join: add this process to a running study of a backend with ``supports_join`` (records
             to ``trials.<worker>.jsonl``, no lock, no retries).
         trial_timeout: seconds per trial before it is killed (``None``: none).
-        workers: trials run at once by this process.
+        workers: trials run at once by this process (the user-facing ``concurrent_trials``).
         seed: seed of the backend's sampler (``None``: random).
         options: the backend's validated options.
         notices: things hpo changed on the user's behalf (printed by the CLI).
@@ -235,7 +235,7 @@ def _check_not_distributed() -> None:
         raise ConfigError(
             f"environment: {' '.join(found)} is set by a distributed launcher (torchrun, a PyTorchJob); hpo runs "
             f"its trials itself: start it as one plain process (unset {' '.join(DISTRIBUTED_ENV)}), once per node, "
-            "with --workers N to run N trials at once on N GPUs"
+            "with --concurrent-trials N to run N trials at once on N GPUs"
         )
 
 
@@ -320,7 +320,7 @@ def build_config(
         raise ConfigError("join: --join and --resume exclude each other; --resume continues a study in its one writer, --join adds a process to a running one")
     iterations = _count("iterations", iterations)
     epochs = _count("epochs", epochs)
-    workers = _count("workers", workers)
+    workers = _count("concurrent_trials", workers)  # the user-facing name (was --workers)
     if trial_timeout is not None:
         try:
             trial_timeout = float(trial_timeout)

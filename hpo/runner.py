@@ -205,12 +205,19 @@ class TrialRunner:
             if proc.is_alive():
                 proc.kill()
 
-    def run(self, spec: TrialSpec, on_epoch: Callable[[dict[str, float]], bool] | None = None) -> TrialOutcome:
+    def run(
+        self,
+        spec: TrialSpec,
+        on_epoch: Callable[[dict[str, float]], bool] | None = None,
+        on_batch: Callable[[dict[str, int]], None] | None = None,
+    ) -> TrialOutcome:
         """Train ``spec`` in a fresh worker process and return its outcome (never raises for a failed trial).
 
         Args:
             spec: the trial.
             on_epoch: called in the driver with each epoch's metric row; return ``True`` to prune.
+            on_batch: called in the driver with the worker's batch progress
+                (``{"epoch": n, "batch": i, "batches": nb}``, about once a second while training).
         """
         Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
         ctx = _context()
@@ -253,6 +260,11 @@ class TrialRunner:
                 except (EOFError, OSError):
                     proc.join(5)
                     return self._died(proc, spec, epochs, t0)
+                if kind == "batch":
+                    if on_batch is not None:
+                        with contextlib.suppress(Exception):  # a display error never fails a trial
+                            on_batch(payload)
+                    continue
                 if kind == "epoch":
                     epochs.append(payload)
                     stop = bool(on_epoch(payload)) if on_epoch else False

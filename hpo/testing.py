@@ -14,7 +14,7 @@ core promises on every backend:
 
 - a SIGKILL mid-study, then ``--resume``, ends with exactly ``--iterations`` finished trials and
   every trial that had completed before the kill kept as it was;
-- SIGTERM with two trials at once (``--workers 2``) exits 130 within seconds; the in-flight trials
+- SIGTERM with two trials at once (``--concurrent-trials 2``) exits 130 within seconds; the in-flight trials
   are recorded ``interrupted`` (never ``failed``), no trial starts after the signal, and
   ``--resume`` re-runs them with their ids and params;
 - ``--trial-timeout`` kills a trial and records it ``failed`` with the reason; a study whose
@@ -189,7 +189,7 @@ class BackendConformance:
         self.assert_resumed_to(study, 3, before)
 
     def test_sigterm_with_two_at_once_records_interrupted_and_resume_reruns_them(self, tmp_path: Path, digits: Path) -> None:
-        args = self.tune_args(digits, tmp_path, "term", iterations=3, epochs=2, extra=("--workers", "2"))
+        args = self.tune_args(digits, tmp_path, "term", iterations=3, epochs=2, extra=("--concurrent-trials", "2"))
         study = tmp_path / "term"
         proc = self.start(*args)
 

@@ -11,7 +11,7 @@ What is logged (see ``docs/mlflow.md``):
 
 - parent run (name = study name, tag ``hpo.role=study``): the settings as params (``backend``,
   ``model``, ``data``, ``task``, ``metric``, ``direction``, ``epochs``, ``iterations``,
-  ``workers``, ``seed``, ``trial_timeout``, ``train_args.<k>``, ``options.<k>``,
+  ``concurrent_trials``, ``seed``, ``trial_timeout``, ``train_args.<k>``, ``options.<k>``,
   ``space.<k>``), the versions as tags ``hpo.version.<dist>``; at the end the tags
   ``hpo.best_trial`` / ``hpo.best.<param>``, the metric ``best_objective`` and the artifacts
   ``leaderboard.csv``, ``leaderboard.md``, ``best.yaml``, ``study.json``, ``weights/best.pt``.
@@ -410,6 +410,9 @@ class MlflowTracker(TunerCallback):
             weights = study.path / "weights" / "best.pt"
             if weights.is_file():
                 client.log_artifact(pid, str(weights), artifact_path="weights")
+            for plot in sorted((study.path / "plots").glob("*")):  # hpo.plots draws them just before
+                if plot.suffix in (".png", ".html", ".json"):
+                    client.log_artifact(pid, str(plot), artifact_path="plots")
             ok = result is not None and (result.counts.get("complete", 0) + result.counts.get("pruned", 0)) > 0
             client.set_terminated(pid, status=RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
 
@@ -492,7 +495,7 @@ def _study_params(config: TuneConfig) -> dict[str, Any]:
         "direction": config.direction,
         "epochs": config.epochs,
         "iterations": config.iterations,
-        "workers": config.workers,
+        "concurrent_trials": config.workers,
         "seed": config.seed,
         "trial_timeout": config.trial_timeout,
     }

@@ -62,6 +62,10 @@ class TunerCallback:
     def on_epoch(self, record: TrialRecord, row: dict[str, float]) -> None:
         """A trial finished an epoch; ``row`` holds its metrics (``row["epoch"]`` is 1-based)."""
 
+    def on_batch(self, record: TrialRecord, progress: dict[str, int]) -> None:
+        """A trial is training: ``{"epoch": n, "batch": i, "batches": nb}`` (1-based), about once a
+        second (backends whose trials run in hpo's worker processes; not Ray Tune)."""
+
     def on_trial_end(self, record: TrialRecord) -> None:
         """A trial finished (complete, failed or pruned) and is recorded."""
 
@@ -291,7 +295,7 @@ class StudyLoop:
                 self.trial_epoch(record, row)
                 return bool(backend.should_prune(record, row)) if backend is not None else False
 
-            outcome = self.runner.run(spec, on_epoch)
+            outcome = self.runner.run(spec, on_epoch, lambda p: self._emit("on_batch", record, p))
             if self.volume_failure(outcome):
                 # not a result: the trial is re-run on --resume once the volume is fixed
                 self.runner.abort()
@@ -415,7 +419,9 @@ class StudyLoop:
 
     def _emit(self, event: str, *args: Any) -> None:
         for cb in self.callbacks:
-            getattr(cb, event)(*args)
+            method = getattr(cb, event, None)  # an observer need not subclass TunerCallback
+            if method is not None:
+                method(*args)
 
     # --- the default loop
     def ask_tell(self, backend: Backend) -> None:
@@ -479,6 +485,12 @@ class StudyLoop:
             raise (volume or real or errors)[0]
 
 
+DEPRECATED_WORKERS = (
+    "hpo's 'workers' (trials at once) is deprecated and goes away in the next release: it is easily confused with "
+    "Ultralytics' workers= train arg (data-loader workers); use concurrent_trials= (CLI: --concurrent-trials N)"
+)
+
+
 def _start_workers_for(backend_cls: type[Backend]) -> None:
     if backend_cls.uses_trial_runner:
         start_workers()
@@ -515,7 +527,10 @@ class Tuner:
             ``iterations``. The stored data/model/space/metric/epochs/backend and backend
             options must match.
         trial_timeout: seconds before a trial is killed and recorded as failed.
-        workers: trials trained at once by this process (several GPUs: one each).
+        concurrent_trials: trials trained at once by this process (several GPUs: one each); not
+            Ultralytics' ``workers`` train arg (data-loader workers), which goes in ``train_args``.
+        workers: deprecated spelling of ``concurrent_trials`` (a ``FutureWarning``; removed in
+            the next release).
         seed: seed of the backend's sampler.
         backend_options: the backend's options (``hpo backends`` lists them).
         callbacks: :class:`TunerCallback` observers.
@@ -523,6 +538,18 @@ class Tuner:
             off, ``None`` (default) on when ``MLFLOW_TRACKING_URI`` is set or ``experiment`` given.
             Without ``MLFLOW_TRACKING_URI`` it logs to ``sqlite:///<study>/mlflow.db``.
         experiment: MLflow experiment name (default: the study name).
+        plots: draw ``<study>/plots/`` (PNGs and ``report.html``, :mod:`hpo.plots`) when the run
+            ends; a plotting error is a warning, never a failed study. ``None`` (default): on,
+            unless the environment sets ``HPO_PLOTS=0`` (about 5 s per study on 2 CPU cores).
+        download_weights: let Ultralytics fetch official weights named by ``model`` (``yolov8n.pt``)
+            once, before the first trial, into ``weights_dir`` (:mod:`hpo.pretrained`); ``None``
+            (default): the environment variable ``HPO_DOWNLOAD_WEIGHTS``, else off.
+        weights_dir: where fetched weights are kept (default ``<output>/pretrained``).
+        verbose: show live progress on stderr (:mod:`hpo.progress`: a rich display on a terminal,
+            plain lines with a heartbeat elsewhere); default ``False``.
+        keep_weights: which trials keep ``trials/<id>/weights/*.pt`` (:mod:`hpo.weights`):
+            ``"best"``, ``"top-K"`` (default ``"top-3"``) or ``"all"``; the others' are deleted as
+            trials finish (``<study>/weights/best.pt`` always stays).
 
     Raises:
         hpo.errors.ConfigError: bad input (at construction, before anything is written).
@@ -544,25 +571,54 @@ class Tuner:
         resume: bool = False,
         join: bool = False,
         trial_timeout: float | None = None,
-        workers: int = 1,
+        concurrent_trials: int = 1,
+        workers: int | None = None,
         seed: int | None = None,
         backend_options: dict[str, Any] | None = None,
         callbacks: Sequence[TunerCallback] = (),
         mlflow: bool | None = None,
         experiment: str | None = None,
+        plots: bool | None = None,
+        keep_weights: str | int = "top-3",
+        verbose: bool = False,
+        download_weights: bool | None = None,
+        weights_dir: str | os.PathLike | None = None,
     ):
+        from .pretrained import fetch_pretrained, is_official_name, wants_download
+
+        if wants_download(download_weights) and is_official_name(str(model)):
+            model = fetch_pretrained(str(model), weights_dir or Path(output).expanduser() / "pretrained")
+        from .weights import WeightsKeeper, parse_keep_weights
+
+        keep = parse_keep_weights(keep_weights)
+        if workers is not None:
+            import warnings
+
+            warnings.warn(DEPRECATED_WORKERS, FutureWarning, stacklevel=2)
+            concurrent_trials = workers
         self.config = build_config(
             backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
             metric=metric, train_args=train_args, output=output, name=name, resume=resume, join=join,
-            trial_timeout=trial_timeout, workers=workers, seed=seed, backend_options=backend_options,
+            trial_timeout=trial_timeout, workers=concurrent_trials, seed=seed, backend_options=backend_options,
             warm_up=_start_workers_for,
         )
         self.callbacks = list(callbacks)
+        if verbose:
+            from .progress import ProgressDisplay
+
+            self.callbacks.insert(0, ProgressDisplay())
+        if plots is None:
+            plots = os.environ.get("HPO_PLOTS", "1").strip().lower() not in ("0", "false", "no", "off")
+        if plots:
+            from .plots import PlotCallback
+
+            self.callbacks.append(PlotCallback())  # before the tracker, which logs the plots
         from .tracking import tracker_for  # mlflow itself is imported only when tracking runs
 
         self.tracker = tracker_for(self.config, enabled=mlflow, experiment=experiment)
         if self.tracker is not None:
             self.callbacks.append(self.tracker)
+        self.callbacks.append(WeightsKeeper(keep))  # last: after every observer saw the trial
 
     @property
     def study_dir(self) -> Path:

@@ -227,8 +227,9 @@ def resolve_model(model: str) -> tuple[str, str]:
     if p.suffix == ".pt":
         if not p.is_file():
             raise ConfigError(
-                f"model: '{model}' is not a local file; hpo never downloads weights: "
-                "give the path of a local .pt or a bundled model YAML such as yolov8n.yaml"
+                f"model: '{model}' is not a local file; hpo never downloads weights unless asked: "
+                "give the path of a local .pt or a bundled model YAML such as yolov8n.yaml, or let Ultralytics "
+                "fetch its official weights once with --download-weights (HPO_DOWNLOAD_WEIGHTS=1)"
             )
         resolved = str(p.resolve())
     elif p.suffix in (".yaml", ".yml"):

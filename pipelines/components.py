@@ -20,7 +20,7 @@ import os
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Markdown, Metrics, Output
+from kfp.dsl import HTML, Artifact, Markdown, Metrics, Output
 from kfp.dsl.python_component import PythonComponent
 
 __all__ = [
@@ -44,6 +44,7 @@ def hpo_tune(
     metrics: Output[Metrics],
     leaderboard: Output[Markdown],
     best_hyperparameters: Output[Artifact],
+    report: Output[HTML],
     model: str,
     data: str,
     backend: str = "ultralytics",
@@ -56,10 +57,12 @@ def hpo_tune(
     study_name: str = "",
     train_args: dict = {},
     backend_options: dict = {},
-    workers: int = 1,
+    concurrent_trials: int = 1,
     gpus: int = 0,
     seed: int = -1,
     trial_timeout: float = 0.0,
+    keep_weights: str = "top-3",
+    workers: int = 0,
 ) -> NamedTuple("TuneOutputs", [("study_dir", str), ("best_weights", str)]):
     """Tune an Ultralytics YOLO model with hpo (``hpo tune``) on the mounted volume.
 
@@ -67,11 +70,13 @@ def hpo_tune(
     resuming it when it already exists (a retry continues where the killed pod stopped).
     Relative ``data`` and ``output_dir`` are under ``mount_path`` (where the PVC is mounted).
     ``space`` is a YAML/JSON file or inline JSON (``""``: Ultralytics' default space); ``metric``
-    ``""`` is the task's default; ``study_name`` ``""`` is ``<data>-<backend>``; ``workers`` is
-    trials at once; ``gpus`` the GPUs requested (checked); ``seed`` -1 random;
+    ``""`` is the task's default; ``study_name`` ``""`` is ``<data>-<backend>``; ``concurrent_trials``
+    is trials at once (``workers``: its deprecated spelling, 0 unset); ``keep_weights`` which
+    trials keep their weights (``best``, ``top-K``, ``all``); ``gpus`` the GPUs requested (checked); ``seed`` -1 random;
     ``trial_timeout`` seconds (0: none). Outputs: ``metrics`` (best_objective, complete, failed,
     pruned, trials), ``leaderboard`` (Markdown), ``best_hyperparameters`` (YAML),
-    ``study_dir`` and ``best_weights`` (paths on the volume).
+    ``report`` (the study's plots, one self-contained HTML page), ``study_dir`` and
+    ``best_weights`` (paths on the volume).
     """
     from collections import namedtuple
 
@@ -80,8 +85,8 @@ def hpo_tune(
     r = run_tune_step(
         model=model, data=data, backend=backend, iterations=iterations, epochs=epochs, space=space,
         metric=metric, mount_path=mount_path, output_dir=output_dir, study_name=study_name,
-        train_args=train_args, backend_options=backend_options, workers=workers, gpus=gpus, seed=seed,
-        trial_timeout=trial_timeout,
+        train_args=train_args, backend_options=backend_options, concurrent_trials=concurrent_trials, gpus=gpus,
+        seed=seed, trial_timeout=trial_timeout, keep_weights=keep_weights, workers=workers or None,
     )
     for key, value in r.metrics.items():
         metrics.log_metric(key, value)
@@ -91,6 +96,13 @@ def hpo_tune(
         f.write(r.best_yaml)
     best_hyperparameters.metadata["study_dir"] = r.study_dir
     best_hyperparameters.metadata["resumed"] = r.resumed
+    if r.report_html:
+        import shutil
+
+        shutil.copyfile(r.report_html, report.path)
+    else:
+        with open(report.path, "w", encoding="utf-8") as f:
+            f.write("<html><body>no plots: no trial finished</body></html>")
     outputs = namedtuple("TuneOutputs", ["study_dir", "best_weights"])
     return outputs(r.study_dir, r.best_weights)
 

@@ -31,6 +31,7 @@ class StepResult:
             and ``best_params`` (the best hyperparameters).
         resumed: the study existed and was continued.
         notices: pre-flight warnings and hpo notices.
+        report_html: ``<study>/plots/report.html`` if drawn, else ``""``.
     """
 
     study_dir: str
@@ -40,6 +41,7 @@ class StepResult:
     best_yaml: str
     resumed: bool
     notices: list[str] = field(default_factory=list)
+    report_html: str = ""
 
 
 def leaderboard_markdown(study_dir: str | Path, top: int = 50) -> str:
@@ -85,11 +87,13 @@ def run_tune_step(
     study_name: str = "",
     train_args: dict[str, Any] | None = None,
     backend_options: dict[str, Any] | None = None,
-    workers: int = 1,
+    concurrent_trials: int = 1,
     gpus: int = 0,
     seed: int = -1,
     trial_timeout: float = 0.0,
     lock_wait_s: float | None = None,
+    keep_weights: str = "top-3",
+    workers: int | None = None,
 ) -> StepResult:
     """Pre-flight, then tune (or resume) one study on the mounted volume.
 
@@ -108,7 +112,9 @@ def run_tune_step(
         train_args: fixed Ultralytics train args (e.g. ``{"imgsz": 640, "batch": 16}``); a
             ``workers`` entry (data-loader workers) may be lowered to fit ``/dev/shm``.
         backend_options: the backend's options (``hpo backends`` lists them).
-        workers: trials trained at once (several GPUs: one each).
+        concurrent_trials: trials trained at once (several GPUs: one each).
+        keep_weights: trials that keep their ``weights/*.pt`` (``best``, ``top-K``, ``all``).
+        workers: deprecated spelling of ``concurrent_trials`` (``None``/0: not given).
         gpus: GPUs the task requested; pre-flight fails when torch sees fewer.
         seed: the sampler's seed; ``-1`` is random.
         trial_timeout: seconds before a trial is killed; ``0`` is none.
@@ -130,6 +136,11 @@ def run_tune_step(
     from hpo.preflight import run_preflight
     from hpo.study import LOCK_HEARTBEAT_S, LOCK_STALE_AFTER_S
 
+    if workers:
+        from hpo.tuner import DEPRECATED_WORKERS
+
+        print(f"hpo: warning: workers: {DEPRECATED_WORKERS}", file=sys.stderr)
+        concurrent_trials = workers
     args = whole_numbers(train_args)
     loader_workers = args.get("workers", 8)  # Ultralytics' default data-loader workers
     report = run_preflight(
@@ -149,8 +160,9 @@ def run_tune_step(
     kwargs: dict[str, Any] = dict(
         backend=backend, model=model, data=report.data, space=_parse_space(space), iterations=iterations,
         epochs=epochs, metric=metric or None, train_args=args, output=report.output, name=study_name or None,
-        trial_timeout=trial_timeout if trial_timeout and trial_timeout > 0 else None, workers=workers,
+        trial_timeout=trial_timeout if trial_timeout and trial_timeout > 0 else None, concurrent_trials=concurrent_trials,
         seed=seed if seed is not None and seed >= 0 else None, backend_options=whole_numbers(backend_options),
+        keep_weights=keep_weights, verbose=True,  # plain progress lines with heartbeats in the pod's log
     )
     probe = Tuner(**kwargs)
     resumed = Study.exists(probe.study_dir)
@@ -193,4 +205,5 @@ def run_tune_step(
         best_yaml=yaml.safe_dump(best_doc, sort_keys=False),
         resumed=resumed,
         notices=notices,
+        report_html=str(report) if (report := Path(result.study_dir) / "plots" / "report.html").is_file() else "",
     )

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Studies in tests draw no plots (about 5 s each) unless a test asks for them (tests/test_plots.py).
+os.environ.setdefault("HPO_PLOTS", "0")
+
 ROOT = Path(__file__).resolve().parents[1]
 COCO8 = ROOT.parent / "shared" / "data" / "coco8" / "data.yaml"
 

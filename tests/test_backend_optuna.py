@@ -113,7 +113,7 @@ def test_distributions_equal_space_key_by_key():
         (["--pruner", "patient"], ["pruner", "hyperband"]),
         (["--reduction-factor", "1"], ["option 'reduction_factor' (--reduction-factor): "]),
         (["--storage", "redis://db/0"], ["storage", "database URL"]),
-        (["--storage", "sqlite:///opt.db", "--workers", "2"], ["storage", "SQLite", "2 workers"]),
+        (["--storage", "sqlite:///opt.db", "--concurrent-trials", "2"], ["storage", "SQLite", "2 workers"]),
         (["--join"], ["join", "no study"]),
         (["--join", "--resume"], ["join", "--resume"]),
     ],
@@ -158,7 +158,7 @@ def test_pruning_with_two_workers_on_one_journal(tmp_path, digits_cls):
     result = Tuner(
         backend="optuna", model="yolov8n-cls.yaml", data=digits_cls, space=CLS_SPACE, iterations=5, epochs=3,
         metric="val/loss",
-        train_args=CLS_ARGS, output=tmp_path, name="prune", workers=2, seed=0,
+        train_args=CLS_ARGS, output=tmp_path, name="prune", concurrent_trials=2, seed=0,
         backend_options={"pruner": "asha", "reduction_factor": 2},
     ).run()
     study = Study.open(result.study_dir)

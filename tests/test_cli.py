@@ -65,6 +65,7 @@ def test_help_and_backends_do_not_import_heavy_libraries():
         (["--sampler", "tpe"], "ultralytics option 'sampler'"),
         (["--model", "yolov8n-cls.pt"], "never downloads weights"),
         (["--trial-timeout", "-1"], "trial_timeout"),
+        (["--keep-weights", "top-0"], "keep_weights: 'top-0' is not best, top-K (K >= 1) or all"),
         (["--join"], "join: backend 'ultralytics' cannot share a study between processes; use a backend that can (optuna)"),
         (["--backend", "optuna", "--join", "--resume"], "--join and --resume exclude each other"),
         (["--backend", "optuna", "--join"], "join: there is no study at"),
@@ -122,7 +123,7 @@ def test_distributed_launcher_environment_is_refused_with_the_fix(tmp_path, digi
                 "--iterations", "2", "--epochs", "1", *kv(CLS_ARGS), env=env)
     shown = " ".join(f"{k}={env[k]}" for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if k in env)
     _refused(r, out_dir, f"environment: {shown} is set by a distributed launcher")
-    assert "unset RANK WORLD_SIZE LOCAL_RANK" in r.stderr and "--workers N" in r.stderr
+    assert "unset RANK WORLD_SIZE LOCAL_RANK" in r.stderr and "--concurrent-trials N" in r.stderr
 
 
 def test_corrupt_or_foreign_checkpoint_is_refused_naming_the_model_file(tmp_path, digits_cls):
@@ -193,3 +194,56 @@ def test_risky_input_warns_in_the_terminal_and_the_study_runs(tmp_path, digits_c
     ]
     assert "HpoWarning" not in r.stderr  # the CLI prints them once, as its own lines
     assert json.loads((out_dir / "digits-cls-ultralytics" / "study.json").read_text())["train_args"]["val"] is False
+def test_tune_help_lists_the_backends_options_and_flags_take_no_value():
+    r = hpo_cli("tune", "--backend", "optuna", "--help", env={"COLUMNS": "120"})
+    assert r.returncode == 0, r.stderr
+    assert "--sampler {tpe,random,cmaes,gp,qmc}: Optuna sampler" in r.stdout and "(default hyperband)" in r.stdout
+    assert "Other backends: " in r.stdout and "ray" in r.stdout.split("Other backends: ")[1]
+    resume = next(x for x in r.stdout.splitlines() if "--resume " in x)
+    assert "<bool>" not in resume and "--concurrent-trials" in r.stdout and "--workers" not in r.stdout
+    r = hpo_cli("tune", "--help", "--backend", "ray", env={"COLUMNS": "120"})
+    assert "--checkpoint/--no-checkpoint: " in r.stdout and "(default: on)" in r.stdout
+    r = hpo_cli("backends")
+    assert r.returncode == 0 and "sequential" not in r.stdout and "--concurrent-trials N" in r.stdout
+
+
+def test_misspelled_backend_option_deprecated_workers_and_debug_anywhere(tmp_path, digits_cls):
+    base = ["tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--output", str(tmp_path / "o")]
+    r = hpo_cli(*base, "--backend", "optuna", "--samplr", "tpe")
+    assert r.returncode == 2 and r.stderr.startswith("hpo: error: optuna option 'samplr' (--samplr): ")
+    assert "did you mean --sampler?" in r.stderr and r.stderr.count("\n") == 1
+    r = hpo_cli(*base, "--workers", "0")  # the old spelling still works, with a deprecation line
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 2
+    assert lines[0].startswith("hpo: warning: --workers: ") and "use concurrent_trials= (CLI: --concurrent-trials N)" in lines[0]
+    assert lines[1] == "hpo: error: concurrent_trials: '0' must be a whole number >= 1"
+    r = hpo_cli(*base, "--concurrent-trials", "0", "--debug")  # --debug after the subcommand
+    assert r.returncode == 2 and "Traceback" in r.stderr and r.stderr.rstrip().endswith("must be a whole number >= 1")
+    assert not (tmp_path / "o").exists()
+    from hpo import Tuner
+    from hpo.errors import ConfigError
+
+    with pytest.warns(FutureWarning, match="concurrent_trials="), pytest.raises(ConfigError, match="concurrent_trials: '0'"):
+        Tuner(model="yolov8n-cls.yaml", data=digits_cls, output=tmp_path / "o", workers="0")
+
+
+def test_pretrained_weights_only_by_choice(tmp_path, digits_cls, monkeypatch):
+    import torch
+
+    from hpo import Tuner
+
+    base = ["tune", "--model", "yolov8n-cls.pt", "--data", str(digits_cls), "--output", str(tmp_path / "o"), "imgsz=32"]
+    r = hpo_cli(*base)  # no opt-in: the refusal names it
+    assert r.returncode == 2 and "--download-weights (HPO_DOWNLOAD_WEIGHTS=1)" in r.stderr
+    for extra, env in ((["--download-weights"], {}), ([], {"HPO_DOWNLOAD_WEIGHTS": "1"})):
+        r = hpo_cli(*base, *extra, env=env)  # this machine reaches no GitHub: one line, before anything is written
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith("hpo: error: model: cannot fetch 'yolov8n-cls.pt' (download_weights is on): this machine is offline")
+        assert not (tmp_path / "o").exists()
+    # fetched once: a later study finds the file in the weights folder and needs no network
+    folder = tmp_path / "o" / "pretrained"
+    folder.mkdir(parents=True)
+    torch.save({"train_args": {"task": "classify"}, "model": None}, folder / "yolov8n-cls.pt")
+    monkeypatch.setenv("HPO_DOWNLOAD_WEIGHTS", "1")
+    tuner = Tuner(model="yolov8n-cls.pt", data=digits_cls, output=tmp_path / "o", train_args={"imgsz": 32})
+    assert tuner.config.model == str(folder / "yolov8n-cls.pt") and tuner.config.task == "classify"

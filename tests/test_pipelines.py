@@ -93,7 +93,7 @@ def test_user_pipeline_with_the_helper_compiles_every_setting(tmp_path):
     assert set(outs["parameters"]) == {"study_dir", "best_weights"}
     ins = _component_inputs(spec, "comp-hpo-tune")
     for name in ("backend", "model", "data", "iterations", "epochs", "space", "metric", "output_dir",
-                 "study_name", "train_args", "backend_options", "workers", "mount_path"):
+                 "study_name", "train_args", "backend_options", "concurrent_trials", "keep_weights", "mount_path"):
         assert name in ins, name
 
 
@@ -225,7 +225,7 @@ def test_preflight_unwritable_output(tmp_path):
 
 
 @pytest.mark.slow
-def test_tune_component_runs_under_kfp_local(tmp_path):
+def test_tune_component_runs_under_kfp_local(tmp_path, monkeypatch):
     from kfp import local
 
     from hpo import Study
@@ -235,6 +235,7 @@ def test_tune_component_runs_under_kfp_local(tmp_path):
     mnt = tmp_path / "pvc"  # stands in for the PVC mount
     make_digits_cls(mnt / "datasets" / "digits-cls", seed=0)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    monkeypatch.setenv("HPO_PLOTS", "1")  # the component's HTML report output
     space = json.dumps({"lr0": [1e-4, 1e-2], "fliplr": [0.0, 0.5]})
     train_args = {"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu", "optimizer": "AdamW"}
     task = hpo_tune(model="yolov8n-cls.yaml", data="datasets/digits-cls", backend="ultralytics", iterations=2,
@@ -261,6 +262,8 @@ def test_tune_component_runs_under_kfp_local(tmp_path):
     assert best["best_objective"] == metrics["best_objective"]
     assert best["best_params"] == records[best["best_trial"]].params
     assert task.outputs["best_hyperparameters"].metadata["resumed"] is False
+    page = Path(task.outputs["report"].path).read_text()
+    assert page == (study_dir / "plots" / "report.html").read_text() and 'class="plotly-graph-div"' in page
 
     # a re-run (what a KFP retry does) resumes the same study instead of starting over; the
     # ParallelFor pipeline (kfp.local ignores the PVC, so mount_path is a parameter) then compares.

@@ -279,7 +279,7 @@ def test_mlflow_default_store_is_in_the_study_dir(digits, tmp_path, monkeypatch)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "studies"
-    tuner = Tuner(backend=backend, model=MODEL, data=digits, space=SPACE, iterations=2, epochs=1, workers=2,
+    tuner = Tuner(backend=backend, model=MODEL, data=digits, space=SPACE, iterations=2, epochs=1, concurrent_trials=2,
                   train_args=TRAIN_ARGS, output=out, name="local", seed=0, mlflow=True)
     tuner.run()  # two trials in two threads log into one SQLite store
     study = out / "local"

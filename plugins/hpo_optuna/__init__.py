@@ -2,7 +2,7 @@
 
 ``hpo tune --backend optuna`` (or ``Tuner(backend="optuna")``): TPE (multivariate, seeded by
 ``--seed``) by default, Hyperband pruning on the per-epoch objective, the Optuna study stored as
-a journal file in the study directory (``<study>/optuna/journal.log``), ``--workers N`` trials at
+a journal file in the study directory (``<study>/optuna/journal.log``), ``--concurrent-trials N`` trials at
 once, and more processes or pods on the same volume with ``--join``; ``--storage
 postgresql://...`` needs the ``postgres`` extra (psycopg 3). See ``docs/optuna.md`` and ``docs/scaling.md``.
 

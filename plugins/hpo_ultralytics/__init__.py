@@ -38,7 +38,7 @@ class UltralyticsBackend(Backend):
     """Ultralytics' native genetic mutation (``Tuner._mutate``), with hpo's runner, records and resume."""
 
     name = "ultralytics"
-    description = "Ultralytics' native genetic tuner (mutation of the best previous results), sequential"
+    description = "Ultralytics' native genetic tuner (mutation of the best previous results); --concurrent-trials N trains N proposals at once"
     library = "ultralytics"
     Options = UltralyticsOptions
 

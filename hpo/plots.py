@@ -1,0 +1,396 @@
+"""Pictures of a study, for every backend: ``<study>/plots/``.
+
+Drawn from the study's records alone (``trials.jsonl``), so a study of any backend gets the same
+plots, at the end of a run (:class:`PlotCallback`, registered by :class:`hpo.Tuner`) and on demand
+(``hpo plot STUDY``)::
+
+    plots/history.png      best objective so far against trials and against wall time
+    plots/curves.png       every trial's objective per epoch (pruned dashed, failed red crosses)
+    plots/importance.png   parameter importance (Optuna's fANOVA evaluator)
+    plots/parallel.png     parallel coordinates of the most important parameters
+    plots/slice.png        objective against each of the most important parameters
+    plots/importance.json  ``{param: importance}``, most important first (read by ``hpo show``)
+    plots/report.html      all of them, interactive (plotly), one self-contained file (no CDN)
+
+Parameter importance and the Optuna plots run on an in-memory Optuna study rebuilt from the
+records (:func:`optuna_study`): ``optuna.trial.create_trial`` with the distributions of the
+study's search space, the objective per epoch as intermediate values.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import sys
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .study import Study, TrialRecord, TrialStatus
+
+if TYPE_CHECKING:
+    import optuna
+
+    from .config import TuneConfig
+    from .tuner import TuneResult
+
+__all__ = ["write_plots", "optuna_study", "param_importances", "PlotCallback", "TOP_PARAMS"]
+
+#: Parameters shown in the parallel-coordinate and slice plots (the most important ones).
+TOP_PARAMS = 6
+
+
+def _space_of(study: Study) -> Any:
+    from .space import SearchSpace
+
+    return SearchSpace.parse(study.settings.get("space") or None)
+
+
+def _distributions(space: Any) -> dict[str, Any]:
+    """Optuna distributions of the space's keys (the same mapping as the optuna backend's)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from .space import Kind
+
+    out: dict[str, Any] = {}
+    for key, p in space.items():
+        if p.kind is Kind.CHOICE:
+            out[key] = CategoricalDistribution(list(p.choices))
+        elif p.kind is Kind.INT:
+            out[key] = IntDistribution(int(p.low), int(p.high), log=p.log)
+        else:
+            out[key] = FloatDistribution(float(p.low), float(p.high), log=p.log)
+    return out
+
+
+def optuna_study(study: Study, records: list[TrialRecord] | None = None) -> optuna.Study:
+    """An in-memory Optuna study holding the finished trials of ``study`` (any backend).
+
+    Complete trials carry their objective, pruned ones their objective and ``PRUNED`` state,
+    failed ones ``FAIL``; each trial's per-epoch objective is its intermediate values. Parameters
+    outside the stored space (an edited space on resume) are left out of that trial.
+
+    Args:
+        study: an open study (read only).
+        records: the trials to include (default: every finished trial).
+
+    Returns:
+        ``optuna.Study`` in the study's direction, trials in id order.
+    """
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    metric = study.settings.get("metric")
+    dists = _distributions(_space_of(study))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
+    out = optuna.create_study(direction=study.direction, storage=optuna.storages.InMemoryStorage())
+    states = {TrialStatus.COMPLETE: TrialState.COMPLETE, TrialStatus.PRUNED: TrialState.PRUNED, TrialStatus.FAILED: TrialState.FAIL}
+    for r in sorted(records if records is not None else study.finished(), key=lambda r: r.id):
+        if not r.status.finished:
+            continue
+        state = states[r.status]
+        value = r.objective if state is not TrialState.FAIL and r.objective is not None and math.isfinite(r.objective) else None
+        if state is TrialState.COMPLETE and value is None:
+            state = TrialState.FAIL
+        params, used = {}, {}
+        for k, v in r.params.items():
+            d = dists.get(k)
+            try:
+                if d is not None and d._contains(d.to_internal_repr(v)):
+                    params[k], used[k] = v, d
+            except (TypeError, ValueError):
+                pass
+        steps = {int(row["epoch"]): float(row[metric]) for row in r.epochs
+                 if "epoch" in row and isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])}
+        out.add_trial(create_trial(
+            state=state, value=value if state is not TrialState.FAIL else None, params=params, distributions=used,
+            intermediate_values=steps, user_attrs={"hpo_trial": r.id},
+        ))
+    return out
+
+
+def param_importances(ostudy: optuna.Study) -> dict[str, float]:
+    """Parameter importance by Optuna's fANOVA evaluator (seed 0), most important first.
+
+    Returns ``{}`` with fewer than two complete trials (nothing to compare).
+    """
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    done = [t for t in ostudy.trials if t.state is optuna.trial.TrialState.COMPLETE]
+    if len(done) < 2:
+        return {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dict(get_param_importances(ostudy, evaluator=FanovaImportanceEvaluator(seed=0)))
+
+
+def _elapsed_s(records: list[TrialRecord]) -> list[float | None]:
+    def ts(s: str | None) -> float | None:
+        return datetime.fromisoformat(s).timestamp() if s else None
+
+    starts = [t for t in (ts(r.start) for r in records) if t is not None]
+    t0 = min(starts) if starts else 0.0
+    return [(ts(r.end) - t0) if r.end else None for r in records]
+
+
+def _best_so_far(values: list[float | None], direction: str) -> list[float | None]:
+    best: float | None = None
+    out = []
+    for v in values:
+        if v is not None and (best is None or (v > best if direction == "maximize" else v < best)):
+            best = v
+        out.append(best)
+    return out
+
+
+_COLORS = {"complete": "#1f77b4", "pruned": "#ff7f0e", "failed": "#d62728"}
+
+
+def _history_data(study: Study, finished: list[TrialRecord]) -> dict[str, Any]:
+    by_end = sorted(finished, key=lambda r: r.end or "")
+    complete = [r.objective if r.status is TrialStatus.COMPLETE else None for r in by_end]
+    return {
+        "records": by_end,
+        "n": list(range(1, len(by_end) + 1)),
+        "t": _elapsed_s(by_end),
+        "best": _best_so_far(complete, study.direction),
+    }
+
+
+def _png_history(study: Study, finished: list[TrialRecord], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    h = _history_data(study, finished)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, xs, label in ((axes[0], h["n"], "finished trials"), (axes[1], h["t"], "wall time (s)")):
+        for status in ("complete", "pruned", "failed"):
+            pts = [(x, r.objective) for x, r in zip(xs, h["records"]) if r.status.value == status and x is not None]
+            if status == "failed":  # no objective: a cross on the axis floor
+                pts = [(x, None) for x, _ in pts]
+            if not pts:
+                continue
+            if status == "failed":
+                ax.scatter([p[0] for p in pts], [0] * len(pts), marker="x", color=_COLORS[status], label=status,
+                           transform=ax.get_xaxis_transform(), clip_on=False, zorder=3)
+            else:
+                ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=_COLORS[status], label=status, alpha=0.7,
+                           marker="o" if status == "complete" else "v", zorder=3)
+        line = [(x, b) for x, b in zip(xs, h["best"]) if x is not None and b is not None]
+        if line:
+            ax.step([p[0] for p in line], [p[1] for p in line], where="post", color="black", label="best so far")
+        ax.set_xlabel(label)
+        ax.set_ylabel(study.settings.get("metric", "objective"))
+        ax.grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle(f"{study.path.name}: best so far ({study.direction})")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _png_curves(study: Study, finished: list[TrialRecord], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    metric = study.settings.get("metric")
+    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    seen: set[str] = set()
+    for r in sorted(finished, key=lambda r: r.id):
+        pts = [(row["epoch"], row[metric]) for row in r.epochs if "epoch" in row and isinstance(row.get(metric), (int, float))]
+        status = r.status.value
+        style = {"complete": "-", "pruned": "--", "failed": ":"}[status]
+        label = status if status not in seen else None
+        seen.add(status)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=_COLORS[status], alpha=0.8, label=label,
+                    marker="x" if status == "failed" else ("v" if status == "pruned" else None), markevery=[-1])
+        elif status == "failed":
+            ax.scatter([0], [0], marker="x", color=_COLORS[status], label=label, transform=ax.get_yaxis_transform())
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{study.path.name}: every trial's {metric} per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _save_optuna_png(draw: Any, path: Path, **kw: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna's matplotlib backend is marked experimental
+        ax = draw(**kw)
+    fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+    fig.set_size_inches(max(8, fig.get_size_inches()[0]), max(4.5, fig.get_size_inches()[1]))
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _plotly_history(study: Study, finished: list[TrialRecord]) -> list[Any]:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    h = _history_data(study, finished)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("against finished trials", "against wall time (s)"))
+    for col, xs in ((1, h["n"]), (2, h["t"])):
+        for status in ("complete", "pruned", "failed"):
+            rs = [(x, r) for x, r in zip(xs, h["records"]) if r.status.value == status and x is not None]
+            if not rs:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[x for x, _ in rs], y=[r.objective if status != "failed" else None for _, r in rs] if status != "failed"
+                else [min((v for v in h["best"] if v is not None), default=0)] * len(rs),
+                mode="markers", name=status, legendgroup=status, showlegend=col == 1,
+                marker={"color": _COLORS[status], "symbol": {"complete": "circle", "pruned": "triangle-down", "failed": "x"}[status]},
+                text=[f"trial {r.id}" + (f": {r.error}" if r.error else "") for _, r in rs],
+            ), row=1, col=col)
+        line = [(x, b) for x, b in zip(xs, h["best"]) if x is not None and b is not None]
+        fig.add_trace(go.Scatter(x=[p[0] for p in line], y=[p[1] for p in line], mode="lines", line_shape="hv",
+                                 name="best so far", legendgroup="best", showlegend=col == 1, line={"color": "black"}),
+                      row=1, col=col)
+    fig.update_layout(title=f"Best {study.settings.get('metric')} so far ({study.direction})", height=420)
+    return [fig]
+
+
+def _plotly_curves(study: Study, finished: list[TrialRecord]) -> list[Any]:
+    import plotly.graph_objects as go
+
+    metric = study.settings.get("metric")
+    fig = go.Figure()
+    for r in sorted(finished, key=lambda r: r.id):
+        pts = [(row["epoch"], row[metric]) for row in r.epochs if "epoch" in row and isinstance(row.get(metric), (int, float))]
+        s = r.status.value
+        fig.add_trace(go.Scatter(
+            x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=f"trial {r.id} ({s})",
+            line={"color": _COLORS[s], "dash": {"complete": "solid", "pruned": "dash", "failed": "dot"}[s]},
+            marker={"symbol": "x" if s == "failed" else "circle", "size": 5},
+        ))
+    fig.update_layout(title=f"Every trial's {metric} per epoch (pruned dashed, failed dotted)",
+                      xaxis_title="epoch", yaxis_title=metric, height=420)
+    return [fig]
+
+
+def write_plots(study_dir: str | Path, *, html_report: bool = True) -> list[Path]:
+    """Draw the study's plots into ``<study>/plots/`` (see the module docstring for the files).
+
+    Plots that need more than the study has (importance and parameter plots need two complete
+    trials) are left out.
+
+    Args:
+        study_dir: the study directory.
+        html_report: also write ``plots/report.html`` (about 5 MB: plotly.js is inlined).
+
+    Returns:
+        The files written.
+
+    Raises:
+        hpo.errors.StudyError: no study at ``study_dir``.
+    """
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")  # files only; never open a window
+    from optuna.visualization import matplotlib as omp
+
+    study = Study.open(study_dir)
+    out = study.path / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    finished = study.finished()
+    written: list[Path] = []
+    if not finished:
+        return written
+    _png_history(study, finished, out / "history.png")
+    _png_curves(study, finished, out / "curves.png")
+    written += [out / "history.png", out / "curves.png"]
+    ostudy = optuna_study(study, finished)
+    importances = param_importances(ostudy)
+    top = list(importances)[:TOP_PARAMS]
+    if importances:
+        (out / "importance.json").write_text(json.dumps(importances, indent=2))
+        written.append(out / "importance.json")
+        _save_optuna_png(omp.plot_param_importances, out / "importance.png", study=ostudy,
+                         evaluator=_evaluator(importances))
+        _save_optuna_png(omp.plot_parallel_coordinate, out / "parallel.png", study=ostudy, params=top)
+        _save_optuna_png(omp.plot_slice, out / "slice.png", study=ostudy, params=top)
+        written += [out / "importance.png", out / "parallel.png", out / "slice.png"]
+    if html_report:
+        written.append(_write_report(study, finished, ostudy, importances, top, out / "report.html"))
+    return written
+
+
+def _evaluator(importances: dict[str, float]) -> Any:
+    """An Optuna importance evaluator that answers the importances computed once (fANOVA is the
+    slow part: about 2 s for 26 parameters), so every plot shows the same numbers."""
+    from optuna.importance import BaseImportanceEvaluator
+
+    class Computed(BaseImportanceEvaluator):
+        def evaluate(self, study: Any, params: Any = None, *, target: Any = None) -> dict[str, float]:
+            return {k: v for k, v in importances.items() if params is None or k in params}
+
+    return Computed()
+
+
+def _write_report(study: Study, finished: list[TrialRecord], ostudy: Any, importances: dict[str, float],
+                  top: list[str], path: Path) -> Path:
+    import plotly.offline
+    from optuna import visualization as ov
+
+    figs = _plotly_history(study, finished) + _plotly_curves(study, finished)
+    if importances:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            figs.append(ov.plot_param_importances(ostudy, evaluator=_evaluator(importances)))
+            figs.append(ov.plot_parallel_coordinate(ostudy, params=top))
+            figs.append(ov.plot_slice(ostudy, params=top))
+    best = study.best(finished)
+    counts = {s.value: sum(r.status is s for r in finished) for s in TrialStatus if s.finished}
+    head = (
+        f"<h1>hpo study {html.escape(study.path.name)}</h1><p>backend <b>{html.escape(str(study.settings.get('backend')))}</b>, "
+        f"objective <code>{html.escape(str(study.settings.get('metric')))}</code> ({study.direction}), trials: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+        + (f"; best trial {best.id}: {best.objective:.5g}</p><pre>{html.escape(json.dumps(best.params, indent=1))}</pre>"
+           if best else "</p>")
+    )
+    body = "\n".join(f.to_html(full_html=False, include_plotlyjs=False) for f in figs)
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>hpo "
+        f"{html.escape(study.path.name)}</title><script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script>"
+        f"</head><body style='font-family:sans-serif'>{head}{body}</body></html>"
+    )
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+class PlotCallback:
+    """Draws the study's plots when a run ends (an observer of :class:`hpo.Tuner`).
+
+    A plotting error never fails the study: it becomes one warning line on stderr.
+    """
+
+    def on_study_start(self, study: Study, config: TuneConfig) -> None:
+        """No-op."""
+
+    def on_trial_start(self, record: TrialRecord) -> None:
+        """No-op."""
+
+    def on_epoch(self, record: TrialRecord, row: dict[str, float]) -> None:
+        """No-op."""
+
+    def on_trial_end(self, record: TrialRecord) -> None:
+        """No-op."""
+
+    def on_study_end(self, study: Study, result: TuneResult | None) -> None:
+        """Write ``<study>/plots/`` (any finished trial is enough)."""
+        try:
+            write_plots(study.path)
+        except Exception as e:  # noqa: BLE001 - pictures are never worth a failed study
+            print(f"hpo: warning: could not draw the study's plots ({type(e).__name__}: {e})".splitlines()[0],
+                  file=sys.stderr, flush=True)

@@ -1,0 +1,227 @@
+"""Live progress of a study on stderr (``hpo tune`` unless ``--quiet``; ``Tuner(verbose=True)``).
+
+On a terminal: a ``rich`` display, one bar of finished/total trials with elapsed time, ETA and
+the best objective so far, and one line per running trial with its epoch and batch progress;
+finished trials are printed above it as a log. Elsewhere (KFP logs, CI, ``| tee``): plain lines
+per trial start, epoch and end, plus a heartbeat (running trials' epoch, batch and elapsed time)
+whenever nothing was printed for :data:`HEARTBEAT_S` seconds, so a long epoch never leaves the log
+silent.
+
+The ETA counts finished trials plus the fraction of each running trial done (epochs and batches),
+at the rate this run has made so far.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import TuneConfig
+    from .study import Study, TrialRecord
+
+__all__ = ["ProgressDisplay", "HEARTBEAT_S", "clock"]
+
+#: Longest silence (seconds) of the plain-line display while trials run.
+HEARTBEAT_S = 30.0
+
+
+def clock(s: float | None) -> str:
+    """Seconds as ``42s``, ``3m05s``, ``2h07m``; ``-`` for ``None``."""
+    if s is None or s != s or s == float("inf"):
+        return "-"
+    s = max(0.0, s)
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+
+
+class _Running:
+    __slots__ = ("id", "start", "epoch", "batch", "batches", "last")
+
+    def __init__(self, trial_id: int):
+        self.id = trial_id
+        self.start = time.monotonic()
+        self.epoch = 0  # epochs finished
+        self.batch = 0
+        self.batches = 0
+        self.last: float | None = None  # last epoch's objective
+
+
+class ProgressDisplay:
+    """The progress observer (a :class:`hpo.TunerCallback`).
+
+    Args:
+        stream: where to write (default ``sys.stderr``).
+        live: ``True`` rich display, ``False`` plain lines, ``None`` (default) rich when ``stream``
+            is a terminal.
+        heartbeat_s: longest silence of the plain display, seconds (default :data:`HEARTBEAT_S`).
+    """
+
+    def __init__(self, *, stream: IO[str] | None = None, live: bool | None = None, heartbeat_s: float = HEARTBEAT_S):
+        from rich.console import Console
+
+        self.console = Console(file=stream or sys.stderr, highlight=False, soft_wrap=True)
+        self.live = self.console.is_terminal if live is None else live
+        self.heartbeat_s = heartbeat_s
+        self._lock = threading.RLock()
+        self._running: dict[int, _Running] = {}
+        self._tasks: dict[int, Any] = {}
+        self._progress: Any = None
+        self._overall: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_line = time.monotonic()
+        self.total = self.epochs = 1
+        self.metric, self.direction = "", "maximize"
+        self.best: tuple[float, int] | None = None
+        self.done = self._done_at_start = 0
+        self._t0 = time.monotonic()
+
+    # --- numbers
+    def _fraction(self, r: _Running) -> float:
+        inner = r.batch / r.batches if r.batches else 0.0
+        return min(1.0, (r.epoch + (inner if r.batch and r.epoch < self.epochs else 0.0)) / max(1, self.epochs))
+
+    def eta_s(self) -> float | None:
+        """Seconds to the study's end at this run's rate so far (``None`` before any progress)."""
+        with self._lock:
+            units = (self.done - self._done_at_start) + sum(self._fraction(r) for r in self._running.values())
+        elapsed = time.monotonic() - self._t0
+        left = self.total - self.done - sum(self._fraction(r) for r in self._running.values())
+        if units <= 0.01 or elapsed <= 0:
+            return None
+        return max(0.0, left) * elapsed / units
+
+    def _best_text(self) -> str:
+        return f"best {self.best[0]:.5g} (trial {self.best[1]})" if self.best else "best -"
+
+    def _summary(self) -> str:
+        return (f"{self.done}/{self.total} trials, elapsed {clock(time.monotonic() - self._t0)}, "
+                f"ETA {clock(self.eta_s())}, {self._best_text()}")
+
+    def _trial_text(self, r: _Running) -> str:
+        text = f"trial {r.id} epoch {min(r.epoch + 1, self.epochs)}/{self.epochs}"
+        if r.batches and r.epoch < self.epochs:
+            text += f" batch {r.batch}/{r.batches}"
+        if r.last is not None:
+            text += f" {self.metric.rsplit('/', 1)[-1]}={r.last:.4g}"
+        return text + f" ({clock(time.monotonic() - r.start)})"
+
+    def _update_best(self, record: Any) -> None:
+        if record.status.value == "complete" and record.objective is not None:
+            sign = 1 if self.direction == "maximize" else -1
+            if self.best is None or sign * record.objective > sign * self.best[0]:
+                self.best = (record.objective, record.id)
+
+    # --- output
+    def _line(self, text: str) -> None:
+        self._last_line = time.monotonic()
+        self.console.print(text, markup=False)
+
+    def _refresh(self) -> None:
+        if self._progress is None:
+            return
+        self._progress.update(self._overall, completed=self.done + sum(self._fraction(r) for r in self._running.values()),
+                              info=f"{self.done}/{self.total}  elapsed {clock(time.monotonic() - self._t0)}  ETA {clock(self.eta_s())}  {self._best_text()}")
+        for tid, r in self._running.items():
+            if tid in self._tasks:
+                self._progress.update(self._tasks[tid], completed=self._fraction(r), info=self._trial_text(r))
+
+    def _beat(self) -> None:
+        while not self._stop.wait(1.0 if self.live else min(5.0, self.heartbeat_s / 3)):
+            with self._lock:
+                if self.live:
+                    self._refresh()  # elapsed and ETA move between events
+                elif time.monotonic() - self._last_line >= self.heartbeat_s:
+                    running = "; ".join(self._trial_text(r) for r in self._running.values()) or "no trial running"
+                    self._line(f"hpo: {self._summary()}; {running}")
+
+    # --- TunerCallback
+    def on_study_start(self, study: Study, config: TuneConfig) -> None:
+        """Print the study's header and start the display."""
+        with self._lock:
+            self.total, self.epochs = config.iterations, config.epochs
+            self.metric, self.direction = config.metric, config.direction
+            finished = study.finished()
+            self.done = self._done_at_start = len(finished)
+            for r in finished:
+                self._update_best(r)
+            self._t0 = time.monotonic()
+            self._line(f"hpo study {study.path} ({config.backend}, {config.iterations} trials x {config.epochs} epochs, "
+                       f"{self.metric} {self.direction})")
+            if self.live:
+                from rich.progress import BarColumn, Progress, TextColumn
+
+                self._progress = Progress(
+                    TextColumn("{task.description}"), BarColumn(bar_width=24), TextColumn("{task.fields[info]}"),
+                    console=self.console, transient=False, auto_refresh=True, refresh_per_second=4,
+                )
+                self._overall = self._progress.add_task("trials", total=self.total, completed=self.done, info="")
+                self._progress.start()
+                self._refresh()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name="hpo-progress", daemon=True)
+        self._thread.start()
+
+    def on_trial_start(self, record: TrialRecord) -> None:
+        """A line (plain) or a row (rich) for the new trial."""
+        with self._lock:
+            r = self._running[record.id] = _Running(record.id)
+            if self._progress is not None:
+                self._tasks[record.id] = self._progress.add_task(f"  trial {record.id}", total=1.0, info=self._trial_text(r))
+            else:
+                self._line(f"trial {record.id} started ({self.done + len(self._running)}/{self.total})")
+
+    def on_batch(self, record: TrialRecord, progress: dict[str, int]) -> None:
+        """Batch progress of a running trial (shown live; in plain mode by the heartbeat)."""
+        with self._lock:
+            r = self._running.get(record.id)
+            if r is not None:
+                r.batch, r.batches = int(progress.get("batch", 0)), int(progress.get("batches", 0))
+                r.epoch = max(r.epoch, int(progress.get("epoch", 1)) - 1)
+
+    def on_epoch(self, record: TrialRecord, row: dict[str, float]) -> None:
+        """An epoch line (plain) or the trial's row updated (rich)."""
+        with self._lock:
+            r = self._running.get(record.id)
+            value = row.get(self.metric)
+            if r is not None:
+                r.epoch, r.batch = int(row.get("epoch", r.epoch + 1)), 0
+                r.last = value if isinstance(value, float) else r.last
+            if self._progress is None:
+                shown = f"{value:.5g}" if isinstance(value, float) else "-"
+                self._line(f"  trial {record.id} epoch {int(row.get('epoch', 0))}/{self.epochs} {self.metric}={shown}"
+                           f" ({clock(time.monotonic() - r.start) if r else '-'})")
+            else:
+                self._refresh()
+
+    def on_trial_end(self, record: TrialRecord) -> None:
+        """The trial's result line, with the study's counts, ETA and best so far."""
+        with self._lock:
+            self._running.pop(record.id, None)
+            self.done += 1
+            self._update_best(record)
+            if record.id in self._tasks and self._progress is not None:
+                self._progress.remove_task(self._tasks.pop(record.id))
+            obj = f"{record.objective:.5g}" if record.objective is not None else "-"
+            extra = f" error: {record.error}" if record.status.value == "failed" and record.error else ""
+            dur = f" {record.duration_s:.1f} s" if record.duration_s else ""
+            self._line(f"trial {record.id} {record.status.value} objective={obj}{dur} [{self.done}/{self.total}] "
+                       f"{self._best_text()}, elapsed {clock(time.monotonic() - self._t0)}, ETA {clock(self.eta_s())}{extra}")
+            self._refresh()
+
+    def on_study_end(self, study: Study, result: Any) -> None:
+        """Stop the display (the heartbeat thread and the rich live region)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        with self._lock:
+            if self._progress is not None:
+                self._refresh()
+                self._progress.stop()
+                self._progress = None

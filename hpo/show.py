@@ -1,0 +1,235 @@
+"""``hpo show``: a study's leaderboard that fits the terminal, the best configuration, the size on disk.
+
+The leaderboard shows id, status, objective, epochs and duration, then as many of the most
+important parameters as fit the width (importance from ``plots/importance.json`` when the study's
+plots were drawn, else Optuna's fANOVA on the records, see :mod:`hpo.plots`; or the ones named
+with ``--params``). The best trial's full configuration follows as a block of ``key value``
+columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .study import Study, TrialRecord, TrialStatus
+
+__all__ = ["render", "to_csv", "disk_bytes", "important_params", "terminal_width", "human_bytes"]
+
+#: Rows shown without ``--all``.
+TOP_ROWS = 20
+
+
+def terminal_width() -> int:
+    """Columns to fit: ``$COLUMNS``, else the terminal's width, else 100 (piped output)."""
+    return shutil.get_terminal_size(fallback=(100, 24)).columns
+
+
+def disk_bytes(path: str | Path) -> int:
+    """Bytes the files under ``path`` take (apparent sizes; links not followed)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def important_params(study: Study, keys: list[str]) -> list[str]:
+    """``keys`` most important first: ``plots/importance.json`` if present, else fANOVA on the
+    records (two complete trials needed), else the space's order."""
+    file = study.path / "plots" / "importance.json"
+    ranking: list[str] = []
+    if file.is_file():
+        try:
+            ranking = list(json.loads(file.read_text()))
+        except (OSError, ValueError):
+            ranking = []
+    if not ranking:
+        done = [r for r in study.finished() if r.status is TrialStatus.COMPLETE]
+        if len(done) >= 2:
+            try:
+                from .plots import optuna_study, param_importances
+
+                ranking = list(param_importances(optuna_study(study)))
+            except Exception:  # noqa: BLE001 - the order of columns is not worth an error
+                ranking = []
+    ordered = [k for k in ranking if k in keys]
+    return ordered + [k for k in keys if k not in ordered]
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 600:
+        return f"{s:.1f}s"
+    if s < 36000:
+        return f"{s / 60:.1f}m"
+    return f"{s / 3600:.1f}h"
+
+
+def _grid(items: list[tuple[str, str]], width: int, indent: int = 2) -> list[str]:
+    """``key value`` pairs in as many columns as fit ``width`` (filled top to bottom)."""
+    if not items:
+        return []
+    kw = max(len(k) for k, _ in items)
+    vw = max(len(v) for _, v in items)
+    cell = kw + 1 + vw + 3
+    ncol = max(1, min(len(items), (width - indent + 3) // cell))
+    nrow = math.ceil(len(items) / ncol)
+    lines = []
+    for i in range(nrow):
+        cells = [items[j] for j in range(i, len(items), nrow)]
+        text = "   ".join(f"{k:<{kw}} {v:<{vw}}" for k, v in cells).rstrip()
+        if len(text) + indent > width:  # one value too long for the grid: cut it
+            text = text[: max(0, width - indent - 3)] + "..."
+        lines.append(" " * indent + text)
+    return lines
+
+
+def _table(rows: list[TrialRecord], params: list[str], width: int | None, *, fixed_params: bool) -> tuple[list[str], list[str]]:
+    """Plain-text table lines and the params shown (as many of ``params`` as fit ``width``)."""
+    head = ["trial", "status", "objective", "epochs", "time"]
+    body = [[str(r.id), r.status.value, _fmt(r.objective), str(r.epochs_completed), _duration(r.duration_s)] for r in rows]
+    cols = [list(c) for c in zip(head, *body)] if body else [[h] for h in head]
+    shown: list[str] = []
+    gap = 2
+
+    def used(columns: list[list[str]]) -> int:
+        return sum(max(len(x) for x in c) for c in columns) + gap * (len(columns) - 1)
+
+    for key in params:
+        col = [key] + [_fmt(r.params.get(key)) for r in rows]
+        if width is not None and used(cols + [col]) > width:
+            if fixed_params:  # asked for by name: shorten the header rather than drop the column
+                w = max(len(x) for x in col[1:])
+                col[0] = key[: max(w, 4)]
+                if used(cols + [col]) > width:
+                    break
+            else:
+                break
+        cols.append(col)
+        shown.append(key)
+    widths = [max(len(x) for x in c) for c in cols]
+    numeric = [False, False, True, True, True] + [True] * len(shown)
+    lines = []
+    for i in range(len(cols[0])):
+        cells = [(c[i].rjust(w) if num else c[i].ljust(w)) for c, w, num in zip(cols, widths, numeric)]
+        lines.append((" " * gap).join(cells).rstrip())
+        if i == 0:
+            lines.append((" " * gap).join("-" * w for w in widths))
+    return lines, shown
+
+
+def render(study_dir: str | Path, *, width: int | None = None, params: list[str] | None = None, show_all: bool = False) -> str:
+    """The text of ``hpo show``.
+
+    Args:
+        study_dir: the study directory.
+        width: columns to fit (default :func:`terminal_width`); ``--all`` ignores it.
+        params: parameters to show (default: the most important ones that fit).
+        show_all: every trial and every parameter, whatever the width.
+
+    Raises:
+        hpo.errors.StudyError: no study at ``study_dir``.
+        hpo.errors.ConfigError: ``params`` names a key outside the study's space.
+    """
+    study = Study.open(study_dir)
+    width = terminal_width() if width is None else width
+    records = study.ranked()
+    keys = list(study.settings.get("space") or (records[0].params if records else {}))
+    if params:
+        unknown = [p for p in params if p not in keys]
+        if unknown:
+            raise ConfigError(f"params: {', '.join(unknown)} not in the study's space; choose from {', '.join(keys)}")
+        order = list(params)
+    else:
+        order = keys if show_all else important_params(study, keys)
+    counts = {s.value: sum(r.status is s for r in records) for s in TrialStatus}
+    best = study.best([r for r in records if r.status.finished])
+    s = study.settings
+    fit = None if show_all else width
+    out = _wrap(f"study {study.path}", fit)
+    out += _wrap(
+        f"backend {s.get('backend')}, objective {s.get('metric')} ({study.direction}), "
+        f"{len(records)}/{s.get('iterations')} trials: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v), fit, 2)
+    out += _wrap(f"size on disk {human_bytes(disk_bytes(study.path))} (weights kept: {s.get('keep_weights', 'all')})", fit, 2)
+    out.append("")
+    rows = records if show_all else records[:TOP_ROWS]
+    lines, shown = _table(rows, order, None if show_all else width, fixed_params=bool(params))
+    out += lines
+    notes = []
+    if len(rows) < len(records):
+        notes.append(f"{len(records) - len(rows)} more trials (--all)")
+    hidden = len(keys) - len(shown)
+    if hidden > 0:
+        notes.append(f"{hidden} more params (--all, --params a,b)" if not params else "")
+    if not params and shown and not show_all:
+        notes.insert(0, "params by importance")
+    notes = [n for n in notes if n]
+    if notes:
+        out += _wrap("; ".join(notes), fit)
+    if best is not None:
+        out += [""] + _wrap(f"best trial {best.id}: {s.get('metric')} = {_fmt(best.objective)}", fit)
+        out += _grid([(k, _fmt(v)) for k, v in best.params.items()], fit or 10_000)
+        weights = study.path / "weights" / "best.pt"
+        if weights.is_file():
+            out += _wrap(f"weights {weights}", fit, 2)
+    else:
+        out += ["", "no complete trial yet"]
+    return "\n".join(out) + "\n"
+
+
+def _wrap(text: str, width: int | None, indent: int = 0) -> list[str]:
+    """``text`` indented and folded to ``width`` (long paths are broken, never cut)."""
+    import textwrap
+
+    pad = " " * indent
+    if width is None:
+        return [pad + text]
+    return textwrap.wrap(text, width, initial_indent=pad, subsequent_indent=pad + "  ", break_on_hyphens=False) or [""]
+
+
+def to_csv(study_dir: str | Path) -> str:
+    """Every trial as CSV (best first): ``id,status,objective,epochs_completed,duration_s,train_s,
+    start,end,error`` then one column per parameter (the space's keys)."""
+    study = Study.open(study_dir)
+    records = study.ranked()
+    keys = list(study.settings.get("space") or (records[0].params if records else {}))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["id", "status", "objective", "epochs_completed", "duration_s", "train_s", "start", "end", "error", *keys])
+    for r in records:
+        w.writerow([r.id, r.status.value, r.objective, r.epochs_completed, r.duration_s, r.train_s, r.start, r.end,
+                    r.error, *(r.params.get(k) for k in keys)])
+    return buf.getvalue()

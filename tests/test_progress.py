@@ -1,0 +1,34 @@
+"""Live progress from a real tiny study: plain lines with heartbeats (batch progress) and the rich display."""
+
+import io
+import re
+
+import pytest
+
+from conftest import CLS_ARGS
+
+pytestmark = pytest.mark.slow
+
+
+def test_plain_heartbeats_during_an_epoch_and_rich_display(tmp_path, digits_cls):
+    from hpo import Tuner
+    from hpo.progress import ProgressDisplay
+
+    plain, rich = io.StringIO(), io.StringIO()
+    displays = [ProgressDisplay(stream=plain, live=False, heartbeat_s=1.5), ProgressDisplay(stream=rich, live=True)]
+    result = Tuner(
+        backend="optuna", model="yolov8n-cls.yaml", data=digits_cls, iterations=1, epochs=1,
+        train_args={**CLS_ARGS, "batch": 8}, space={"lr0": (1e-4, 1e-2)}, output=tmp_path, name="p", seed=0,
+        callbacks=displays,
+    ).run()
+    assert result.counts == {"complete": 1, "failed": 0, "pruned": 0}
+    text = plain.getvalue()
+    assert "trial 0 started (1/1)" in text and re.search(r"trial 0 epoch 1/1 metrics/accuracy_top1=0\.\d+", text)
+    beats = [ln for ln in text.splitlines() if ln.startswith("hpo: 0/1 trials, elapsed ")]
+    assert beats, text
+    # heartbeats carry the running trial's epoch and batch (about 1,400 images / batch 8: 176 batches)
+    seen = [tuple(map(int, m.groups())) for ln in beats for m in [re.search(r"trial 0 epoch 1/1 batch (\d+)/(\d+)", ln)] if m]
+    assert seen and all(1 <= b <= n and 150 < n < 200 for b, n in seen), beats
+    assert re.search(r"trial 0 complete objective=0\.\d+ .*\[1/1\] best 0\.\d+ \(trial 0\), elapsed \S+, ETA 0s", text)
+    live = rich.getvalue()
+    assert "trial 0 complete objective=" in live and re.search(r"trials\s+\S+ 1/1 +elapsed \S+ +ETA 0s +best 0\.\d+ \(trial 0\)", live)
