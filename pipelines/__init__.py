@@ -34,7 +34,8 @@ _LAZY = {
 #: Components built for the image in ``$HPO_IMAGE`` when first used.
 _FROM_ENV = ("hpo_tune", "check_environment", "train_model", "validate_model", "compare_studies")
 
-__all__ = [*_LAZY, *_FROM_ENV]
+# the components built from $HPO_IMAGE are left out, so that ``from hpo_kfp import *`` needs no image
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

@@ -140,3 +140,50 @@ def test_a_missing_extra_is_one_line_naming_it(kfp_venv, tmp_path):
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.startswith("hpo: error: ") and f"pip install 'hpo-yolo{extra}'" in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_a_backend_whose_library_is_missing_names_its_extra(tmp_path):
+    """A backend plugin whose library is not installed: one line, exit 2, before anything is written."""
+    plugin = tmp_path / "plugin" / "hpo_missing_lib_backend.py"
+    plugin.parent.mkdir()
+    plugin.write_text(textwrap.dedent('''
+        from hpo import Backend, hookimpl
+
+        class NeedsLib(Backend):
+            name = "needs-optuna-like"
+            library = "hpo_test_library_that_is_not_installed"
+            def ask(self, trial_id): return {}
+            def tell(self, record): pass
+
+        @hookimpl
+        def hpo_register_backends():
+            return [NeedsLib]
+    '''))
+    code = textwrap.dedent('''
+        import sys
+        import hpo_missing_lib_backend as m
+        from hpo.plugins import backends, get_plugin_manager
+        get_plugin_manager().register(m); backends.cache_clear()
+        from hpo.cli import main
+        sys.argv = ["hpo", "tune", "--backend", "needs-optuna-like", "--model", "yolov8n-cls.yaml", "--data", "d", "--output", "o"]
+        main()
+    ''')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin.parent), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == ("hpo: error: backend 'needs-optuna-like': needs the Python package 'hpo_test_library_that_is_not_installed', "
+                        "which is not installed; pip install 'hpo-yolo[all]' (in a checkout: pip install -e '.[all]')\n")
+    assert not (tmp_path / "o").exists()
+
+
+def test_extras_name_each_feature():
+    from hpo.extras import EXTRA_OF, MissingExtra, require
+
+    require("yaml")  # installed: nothing happens
+    with pytest.raises(MissingExtra, match=r"^MLflow tracking: needs the Python package 'hpo_no_such_mlflow'.*pip install 'hpo-yolo\[mlflow\]'"):
+        require("hpo_no_such_mlflow", "mlflow", "MLflow tracking")
+    assert MissingExtra("x").exit_code == 2
+    assert EXTRA_OF["optuna"] == "optuna" and EXTRA_OF["ultralytics"] == "yolo" and EXTRA_OF["kubernetes"] == "k8s"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    for extra in set(EXTRA_OF.values()):
+        assert f"\n{extra} = [" in pyproject, extra

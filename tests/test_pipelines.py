@@ -469,3 +469,22 @@ def test_retry_waits_for_a_dead_pods_lock_then_resumes(tmp_path):
     r = run_tune_step(**args, lock_wait_s=0)
     assert r.resumed and r.metrics["complete"] == 1 and r.metrics["best_objective"] == 0.5
     assert sorted(Study.open(mnt / "studies" / "s").records()) == [0]
+
+
+def test_join_and_storage_env_errors_before_anything_trains(tmp_path, monkeypatch):
+    """A joined task without a study to join, and a storage variable the Secret did not fill: one
+    ConfigError each, nothing trained or written."""
+    from hpo.datasets import make_digits_cls
+    from hpo.errors import ConfigError
+    from hpo_kfp.step import run_tune_step
+
+    mnt = tmp_path / "pvc"
+    make_digits_cls(mnt / "digits", seed=0)
+    args = dict(model="yolov8n-cls.yaml", data="digits", backend="optuna", iterations=2, epochs=1, mount_path=str(mnt),
+                study_name="joined", space='{"lr0": [0.001, 0.01]}', train_args={"imgsz": 32, "workers": 0, "device": "cpu"})
+    monkeypatch.delenv("HPO_TEST_STORAGE", raising=False)
+    with pytest.raises(ConfigError, match="storage_env: the environment variable HPO_TEST_STORAGE is not set or empty"):
+        run_tune_step(**args, storage_env="HPO_TEST_STORAGE")
+    with pytest.raises(ConfigError, match=r"join: no study at .*joined after 0 s; start it with a task that has join=False"):
+        run_tune_step(**args, join=True, join_wait_s=0)
+    assert not (mnt / "studies" / "joined").exists()
