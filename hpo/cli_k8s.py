@@ -10,7 +10,6 @@ hpo (:func:`bundled_manifests`).
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional

@@ -1,6 +1,7 @@
 """The tuning step's HTML report: one self-contained page (no scripts, no external files) that the
 KFP UI renders from an ``Output[HTML]``: the study's summary, a best-so-far plot (when matplotlib is
-installed, as it is in the hpo image) and the leaderboard."""
+installed, as it is in the hpo image), the parameters' importance (Optuna's fANOVA, when optuna is
+installed) and the leaderboard."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["study_report_html", "best_so_far"]
+__all__ = ["study_report_html", "best_so_far", "param_importances"]
 
 
 def _t(iso: str | None) -> float | None:
@@ -40,6 +41,50 @@ def best_so_far(records: list[Any], direction: str) -> list[tuple[float, float, 
             best = r.objective
         out.append((t - t0, float(best), r.id))
     return out
+
+
+def param_importances(records: list[Any], direction: str, seed: int = 0) -> dict[str, float] | None:
+    """Optuna's fANOVA importance of each hyperparameter for the objective, over the complete trials
+    (the search space taken from the values tried); ``None`` when optuna (or the scikit-learn that
+    its fANOVA uses) is not installed, or with fewer than 3 complete trials.
+
+    Args:
+        records: the study's :class:`hpo.TrialRecord` objects.
+        direction: ``"maximize"`` or ``"minimize"``.
+        seed: the random forest's seed (the result is deterministic for a seed).
+    """
+    done = [r for r in records if r.status.value == "complete" and r.objective is not None]
+    keys = sorted({k for r in done for k in r.params})
+    if len(done) < 3 or not keys:
+        return None
+    try:
+        import optuna
+        from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+    except ImportError:
+        return None
+    dists: dict[str, Any] = {}
+    for k in keys:
+        values = [r.params.get(k) for r in done]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            if min(values) < max(values):
+                dists[k] = optuna.distributions.FloatDistribution(float(min(values)), float(max(values)))
+        elif len({str(v) for v in values}) > 1:
+            dists[k] = optuna.distributions.CategoricalDistribution(sorted({str(v) for v in values}))
+    if not dists:
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction=direction)
+    study.add_trials([
+        optuna.trial.create_trial(
+            params={k: (float(r.params[k]) if isinstance(d, optuna.distributions.FloatDistribution) else str(r.params[k]))
+                    for k, d in dists.items()},
+            distributions=dists, value=float(r.objective))
+        for r in done
+    ])
+    try:
+        return {k: float(v) for k, v in get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed)).items()}
+    except ImportError:  # fANOVA's scikit-learn
+        return None
 
 
 def _plot_png(points: list[tuple[float, float, int]], metric: str) -> str | None:
@@ -97,6 +142,11 @@ def study_report_html(study_dir: str | Path, top: int = 100) -> str:
     plot = (f'<h2>Best so far</h2><img alt="best {e(metric)} so far against time" src="data:image/png;base64,{png}">'
             if png else "")
     best = study.best(records)
+    importances = param_importances(records, direction)
+    if importances:
+        plot += ("<h2>Parameter importance</h2><p>Optuna's fANOVA importance for the objective, over the complete "
+                 "trials</p><table><tr><th>parameter</th><th>importance</th></tr>"
+                 + "".join(f"<tr><td>{e(k)}</td><td>{v:.3f}</td></tr>" for k, v in importances.items()) + "</table>")
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>hpo study</title><style>"
         "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"

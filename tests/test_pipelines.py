@@ -488,3 +488,33 @@ def test_join_and_storage_env_errors_before_anything_trains(tmp_path, monkeypatc
     with pytest.raises(ConfigError, match=r"join: no study at .*joined after 0 s; start it with a task that has join=False"):
         run_tune_step(**args, join=True, join_wait_s=0)
     assert not (mnt / "studies" / "joined").exists()
+
+
+def test_report_ranks_the_parameter_that_drives_the_objective(tmp_path):
+    """The HTML report's importance table on a study whose objective follows lr0 and ignores fliplr."""
+    pytest.importorskip("optuna")
+    from hpo.study import TrialRecord, TrialStatus
+    from hpo.tuner import Tuner
+    from hpo_kfp.report import param_importances, study_report_html
+
+    from hpo.datasets import make_digits_cls
+
+    make_digits_cls(tmp_path / "digits", seed=0)
+    tuner = Tuner(backend="ultralytics", model="yolov8n-cls.yaml", data=tmp_path / "digits",
+                  space={"lr0": [0.001, 0.01], "fliplr": [0.0, 0.5]}, iterations=8, epochs=1,
+                  train_args={"imgsz": 32, "workers": 0, "device": "cpu"}, output=tmp_path / "studies", name="s")
+    study = tuner._open_study()
+    for i in range(8):
+        lr0, fliplr = 0.001 + 0.001 * i, [0.4, 0.1, 0.3, 0.0, 0.5, 0.2, 0.45, 0.05][i]
+        study.append(TrialRecord(id=i, params={"lr0": lr0, "fliplr": fliplr}, status=TrialStatus.COMPLETE,
+                                 objective=10 * lr0, epochs_completed=1, start=f"2026-01-01T00:0{i}:00Z",
+                                 end=f"2026-01-01T00:0{i}:30Z"))
+    study.close()
+    import hpo
+
+    assert study.settings["versions"]["hpo"] == hpo.__version__  # read from the distribution hpo-yolo
+    imp = param_importances(list(study.records().values()), "maximize")
+    assert set(imp) == {"lr0", "fliplr"} and imp["lr0"] > 0.8 > imp["fliplr"]
+    page = study_report_html(study.path)
+    assert "<h2>Parameter importance</h2>" in page and page.index("<td>lr0</td>") < page.index("<td>fliplr</td>")
+    assert page.count('src="data:image/png;base64,') == 1 and page.count("<td>complete</td>") == 8
