@@ -1,4 +1,4 @@
 """hpo's benchmark suite: the backends compared at equal budget, with hpo's own overhead measured.
 
-Run ``python -m benchmarks run --suite cpu-small`` (or ``--quick``); see ``benchmarks/README.md``.
+Run ``python -m hpo_bench run --suite cpu-small`` (or ``--quick``); see ``benchmarks/README.md``.
 """

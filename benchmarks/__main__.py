@@ -1,4 +1,4 @@
-"""``python -m benchmarks run --suite cpu-small --out DIR`` / ``--quick``; ``python -m benchmarks report DIR``."""
+"""``python -m hpo_bench run --suite cpu-small --out DIR`` / ``--quick``; ``python -m hpo_bench report DIR``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .suite import CONTENDERS, SUITES
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks", description="hpo's benchmark suite (see benchmarks/README.md).")
+    ap = argparse.ArgumentParser(prog="python -m hpo_bench", description="hpo's benchmark suite (see benchmarks/README.md).")
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a suite and write its report")
     run.add_argument("--suite", default="cpu-small", choices=sorted(SUITES), help="suite (default cpu-small)")

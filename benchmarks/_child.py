@@ -1,4 +1,4 @@
-"""Entry points of the benchmark's subprocesses: ``python -m benchmarks._child MODE SPEC.json``.
+"""Entry points of the benchmark's subprocesses: ``python -m hpo_bench._child MODE SPEC.json``.
 
 Every study, native tuning run and batch of plain trainings runs in its own process, so each
 contender pays its own interpreter start and imports (as a user would), a wall-clock cap can kill
@@ -33,7 +33,7 @@ def run_study(spec: dict[str, Any]) -> int:
     from hpo import RunFailed, Tuner
 
     if spec["backend"].startswith("bench-"):
-        from benchmarks.random_search import register
+        from hpo_bench.random_search import register
 
         register()
     train_args = dict(spec["train_args"])

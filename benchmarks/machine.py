@@ -38,11 +38,12 @@ def machine_info() -> dict[str, Any]:
     python, torch, ultralytics, optuna, ray, hpo (``None`` when not installed).
     """
     versions: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("hpo", "torch", "ultralytics", "optuna", "ray", "numpy"):
+    for key, dist in (("hpo", "hpo-yolo"), ("torch", "torch"), ("ultralytics", "ultralytics"), ("optuna", "optuna"),
+                      ("ray", "ray"), ("numpy", "numpy")):
         try:
-            versions[dist] = importlib.metadata.version(dist)
+            versions[key] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
-            versions[dist] = None
+            versions[key] = None
     gpus: list[str] = []
     try:
         import torch

@@ -68,5 +68,5 @@ def register() -> None:
     pm = get_plugin_manager()
     module = sys.modules[__name__]
     if not pm.is_registered(module):
-        pm.register(module, name="benchmarks.random_search")
+        pm.register(module, name="hpo_bench.random_search")
         backends.cache_clear()

@@ -1,7 +1,7 @@
 """Writes the report of a suite run: ``report.md``, ``trials.csv``, ``machine.json`` and PNG plots.
 
-Everything is computed from ``results.json`` (see :func:`benchmarks.run.run_suite`), so a report
-can be rebuilt without training: ``python -m benchmarks report DIR``.
+Everything is computed from ``results.json`` (see :func:`hpo_bench.run.run_suite`), so a report
+can be rebuilt without training: ``python -m hpo_bench report DIR``.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def _log(msg: str) -> None:
 
 def run_process(mode: str, spec: dict[str, Any], *, work: Path, tag: str, cap_s: float | None,
                 env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``python -m benchmarks._child MODE`` in a new process group, killed at ``cap_s`` seconds.
+    """Run ``python -m hpo_bench._child MODE`` in a new process group, killed at ``cap_s`` seconds.
 
     Returns:
         ``{"rc", "wall_s", "capped", "t0", "log"}``; ``t0`` is the launch time (epoch seconds).
@@ -40,7 +40,7 @@ def run_process(mode: str, spec: dict[str, Any], *, work: Path, tag: str, cap_s:
                  "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False", "MPLBACKEND": "Agg", **(env or {})}
     t0 = time.time()
     with open(log, "w", encoding="utf-8") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks._child", mode, str(spec_file)], stdout=fh,
+        proc = subprocess.Popen([sys.executable, "-m", "hpo_bench._child", mode, str(spec_file)], stdout=fh,
                                 stderr=subprocess.STDOUT, env=child_env, cwd=str(work), start_new_session=True)
         capped = False
         try:
@@ -175,7 +175,7 @@ def run_suite(*, problems: list[Problem], contenders: list[str], seeds: list[int
     b2b_contenders = list(contenders if b2b_contenders is None else b2b_contenders)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
-        "suite": suite_name, "command": " ".join(["python -m benchmarks", *argv]), "device": device,
+        "suite": suite_name, "command": " ".join(["python -m hpo_bench", *argv]), "device": device,
         "seeds": seeds, "machine": machine_info(), "problems": {}, "skipped": {}, "contenders": {},
         "started": time.time(),
     }

@@ -1,14 +1,15 @@
 """``hpo preflight``, ``hpo pipelines compile`` and ``hpo k8s apply``: the Kubernetes / KFP commands.
 
 :func:`register` adds them to the main ``hpo`` app (one line in :mod:`hpo.cli`). This module does
-not import :mod:`hpo.cli`, so ``python -m hpo.cli`` registers them on the app that runs. kfp and
-the kubernetes client are imported inside the commands.
+not import :mod:`hpo.cli`, so ``python -m hpo.cli`` registers them on the app that runs. kfp, the
+KFP package ``hpo_kfp`` (extra ``kfp``) and the kubernetes client (extra ``k8s``) are imported
+inside the commands only; a missing extra is one line naming it, exit 2. The manifests ship with
+hpo (:func:`bundled_manifests`).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -17,7 +18,7 @@ import typer
 
 from .errors import ConfigError, HpoError
 
-__all__ = ["register", "load_manifests", "apply_manifests", "set_node", "K8sError"]
+__all__ = ["register", "bundled_manifests", "manifests_folder", "load_manifests", "apply_manifests", "set_node", "K8sError"]
 
 
 def register(app: typer.Typer, handle_errors: Callable[[Callable], Callable]) -> None:
@@ -69,24 +70,49 @@ def preflight(
 
 def pipelines_compile(
     out_dir: Path = typer.Argument(..., help="Folder for the IR YAML files (created if missing)."),
-    image: Optional[str] = typer.Option(None, "--image", help="Component image (default: $HPO_IMAGE or pipelines.DEFAULT_IMAGE)."),
+    image: Optional[str] = typer.Option(None, "--image", help="Your hpo image, REGISTRY/NAME:TAG (built from the Dockerfile; default: $HPO_IMAGE)."),
+    mount_path: str = typer.Option("/mnt/hpo", "--mount-path", help="Where every task mounts the PVC."),
 ) -> None:
     """Write the IR YAML of every example pipeline and the tuning component's YAML into OUT_DIR."""
     import os
 
-    if image:
-        os.environ["HPO_IMAGE"] = image
-    if "pipelines.components" in sys.modules and image:
-        raise ConfigError("image: pipelines already imported in this process; set HPO_IMAGE before starting")
-    try:
-        from pipelines.examples import compile_all
-    except ImportError as e:
-        raise ConfigError(f"pipelines: cannot import hpo's pipelines package ({e}); install hpo with its kfp extras") from None
-    for path in compile_all(out_dir):
+    from .extras import require
+
+    require("kfp", "kfp", "hpo pipelines compile")
+    require("kfp.kubernetes", "kfp", "hpo pipelines compile")
+    from hpo_kfp.examples import compile_all  # the KFP package contributes the pipelines (never imported by the core)
+
+    for path in compile_all(out_dir, image or os.environ.get("HPO_IMAGE"), mount_path):
         print(path)
 
 
 # --- manifests
+
+
+def bundled_manifests() -> Path:
+    """The manifests folder shipped with hpo (``hpo/manifests`` in the wheel, ``manifests/`` in a checkout).
+
+    Raises:
+        ConfigError: neither exists (a broken install).
+    """
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "manifests", here.parent / "manifests"):
+        if (candidate / "kustomization.yaml").is_file():
+            return candidate
+    raise ConfigError("manifests: hpo's bundled manifests are missing; reinstall hpo-yolo")
+
+
+def manifests_folder(directory: str | Path | None) -> Path:
+    """``directory`` if it is a folder; ``None``, ``manifests`` or ``manifests/SUB`` (``nfs``) name
+    the bundled manifests (:func:`bundled_manifests`) when no such local folder exists."""
+    if directory is None:
+        return bundled_manifests()
+    d = Path(directory)
+    if d.is_dir() or d.is_absolute():
+        return d
+    parts = d.parts[1:] if d.parts[:1] == ("manifests",) else d.parts
+    candidate = bundled_manifests().joinpath(*parts)
+    return candidate if candidate.is_dir() else d
 
 
 def load_manifests(directory: str | Path, namespace: Optional[str] = None) -> list[dict[str, Any]]:
@@ -189,6 +215,9 @@ def apply_manifests(docs: list[dict[str, Any]], *, wait_timeout_s: float = 120.0
         K8sError: no cluster configuration, the API refused an object, or a PVC not Bound in time
             (the message names it and its phase).
     """
+    from .extras import require
+
+    require("kubernetes", "k8s", "hpo k8s apply")
     from kubernetes import client, dynamic
     from kubernetes.client.rest import ApiException
 
@@ -231,13 +260,14 @@ def apply_manifests(docs: list[dict[str, Any]], *, wait_timeout_s: float = 120.0
 
 
 def k8s_apply(
-    directory: Path = typer.Argument(Path("manifests"), help="Manifests folder with kustomization.yaml (manifests/nfs for RWX)."),
+    directory: Optional[Path] = typer.Argument(None, help="Manifests folder with kustomization.yaml (default: the manifests shipped with hpo; manifests/nfs or nfs: its RWX variant)."),
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace of the PVC/Secret (default: the kustomization's)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be applied (YAML) and touch no cluster."),
     wait_timeout: float = typer.Option(120.0, "--wait-timeout", help="Seconds to wait for the PVC to be Bound (0: do not wait)."),
     node: Optional[str] = typer.Option(None, "--node", help="Node name for the hostPath PV's node affinity (kubectl get nodes)."),
 ) -> None:
     """Apply the PV/PVC manifests with the kubernetes client and wait until the PVC is Bound."""
+    directory = manifests_folder(directory)
     docs = load_manifests(directory, namespace)
     if node:
         set_node(docs, node)

@@ -80,10 +80,18 @@ def get_backend(name: str) -> type[Backend]:
 
     Raises:
         BackendNotFound: no installed backend has that name (the message lists the installed ones).
+        hpo.extras.MissingExtra: Ultralytics (every trial trains with it, extra ``yolo``) or the
+            backend's ``library`` (e.g. extra ``optuna``) is not installed.
     """
+    from .extras import require
+
     found = backends()
     if name not in found:
         raise BackendNotFound(
             f"backend: unknown '{name}'{closest(name, found)}; installed: {', '.join(found) or 'none'}"
         )
-    return found[name]
+    cls = found[name]
+    require("ultralytics", "yolo", "training")
+    if cls.library:
+        require(cls.library.replace("-", "_"), None, f"backend '{name}'")
+    return cls

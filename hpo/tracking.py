@@ -118,6 +118,7 @@ def tracker_for(
 
     Raises:
         ConfigError: ``experiment`` given with ``enabled=False``, or an empty/too long name.
+        hpo.extras.MissingExtra: tracking is on but mlflow is not installed (extra ``mlflow``).
     """
     if experiment is not None:
         experiment = str(experiment).strip()
@@ -129,6 +130,9 @@ def tracker_for(
         enabled = bool(os.environ.get("MLFLOW_TRACKING_URI")) or experiment is not None
     if not enabled:
         return None
+    from .extras import require
+
+    require("mlflow", "mlflow", "MLflow tracking (--mlflow, or MLFLOW_TRACKING_URI set)")
     return MlflowTracker(
         experiment=experiment or config.name,
         tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,

@@ -798,10 +798,10 @@ def _versions(cfg: TuneConfig) -> dict[str, str]:
     import platform
 
     out = {"python": platform.python_version(), "ultralytics": ultra.version()}
-    for dist in ("hpo", "torch", cfg.backend_class.library or ""):
+    for key, dist in (("hpo", "hpo-yolo"), ("torch", "torch"), (cfg.backend_class.library, cfg.backend_class.library)):
         if dist:
             try:
-                out[dist] = importlib.metadata.version(dist)
+                out[key] = importlib.metadata.version(dist)
             except importlib.metadata.PackageNotFoundError:
                 pass
     return out

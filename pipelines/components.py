@@ -1,50 +1,78 @@
 """KFP v2 components of hpo: the reusable tuning step and the small steps of the example pipelines.
 
-Each is a lightweight Python component whose code runs in the hpo image (see ``Dockerfile``),
-where hpo, kfp and Ultralytics are installed, so nothing is installed or downloaded at run time.
-The image is a parameter: ``make_tune_component(image=...)`` builds the tuning component for
-your own image; :data:`hpo_tune` uses :data:`DEFAULT_IMAGE` (overridable with the ``HPO_IMAGE``
-environment variable when this module is imported, e.g. before ``hpo pipelines compile``).
+Each is a lightweight Python component whose code runs in *your* hpo image (built from the
+repository's ``Dockerfile``), where hpo, kfp and Ultralytics are installed, so nothing is installed
+or downloaded at run time. There is no default image: :func:`make_components` and
+:func:`make_tune_component` take it, and ``hpo_kfp.hpo_tune`` (and the other module-level names)
+use ``$HPO_IMAGE``, failing with :class:`hpo.errors.ConfigError` when it is not set.
 
 Example::
 
-    from pipelines import hpo_tune, configure_tuning_task
+    from hpo_kfp import make_tune_component, configure_tuning_task
 
+    hpo_tune = make_tune_component(image="registry.example.com/team/hpo:0.1.0")
     tune = hpo_tune(model="yolov8n.yaml", data="datasets/coco8/data.yaml", iterations=20, epochs=10,
                     mount_path="/mnt/hpo", output_dir="studies", train_args={"imgsz": 640})
     configure_tuning_task(tune, pvc_name=pvc_name, mount_path="/mnt/hpo", accelerator_count=1)
+    train = my_train(hyperparameters=tune.outputs["best_hyperparameters"], weights=tune.outputs["best_model"])
 """
 
-
 import os
+import re
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Markdown, Metrics, Output
-from kfp.dsl.python_component import PythonComponent
+from kfp.dsl import HTML, Input, Markdown, Metrics, Model, Output
 
 __all__ = [
-    "DEFAULT_IMAGE",
-    "PUBLISHED_IMAGE",
-    "hpo_tune",
+    "IMAGE_ENV",
+    "image_from_env",
+    "check_image",
     "make_tune_component",
     "make_components",
+    "hpo_tune",
     "check_environment",
-    "train_baseline",
+    "train_model",
+    "validate_model",
     "compare_studies",
 ]
 
-#: The component image. Build it from the repository's ``Dockerfile`` and push it to your registry;
-#: set ``HPO_IMAGE`` (or call :func:`make_tune_component`) to use yours.
-PUBLISHED_IMAGE = "ghcr.io/hpo-project/hpo:0.1.0"
-DEFAULT_IMAGE = os.environ.get("HPO_IMAGE", PUBLISHED_IMAGE)
+#: The environment variable naming the component image when no ``image`` argument is given.
+IMAGE_ENV = "HPO_IMAGE"
+
+# registry/name[:tag][@digest]: lower-case path components, an optional host[:port] first
+_IMAGE_RE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+
+
+def check_image(image: "str | None") -> str:
+    """The component image, checked: ``REGISTRY/NAME:TAG`` (or ``@sha256:...``).
+
+    Raises:
+        hpo.errors.ConfigError: no image (``None``/empty) or not an image reference.
+    """
+    from hpo.errors import ConfigError
+
+    if not image or not str(image).strip():
+        raise ConfigError(
+            f"image: no component image set; build the Dockerfile, push it and pass it "
+            f"(hpo pipelines compile --image REGISTRY/NAME:TAG, make_components(image=...) or ${IMAGE_ENV})"
+        )
+    image = str(image).strip()
+    if not _IMAGE_RE.match(image) or ("/" not in image and ":" not in image):
+        raise ConfigError(f"image: '{image}' is not an image reference; use REGISTRY/NAME:TAG, e.g. registry.example.com/team/hpo:0.1.0")
+    return image
+
+
+def image_from_env() -> str:
+    """The image named by ``$HPO_IMAGE`` (checked with :func:`check_image`)."""
+    return check_image(os.environ.get(IMAGE_ENV))
 
 
 def hpo_tune(
     metrics: Output[Metrics],
     leaderboard: Output[Markdown],
-    best_hyperparameters: Output[Artifact],
     report: Output[HTML],
+    best_model: Output[Model],
     model: str,
     data: str,
     backend: str = "ultralytics",
@@ -63,7 +91,9 @@ def hpo_tune(
     trial_timeout: float = 0.0,
     keep_weights: str = "top-3",
     workers: int = 0,
-) -> NamedTuple("TuneOutputs", [("study_dir", str), ("best_weights", str)]):
+    join: bool = False,
+    storage_env: str = "",
+) -> NamedTuple("TuneOutputs", [("study_dir", str), ("best_weights", str), ("best_hyperparameters", dict)]):
     """Tune an Ultralytics YOLO model with hpo (``hpo tune``) on the mounted volume.
 
     Runs ``hpo preflight`` first (mount, writable output, data, GPUs, /dev/shm), then the study,
@@ -72,39 +102,31 @@ def hpo_tune(
     ``space`` is a YAML/JSON file or inline JSON (``""``: Ultralytics' default space); ``metric``
     ``""`` is the task's default; ``study_name`` ``""`` is ``<data>-<backend>``; ``concurrent_trials``
     is trials at once (``workers``: its deprecated spelling, 0 unset); ``keep_weights`` which
-    trials keep their weights (``best``, ``top-K``, ``all``); ``gpus`` the GPUs requested (checked); ``seed`` -1 random;
-    ``trial_timeout`` seconds (0: none). Outputs: ``metrics`` (best_objective, complete, failed,
-    pruned, trials), ``leaderboard`` (Markdown), ``best_hyperparameters`` (YAML),
-    ``report`` (the study's plots, one self-contained HTML page), ``study_dir`` and
-    ``best_weights`` (paths on the volume).
+    trials keep their weights (``best``, ``top-K``, ``all``); ``gpus`` the GPUs requested (checked);
+    ``seed`` -1 random; ``trial_timeout`` seconds (0: none); ``join`` adds this task to a running
+    study (several pods, one study: backends that support it, e.g. optuna); ``storage_env`` names an
+    environment variable (e.g. from a Kubernetes Secret) holding the backend's ``storage`` URL.
+
+    Outputs: ``best_hyperparameters`` (dict: the best params, ready to merge into a training
+    step's train args), ``best_model`` (Model: the best weights, with metadata ``metric``,
+    ``objective``, ``direction``, ``best_trial``, ``study_dir``, ``backend``), ``leaderboard``
+    (Markdown), ``metrics`` (best_objective, complete, failed, pruned, trials), ``report``
+    (HTML: leaderboard and best-so-far plot), ``study_dir`` and ``best_weights`` (paths on the volume).
     """
     from collections import namedtuple
 
-    from pipelines.step import run_tune_step
+    from hpo_kfp.step import run_tune_step, write_outputs
 
     r = run_tune_step(
         model=model, data=data, backend=backend, iterations=iterations, epochs=epochs, space=space,
         metric=metric, mount_path=mount_path, output_dir=output_dir, study_name=study_name,
         train_args=train_args, backend_options=backend_options, concurrent_trials=concurrent_trials, gpus=gpus,
-        seed=seed, trial_timeout=trial_timeout, keep_weights=keep_weights, workers=workers or None,
+        seed=seed, trial_timeout=trial_timeout, keep_weights=keep_weights, workers=workers or None, join=join,
+        storage_env=storage_env,
     )
-    for key, value in r.metrics.items():
-        metrics.log_metric(key, value)
-    with open(leaderboard.path, "w", encoding="utf-8") as f:
-        f.write(r.leaderboard)
-    with open(best_hyperparameters.path, "w", encoding="utf-8") as f:
-        f.write(r.best_yaml)
-    best_hyperparameters.metadata["study_dir"] = r.study_dir
-    best_hyperparameters.metadata["resumed"] = r.resumed
-    if r.report_html:
-        import shutil
-
-        shutil.copyfile(r.report_html, report.path)
-    else:
-        with open(report.path, "w", encoding="utf-8") as f:
-            f.write("<html><body>no plots: no trial finished</body></html>")
-    outputs = namedtuple("TuneOutputs", ["study_dir", "best_weights"])
-    return outputs(r.study_dir, r.best_weights)
+    write_outputs(r, metrics=metrics, leaderboard=leaderboard, report=report, best_model=best_model)
+    outputs = namedtuple("TuneOutputs", ["study_dir", "best_weights", "best_hyperparameters"])
+    return outputs(r.study_dir, r.best_weights, r.best_params)
 
 
 def check_environment(
@@ -129,7 +151,8 @@ def check_environment(
     return json.dumps(report.to_json())
 
 
-def train_baseline(
+def train_model(
+    weights: Output[Model],
     model: str,
     data: str,
     epochs: int = 10,
@@ -137,30 +160,37 @@ def train_baseline(
     output_dir: str = "train",
     name: str = "baseline",
     train_args: dict = {},
+    hyperparameters: dict = {},
 ) -> str:
-    """Train the model once with Ultralytics' defaults (the tutorial's train step); returns the weights path."""
-    import os
-    from pathlib import Path
+    """Train the model once (the tutorial's train step); returns the weights path on the volume.
 
-    from hpo.data import resolve_data
-    from hpo.ultra import resolve_model
-    from pipelines.step import whole_numbers
+    ``hyperparameters`` (e.g. ``hpo_tune``'s ``best_hyperparameters``) are applied over
+    ``train_args``; ``{}`` trains with Ultralytics' defaults (a baseline). ``weights`` (Model) is a
+    copy of ``best.pt`` with metadata ``metric``/``objective`` of its final validation.
+    """
+    from hpo_kfp.step import run_train_step
 
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    mount = Path(mount_path)
-    data_p = Path(data) if os.path.isabs(data) else mount / data
-    out = Path(output_dir) if os.path.isabs(output_dir) else mount / output_dir
-    model_name, task = resolve_model(model)
-    resolved = resolve_data(data_p, task)
-    out.mkdir(parents=True, exist_ok=True)
-    data_arg = resolved.write(out) if resolved.kind == "yaml" else resolved.source
+    r = run_train_step(model=model, data=data, epochs=epochs, mount_path=mount_path, output_dir=output_dir,
+                       name=name, train_args=train_args, hyperparameters=hyperparameters, weights_out=weights.path)
+    weights.metadata.update(r["metadata"])
+    return r["weights"]
 
-    from ultralytics import YOLO
 
-    args = {"plots": False, **whole_numbers(train_args)}
-    YOLO(model_name).train(data=data_arg, epochs=epochs, project=str(out), name=name, exist_ok=True, **args)
-    weights = out / name / "weights" / "best.pt"
-    return str(weights) if weights.is_file() else ""
+def validate_model(
+    weights: Input[Model],
+    metrics: Output[Metrics],
+    data: str,
+    mount_path: str = "/mnt/hpo",
+    train_args: dict = {},
+) -> float:
+    """Validate a Model artifact (e.g. ``hpo_tune``'s ``best_model``) on the data's val split;
+    returns the task's objective metric (also in ``metrics``)."""
+    from hpo_kfp.step import run_validate_step
+
+    values = run_validate_step(weights=weights.path, data=data, mount_path=mount_path, train_args=train_args)
+    for key, value in values.items():
+        metrics.log_metric(key, value)
+    return values["objective"]
 
 
 def compare_studies(study_dirs: list, report: Output[Markdown], metrics: Output[Metrics]) -> str:
@@ -185,33 +215,36 @@ def compare_studies(study_dirs: list, report: Output[Markdown], metrics: Output[
     return ranked[0][1] if ranked else ""
 
 
-# the plain functions (their source is the components' code); the module names are rebound below
-_FUNCS = {"hpo_tune": hpo_tune, "check_environment": check_environment,
-          "train_baseline": train_baseline, "compare_studies": compare_studies}
+# the plain functions: their source is the components' code
+_FUNCS = {"hpo_tune": hpo_tune, "check_environment": check_environment, "train_model": train_model,
+          "validate_model": validate_model, "compare_studies": compare_studies}
 
 
-def make_tune_component(image: str = DEFAULT_IMAGE) -> "PythonComponent":
-    """The tuning component for a given image.
+def make_tune_component(image: str) -> "dsl.PythonComponent":
+    """The tuning component for your image.
 
     Args:
-        image: the container image with hpo installed (built from the ``Dockerfile``).
+        image: the container image with hpo installed (built from the ``Dockerfile`` and pushed to
+            your registry), ``REGISTRY/NAME:TAG``.
 
     Returns:
         A KFP v2 component; call it inside a ``@dsl.pipeline`` function.
+
+    Raises:
+        hpo.errors.ConfigError: no image, or not an image reference.
     """
-    return dsl.component(base_image=image, install_kfp_package=False)(_FUNCS["hpo_tune"])
+    return make_components(image)["hpo_tune"]
 
 
-def make_components(image: str = DEFAULT_IMAGE) -> "dict[str, PythonComponent]":
-    """All hpo components for a given image: ``hpo_tune``, ``check_environment``,
-    ``train_baseline``, ``compare_studies``."""
-    build = dsl.component(base_image=image, install_kfp_package=False)
+def make_components(image: str) -> "dict[str, dsl.PythonComponent]":
+    """All hpo components for your image: ``hpo_tune``, ``check_environment``, ``train_model``,
+    ``validate_model``, ``compare_studies``.
+
+    Args:
+        image: the container image with hpo installed, ``REGISTRY/NAME:TAG``.
+
+    Raises:
+        hpo.errors.ConfigError: no image, or not an image reference.
+    """
+    build = dsl.component(base_image=check_image(image), install_kfp_package=False)
     return {name: build(fn) for name, fn in _FUNCS.items()}
-
-
-_default = make_components(DEFAULT_IMAGE)
-#: The tuning component (image :data:`DEFAULT_IMAGE`).
-hpo_tune = _default["hpo_tune"]
-check_environment = _default["check_environment"]
-train_baseline = _default["train_baseline"]
-compare_studies = _default["compare_studies"]

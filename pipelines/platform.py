@@ -8,16 +8,21 @@ in the compiled pipeline: only the Secret's name and key names do.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
 from kfp import dsl, kubernetes
 from kfp.dsl.pipeline_channel import PipelineChannel
 
-__all__ = ["configure_tuning_task", "ACCELERATOR_COUNTS", "SECRET_ENV_KEYS", "GPU_TOLERATION"]
+__all__ = ["configure_tuning_task", "STORAGE_ENV", "memory_bytes", "ACCELERATOR_COUNTS", "SECRET_ENV_KEYS", "GPU_TOLERATION"]
 
 #: GPU counts KFP accepts for ``set_accelerator_limit``.
 ACCELERATOR_COUNTS = (0, 1, 2, 4, 8, 16)
+
+#: The Secret key (and environment variable) holding the storage URL of a study shared by several
+#: pods (a ``postgresql://`` URL with user and password): read by the tuning component's ``storage_env``.
+STORAGE_ENV = "HPO_STORAGE"
 
 #: Keys read from the Secret, each exposed as the environment variable of the same name (what
 #: MLflow and boto3 read). Every key is optional: a Secret may hold only the MLflow ones.
@@ -28,12 +33,34 @@ SECRET_ENV_KEYS = (
     "MLFLOW_S3_ENDPOINT_URL",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
+    STORAGE_ENV,
 )
 
 #: The taint the NVIDIA GPU operator and most clouds put on GPU nodes.
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 Channel = Any  # a kfp PipelineChannel (a pipeline parameter)
+
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_QUANTITY = re.compile(r"^([0-9]+)(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
+
+
+def memory_bytes(field: str, quantity: str) -> int:
+    """A Kubernetes memory quantity (``"16Gi"``, ``"512M"``, ``"1000"``) in bytes.
+
+    Raises:
+        ValueError: not a whole number with one of the suffixes K, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei
+            (the message names ``field``).
+    """
+    m = _QUANTITY.match(str(quantity).strip())
+    if not m:
+        raise ValueError(f"{field}: {quantity!r} is not a memory quantity; use e.g. 16Gi or 512Mi")
+    return int(m.group(1)) * _UNITS[m.group(2) or ""]
+
+
+def _mib(n_bytes: int) -> str:
+    return f"{-(-n_bytes // 2**20)}Mi"  # rounded up to whole MiB
 
 
 def _check_count(count: Union[int, str, Channel]) -> Union[int, Channel]:
@@ -61,6 +88,10 @@ def configure_tuning_task(
     node_selector: Mapping[str, str] | None = None,
     toleration: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     shm_size: str | None = "2Gi",
+    cpu: str | None = "4",
+    memory: str | None = "12Gi",
+    cpu_limit: str | None = None,
+    memory_limit: str | None = None,
     secret_name: Union[str, Channel, None] = None,
     secret_keys: Sequence[str] = SECRET_ENV_KEYS,
     retries: int = 2,
@@ -83,6 +114,14 @@ def configure_tuning_task(
             ``toleration_seconds``) or a list; e.g. :data:`GPU_TOLERATION`.
         shm_size: size limit of the in-memory emptyDir mounted at ``/dev/shm`` (Kubernetes
             quantity, default ``2Gi``; it counts against the pod's memory). ``None`` for no limit.
+        cpu: CPU request (Kubernetes quantity, ``"4"`` or ``"500m"``; default ``4``: a trainer and
+            its data-loader workers). ``None``: no CPU request or limit.
+        memory: memory the training needs (Kubernetes quantity, default ``12Gi``), *without*
+            ``/dev/shm``: the pod's request is ``memory + shm_size``, because an in-memory emptyDir
+            counts against the container's memory. ``None``: no memory request or limit.
+        cpu_limit: CPU limit (default: ``cpu``).
+        memory_limit: memory limit, ``/dev/shm`` included (default: the request, ``memory + shm_size``);
+            refused when smaller than the request.
         secret_name: a Secret holding any of ``secret_keys`` (see ``manifests/secret-template.yaml``);
             ``None`` passes no credentials.
         secret_keys: keys exposed as same-named environment variables (default :data:`SECRET_ENV_KEYS`).
@@ -95,10 +134,24 @@ def configure_tuning_task(
         ``task``, configured.
 
     Raises:
-        ValueError: ``accelerator_count`` not in :data:`ACCELERATOR_COUNTS`, ``retries < 0``, or
-            a toleration that is not a mapping.
+        ValueError: ``accelerator_count`` not in :data:`ACCELERATOR_COUNTS`, ``retries < 0``, a
+            toleration that is not a mapping, a memory quantity that does not parse, or a memory
+            limit below the request.
     """
     count = _check_count(accelerator_count)
+    if memory is not None:
+        request = memory_bytes("memory", memory) + (memory_bytes("shm_size", shm_size) if shm_size else 0)
+        limit = memory_bytes("memory_limit", memory_limit) if memory_limit else request
+        if limit < request:
+            raise ValueError(
+                f"memory_limit: {memory_limit!r} is below the request {_mib(request)} (memory {memory} + "
+                f"/dev/shm {shm_size}); raise it or lower memory/shm_size"
+            )
+        task.set_memory_request(_mib(request))
+        task.set_memory_limit(_mib(limit))
+    if cpu is not None:
+        task.set_cpu_request(str(cpu))
+        task.set_cpu_limit(str(cpu_limit or cpu))
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries: {retries!r} must be a whole number >= 0")
     kubernetes.mount_pvc(task, pvc_name=pvc_name, mount_path=mount_path)

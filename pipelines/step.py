@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["StepResult", "run_tune_step", "leaderboard_markdown", "whole_numbers"]
+__all__ = ["StepResult", "run_tune_step", "write_outputs", "run_train_step", "run_validate_step",
+           "leaderboard_markdown", "whole_numbers", "resolve_on_mount"]
 
 
 @dataclass
@@ -32,6 +33,9 @@ class StepResult:
         resumed: the study existed and was continued.
         notices: pre-flight warnings and hpo notices.
         report_html: ``<study>/plots/report.html`` if drawn, else ``""``.
+        best_params: the best trial's hyperparameters (``{}`` when no trial completed).
+        best: ``metric``, ``objective``, ``direction``, ``best_trial``, ``study_dir``, ``backend``
+            (the Model artifact's metadata).
     """
 
     study_dir: str
@@ -42,6 +46,8 @@ class StepResult:
     resumed: bool
     notices: list[str] = field(default_factory=list)
     report_html: str = ""
+    best_params: dict[str, Any] = field(default_factory=dict)
+    best: dict[str, Any] = field(default_factory=dict)
 
 
 def leaderboard_markdown(study_dir: str | Path, top: int = 50) -> str:
@@ -91,9 +97,12 @@ def run_tune_step(
     gpus: int = 0,
     seed: int = -1,
     trial_timeout: float = 0.0,
+    join: bool = False,
+    storage_env: str = "",
     lock_wait_s: float | None = None,
     keep_weights: str = "top-3",
     workers: int | None = None,
+    join_wait_s: float = 900.0,
 ) -> StepResult:
     """Pre-flight, then tune (or resume) one study on the mounted volume.
 
@@ -118,8 +127,14 @@ def run_tune_step(
         gpus: GPUs the task requested; pre-flight fails when torch sees fewer.
         seed: the sampler's seed; ``-1`` is random.
         trial_timeout: seconds before a trial is killed; ``0`` is none.
+        join: add this task to a running study (``hpo tune --join``; e.g. ``ParallelFor`` workers
+            of one optuna study); waits up to ``join_wait_s`` for the study to be created.
+        storage_env: name of an environment variable holding the backend's ``storage`` URL
+            (e.g. ``HPO_STORAGE`` from a Kubernetes Secret); ``""``: none. An unset or empty
+            variable is an error.
         lock_wait_s: seconds to wait for the lock of a killed previous attempt to go stale
             (default: the lock's staleness limit plus one heartbeat).
+        join_wait_s: seconds a joining task waits for ``study.json`` (default 900).
 
     Returns:
         :class:`StepResult`.
@@ -129,6 +144,8 @@ def run_tune_step(
         hpo.errors.RunFailed: every trial failed.
         hpo.errors.StudyLocked: another live writer holds the study.
     """
+    import os
+
     import yaml
 
     from hpo import Study, Tuner
@@ -157,16 +174,34 @@ def run_tune_step(
     if gpus > 1 and "device" not in args:
         args["device"] = ",".join(str(i) for i in range(gpus))
 
+    options = whole_numbers(backend_options)
+    if storage_env:
+        url = os.environ.get(storage_env, "").strip()
+        if not url:
+            raise ConfigError(
+                f"storage_env: the environment variable {storage_env} is not set or empty; "
+                "expose it from a Secret (configure_tuning_task(secret_name=..., secret_keys=[...]))"
+            )
+        options["storage"] = url
     kwargs: dict[str, Any] = dict(
         backend=backend, model=model, data=report.data, space=_parse_space(space), iterations=iterations,
         epochs=epochs, metric=metric or None, train_args=args, output=report.output, name=study_name or None,
         trial_timeout=trial_timeout if trial_timeout and trial_timeout > 0 else None, concurrent_trials=concurrent_trials,
-        seed=seed if seed is not None and seed >= 0 else None, backend_options=whole_numbers(backend_options),
+        seed=seed if seed is not None and seed >= 0 else None, backend_options=options,
         keep_weights=keep_weights, verbose=True,  # plain progress lines with heartbeats in the pod's log
     )
     probe = Tuner(**kwargs)
-    resumed = Study.exists(probe.study_dir)
-    tuner = Tuner(**kwargs, resume=resumed) if resumed else probe
+    if join:
+        join_deadline = time.monotonic() + join_wait_s
+        while not Study.exists(probe.study_dir):
+            if time.monotonic() >= join_deadline:
+                raise ConfigError(f"join: no study at {probe.study_dir} after {join_wait_s:.0f} s; start it with a task that has join=False")
+            time.sleep(2.0)
+        resumed = False
+        tuner = Tuner(**kwargs, join=True)
+    else:
+        resumed = Study.exists(probe.study_dir)
+        tuner = Tuner(**kwargs, resume=resumed) if resumed else probe
     notices += list(tuner.config.notices)
     for n in tuner.config.notices:
         print(f"hpo: notice: {n}", file=sys.stderr)
@@ -206,4 +241,152 @@ def run_tune_step(
         resumed=resumed,
         notices=notices,
         report_html=str(report) if (report := Path(result.study_dir) / "plots" / "report.html").is_file() else "",
+        best_params=dict(result.best_params or {}),
+        best={k: best_doc[k] for k in ("backend", "metric", "direction", "best_trial", "best_objective", "study_dir")},
     )
+
+
+def write_outputs(r: StepResult, *, metrics: Any, leaderboard: Any, report: Any, best_model: Any) -> None:
+    """Fill the tuning component's output artifacts from a :class:`StepResult`.
+
+    ``best_model`` gets a copy of ``<study>/weights/best.pt`` and the metadata ``metric``,
+    ``objective``, ``direction``, ``best_trial``, ``study_dir``, ``backend``, ``framework``,
+    ``weights_on_volume``; ``report`` gets the self-contained HTML report (:mod:`hpo_kfp.report`).
+    """
+    import shutil
+
+    from hpo_kfp.report import study_report_html
+
+    for key, value in r.metrics.items():
+        metrics.log_metric(key, value)
+    Path(leaderboard.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(leaderboard.path).write_text(r.leaderboard, encoding="utf-8")
+    Path(report.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(report.path).write_text(study_report_html(r.study_dir), encoding="utf-8")
+    meta = {**r.best, "objective": r.best.get("best_objective"), "framework": "ultralytics",
+            "weights_on_volume": r.best_weights, "resumed": r.resumed}
+    meta.pop("best_objective", None)
+    best_model.metadata.update({k: v for k, v in meta.items() if v is not None})
+    if r.best_weights:
+        Path(best_model.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(r.best_weights, best_model.path)
+
+
+def resolve_on_mount(path: str, mount_path: str) -> Path:
+    """``path`` if absolute, else under ``mount_path`` (where the PVC is mounted)."""
+    return Path(path) if Path(path).is_absolute() else Path(mount_path) / path
+
+
+def run_train_step(
+    *,
+    model: str,
+    data: str,
+    epochs: int = 10,
+    mount_path: str = "/mnt/hpo",
+    output_dir: str = "train",
+    name: str = "baseline",
+    train_args: dict[str, Any] | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    weights_out: str | None = None,
+) -> dict[str, Any]:
+    """Train once with Ultralytics on the volume: the baseline or the final training.
+
+    Args:
+        model: bundled model YAML or a ``.pt`` on the volume.
+        data: data YAML or classification folder; relative paths are under ``mount_path``.
+        epochs: training epochs.
+        mount_path: where the PVC is mounted.
+        output_dir: folder of the run (``<output_dir>/<name>/``); relative: under ``mount_path``.
+        name: the run's name.
+        train_args: fixed Ultralytics train args.
+        hyperparameters: applied over ``train_args`` (e.g. the tuning step's best hyperparameters).
+        weights_out: where to copy ``best.pt`` (a Model artifact's path), or ``None``.
+
+    Returns:
+        ``{"weights": path on the volume or "", "metadata": {...}}``; the metadata holds
+        ``metric``/``objective`` (the task's objective in the final validation) when available and
+        ``hyperparameters`` (the train args applied).
+
+    Raises:
+        hpo.errors.ConfigError: model or data missing or unusable.
+    """
+    import csv
+    import os
+    import shutil
+
+    from hpo.data import resolve_data
+    from hpo.ultra import TASK_METRIC, resolve_model
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    data_p = resolve_on_mount(data, mount_path)
+    out = resolve_on_mount(output_dir, mount_path)
+    model_name, task = resolve_model(str(resolve_on_mount(model, mount_path)) if model.endswith(".pt") else model)
+    resolved = resolve_data(data_p, task)
+    out.mkdir(parents=True, exist_ok=True)
+    data_arg = resolved.write(out) if resolved.kind == "yaml" else resolved.source
+    args = {"plots": False, **whole_numbers(train_args), **whole_numbers(hyperparameters)}
+
+    from ultralytics import YOLO
+
+    YOLO(model_name).train(data=data_arg, epochs=epochs, project=str(out), name=name, exist_ok=True, **args)
+    run = out / name
+    weights = run / "weights" / "best.pt"
+    meta: dict[str, Any] = {"hyperparameters": {k: v for k, v in args.items() if k != "plots"}, "framework": "ultralytics"}
+    metric = TASK_METRIC[task]
+    results = run / "results.csv"
+    if results.is_file():
+        rows = list(csv.DictReader(results.open()))
+        values = [float(row[k]) for row in rows for k in row if k.strip() == metric and row[k].strip()]
+        if values:
+            meta.update(metric=metric, objective=max(values))
+    if not weights.is_file():
+        return {"weights": "", "metadata": meta}
+    if weights_out:
+        Path(weights_out).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(weights, weights_out)
+    meta["weights_on_volume"] = str(weights)
+    return {"weights": str(weights), "metadata": meta}
+
+
+def run_validate_step(*, weights: str, data: str, mount_path: str = "/mnt/hpo",
+                      train_args: dict[str, Any] | None = None) -> dict[str, float]:
+    """Validate weights (a ``.pt``, e.g. a Model artifact's file) on the data's val split.
+
+    Args:
+        weights: the ``.pt`` file.
+        data: data YAML or classification folder; relative paths are under ``mount_path``.
+        mount_path: where the PVC is mounted.
+        train_args: Ultralytics args that apply to validation (``imgsz``, ``batch``, ``device``,
+            ``workers``; others are ignored).
+
+    Returns:
+        The validation metrics (Ultralytics' names) and ``objective`` (the task's default metric).
+
+    Raises:
+        hpo.errors.ConfigError: the weights file or the data is missing.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from hpo.data import resolve_data
+    from hpo.errors import ConfigError
+    from hpo.ultra import TASK_METRIC, resolve_model
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    if not Path(weights).is_file():
+        raise ConfigError(f"weights: '{weights}' does not exist; pass the tuning step's best_model")
+    with tempfile.TemporaryDirectory() as tmp:
+        pt = Path(tmp) / "model.pt"  # a Model artifact's file has no .pt suffix
+        shutil.copyfile(weights, pt)
+        model_name, task = resolve_model(str(pt))
+        resolved = resolve_data(resolve_on_mount(data, mount_path), task)
+        data_arg = resolved.write(Path(tmp)) if resolved.kind == "yaml" else resolved.source
+        keep = {k: v for k, v in whole_numbers(train_args).items() if k in ("imgsz", "batch", "device", "workers", "half")}
+
+        from ultralytics import YOLO
+
+        res = YOLO(model_name).val(data=data_arg, project=tmp, name="val", plots=False, verbose=False, **keep)
+        values = {k: float(v) for k, v in res.results_dict.items()}
+    values["objective"] = values[TASK_METRIC[task]]
+    return values

@@ -23,7 +23,7 @@ QUICK_CONTENDERS = ["ultralytics", "optuna", "ray", "random", "ultralytics-nativ
 
 def _bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "hpo_bench", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
 
 
@@ -55,7 +55,7 @@ def _table_rows(report: str, header_start: str) -> list[list[str]]:
 @pytest.mark.slow
 def test_quick_report_table_has_a_row_per_contender(quick_report: Path) -> None:
     report = (quick_report / "report.md").read_text()
-    assert "Reproduce: `python -m benchmarks run --quick" in report
+    assert "Reproduce: `python -m hpo_bench run --quick" in report
     assert "## digits-cls" in report
     rows = _table_rows(report, "| contender | seeds |")
     assert [r["contender"] for r in rows] == QUICK_CONTENDERS
@@ -82,8 +82,8 @@ def test_quick_report_table_has_a_row_per_contender(quick_report: Path) -> None:
 
 @pytest.mark.slow
 def test_quick_report_raw_trials_csv(quick_report: Path) -> None:
-    from benchmarks.report import TRIAL_COLUMNS
-    from benchmarks.suite import SPACE_CLS
+    from hpo_bench.report import TRIAL_COLUMNS
+    from hpo_bench.suite import SPACE_CLS
 
     with open(quick_report / "trials.csv", newline="") as f:
         reader = csv.DictReader(f)
@@ -159,7 +159,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_missing_backend_is_skipped_with_a_reason() -> None:
-    from benchmarks.suite import CONTENDERS, Contender
+    from hpo_bench.suite import CONTENDERS, Contender
 
     ok, why = Contender("nosuch", "hpo", "nosuch").available()
     assert not ok and "'nosuch' is not installed" in why and "ultralytics" in why
@@ -169,7 +169,7 @@ def test_missing_backend_is_skipped_with_a_reason() -> None:
 
 
 def test_overrides_scale_problems() -> None:
-    from benchmarks.suite import apply_overrides, suite
+    from hpo_bench.suite import apply_overrides, suite
 
     problems = apply_overrides(suite("cpu-small")["problems"], ["epochs=5", "digits-det.imgsz=320", "digits-det.amp=false"])
     by = {p.name: p for p in problems}
@@ -181,7 +181,7 @@ def test_overrides_scale_problems() -> None:
 
 def test_random_backend_samples_the_space(tmp_path: Path) -> None:
     """The baseline's proposals: inside the bounds, log-uniform for log params, same seed -> same params."""
-    from benchmarks.random_search import NAME, register
+    from hpo_bench.random_search import NAME, register
     from hpo.config import build_config
     from hpo.datasets import make_digits_cls
 

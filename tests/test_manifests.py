@@ -61,7 +61,7 @@ def test_the_expected_objects():
     assert nfs_pv["spec"]["nfs"]["server"] and nfs_pv["spec"]["accessModes"] == ["ReadWriteMany"]
     assert nfs_pvc["spec"]["accessModes"] == ["ReadWriteMany"] and nfs_pvc["spec"]["volumeName"] == nfs_pv["metadata"]["name"]
     secret = _docs(MANIFESTS / "secret-template.yaml")[0]
-    from pipelines.platform import SECRET_ENV_KEYS
+    from hpo_kfp.platform import SECRET_ENV_KEYS
 
     assert secret["kind"] == "Secret" and set(secret["stringData"]) == set(SECRET_ENV_KEYS)
     assert all(v == "" for v in secret["stringData"].values())  # a template: no values at all
@@ -117,26 +117,37 @@ def test_k8s_apply_without_a_cluster_fails_clearly(tmp_path):
 def test_dockerfile_installs_the_project_offline():
     text = (ROOT / "Dockerfile").read_text()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    assert lines[0].startswith("FROM python:3.")
+    assert re.fullmatch(r"FROM python:3\.\d+\.\d+-slim-\w+", lines[0]), lines[0]  # a pinned base image
     copied = " ".join(ln for ln in lines if ln.startswith("COPY"))
-    for part in ("pyproject.toml", "hpo", "plugins", "pipelines"):
+    for part in ("pyproject.toml", "image-constraints.txt", "hpo", "plugins", "pipelines", "benchmarks", "manifests"):
         assert part in copied, part
-    assert re.search(r"pip install \.(\s|$)", text), "the project itself is pip-installed"
+    assert re.search(r'pip install --constraint image-constraints\.txt "\.\[all\]"', text), "the project, every extra, pinned"
     assert "YOLO_OFFLINE=1" in text
+    assert "torch.version.cuda" in text  # the build fails on a CPU-only torch
+    # every package pinned exactly, torch with its CUDA runtime wheels among them
+    pins = [ln for ln in (ROOT / "image-constraints.txt").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.+]+", ln) for ln in pins), [ln for ln in pins if "==" not in ln]
+    names = {ln.split("==")[0].lower() for ln in pins}
+    assert {"torch", "ultralytics", "kfp", "kfp-kubernetes", "optuna", "ray", "mlflow"} <= names
+    assert any(n.startswith("nvidia-cuda-runtime") for n in names)
+    # a non-root user (uid 1000, group 0) that owns the default mount point
+    user = [ln for ln in lines if ln.startswith("USER")]
+    assert user == ["USER 1000:0"] and lines.index(user[0]) > max(i for i, ln in enumerate(lines) if ln.startswith("RUN"))
+    assert "useradd --uid 1000 --gid 0" in text and "chown 1000:0 /mnt/hpo" in text
     entry = [ln for ln in lines if ln.startswith("ENTRYPOINT")]
     assert entry == ['ENTRYPOINT ["hpo"]']
     # KFP runs the lightweight components with `python3 -m kfp.dsl.executor_main` and imports the
-    # component's module: the image must have hpo's pipelines package, and needs no pip at run time.
-    import pipelines
+    # component's module: the image must have hpo_kfp, and needs no pip at run time.
+    from hpo_kfp import make_tune_component
 
-    assert not pipelines.hpo_tune.component_spec.implementation.container.command[0].startswith("pip")
-    assert "pip install" not in " ".join(pipelines.hpo_tune.component_spec.implementation.container.command)
+    command = make_tune_component("registry.example.com/team/hpo:0.1.0").component_spec.implementation.container.command
+    assert not command[0].startswith("pip") and "pip install" not in " ".join(command)
     for word in ("ARG ", "ENV "):
         for ln in (ln for ln in lines if ln.startswith(word)):
             assert not re.search(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY)", ln, re.I), ln
     # the packages the image imports are those pyproject installs
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert '"pipelines*"' in pyproject and '"hpo*"' in pyproject
+    assert 'hpo_kfp = "pipelines"' in pyproject and '"hpo.manifests" = "manifests"' in pyproject
 
 
 # --- credentials

@@ -13,13 +13,17 @@ import yaml
 kfp = pytest.importorskip("kfp")
 from kfp import compiler, dsl  # noqa: E402
 
-import pipelines  # noqa: E402
-from pipelines import configure_tuning_task, hpo_tune  # noqa: E402
-from pipelines.components import PUBLISHED_IMAGE, make_tune_component  # noqa: E402
-from pipelines.examples import COMPONENT_YAML, PIPELINES, compile_component  # noqa: E402
+import hpo_kfp  # noqa: E402
+from hpo_kfp import configure_tuning_task, make_components, make_tune_component  # noqa: E402
+from hpo_kfp.examples import compile_component, make_pipelines  # noqa: E402
+from hpo_kfp.platform import STORAGE_ENV  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HPO = [str(Path(sys.executable).parent / "hpo")]
+#: A user's image (nothing is pulled: compile tests only read it back, kfp.local ignores it).
+IMAGE = "registry.example.com/team/hpo:0.1.0"
+hpo_tune = make_tune_component(IMAGE)
+PIPELINES = make_pipelines(IMAGE)
 
 
 def _compile(pipeline, tmp_path: Path) -> tuple[dict, dict]:
@@ -73,7 +77,12 @@ def test_user_pipeline_with_the_helper_compiles_every_setting(tmp_path):
     assert task["retryPolicy"]["maxRetryCount"] == 3
     res = spec["deploymentSpec"]["executors"]["exec-hpo-tune"]["container"]["resources"]["accelerator"]
     assert res["resourceType"] == "nvidia.com/gpu" and str(res["resourceCount"]) == "2"
-    assert spec["deploymentSpec"]["executors"]["exec-hpo-tune"]["container"]["image"] == pipelines.DEFAULT_IMAGE
+    container = spec["deploymentSpec"]["executors"]["exec-hpo-tune"]["container"]
+    assert container["image"] == IMAGE
+    # the defaults: 4 CPUs; 12Gi of memory + the 8Gi /dev/shm, requested and limited
+    assert container["resources"]["cpuRequest"] == 4 and container["resources"]["cpuLimit"] == 4
+    assert container["resources"]["resourceMemoryRequest"] == "20480Mi"
+    assert container["resources"]["resourceMemoryLimit"] == "20480Mi"
     k8s = platform["exec-hpo-tune"]
     assert k8s["pvcMount"] == [{"componentInputParameter": "pvc_name", "mountPath": "/data",
                                 "pvcNameParameter": {"componentInputParameter": "pvc_name"}}]
@@ -82,15 +91,17 @@ def test_user_pipeline_with_the_helper_compiles_every_setting(tmp_path):
     assert k8s["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "8Gi", "volumeName": "dshm"}]
     env = k8s["secretAsEnv"][0]
     assert env["secretNameParameter"] == {"componentInputParameter": "creds"}
-    assert {e["envVar"] for e in env["keyToEnv"]} == set(pipelines.SECRET_ENV_KEYS)
+    assert {e["envVar"] for e in env["keyToEnv"]} == set(hpo_kfp.SECRET_ENV_KEYS)
     assert all(e["envVar"] == e["secretKey"] for e in env["keyToEnv"])
     assert k8s["activeDeadlineSeconds"] == "7200" or k8s["activeDeadlineSeconds"] == 7200
     # the outputs the issue asks for
     outs = spec["components"]["comp-hpo-tune"]["outputDefinitions"]
     assert outs["artifacts"]["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
     assert outs["artifacts"]["leaderboard"]["artifactType"]["schemaTitle"] == "system.Markdown"
-    assert "best_hyperparameters" in outs["artifacts"]
-    assert set(outs["parameters"]) == {"study_dir", "best_weights"}
+    assert outs["artifacts"]["report"]["artifactType"]["schemaTitle"] == "system.HTML"
+    assert outs["artifacts"]["best_model"]["artifactType"]["schemaTitle"] == "system.Model"
+    assert outs["parameters"] == {"study_dir": {"parameterType": "STRING"}, "best_weights": {"parameterType": "STRING"},
+                                  "best_hyperparameters": {"parameterType": "STRUCT"}}
     ins = _component_inputs(spec, "comp-hpo-tune")
     for name in ("backend", "model", "data", "iterations", "epochs", "space", "metric", "output_dir",
                  "study_name", "train_args", "backend_options", "concurrent_trials", "keep_weights", "mount_path"):
@@ -103,25 +114,69 @@ def test_user_pipeline_with_the_helper_compiles_every_setting(tmp_path):
 def test_train_then_tune_ir(tmp_path):
     spec, platform = _compile(PIPELINES["train_then_tune"], tmp_path)
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"check-environment", "train-baseline", "hpo-tune"}
-    assert tasks["train-baseline"]["dependentTasks"] == ["check-environment"]
-    assert tasks["hpo-tune"]["dependentTasks"] == ["train-baseline"]
-    for name in tasks:
-        k8s = platform[f"exec-{name}"]
+    assert set(tasks) == {"check-environment", "train-model", "hpo-tune", "train-model-2", "validate-model"}
+    assert tasks["train-model"]["dependentTasks"] == ["check-environment"]
+    assert tasks["hpo-tune"]["dependentTasks"] == ["train-model"]
+    # the final training consumes the best hyperparameters; validate-model consumes the Model
+    final = tasks["train-model-2"]
+    assert final["taskInfo"]["name"] == "train-final"
+    assert final["inputs"]["parameters"]["hyperparameters"] == {
+        "taskOutputParameter": {"outputParameterKey": "best_hyperparameters", "producerTask": "hpo-tune"}}
+    assert tasks["validate-model"]["inputs"]["artifacts"]["weights"] == {
+        "taskOutputArtifact": {"outputArtifactKey": "best_model", "producerTask": "hpo-tune"}}
+    for name, task in tasks.items():
+        executor = task["componentRef"]["name"].replace("comp-", "exec-")
+        k8s = platform[executor]
         # the same PVC, from the pipeline parameter, on every step
         assert k8s["pvcMount"][0]["pvcNameParameter"] == {"componentInputParameter": "pvc_name"}
         assert k8s["pvcMount"][0]["mountPath"] == "/mnt/hpo"
         assert k8s["emptyDirMounts"][0]["mountPath"] == "/dev/shm" and k8s["emptyDirMounts"][0]["medium"] == "Memory"
         assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
-        acc = spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"]["resources"]["accelerator"]
+        container = spec["deploymentSpec"]["executors"][executor]["container"]
+        assert container["image"] == IMAGE
+        acc = container["resources"]["accelerator"]
         # type and count wired to the pipeline parameters accelerator_type and gpus
         assert acc["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus']}}"
         assert acc["resourceType"] == "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}"
-        assert tasks[name]["inputs"]["parameters"]["pipelinechannel--gpus"] == {"componentInputParameter": "gpus"}
-        assert tasks[name]["cachingOptions"].get("enableCache", False) is False
+        assert task["inputs"]["parameters"]["pipelinechannel--gpus"] == {"componentInputParameter": "gpus"}
+        assert task["cachingOptions"].get("enableCache", False) is False
+        assert container["resources"]["resourceMemoryRequest"] == container["resources"]["resourceMemoryLimit"]
+    assert spec["deploymentSpec"]["executors"]["exec-hpo-tune"]["container"]["resources"]["resourceMemoryRequest"] == "14336Mi"
+    assert spec["deploymentSpec"]["executors"]["exec-check-environment"]["container"]["resources"]["cpuRequest"] == 1
     assert tasks["hpo-tune"]["retryPolicy"]["maxRetryCount"] == 2
     assert platform["exec-hpo-tune"]["secretAsEnv"][0]["secretNameParameter"] == {"componentInputParameter": "secret_name"}
     assert "secretAsEnv" not in platform["exec-check-environment"]
+
+
+def test_pipelines_mount_at_the_given_mount_path(tmp_path):
+    spec, platform = _compile(make_pipelines(IMAGE, mount_path="/data/hpo")["compare_backends"], tmp_path)
+    assert platform["exec-hpo-tune"]["pvcMount"][0]["mountPath"] == "/data/hpo"
+    assert platform["exec-compare-studies"]["pvcMount"][0]["mountPath"] == "/data/hpo"
+    inner = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    assert inner["hpo-tune"]["inputs"]["parameters"]["mount_path"] == {"runtimeValue": {"constant": "/data/hpo"}}
+
+
+def test_joined_workers_take_the_storage_url_from_a_secret(tmp_path):
+    spec, platform = _compile(PIPELINES["joined_workers"], tmp_path)
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"hpo-tune", "for-loop-2"} or set(root) == {"hpo-tune", "for-loop-1"}
+    loop_name = next(n for n in root if n.startswith("for-loop"))
+    assert root[loop_name]["parameterIterator"]["items"]["inputParameter"].endswith("workers")
+    inner = spec["components"][f"comp-{loop_name}"]["dag"]["tasks"]
+    (joined_name, joined), = inner.items()
+    assert joined["inputs"]["parameters"]["join"] == {"runtimeValue": {"constant": True}}
+    assert root["hpo-tune"]["inputs"]["parameters"].get("join", {"runtimeValue": {"constant": False}}) == {"runtimeValue": {"constant": False}}
+    for task in (root["hpo-tune"], joined):
+        assert task["inputs"]["parameters"]["backend"] == {"runtimeValue": {"constant": "optuna"}}
+        assert "storage_env" in task["inputs"]["parameters"]
+        executor = task["componentRef"]["name"].replace("comp-", "exec-")
+        env = platform[executor]["secretAsEnv"][0]
+        assert {"envVar": STORAGE_ENV, "secretKey": STORAGE_ENV} in env["keyToEnv"] and STORAGE_ENV == "HPO_STORAGE"
+        assert env.get("optional") is True
+    # no URL, password or host anywhere in the compiled pipeline: only the Secret's name
+    text = (tmp_path / "p.yaml").read_text()
+    assert "postgresql://" not in text and "sqlite://" not in text
+    assert spec["root"]["inputDefinitions"]["parameters"]["storage_env"]["defaultValue"] == "HPO_STORAGE"
 
 
 def test_compare_backends_ir_mounts_inside_parallelfor(tmp_path):
@@ -147,12 +202,11 @@ def test_compare_backends_ir_mounts_inside_parallelfor(tmp_path):
     assert platform["exec-compare-studies"]["pvcMount"][0]["pvcNameParameter"] == {"componentInputParameter": "pvc_name"}
 
 
-def test_component_yaml_in_sync_and_loadable(tmp_path):
-    fresh = compile_component(tmp_path / "c.yaml", image=PUBLISHED_IMAGE)
-    assert COMPONENT_YAML.read_text() == fresh.read_text(), "regenerate: python -m pipelines.examples"
-    loaded = kfp.components.load_component_from_file(str(COMPONENT_YAML))
+def test_component_yaml_loadable(tmp_path):
+    path = compile_component(tmp_path / "c.yaml", image=IMAGE)
+    loaded = kfp.components.load_component_from_file(str(path))
     assert loaded.name == "hpo-tune"
-    assert {"model", "data", "backend", "mount_path", "train_args"} <= set(loaded.component_spec.inputs)
+    assert {"model", "data", "backend", "mount_path", "train_args", "join", "storage_env"} <= set(loaded.component_spec.inputs)
 
     @dsl.pipeline(name="from-yaml")
     def from_yaml(pvc_name: str = "hpo-data") -> None:
@@ -161,10 +215,12 @@ def test_component_yaml_in_sync_and_loadable(tmp_path):
 
     spec, platform = _compile(from_yaml, tmp_path)
     assert platform["exec-hpo-tune"]["pvcMount"][0]["pvcNameParameter"] == {"componentInputParameter": "pvc_name"}
-    assert spec["deploymentSpec"]["executors"]["exec-hpo-tune"]["container"]["image"] == PUBLISHED_IMAGE
+    assert spec["deploymentSpec"]["executors"]["exec-hpo-tune"]["container"]["image"] == IMAGE
 
 
-def test_image_is_a_parameter(tmp_path):
+def test_image_is_required_and_checked(tmp_path, monkeypatch):
+    from hpo.errors import ConfigError
+
     comp = make_tune_component("registry.example/team/hpo:1")
 
     @dsl.pipeline(name="img")
@@ -173,6 +229,40 @@ def test_image_is_a_parameter(tmp_path):
 
     spec, _ = _compile(p, tmp_path)
     assert spec["deploymentSpec"]["executors"]["exec-hpo-tune"]["container"]["image"] == "registry.example/team/hpo:1"
+    for bad in (None, "", "  "):
+        with pytest.raises(ConfigError, match="image: no component image set"):
+            make_components(bad)
+    with pytest.raises(ConfigError, match="image: 'Not An Image' is not an image reference"):
+        make_components("Not An Image")
+    monkeypatch.delenv("HPO_IMAGE", raising=False)
+    with pytest.raises(ConfigError, match="HPO_IMAGE"):
+        hpo_kfp.hpo_tune  # noqa: B018  (the module-level component needs $HPO_IMAGE)
+    monkeypatch.setenv("HPO_IMAGE", "registry.example/team/hpo:2")
+    assert hpo_kfp.hpo_tune.component_spec.implementation.container.image == "registry.example/team/hpo:2"
+
+
+def test_configure_sets_cpu_and_memory_with_shm_counted_in(tmp_path):
+    @dsl.pipeline(name="res")
+    def p(pvc_name: str = "x") -> None:
+        t = hpo_tune(model="yolov8n.yaml", data="d.yaml")
+        configure_tuning_task(t, pvc_name=pvc_name, cpu="6", cpu_limit="8", memory="30Gi", shm_size="2Gi",
+                              memory_limit="40Gi")
+
+    spec, _ = _compile(p, tmp_path)
+    res = spec["deploymentSpec"]["executors"]["exec-hpo-tune"]["container"]["resources"]
+    assert (res["cpuRequest"], res["cpuLimit"]) == (6, 8)
+    assert (res["resourceMemoryRequest"], res["resourceMemoryLimit"]) == ("32768Mi", "40960Mi")
+    with pytest.raises(ValueError, match=r"memory_limit: '16Gi' is below the request 18432Mi"):
+
+        @dsl.pipeline(name="res2")
+        def p2(pvc_name: str = "x") -> None:
+            configure_tuning_task(hpo_tune(model="m.yaml", data="d.yaml"), pvc_name=pvc_name, memory="16Gi",
+                                  memory_limit="16Gi")
+    with pytest.raises(ValueError, match="memory: '12 GB' is not a memory quantity"):
+
+        @dsl.pipeline(name="res3")
+        def p3(pvc_name: str = "x") -> None:
+            configure_tuning_task(hpo_tune(model="m.yaml", data="d.yaml"), pvc_name=pvc_name, memory="12 GB")
 
 
 def test_cli_pipelines_compile(tmp_path):
@@ -180,9 +270,35 @@ def test_cli_pipelines_compile(tmp_path):
     r = subprocess.run([*HPO, "pipelines", "compile", str(out), "--image", "registry.example/hpo:2"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["compare_backends.yaml", "hpo_tune_component.yaml", "train_then_tune.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == ["compare_backends.yaml", "hpo_tune_component.yaml",
+                                                     "joined_workers.yaml", "train_then_tune.yaml"]
     ir = yaml.safe_load_all((out / "train_then_tune.yaml").read_text())
     assert next(ir)["deploymentSpec"]["executors"]["exec-hpo-tune"]["container"]["image"] == "registry.example/hpo:2"
+
+
+def test_cli_pipelines_compile_bad_output_or_no_image(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "HPO_IMAGE"}
+    r = subprocess.run([*HPO, "pipelines", "compile", str(tmp_path / "a")], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2 and r.stderr.startswith("hpo: error: image: no component image set") and "--image" in r.stderr
+    assert not (tmp_path / "a").exists()  # nothing written
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    r = subprocess.run([*HPO, "pipelines", "compile", str(blocker), "--image", IMAGE], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr == f"hpo: error: output: '{blocker}' is a file (or under one); give a folder for the YAML files\n"
+    ro = tmp_path / "ro"  # a read-only file system (root ignores permission bits, not this)
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        r = subprocess.run([*HPO, "pipelines", "compile", str(ro / "out"), "--image", IMAGE], capture_output=True,
+                           text=True, timeout=120)
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"hpo: error: output: cannot create '{ro / 'out'}' (Read-only file system)"), r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1
 
 
 # --- pre-flight
@@ -230,8 +346,6 @@ def test_tune_component_runs_under_kfp_local(tmp_path, monkeypatch):
 
     from hpo import Study
     from hpo.datasets import make_digits_cls
-    from pipelines.examples import compare_backends
-
     mnt = tmp_path / "pvc"  # stands in for the PVC mount
     make_digits_cls(mnt / "datasets" / "digits-cls", seed=0)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
@@ -258,17 +372,23 @@ def test_tune_component_runs_under_kfp_local(tmp_path, monkeypatch):
 
     board = Path(task.outputs["leaderboard"].path).read_text()
     assert board.count("| complete |") == 2 and "metrics/accuracy_top1" in board
-    best = yaml.safe_load(Path(task.outputs["best_hyperparameters"].path).read_text())
-    assert best["best_objective"] == metrics["best_objective"]
-    assert best["best_params"] == records[best["best_trial"]].params
-    assert task.outputs["best_hyperparameters"].metadata["resumed"] is False
+    best_trial = study.best()
+    assert task.outputs["best_hyperparameters"] == best_trial.params  # a dict parameter for the next step
+    model = task.outputs["best_model"]
+    assert Path(model.path).read_bytes() == (study_dir / "weights" / "best.pt").read_bytes()
+    assert model.metadata["objective"] == metrics["best_objective"] == best_trial.objective
+    assert model.metadata["metric"] == "metrics/accuracy_top1" and model.metadata["backend"] == "ultralytics"
+    assert model.metadata["study_dir"] == str(study_dir) and model.metadata["best_trial"] == best_trial.id
+    assert model.metadata["resumed"] is False
     page = Path(task.outputs["report"].path).read_text()
-    assert page == (study_dir / "plots" / "report.html").read_text() and 'class="plotly-graph-div"' in page
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "http" not in page.replace("<!DOCTYPE html>", "")
+    assert page.count("<td>complete</td>") == 2 and 'src="data:image/png;base64,' in page
 
     # a re-run (what a KFP retry does) resumes the same study instead of starting over; the
     # ParallelFor pipeline (kfp.local ignores the PVC, so mount_path is a parameter) then compares.
+    compare_backends = make_pipelines(IMAGE, mount_path=str(mnt))["compare_backends"]
     compare_backends(backends=["ultralytics"], model="yolov8n-cls.yaml", data="datasets/digits-cls", iterations=2,
-                     epochs=1, space=space, gpus=0, mount_path=str(mnt), output_dir="studies", train_args=train_args)
+                     epochs=1, space=space, gpus=0, output_dir="studies", train_args=train_args)
     assert sorted(Study.open(study_dir).records()) == [0, 1]  # nothing trained twice
     reports = list((tmp_path / "root").glob("hpo-compare-backends-*/compare-studies/report"))
     assert len(reports) == 1
@@ -277,26 +397,42 @@ def test_tune_component_runs_under_kfp_local(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_check_and_train_components_under_kfp_local(tmp_path):
-    """The tutorial's first two steps on a folder standing in for the PVC."""
+def test_example_pipeline_hands_best_hyperparameters_and_model_on_under_kfp_local(tmp_path):
+    """verify -> train -> tune -> final training with the best hyperparameters + validate the Model."""
     from kfp import local
 
+    from hpo import Study
     from hpo.datasets import make_digits_cls
-    from pipelines import check_environment, train_baseline
 
     mnt = tmp_path / "pvc"
     make_digits_cls(mnt / "digits", seed=0)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
-    check = check_environment(mount_path=str(mnt), data="digits", model="yolov8n-cls.yaml", gpus=0, workers=0)
-    report = json.loads(check.output)
-    assert report["ok"] and report["data"] == str(mnt / "digits") and report["output"] == str(mnt / "studies")
+    c = make_components(IMAGE)
     with pytest.raises(RuntimeError, match="FAILURE"):  # a GPU the machine does not have stops the pipeline
-        check_environment(mount_path=str(mnt), data="digits", model="yolov8n-cls.yaml", gpus=1)
-    train = train_baseline(model="yolov8n-cls.yaml", data="digits", epochs=1, mount_path=str(mnt), output_dir="train",
-                           train_args={"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu"})
-    weights = Path(train.output)
-    assert weights == mnt / "train" / "baseline" / "weights" / "best.pt" and weights.is_file()
-    assert (mnt / "train" / "baseline" / "results.csv").is_file()
+        c["check_environment"](mount_path=str(mnt), data="digits", model="yolov8n-cls.yaml", gpus=1)
+    train_then_tune = make_pipelines(IMAGE, mount_path=str(mnt))["train_then_tune"]
+    train_then_tune(model="yolov8n-cls.yaml", data="digits", train_epochs=1, iterations=2, epochs=1, final_epochs=1,
+                    space=json.dumps({"lr0": [1e-4, 1e-2], "fliplr": [0.0, 0.5]}), gpus=0, seed=0,
+                    train_args={"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu", "optimizer": "AdamW"})
+    study = Study.open(mnt / "studies" / "digits-ultralytics")
+    best = study.best()
+    assert [r.status.value for r in study.records().values()] == ["complete", "complete"]
+    assert (mnt / "train" / "baseline" / "weights" / "best.pt").is_file()
+    # the final training ran with the tuned values (Ultralytics' own record of its arguments)
+    final_args = yaml.safe_load((mnt / "train" / "final" / "args.yaml").read_text())
+    assert set(best.params) == {"lr0", "fliplr"}
+    for key, value in best.params.items():
+        assert final_args[key] == pytest.approx(value), key
+    baseline_args = yaml.safe_load((mnt / "train" / "baseline" / "args.yaml").read_text())
+    assert baseline_args["lr0"] == 0.01  # the baseline: Ultralytics' default, not a tuned value
+    # validate-model read the Model artifact (a copy of the study's best weights) and validated it
+    run_dir = next((tmp_path / "root").glob("hpo-train-then-tune-*"))
+    model_file = run_dir / "hpo-tune" / "best_model"
+    assert model_file.read_bytes() == (study.path / "weights" / "best.pt").read_bytes()
+    out = json.loads((run_dir / "validate-model" / "executor_output.json").read_text())
+    objective = out["parameterValues"]["Output"]
+    assert 0.0 <= objective <= 1.0
+    assert objective == pytest.approx(best.objective, abs=0.02)  # the same weights on the same val split
 
 
 def test_retry_waits_for_a_dead_pods_lock_then_resumes(tmp_path):
@@ -308,7 +444,7 @@ def test_retry_waits_for_a_dead_pods_lock_then_resumes(tmp_path):
     from hpo.datasets import make_digits_cls
     from hpo.errors import StudyLocked
     from hpo.study import LOCK_STALE_AFTER_S, TrialRecord, TrialStatus
-    from pipelines.step import run_tune_step
+    from hpo_kfp.step import run_tune_step
 
     mnt = tmp_path / "pvc"
     make_digits_cls(mnt / "digits", seed=0)
@@ -334,3 +470,52 @@ def test_retry_waits_for_a_dead_pods_lock_then_resumes(tmp_path):
     r = run_tune_step(**args, lock_wait_s=0)
     assert r.resumed and r.metrics["complete"] == 1 and r.metrics["best_objective"] == 0.5
     assert sorted(Study.open(mnt / "studies" / "s").records()) == [0]
+
+
+def test_join_and_storage_env_errors_before_anything_trains(tmp_path, monkeypatch):
+    """A joined task without a study to join, and a storage variable the Secret did not fill: one
+    ConfigError each, nothing trained or written."""
+    from hpo.datasets import make_digits_cls
+    from hpo.errors import ConfigError
+    from hpo_kfp.step import run_tune_step
+
+    mnt = tmp_path / "pvc"
+    make_digits_cls(mnt / "digits", seed=0)
+    args = dict(model="yolov8n-cls.yaml", data="digits", backend="optuna", iterations=2, epochs=1, mount_path=str(mnt),
+                study_name="joined", space='{"lr0": [0.001, 0.01]}', train_args={"imgsz": 32, "workers": 0, "device": "cpu"})
+    monkeypatch.delenv("HPO_TEST_STORAGE", raising=False)
+    with pytest.raises(ConfigError, match="storage_env: the environment variable HPO_TEST_STORAGE is not set or empty"):
+        run_tune_step(**args, storage_env="HPO_TEST_STORAGE")
+    with pytest.raises(ConfigError, match=r"join: no study at .*joined after 0 s; start it with a task that has join=False"):
+        run_tune_step(**args, join=True, join_wait_s=0)
+    assert not (mnt / "studies" / "joined").exists()
+
+
+def test_report_ranks_the_parameter_that_drives_the_objective(tmp_path):
+    """The HTML report's importance table on a study whose objective follows lr0 and ignores fliplr."""
+    pytest.importorskip("optuna")
+    from hpo.study import TrialRecord, TrialStatus
+    from hpo.tuner import Tuner
+    from hpo_kfp.report import param_importances, study_report_html
+
+    from hpo.datasets import make_digits_cls
+
+    make_digits_cls(tmp_path / "digits", seed=0)
+    tuner = Tuner(backend="ultralytics", model="yolov8n-cls.yaml", data=tmp_path / "digits",
+                  space={"lr0": [0.001, 0.01], "fliplr": [0.0, 0.5]}, iterations=8, epochs=1,
+                  train_args={"imgsz": 32, "workers": 0, "device": "cpu"}, output=tmp_path / "studies", name="s")
+    study = tuner._open_study()
+    for i in range(8):
+        lr0, fliplr = 0.001 + 0.001 * i, [0.4, 0.1, 0.3, 0.0, 0.5, 0.2, 0.45, 0.05][i]
+        study.append(TrialRecord(id=i, params={"lr0": lr0, "fliplr": fliplr}, status=TrialStatus.COMPLETE,
+                                 objective=10 * lr0, epochs_completed=1, start=f"2026-01-01T00:0{i}:00Z",
+                                 end=f"2026-01-01T00:0{i}:30Z"))
+    study.close()
+    import hpo
+
+    assert study.settings["versions"]["hpo"] == hpo.__version__  # read from the distribution hpo-yolo
+    imp = param_importances(list(study.records().values()), "maximize")
+    assert set(imp) == {"lr0", "fliplr"} and imp["lr0"] > 0.8 > imp["fliplr"]
+    page = study_report_html(study.path)
+    assert "<h2>Parameter importance</h2>" in page and page.index("<td>lr0</td>") < page.index("<td>fliplr</td>")
+    assert page.count('src="data:image/png;base64,') == 1 and page.count("<td>complete</td>") == 8

@@ -62,7 +62,7 @@ def test_unopenable_storage_exit_2_before_the_study_dir(tmp_path, monkeypatch, p
     base = postgres.url.rsplit("/", 1)[0]
     fake = "pw" + "9" * 6  # made at run time: nothing credential-shaped is committed
     url, words = {
-        "no-driver": (f"{base}/x", ["postgresql://", "'psycopg'", "not installed", "pip install 'hpo[postgres]'"]),
+        "no-driver": (f"{base}/x", ["postgresql://", "'psycopg'", "not installed", "pip install 'hpo-yolo[postgres]'"]),
         "refused": ("postgresql://postgres:" + fake + "@127.0.0.1:1/x", ["cannot open", "Connection refused", "***"]),
         "no-database": (f"{base}/nosuchdb", ["cannot open", 'database "nosuchdb" does not exist']),
     }[case]

@@ -1,7 +1,7 @@
 """Opening the Optuna storage: a journal file, or a database URL as users write it.
 
 ``postgresql://`` URLs load SQLAlchemy's default PostgreSQL driver, psycopg 3 (``psycopg``), which
-Optuna does not install: hpo's ``postgres`` extra does (``pip install 'hpo[postgres]'``). A
+Optuna does not install: hpo's ``postgres`` extra does (``pip install 'hpo-yolo[postgres]'``). A
 storage that cannot be opened (driver missing, server unreachable, bad credentials, unknown
 database) is one :class:`hpo.ConfigError` line, raised by :func:`check_storage` from the
 backend's ``check``, before the study directory is created.
@@ -18,8 +18,8 @@ __all__ = ["open_storage", "check_storage", "display_url", "DRIVER_PACKAGES"]
 
 #: SQLAlchemy DBAPI driver name -> what to install for it.
 DRIVER_PACKAGES = {
-    "psycopg": "pip install 'hpo[postgres]' (psycopg 3, SQLAlchemy's driver for postgresql://)",
-    "psycopg2": "pip install psycopg2-binary, or write postgresql://... and pip install 'hpo[postgres]'",
+    "psycopg": "pip install 'hpo-yolo[postgres]' (psycopg 3, SQLAlchemy's driver for postgresql://)",
+    "psycopg2": "pip install psycopg2-binary, or write postgresql://... and pip install 'hpo-yolo[postgres]'",
     "pymysql": "pip install PyMySQL",
     "mysqldb": "pip install mysqlclient",
     "oracledb": "pip install oracledb",
