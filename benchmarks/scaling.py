@@ -1,6 +1,6 @@
 """Scale-out throughput: finished trials per hour with 1, 2, 3 joined processes and with Ray.
 
-``python -m benchmarks.scaling --out DIR`` runs the same small study (digits-cls, ``yolov8n-cls.yaml``
+``python -m hpo_bench.scaling --out DIR`` runs the same small study (digits-cls, ``yolov8n-cls.yaml``
 from scratch at 32 px, 1 epoch per trial, a fixed total of trials) several ways, each a fresh study:
 
 - ``joined-k`` (k = 1, 2, 3): one ``hpo tune --backend optuna`` process plus k - 1 processes
@@ -123,7 +123,7 @@ def throughput_report(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m hpo_bench.scaling", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="report folder (results.json, report.md, the logs)")
     ap.add_argument("--trials", type=int, default=6, help="trials per study (default 6)")
     ap.add_argument("--epochs", type=int, default=1, help="epochs per trial (default 1)")
