@@ -213,7 +213,7 @@ def run_tune_step(
         try:
             result = tuner.run()
             break
-        except StudyLocked as e:  # a killed earlier attempt's lock: wait until its heartbeat is stale
+        except StudyLocked as e:  # heartbeat mode only: a killed attempt on another host, until its heartbeat is stale
             if time.monotonic() >= deadline:
                 raise
             print(f"hpo: {e}; waiting for it to go stale", file=sys.stderr)

@@ -232,52 +232,6 @@ def test_join_second_process(tmp_path, digits_cls):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_reaches_exactly_the_total(tmp_path, digits_cls):
-    out, name = tmp_path / "studies", "killed"
-    args = ["tune", "--backend", "optuna", "--model", "yolov8n-cls.yaml", "--data", digits_cls,
-            "--iterations", "3", "--epochs", "1", "--output", str(out), "--name", name, "--pruner", "none",
-            "--space", json.dumps(CLS_SPACE), "--seed", "0", "--quiet", *CLI_TRAIN]
-    proc = subprocess.Popen(hpo_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=tmp_path, start_new_session=True)
-    records_file = out / name / "trials.jsonl"
-    deadline = time.time() + 300
-    try:
-        while True:  # kill while trial 1 runs, after trial 0 finished
-            assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
-            recs = Study.open(out / name).records() if records_file.is_file() else {}
-            if 1 in recs and not recs[1].status.finished:
-                break
-            time.sleep(0.3)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    before = Study.open(out / name).records()
-    assert before[0].status.finished and before[1].status is TrialStatus.RUNNING
-    interrupted_params = before[1].params
-
-    done = subprocess.run(hpo_cli(*args, "--resume", "--json"), capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert done.returncode == 0, done.stderr
-    records = Study.open(out / name).records()
-    # Optuna trial 2 is the retry of hpo trial 1 (same id, same params); the new trial is number 3
-    assert sorted(records) == [0, 1, 3]
-    assert all(r.status.finished for r in records.values())
-    assert sum(json.loads(done.stdout)["counts"].values()) == 3
-    assert records[1].params == pytest.approx(interrupted_params)  # retried with the same params, same id
-    # the resumed run's sampler is seeded anew (seed + trials in storage): its first draw is not the
-    # first run's first draw (trial 1) again
-    assert records[3].params != pytest.approx(records[1].params)
-    ostudy = load_ostudy(out / name, name)
-    for_1 = [t for t in ostudy.trials if t.user_attrs.get("hpo_trial_id") == 1]
-    assert [t.state.name for t in for_1] == ["FAIL", "COMPLETE"]
-    assert "interrupted" in for_1[0].user_attrs["error"]
-    assert for_1[1].params == pytest.approx(interrupted_params)
-    assert not [t for t in ostudy.trials if t.state.name == "RUNNING"]
-    # resuming a finished study does nothing
-    again = subprocess.run(hpo_cli(*args, "--resume", "--json"), capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert again.returncode == 0 and json.loads(again.stdout)["nothing_to_do"] is True
-
-
-@pytest.mark.slow
 def test_nan_objective_is_failed_never_best(tmp_path, digits_det):
     # trial 0: Ultralytics' default box gain; trial 1 (RandomSampler seed 0 draws it): a box gain
     # of 1e38 overflows the float32 loss, every metric of the epoch is NaN

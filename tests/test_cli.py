@@ -243,7 +243,36 @@ def test_pretrained_weights_only_by_choice(tmp_path, digits_cls, monkeypatch):
     # fetched once: a later study finds the file in the weights folder and needs no network
     folder = tmp_path / "o" / "pretrained"
     folder.mkdir(parents=True)
-    torch.save({"train_args": {"task": "classify"}, "model": None}, folder / "yolov8n-cls.pt")
+    from ultralytics import YOLO
+
+    # what a fetched official checkpoint holds: the model and its train args (built offline from the YAML)
+    torch.save({"train_args": {"task": "classify"}, "model": YOLO("yolov8n-cls.yaml").model}, folder / "yolov8n-cls.pt")
     monkeypatch.setenv("HPO_DOWNLOAD_WEIGHTS", "1")
     tuner = Tuner(model="yolov8n-cls.pt", data=digits_cls, output=tmp_path / "o", train_args={"imgsz": 32})
     assert tuner.config.model == str(folder / "yolov8n-cls.pt") and tuner.config.task == "classify"
+
+
+def test_output_that_is_a_file_is_one_line_and_leaves_nothing(tmp_path, digits_cls):
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the output folder should be")
+    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--output", str(blocker),
+                "--iterations", "2", "--epochs", "1", *kv(CLS_ARGS))
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("hpo: error: output: ") and str(blocker) in lines[0]
+    assert blocker.read_text().startswith("a file")
+
+
+def test_show_and_resume_of_a_damaged_study_json_are_one_line_exit_2(tmp_path, digits_cls):
+    from hpo import Study
+
+    study = tmp_path / "studies" / "s"
+    Study.create(study, {"backend": "ultralytics"}).close()
+    (study / "study.json").write_text("[]")
+    r = hpo_cli("show", str(study))
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "holds a JSON list, not the study's settings object" in r.stderr and "Traceback" not in r.stderr
+    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--output", str(tmp_path / "studies"),
+                "--name", "s", "--resume", "--iterations", "2", "--epochs", "1", *kv(CLS_ARGS))
+    assert r.returncode == 2 and "holds a JSON list" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (study / "lock").exists()  # a run that failed to start leaves no lock

@@ -435,14 +435,17 @@ def test_example_pipeline_hands_best_hyperparameters_and_model_on_under_kfp_loca
     assert objective == pytest.approx(best.objective, abs=0.02)  # the same weights on the same val split
 
 
-def test_retry_waits_for_a_dead_pods_lock_then_resumes(tmp_path):
-    """A retried pod finds the killed pod's lock: it waits while the heartbeat is fresh, then resumes."""
+def test_retry_takes_over_a_killed_pods_lock_at_once_or_waits_in_heartbeat_mode(tmp_path, monkeypatch):
+    """A retried pod finds the killed pod's lock. Where the kernel proves the writer dead (flock on a
+    local filesystem, NFSv4) it resumes at once; in heartbeat mode (a filesystem without cross-host
+    locks) it waits while the heartbeat is fresh, then resumes."""
     import os
     import time as _time
 
     from hpo import Study
     from hpo.datasets import make_digits_cls
     from hpo.errors import StudyLocked
+    from hpo.lock import kernel_lock_reliable
     from hpo.study import LOCK_STALE_AFTER_S, TrialRecord, TrialStatus
     from hpo_kfp.step import run_tune_step
 
@@ -460,7 +463,14 @@ def test_retry_waits_for_a_dead_pods_lock_then_resumes(tmp_path):
     study.append(TrialRecord(id=0, params={"lr0": 0.005}, status=TrialStatus.COMPLETE, objective=0.5, epochs_completed=1))
     study.close()
     lock = mnt / "studies" / "s" / "lock"
-    lock.write_text(json.dumps({"host": "killed-pod-xyz", "pid": 7, "started": "2026-01-01T00:00:00Z"}))
+    dead = json.dumps({"host": "killed-pod-xyz", "pid": 7, "started": "2026-01-01T00:00:00Z"})
+    if kernel_lock_reliable(lock.parent):
+        lock.write_text(dead)
+        t0 = _time.monotonic()
+        r = run_tune_step(**args)
+        assert _time.monotonic() - t0 < 60 and r.resumed and r.metrics["complete"] == 1
+    monkeypatch.setenv("HPO_LOCK_HEARTBEAT", "1")
+    lock.write_text(dead)
     t0 = _time.monotonic()
     with pytest.raises(StudyLocked, match="killed-pod-xyz"):
         run_tune_step(**args, lock_wait_s=1.0)

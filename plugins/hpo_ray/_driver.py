@@ -434,8 +434,22 @@ class _Context:
             return {}
         return {k: doc.get(k) for k in self.config.space}
 
+    def _drop_checkpoints(self, trial: Any, tid: int) -> None:
+        """Delete a finished trial's epoch checkpoints (Ray's ``checkpoint_*`` copies and the
+        trainable's ``.tune_checkpoint_*``): only unfinished trials continue from one, and the
+        trial's own weights stay under ``trials/<id>/weights`` (bounded by ``--keep-weights``)."""
+        import shutil
+
+        folders = list(self.study.trial_dir(tid).glob(".tune_checkpoint_*"))
+        ray_dir = getattr(trial, "path", None)
+        if ray_dir and Path(ray_dir).is_dir():
+            folders += [p for p in Path(ray_dir).glob("checkpoint_*") if p.is_dir()]
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def complete(self, trial: Any) -> None:
         tid, live = self._pop(trial)
+        self._drop_checkpoints(trial, tid)
         if live is None:
             return
         rec, out = live.record, live.outcome
