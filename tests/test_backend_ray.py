@@ -158,6 +158,8 @@ def test_asha_stops_trials_relative_data_and_everything_under_the_study(digits_d
             assert r.final_metrics and r.objective == pytest.approx(objective_of(r.epochs, r.final_metrics, "val/cls_loss"))
     assert (study / "weights" / "best.pt").is_file()
     assert all(Path(r.weights).is_relative_to(study) for r in records.values() if r.weights)
+    # finished trials keep no epoch checkpoints (Ray's copies nor the trainable's): disk stays bounded
+    assert [p for p in study.rglob("*checkpoint_*") if p.is_dir()] == []
 
     # nothing outside the study: the working directory, ~/ray_results
     assert list(work.iterdir()) == []

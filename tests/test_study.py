@@ -152,42 +152,56 @@ def test_unlock_refuses_the_lock_of_a_live_process_on_this_host(tmp_path):
     assert not (path / "lock").exists()
 
 
-def test_lock_race_has_exactly_one_writer_every_round(tmp_path):
-    """Forked processes open one study at the same instant, 300 rounds: one writer each time."""
-    from hpo.lock import StudyLock
+_RACE = r"""
+import os, sys
+from pathlib import Path
+from hpo.errors import StudyLocked
+from hpo.lock import StudyLock
 
-    n_procs = 4
-    for round_ in range(300):
-        lock_path = tmp_path / f"r{round_}.lock"
-        go_r, go_w = os.pipe()
-        res_r, res_w = os.pipe()
-        done_r, done_w = os.pipe()
-        pids = []
-        for _ in range(n_procs):
-            pid = os.fork()
-            if pid == 0:  # child: wait for the start, race, report, hold until told
+root, rounds, n_procs = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+for round_ in range(rounds):
+    lock_path = root / f"r{round_}.lock"
+    go_r, go_w = os.pipe()
+    res_r, res_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pids = []
+    for _ in range(n_procs):
+        pid = os.fork()
+        if pid == 0:  # child: wait for the start, race, report, hold the lock until told
+            try:
+                os.read(go_r, 1)
                 try:
-                    os.read(go_r, 1)
-                    lock = StudyLock(lock_path)
-                    try:
-                        lock.acquire()
-                        os.write(res_w, b"W")
-                    except StudyLocked:
-                        os.write(res_w, b"L")
-                    os.read(done_r, 1)
-                finally:
-                    os._exit(0)
-            pids.append(pid)
-        os.write(go_w, b"x" * n_procs)
-        got = b""
-        while len(got) < n_procs:
-            got += os.read(res_r, n_procs)
-        os.write(done_w, b"x" * n_procs)
-        for pid in pids:
-            os.waitpid(pid, 0)
-        for fd in (go_r, go_w, res_r, res_w, done_r, done_w):
-            os.close(fd)
-        assert got.count(b"W") == 1, f"round {round_}: {got!r}"
+                    StudyLock(lock_path).acquire()
+                    os.write(res_w, b"W")
+                except StudyLocked:
+                    os.write(res_w, b"L")
+                os.read(done_r, 1)
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    os.write(go_w, b"x" * n_procs)
+    got = b""
+    while len(got) < n_procs:
+        got += os.read(res_r, n_procs)
+    os.write(done_w, b"x" * n_procs)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    for fd in (go_r, go_w, res_r, res_w, done_r, done_w):
+        os.close(fd)
+    print(got.decode(), flush=True)
+"""
+
+
+def test_lock_race_has_exactly_one_writer_every_round(tmp_path):
+    """Forked processes open one study's lock at the same instant, 300 rounds: one writer each time.
+
+    The forks come from a small fresh interpreter (forking pytest, with torch loaded, is slow)."""
+    out = subprocess.run([sys.executable, "-c", _RACE, str(tmp_path), "300", "4"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    rounds = out.stdout.split()
+    assert len(rounds) == 300
+    bad = [(n, r) for n, r in enumerate(rounds) if r.count("W") != 1 or len(r) != 4]
+    assert not bad, f"rounds without exactly one writer: {bad[:5]}"
 
 
 def test_study_files_get_the_umask_modes_not_0600(tmp_path):
