@@ -27,11 +27,13 @@ spelling Ultralytics' MLflow callback uses: ``metrics/mAP50-95(B)`` -> ``metrics
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -271,6 +273,9 @@ class MlflowTracker(TunerCallback):
         self._backend = config.backend
         self._config = config
         stored = dict(study.settings.get("mlflow") or {})
+        if config.join:
+            self._safe("start of the study", lambda: self._join_parent(study, stored))
+            return
 
         def start() -> None:
             from mlflow.entities import RunStatus
@@ -324,6 +329,32 @@ class MlflowTracker(TunerCallback):
             )
 
         self._safe("start of the study", start)
+
+    def _join_parent(self, study: Study, stored: dict[str, Any], wait_s: float = 60.0) -> None:
+        """A process joined to a running study (``--join``) nests its trials under the study's
+        existing parent run. It never creates a parent, changes the parent's status, ends other
+        processes' child runs or writes ``study.json``: the study's writer does. The writer stores
+        the parent's id right after it creates the study, so a process that joins at once waits up
+        to ``wait_s`` seconds for it; without one, this process's trials are not tracked (a warning)."""
+        deadline = time.monotonic() + wait_s
+        while not stored.get("parent_run_id") and time.monotonic() < deadline:
+            time.sleep(1.0)
+            try:
+                doc = json.loads((study.path / "study.json").read_text(encoding="utf-8"))
+                stored = dict(doc.get("mlflow") or {}) if isinstance(doc, dict) else {}
+            except (OSError, ValueError):
+                stored = {}
+        if not stored.get("parent_run_id") or stored.get("tracking_uri") != _public_uri(self.uri):
+            self.error = "no parent run to join"
+            _stderr(
+                "warning: the joined study has no MLflow parent run at this tracking URI (its writer runs "
+                "without MLflow, or with another server); this process's trials are not tracked"
+            )
+            return
+        run = self.client().get_run(stored["parent_run_id"])
+        self.parent_run_id = run.info.run_id
+        self.experiment_id = run.info.experiment_id
+        _stderr(f"joined parent run {self.parent_run_id} in experiment '{self.experiment}' at {_public_uri(self.uri)}")
 
     def on_trial_start(self, record: TrialRecord) -> None:
         """Create the trial's child run (nested under the parent) and log its sampled params."""
@@ -385,8 +416,9 @@ class MlflowTracker(TunerCallback):
 
     def on_study_end(self, study: Study, result: TuneResult | None) -> None:
         """Log the best trial, the leaderboard, best.yaml, study.json and the best weights; end
-        the parent run (FINISHED, or FAILED if the run broke or every trial failed)."""
-        if not self.active:
+        the parent run (FINISHED, or FAILED if the run broke or every trial failed). A joined
+        process leaves the parent run to the study's writer."""
+        if not self.active or (self._config is not None and self._config.join):
             return
 
         def end() -> None:

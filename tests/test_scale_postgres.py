@@ -25,11 +25,11 @@ TRAIN = {"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu", "optimizer": "
 SPACE = {"lr0": {"type": "logfloat", "low": 1e-4, "high": 1e-1}, "momentum": (0.6, 0.98)}
 
 
-def tune_args(data: Path, out: Path, name: str, storage: str, iterations: int, epochs: int = 1) -> list[str]:
+def tune_args(data: Path, out: Path, name: str, storage: str, iterations: int, epochs: int = 1, mlflow: bool = False) -> list[str]:
     return ["tune", "--backend", "optuna", "--model", "yolov8n-cls.yaml", "--data", str(data),
             "--iterations", str(iterations), "--epochs", str(epochs), "--output", str(out), "--name", name,
             "--pruner", "none", "--storage", storage, "--space", json.dumps(SPACE), "--quiet", "--json",
-            "--no-mlflow", *[f"{k}={v}" for k, v in TRAIN.items()]]
+            "--mlflow" if mlflow else "--no-mlflow", *[f"{k}={v}" for k, v in TRAIN.items()]]
 
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -84,12 +84,17 @@ def test_unopenable_storage_exit_2_before_the_study_dir(tmp_path, monkeypatch, p
 
 
 @pytest.mark.slow
-def test_three_joined_processes_one_killed_then_resume(tmp_path, postgres, digits_cls):
+def test_three_joined_processes_one_killed_then_resume(tmp_path, postgres, digits_cls, monkeypatch, request):
+    from test_tracking import MlflowServer
+
     url, n, name = postgres.database("join3"), 6, "pg3"
     out = tmp_path / "studies"
     study_dir = out / name
+    mlflow_server = MlflowServer(tmp_path / "mlflow").start()  # every process tracks to one real server
+    request.addfinalizer(mlflow_server.stop)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     # 2 epochs per trial: a trial outlasts a joining process's start-up (imports, checks: ~8 s here)
-    args = tune_args(digits_cls, out, name, url, n, epochs=2)
+    args = tune_args(digits_cls, out, name, url, n, epochs=2, mlflow=True)
     first = start([*args, "--seed", "0"], tmp_path)
     procs = [first]
     try:
@@ -151,6 +156,21 @@ def test_three_joined_processes_one_killed_then_resume(tmp_path, postgres, digit
     assert len(list(study_dir.glob("best*.yaml"))) == 1
     top = max(records.values(), key=lambda r: r.objective)  # accuracy_top1: maximised
     assert best["objective"] == pytest.approx(top.objective)
+
+    # MLflow: one parent run for the study, every trial's run nested under it, each finished trial once
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    client = MlflowClient(tracking_uri=mlflow_server.uri)
+    exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    runs = client.search_runs(exp_ids, run_view_type=ViewType.ALL, max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("hpo.role") == "study"]
+    assert len(parents) == 1, [r.data.tags for r in parents]
+    children = [r for r in runs if r.data.tags.get("hpo.role") == "trial"]
+    assert len(children) + 1 == len(runs)
+    assert all(c.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id for c in children)
+    finished = [int(c.data.tags["hpo.trial_id"]) for c in children if c.info.status == "FINISHED"]
+    assert sorted(finished) == sorted(records), [(c.data.tags.get("hpo.trial_id"), c.info.status) for c in children]
 
     # the Optuna study in PostgreSQL agrees: n COMPLETE trials (one per hpo id), the killed one's
     # first attempt FAIL, nothing left RUNNING
