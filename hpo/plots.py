@@ -48,23 +48,6 @@ def _space_of(study: Study) -> Any:
     return SearchSpace.parse(study.settings.get("space") or None)
 
 
-def _distributions(space: Any) -> dict[str, Any]:
-    """Optuna distributions of the space's keys (the same mapping as the optuna backend's)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    from .space import Kind
-
-    out: dict[str, Any] = {}
-    for key, p in space.items():
-        if p.kind is Kind.CHOICE:
-            out[key] = CategoricalDistribution(list(p.choices))
-        elif p.kind is Kind.INT:
-            out[key] = IntDistribution(int(p.low), int(p.high), log=p.log)
-        else:
-            out[key] = FloatDistribution(float(p.low), float(p.high), log=p.log)
-    return out
-
-
 def optuna_study(study: Study, records: list[TrialRecord] | None = None) -> optuna.Study:
     """An in-memory Optuna study holding the finished trials of ``study`` (any backend).
 
@@ -83,7 +66,7 @@ def optuna_study(study: Study, records: list[TrialRecord] | None = None) -> optu
     from optuna.trial import TrialState, create_trial
 
     metric = study.settings.get("metric")
-    dists = _distributions(_space_of(study))
+    dists = _space_of(study).to_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
     out = optuna.create_study(direction=study.direction, storage=optuna.storages.InMemoryStorage())
     states = {TrialStatus.COMPLETE: TrialState.COMPLETE, TrialStatus.PRUNED: TrialState.PRUNED, TrialStatus.FAILED: TrialState.FAIL}

@@ -192,6 +192,26 @@ class SearchSpace(Mapping[str, Param]):
         """``{key: explicit spec}``: JSON-serialisable, the form stored in ``study.json``."""
         return {k: p.to_spec() for k, p in self._params.items()}
 
+    def to_optuna(self) -> dict[str, Any]:
+        """The Optuna distribution of every key, same bounds and types (Optuna imported here).
+
+        ``FLOAT`` -> ``FloatDistribution(low, high, log)``, ``INT`` -> ``IntDistribution(low, high, log)``,
+        ``CHOICE`` -> ``CategoricalDistribution(choices)``. The Ultralytics mutation ``gain`` has no
+        meaning for Optuna and is dropped. Used by the optuna backend and by the plots' importance
+        evaluator (which rebuilds an Optuna study from any backend's records).
+        """
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        out: dict[str, Any] = {}
+        for key, p in self.items():
+            if p.kind is Kind.CHOICE:
+                out[key] = CategoricalDistribution(list(p.choices))
+            elif p.kind is Kind.INT:
+                out[key] = IntDistribution(int(p.low), int(p.high), log=p.log)
+            else:
+                out[key] = FloatDistribution(float(p.low), float(p.high), log=p.log)
+        return out
+
     def to_ultralytics(self) -> dict[str, tuple]:
         """Ultralytics' ``{key: (low, high, gain)}`` form (numeric parameters only).
 

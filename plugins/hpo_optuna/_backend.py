@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
-from hpo import Backend, BackendOptions, ConfigError, Kind, SearchSpace, TrialRecord, TrialStatus, repair_jsonl
+from hpo import Backend, BackendOptions, ConfigError, SearchSpace, TrialRecord, TrialStatus, repair_jsonl
 
 from ._storage import _first_line, check_storage, display_url, open_storage
 
@@ -94,23 +94,8 @@ def resolve_storage(value: str) -> str:
 
 
 def distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
-    """The Optuna distribution of every key of ``space``, same bounds and types.
-
-    ``FLOAT`` -> ``FloatDistribution(low, high, log)``, ``INT`` -> ``IntDistribution(low, high, log)``,
-    ``CHOICE`` -> ``CategoricalDistribution(choices)``. The Ultralytics mutation ``gain`` has no
-    meaning for Optuna and is dropped.
-    """
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    out: dict[str, Any] = {}
-    for key, p in space.items():
-        if p.kind is Kind.CHOICE:
-            out[key] = CategoricalDistribution(list(p.choices))
-        elif p.kind is Kind.INT:
-            out[key] = IntDistribution(int(p.low), int(p.high), log=p.log)
-        else:
-            out[key] = FloatDistribution(float(p.low), float(p.high), log=p.log)
-    return out
+    """The Optuna distribution of every key of ``space`` (:meth:`hpo.SearchSpace.to_optuna`)."""
+    return space.to_optuna()
 
 
 class OptunaBackend(Backend):
