@@ -8,7 +8,7 @@ Modes:
     ``study``   one hpo study through the public :class:`hpo.Tuner` (any installed backend; the
                 benchmark's random-search backend is registered in-process first).
     ``native``  Ultralytics' own ``model.tune(use_ray=False)``, timestamping each iteration.
-    ``train``   trainings run back to back in THIS process with :func:`hpo._worker.train`
+    ``train``   trainings run back to back in THIS process with :func:`hpo.train_trial`
                 (default-hyperparameter references, retrains, and the back-to-back baseline).
 """
 
@@ -127,7 +127,7 @@ def run_trainings(spec: dict[str, Any]) -> int:
     ``project``, ``name``, ``metric``. A failed training is recorded with its error and
     ``objective: null`` (never 0).
     """
-    from hpo._worker import train
+    from hpo import TrialSpec, TrialStatus, train_trial
     from hpo.tuner import objective_of
 
     out = Path(spec["out"])
@@ -136,13 +136,16 @@ def run_trainings(spec: dict[str, Any]) -> int:
     for job in spec["jobs"]:
         t0 = time.time()
         row: dict[str, Any] = {"tag": job["tag"], "start": t0}
-        try:
-            res = train(job, lambda _row: False)
-            obj = objective_of(res["epochs"], res["final_metrics"], job["metric"])
-            row.update(status="complete" if obj is not None else "failed", objective=obj, train_s=res["train_s"],
-                       epochs=res["epochs_completed"])
-        except Exception as e:  # noqa: BLE001 - a failed training is a result
-            row.update(status="failed", objective=None, error=f"{type(e).__name__}: {e}"[:500], epochs=0)
+        spec = TrialSpec(
+            trial_id=0, model=job["model"], task=job["task"], data=job["data"], params=job["params"],
+            train_args=job["train_args"], epochs=int(job["epochs"]), run_dir=str(Path(job["project"]) / job["name"]),
+            metric=job["metric"],
+        )
+        res = train_trial(spec, lambda _row: False)  # a failed training is a result: never raises
+        obj = objective_of(res.epochs, res.final_metrics, job["metric"]) if res.status is TrialStatus.COMPLETE else None
+        row.update(status="complete" if obj is not None else "failed", objective=obj, train_s=res.train_s, epochs=len(res.epochs))
+        if res.error:
+            row["error"] = res.error[:500]
         row["wall_s"] = time.time() - t0
         row["end"] = time.time()
         with open(out, "a", encoding="utf-8") as f:

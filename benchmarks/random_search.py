@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hpo import Backend, Kind, TrialRecord, hookimpl
+from hpo import Backend, Kind, Suggestion, TrialRecord, hookimpl
 
 __all__ = ["RandomBackend", "register", "hpo_register_backends"]
 
@@ -21,7 +21,8 @@ NAME = "bench-random"
 class RandomBackend(Backend):
     """Independent uniform samples from the search space (log-uniform for ``log`` parameters).
 
-    Deterministic for a given study ``seed`` and trial id (``numpy.random.default_rng([seed, id])``);
+    Deterministic for a given study ``seed``: proposal ``k`` (0-based, counting the trials the
+    study held when the backend was made) draws from ``numpy.random.default_rng([seed, k])``;
     never prunes, never learns.
     """
 
@@ -29,11 +30,16 @@ class RandomBackend(Backend):
     description = "benchmark baseline: uniform random search (log-uniform for log parameters)"
     library = "numpy"
 
-    def ask(self, trial_id: int) -> dict[str, Any]:
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._asked = len(self.study.records()) if self.study is not None else 0
+
+    def ask(self) -> Suggestion:
         import numpy as np
 
         seed = self.config.seed if self.config.seed is not None else 0
-        rng = np.random.default_rng([seed, trial_id])
+        rng = np.random.default_rng([seed, self._asked])
+        self._asked += 1
         out: dict[str, Any] = {}
         for key, p in self.config.space.items():
             if p.kind is Kind.CHOICE:
@@ -44,7 +50,7 @@ class RandomBackend(Backend):
             else:
                 value = rng.uniform(p.low, p.high)
             out[key] = p.clip(value)
-        return out
+        return Suggestion(out)
 
     def tell(self, record: TrialRecord) -> None:
         """Random search learns nothing."""

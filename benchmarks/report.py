@@ -223,7 +223,7 @@ def write_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
                          f"{'capped' if s['capped'] else s['rc']} |")
         if pres["b2b"]:
             lines += ["", "Study wall time against the same trainings back to back in ONE process "
-                      "(same params, same epochs; `hpo._worker.train` in-process, no isolation; that process runs only these "
+                      "(same params, same epochs; `hpo.train_trial` in-process, no isolation; that process runs only these "
                       "trainings, and its wall time runs from launch to exit, as the study's does):", "",
                       "| contender | seed | trainings | epochs | study wall s | one process wall s | study / one process "
                       "| same, both up to their last training's end | one process: start-up s, training s, exit s |",

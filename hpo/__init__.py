@@ -11,7 +11,7 @@ Heavy libraries (torch, ultralytics, optuna, ray, mlflow) are imported only wher
 
 from __future__ import annotations
 
-from .backend import Backend, BackendOptions
+from .backend import Backend, BackendOptions, Controller, Suggestion, TrialRecorder
 from .errors import (
     BackendNotFound,
     ConfigError,
@@ -24,10 +24,11 @@ from .errors import (
     StudyLocked,
     VolumeError,
 )
-from .files import repair_jsonl
+from .files import WRITE_ERRNOS, atomic_write_text, repair_jsonl, volume_error
 from .hookspecs import hookimpl
 from .space import Kind, Param, SearchSpace
 from .study import Study, TrialRecord, TrialStatus
+from .trial import TrialOutcome, TrialSpec, train_trial
 from .tuner import StudyLoop, TuneResult, Tuner, TunerCallback
 
 __version__ = "0.1.0"
@@ -45,6 +46,12 @@ __all__ = [
     "TrialStatus",
     "Backend",
     "BackendOptions",
+    "Suggestion",
+    "Controller",
+    "TrialRecorder",
+    "TrialSpec",
+    "TrialOutcome",
+    "train_trial",
     "hookimpl",
     "HpoError",
     "ConfigError",
@@ -56,6 +63,9 @@ __all__ = [
     "RunFailed",
     "VolumeError",
     "repair_jsonl",
+    "atomic_write_text",
+    "volume_error",
+    "WRITE_ERRNOS",
     "HpoWarning",
     "__version__",
 ]

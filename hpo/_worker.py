@@ -9,7 +9,7 @@ Protocol (over a ``multiprocessing`` pipe, see :mod:`hpo.runner`):
     driver -> worker  ``"continue"`` or ``"stop"`` (prune: the worker stops before the next epoch);
     worker -> driver  ``("batch", {"epoch": n, "batch": i, "batches": nb})`` during an epoch, at most
                       once per :data:`BATCH_REPORT_S` seconds (no answer; progress display only);
-    worker -> driver  ``("done", outcome)`` | ``("pruned", outcome)`` | ``("error", outcome)``.
+    worker -> driver  ``("outcome", TrialOutcome)`` (complete, pruned or failed: :func:`hpo.trial.train_trial`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import math
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # never reach for the network
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")  # never pip-install at run time
@@ -30,6 +29,9 @@ import torch  # noqa: E402,F401  (preloaded by the forkserver)
 import ultralytics  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
 from ultralytics.utils import SETTINGS  # noqa: E402
+
+from .study import TrialStatus  # noqa: E402
+from .trial import Progress, Report, TrialOutcome, TrialSpec, redirect_output, train_trial  # noqa: E402,F401
 
 # Ultralytics' integrations are off inside hpo's trials unless hpo asks for them: flipped in
 # memory only (dict.__setitem__ bypasses the settings file, so the user's settings stay untouched).
@@ -106,7 +108,7 @@ BATCH_REPORT_S = 1.0
 
 
 class Pruned(Exception):
-    """Raised inside Ultralytics' epoch callback when the driver says stop."""
+    """Raised inside Ultralytics' epoch callback when ``report`` says stop; ends ``model.train``."""
 
 
 class AppliedMismatch(Exception):
@@ -143,34 +145,29 @@ def _skip_amp_download() -> None:
         trainer_module.check_amp = check_amp
 
 
-def train(
-    spec: dict[str, Any],
-    report: Callable[[dict[str, float]], bool],
-    progress: Callable[[dict[str, int]], None] | None = None,
-) -> dict[str, Any]:
-    """Train one trial in this process.
+def train_ultralytics(spec: TrialSpec, report: Report, progress: Progress | None = None) -> TrialOutcome:
+    """The default trainer (:data:`hpo.trial.ULTRALYTICS_TRAINER`): train ``spec`` with Ultralytics
+    in this process. Called through :func:`hpo.trial.train_trial`, which turns its errors into a
+    failed outcome.
 
     Args:
-        spec: ``model`` (str), ``task`` (str), ``data`` (str, absolute), ``params`` (sampled
-            values), ``train_args`` (fixed Ultralytics args), ``epochs`` (int), ``project``
-            and ``name`` (the run folder), ``integrations`` (Ultralytics integrations to leave on).
-        report: called after each epoch with ``{"epoch": n, metric: value, ...}``; returns
-            ``True`` to stop (prune) the trial.
+        spec: the trial (``spec.run_dir`` becomes Ultralytics' ``project/name``).
+        report: called after each epoch with ``{"epoch": n, metric: value, ...}`` (train losses,
+            validation metrics, learning rates); returns ``True`` to stop (prune) the trial.
         progress: called during an epoch with ``{"epoch": n, "batch": i, "batches": nb}`` (1-based),
             at most once per :data:`BATCH_REPORT_S` seconds plus the first batch of each epoch.
 
     Returns:
-        ``{"epochs": [...], "final_metrics": {...}, "applied": {...}, "train_s": seconds,
-        "weights": path | None, "epochs_completed": n}``.
+        :class:`hpo.TrialOutcome`: ``COMPLETE`` (with the final validation's metrics) or
+        ``PRUNED`` (``report`` asked to stop).
 
     Raises:
-        Pruned: ``report`` asked to stop (the partial outcome is in ``exc.args[0]``).
         AppliedMismatch: the trainer did not apply a sampled value.
-        Exception: whatever Ultralytics raises.
+        Exception: whatever Ultralytics raises; ``exc.hpo_outcome`` holds the partial outcome.
     """
-    _quiet_integrations(tuple(spec.get("integrations", ())))
+    _quiet_integrations(tuple(spec.integrations))
     _skip_amp_download()
-    params: dict[str, Any] = spec["params"]
+    params: dict[str, Any] = spec.params
     state: dict[str, Any] = {"epochs": [], "final": False, "final_metrics": {}, "applied": {}, "trainer": None}
 
     def on_pretrain_routine_start(trainer: Any) -> None:
@@ -211,29 +208,30 @@ def train(
     def on_train_batch_end(trainer: Any) -> None:
         batches["i"] += 1
         now = time.monotonic()
-        if batches["i"] == 1 or now - batches["last"] >= BATCH_REPORT_S:
+        if progress is not None and (batches["i"] == 1 or now - batches["last"] >= BATCH_REPORT_S):
             batches["last"] = now
             progress({"epoch": trainer.epoch + 1, "batch": batches["i"], "batches": len(trainer.train_loader)})
 
-    model = YOLO(spec["model"], task=spec["task"])
+    model = YOLO(spec.model, task=spec.task)
     model.add_callback("on_pretrain_routine_start", on_pretrain_routine_start)
     model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
     if progress is not None:
         model.add_callback("on_train_epoch_start", on_train_epoch_start)
         model.add_callback("on_train_batch_end", on_train_batch_end)
+    run_dir = Path(spec.run_dir)
     args = {
         "plots": False,  # plots cost time per epoch; users may turn them back on
-        **spec.get("train_args", {}),
+        **spec.train_args,
         **params,
-        "data": spec["data"],
-        "epochs": spec["epochs"],
-        "project": spec["project"],
-        "name": spec["name"],
+        "data": spec.data,
+        "epochs": spec.epochs,
+        "project": str(run_dir.parent),
+        "name": run_dir.name,
         "exist_ok": True,
     }
     t0 = time.perf_counter()
 
-    def outcome() -> dict[str, Any]:
+    def outcome(status: TrialStatus) -> TrialOutcome:
         trainer = state["trainer"]
         weights = None
         if trainer is not None:
@@ -241,23 +239,23 @@ def train(
                 if w is not None and Path(w).is_file():
                     weights = str(w)
                     break
-        return {
-            "epochs": state["epochs"],
-            "final_metrics": state["final_metrics"],
-            "applied": {k: (v.item() if hasattr(v, "item") else v) for k, v in state["applied"].items()},
-            "train_s": time.perf_counter() - t0,
-            "weights": weights,
-            "epochs_completed": len(state["epochs"]),
-        }
+        return TrialOutcome(
+            status,
+            epochs=state["epochs"],
+            final_metrics=state["final_metrics"],
+            applied={k: (v.item() if hasattr(v, "item") else v) for k, v in state["applied"].items()},
+            train_s=time.perf_counter() - t0,
+            weights=weights,
+        )
 
     try:
         model.train(**args)
     except Pruned:
-        raise Pruned(outcome()) from None
+        return outcome(TrialStatus.PRUNED)
     except BaseException as e:
-        e.hpo_outcome = outcome()  # type: ignore[attr-defined]  # partial epochs travel with the error
+        e.hpo_outcome = outcome(TrialStatus.FAILED)  # type: ignore[attr-defined]  # partial epochs travel with the error
         raise
-    return outcome()
+    return outcome(TrialStatus.COMPLETE)
 
 
 def _tail(path: str | None, n: int = 20) -> str:
@@ -267,41 +265,19 @@ def _tail(path: str | None, n: int = 20) -> str:
     return "\n".join(lines[-n:])
 
 
-def redirect_output(log: str | Path) -> None:
-    """Send this process's stdout and stderr (file descriptors 1 and 2) to ``log`` (appended)."""
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-
-
-def run_in_child(spec: dict[str, Any], conn: Any) -> None:
-    """Entry point of the forked worker: redirect output, apply env, train, send the outcome."""
-    if spec.get("log_file"):
-        redirect_output(spec["log_file"])
-    os.environ.update({k: str(v) for k, v in (spec.get("env") or {}).items()})
+def run_in_child(spec: TrialSpec, conn: Any) -> None:
+    """Entry point of a forked worker: redirect output, apply ``spec.env``, train, send the outcome."""
+    os.environ.update({k: str(v) for k, v in spec.env.items()})
 
     def report(row: dict[str, float]) -> bool:
         conn.send(("epoch", row))
-        return conn.recv() == "stop"
+        return bool(conn.recv() == "stop")
 
     def progress(p: dict[str, int]) -> None:
         conn.send(("batch", p))
 
     try:
-        result = train(spec, report, progress)
-        conn.send(("done", result))
-    except Pruned as e:
-        conn.send(("pruned", e.args[0] if e.args else {}))
-    except BaseException as e:  # noqa: BLE001 - everything becomes a failed trial, with its text
-        traceback.print_exc()
-        sys.stderr.flush()
-        error = f"{type(e).__name__}: {e}".strip().splitlines()[0][:2000] if str(e) else type(e).__name__
-        partial = getattr(e, "hpo_outcome", {})
-        conn.send(("error", {**partial, "error": error, "traceback": traceback.format_exc()[-4000:]}))
+        conn.send(("outcome", train_trial(spec, report, progress, log=True)))
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

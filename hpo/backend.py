@@ -1,29 +1,38 @@
-"""The backend interface: what to try next, and when to stop a trial.
+"""The backend contract: a search strategy (:class:`Backend`), or a library that runs its own loop
+(:class:`Controller`).
 
-The core owns the loop ``ask -> run -> tell`` (:class:`hpo.tuner.StudyLoop`); a backend proposes
-(:meth:`Backend.ask`), learns (:meth:`Backend.tell`) and may prune (:meth:`Backend.should_prune`).
-The runner trains and the study stores; a backend never touches either directly. A backend whose
-library owns its own loop (Ray Tune) overrides :meth:`Backend.run` and drives the study through
-the loop's public methods (``run_trial``, ``new_trial_id``, ``remaining``) instead.
+A :class:`Backend` is what a search strategy is, in the style of Optuna's ``BaseSampler`` and
+``BasePruner``: it proposes (:meth:`Backend.ask`), learns (:meth:`Backend.tell`), may stop a trial
+after an epoch (:meth:`Backend.should_prune`), rebuilds its state on resume
+(:meth:`Backend.restore`) and releases resources (:meth:`Backend.close`). The core loop
+(:class:`hpo.StudyLoop`) owns everything else: trial ids, retries of interrupted trials,
+counting, the budget, the runner and the study. A backend never writes the study.
 
-Backends declare their options as a pydantic model (:attr:`Backend.Options`); the CLI passes
+A :class:`Controller` is the visible exception for a library that owns its loop (Ray Tune's
+controller holds the searcher and the scheduler): :meth:`Controller.run` drives the study and
+reports every trial through the narrow :class:`TrialRecorder` (reserve an id, started, epoch,
+finished, interrupted). The ray backend is one.
+
+Both declare their options as a pydantic model (:class:`BackendOptions`); the CLI passes the
 ``--name value`` flags it does not know itself to that model, so a third-party backend gets CLI
-options for free.
+options for free, and :meth:`BackendOptions.check` is its pre-flight, run before anything is
+written. See ``docs/backends.md`` ("write a backend").
 """
 
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from .config import TuneConfig
     from .study import Study, TrialRecord
-    from .tuner import StudyLoop
+    from .trial import TrialOutcome, TrialSpec
 
-__all__ = ["Backend", "BackendOptions"]
+__all__ = ["Backend", "BackendOptions", "BackendInfo", "Controller", "Suggestion", "TrialRecorder", "describe_options"]
 
 
 class BackendOptions(BaseModel):
@@ -31,30 +40,46 @@ class BackendOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def check(self, config: TuneConfig) -> None:
+        """The backend's pre-flight: refuse settings it cannot run, before anything is written.
 
-class Backend(abc.ABC):
-    """Base class of every backend.
+        Called once by :func:`hpo.config.build_config` with the otherwise validated settings.
+        Default: accepts everything.
 
-    Class attributes:
+        Raises:
+            hpo.errors.ConfigError: naming the setting and the fix (exit code 2).
+        """
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """What :meth:`Backend.ask` proposes.
+
+    Attributes:
+        params: ``{key: value}`` for every key of the search space (the core validates them).
+        trial_id: the id the backend's own storage assigned (e.g. an Optuna trial number shared by
+            every process joined to the study), or ``None`` (the core numbers trials itself). It
+            must not be in use in the study.
+    """
+
+    params: dict[str, Any] = field(default_factory=dict)
+    trial_id: int | None = None
+
+
+class BackendInfo:
+    """What ``hpo backends`` and the CLI know of a backend: class attributes only, no methods.
+
+    Attributes:
         name: the ``--backend`` value.
         description: one line for ``hpo backends``.
         library: the distribution whose version ``hpo backends`` shows (e.g. ``"optuna"``).
-        Options: the pydantic model of the backend's options (``BackendOptions`` subclass).
+        Options: the pydantic model of the backend's options (a :class:`BackendOptions` subclass).
         supports_join: whether extra processes may join a running study (``--join``): such a
             process opens the study without its lock, writes its records to
-            ``trials.<worker>.jsonl``, takes its trial ids from :meth:`next_trial_id`, and retries no
-            interrupted trial (those may be another process's live trials). Set it only when the
-            backend's own state is shared safely between processes (e.g. Optuna storage).
-        uses_trial_runner: whether trials train through the core's runner
-            (:meth:`hpo.tuner.StudyLoop.run_trial`, as the default :meth:`run` does). When true, the
-            Tuner starts the runner's forkserver while it validates the settings, so its imports
-            overlap the driver's (:func:`hpo.runner.start_workers`). Set it false for a backend
-            that runs trials its own way (ray).
-
-    Args:
-        config: the validated study settings.
-        study: the open study (read its records; never append to it).
-        options: an instance of :attr:`Options`.
+            ``trials.<worker>.jsonl`` and retries no interrupted trial (those may be another
+            process's live trials). Set it only when the backend's own state is shared safely
+            between processes and its :class:`Suggestion` carries storage-assigned ids (optuna).
+        plugin, plugin_version: set by the plugin manager (the distribution that registered it).
     """
 
     name: ClassVar[str]
@@ -62,31 +87,46 @@ class Backend(abc.ABC):
     library: ClassVar[str | None] = None
     Options: ClassVar[type[BackendOptions]] = BackendOptions
     supports_join: ClassVar[bool] = False
-    uses_trial_runner: ClassVar[bool] = True
-    # set by the plugin manager
     plugin: ClassVar[str] = ""
     plugin_version: ClassVar[str] = ""
+
+
+class Backend(BackendInfo, abc.ABC):
+    """A search strategy driven by the core loop: ``ask -> train -> tell``.
+
+    The core calls :meth:`ask` and :meth:`tell` under one lock (never concurrently), and
+    :meth:`should_prune` from the thread of the running trial (with ``concurrent_trials > 1``,
+    several trials' calls may overlap: guard shared state).
+
+    Args:
+        config: the validated study settings (:class:`hpo.config.TuneConfig`: ``space``,
+            ``epochs``, ``metric``, ``direction``, ``seed``, ``join``...).
+        study: the open study, to read (``study.path`` for the backend's own files); never
+            append to it.
+        options: an instance of :attr:`Options`.
+    """
 
     def __init__(self, *, config: TuneConfig, study: Study, options: BackendOptions):
         self.config = config
         self.study = study
         self.options = options
 
-    @classmethod
-    def check(cls, config: TuneConfig, options: BackendOptions) -> None:
-        """Validate settings this backend cannot handle, before anything is written.
+    @abc.abstractmethod
+    def ask(self) -> Suggestion:
+        """Propose the next new trial.
 
-        Raises:
-            hpo.errors.ConfigError: naming the setting and the fix. Default: accepts everything.
+        Returns:
+            :class:`Suggestion` with a value for every key of ``config.space``.
         """
 
     @abc.abstractmethod
-    def ask(self, trial_id: int) -> dict[str, Any]:
-        """Propose the params of trial ``trial_id``: ``{key: value}`` for every key of the space."""
-
-    @abc.abstractmethod
     def tell(self, record: TrialRecord) -> None:
-        """Learn from a finished trial (``complete``, ``failed`` or ``pruned``)."""
+        """Learn from a finished trial: ``record.status`` is ``complete`` (``record.objective`` set),
+        ``pruned`` (objective of its last epoch) or ``failed`` (no objective; ``record.error``).
+
+        Also called for trials this backend did not :meth:`ask` for: an interrupted trial the
+        core re-ran with its stored params after a resume.
+        """
 
     def should_prune(self, record: TrialRecord, row: dict[str, float]) -> bool:
         """Decide after each epoch whether to stop the trial. Default: never.
@@ -94,44 +134,97 @@ class Backend(abc.ABC):
         Args:
             record: the running trial (``record.epochs`` already includes ``row``).
             row: this epoch's metrics (``row["epoch"]`` is 1-based; the objective metric is
-                ``row[config.metric]`` when the epoch was validated).
+                ``row[config.metric]`` when the epoch was validated; it may be NaN).
+
+        Returns:
+            ``True`` to stop the trial now; it is recorded ``pruned`` with this epoch's objective.
         """
         return False
 
-    def next_trial_id(self, loop: StudyLoop) -> int:
-        """The id of the next new trial; called by the core loop, under its lock, just before :meth:`ask`.
-
-        Default: the loop's own counter (:meth:`hpo.tuner.StudyLoop.new_trial_id`, ints from 0).
-        A backend whose library numbers trials in storage shared by several processes (optuna)
-        returns that number instead, so trial ids stay unique across processes joined to one
-        study (``--join``). The id must not be in use in the study.
-        """
-        return loop.new_trial_id()
-
     def restore(self, finished: list[TrialRecord]) -> None:
-        """Rebuild state from a resumed study's finished trials. Default: ``tell`` each in id order."""
+        """Rebuild state from a resumed study's finished trials (id order), before the first
+        :meth:`ask`. Default: :meth:`tell` each."""
         for record in finished:
             self.tell(record)
 
-    def retry_params(self, record: TrialRecord) -> dict[str, Any]:
-        """Params to re-run a trial the kill interrupted. Default: the same params."""
-        return dict(record.params)
+    def close(self) -> None:
+        """Release resources at the end of the study (always called, also after an error)."""
 
-    def run(self, loop: StudyLoop) -> None:
-        """Run the study to its total. Default: the core's ask/tell loop."""
-        loop.ask_tell(self)
+
+class TrialRecorder(Protocol):
+    """The narrow surface a :class:`Controller` records its trials through (implemented by
+    :class:`hpo.StudyLoop`, the study's single writer). Every method is called in the driver."""
+
+    config: TuneConfig
+    study: Study
+
+    def reserve_id(self) -> int:
+        """A new trial id, unique in the study."""
+        ...
+
+    def missing(self) -> int:
+        """Finished trials the study still lacks to reach ``config.iterations``."""
+        ...
+
+    def trial_spec(self, trial_id: int, params: dict[str, Any]) -> TrialSpec:
+        """The :class:`hpo.TrialSpec` of a trial (train it with :func:`hpo.train_trial`)."""
+        ...
+
+    def trial_started(
+        self, trial_id: int, params: dict[str, Any], *, worker: str | None = None, continued: TrialRecord | None = None
+    ) -> TrialRecord:
+        """Record a started trial (``running``; ``continued``: its earlier record, when it continues
+        from a checkpoint); refuses a full volume (:class:`hpo.VolumeError`)."""
+        ...
+
+    def trial_epoch(self, record: TrialRecord, row: dict[str, float]) -> None:
+        """Record one epoch's metrics of a running trial."""
+        ...
+
+    def trial_finished(self, record: TrialRecord, outcome: TrialOutcome) -> TrialRecord:
+        """Record a trial's outcome (a failure caused by the volume raises :class:`hpo.VolumeError`
+        after recording the trial ``interrupted``)."""
+        ...
+
+    def trial_interrupted(self, record: TrialRecord, why: BaseException) -> None:
+        """Record a trial the run stopped (``interrupted``: ``--resume`` re-runs it)."""
+        ...
+
+
+class Controller(BackendInfo, abc.ABC):
+    """A backend whose library owns the loop (Ray Tune): it decides, trains and schedules itself,
+    and records every trial through a :class:`TrialRecorder`.
+
+    Its trials train with :func:`hpo.train_trial` on the recorder's :meth:`TrialRecorder.trial_spec`
+    (the same trial code as the core's runner), and it honours the core's settings:
+    ``config.iterations`` (stop when :meth:`TrialRecorder.missing` is 0), ``config.workers``
+    (trials at once), ``config.trial_timeout``, and ``KeyboardInterrupt`` (record the live trials
+    with :meth:`TrialRecorder.trial_interrupted`, then re-raise).
+
+    Args:
+        config: the validated study settings.
+        options: an instance of :attr:`Options`.
+    """
+
+    def __init__(self, *, config: TuneConfig, options: BackendOptions):
+        self.config = config
+        self.options = options
+
+    @abc.abstractmethod
+    def run(self, recorder: TrialRecorder) -> None:
+        """Run the study until ``recorder.missing()`` is 0 (resuming the library's own state)."""
 
     def close(self) -> None:
-        """Release resources at the end of the study (always called)."""
+        """Release resources at the end of the study (always called, also after an error)."""
 
-    @classmethod
-    def describe_options(cls) -> dict[str, dict[str, Any]]:
-        """``{option: {"type": ..., "default": ..., "help": ...}}`` for ``hpo backends``."""
-        out = {}
-        for name, f in cls.Options.model_fields.items():
-            out[name] = {
-                "type": getattr(f.annotation, "__name__", str(f.annotation)),
-                "default": f.default,
-                "help": f.description or "",
-            }
-        return out
+
+def describe_options(backend_cls: type[BackendInfo]) -> dict[str, dict[str, Any]]:
+    """``{option: {"type": ..., "default": ..., "help": ...}}`` of a backend, for ``hpo backends``."""
+    out = {}
+    for name, f in backend_cls.Options.model_fields.items():
+        out[name] = {
+            "type": getattr(f.annotation, "__name__", str(f.annotation)),
+            "default": f.default,
+            "help": f.description or "",
+        }
+    return out

@@ -318,6 +318,7 @@ def plot(
 @handle_errors
 def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
     """List installed backends with their versions and options."""
+    from .backend import describe_options
     from .backend_options import option_usage
     from .plugins import backends as installed
 
@@ -328,7 +329,7 @@ def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON on s
             "plugin": cls.plugin,
             "version": cls.plugin_version,
             "description": cls.description,
-            "options": cls.describe_options(),
+            "options": describe_options(cls),
         }
         for name, cls in found.items()
     ]

@@ -18,11 +18,12 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from . import ultra
-from .backend import Backend, BackendOptions
+from .backend import Backend, BackendOptions, Controller
 from .data import ResolvedData, cache_warnings, resolve_data
 from .errors import ConfigError, HpoWarning, closest
 from .plugins import backends, get_backend
 from .space import SearchSpace, load_yaml
+from .trial import ULTRALYTICS_TRAINER, resolve_trainer
 
 __all__ = ["TuneConfig", "build_config", "parse_train_args", "RESERVED_TRAIN_ARGS"]
 
@@ -66,6 +67,8 @@ class TuneConfig:
         workers: trials run at once by this process (the user-facing ``concurrent_trials``).
         seed: seed of the backend's sampler (``None``: random).
         options: the backend's validated options.
+        trainer: ``"module:function"`` that trains a trial (:mod:`hpo.trial`).
+        trainer_options: its JSON-able options.
         notices: things hpo changed on the user's behalf (printed by the CLI).
         warnings: valid but risky input (a read-only dataset, ``val=False``), one line each; the
             CLI prints them as ``hpo: warning: ...``, the Python API shows them as :class:`~hpo.errors.HpoWarning`.
@@ -89,6 +92,8 @@ class TuneConfig:
     workers: int = 1
     seed: int | None = None
     options: BackendOptions = field(default_factory=BackendOptions)
+    trainer: str = ULTRALYTICS_TRAINER
+    trainer_options: dict[str, Any] = field(default_factory=dict)
     notices: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -98,7 +103,7 @@ class TuneConfig:
         return self.output / self.name
 
     @property
-    def backend_class(self) -> type[Backend]:
+    def backend_class(self) -> type[Backend | Controller]:
         return get_backend(self.backend)
 
     def identity(self) -> dict[str, Any]:
@@ -125,6 +130,7 @@ class TuneConfig:
             "seed": self.seed,
             "options": self.options.model_dump(mode="json"),
             "data_resolved": self.data.content or self.data.source,
+            **({"trainer": self.trainer, "trainer_options": self.trainer_options} if self.trainer != ULTRALYTICS_TRAINER else {}),
         }
 
 
@@ -290,7 +296,9 @@ def build_config(
     workers: Any = 1,
     seed: int | None = None,
     backend_options: dict[str, Any] | None = None,
-    warm_up: Callable[[type[Backend]], None] | None = None,
+    trainer: str | None = None,
+    trainer_options: dict[str, Any] | None = None,
+    warm_up: Callable[[type[Backend | Controller], str], None] | None = None,
 ) -> TuneConfig:
     """Validate every input and return a :class:`TuneConfig`. Writes nothing.
 
@@ -350,8 +358,9 @@ def build_config(
         valid = ", ".join(backend_cls.Options.model_fields) or "none"
         flag = f" (--{loc.replace('_', '-')})" if loc in backend_cls.Options.model_fields else ""
         raise ConfigError(f"{backend} option '{loc}'{flag}: {err['msg']} (options of {backend}: {valid})") from None
+    trainer, trainer_options = _trainer(trainer, trainer_options)
     if warm_up is not None:
-        warm_up(backend_cls)
+        warm_up(backend_cls, trainer)
     # checks below import Ultralytics (and torch)
     args, notices = _check_train_arg_values(dict(train_args or {}), space)
     metric = metric or ultra.TASK_METRIC[task]
@@ -363,14 +372,32 @@ def build_config(
         backend=backend, model=model, task=task, data=resolved, space=space, iterations=iterations,
         epochs=epochs, metric=metric, direction=direction, train_args=args, output=output, name=name,
         resume=bool(resume), join=bool(join), trial_timeout=trial_timeout, workers=workers, seed=seed, options=options,
-        notices=tuple(notices),
+        trainer=trainer, trainer_options=trainer_options, notices=tuple(notices),
     )
-    backend_cls.check(config, options)
+    options.check(config)
     _check_gpus_visible(args.get("device"))
     risks = _risk_warnings(resolved, args)
     for text in risks:
         warnings.warn(text, HpoWarning, stacklevel=3)
     return dataclasses.replace(config, warnings=tuple(risks)) if risks else config
+
+
+def _trainer(trainer: str | None, options: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The trial trainer and its options: the given ones, else ``HPO_TRAINER`` / ``HPO_TRAINER_OPTIONS``
+    (JSON), else Ultralytics. Raises :class:`ConfigError` for one that cannot be imported."""
+    import json
+
+    name = trainer or os.environ.get("HPO_TRAINER") or ULTRALYTICS_TRAINER
+    if options is None:
+        text = os.environ.get("HPO_TRAINER_OPTIONS", "").strip()
+        try:
+            options = json.loads(text) if text else {}
+        except ValueError as e:
+            raise ConfigError(f"HPO_TRAINER_OPTIONS: not JSON ({e}); give a JSON object or unset it") from None
+    if not isinstance(options, dict):
+        raise ConfigError(f"trainer_options: {options!r} must be a JSON object (a dict)")
+    resolve_trainer(name)
+    return name, dict(options)
 
 
 def gpu_indices(device: Any) -> list[int]:

@@ -17,7 +17,7 @@ from . import hookspecs
 from .errors import BackendNotFound, HpoError, closest
 
 if TYPE_CHECKING:
-    from .backend import Backend
+    from .backend import Backend, Controller
 
 __all__ = ["ENTRY_POINT_GROUP", "get_plugin_manager", "backends", "get_backend"]
 
@@ -39,23 +39,23 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 
 @functools.cache
-def backends() -> dict[str, type[Backend]]:
+def backends() -> dict[str, type[Backend | Controller]]:
     """Installed backends by name, each class with ``plugin`` (distribution) and ``plugin_version`` set.
 
     Raises:
         HpoError: two plugins register the same backend name.
     """
-    from .backend import Backend
+    from .backend import Backend, Controller
 
     pm = get_plugin_manager()
     dists = {}
     for plugin, dist in pm.list_plugin_distinfo():
         dists[id(plugin)] = (dist.project_name, dist.version)
-    found: dict[str, type[Backend]] = {}
+    found: dict[str, type[Backend | Controller]] = {}
     for impl in pm.hook.hpo_register_backends.get_hookimpls():
         for cls in impl.function() or []:
-            if not (isinstance(cls, type) and issubclass(cls, Backend)):
-                raise HpoError(f"plugin {impl.plugin_name}: {cls!r} is not an hpo.Backend subclass")
+            if not (isinstance(cls, type) and issubclass(cls, (Backend, Controller))):
+                raise HpoError(f"plugin {impl.plugin_name}: {cls!r} is not an hpo.Backend or hpo.Controller subclass")
             if cls.name in found:
                 raise HpoError(f"backend '{cls.name}' is registered twice ({found[cls.name].__module__}, {cls.__module__})")
             dist, version = dists.get(id(impl.plugin), (impl.plugin_name, "?"))
@@ -75,7 +75,7 @@ def _version_of(cls: type) -> str | None:
         return None
 
 
-def get_backend(name: str) -> type[Backend]:
+def get_backend(name: str) -> type[Backend | Controller]:
     """The backend class called ``name``.
 
     Raises:

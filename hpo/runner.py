@@ -7,7 +7,8 @@ trial may still pick its GPU with ``CUDA_VISIBLE_DEVICES`` (``TrialSpec.env``).
 
 The worker streams per-epoch metrics; after each epoch the driver answers ``continue`` or
 ``stop`` (a backend's pruning decision), so a pruned trial computes no further epoch. A trial that
-outlives ``timeout_s`` is killed and reported as failed. Set ``HPO_START_METHOD=spawn`` to use a
+outlives ``timeout_s`` is killed and reported as failed. A trainer marked ``in_process`` (a
+simulation, :func:`hpo.testing.simulated_trainer`) runs in the calling thread instead. Set ``HPO_START_METHOD=spawn`` to use a
 fresh interpreter per trial instead (slower; for debugging).
 """
 
@@ -19,9 +20,11 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+from .study import TrialStatus
+from .trial import TrialOutcome, TrialSpec, resolve_trainer, train_trial
 
 __all__ = ["TrialSpec", "TrialOutcome", "TrialRunner", "TrialInterrupted", "start_workers"]
 
@@ -31,6 +34,10 @@ class TrialInterrupted(KeyboardInterrupt):
 
     Its record stays ``running``, so ``--resume`` re-runs it with the same id and params.
     """
+
+class _TimedOut(KeyboardInterrupt):
+    """An in-process trial passed its timeout (a ``KeyboardInterrupt`` so no trainer catches it)."""
+
 
 _CONTEXT: Any = None
 
@@ -93,80 +100,10 @@ def start_workers() -> None:
         forkserver.ensure_running()
 
 
-def _child_main(spec: dict[str, Any], conn: Any) -> None:
+def _child_main(spec: TrialSpec, conn: Any) -> None:
     from hpo._worker import run_in_child  # preloaded in the forkserver: free
 
     run_in_child(spec, conn)
-
-
-@dataclass
-class TrialSpec:
-    """What one trial trains (picklable; crosses the process boundary).
-
-    Attributes:
-        trial_id: the study's trial id.
-        model: model YAML name or absolute ``.pt`` path.
-        task: Ultralytics task.
-        data: absolute data YAML path or classification folder.
-        params: sampled values ``{train arg: value}``.
-        train_args: fixed Ultralytics train args (``imgsz``, ``batch``, ``device``...).
-        epochs: epochs to train (the full fidelity).
-        run_dir: the trial's Ultralytics run folder (``<study>/trials/<id>``).
-        env: environment variables set in the worker before training (e.g. ``CUDA_VISIBLE_DEVICES``).
-        integrations: Ultralytics integration settings to leave on (default: none).
-    """
-
-    trial_id: int
-    model: str
-    task: str
-    data: str
-    params: dict[str, Any]
-    train_args: dict[str, Any]
-    epochs: int
-    run_dir: str
-    env: dict[str, str] = field(default_factory=dict)
-    integrations: tuple[str, ...] = ()
-
-    def to_worker(self) -> dict[str, Any]:
-        run_dir = Path(self.run_dir)
-        return {
-            "model": self.model,
-            "task": self.task,
-            "data": self.data,
-            "params": self.params,
-            "train_args": self.train_args,
-            "epochs": self.epochs,
-            "project": str(run_dir.parent),
-            "name": run_dir.name,
-            "env": self.env,
-            "integrations": list(self.integrations),
-            "log_file": str(run_dir / "train.log"),
-        }
-
-
-@dataclass
-class TrialOutcome:
-    """What came back from a trial.
-
-    Attributes:
-        status: ``"complete"``, ``"pruned"`` or ``"failed"``.
-        epochs: per-epoch metric rows, ``[{"epoch": 1, ...}, ...]``.
-        final_metrics: metrics of the final validation of the best weights (complete trials).
-        applied: the values of the space's keys as the trainer applied them.
-        train_s: seconds inside Ultralytics' ``train()``.
-        duration_s: seconds from starting the worker to its result (the driver's view).
-        weights: best (else last) weights path, if any.
-        error: error text of a failed trial.
-    """
-
-    status: str
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    final_metrics: dict[str, float] = field(default_factory=dict)
-    applied: dict[str, Any] = field(default_factory=dict)
-    train_s: float | None = None
-    duration_s: float = 0.0
-    weights: str | None = None
-    error: str | None = None
 
 
 def _log_tail(run_dir: str, n: int = 8) -> str:
@@ -220,9 +157,11 @@ class TrialRunner:
                 (``{"epoch": n, "batch": i, "batches": nb}``, about once a second while training).
         """
         Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
+        if getattr(resolve_trainer(spec.trainer), "in_process", False):
+            return self._run_in_process(spec, on_epoch, on_batch)
         ctx = _context()
         parent, child = ctx.Pipe(duplex=True)
-        proc = ctx.Process(target=_child_main, args=(spec.to_worker(), child), name=f"hpo-trial-{spec.trial_id}")
+        proc = ctx.Process(target=_child_main, args=(spec, child), name=f"hpo-trial-{spec.trial_id}")
         t0 = time.perf_counter()
         if self._stopping.is_set():
             raise TrialInterrupted(f"trial {spec.trial_id} not started: the study is stopping")
@@ -241,7 +180,7 @@ class TrialRunner:
                 if deadline is not None and time.perf_counter() >= deadline:
                     self._kill(proc)
                     return TrialOutcome(
-                        "failed", epochs=epochs, duration_s=time.perf_counter() - t0,
+                        TrialStatus.FAILED, epochs=epochs, duration_s=time.perf_counter() - t0,
                         error=f"timed out after {self.timeout_s:g} s (trial_timeout); killed",
                     )
                 try:
@@ -274,23 +213,49 @@ class TrialRunner:
                         pass
                     continue
                 proc.join(30)
-                out = TrialOutcome(
-                    status={"done": "complete", "pruned": "pruned", "error": "failed"}[kind],
-                    epochs=payload.get("epochs", epochs),
-                    final_metrics=payload.get("final_metrics", {}),
-                    applied=payload.get("applied", {}),
-                    train_s=payload.get("train_s"),
-                    weights=payload.get("weights"),
-                    error=payload.get("error"),
-                    duration_s=time.perf_counter() - t0,
-                )
-                return out
+                outcome: TrialOutcome = payload  # kind == "outcome"
+                outcome.epochs = outcome.epochs or epochs
+                outcome.duration_s = time.perf_counter() - t0
+                return outcome
         finally:
             parent.close()
             if proc.is_alive():
                 self._kill(proc)
             with self._procs_lock:
                 self._procs.discard(proc)
+
+    def _run_in_process(
+        self,
+        spec: TrialSpec,
+        on_epoch: Callable[[dict[str, float]], bool] | None,
+        on_batch: Callable[[dict[str, int]], None] | None,
+    ) -> TrialOutcome:
+        """Run an ``in_process`` trainer (a simulation) in the calling thread: no worker process.
+
+        The timeout and :meth:`abort` are honoured at epoch boundaries (a trainer that never
+        reports cannot be stopped early)."""
+        if self._stopping.is_set():
+            raise TrialInterrupted(f"trial {spec.trial_id} not started: the study is stopping")
+        t0 = time.perf_counter()
+        deadline = t0 + self.timeout_s if self.timeout_s else None
+        epochs: list[dict[str, float]] = []
+
+        def report(row: dict[str, float]) -> bool:
+            epochs.append(row)
+            if self._stopping.is_set():
+                raise TrialInterrupted(f"trial {spec.trial_id} interrupted: the study is stopping")
+            if deadline is not None and time.perf_counter() >= deadline:
+                raise _TimedOut()
+            return bool(on_epoch(row)) if on_epoch else False
+
+        try:
+            outcome = train_trial(spec, report, on_batch)
+        except _TimedOut:
+            outcome = TrialOutcome(
+                TrialStatus.FAILED, epochs=epochs, error=f"timed out after {self.timeout_s:g} s (trial_timeout); killed"
+            )
+        outcome.duration_s = time.perf_counter() - t0
+        return outcome
 
     @staticmethod
     def _kill(proc: Any) -> None:
@@ -304,6 +269,6 @@ class TrialRunner:
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         tail = _log_tail(spec.run_dir)
         return TrialOutcome(
-            "failed", epochs=epochs, duration_s=time.perf_counter() - t0,
+            TrialStatus.FAILED, epochs=epochs, duration_s=time.perf_counter() - t0,
             error=f"worker died ({how}){': ' + tail if tail else ''}",
         )

@@ -22,13 +22,14 @@ from . import ultra
 from .config import TuneConfig, build_config, gpu_indices
 from .errors import ConfigError, RunFailed, StudyError, VolumeError
 from .files import free_bytes, human_bytes, tree_bytes, volume_errors
-from .runner import TrialInterrupted, TrialOutcome, TrialRunner, TrialSpec, start_workers
+from .runner import TrialRunner, start_workers
 from .study import Study, TrialRecord, TrialStatus, utcnow
+from .trial import TrialOutcome, TrialSpec, resolve_trainer
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .backend import Backend
+    from .backend import Backend, Controller
 
 __all__ = [
     "Tuner", "TuneResult", "TunerCallback", "StudyLoop", "TrialOutcome", "trials_frame", "leaderboard_markdown",
@@ -172,24 +173,34 @@ class TuneResult:
 
 
 class StudyLoop:
-    """Runs trials of one study and records them. The public surface backends may use.
+    """Runs the trials of one study and records them: the study's single writer.
+
+    It owns trial ids, retries of interrupted trials, counting and the volume checks. A
+    :class:`hpo.Backend` is driven by :meth:`ask_tell`; a :class:`hpo.Controller` (Ray Tune)
+    records its trials through the :class:`hpo.TrialRecorder` methods (``reserve_id``,
+    ``missing``, ``trial_spec``, ``trial_started``, ``trial_epoch``, ``trial_finished``,
+    ``trial_interrupted``).
 
     Args:
         config: the study settings.
         study: the open, locked study.
         callbacks: observers.
+        runner: what trains a trial (default: a :class:`hpo.runner.TrialRunner` with the
+            study's ``trial_timeout``).
     """
 
-    def __init__(self, config: TuneConfig, study: Study, callbacks: Sequence[TunerCallback] = ()):
+    def __init__(
+        self, config: TuneConfig, study: Study, callbacks: Sequence[TunerCallback] = (), runner: TrialRunner | None = None
+    ):
         self.config = config
         self.study = study
         self.callbacks = list(callbacks)
-        self.runner = TrialRunner(timeout_s=config.trial_timeout)
+        self.runner = runner or TrialRunner(timeout_s=config.trial_timeout)
         self._lock = threading.RLock()
         self._in_flight: set[int] = set()
         self._retry: list[tuple[int, dict[str, Any]]] = []
         self._next_id = max(study.records(), default=-1) + 1
-        self.data_arg = str(study.path / "data.yaml") if config.data.kind == "yaml" else config.data.source
+        self._data = str(study.path / "data.yaml") if config.data.kind == "yaml" else config.data.source
         self.gpus = [str(g) for g in gpu_indices(config.train_args.get("device"))]
         self._trial_bytes = 0  # the largest trial folder of this run (bytes), for the free-space check
 
@@ -217,8 +228,8 @@ class StudyLoop:
     def volume_failure(self, outcome: TrialOutcome) -> bool:
         """Whether a failed trial failed because the study's volume did (full, read-only, I/O error):
         its error names such a write error, or the volume now lacks :meth:`space_needed` bytes.
-        Such a trial is not a result: record it with :meth:`trial_interrupted` and stop."""
-        if outcome.status != "failed":
+        Such a trial is not a result (:meth:`trial_finished` records it ``interrupted``)."""
+        if outcome.status is not TrialStatus.FAILED:
             return False
         if _VOLUME_TEXT.search(outcome.error or ""):
             return True
@@ -237,6 +248,11 @@ class StudyLoop:
         """Finished trials recorded so far."""
         return self.study.finished()
 
+    def missing(self) -> int:
+        """Finished trials the study still lacks to reach ``iterations`` (a running or interrupted
+        record does not count)."""
+        return max(0, self.config.iterations - len(self.study.finished()))
+
     def remaining(self) -> int:
         """Trials still to start so the study reaches ``iterations`` finished trials.
 
@@ -248,18 +264,39 @@ class StudyLoop:
             taken = set(self.study.records()) | self._in_flight | {tid for tid, _ in self._retry}
             return max(0, self.config.iterations - len(taken))
 
-    def new_trial_id(self) -> int:
+    def reserve_id(self) -> int:
         """Reserve the next trial id (ints from 0, unique in the study)."""
         with self._lock:
             tid = self._next_id
             self._next_id += 1
             return tid
 
+    def _take_id(self, suggested: int | None) -> int:
+        """The id of a new trial: the backend's own (checked unused) or the next of :meth:`reserve_id`."""
+        if suggested is None:
+            return self.reserve_id()
+        tid = int(suggested)
+        if tid < 0 or tid in self.study.records() or tid in self._in_flight:
+            raise RuntimeError(f"backend {self.config.backend}: suggested trial id {tid} is already in use in the study")
+        with self._lock:
+            self._next_id = max(self._next_id, tid + 1)
+        return tid
+
     def queue_retry(self, trial_id: int, params: dict[str, Any]) -> None:
         """Re-run an interrupted trial with the same id before asking for new ones."""
         self._retry.append((trial_id, params))
 
     # --- one trial
+    def trial_spec(self, trial_id: int, params: dict[str, Any]) -> TrialSpec:
+        """What trial ``trial_id`` trains: the study's model, task, data, fixed train args, epochs,
+        metric and trainer, with ``params``, in ``<study>/trials/<id>``. Parsed once, here."""
+        cfg = self.config
+        return TrialSpec(
+            trial_id=trial_id, model=cfg.model, task=cfg.task, data=self._data, params=dict(params),
+            train_args=dict(cfg.train_args), epochs=cfg.epochs, run_dir=str(self.study.trial_dir(trial_id)),
+            metric=cfg.metric, trainer=cfg.trainer, trainer_options=dict(cfg.trainer_options),
+        )
+
     def run_trial(
         self,
         trial_id: int,
@@ -271,47 +308,37 @@ class StudyLoop:
         """Train one trial in a worker process, record it, and return its finished record.
 
         Args:
-            trial_id: from :meth:`new_trial_id` (or a retried id).
+            trial_id: from :meth:`reserve_id` (or a retried id).
             params: values for every key of the space (validated against it).
             backend: asked ``should_prune`` after each epoch, if given.
             slot: the worker slot (0..workers-1); picks the GPU when ``device`` lists several.
         """
-        cfg = self.config
-        train_args = dict(cfg.train_args)
-        env: dict[str, str] = {}
         worker = f"{socket.gethostname()}:{os.getpid()}"
+        spec = self.trial_spec(trial_id, params)
         if len(self.gpus) > 1:
-            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
-            train_args["device"] = "0"
-            worker += f" gpu{env['CUDA_VISIBLE_DEVICES']}"
+            spec.env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
+            spec.train_args["device"] = "0"
+            worker += f" gpu{spec.env['CUDA_VISIBLE_DEVICES']}"
         record = self.trial_started(trial_id, params, worker=worker)
+        spec.params = dict(record.params)
         try:
-            spec = TrialSpec(
-                trial_id=trial_id, model=cfg.model, task=cfg.task, data=self.data_arg, params=record.params,
-                train_args=train_args, epochs=cfg.epochs, run_dir=str(self.study.trial_dir(trial_id)), env=env,
-            )
 
             def on_epoch(row: dict[str, float]) -> bool:
                 self.trial_epoch(record, row)
                 return bool(backend.should_prune(record, row)) if backend is not None else False
 
             outcome = self.runner.run(spec, on_epoch, lambda p: self._emit("on_batch", record, p))
-            if self.volume_failure(outcome):
-                # not a result: the trial is re-run on --resume once the volume is fixed
-                self.runner.abort()
-                self.check_space()
-                text = outcome.error or ""
-                code = errno.EROFS if re.search(r"Read-only|Errno 30\b", text) else (
-                    errno.EIO if re.search(r"Input/output|Errno 5\b", text) else errno.ENOSPC)
-                with volume_errors(self.study.path, needed=self.space_needed()):
-                    raise OSError(code, f"trial {trial_id}'s own writes failed")
         except BaseException as e:
             with self._lock:
                 self._in_flight.discard(trial_id)
             if isinstance(e, (KeyboardInterrupt, VolumeError)):
                 self.trial_interrupted(record, e)
             raise
-        return self.trial_finished(record, outcome)
+        try:
+            return self.trial_finished(record, outcome)
+        except VolumeError:
+            self.runner.abort()  # the other running trials stop too: resumable, not failed
+            raise
 
     def trial_interrupted(self, record: TrialRecord, why: BaseException) -> None:
         """Record a trial the run stopped (interrupt, volume failure) as ``interrupted``: not a
@@ -335,21 +362,29 @@ class StudyLoop:
 
     # --- the pieces of run_trial, public for backends that own their loop (Ray Tune): they train
     # --- elsewhere and report each trial's start, epochs and end here, in the driver process.
-    def trial_started(self, trial_id: int, params: dict[str, Any], *, worker: str | None = None) -> TrialRecord:
+    def trial_started(
+        self, trial_id: int, params: dict[str, Any], *, worker: str | None = None, continued: TrialRecord | None = None
+    ) -> TrialRecord:
         """Record that trial ``trial_id`` started: a ``running`` record is appended, ``on_trial_start`` emitted.
 
         Args:
-            trial_id: from :meth:`new_trial_id` (or an interrupted trial's id, whose record is replaced).
+            trial_id: from :meth:`reserve_id` (or an interrupted trial's id, whose record is replaced).
             params: values for every key of the space.
             worker: who trains it (default ``host:pid`` of this process).
+            continued: the trial's earlier record when it continues from a checkpoint (a
+                controller's paused or errored trial): its start and epochs so far are kept.
 
         Raises:
             hpo.errors.SpaceError: ``params`` do not fit the space.
+            hpo.errors.VolumeError: the volume lacks :meth:`space_needed` bytes (no record written).
         """
         params = self.config.space.validate_params(params)
+        self.check_space()
         record = TrialRecord(
             id=trial_id, params=params, start=utcnow(), worker=worker or f"{socket.gethostname()}:{os.getpid()}"
         )
+        if continued is not None:
+            record.start, record.epochs, record.epochs_completed = continued.start, list(continued.epochs), continued.epochs_completed
         with self._lock:
             self._in_flight.add(trial_id)
         self.study.append(record)
@@ -375,7 +410,22 @@ class StudyLoop:
         it ``failed``), record appended, ``best.yaml`` updated, ``on_trial_end`` emitted.
 
         ``outcome.epochs`` replaces the recorded epochs when not empty. Returns ``record``.
+
+        Raises:
+            hpo.errors.VolumeError: the trial failed because the study's volume did
+                (:meth:`volume_failure`): it is recorded ``interrupted``, not as a result, and
+                ``--resume`` re-runs it once the volume is fixed.
         """
+        if self.volume_failure(outcome):
+            text = outcome.error or ""
+            code = errno.EROFS if re.search(r"Read-only|Errno 30\b", text) else (
+                errno.EIO if re.search(r"Input/output|Errno 5\b", text) else errno.ENOSPC)
+            try:
+                with volume_errors(self.study.path, needed=self.space_needed()):
+                    raise OSError(code, f"trial {record.id}'s own writes failed")
+            except VolumeError as e:
+                self.trial_interrupted(record, e)
+                raise
         try:
             self._finish(record, outcome)
             self.study.append(record)
@@ -396,7 +446,7 @@ class StudyLoop:
         record.weights = outcome.weights
         record.end = utcnow()
         record.error = outcome.error
-        record.status = TrialStatus(outcome.status)
+        record.status = outcome.status
         if record.status is TrialStatus.FAILED:
             record.objective = None
             return
@@ -428,10 +478,11 @@ class StudyLoop:
         """The core loop: ``ask -> run -> tell`` until the study has ``iterations`` finished trials.
 
         With ``workers > 1``, that many threads each run this loop; asking and telling are
-        serialised, training runs in parallel (one worker process per running trial). Trial ids
-        come from :meth:`Backend.next_trial_id`; counting, reserving the id and recording the new
-        trial happen under :meth:`Study.reserving`, so processes joined to the study (``--join``)
-        together start exactly the trials the total needs.
+        serialised, training runs in parallel (one worker process per running trial). Queued
+        retries (:meth:`queue_retry`) run first, with their ids and params. A new trial's id is
+        the backend's :attr:`Suggestion.trial_id`, else the loop's own; counting, taking the id
+        and recording the new trial happen under :meth:`Study.reserving`, so processes joined to
+        the study (``--join``) together start exactly the trials the total needs.
         """
         errors: list[BaseException] = []
 
@@ -445,8 +496,9 @@ class StudyLoop:
                         if self._retry:
                             tid, params = self._retry.pop(0)
                         elif self.remaining() > 0:
-                            tid = backend.next_trial_id(self)
-                            params = self.config.space.validate_params(backend.ask(tid))
+                            suggestion = backend.ask()
+                            tid = self._take_id(suggestion.trial_id)
+                            params = self.config.space.validate_params(suggestion.params)
                             # recorded at once, under the reservation lock: joined processes count it
                             self.study.append(TrialRecord(id=tid, params=params, start=utcnow()))
                         else:
@@ -491,8 +543,12 @@ DEPRECATED_WORKERS = (
 )
 
 
-def _start_workers_for(backend_cls: type[Backend]) -> None:
-    if backend_cls.uses_trial_runner:
+def _start_workers_for(backend_cls: type[Backend | Controller], trainer: str) -> None:
+    """Start the runner's forkserver early when trials will fork from it: a :class:`Backend`
+    (a :class:`Controller` trains its own way) with a trainer that is not ``in_process``."""
+    from .backend import Backend
+
+    if issubclass(backend_cls, Backend) and not getattr(resolve_trainer(trainer), "in_process", False):
         start_workers()
 
 
@@ -550,6 +606,11 @@ class Tuner:
         keep_weights: which trials keep ``trials/<id>/weights/*.pt`` (:mod:`hpo.weights`):
             ``"best"``, ``"top-K"`` (default ``"top-3"``) or ``"all"``; the others' are deleted as
             trials finish (``<study>/weights/best.pt`` always stays).
+        trainer: ``"module:function"`` that trains a trial (:mod:`hpo.trial`); default: the
+            environment variable ``HPO_TRAINER``, else Ultralytics (:data:`hpo.trial.ULTRALYTICS_TRAINER`).
+            ``"hpo.testing:simulated_trainer"`` runs the study on simulated learning curves
+            (milliseconds per trial; tests and benchmark simulations).
+        trainer_options: JSON-able options of the trainer (default: ``HPO_TRAINER_OPTIONS``, JSON).
 
     Raises:
         hpo.errors.ConfigError: bad input (at construction, before anything is written).
@@ -583,6 +644,8 @@ class Tuner:
         verbose: bool = False,
         download_weights: bool | None = None,
         weights_dir: str | os.PathLike | None = None,
+        trainer: str | None = None,
+        trainer_options: dict[str, Any] | None = None,
     ):
         from .pretrained import fetch_pretrained, is_official_name, wants_download
 
@@ -600,7 +663,7 @@ class Tuner:
             backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
             metric=metric, train_args=train_args, output=output, name=name, resume=resume, join=join,
             trial_timeout=trial_timeout, workers=concurrent_trials, seed=seed, backend_options=backend_options,
-            warm_up=_start_workers_for,
+            trainer=trainer, trainer_options=trainer_options, warm_up=_start_workers_for,
         )
         self.callbacks = list(callbacks)
         if verbose:
@@ -690,7 +753,7 @@ class Tuner:
         study = self._open_study()
         result: TuneResult | None = None
         loop = StudyLoop(cfg, study, self.callbacks)
-        backend = None
+        backend: Backend | Controller | None = None
         started = False
         try:
             with volume_errors(study.path):
@@ -702,14 +765,23 @@ class Tuner:
                 if not cfg.join:
                     study.keep_reserve()
                     self._refresh_best(study, finished)
-                backend = backend_cls(config=cfg, study=study, options=cfg.options)
-                backend.restore(finished)
-                for r in records.values():
-                    if not r.status.finished and not cfg.join:  # a joined process leaves others' trials alone
-                        loop.queue_retry(r.id, backend.retry_params(r))
-                started = True
-                loop._emit("on_study_start", study, cfg)
-                backend.run(loop)
+                from .backend import Controller
+
+                if issubclass(backend_cls, Controller):  # the library owns its loop (Ray Tune)
+                    backend = backend_cls(config=cfg, options=cfg.options)
+                    started = True
+                    loop._emit("on_study_start", study, cfg)
+                    backend.run(loop)
+                else:
+                    backend = backend_cls(config=cfg, study=study, options=cfg.options)
+                    backend.restore(finished)
+                    if not cfg.join:  # a joined process leaves others' trials alone
+                        for r in records.values():
+                            if not r.status.finished:  # interrupted: re-run with its id and params
+                                loop.queue_retry(r.id, dict(r.params))
+                    started = True
+                    loop._emit("on_study_start", study, cfg)
+                    loop.ask_tell(backend)
             result = self._result(study)
             if result.counts.get("complete", 0) == 0 and result.counts.get("pruned", 0) == 0:
                 first = next((r for r in study.finished() if r.status is TrialStatus.FAILED), None)

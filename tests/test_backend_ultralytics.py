@@ -34,12 +34,12 @@ def test_an_exhausted_space_stops_with_one_line_not_a_native_runtime_error(digit
         backend = UltralyticsBackend(config=cfg, study=study, options=cfg.options)
         seen = []
         for trial_id, objective in ((0, 0.5), (1, 0.7)):
-            params = backend.ask(trial_id)
+            params = backend.ask().params
             seen.append(params["close_mosaic"])
             backend.tell(TrialRecord(id=trial_id, params=params, status=TrialStatus.COMPLETE, objective=objective))
         assert sorted(seen) == [0, 1]  # each configuration once
         with pytest.raises(RunFailed) as e:
-            backend.ask(2)
+            backend.ask()
         message = str(e.value)
         assert message.startswith("ultralytics backend: Tuner: Unable to generate a unique hyperparameter mutation after 2 complete trials")
         assert "(the space holds 2 configurations)" in message and "\n" not in message and "\x1b" not in message

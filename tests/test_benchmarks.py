@@ -191,8 +191,9 @@ def test_random_backend_samples_the_space(tmp_path: Path) -> None:
              "optimizer": {"type": "choice", "choices": ["SGD", "AdamW"]}}
     cfg = build_config(backend=NAME, model="yolov8n-cls.yaml", data=data, space=space, seed=7, output=tmp_path)
     b = cfg.backend_class(config=cfg, study=None, options=cfg.options)
-    samples = [b.ask(i) for i in range(400)]
-    assert samples[:5] == [cfg.backend_class(config=cfg, study=None, options=cfg.options).ask(i) for i in range(5)]
+    samples = [b.ask().params for _ in range(400)]
+    fresh = cfg.backend_class(config=cfg, study=None, options=cfg.options)
+    assert samples[:5] == [fresh.ask().params for _ in range(5)]
     for s in samples:
         cfg.space.validate_params(s)
     lr = sorted(s["lr0"] for s in samples)

@@ -1,15 +1,25 @@
-"""Every built-in backend passes the shared conformance suite (hpo.testing.BackendConformance)."""
+"""Every backend passes the shared conformance suite (hpo.testing.BackendConformance): the three
+built-in ones and the example third-party backend of docs/backends.md, installed through its
+entry point (tests/plugins)."""
 
-from hpo.testing import TRAIN_ARGS, BackendConformance
+import os
+from pathlib import Path
+
+from hpo.testing import LINEAR_SPACE, TRAIN_ARGS, BackendConformance
+
+PLUGINS = Path(__file__).parent / "plugins"
 
 
 class TestUltralyticsConformance(BackendConformance):
     backend = "ultralytics"
+    space = LINEAR_SPACE  # the native mutation searches linear ranges only
+    prunes = False  # the native tuner has no early stopping
 
 
 class TestOptunaConformance(BackendConformance):
     backend = "optuna"
     no_pruning = ("--pruner", "none")
+    joins = True
 
 
 class TestRayConformance(BackendConformance):
@@ -17,3 +27,8 @@ class TestRayConformance(BackendConformance):
     options = ("--num-cpus", "2")
     train_args = TRAIN_ARGS  # Ray assigns the device
     no_pruning = ("--scheduler", "fifo")
+
+
+class TestThirdPartyConformance(BackendConformance):
+    backend = "median-random"
+    env = {"PYTHONPATH": os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")])}

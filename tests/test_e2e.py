@@ -112,13 +112,14 @@ def test_third_party_backend_through_entry_points(tmp_path, digits_cls):
     site = tmp_path / "site"
     (site / "hpo_fixed_backend-0.1.dist-info").mkdir(parents=True)
     (site / "hpo_fixed_backend.py").write_text(
-        "from hpo import Backend, hookimpl\n\n"
+        "from hpo import Backend, Suggestion, hookimpl\n\n"
         "class FixedBackend(Backend):\n"
         "    '''Tries the space's midpoints, then its lows.'''\n"
         "    name = 'fixed'\n    description = 'test backend'\n"
-        "    def ask(self, trial_id):\n"
-        "        f = 0.5 if trial_id == 0 else 0.0\n"
-        "        return {k: p.clip(p.low + f * (p.high - p.low)) for k, p in self.config.space.items()}\n"
+        "    def ask(self):\n"
+        "        f = 0.0 if getattr(self, 'asked', 0) else 0.5\n"
+        "        self.asked = 1\n"
+        "        return Suggestion({k: p.clip(p.low + f * (p.high - p.low)) for k, p in self.config.space.items()})\n"
         "    def tell(self, record):\n        self.told = getattr(self, 'told', []) + [record.id]\n\n"
         "@hookimpl\ndef hpo_register_backends():\n    return [FixedBackend]\n"
     )

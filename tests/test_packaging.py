@@ -157,12 +157,12 @@ def test_a_backend_whose_library_is_missing_names_its_extra(tmp_path):
     plugin = tmp_path / "plugin" / "hpo_missing_lib_backend.py"
     plugin.parent.mkdir()
     plugin.write_text(textwrap.dedent('''
-        from hpo import Backend, hookimpl
+        from hpo import Backend, Suggestion, hookimpl
 
         class NeedsLib(Backend):
             name = "needs-optuna-like"
             library = "hpo_test_library_that_is_not_installed"
-            def ask(self, trial_id): return {}
+            def ask(self): return Suggestion({})
             def tell(self, record): pass
 
         @hookimpl

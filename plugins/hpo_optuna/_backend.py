@@ -3,17 +3,17 @@
 hpo's core runs the loop (``ask -> run -> tell``, ``workers`` trials at once in threads); this
 backend maps it onto Optuna's ask-and-tell interface:
 
-- ``next_trial_id`` calls ``optuna.Study.ask`` with the distributions of the hpo search space and
-  returns the Optuna trial number, which becomes the hpo trial id (unique across every process
-  that shares the Optuna storage, so ``--join`` needs no id coordination);
-- ``ask`` returns that trial's sampled params; the first trial of a new study evaluates
-  Ultralytics' defaults (``SearchSpace.defaults()``, enqueued);
+- ``ask`` calls ``optuna.Study.ask`` with the distributions of the hpo search space and returns
+  the sampled params with the Optuna trial number as the hpo trial id (unique across every
+  process that shares the Optuna storage, so ``--join`` needs no id coordination); the first
+  trial of a new study evaluates Ultralytics' defaults (``SearchSpace.defaults()``, enqueued);
 - ``should_prune`` reports each epoch's objective metric (step = epoch, 1-based) and asks the pruner;
 - ``tell`` finishes the Optuna trial as ``COMPLETE`` (objective), ``PRUNED`` or ``FAIL`` (error text
   in the user attribute ``error``).
 
-Each Optuna trial carries the user attribute ``hpo_trial_id`` (the hpo trial id); a trial retried
-after a kill is a fresh Optuna trial with the same params and the same ``hpo_trial_id``.
+Each Optuna trial carries the user attribute ``hpo_trial_id`` (the hpo trial id). A trial the core
+re-ran after a kill (same id, same params) was not asked of Optuna: it trains unpruned and is
+added to the Optuna study when it finishes (``optuna.trial.create_trial``, user attribute ``retry``).
 """
 
 from __future__ import annotations
@@ -27,14 +27,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
-from hpo import Backend, BackendOptions, ConfigError, SearchSpace, TrialRecord, TrialStatus, repair_jsonl
+from hpo import Backend, BackendOptions, ConfigError, SearchSpace, Suggestion, TrialRecord, TrialStatus, repair_jsonl
 
 from ._storage import _first_line, check_storage, display_url, open_storage
 
 if TYPE_CHECKING:
     import optuna
-
-    from hpo import StudyLoop
 
 __all__ = ["OptunaBackend", "OptunaOptions", "distributions", "resolve_storage", "JOURNAL"]
 
@@ -68,6 +66,26 @@ class OptunaOptions(BackendOptions):
     @classmethod
     def _resolve(cls, value: str | None) -> str | None:
         return resolve_storage(value) if value else None
+
+    def check(self, config: Any) -> None:
+        """Refuse, before the study directory is created: SQLite storage shared by several workers
+        (SQLite locks the whole file per write, so parallel Optuna writers fail with "database is
+        locked"), and a database storage that cannot be opened (driver not installed, server
+        unreachable, bad credentials): it is opened once here (:func:`check_storage`).
+
+        Raises:
+            hpo.ConfigError: ``storage`` is SQLite and ``workers > 1`` or ``join``; or it cannot be opened.
+        """
+        storage = self.storage or ""
+        if storage.startswith("sqlite") and (config.workers > 1 or config.join):
+            raise ConfigError(
+                f"optuna option 'storage': SQLite ({storage}) cannot be shared by {config.workers} workers"
+                f"{' and joined processes' if config.join else ''}: it locks the whole database per write "
+                "(Optuna fails with 'database is locked'); drop --storage to use the journal file in the "
+                "study directory, or use postgresql://..."
+            )
+        if storage:
+            check_storage(storage)
 
 
 def resolve_storage(value: str) -> str:
@@ -113,27 +131,6 @@ class OptunaBackend(Backend):
     library = "optuna"
     Options = OptunaOptions
     supports_join = True
-
-    @classmethod
-    def check(cls, config: Any, options: BackendOptions) -> None:
-        """Refuse, before the study directory is created: SQLite storage shared by several workers
-        (SQLite locks the whole file per write, so parallel Optuna writers fail with "database is
-        locked"), and a database storage that cannot be opened (driver not installed, server
-        unreachable, bad credentials): it is opened once here (:func:`check_storage`).
-
-        Raises:
-            hpo.ConfigError: ``storage`` is SQLite and ``workers > 1`` or ``join``; or it cannot be opened.
-        """
-        storage = getattr(options, "storage", None) or ""
-        if storage.startswith("sqlite") and (config.workers > 1 or config.join):
-            raise ConfigError(
-                f"optuna option 'storage': SQLite ({storage}) cannot be shared by {config.workers} workers"
-                f"{' and joined processes' if config.join else ''}: it locks the whole database per write "
-                "(Optuna fails with 'database is locked'); drop --storage to use the journal file in the "
-                "study directory, or use postgresql://..."
-            )
-        if storage:
-            check_storage(storage)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -219,23 +216,13 @@ class OptunaBackend(Backend):
         return p.HyperbandPruner(min_resource=1, max_resource=self.config.epochs, reduction_factor=eta)
 
     # --- ask / tell
-    def next_trial_id(self, loop: StudyLoop) -> int:
-        """Ask Optuna for a new trial; its number is the hpo trial id."""
+    def ask(self) -> Suggestion:
+        """Ask Optuna for a new trial: its params, and its number as the hpo trial id."""
         trial = self.ostudy.ask(self.dists)
         trial.set_user_attr(HPO_ID, trial.number)
         with self._lock:
             self._trials[trial.number] = trial
-        return trial.number
-
-    def ask(self, trial_id: int) -> dict[str, Any]:
-        with self._lock:
-            trial = self._trials.get(trial_id)
-        if trial is None:  # called outside the core loop: ask a trial for this id
-            trial = self.ostudy.ask(self.dists)
-            trial.set_user_attr(HPO_ID, trial_id)
-            with self._lock:
-                self._trials[trial_id] = trial
-        return dict(trial.params)
+        return Suggestion(dict(trial.params), trial_id=trial.number)
 
     def should_prune(self, record: TrialRecord, row: dict[str, float]) -> bool:
         """Report ``row[metric]`` at step ``row["epoch"]`` (1-based) and ask the pruner (never after
@@ -257,9 +244,27 @@ class OptunaBackend(Backend):
     def tell(self, record: TrialRecord) -> None:
         with self._lock:
             trial = self._trials.pop(record.id, None)
-        if trial is None:
+        if trial is None:  # a trial the core re-ran after a kill: Optuna never asked for it
+            self._add(record)
             return
         self._finish(trial, record)
+
+    def _add(self, record: TrialRecord) -> None:
+        """Add a finished trial Optuna did not ask for (a retried one) to the Optuna study, with
+        its per-epoch objective as intermediate values (step = epoch)."""
+        TrialState = self._optuna.trial.TrialState
+        state = {TrialStatus.COMPLETE: TrialState.COMPLETE, TrialStatus.PRUNED: TrialState.PRUNED}.get(record.status, TrialState.FAIL)
+        if state is TrialState.COMPLETE and record.objective is None:
+            state = TrialState.FAIL
+        metric = self.config.metric
+        steps = {int(r["epoch"]): float(r[metric]) for r in record.epochs if "epoch" in r and math.isfinite(r.get(metric, math.nan))}
+        attrs: dict[str, Any] = {HPO_ID: record.id, "retry": True, "epochs_completed": record.epochs_completed}
+        if state is TrialState.FAIL:
+            attrs["error"] = (record.error or "failed")[:2000]
+        self.ostudy.add_trial(self._optuna.trial.create_trial(
+            state=state, value=float(record.objective) if state is TrialState.COMPLETE else None,
+            params=dict(record.params), distributions=self.dists, user_attrs=attrs, intermediate_values=steps,
+        ))
 
     def _finish(self, trial: Any, record: TrialRecord) -> None:
         TrialState = self._optuna.trial.TrialState
@@ -280,9 +285,9 @@ class OptunaBackend(Backend):
         """Reconcile Optuna with the hpo records after a kill (the records are the truth).
 
         An Optuna trial left ``RUNNING`` whose hpo trial did finish is told that result; one
-        whose hpo trial was interrupted is marked ``FAIL`` (the core retries the hpo trial, see
-        :meth:`retry_params`). A joined process changes nothing here: ``RUNNING`` trials may be
-        another process's live trials.
+        whose hpo trial was interrupted is marked ``FAIL`` (the core re-runs the hpo trial and
+        :meth:`tell` adds it again). A joined process changes nothing here: ``RUNNING`` trials may
+        be another process's live trials.
         """
         if self.config.join:
             return
@@ -290,22 +295,14 @@ class OptunaBackend(Backend):
         by_id = {r.id: r for r in finished}
         for frozen in self.ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             hpo_id = frozen.user_attrs.get(HPO_ID, frozen.number)
-            trial = self._optuna.Trial(self.ostudy, frozen._trial_id)
             record = by_id.get(hpo_id)
-            if record is not None:
-                self._finish(trial, record)
-            else:
-                trial.set_user_attr("error", "interrupted: the study was killed while this trial ran; retried as a new trial")
-                self.ostudy.tell(trial, state=TrialState.FAIL)
-
-    def retry_params(self, record: TrialRecord) -> dict[str, Any]:
-        """A fresh Optuna trial with the interrupted trial's params, under the same hpo trial id."""
-        self.ostudy.enqueue_trial(dict(record.params), user_attrs={HPO_ID: record.id, "retry": True})
-        trial = self.ostudy.ask(self.dists)
-        trial.set_user_attr(HPO_ID, record.id)
-        with self._lock:
-            self._trials[record.id] = trial
-        return dict(trial.params)
+            # told by number (Study.tell accepts one): the hpo record is the truth
+            if record is not None and record.status is TrialStatus.COMPLETE and record.objective is not None:
+                self.ostudy.tell(frozen.number, float(record.objective), skip_if_finished=True)
+            elif record is not None and record.status is TrialStatus.PRUNED:
+                self.ostudy.tell(frozen.number, state=TrialState.PRUNED, skip_if_finished=True)
+            else:  # failed, or interrupted (the core re-runs it; tell adds it again then)
+                self.ostudy.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
 
     def close(self) -> None:
         """Fail Optuna trials this process still holds (the run broke before they were told)."""

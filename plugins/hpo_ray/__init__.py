@@ -1,17 +1,17 @@
 """hpo backend ``ray``: Ray Tune schedulers (ASHA, HyperBand, median stopping) and searchers.
 
 Ray Tune owns its own loop (its controller holds the searcher and the scheduler), so this
-backend is the visible exception to the core's ``ask -> run -> tell`` loop: it overrides
-:meth:`hpo.Backend.run` and drives the study itself. The split of roles stays the same:
+backend is an :class:`hpo.Controller`, the visible exception to the core's ``ask -> run -> tell``
+loop, not a :class:`hpo.Backend`. The split of roles stays the same:
 
 - Ray decides what to try (its searcher) and when to stop a trial (its scheduler);
-- each trial trains in a Ray worker with the core's trial code (:func:`hpo._worker.train`, the same
-  code the core's runner forks), reporting per-epoch metrics and a checkpoint (the trial's
-  Ultralytics ``last.pt``) to Tune;
+- each trial trains in a Ray worker with the core's trial entry (:func:`hpo.train_trial` on the
+  core's :class:`hpo.TrialSpec`, the same code the core's runner forks), reporting per-epoch
+  metrics and a checkpoint (the trial's Ultralytics ``last.pt``) to Tune;
 - the driver alone writes the study (:class:`hpo_ray._driver.StudyCallback`, a Ray Tune callback
-  that reports each trial's start, epochs and end through :class:`hpo.StudyLoop`), so records,
-  ``best.yaml`` and :class:`hpo.TunerCallback` events (progress, MLflow) are the same as with any
-  other backend.
+  that reports each trial's start, epochs and end through the core's :class:`hpo.TrialRecorder`),
+  so records, ``best.yaml`` and :class:`hpo.TunerCallback` events (progress, MLflow) are the same
+  as with any other backend.
 
 Everything is under the study directory: ``<study>/ray/tune-<k>/`` holds Ray's experiment
 state and its trial folders (named ``trial_<id>``, the sampled config in ``params.json`` of the
@@ -28,7 +28,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
-from hpo import Backend, BackendOptions, ConfigError, TrialRecord, hookimpl
+from hpo import BackendOptions, ConfigError, Controller, TrialRecorder, hookimpl
 
 __all__ = ["RayBackend", "RayOptions", "hpo_register_backends"]
 
@@ -75,23 +75,7 @@ class RayOptions(BackendOptions):
         """The Ray cluster to connect to: ``ray_address``, else env ``RAY_ADDRESS``, else ``None`` (local)."""
         return self.ray_address or os.environ.get("RAY_ADDRESS") or None
 
-
-class RayBackend(Backend):
-    """Ray Tune: its schedulers stop trials early, its searchers propose, on a local or existing Ray cluster.
-
-    Unlike the other backends it does not use :meth:`ask`/:meth:`tell` (Ray's controller owns the
-    loop): :meth:`run` runs a ``ray.tune.Tuner`` (or restores one on ``--resume``) and records the
-    trials through the :class:`hpo.StudyLoop`.
-    """
-
-    name = "ray"
-    description = "Ray Tune: ASHA/HyperBand/median schedulers, random/optuna/... searchers, local or existing Ray cluster"
-    library = "ray"
-    Options = RayOptions
-    uses_trial_runner = False  # Ray's own worker processes train the trials
-
-    @classmethod
-    def check(cls, config: Any, options: BackendOptions) -> None:
+    def check(self, config: Any) -> None:
         """Refuse what Ray cannot run, before anything is written: a grace period longer than the
         epochs, ``device=`` in the train args, an unknown searcher, a corrupt experiment state on
         resume, and CPUs/GPUs per trial that no node of the Ray cluster has (this connects to the
@@ -102,6 +86,7 @@ class RayBackend(Backend):
         """
         from . import _driver
 
+        options = self
         if options.grace_period is not None and options.grace_period > config.epochs:
             raise ConfigError(
                 f"ray option 'grace_period': {options.grace_period} is more than --epochs {config.epochs}; "
@@ -127,20 +112,25 @@ class RayBackend(Backend):
             _driver.check_experiment_state(config.study_dir)
         _driver.check_resources(options)
 
-    def ask(self, trial_id: int) -> dict[str, Any]:
-        raise NotImplementedError("the ray backend owns its loop (RayBackend.run); Ray's searcher proposes, ask is not used")
 
-    def tell(self, record: TrialRecord) -> None:
-        raise NotImplementedError("the ray backend owns its loop (RayBackend.run); Ray's searcher learns, tell is not used")
+class RayBackend(Controller):
+    """Ray Tune: its schedulers stop trials early, its searchers propose, on a local or existing Ray cluster.
 
-    def restore(self, finished: list[TrialRecord]) -> None:
-        """Nothing to rebuild here: Ray restores its searcher and scheduler state in :meth:`run`."""
+    A :class:`hpo.Controller`: :meth:`run` runs a ``ray.tune.Tuner`` (or restores one on
+    ``--resume``), Ray's searcher and scheduler decide, and every trial is recorded through the
+    core's :class:`hpo.TrialRecorder`.
+    """
 
-    def run(self, loop: Any) -> None:
+    name = "ray"
+    description = "Ray Tune: ASHA/HyperBand/median schedulers, random/optuna/... searchers, local or existing Ray cluster"
+    library = "ray"
+    Options = RayOptions
+
+    def run(self, recorder: TrialRecorder) -> None:
         """Run the study to its total with Ray Tune (restoring the experiment on ``--resume``)."""
         from . import _driver
 
-        _driver.run_study(self, loop)
+        _driver.run_study(self, recorder)
 
     def close(self) -> None:
         """Shut down the local Ray this backend started (a remote cluster is only disconnected)."""
@@ -150,6 +140,6 @@ class RayBackend(Backend):
 
 
 @hookimpl
-def hpo_register_backends() -> list[type[Backend]]:
+def hpo_register_backends() -> list[type[Controller]]:
     """Register the ray backend."""
     return [RayBackend]

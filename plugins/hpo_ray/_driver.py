@@ -7,7 +7,7 @@ Pieces:
       bounds and types per key as every other backend);
     - :func:`make_scheduler` / :func:`make_searcher`: Ray's schedulers and searchers from the options;
     - :class:`StudyCallback`: a ``ray.tune.Callback`` that records every trial in the study through
-      :class:`hpo.StudyLoop` (the single writer) and so emits the :class:`hpo.TunerCallback` events;
+      the core's :class:`hpo.TrialRecorder` (the single writer) and so emits the :class:`hpo.TunerCallback` events;
     - :class:`TrialDirname`: names Ray trial folders ``trial_<hpo id>``, allocating the id;
     - :func:`run_study`: runs (or restores) the experiments under ``<study>/ray/``.
 
@@ -32,10 +32,9 @@ import yaml
 from ray import tune
 from ray.tune import Callback
 
-from hpo import ConfigError, RunFailed, TrialRecord, VolumeError
-from hpo.runner import TrialOutcome
+from hpo import WRITE_ERRNOS, ConfigError, RunFailed, TrialOutcome, TrialRecord, TrialStatus, VolumeError, volume_error
 
-from ._trainable import TRIAL_PREFIX, train_trial, trial_id_of
+from ._trainable import TRIAL_PREFIX, ray_trainable, trial_id_of
 
 __all__ = [
     "connect",
@@ -224,13 +223,13 @@ class _QuietVolumeErrors(logging.Filter):
     in one line (:class:`hpo.VolumeError`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from hpo.files import WRITE_ERRNOS
-
         if _VOLUME_TEXT.search(str(record.msg)):
             return False
         exc = record.exc_info[1] if record.exc_info else None
         while exc is not None:
             if isinstance(exc, OSError) and (exc.errno in WRITE_ERRNOS or "No space left" in str(exc)):
+                return False
+            if _VOLUME_TEXT.search(str(exc)):  # a trial's error that the volume caused (RayTaskError text)
                 return False
             exc = exc.__cause__ or exc.__context__
         return True
@@ -315,11 +314,11 @@ class _Live:
 class _Context:
     """Driver state of one running study: id allocation and the live trials (thread-safe)."""
 
-    def __init__(self, backend: Any, loop: Any):
-        self.loop = loop
+    def __init__(self, backend: Any, recorder: Any):
+        self.loop = recorder  # hpo.TrialRecorder
         self.config = backend.config
         self.options = backend.options
-        self.study = loop.study
+        self.study = recorder.study
         self.lock = threading.RLock()
         self.live: dict[int, _Live] = {}
         self.reuse: list[int] = []  # ids of interrupted trials Ray does not know: given to Ray's next trials
@@ -351,8 +350,6 @@ class _Context:
         except VolumeError as e:
             self.stop(e)
         except OSError as e:
-            from hpo.files import WRITE_ERRNOS, volume_error
-
             if e.errno not in WRITE_ERRNOS:
                 raise
             self.stop(volume_error(e, self.study.path))
@@ -363,7 +360,7 @@ class _Context:
             if self.reuse:
                 return self.reuse.pop(0)
             while True:
-                tid = self.loop.new_trial_id()
+                tid = self.loop.reserve_id()
                 if tid > self.known_max:
                     return tid
 
@@ -395,12 +392,11 @@ class _Context:
             if old is not None and old.status.finished:
                 return  # replayed by the trainable; the study keeps its record
             params = {k: (v.item() if hasattr(v, "item") else v) for k, v in trial.config.items() if k in self.config.space}
-            self.loop.check_space()  # no trial on a full volume
-            record = self.loop.trial_started(tid, params, worker=f"ray trial {trial.trial_id}")
-            if old is not None and old.worker == record.worker and old.params == record.params and old.epochs:
-                # Ray continues this trial from its checkpoint: keep its start and epochs so far
-                record.start, record.epochs, record.epochs_completed = old.start, old.epochs, old.epochs_completed
-                self.study.append(record)
+            params = self.config.space.validate_params(params)
+            worker = f"ray trial {trial.trial_id}"
+            # Ray continues this trial from its checkpoint: keep its start and epochs so far
+            continued = old if old is not None and old.worker == worker and old.params == params and old.epochs else None
+            record = self.loop.trial_started(tid, params, worker=worker, continued=continued)  # VolumeError on a full volume
             self.live[tid] = _Live(record)
 
     def result(self, trial: Any, result: dict[str, Any]) -> None:
@@ -455,12 +451,12 @@ class _Context:
         rec, out = live.record, live.outcome
         if out is not None:
             outcome = TrialOutcome(
-                "complete", final_metrics=out.get("final_metrics", {}), applied=out.get("applied", {}),
+                TrialStatus.COMPLETE, final_metrics=out.get("final_metrics", {}), applied=out.get("applied", {}),
                 train_s=out.get("train_s"), weights=out.get("weights"), duration_s=self._duration(rec),
             )
         else:
             outcome = TrialOutcome(
-                "pruned", applied=self._applied(tid), duration_s=self._duration(rec),
+                TrialStatus.PRUNED, applied=self._applied(tid), duration_s=self._duration(rec),
                 error=f"stopped by Ray's {self.options.scheduler} scheduler after epoch {rec.epochs_completed}",
             )
         self.loop.trial_finished(rec, outcome)
@@ -479,15 +475,9 @@ class _Context:
         if not text:
             err = getattr(trial, "get_error", lambda: None)()
             text = (str(err).strip().splitlines() or ["Ray trial errored"])[-1][:2000] if err else "Ray trial errored"
-        outcome = TrialOutcome("failed", applied=self._applied(tid), duration_s=self._duration(live.record), error=text)
-        if self.loop.volume_failure(outcome):  # not a result: re-run on --resume once the volume is fixed
-            import errno
-
-            from hpo.files import volume_error
-
-            self.live[tid] = live
-            self.stop(volume_error(OSError(errno.ENOSPC, "No space left on device"), self.study.path, needed=self.loop.space_needed()))
-            return
+        outcome = TrialOutcome(TrialStatus.FAILED, applied=self._applied(tid), duration_s=self._duration(live.record), error=text)
+        # a failure of the volume is not a result: trial_finished records it interrupted and raises
+        # VolumeError, which guarded() turns into stopping the study
         self.loop.trial_finished(live.record, outcome)
 
 
@@ -549,17 +539,7 @@ class TrialDirname:
 
 
 # --- the run
-def _missing(cfg: Any, loop: Any) -> int:
-    """Finished trials the study still lacks, with no trial live in this process.
-
-    Not :meth:`hpo.StudyLoop.remaining`, which counts an interrupted (``running``) record as taken
-    because the core loop retries it itself: here Ray's restore continues the interrupted trials it
-    knows, and the ids of those it does not know go to the next experiment's trials (``rescan``).
-    """
-    return max(0, cfg.iterations - len(loop.finished()))
-
-
-def run_study(backend: Any, loop: Any) -> None:
+def run_study(backend: Any, recorder: Any) -> None:
     """Run the study to ``config.iterations`` finished trials with Ray Tune.
 
     On resume, the newest experiment under ``<study>/ray/`` is restored (``Tuner.restore``: its
@@ -568,11 +548,16 @@ def run_study(backend: Any, loop: Any) -> None:
     the remaining number; its searcher is seeded with ``seed + k`` (experiment ``tune-1`` with
     ``seed``), so that it does not propose the first experiment's configurations again.
 
+    Interrupted trials are not re-run by the core here (``recorder.missing()`` counts only
+    finished ones): Ray's restore continues those it knows, and the ids of those it does not know
+    go to the next experiment's trials (``_Context.rescan``).
+
     Raises:
         RunFailed: Ray ran an experiment that finished no trial (to avoid looping forever).
     """
     cfg, opts = backend.config, backend.options
-    study = loop.study
+    loop = recorder
+    study = recorder.study
     key = str(study.path)
     # Ray's driver settings (read when the Tuner runs): save the experiment state often, since the
     # study on the volume is what a killed pod resumes from (a snapshot per trial checkpoint is
@@ -596,17 +581,12 @@ def run_study(backend: Any, loop: Any) -> None:
     setup = {
         "study": key,
         "keys": list(cfg.space),
-        "model": cfg.model,
-        "task": cfg.task,
-        "data": loop.data_arg,
-        "train_args": dict(cfg.train_args),
-        "epochs": cfg.epochs,
-        "metric": cfg.metric,
+        "spec": recorder.trial_spec(0, {}),  # the core's trial spec; each trial sets its id, params and folder
         "checkpoint": opts.checkpoint,
         "trial_timeout": cfg.trial_timeout,
     }
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup), resources)
+    trainable = tune.with_resources(tune.with_parameters(ray_trainable, setup=setup), resources)
     mode = "max" if cfg.direction == "maximize" else "min"
     root = study.path / RAY_DIR
     try:
@@ -615,7 +595,7 @@ def run_study(backend: Any, loop: Any) -> None:
         for exp in exps:
             known |= _ids_in_state(exp)
         ctx.rescan(known)
-        if exps and _restorable(exps[-1]) and _missing(cfg, loop) > 0:
+        if exps and _restorable(exps[-1]) and loop.missing() > 0:
             print(f"hpo: ray: restoring Ray's experiment {exps[-1]}", file=sys.stderr)
             tuner = tune.Tuner.restore(
                 str(exps[-1]), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False,
@@ -635,10 +615,9 @@ def run_study(backend: Any, loop: Any) -> None:
                 ctx.interrupt_all(e)
             ctx.rescan(known | _ids_in_state(exps[-1]), fit_done=True)
         k = int(_EXP_RE.match(exps[-1].name).group(1)) if exps else 0
-        while _missing(cfg, loop) > 0:
-            before = len(loop.finished())
+        while loop.missing() > 0:
+            before = n = loop.missing()
             k += 1
-            n = _missing(cfg, loop)
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space(cfg.space),
@@ -662,7 +641,7 @@ def run_study(backend: Any, loop: Any) -> None:
             )
             _fit(tuner, ctx)
             ctx.rescan(known | _ids_in_state(root / f"tune-{k}"), fit_done=True)
-            if len(loop.finished()) == before:
+            if loop.missing() == before:
                 raise RunFailed(f"ray: experiment {root / f'tune-{k}'} finished no trial; see its folder and the trials' train.log")
     except KeyboardInterrupt as e:  # Ctrl-C/SIGTERM: the live trials are resumable, no new experiment
         ctx.interrupt_all(e)

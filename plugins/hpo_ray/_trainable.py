@@ -2,7 +2,8 @@
 
 Runs in a Ray worker process (a fresh actor per trial: ``reuse_actors=False``), so the trial is
 isolated from the driver and from other trials as with the core's runner. It calls
-:func:`hpo._worker.train` in-process and, after each epoch, ``ray.tune.report``\\ s
+:func:`hpo.train_trial` in-process on the core's :class:`hpo.TrialSpec` and, after each epoch,
+``ray.tune.report``\\ s
 
 - ``epoch``: the Ultralytics epoch, 1-based (the scheduler's ``time_attr``);
 - ``objective``: the study's objective metric of that epoch (NaN when not reported);
@@ -28,7 +29,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["train_trial", "trial_id_of", "TRIAL_PREFIX"]
+from hpo import Study, TrialStatus, train_trial
+
+__all__ = ["ray_trainable", "trial_id_of", "TRIAL_PREFIX"]
 
 #: Ray trial folders are named ``trial_<hpo trial id>`` (short; the config lives in ``params.json``).
 TRIAL_PREFIX = "trial_"
@@ -81,28 +84,28 @@ def _start_timeout(seconds: float | None, run_dir: Path) -> Any:
     return timer
 
 
-def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
-    """Ray Tune function trainable (bound with ``tune.with_parameters(train_trial, setup=...)``).
+def ray_trainable(config: dict[str, Any], setup: dict[str, Any]) -> None:
+    """Ray Tune function trainable (bound with ``tune.with_parameters(ray_trainable, setup=...)``).
 
     Args:
         config: the sampled params (Ray's trial config), one entry per space key.
-        setup: ``study`` (absolute study path), ``keys`` (space keys), ``model``, ``task``,
-            ``data`` (absolute data path), ``train_args``, ``epochs`` (int), ``metric``,
-            ``checkpoint`` (bool: report ``last.pt`` each epoch).
+        setup: ``study`` (absolute study path), ``keys`` (the search space's keys), ``spec`` (the core's :class:`hpo.TrialSpec` of
+            the study, :meth:`hpo.TrialRecorder.trial_spec`; its id, params and folder are
+            this trial's), ``checkpoint`` (bool: report ``last.pt`` each epoch),
+            ``trial_timeout`` (seconds or ``None``).
 
     Raises:
         RuntimeError: the training failed (text in ``<study>/trials/<id>/hpo_error.json``).
     """
     from ray import tune
 
-    from hpo.study import Study
-
     trial_dir = Path(tune.get_context().get_trial_dir())
     tid = trial_id_of(trial_dir.name)
     study_path = Path(setup["study"])
+    template = setup["spec"]
     run_dir = study_path / "trials" / str(tid)
     params = {k: _plain(config[k]) for k in setup["keys"]}
-    metric, epochs = setup["metric"], int(setup["epochs"])
+    metric, epochs = template.metric, int(template.epochs)
 
     # Ray's saved state may lag behind the study (the driver was killed between the two): a trial
     # the study already finished is not trained again; its recorded result is replayed.
@@ -111,7 +114,7 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         tune.report({"epoch": record.epochs_completed, "objective": _num(record.objective), "hpo_replay": 1})
         return
 
-    train_args = dict(setup["train_args"])
+    train_args = dict(template.train_args)
     checkpoint = tune.get_checkpoint() if setup.get("checkpoint", True) else None
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -124,11 +127,10 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         shutil.rmtree(run_dir)  # a fresh start: nothing of an earlier attempt may leak into this one
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "params.json").write_text(json.dumps(params, indent=2) + "\n")
-    from hpo._worker import redirect_output, train  # imports torch + ultralytics (this worker only)
-
-    redirect_output(run_dir / "train.log")
-    print(f"hpo: trial {tid} in Ray trial {tune.get_context().get_trial_id()}"
-          f"{' resumed from ' + train_args['resume'] if 'resume' in train_args else ''}", flush=True)
+    spec = template.replace(trial_id=tid, params=params, train_args=train_args, run_dir=str(run_dir))
+    with open(spec.log_file, "a", encoding="utf-8") as log:
+        log.write(f"hpo: trial {tid} in Ray trial {tune.get_context().get_trial_id()}"
+                  f"{' resumed from ' + train_args['resume'] if 'resume' in train_args else ''}\n")
 
     held: dict[str, Any] = {}
     last_ckpt: list[Path] = []
@@ -153,34 +155,19 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
             tune.report(metrics)
         return False
 
-    spec = {
-        "model": setup["model"],
-        "task": setup["task"],
-        "data": setup["data"],
-        "params": params,
-        "train_args": train_args,
-        "epochs": epochs,
-        "project": str(run_dir.parent),
-        "name": run_dir.name,
-        "integrations": [],
-    }
     timer = _start_timeout(setup.get("trial_timeout"), run_dir)
     try:
-        outcome = train(spec, report)
-    except BaseException as e:
-        text = f"{type(e).__name__}: {e}".strip().splitlines()[0][:2000] if str(e) else type(e).__name__
-        partial = getattr(e, "hpo_outcome", {}) or {}
-        (run_dir / "hpo_error.json").write_text(json.dumps({"error": text, "applied": partial.get("applied", {})}, default=str))
-        import traceback
-
-        traceback.print_exc()
-        raise RuntimeError(f"trial {tid}: {text}") from None
+        outcome = train_trial(spec, report, log=True)  # the trial's output goes to its train.log
     finally:
         if timer is not None:
             timer.cancel()
         for old in last_ckpt:
             shutil.rmtree(old, ignore_errors=True)
-    if not held:  # Ultralytics stopped before the last epoch (patience): report its last row again
-        last = outcome["epochs"][-1] if outcome["epochs"] else {"epoch": 0}
+    if outcome.status is TrialStatus.FAILED:
+        (run_dir / "hpo_error.json").write_text(json.dumps({"error": outcome.error, "applied": outcome.applied}, default=str))
+        raise RuntimeError(f"trial {tid}: {outcome.error}")
+    if not held:  # training stopped before the last epoch (Ultralytics' patience): report its last row again
+        last = outcome.epochs[-1] if outcome.epochs else {"epoch": 0}
         held = {"epoch": int(last["epoch"]), "objective": _num(last.get(metric)), "hpo_row": json.dumps(last)}
-    tune.report({**held, "hpo_outcome": json.dumps(outcome, default=str)})
+    done = {"final_metrics": outcome.final_metrics, "applied": outcome.applied, "train_s": outcome.train_s, "weights": outcome.weights}
+    tune.report({**held, "hpo_outcome": json.dumps(done, default=str)})

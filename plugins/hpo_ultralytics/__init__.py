@@ -11,7 +11,6 @@ not Ultralytics' ``fitness``. Failed trials are not written there, so they never
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -19,8 +18,11 @@ from typing import Any
 
 from pydantic import Field
 
-from hpo import Backend, BackendOptions, ConfigError, RunFailed, TrialRecord, TrialStatus, hookimpl
-from hpo.study import atomic_write_text
+from hpo import (
+    Backend, BackendOptions, ConfigError, Kind, RunFailed, Suggestion, TrialRecord, TrialStatus, atomic_write_text, hookimpl,
+)
+
+from ._native import NativeProposals
 
 __all__ = ["UltralyticsBackend", "hpo_register_backends"]
 
@@ -33,17 +35,7 @@ class UltralyticsOptions(BackendOptions):
     parents: int = Field(9, ge=1, description="number of best previous results a child is mutated from (native n=9)")
     sigma: float = Field(0.2, gt=0, le=1, description="normalised mutation standard deviation (native sigma=0.2)")
 
-
-class UltralyticsBackend(Backend):
-    """Ultralytics' native genetic mutation (``Tuner._mutate``), with hpo's runner, records and resume."""
-
-    name = "ultralytics"
-    description = "Ultralytics' native genetic tuner (mutation of the best previous results); --concurrent-trials N trains N proposals at once"
-    library = "ultralytics"
-    Options = UltralyticsOptions
-
-    @classmethod
-    def check(cls, config: Any, options: BackendOptions) -> None:
+    def check(self, config: Any) -> None:
         """Refuse choice and log parameters (the native form is linear ``(low, high)``), and a space with
         fewer distinct configurations than ``config.iterations`` (the native ``Tuner._mutate`` never
         repeats one and raises after 200 tries; counted by :func:`_distinct_values`).
@@ -51,7 +43,7 @@ class UltralyticsBackend(Backend):
         Raises:
             hpo.errors.ConfigError: naming the parameters and the fix.
         """
-        bad = [k for k, p in config.space.items() if p.kind.value == "choice" or p.log]
+        bad = [k for k, p in config.space.items() if p.kind is Kind.CHOICE or p.log]
         if bad:
             raise ConfigError(
                 f"space: the ultralytics backend mutates linear (low, high) ranges only; {', '.join(bad)} "
@@ -67,36 +59,39 @@ class UltralyticsBackend(Backend):
                 f"add a float parameter, lower --iterations to {total}, or use --backend optuna"
             )
 
+
+class UltralyticsBackend(Backend):
+    """Ultralytics' native genetic mutation (``Tuner._mutate``), with hpo's runner, records and resume.
+
+    Proposal ``k`` of the study (0-based, counting every trial recorded before it) draws from
+    ``numpy.random.default_rng([seed, k])`` when ``--seed`` is given, so a seeded study proposes
+    the same sequence on every run.
+    """
+
+    name = "ultralytics"
+    description = "Ultralytics' native genetic tuner (mutation of the best previous results); --concurrent-trials N trains N proposals at once"
+    library = "ultralytics"
+    Options = UltralyticsOptions
+
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        import numpy as np
-        from ultralytics.cfg import get_cfg
-        from ultralytics.engine.tuner import Tuner as NativeTuner
-        from ultralytics.utils import colorstr
-
-        self._np = np
         self.tune_dir = Path(self.study.path) / "ultralytics"
         self.tune_dir.mkdir(parents=True, exist_ok=True)
-        native = NativeTuner.__new__(NativeTuner)  # no model build, no callbacks: only the proposal state
-        native.space = self.config.space.to_ultralytics()
-        native.args = get_cfg(overrides=dict(self.config.train_args))
-        native.tune_dir = self.tune_dir
-        native.tune_file = self.tune_dir / "tune_results.ndjson"
-        native.mongodb = None
-        native.prefix = colorstr("Tuner: ")
-        self.native = native
+        self.native = NativeProposals(self.config.space.to_ultralytics(), self.config.train_args, self.tune_dir)
         self.sign = 1.0 if self.config.direction == "maximize" else -1.0
         self._results: list[dict[str, Any]] = []
+        self._asked = len(self.study.records())  # proposal counter (seeds the native draws)
 
-    def ask(self, trial_id: int) -> dict[str, Any]:
+    def ask(self) -> Suggestion:
         """The native proposal (``Tuner._mutate``).
 
         Raises:
             hpo.errors.RunFailed: the native tuner found no untried configuration in its 200 tries
                 (a nearly exhausted integer space: ``check`` only guarantees there are enough).
         """
+        k, self._asked = self._asked, self._asked + 1
         try:
-            return self._mutate(trial_id)
+            return Suggestion(self.native.mutate(self.options.parents, self.options.sigma, seed=self.config.seed, draw=k))
         except RuntimeError as e:
             native = _ANSI.sub("", str(e)).strip()
             raise RunFailed(
@@ -105,22 +100,9 @@ class UltralyticsBackend(Backend):
                 "or use --resume with a smaller --iterations"
             ) from None
 
-    def _mutate(self, trial_id: int) -> dict[str, Any]:
-        np = self._np
-        seed = self.config.seed
-        if seed is None:
-            return self.native._mutate(n=self.options.parents, sigma=self.options.sigma)
-        # the native code draws from np.random.default_rng(): give it one seeded per (seed, trial)
-        original = np.random.default_rng
-        np.random.default_rng = lambda *a, **k: original([seed, trial_id])
-        try:
-            return self.native._mutate(n=self.options.parents, sigma=self.options.sigma)
-        finally:
-            np.random.default_rng = original
-
     def _native_record(self, record: TrialRecord) -> dict[str, Any]:
         data_name = Path(self.config.data.source).stem
-        return self.native._result_record(
+        return self.native.result_record(
             record.id + 1,
             self.sign * float(record.objective),
             dict(record.params),
@@ -133,14 +115,14 @@ class UltralyticsBackend(Backend):
             return
         result = self._native_record(record)
         self._results.append(result)
-        self.native._save_local_result(result)
+        self.native.save_result(result)
         self._write_best()
 
     def restore(self, finished: list[TrialRecord]) -> None:
         self._results = [
             self._native_record(r) for r in finished if r.status is TrialStatus.COMPLETE and r.objective is not None
         ]
-        text = "".join(json.dumps(r, default=self.native._json_default) + "\n" for r in self._results)
+        text = "".join(self.native.dumps(r) + "\n" for r in self._results)
         atomic_write_text(self.native.tune_file, text)
         if self._results:
             self._write_best()
@@ -159,7 +141,7 @@ class UltralyticsBackend(Backend):
 def _distinct_values(param: Any) -> int:
     """How many values the native ``Tuner._constrain`` can give a parameter: every whole number
     in an integer range (``CFG_INT_KEYS``), every multiple of 1e-5 in a float range (it rounds to 5 decimals)."""
-    if param.kind.value == "int":
+    if param.kind is Kind.INT:
         return int(param.high) - int(param.low) + 1
     return math.floor(round(param.high * 1e5, 6)) - math.ceil(round(param.low * 1e5, 6)) + 1
 

@@ -1,0 +1,114 @@
+"""Simulated trials: learning curves from a formula, no training, milliseconds per trial.
+
+:func:`simulated_trainer` is a trainer (:mod:`hpo.trial`) that plugs into the same seam as
+Ultralytics training: ``Tuner(trainer="hpo.simulate:simulated_trainer")``, or the environment
+variable ``HPO_TRAINER=hpo.simulate:simulated_trainer`` for the ``hpo`` command. Every backend then
+runs its real sampler, pruner, scheduler or mutation through hpo's real loop, records and resume,
+against curves that cost nothing. The backend conformance suite (:mod:`hpo.testing`) runs on it.
+
+The curve of a trial with params ``p`` at epoch ``e`` (1-based)::
+
+    q(p)        = mean over numeric keys k of (1 + sin(3 * x_k + i_k)) / 2,  x_k = log10(v) if v > 0 else v
+    value(p, e) = 0.05 + 0.9 * q(p) * (1 - exp(-e / (1 + 2 * (1 - q(p)))))
+
+(``i_k`` is the key's position in sorted order), so it is deterministic, between 0.05 and 0.95,
+rises with every epoch, and a better configuration is better at every epoch (the premise of
+successive halving). For a loss metric (a name containing ``loss``) the value is ``1 - value``.
+
+Options (``trainer_options``, or ``HPO_TRAINER_OPTIONS`` as JSON):
+    epoch_s: seconds slept per epoch (default 0; a few tenths let a test kill a study mid-trial).
+    fail: trial ids whose training raises (recorded ``failed``).
+    nan: trial ids whose metric is NaN from the first epoch (a diverged training: ``failed``).
+    weights_bytes: size of the ``weights/best.pt`` and ``last.pt`` each trial writes (default 0:
+        none), for tests of disk use and full volumes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from .study import TrialStatus
+from .trial import Progress, Report, TrialOutcome, TrialSpec
+
+__all__ = ["simulated_trainer", "curve_value", "quality"]
+
+
+def quality(params: dict[str, Any]) -> float:
+    """``q(p)`` in [0, 1] (see the module docstring); 0.5 for a space without numeric keys."""
+    terms = []
+    for i, key in enumerate(sorted(params)):
+        v = params[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        x = math.log10(v) if v > 0 else float(v)
+        terms.append((1 + math.sin(3 * x + i)) / 2)
+    return sum(terms) / len(terms) if terms else 0.5
+
+
+def curve_value(params: dict[str, Any], epoch: int, metric: str = "") -> float:
+    """The simulated metric of ``params`` after ``epoch`` epochs (1-based)."""
+    q = quality(params)
+    value = 0.05 + 0.9 * q * (1 - math.exp(-epoch / (1 + 2 * (1 - q))))
+    return 1 - value if "loss" in metric else value
+
+
+def _write_weights(run_dir: Path, size: int) -> str | None:
+    if size <= 0:
+        return None
+    folder = run_dir / "weights"
+    folder.mkdir(parents=True, exist_ok=True)
+    block = b"\0" * min(size, 1 << 20)
+    for name in ("last.pt", "best.pt"):
+        with open(folder / name, "wb") as f:
+            left = size
+            while left > 0:
+                left -= f.write(block[:left])
+            f.flush()
+            os.fsync(f.fileno())
+    return str(folder / "best.pt")
+
+
+def simulated_trainer(spec: TrialSpec, report: Report, progress: Progress | None = None) -> TrialOutcome:
+    """Simulate training ``spec`` (see the module docstring for the curve and the options).
+
+    Returns:
+        ``COMPLETE`` after ``spec.epochs`` epochs (``final_metrics`` = the last epoch's), or
+        ``PRUNED`` when ``report`` asked to stop.
+
+    Raises:
+        RuntimeError: the trial id is in the ``fail`` option (a simulated training error).
+        OSError: writing the weights failed (e.g. a full volume).
+    """
+    opts = spec.trainer_options
+    run_dir = Path(spec.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if spec.trial_id in set(opts.get("fail", ())):
+        raise RuntimeError(f"simulated training error of trial {spec.trial_id}")
+    diverged = spec.trial_id in set(opts.get("nan", ()))
+    epoch_s = float(opts.get("epoch_s", 0.0))
+    metric = spec.metric or "metrics/accuracy_top1"
+    rows: list[dict[str, float]] = []
+    weights = None
+    for epoch in range(1, spec.epochs + 1):
+        if epoch_s > 0:
+            steps = 4
+            for b in range(1, steps + 1):
+                time.sleep(epoch_s / steps)
+                if progress is not None:
+                    progress({"epoch": epoch, "batch": b, "batches": steps})
+        value = math.nan if diverged else curve_value(spec.params, epoch, metric)
+        row: dict[str, float] = {"epoch": epoch, metric: value}
+        rows.append(row)
+        weights = _write_weights(run_dir, int(opts.get("weights_bytes", 0))) or weights
+        if report(row):
+            return TrialOutcome(TrialStatus.PRUNED, epochs=rows, applied=dict(spec.params), weights=weights)
+    return TrialOutcome(
+        TrialStatus.COMPLETE, epochs=rows, final_metrics={metric: rows[-1][metric]}, applied=dict(spec.params), weights=weights,
+    )
+
+
+simulated_trainer.in_process = True  # type: ignore[attr-defined]  # no global state: the runner skips the worker process

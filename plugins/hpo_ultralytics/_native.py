@@ -1,0 +1,80 @@
+"""The one place this plugin touches Ultralytics' private API (``ultralytics.engine.tuner.Tuner``).
+
+The native genetic tuner has no public "propose one configuration" call, so hpo builds its
+``Tuner`` without running ``__init__`` (no model build, no callbacks: only the proposal state) and
+calls its private methods, all of Ultralytics 8.4.x (``ultralytics/engine/tuner.py``):
+
+- ``Tuner._mutate(n, sigma)``: one proposal, a fitness-weighted parent among the ``n`` best rows
+  of ``tune_results.ndjson``, mutated (raises ``RuntimeError`` after 200 tries without an
+  untried configuration);
+- ``Tuner._result_record(...)``, ``Tuner._save_local_result(row)``, ``Tuner._json_default``: the
+  native ``tune_results.ndjson`` rows, so users find the files they know.
+
+A change of these in a new Ultralytics release breaks here and only here
+(``tests/test_backend_ultralytics.py`` runs them for real).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["NativeProposals"]
+
+
+class NativeProposals:
+    """Ultralytics' native proposal state for one study.
+
+    Args:
+        space: the native space ``{key: (low, high)}`` (:meth:`hpo.SearchSpace.to_ultralytics`).
+        train_args: the study's fixed train args (the native tuner keeps them in ``args``).
+        tune_dir: where ``tune_results.ndjson`` lives (``<study>/ultralytics``).
+    """
+
+    def __init__(self, space: dict[str, Any], train_args: dict[str, Any], tune_dir: Path):
+        from ultralytics.cfg import get_cfg
+        from ultralytics.engine.tuner import Tuner as NativeTuner
+        from ultralytics.utils import colorstr
+
+        native = NativeTuner.__new__(NativeTuner)
+        native.space = space
+        native.args = get_cfg(overrides=dict(train_args))
+        native.tune_dir = tune_dir
+        native.tune_file = tune_dir / "tune_results.ndjson"
+        native.mongodb = None
+        native.prefix = colorstr("Tuner: ")
+        self._tuner = native
+        self.tune_file: Path = native.tune_file
+
+    def mutate(self, parents: int, sigma: float, *, seed: int | None, draw: int) -> dict[str, Any]:
+        """One native proposal (``Tuner._mutate(n=parents, sigma=sigma)``).
+
+        With ``seed``, the native code's ``np.random.default_rng()`` is seeded with ``[seed, draw]``.
+
+        Raises:
+            RuntimeError: the native tuner found no untried configuration.
+        """
+        import numpy as np
+
+        if seed is None:
+            return dict(self._tuner._mutate(n=parents, sigma=sigma))
+        original = np.random.default_rng
+        np.random.default_rng = lambda *a, **k: original([seed, draw])
+        try:
+            return dict(self._tuner._mutate(n=parents, sigma=sigma))
+        finally:
+            np.random.default_rng = original
+
+    def result_record(self, iteration: int, fitness: float, params: dict[str, Any], metrics: dict[str, Any],
+                      save_dirs: dict[str, str]) -> dict[str, Any]:
+        """A native ``tune_results.ndjson`` row (``Tuner._result_record``)."""
+        return dict(self._tuner._result_record(iteration, fitness, params, metrics, save_dirs))
+
+    def save_result(self, row: dict[str, Any]) -> None:
+        """Append a row to ``tune_results.ndjson`` (``Tuner._save_local_result``)."""
+        self._tuner._save_local_result(row)
+
+    def dumps(self, row: dict[str, Any]) -> str:
+        """A row as one JSON line, as the native tuner writes it (``Tuner._json_default``)."""
+        return json.dumps(row, default=self._tuner._json_default)
