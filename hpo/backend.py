@@ -190,6 +190,15 @@ class TrialRecorder(Protocol):
         """Record a trial the run stopped (``interrupted``: ``--resume`` re-runs it)."""
         ...
 
+    def budget_spent(self) -> bool:
+        """Whether the study's time budget is spent: start no new trial."""
+        ...
+
+    def stop_for_budget(self, record: TrialRecord, row: dict[str, float]) -> bool:
+        """Whether a running trial must stop after this epoch because the time budget is spent
+        (it is then recorded ``pruned`` with that reason)."""
+        ...
+
 
 class Controller(BackendInfo, abc.ABC):
     """A backend whose library owns the loop (Ray Tune): it decides, trains and schedules itself,
@@ -197,9 +206,11 @@ class Controller(BackendInfo, abc.ABC):
 
     Its trials train with :func:`hpo.train_trial` on the recorder's :meth:`TrialRecorder.trial_spec`
     (the same trial code as the core's runner), and it honours the core's settings:
-    ``config.iterations`` (stop when :meth:`TrialRecorder.missing` is 0), ``config.workers``
-    (trials at once), ``config.trial_timeout``, and ``KeyboardInterrupt`` (record the live trials
-    with :meth:`TrialRecorder.trial_interrupted`, then re-raise).
+    ``config.iterations`` (stop when :meth:`TrialRecorder.missing` is 0), ``config.time_budget``
+    (start no trial once :meth:`TrialRecorder.budget_spent`, stop running ones at the epoch where
+    :meth:`TrialRecorder.stop_for_budget` says so), ``config.workers`` (trials at once),
+    ``config.trial_timeout``, and ``KeyboardInterrupt`` (record the live trials with
+    :meth:`TrialRecorder.trial_interrupted`, then re-raise).
 
     Args:
         config: the validated study settings.

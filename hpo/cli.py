@@ -122,11 +122,18 @@ def _print_result(result: Any, as_json: bool) -> None:
         "best": {"trial": result.best_trial, "objective": result.best_objective, "params": result.best_params},
         "best_weights": str(result.best_weights) if result.best_weights else None,
         "nothing_to_do": result.nothing_to_do,
+        "stopped_by": result.stopped_by,
+        "elapsed_s": result.elapsed_s,
     }
     if as_json:
         print(json.dumps(doc, indent=2))
         return
-    if result.nothing_to_do:
+    if result.stopped_by == "time_budget":
+        from .config import format_duration
+
+        print(f"time budget spent: the study ended after {format_duration(result.elapsed_s or 0)} "
+              f"with {sum(result.counts.values())} finished trials (--resume with a larger --time-budget continues it)")
+    elif result.nothing_to_do:
         print(f"nothing to do: the study already has its {sum(result.counts.values())} finished trials")
     print(f"best trial {result.best_trial}: {result.metric} = {result.best_objective}")
     print("best hyperparameters:")
@@ -151,7 +158,8 @@ def tune(
     backend: str = typer.Option("ultralytics", "--backend", "-b", help="Backend name (hpo backends)."),
     model: str = typer.Option(..., "--model", "-m", help="Bundled model YAML (yolov8n.yaml) or local .pt; never downloaded."),
     data: str = typer.Option(..., "--data", "-d", help="Data YAML, or classification folder."),
-    iterations: str = typer.Option("10", "--iterations", "-n", metavar="N", help="Total finished trials of the study."),
+    iterations: Optional[str] = typer.Option(None, "--iterations", "-n", metavar="N", help="Total finished trials of the study (default 10; with --time-budget: no cap unless given)."),
+    time_budget: Optional[str] = typer.Option(None, "--time-budget", "-t", metavar="DURATION", help="Wall-clock budget of the whole study, over all its runs: seconds (3600) or 90m, 2h, 1h30m. No trial starts after it; running trials stop at their next epoch (pruned)."),
     epochs: str = typer.Option("10", "--epochs", "-e", metavar="N", help="Training epochs per trial (the full fidelity)."),
     output: str = typer.Option("runs/hpo", "--output", "-o", help="Folder of studies (e.g. the mounted volume)."),
     name: Optional[str] = typer.Option(None, "--name", help="Study name (default <data>-<backend>)."),
@@ -191,7 +199,8 @@ def tune(
     tuner = Tuner(
         backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
         metric=metric, train_args=parse_train_args(train_pairs), output=output, name=name, resume=resume, join=join,
-        trial_timeout=trial_timeout, concurrent_trials=concurrent_trials, seed=seed, backend_options=options, callbacks=callbacks,
+        trial_timeout=trial_timeout, time_budget=time_budget, concurrent_trials=concurrent_trials, seed=seed,
+        backend_options=options, callbacks=callbacks,
         mlflow=mlflow, experiment=experiment, plots=plots, keep_weights=keep_weights, verbose=not quiet,
         download_weights=download_weights, weights_dir=weights_dir,
     )

@@ -25,7 +25,7 @@ from .plugins import backends, get_backend
 from .space import SearchSpace, load_yaml
 from .trial import ULTRALYTICS_TRAINER, resolve_trainer
 
-__all__ = ["TuneConfig", "build_config", "parse_train_args", "RESERVED_TRAIN_ARGS"]
+__all__ = ["TuneConfig", "build_config", "parse_train_args", "parse_duration", "format_duration", "RESERVED_TRAIN_ARGS"]
 
 #: Train args hpo sets itself, per trial; giving them is an error naming the hpo setting to use.
 RESERVED_TRAIN_ARGS = {
@@ -53,7 +53,8 @@ class TuneConfig:
         task: Ultralytics task (``detect``, ``classify``, ...).
         data: the resolved dataset.
         space: the search space.
-        iterations: total finished trials the study must reach (>= 1).
+        iterations: total finished trials the study must reach (>= 1); ``None``: no cap (only
+            with a ``time_budget``).
         epochs: training epochs per trial, the full fidelity (>= 1).
         metric: the objective, an Ultralytics metric name (e.g. ``metrics/mAP50-95(B)``).
         direction: ``"maximize"`` or ``"minimize"``.
@@ -64,6 +65,8 @@ class TuneConfig:
         join: add this process to a running study of a backend with ``supports_join`` (records
             to ``trials.<worker>.jsonl``, no lock, no retries).
         trial_timeout: seconds per trial before it is killed (``None``: none).
+        time_budget: wall-clock seconds of the whole study, over all its runs (``None``: none): no
+            trial starts after it, running trials stop at their next epoch (``pruned``).
         workers: trials run at once by this process (the user-facing ``concurrent_trials``).
         seed: seed of the backend's sampler (``None``: random).
         options: the backend's validated options.
@@ -79,7 +82,7 @@ class TuneConfig:
     task: str
     data: ResolvedData
     space: SearchSpace
-    iterations: int
+    iterations: int | None
     epochs: int
     metric: str
     direction: str
@@ -89,6 +92,7 @@ class TuneConfig:
     resume: bool = False
     join: bool = False
     trial_timeout: float | None = None
+    time_budget: float | None = None
     workers: int = 1
     seed: int | None = None
     options: BackendOptions = field(default_factory=BackendOptions)
@@ -126,6 +130,7 @@ class TuneConfig:
             "iterations": self.iterations,
             "train_args": self.train_args,
             "trial_timeout": self.trial_timeout,
+            "time_budget": self.time_budget,
             "workers": self.workers,
             "seed": self.seed,
             "options": self.options.model_dump(mode="json"),
@@ -144,6 +149,41 @@ def _count(field_name: str, value: Any) -> int:
     if not math.isfinite(number) or not number.is_integer() or number < 1:
         raise ConfigError(f"{field_name}: {value!r} must be a whole number >= 1")
     return int(number)
+
+
+_DURATION_RE = re.compile(r"^\s*(?:(\d+(?:\.\d*)?)\s*h)?\s*(?:(\d+(?:\.\d*)?)\s*m(?:in)?)?\s*(?:(\d+(?:\.\d*)?)\s*s?)?\s*$", re.I)
+
+
+def parse_duration(field_name: str, value: Any) -> float:
+    """Seconds of a duration: a number (seconds) or text ``"3600"``, ``"90m"``, ``"2h"``, ``"1h30m"``,
+    ``"45s"``, ``"1.5h"``.
+
+    Raises:
+        ConfigError: not a duration, or not > 0 (naming ``field_name`` and the accepted forms).
+    """
+    bad = ConfigError(f"{field_name}: {value!r} must be a duration > 0: seconds (3600) or 90m, 2h, 1h30m")
+    if isinstance(value, bool) or value is None:
+        raise bad
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = _DURATION_RE.match(str(value))
+        if not m or not any(m.groups()):
+            raise bad
+        h, mins, s = (float(g) if g else 0.0 for g in m.groups())
+        seconds = h * 3600 + mins * 60 + s
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise bad
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``"2h"``, ``"1h30m"``, ``"90s"``: the short form of a duration in seconds."""
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    parts = [f"{h}h" if h else "", f"{m}m" if m else "", f"{sec}s" if sec or not (h or m) else ""]
+    return "".join(parts)
 
 
 def _smart_value(text: str) -> Any:
@@ -293,6 +333,7 @@ def build_config(
     resume: bool = False,
     join: bool = False,
     trial_timeout: float | None = None,
+    time_budget: Any = None,
     workers: Any = 1,
     seed: int | None = None,
     backend_options: dict[str, Any] | None = None,
@@ -326,7 +367,11 @@ def build_config(
         )
     if join and resume:
         raise ConfigError("join: --join and --resume exclude each other; --resume continues a study in its one writer, --join adds a process to a running one")
-    iterations = _count("iterations", iterations)
+    if time_budget is not None:
+        time_budget = parse_duration("time_budget", time_budget)
+    if iterations is None and time_budget is None:
+        iterations = 10
+    iterations = None if iterations is None else _count("iterations", iterations)
     epochs = _count("epochs", epochs)
     workers = _count("concurrent_trials", workers)  # the user-facing name (was --workers)
     if trial_timeout is not None:
@@ -371,7 +416,8 @@ def build_config(
     config = TuneConfig(
         backend=backend, model=model, task=task, data=resolved, space=space, iterations=iterations,
         epochs=epochs, metric=metric, direction=direction, train_args=args, output=output, name=name,
-        resume=bool(resume), join=bool(join), trial_timeout=trial_timeout, workers=workers, seed=seed, options=options,
+        resume=bool(resume), join=bool(join), trial_timeout=trial_timeout, time_budget=time_budget, workers=workers,
+        seed=seed, options=options,
         trainer=trainer, trainer_options=trainer_options, notices=tuple(notices),
     )
     options.check(config)

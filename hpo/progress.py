@@ -76,7 +76,10 @@ class ProgressDisplay:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_line = time.monotonic()
-        self.total = self.epochs = 1
+        self.total: int | None = 1
+        self.epochs = 1
+        self.budget: float | None = None  # the study's time budget, seconds
+        self._elapsed_before = 0.0  # seconds the study ran before this run
         self.metric, self.direction = "", "maximize"
         self.best: tuple[float, int] | None = None
         self.done = self._done_at_start = 0
@@ -87,21 +90,43 @@ class ProgressDisplay:
         inner = r.batch / r.batches if r.batches else 0.0
         return min(1.0, (r.epoch + (inner if r.batch and r.epoch < self.epochs else 0.0)) / max(1, self.epochs))
 
+    def budget_left_s(self) -> float | None:
+        """Seconds of the study's time budget left (``None``: no budget)."""
+        if self.budget is None:
+            return None
+        return max(0.0, self.budget - self._elapsed_before - (time.monotonic() - self._t0))
+
     def eta_s(self) -> float | None:
-        """Seconds to the study's end at this run's rate so far (``None`` before any progress)."""
+        """Seconds to the study's end: at this run's rate so far for the trials left, capped by
+        the time budget left (``None`` before any progress, without a budget)."""
+        budget_left = self.budget_left_s()
+        if self.total is None:
+            return budget_left
         with self._lock:
             units = (self.done - self._done_at_start) + sum(self._fraction(r) for r in self._running.values())
         elapsed = time.monotonic() - self._t0
         left = self.total - self.done - sum(self._fraction(r) for r in self._running.values())
         if units <= 0.01 or elapsed <= 0:
-            return None
-        return max(0.0, left) * elapsed / units
+            return budget_left
+        eta = max(0.0, left) * elapsed / units
+        return eta if budget_left is None else min(eta, budget_left)
+
+    def _of(self, n: int) -> str:
+        return f"{n}/{self.total}" if self.total is not None else str(n)
+
+    def _count_text(self) -> str:
+        text = f"{self.done}/{self.total}" if self.total is not None else f"{self.done}"
+        if self.budget is not None:
+            used = self._elapsed_before + time.monotonic() - self._t0
+            text += f" trials, {clock(used)} of the {clock(self.budget)} budget"
+        return text
 
     def _best_text(self) -> str:
         return f"best {self.best[0]:.5g} (trial {self.best[1]})" if self.best else "best -"
 
     def _summary(self) -> str:
-        return (f"{self.done}/{self.total} trials, elapsed {clock(time.monotonic() - self._t0)}, "
+        trials = "" if self.budget is not None else " trials"
+        return (f"{self._count_text()}{trials}, elapsed {clock(time.monotonic() - self._t0)}, "
                 f"ETA {clock(self.eta_s())}, {self._best_text()}")
 
     def _trial_text(self, r: _Running) -> str:
@@ -126,8 +151,12 @@ class ProgressDisplay:
     def _refresh(self) -> None:
         if self._progress is None:
             return
-        self._progress.update(self._overall, completed=self.done + sum(self._fraction(r) for r in self._running.values()),
-                              info=f"{self.done}/{self.total}  elapsed {clock(time.monotonic() - self._t0)}  ETA {clock(self.eta_s())}  {self._best_text()}")
+        if self.total is None and self.budget is not None:  # a time budget alone: the bar is time
+            completed = min(self.budget, self._elapsed_before + time.monotonic() - self._t0)
+        else:
+            completed = self.done + sum(self._fraction(r) for r in self._running.values())
+        self._progress.update(self._overall, completed=completed,
+                              info=f"{self._count_text()}  elapsed {clock(time.monotonic() - self._t0)}  ETA {clock(self.eta_s())}  {self._best_text()}")
         for tid, r in self._running.items():
             if tid in self._tasks:
                 self._progress.update(self._tasks[tid], completed=self._fraction(r), info=self._trial_text(r))
@@ -145,14 +174,18 @@ class ProgressDisplay:
     def on_study_start(self, study: Study, config: TuneConfig) -> None:
         """Print the study's header and start the display."""
         with self._lock:
-            self.total, self.epochs = config.iterations, config.epochs
+            self.total, self.epochs = config.iterations, config.epochs  # total None: a time budget alone
+            self.budget = config.time_budget
+            self._elapsed_before = float(study.settings.get("elapsed_s") or 0.0)
             self.metric, self.direction = config.metric, config.direction
             finished = study.finished()
             self.done = self._done_at_start = len(finished)
             for r in finished:
                 self._update_best(r)
             self._t0 = time.monotonic()
-            self._line(f"hpo study {study.path} ({config.backend}, {config.iterations} trials x {config.epochs} epochs, "
+            trials = f"{config.iterations} trials" if config.iterations is not None else "trials"
+            budget = f" in {clock(config.time_budget)}" if config.time_budget is not None else ""
+            self._line(f"hpo study {study.path} ({config.backend}, {trials} x {config.epochs} epochs{budget}, "
                        f"{self.metric} {self.direction})")
             if self.live:
                 from rich.progress import BarColumn, Progress, TextColumn
@@ -161,7 +194,10 @@ class ProgressDisplay:
                     TextColumn("{task.description}"), BarColumn(bar_width=24), TextColumn("{task.fields[info]}"),
                     console=self.console, transient=False, auto_refresh=True, refresh_per_second=4,
                 )
-                self._overall = self._progress.add_task("trials", total=self.total, completed=self.done, info="")
+                by_time = self.total is None and self.budget is not None
+                self._overall = self._progress.add_task(
+                    "time" if by_time else "trials", total=self.budget if by_time else self.total, completed=self.done, info="",
+                )
                 self._progress.start()
                 self._refresh()
         self._stop.clear()
@@ -175,7 +211,7 @@ class ProgressDisplay:
             if self._progress is not None:
                 self._tasks[record.id] = self._progress.add_task(f"  trial {record.id}", total=1.0, info=self._trial_text(r))
             else:
-                self._line(f"trial {record.id} started ({self.done + len(self._running)}/{self.total})")
+                self._line(f"trial {record.id} started ({self._of(self.done + len(self._running))})")
 
     def on_batch(self, record: TrialRecord, progress: dict[str, int]) -> None:
         """Batch progress of a running trial (shown live; in plain mode by the heartbeat)."""
@@ -211,7 +247,7 @@ class ProgressDisplay:
             obj = f"{record.objective:.5g}" if record.objective is not None else "-"
             extra = f" error: {record.error}" if record.status.value == "failed" and record.error else ""
             dur = f" {record.duration_s:.1f} s" if record.duration_s else ""
-            self._line(f"trial {record.id} {record.status.value} objective={obj}{dur} [{self.done}/{self.total}] "
+            self._line(f"trial {record.id} {record.status.value} objective={obj}{dur} [{self._of(self.done)}] "
                        f"{self._best_text()}, elapsed {clock(time.monotonic() - self._t0)}, ETA {clock(self.eta_s())}{extra}")
             self._refresh()
 

@@ -6,6 +6,7 @@ runner trains -> records go to the study (and the callbacks) -> result.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -13,14 +14,15 @@ import re
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import ultra
-from .config import TuneConfig, build_config, gpu_indices
-from .errors import ConfigError, RunFailed, StudyError, VolumeError
+from .config import TuneConfig, build_config, format_duration, gpu_indices
+from .errors import ConfigError, HpoError, RunFailed, StudyError, VolumeError
 from .files import free_bytes, human_bytes, tree_bytes, volume_errors
 from .runner import TrialRunner, start_workers
 from .study import Study, TrialRecord, TrialStatus, utcnow
@@ -37,6 +39,9 @@ __all__ = [
 ]
 
 
+#: What :meth:`StudyLoop.missing` and :meth:`StudyLoop.remaining` say for a study without an
+#: iteration cap (a time budget alone): more trials than any budget holds.
+UNCAPPED = 1 << 30
 #: Below this many free bytes on the study's volume no trial starts (see :meth:`StudyLoop.space_needed`).
 MIN_FREE_BYTES = 16 << 20
 #: A failed trial whose error says this failed because the volume did (errno texts of ENOSPC,
@@ -157,7 +162,9 @@ class TuneResult:
         study_dir: the study directory.
         best_weights: ``<study>/weights/best.pt`` if written.
         counts: ``{"complete": n, "failed": n, "pruned": n}``.
-        nothing_to_do: the study had already reached its total.
+        nothing_to_do: the study had already reached its total (or spent its time budget).
+        stopped_by: ``"time_budget"`` when the time budget ended the study, else ``None``.
+        elapsed_s: wall-clock seconds the study has run, over all its runs.
     """
 
     best_params: dict[str, Any]
@@ -170,6 +177,8 @@ class TuneResult:
     best_weights: Path | None
     counts: dict[str, int] = field(default_factory=dict)
     nothing_to_do: bool = False
+    stopped_by: str | None = None
+    elapsed_s: float | None = None
 
 
 class StudyLoop:
@@ -203,6 +212,38 @@ class StudyLoop:
         self._data = str(study.path / "data.yaml") if config.data.kind == "yaml" else config.data.source
         self.gpus = [str(g) for g in gpu_indices(config.train_args.get("device"))]
         self._trial_bytes = 0  # the largest trial folder of this run (bytes), for the free-space check
+        self._run_start = time.monotonic()
+        self._elapsed_before = float(study.settings.get("elapsed_s") or 0.0)  # spent by the study's earlier runs
+        #: ids of trials stopped because the time budget was spent (recorded ``pruned`` with that reason)
+        self.budget_pruned: set[int] = set()
+        #: whether the time budget ended this run (no trial started after it)
+        self.budget_ended = False
+
+    # --- the time budget
+    def elapsed_s(self) -> float:
+        """Wall-clock seconds the study has run: its earlier runs (``elapsed_s`` in ``study.json``,
+        saved after every trial, so a killed run loses at most the time since its last trial) plus this one."""
+        return self._elapsed_before + (time.monotonic() - self._run_start)
+
+    def time_left(self) -> float | None:
+        """Seconds of ``config.time_budget`` left (``None``: no budget; 0 when spent)."""
+        budget = self.config.time_budget
+        return None if budget is None else max(0.0, budget - self.elapsed_s())
+
+    def budget_spent(self) -> bool:
+        """Whether the study's time budget is spent (never, without one)."""
+        left = self.time_left()
+        if left is not None and left <= 0:
+            self.budget_ended = True
+            return True
+        return False
+
+    def save_elapsed(self) -> None:
+        """Store :meth:`elapsed_s` in ``study.json`` (the writer only; joined processes keep theirs)."""
+        if self.config.join:
+            return
+        self.study.settings["elapsed_s"] = round(self.elapsed_s(), 3)
+        self.study.save_settings()
 
     # --- the volume
     def space_needed(self) -> int:
@@ -250,7 +291,12 @@ class StudyLoop:
 
     def missing(self) -> int:
         """Finished trials the study still lacks to reach ``iterations`` (a running or interrupted
-        record does not count)."""
+        record does not count); :data:`UNCAPPED` without a cap (a time budget alone); 0 once the
+        time budget is spent."""
+        if self.budget_spent():
+            return 0
+        if self.config.iterations is None:
+            return UNCAPPED
         return max(0, self.config.iterations - len(self.study.finished()))
 
     def remaining(self) -> int:
@@ -260,6 +306,8 @@ class StudyLoop:
         queued for retry) plus the ids this process is starting; call it inside
         :meth:`hpo.study.Study.reserving` when other processes may join the study.
         """
+        if self.config.iterations is None:
+            return UNCAPPED
         with self._lock:
             taken = set(self.study.records()) | self._in_flight | {tid for tid, _ in self._retry}
             return max(0, self.config.iterations - len(taken))
@@ -325,7 +373,8 @@ class StudyLoop:
 
             def on_epoch(row: dict[str, float]) -> bool:
                 self.trial_epoch(record, row)
-                return bool(backend.should_prune(record, row)) if backend is not None else False
+                stop = bool(backend.should_prune(record, row)) if backend is not None else False
+                return stop or self.stop_for_budget(record, row)
 
             outcome = self.runner.run(spec, on_epoch, lambda p: self._emit("on_batch", record, p))
         except BaseException as e:
@@ -339,6 +388,14 @@ class StudyLoop:
         except VolumeError:
             self.runner.abort()  # the other running trials stop too: resumable, not failed
             raise
+
+    def stop_for_budget(self, record: TrialRecord, row: dict[str, float]) -> bool:
+        """Whether a running trial stops after this epoch because the time budget is spent (never
+        after its last epoch: it completes). Such a trial is recorded ``pruned`` with the reason."""
+        if int(row.get("epoch", 0)) >= self.config.epochs or not self.budget_spent():
+            return False
+        self.budget_pruned.add(record.id)
+        return True
 
     def trial_interrupted(self, record: TrialRecord, why: BaseException) -> None:
         """Record a trial the run stopped (interrupt, volume failure) as ``interrupted``: not a
@@ -457,7 +514,12 @@ class StudyLoop:
             record.error = f"objective {cfg.metric} is {value} (diverged or not reported); the trial counts as failed"
             return
         record.objective = value
-        if record.status is TrialStatus.PRUNED:
+        if record.status is TrialStatus.PRUNED and record.id in self.budget_pruned:
+            from .config import format_duration
+
+            record.error = (f"stopped after epoch {record.epochs_completed}: the study's time budget "
+                            f"({format_duration(cfg.time_budget or 0)}) is spent")
+        elif record.status is TrialStatus.PRUNED:
             record.error = record.error or f"pruned after epoch {record.epochs_completed}"
 
     def _after_trial(self, record: TrialRecord) -> None:
@@ -465,6 +527,7 @@ class StudyLoop:
             best = self.study.best()
             if best is not None and best.id == record.id:
                 self.study.write_best(best)
+            self.save_elapsed()
         self._emit("on_trial_end", record)
 
     def _emit(self, event: str, *args: Any) -> None:
@@ -490,7 +553,7 @@ class StudyLoop:
             try:
                 while True:
                     with self._lock, self.study.reserving():
-                        if self.stopping:
+                        if self.stopping or self.budget_spent():
                             return
                         self.check_space()
                         if self._retry:
@@ -568,7 +631,8 @@ class Tuner:
             inside the YAML is relative to the YAML file.
         space: ``None`` (Ultralytics' default tuner space), a mapping, a YAML/JSON file or inline JSON
             (see :meth:`hpo.SearchSpace.parse`).
-        iterations: total finished trials of the study (>= 1); on resume, the same total.
+        iterations: total finished trials of the study (>= 1; default 10, or no cap when a
+            ``time_budget`` is given: then it is a cap); on resume, the total to reach.
         epochs: training epochs per trial (>= 1), the full fidelity.
         metric: objective metric (default by task: detect ``metrics/mAP50-95(B)``, classify
             ``metrics/accuracy_top1``, segment ``metrics/mAP50-95(M)``, pose ``metrics/mAP50-95(P)``,
@@ -583,6 +647,13 @@ class Tuner:
             ``iterations``. The stored data/model/space/metric/epochs/backend and backend
             options must match.
         trial_timeout: seconds before a trial is killed and recorded as failed.
+        time_budget: wall-clock budget of the whole study: seconds, or text such as ``"90m"``,
+            ``"2h"``, ``"1h30m"`` (:func:`hpo.config.parse_duration`). No trial starts once it is
+            spent; trials still running stop at their next epoch boundary and are recorded
+            ``pruned`` (their partial curves still inform the sampler); the study ends normally
+            (``TuneResult.stopped_by == "time_budget"``). The elapsed time is kept in the study
+            (``study.json`` ``elapsed_s``), so ``resume`` continues with what is left (a resume may
+            raise the budget; the change is recorded like a changed ``iterations``).
         concurrent_trials: trials trained at once by this process (several GPUs: one each); not
             Ultralytics' ``workers`` train arg (data-loader workers), which goes in ``train_args``.
         workers: deprecated spelling of ``concurrent_trials`` (a ``FutureWarning``; removed in
@@ -623,7 +694,7 @@ class Tuner:
         model: str,
         data: str | os.PathLike,
         space: Any = None,
-        iterations: int = 10,
+        iterations: int | None = None,
         epochs: int = 10,
         metric: str | None = None,
         train_args: dict[str, Any] | None = None,
@@ -632,6 +703,7 @@ class Tuner:
         resume: bool = False,
         join: bool = False,
         trial_timeout: float | None = None,
+        time_budget: float | str | None = None,
         concurrent_trials: int = 1,
         workers: int | None = None,
         seed: int | None = None,
@@ -662,8 +734,8 @@ class Tuner:
         self.config = build_config(
             backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
             metric=metric, train_args=train_args, output=output, name=name, resume=resume, join=join,
-            trial_timeout=trial_timeout, workers=concurrent_trials, seed=seed, backend_options=backend_options,
-            trainer=trainer, trainer_options=trainer_options, warm_up=_start_workers_for,
+            trial_timeout=trial_timeout, time_budget=time_budget, workers=concurrent_trials, seed=seed,
+            backend_options=backend_options, trainer=trainer, trainer_options=trainer_options, warm_up=_start_workers_for,
         )
         self.callbacks = list(callbacks)
         if verbose:
@@ -759,8 +831,8 @@ class Tuner:
             with volume_errors(study.path):
                 records = study.records()
                 finished = [r for r in records.values() if r.status.finished]
-                if len(finished) >= cfg.iterations:
-                    result = self._result(study, nothing_to_do=True)
+                if loop.missing() == 0:  # the total reached, or the time budget spent by earlier runs
+                    result = self._result(study, nothing_to_do=True, loop=loop)
                     return result
                 if not cfg.join:
                     study.keep_reserve()
@@ -782,7 +854,12 @@ class Tuner:
                     started = True
                     loop._emit("on_study_start", study, cfg)
                     loop.ask_tell(backend)
-            result = self._result(study)
+            result = self._result(study, loop=loop)
+            if not result.counts and result.stopped_by:
+                raise RunFailed(
+                    f"time budget: {format_duration(cfg.time_budget or 0)} was spent before any trial finished; "
+                    "raise --time-budget (a resume continues the study)"
+                )
             if result.counts.get("complete", 0) == 0 and result.counts.get("pruned", 0) == 0:
                 first = next((r for r in study.finished() if r.status is TrialStatus.FAILED), None)
                 log = study.trial_dir(first.id) / "train.log" if first else None
@@ -800,6 +877,9 @@ class Tuner:
             try:
                 if backend is not None:
                     backend.close()
+                if started:
+                    with contextlib.suppress(HpoError, OSError):  # best effort: a full volume is reported already
+                        loop.save_elapsed()
                 loop._emit("on_study_end", study, result)
             finally:
                 study.close()
@@ -827,7 +907,7 @@ class Tuner:
         study.close()
         shutil.rmtree(study.path, ignore_errors=True)
 
-    def _result(self, study: Study, *, nothing_to_do: bool = False) -> TuneResult:
+    def _result(self, study: Study, *, nothing_to_do: bool = False, loop: StudyLoop | None = None) -> TuneResult:
         finished = study.finished()
         best = study.best(finished)
         counts = {s.value: sum(r.status is s for r in finished) for s in TrialStatus if s.finished}
@@ -843,6 +923,8 @@ class Tuner:
             best_weights=weights if weights.is_file() else None,
             counts=counts,
             nothing_to_do=nothing_to_do,
+            stopped_by="time_budget" if loop is not None and loop.budget_ended else None,
+            elapsed_s=loop.elapsed_s() if loop is not None else None,
         )
 
 

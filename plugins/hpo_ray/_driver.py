@@ -306,8 +306,9 @@ _CONTEXTS: dict[str, _Context] = {}
 
 
 class _Live:
-    def __init__(self, record: TrialRecord):
+    def __init__(self, record: TrialRecord, ray_id: str = ""):
         self.record = record
+        self.ray_id = ray_id
         self.outcome: dict[str, Any] | None = None
 
 
@@ -324,6 +325,7 @@ class _Context:
         self.reuse: list[int] = []  # ids of interrupted trials Ray does not know: given to Ray's next trials
         self.known_max = -1  # highest id Ray's saved states hold
         self.stop_error: BaseException | None = None  # set when the study must stop (a volume failure)
+        self.late: set[str] = set()  # Ray trials started after the time budget was spent: stopped, not recorded
 
     # stopping
     def stop(self, error: BaseException) -> None:
@@ -391,13 +393,16 @@ class _Context:
             old = self.study.records().get(tid)
             if old is not None and old.status.finished:
                 return  # replayed by the trainable; the study keeps its record
+            if self.loop.budget_spent():  # Ray started it in the step that spent the budget
+                self.late.add(trial.trial_id)
+                return
             params = {k: (v.item() if hasattr(v, "item") else v) for k, v in trial.config.items() if k in self.config.space}
             params = self.config.space.validate_params(params)
             worker = f"ray trial {trial.trial_id}"
             # Ray continues this trial from its checkpoint: keep its start and epochs so far
             continued = old if old is not None and old.worker == worker and old.params == params and old.epochs else None
             record = self.loop.trial_started(tid, params, worker=worker, continued=continued)  # VolumeError on a full volume
-            self.live[tid] = _Live(record)
+            self.live[tid] = _Live(record, trial.trial_id)
 
     def result(self, trial: Any, result: dict[str, Any]) -> None:
         tid = self._tid(trial)
@@ -521,11 +526,26 @@ class StopOnError(tune.Stopper):
         self.key = key
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        return self.stop_all()
+        """Stop one trial: the study must stop, or the time budget is spent (at this epoch
+        boundary, never after the last epoch: :meth:`hpo.StudyLoop.stop_for_budget`)."""
+        ctx = _CONTEXTS.get(self.key)
+        if ctx is None:
+            return False
+        if ctx.stop_error is not None or trial_id in ctx.late:
+            return True
+        if "hpo_row" not in result or "hpo_outcome" in result:
+            return False
+        with ctx.lock:
+            live = next((x for x in ctx.live.values() if x.ray_id == trial_id), None)
+        return live is not None and ctx.loop.stop_for_budget(live.record, json.loads(result["hpo_row"]))
 
     def stop_all(self) -> bool:
+        """End the experiment: the study must stop, or the time budget is spent and no recorded
+        trial is still running (those stop at their next epoch boundary first)."""
         ctx = _CONTEXTS.get(self.key)
-        return ctx is not None and ctx.stop_error is not None
+        if ctx is None:
+            return False
+        return ctx.stop_error is not None or (ctx.loop.budget_spent() and not ctx.live)
 
 
 class TrialDirname:
@@ -622,7 +642,7 @@ def run_study(backend: Any, recorder: Any) -> None:
                 trainable,
                 param_space=param_space(cfg.space),
                 tune_config=tune.TuneConfig(
-                    metric="objective", mode=mode, num_samples=n,
+                    metric="objective", mode=mode, num_samples=-1 if cfg.iterations is None else n,  # -1: until stopped
                     search_alg=make_searcher(
                         opts.search_alg, seed=None if cfg.seed is None else cfg.seed + k - 1,
                         max_concurrent=opts.max_concurrent or cfg.workers,

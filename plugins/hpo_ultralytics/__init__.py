@@ -51,7 +51,7 @@ class UltralyticsOptions(BackendOptions):
             )
         sizes = {k: _distinct_values(p) for k, p in config.space.items()}
         total = math.prod(sizes.values())
-        if total < config.iterations:
+        if config.iterations is not None and total < config.iterations:
             shown = ", ".join(f"{k}: {n} values" for k, n in sizes.items())
             raise ConfigError(
                 f"space: the ultralytics backend tries each configuration once (Tuner._mutate refuses duplicates) but "
