@@ -12,23 +12,27 @@ Heavy libraries (torch, ultralytics, optuna, ray, mlflow) are imported only wher
 from __future__ import annotations
 
 from .backend import Backend, BackendOptions
+from .callbacks import TunerCallback
 from .errors import (
-    BackendNotFound,
+    BackendNotFound,  # deprecated alias of BackendNotFoundError
+    BackendNotFoundError,
     ConfigError,
     DataError,
     HpoError,
     HpoWarning,
-    RunFailed,
+    RunFailed,  # deprecated alias of RunFailedError
+    RunFailedError,
     SpaceError,
     StudyError,
-    StudyLocked,
+    StudyLocked,  # deprecated alias of StudyLockedError
+    StudyLockedError,
     VolumeError,
 )
 from .files import repair_jsonl
 from .hookspecs import hookimpl
 from .space import Kind, Param, SearchSpace
 from .study import Study, TrialRecord, TrialStatus
-from .tuner import StudyLoop, TuneResult, Tuner, TunerCallback
+from .tuner import StudyLoop, TuneResult, Tuner
 
 __version__ = "0.1.0"
 
@@ -50,11 +54,14 @@ __all__ = [
     "ConfigError",
     "SpaceError",
     "DataError",
-    "BackendNotFound",
+    "BackendNotFoundError",
     "StudyError",
+    "StudyLockedError",
+    "RunFailedError",
+    "VolumeError",
+    "BackendNotFound",
     "StudyLocked",
     "RunFailed",
-    "VolumeError",
     "repair_jsonl",
     "HpoWarning",
     "__version__",

@@ -51,13 +51,13 @@ class StepResult:
 
 
 def leaderboard_markdown(study_dir: str | Path, top: int = 50) -> str:
-    """The Markdown leaderboard of a study (:func:`hpo.tuner.leaderboard_markdown`), by path.
+    """The Markdown leaderboard of a study (:func:`hpo.report.leaderboard_markdown`), by path.
 
     Raises:
         hpo.errors.StudyError: no study at ``study_dir``.
     """
     from hpo.study import Study
-    from hpo.tuner import leaderboard_markdown as markdown
+    from hpo.report import leaderboard_markdown as markdown
 
     return markdown(Study.open(study_dir), top=top)
 
