@@ -198,11 +198,12 @@ def stored_run(study_dir: str | os.PathLike) -> dict[str, Any]:
 class MlflowTracker(TunerCallback):
     """Logs a study to MLflow: a parent run for the study, a nested child run per trial.
 
-    Create through :func:`tracker_for` (what ``Tuner(mlflow=...)`` does), or directly and pass it
-    in ``Tuner(callbacks=[...])``. Call :meth:`check` before the study opens (``Tuner.run``
-    does). Credentials come from the environment only (``MLFLOW_TRACKING_USERNAME`` /
-    ``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN``, ``AWS_*`` for S3 artifacts), as the
-    MLflow client reads them; hpo never logs or stores them.
+    Made by this module's hook :func:`hpo_study_observers` (what ``Tuner(mlflow=...)`` leads to:
+    :func:`tracker_for`, then :meth:`check`), or directly and passed in ``Tuner(callbacks=[...])``;
+    then call :meth:`check` yourself before the run to refuse a deleted experiment or an
+    unreachable server before anything is written. Credentials come from the environment only
+    (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN``,
+    ``AWS_*`` for S3 artifacts), as the MLflow client reads them; hpo never logs or stores them.
 
     If a call to the server fails after the study started (server gone, network cut), the tracker
     warns once on stderr, stops tracking and lets the study continue; :attr:`error` holds the

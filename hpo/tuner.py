@@ -593,10 +593,10 @@ class Tuner:
             :class:`TuneResult`.
 
         Raises:
-            hpo.errors.StudyLocked: another live process writes this study.
+            hpo.errors.StudyLockedError: another live process writes this study.
             hpo.errors.StudyError: the study exists (without ``resume``), is missing (with
                 ``resume``), or its stored data/model/space/metric/epochs/backend differ.
-            hpo.errors.RunFailed: every trial failed (the message holds the first error).
+            hpo.errors.RunFailedError: every trial failed (the message holds the first error).
             hpo.errors.ConfigError: a plugin's observers refused the run, e.g. MLflow tracking is
                 on and its experiment is deleted or its server unreachable, or ``experiment`` is
                 given with ``mlflow=False`` (hook ``hpo_study_observers``, called before the

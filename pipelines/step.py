@@ -141,15 +141,15 @@ def run_tune_step(
 
     Raises:
         hpo.errors.ConfigError: a pre-flight check failed, or bad settings (nothing trained).
-        hpo.errors.RunFailed: every trial failed.
-        hpo.errors.StudyLocked: another live writer holds the study.
+        hpo.errors.RunFailedError: every trial failed.
+        hpo.errors.StudyLockedError: another live writer holds the study.
     """
     import os
 
     import yaml
 
     from hpo import Study, Tuner
-    from hpo.errors import ConfigError, StudyLocked
+    from hpo.errors import ConfigError, StudyLockedError
     from hpo.preflight import run_preflight
     from hpo.study import LOCK_HEARTBEAT_S, LOCK_STALE_AFTER_S
 
@@ -213,7 +213,7 @@ def run_tune_step(
         try:
             result = tuner.run()
             break
-        except StudyLocked as e:  # heartbeat mode only: a killed attempt on another host, until its heartbeat is stale
+        except StudyLockedError as e:  # heartbeat mode only: a killed attempt on another host, until its heartbeat is stale
             if time.monotonic() >= deadline:
                 raise
             print(f"hpo: {e}; waiting for it to go stale", file=sys.stderr)

@@ -139,3 +139,28 @@ def test_a_plugin_observer_sees_a_real_study_before_the_weights_keeper(plugin_en
     r = hpo_cli("counts", str(out / "seen"), env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"running": 0, "interrupted": 0, "complete": 2, "failed": 0, "pruned": 0}
+
+
+def test_pipelines_compile_without_kfp_names_the_extra_in_one_line(tmp_path):
+    """The KFP package's command is on the line without kfp; run, it names the extra (exit 2, nothing written)."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent('''
+        import sys
+
+        class HideKfp:  # as if kfp were not installed
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "kfp":
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+
+        sys.meta_path.insert(0, HideKfp())
+        from hpo.cli import main
+        sys.argv = ["hpo", "pipelines", "compile", "out", "--image", "registry.example.com/team/hpo:0.1.0"]
+        main()
+    ''')
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == ("hpo: error: hpo pipelines compile: needs the Python package 'kfp', which is not installed; "
+                        "pip install 'hpo-yolo[kfp]' (in a checkout: pip install -e '.[kfp]')\n")
+    assert not (tmp_path / "out").exists() and "kfp" not in r.stdout
