@@ -12,16 +12,20 @@ Heavy libraries (torch, ultralytics, optuna, ray, mlflow) are imported only wher
 from __future__ import annotations
 
 from .backend import Backend, BackendOptions, Controller, Suggestion, TrialRecorder
+from .callbacks import TunerCallback
 from .errors import (
-    BackendNotFound,
+    BackendNotFound,  # deprecated alias of BackendNotFoundError
+    BackendNotFoundError,
     ConfigError,
     DataError,
     HpoError,
     HpoWarning,
-    RunFailed,
+    RunFailed,  # deprecated alias of RunFailedError
+    RunFailedError,
     SpaceError,
     StudyError,
-    StudyLocked,
+    StudyLocked,  # deprecated alias of StudyLockedError
+    StudyLockedError,
     VolumeError,
 )
 from .files import WRITE_ERRNOS, atomic_write_text, repair_jsonl, volume_error
@@ -29,7 +33,7 @@ from .hookspecs import hookimpl
 from .space import Kind, Param, SearchSpace
 from .study import Study, TrialRecord, TrialStatus
 from .trial import TrialOutcome, TrialSpec, train_trial
-from .tuner import StudyLoop, TuneResult, Tuner, TunerCallback
+from .tuner import StudyLoop, TuneResult, Tuner
 
 __version__ = "0.1.0"
 
@@ -57,11 +61,14 @@ __all__ = [
     "ConfigError",
     "SpaceError",
     "DataError",
-    "BackendNotFound",
+    "BackendNotFoundError",
     "StudyError",
+    "StudyLockedError",
+    "RunFailedError",
+    "VolumeError",
+    "BackendNotFound",
     "StudyLocked",
     "RunFailed",
-    "VolumeError",
     "repair_jsonl",
     "atomic_write_text",
     "volume_error",

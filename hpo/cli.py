@@ -19,6 +19,7 @@ import typer
 
 from .cli_k8s import register as register_k8s_commands
 from .errors import ConfigError, HpoError
+from .report import study_summary  # re-exported: hpo.cli.study_summary is its old place
 
 app = typer.Typer(
     name="hpo",
@@ -231,48 +232,6 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def study_summary(path: str | Path) -> dict[str, Any]:
-    """The ``hpo show --json`` object of a study directory.
-
-    Keys: ``study_dir``, ``backend``, ``metric``, ``direction``, ``iterations``, ``counts``,
-    ``trials`` (each ``id``, ``status``, ``params``, ``objective``, ``epochs_completed``,
-    ``duration_s``, ``error``), ``best`` (``trial``, ``params``, ``objective``; ``null`` if none), ``disk_bytes`` (the
-    study folder's size).
-
-    Raises:
-        StudyError: no study at ``path``.
-    """
-    from .show import disk_bytes
-    from .study import Study
-
-    study = Study.open(path)
-    records = list(study.records().values())
-    best = study.best([r for r in records if r.status.finished])
-    counts = {s: sum(r.status.value == s for r in records) for s in ("complete", "failed", "pruned", "running")}
-    return {
-        "study_dir": str(study.path),
-        "backend": study.settings.get("backend"),
-        "metric": study.settings.get("metric"),
-        "direction": study.direction,
-        "iterations": study.settings.get("iterations"),
-        "counts": counts,
-        "trials": [
-            {
-                "id": r.id,
-                "status": r.status.value,
-                "params": r.params,
-                "objective": r.objective,
-                "epochs_completed": r.epochs_completed,
-                "duration_s": r.duration_s,
-                "error": r.error,
-            }
-            for r in records
-        ],
-        "best": {"trial": best.id, "params": best.params, "objective": best.objective} if best else None,
-        "disk_bytes": disk_bytes(study.path),
-    }
-
-
 @app.command()
 @handle_errors
 def show(
@@ -406,7 +365,22 @@ def demo(
     _print_result(tuner.run(), False)
 
 
-register_k8s_commands(app, handle_errors)  # hpo preflight / pipelines / k8s
+register_k8s_commands(app, handle_errors)  # hpo preflight / k8s
+
+
+def _add_plugin_commands() -> None:
+    """Let plugins add their commands (hook ``hpo_cli_commands``; the KFP package adds ``hpo
+    pipelines compile``). A broken plugin must not take the whole command line down: it is one
+    warning line on stderr, and hpo's own commands still work."""
+    from .plugins import add_cli_commands
+
+    try:
+        add_cli_commands(app, handle_errors)
+    except Exception as e:  # noqa: BLE001 - e.g. a plugin that fails to import
+        print(f"hpo: warning: a plugin's commands were not added ({type(e).__name__}: {str(e).strip()[:200]})", file=sys.stderr)
+
+
+_add_plugin_commands()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,10 +1,11 @@
-"""``hpo preflight``, ``hpo pipelines compile`` and ``hpo k8s apply``: the Kubernetes / KFP commands.
+"""``hpo preflight`` and ``hpo k8s apply``: the Kubernetes commands.
 
 :func:`register` adds them to the main ``hpo`` app (one line in :mod:`hpo.cli`). This module does
-not import :mod:`hpo.cli`, so ``python -m hpo.cli`` registers them on the app that runs. kfp, the
-KFP package ``hpo_kfp`` (extra ``kfp``) and the kubernetes client (extra ``k8s``) are imported
-inside the commands only; a missing extra is one line naming it, exit 2. The manifests ship with
-hpo (:func:`bundled_manifests`).
+not import :mod:`hpo.cli`, so ``python -m hpo.cli`` registers them on the app that runs. The
+kubernetes client (extra ``k8s``) is imported inside the commands only; a missing extra is one
+line naming it, exit 2. The manifests ship with hpo (:func:`bundled_manifests`).
+``hpo pipelines compile`` is not here: the KFP package ``hpo_kfp`` contributes it as a plugin
+(``hpo_kfp.cli``, hook :func:`hpo.hookspecs.hpo_cli_commands`); the core never imports it.
 """
 
 from __future__ import annotations
@@ -22,16 +23,13 @@ __all__ = ["register", "bundled_manifests", "manifests_folder", "load_manifests"
 
 
 def register(app: typer.Typer, handle_errors: Callable[[Callable], Callable]) -> None:
-    """Add ``preflight``, ``pipelines compile`` and ``k8s apply`` to ``app``.
+    """Add ``preflight`` and ``k8s apply`` to ``app``.
 
     Args:
         app: the ``hpo`` typer app.
         handle_errors: :func:`hpo.cli.handle_errors` (one-line errors and exit codes).
     """
     app.command("preflight")(handle_errors(preflight))
-    pipelines_app = typer.Typer(help="Kubeflow Pipelines (v2): compile hpo's example pipelines and component.", no_args_is_help=True)
-    pipelines_app.command("compile")(handle_errors(pipelines_compile))
-    app.add_typer(pipelines_app, name="pipelines")
     k8s_app = typer.Typer(help="Kubernetes: apply hpo's PV/PVC manifests.", no_args_is_help=True)
     k8s_app.command("apply")(handle_errors(k8s_apply))
     app.add_typer(k8s_app, name="k8s")
@@ -66,24 +64,6 @@ def preflight(
             print(f"use workers={report.workers}")
     if not report.ok:
         raise ConfigError("preflight: " + "; ".join(c.message for c in report.failures()))
-
-
-def pipelines_compile(
-    out_dir: Path = typer.Argument(..., help="Folder for the IR YAML files (created if missing)."),
-    image: Optional[str] = typer.Option(None, "--image", help="Your hpo image, REGISTRY/NAME:TAG (built from the Dockerfile; default: $HPO_IMAGE)."),
-    mount_path: str = typer.Option("/mnt/hpo", "--mount-path", help="Where every task mounts the PVC."),
-) -> None:
-    """Write the IR YAML of every example pipeline and the tuning component's YAML into OUT_DIR."""
-    import os
-
-    from .extras import require
-
-    require("kfp", "kfp", "hpo pipelines compile")
-    require("kfp.kubernetes", "kfp", "hpo pipelines compile")
-    from hpo_kfp.examples import compile_all  # the KFP package contributes the pipelines (never imported by the core)
-
-    for path in compile_all(out_dir, image or os.environ.get("HPO_IMAGE"), mount_path):
-        print(path)
 
 
 # --- manifests

@@ -2,8 +2,14 @@
 
 Every error derives from :class:`HpoError`. Errors of bad input (:class:`ConfigError` and its
 subclasses) are raised before any trial starts and before anything is written; the CLI turns
-them into one line on stderr and exit code 2. :class:`RunFailed` means the study ran but
-produced no usable result (exit code 1).
+them into one line on stderr and exit code 2. :class:`StudyError` (and :class:`StudyLockedError`)
+is not bad input but a study directory that cannot be used as asked; its exit code is 2 too.
+:class:`RunFailedError` means the study ran but produced no usable result (exit code 1). The CLI
+exits with the error's ``exit_code``.
+
+Deprecated names (aliases of the same classes, kept for old code; removed in a later release):
+``BackendNotFound`` (:class:`BackendNotFoundError`), ``StudyLocked`` (:class:`StudyLockedError`),
+``RunFailed`` (:class:`RunFailedError`).
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ __all__ = [
     "ConfigError",
     "SpaceError",
     "DataError",
+    "BackendNotFoundError",
+    "StudyLockedError",
+    "StudyError",
+    "RunFailedError",
     "BackendNotFound",
     "StudyLocked",
-    "StudyError",
     "RunFailed",
     "VolumeError",
     "HpoWarning",
@@ -46,22 +55,36 @@ class DataError(ConfigError):
     """The dataset (data YAML or folder) is missing or unreadable."""
 
 
-class BackendNotFound(ConfigError):
-    """No installed backend has the requested name."""
+class BackendNotFoundError(ConfigError):
+    """No installed backend has the requested name. Exit code 2."""
 
 
-class StudyError(ConfigError):
-    """The study directory cannot be created, resumed or read as asked."""
+class StudyError(HpoError):
+    """The study directory cannot be created, resumed or read as asked. Exit code 2.
+
+    Not a :class:`ConfigError`: the settings may be valid while the study directory is not (it
+    exists without ``--resume``, is locked, or its ``study.json`` is damaged).
+    """
+
+    exit_code = 2
 
 
-class StudyLocked(StudyError):
-    """Another live process holds the study's lock."""
+class StudyLockedError(StudyError):
+    """Another live process holds the study's lock. Exit code 2."""
 
 
-class RunFailed(HpoError):
+class RunFailedError(HpoError):
     """The study ran but every trial failed (or the run broke). Exit code 1."""
 
     exit_code = 1
+
+
+#: Deprecated alias of :class:`BackendNotFoundError`.
+BackendNotFound = BackendNotFoundError
+#: Deprecated alias of :class:`StudyLockedError`.
+StudyLocked = StudyLockedError
+#: Deprecated alias of :class:`RunFailedError`.
+RunFailed = RunFailedError
 
 
 class VolumeError(HpoError):

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import StudyLocked
+from .errors import StudyLockedError
 
 __all__ = [
     "StudyLock",
@@ -131,21 +131,21 @@ class StudyLock:
         finally:
             os.close(fd)
 
-    def _locked_error(self, info: dict[str, Any] | None, *, live: bool) -> StudyLocked:
+    def _locked_error(self, info: dict[str, Any] | None, *, live: bool) -> StudyLockedError:
         where = self.path.parent
         if not info or "pid" not in info:
-            return StudyLocked(
+            return StudyLockedError(
                 f"study: '{where}' is locked by a writer that is starting (lock file still empty); "
                 "wait for it, or start this run again in a few seconds"
             )
         age = info.get("age_s", 0.0)
         who = f"host {info.get('host')} pid {info.get('pid')} (since {info.get('started')}"
         if live:
-            return StudyLocked(
+            return StudyLockedError(
                 f"study: '{where}' is being written by {who}); wait for it to finish or stop that process "
                 "(one writer per study; extra processes of the optuna backend use --join)"
             )
-        return StudyLocked(
+        return StudyLockedError(
             f"study: '{where}' is locked by {who}, heartbeat {age:.0f} s ago, on a filesystem where hpo cannot "
             f"see locks of other hosts); it counts as gone after {self.stale_after_s:.0f} s of silence; if that "
             f"pod is gone for sure, run: hpo unlock --force {where}"
@@ -155,7 +155,7 @@ class StudyLock:
         """Open and ``flock`` the current lock file. Returns (fd, recorded holder) or ``None`` to retry.
 
         Raises:
-            StudyLocked: a live process holds the lock.
+            StudyLockedError: a live process holds the lock.
         """
         import fcntl
 
@@ -184,7 +184,7 @@ class StudyLock:
         return fd, info
 
     def acquire(self) -> None:
-        """Take the lock, or raise :class:`hpo.errors.StudyLocked` naming the holder.
+        """Take the lock, or raise :class:`hpo.errors.StudyLockedError` naming the holder.
 
         A recorded holder whose ``flock`` is free is gone: on a reliable filesystem, or on this host,
         it is taken over at once (:attr:`took_over` is set); in heartbeat mode a holder on another
@@ -192,7 +192,7 @@ class StudyLock:
         silence.
 
         Raises:
-            StudyLocked: another process holds it.
+            StudyLockedError: another process holds it.
         """
         for _ in range(50):
             got = self._try_flock()
@@ -210,7 +210,7 @@ class StudyLock:
                 self.took_over = info or {"host": "?", "pid": "?", "started": "?", "age_s": file_age}
             self._record(fd)
             return
-        raise StudyLocked(f"study: could not take the lock '{self.path}' (it keeps changing); retry")
+        raise StudyLockedError(f"study: could not take the lock '{self.path}' (it keeps changing); retry")
 
     def _record(self, fd: int) -> None:
         mine = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": _utcnow()}).encode()
@@ -257,7 +257,7 @@ class StudyLock:
         proven dead: that needs ``force=True``.
 
         Raises:
-            StudyLocked: the holder is alive (or, without ``force``, may be).
+            StudyLockedError: the holder is alive (or, without ``force``, may be).
         """
         info = self.holder()
         if info is None:
@@ -266,9 +266,9 @@ class StudyLock:
         try:
             while got is None:
                 got = self._try_flock()
-        except StudyLocked:
+        except StudyLockedError:
             here = info.get("host") == socket.gethostname()
-            raise StudyLocked(
+            raise StudyLockedError(
                 f"unlock: '{self.path.parent}' is held by the live process {info.get('pid', '?')} on "
                 + (f"this host; stop it first (kill {info.get('pid')})" if here else f"host {info.get('host', '?')}; stop it first")
                 + "; a lock is never removed from a running writer"
@@ -278,7 +278,7 @@ class StudyLock:
             same_host = bool(info) and info.get("host") == socket.gethostname()
             age = time.time() - os.fstat(fd).st_mtime
             if not self.reliable and not same_host and age <= self.stale_after_s and not force:
-                raise StudyLocked(
+                raise StudyLockedError(
                     f"unlock: '{self.path.parent}' is held by host {(info or {}).get('host', '?')} pid "
                     f"{(info or {}).get('pid', '?')} (heartbeat {age:.0f} s ago), which hpo cannot check from here; "
                     f"if that pod is gone for sure, run: hpo unlock --force {self.path.parent}"

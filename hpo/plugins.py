@@ -1,41 +1,88 @@
-"""The plugin manager: finds backends through the entry-point group ``hpo.backends``.
+"""The plugin manager: finds plugins through the entry-point groups ``hpo.backends`` and ``hpo.plugins``.
 
-Nothing is created at import time: call :func:`get_plugin_manager` (cached). Loading a backend's
-entry point imports only its small plugin module; backends import their heavy libraries (optuna,
-ray, torch) inside their methods, so ``hpo backends`` stays fast.
+Nothing is created at import time: call :func:`get_plugin_manager` (cached). Loading an entry
+point imports only its small plugin module; plugins import their heavy libraries (optuna, ray,
+torch, mlflow, kfp) inside their methods, so ``hpo backends`` stays fast. The hooks are in
+:mod:`hpo.hookspecs`; this module also calls the ones the core needs (:func:`backends`,
+:func:`study_observers`, :func:`add_cli_commands`).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.metadata
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
-from .errors import BackendNotFound, HpoError, closest
+from .errors import BackendNotFoundError, HpoError, closest
 
 if TYPE_CHECKING:
+    import typer
+
     from .backend import Backend, Controller
+    from .callbacks import TunerCallback
+    from .config import TuneConfig
 
-__all__ = ["ENTRY_POINT_GROUP", "get_plugin_manager", "backends", "get_backend"]
+__all__ = [
+    "ENTRY_POINT_GROUP", "PLUGIN_GROUP", "ENTRY_POINT_GROUPS", "get_plugin_manager", "backends", "get_backend",
+    "study_observers", "add_cli_commands",
+]
 
+#: Entry-point group of backends (search strategies).
 ENTRY_POINT_GROUP = "hpo.backends"
+#: Entry-point group of every other plugin (observers such as MLflow tracking, CLI commands).
+PLUGIN_GROUP = "hpo.plugins"
+#: The groups loaded, in this order.
+ENTRY_POINT_GROUPS = (ENTRY_POINT_GROUP, PLUGIN_GROUP)
 
 
 @functools.cache
 def get_plugin_manager() -> pluggy.PluginManager:
-    """Build the plugin manager: hook specs + every ``hpo.backends`` entry point; checks pending hooks.
+    """Build the plugin manager: hook specs + every ``hpo.backends`` and ``hpo.plugins`` entry
+    point; checks pending hooks.
 
     Raises:
         pluggy.PluginValidationError: a plugin implements a hook that does not exist (misspelled).
     """
     pm = pluggy.PluginManager("hpo")
     pm.add_hookspecs(hookspecs)
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    for group in ENTRY_POINT_GROUPS:
+        pm.load_setuptools_entrypoints(group)
     pm.check_pending()
     return pm
+
+
+def study_observers(config: TuneConfig, settings: Mapping[str, Any]) -> list[TunerCallback]:
+    """The observers every plugin contributes to a study about to run (hook ``hpo_study_observers``).
+
+    Args:
+        config: the validated study settings.
+        settings: the Tuner's observer settings (``mlflow``, ``experiment``), passed read-only.
+
+    Returns:
+        The observers, in plugin load order (``hpo.backends`` then ``hpo.plugins``, each in entry-point order).
+
+    Raises:
+        hpo.ConfigError: a plugin refused the settings or its service (nothing is written yet).
+        HpoError: a plugin returned something that is not a list.
+    """
+    frozen = MappingProxyType(dict(settings))
+    found: list[TunerCallback] = []
+    # pluggy calls the plugin registered last first: reverse its answers to keep the load order
+    for got in reversed(get_plugin_manager().hook.hpo_study_observers(config=config, settings=frozen)):
+        if not isinstance(got, (list, tuple)):
+            raise HpoError(f"a plugin's hpo_study_observers returned {type(got).__name__}, not a list of observers")
+        found.extend(got)
+    return found
+
+
+def add_cli_commands(app: typer.Typer, handle_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Let every plugin add its commands to ``app`` (hook ``hpo_cli_commands``)."""
+    get_plugin_manager().hook.hpo_cli_commands(app=app, handle_errors=handle_errors)
 
 
 @functools.cache
@@ -79,7 +126,7 @@ def get_backend(name: str) -> type[Backend | Controller]:
     """The backend class called ``name``.
 
     Raises:
-        BackendNotFound: no installed backend has that name (the message lists the installed ones).
+        BackendNotFoundError: no installed backend has that name (the message lists the installed ones).
         hpo.extras.MissingExtra: Ultralytics (every trial trains with it, extra ``yolo``) or the
             backend's ``library`` (e.g. extra ``optuna``) is not installed.
     """
@@ -87,7 +134,7 @@ def get_backend(name: str) -> type[Backend | Controller]:
 
     found = backends()
     if name not in found:
-        raise BackendNotFound(
+        raise BackendNotFoundError(
             f"backend: unknown '{name}'{closest(name, found)}; installed: {', '.join(found) or 'none'}"
         )
     cls = found[name]

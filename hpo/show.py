@@ -13,12 +13,13 @@ import csv
 import io
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .files import tree_bytes
+from .report import count_trials
 from .study import Study, TrialRecord, TrialStatus
 
 __all__ = ["render", "to_csv", "disk_bytes", "important_params", "terminal_width", "human_bytes"]
@@ -32,16 +33,8 @@ def terminal_width() -> int:
     return shutil.get_terminal_size(fallback=(100, 24)).columns
 
 
-def disk_bytes(path: str | Path) -> int:
-    """Bytes the files under ``path`` take (apparent sizes; links not followed)."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
-    return total
+#: Bytes the files under a path take (apparent sizes; links not followed): :func:`hpo.files.tree_bytes`.
+disk_bytes = tree_bytes
 
 
 def human_bytes(n: float) -> str:
@@ -175,7 +168,7 @@ def render(study_dir: str | Path, *, width: int | None = None, params: list[str]
         order = list(params)
     else:
         order = keys if show_all else important_params(study, keys)
-    counts = {s.value: sum(r.status is s for r in records) for s in TrialStatus}
+    counts = count_trials(records)
     best = study.best([r for r in records if r.status.finished])
     s = study.settings
     fit = None if show_all else width

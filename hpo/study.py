@@ -208,7 +208,7 @@ class Study:
 
         Raises:
             StudyError: a study already exists at ``path``, or the folder cannot be written.
-            StudyLocked: another process is creating the same study right now.
+            StudyLockedError: another process is creating the same study right now.
         """
         path = Path(path)
         if cls.exists(path):
@@ -248,7 +248,7 @@ class Study:
 
         Raises:
             StudyError: no study at ``path``, or ``study.json`` is unreadable or not a JSON object.
-            StudyLocked: ``writer=True`` and a live process holds the lock.
+            StudyLockedError: ``writer=True`` and a live process holds the lock.
             VolumeError: the repair of a torn record could not be written.
         """
         path = Path(path)
@@ -309,7 +309,7 @@ class Study:
                 filesystem without cross-host locks, heartbeat still fresh).
 
         Raises:
-            StudyLocked: the writer is alive (never removed), or may be and ``force`` is false.
+            StudyLockedError: the writer is alive (never removed), or may be and ``force`` is false.
         """
         return StudyLock(Path(path) / "lock").break_stale(force=force)
 

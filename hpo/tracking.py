@@ -1,6 +1,8 @@
 """MLflow tracking: one parent run per study, one nested child run per trial.
 
-:class:`MlflowTracker` is a :class:`~hpo.tuner.TunerCallback`. It runs in the driver process
+:class:`MlflowTracker` is a :class:`~hpo.callbacks.TunerCallback`, contributed to every study by
+this module's :func:`hpo_study_observers` (an ``hpo.plugins`` entry point of hpo itself, loaded
+like any third-party plugin; the Tuner does not know MLflow). It runs in the driver process
 and logs every event the study loop emits, whatever the backend (ultralytics, optuna, ray):
 trials that train in forked worker processes or on Ray workers are logged by the driver, which
 receives their per-epoch rows. Every call goes through one :class:`mlflow.MlflowClient` with
@@ -21,6 +23,10 @@ What is logged (see ``docs/mlflow.md``):
   final validation, ``objective``, ``epochs_completed``, ``duration_s``. Run status: complete ->
   FINISHED, pruned -> KILLED (stopped early), failed -> FAILED.
 
+The parent run's ids are kept in ``<study>/mlflow.json`` (:data:`RUN_FILE`, written atomically),
+never in ``study.json``; studies made by earlier versions of hpo hold them in ``study.json``'s ``mlflow`` key,
+which is still read.
+
 Metric names are Ultralytics' own with parentheses removed (MLflow refuses them), the same
 spelling Ultralytics' MLflow callback uses: ``metrics/mAP50-95(B)`` -> ``metrics/mAP50-95B``.
 """
@@ -39,15 +45,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .callbacks import TunerCallback
 from .errors import ConfigError
-from .tuner import TunerCallback
+from .files import atomic_write_text
+from .hookspecs import hookimpl
+from .report import count_trials
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .config import TuneConfig
     from .study import Study, TrialRecord
     from .tuner import TuneResult
 
-__all__ = ["MlflowTracker", "tracker_for", "default_tracking_uri", "metric_key"]
+__all__ = ["MlflowTracker", "tracker_for", "default_tracking_uri", "metric_key", "RUN_FILE", "stored_run", "hpo_study_observers"]
+
+#: The file in the study directory that holds the parent run's ids (``tracking_uri``,
+#: ``experiment``, ``experiment_id``, ``parent_run_id``), written by the study's writer.
+RUN_FILE = "mlflow.json"
 
 #: Short HTTP retries for the tracker (set in the driver only where the user did not set them):
 #: with MLflow's defaults (7 retries, backoff factor 2, 120 s timeout) a dead server stalls each
@@ -142,14 +157,53 @@ def tracker_for(
     )
 
 
+@hookimpl
+def hpo_study_observers(config: TuneConfig, settings: Mapping[str, Any]) -> list[TunerCallback]:
+    """The MLflow tracker of a study about to run (hook :func:`hpo.hookspecs.hpo_study_observers`).
+
+    Builds it with :func:`tracker_for` from ``settings["mlflow"]`` and ``settings["experiment"]``
+    and runs its pre-flight :meth:`MlflowTracker.check` (create or get the experiment), before the
+    study directory is touched.
+
+    Returns:
+        ``[tracker]``, or ``[]`` when tracking is off.
+
+    Raises:
+        ConfigError: as :func:`tracker_for` and :meth:`MlflowTracker.check`.
+        hpo.extras.MissingExtra: tracking is on but mlflow is not installed (extra ``mlflow``).
+    """
+    tracker = tracker_for(config, enabled=settings.get("mlflow"), experiment=settings.get("experiment"))
+    if tracker is None:
+        return []
+    tracker.check()
+    return [tracker]
+
+
+def stored_run(study_dir: str | os.PathLike) -> dict[str, Any]:
+    """The parent run's ids stored for a study: ``<study>/mlflow.json`` (:data:`RUN_FILE`), else the
+    ``mlflow`` key of ``study.json`` (studies made by earlier versions of hpo), else ``{}``. Never raises: an
+    unreadable file counts as none."""
+    for name, key in ((RUN_FILE, None), ("study.json", "mlflow")):
+        try:
+            doc = json.loads((Path(study_dir) / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and key is not None:
+            doc = doc.get(key)
+        if isinstance(doc, dict) and doc.get("parent_run_id"):
+            return dict(doc)
+    return {}
+
+
 class MlflowTracker(TunerCallback):
     """Logs a study to MLflow: a parent run for the study, a nested child run per trial.
 
-    Create through :func:`tracker_for` (what ``Tuner(mlflow=...)`` does), or directly and pass it
-    in ``Tuner(callbacks=[...])``. Call :meth:`check` before the study opens (``Tuner.run``
-    does). Credentials come from the environment only (``MLFLOW_TRACKING_USERNAME`` /
-    ``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN``, ``AWS_*`` for S3 artifacts), as the
-    MLflow client reads them; hpo never logs or stores them.
+    Made by this module's hook :func:`hpo_study_observers` (what ``Tuner(mlflow=...)`` leads to:
+    :func:`tracker_for`, then :meth:`check`), or directly and passed in ``Tuner(callbacks=[...])``;
+    then call :meth:`check` yourself before the run to refuse a deleted experiment or an
+    unreachable server before anything is written. Credentials come from the environment only
+    (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN``,
+    ``AWS_*`` for S3 artifacts), as the MLflow client reads them; hpo never logs or stores them.
 
     If a call to the server fails after the study started (server gone, network cut), the tracker
     warns once on stderr, stops tracking and lets the study continue; :attr:`error` holds the
@@ -167,6 +221,9 @@ class MlflowTracker(TunerCallback):
         parent_run_id: the study's parent run, set at study start.
         error: why tracking stopped (``None`` while it works).
     """
+
+    #: how :attr:`hpo.Tuner.tracker` finds the tracker among the study's observers
+    name = "mlflow"
 
     def __init__(self, *, experiment: str, tracking_uri: str | None, study_dir: str | os.PathLike):
         self.experiment = experiment
@@ -268,11 +325,11 @@ class MlflowTracker(TunerCallback):
 
     # --- callbacks
     def on_study_start(self, study: Study, config: TuneConfig) -> None:
-        """Create (new study) or re-attach to (resumed study) the parent run; store its id in
-        ``study.json`` (key ``mlflow``)."""
+        """Create (new study) or re-attach to (resumed study) the parent run; store its ids in
+        ``<study>/mlflow.json`` (:data:`RUN_FILE`)."""
         self._backend = config.backend
         self._config = config
-        stored = dict(study.settings.get("mlflow") or {})
+        stored = stored_run(study.path)
         if config.join:
             self._safe("start of the study", lambda: self._join_parent(study, stored))
             return
@@ -316,13 +373,13 @@ class MlflowTracker(TunerCallback):
                 self._log_params(self.parent_run_id, _study_params(config))
                 self._log_space(config)
                 action = "created"
-            study.settings["mlflow"] = {
+            doc = {
                 "tracking_uri": _public_uri(self.uri),
                 "experiment": self.experiment,
                 "experiment_id": self.experiment_id,
                 "parent_run_id": self.parent_run_id,
             }
-            study.save_settings()
+            atomic_write_text(study.path / RUN_FILE, json.dumps(doc, indent=2) + "\n")
             _stderr(
                 f"{action} parent run {self.parent_run_id} in experiment '{self.experiment}' "
                 f"(id {self.experiment_id}) at {_public_uri(self.uri)}"
@@ -333,17 +390,14 @@ class MlflowTracker(TunerCallback):
     def _join_parent(self, study: Study, stored: dict[str, Any], wait_s: float = 60.0) -> None:
         """A process joined to a running study (``--join``) nests its trials under the study's
         existing parent run. It never creates a parent, changes the parent's status, ends other
-        processes' child runs or writes ``study.json``: the study's writer does. The writer stores
-        the parent's id right after it creates the study, so a process that joins at once waits up
-        to ``wait_s`` seconds for it; without one, this process's trials are not tracked (a warning)."""
+        processes' child runs or writes a file of the study: the study's writer does. The writer
+        stores the parent's ids (:data:`RUN_FILE`) right after it creates the study, so a process
+        that joins at once waits up to ``wait_s`` seconds for them; without them, this process's
+        trials are not tracked (a warning)."""
         deadline = time.monotonic() + wait_s
         while not stored.get("parent_run_id") and time.monotonic() < deadline:
             time.sleep(1.0)
-            try:
-                doc = json.loads((study.path / "study.json").read_text(encoding="utf-8"))
-                stored = dict(doc.get("mlflow") or {}) if isinstance(doc, dict) else {}
-            except (OSError, ValueError):
-                stored = {}
+            stored = stored_run(study.path)
         if not stored.get("parent_run_id") or stored.get("tracking_uri") != _public_uri(self.uri):
             self.error = "no parent run to join"
             _stderr(
@@ -428,7 +482,7 @@ class MlflowTracker(TunerCallback):
             pid = self.parent_run_id
             finished = study.finished()
             best = study.best(finished)
-            tags = {f"hpo.count.{s}": str(sum(r.status.value == s for r in finished)) for s in ("complete", "pruned", "failed")}
+            tags = {f"hpo.count.{s}": str(n) for s, n in count_trials(finished, ("complete", "pruned", "failed")).items()}
             if best is not None:
                 tags["hpo.best_trial"] = str(best.id)
                 tags.update({f"hpo.best.{metric_key(k)}": _cut(v, MAX_TAG_LEN) for k, v in best.params.items()})
@@ -544,7 +598,7 @@ def _study_params(config: TuneConfig) -> dict[str, Any]:
 
 def _write_leaderboard(finished: list[TrialRecord], study: Study, folder: Path) -> None:
     """``leaderboard.csv`` (every column) and ``leaderboard.md``: finished trials, best first."""
-    from .tuner import leaderboard_markdown, trials_frame
+    from .report import leaderboard_markdown, trials_frame
 
     trials_frame(study.ranked(finished)).to_csv(folder / "leaderboard.csv", index=False)
     (folder / "leaderboard.md").write_text(leaderboard_markdown(study, top=None), encoding="utf-8")

@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import ultra
+from .callbacks import TunerCallback
 from .config import TuneConfig, build_config, format_duration, gpu_indices
 from .errors import ConfigError, HpoError, RunFailed, StudyError, VolumeError
-from .files import free_bytes, human_bytes, tree_bytes, volume_errors
+from .files import free_bytes, tree_bytes, volume_errors
+from .report import FINISHED, count_trials, leaderboard_markdown, trials_frame  # re-exported: old import paths
 from .runner import TrialRunner, start_workers
 from .study import Study, TrialRecord, TrialStatus, utcnow
 from .trial import TrialOutcome, TrialSpec, resolve_trainer
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from .backend import Backend, Controller
 
 __all__ = [
@@ -50,91 +50,6 @@ _VOLUME_TEXT = re.compile(
     r"No space left on device|Errno 28\b|Disk quota exceeded|Errno 122\b|Read-only file system|Errno 30\b|"
     r"Input/output error|Errno 5\b|PytorchStreamWriter failed writing|file write failed",
 )
-
-
-class TunerCallback:
-    """Observer of a study (progress display, MLflow tracking). Every method is an optional no-op.
-
-    Methods are called in the driver process; with ``workers > 1`` they may be called from several
-    threads (one per running trial), never concurrently for the same trial.
-    """
-
-    def on_study_start(self, study: Study, config: TuneConfig) -> None:
-        """The study directory is open and locked; no trial of this run has started."""
-
-    def on_trial_start(self, record: TrialRecord) -> None:
-        """A trial is about to train (``record.status`` is ``running``)."""
-
-    def on_epoch(self, record: TrialRecord, row: dict[str, float]) -> None:
-        """A trial finished an epoch; ``row`` holds its metrics (``row["epoch"]`` is 1-based)."""
-
-    def on_batch(self, record: TrialRecord, progress: dict[str, int]) -> None:
-        """A trial is training: ``{"epoch": n, "batch": i, "batches": nb}`` (1-based), about once a
-        second (backends whose trials run in hpo's worker processes; not Ray Tune)."""
-
-    def on_trial_end(self, record: TrialRecord) -> None:
-        """A trial finished (complete, failed or pruned) and is recorded."""
-
-    def on_study_end(self, study: Study, result: TuneResult | None) -> None:
-        """The run ended (``result`` is ``None`` if it broke)."""
-
-
-def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
-    """Trials as a pandas DataFrame: one row per trial, ``params.<key>`` columns.
-
-    Columns: ``id, status, objective, epochs_completed, duration_s, train_s, start, end, error``,
-    then one ``params.<key>`` per space key.
-    """
-    import pandas as pd
-
-    rows = []
-    for r in records:
-        row = {
-            "id": r.id,
-            "status": r.status.value,
-            "objective": r.objective,
-            "epochs_completed": r.epochs_completed,
-            "duration_s": r.duration_s,
-            "train_s": r.train_s,
-            "start": r.start,
-            "end": r.end,
-            "error": r.error,
-        }
-        row.update({f"params.{k}": v for k, v in r.params.items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.5g}"
-    return "-" if v is None else str(v).replace("|", "\\|")
-
-
-def leaderboard_markdown(study: Study, *, top: int | None = 50) -> str:
-    """The study's leaderboard as Markdown: a title line, the counts, then one row per trial in
-    :meth:`Study.ranked` order (``rank, trial, status, objective, epochs, seconds, <params>``).
-
-    Args:
-        study: an open study.
-        top: most rows shown (``None``: all).
-    """
-    records = study.ranked()
-    counts = {s.value: sum(r.status is s for r in records) for s in TrialStatus}
-    keys = list(records[0].params) if records else []
-    lines = [
-        f"# hpo study `{study.path.name}`",
-        "",
-        f"backend **{study.settings.get('backend')}**, objective `{study.settings.get('metric')}` "
-        f"({study.direction}), trials: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v),
-        "",
-        "| rank | trial | status | objective | epochs | seconds | " + " | ".join(keys) + " |",
-        "|" + "---|" * (6 + len(keys)),
-    ]
-    for rank, r in enumerate(records[:top], 1):
-        cells = [rank, r.id, r.status.value, r.objective, r.epochs_completed, r.duration_s, *(r.params.get(k) for k in keys)]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def objective_of(outcome_epochs: list[dict[str, float]], final_metrics: dict[str, float], metric: str) -> float | None:
@@ -660,10 +575,12 @@ class Tuner:
             the next release).
         seed: seed of the backend's sampler.
         backend_options: the backend's options (``hpo backends`` lists them).
-        callbacks: :class:`TunerCallback` observers.
-        mlflow: MLflow tracking (:mod:`hpo.tracking`, docs/mlflow.md): ``True`` on, ``False``
-            off, ``None`` (default) on when ``MLFLOW_TRACKING_URI`` is set or ``experiment`` given.
-            Without ``MLFLOW_TRACKING_URI`` it logs to ``sqlite:///<study>/mlflow.db``.
+        callbacks: :class:`TunerCallback` observers (plugins add theirs when :meth:`run` starts,
+            hook :func:`hpo.hookspecs.hpo_study_observers`).
+        mlflow: MLflow tracking (the observer plugin :mod:`hpo.tracking`, docs/mlflow.md):
+            ``True`` on, ``False`` off, ``None`` (default) on when ``MLFLOW_TRACKING_URI`` is set
+            or ``experiment`` given. Without ``MLFLOW_TRACKING_URI`` it logs to
+            ``sqlite:///<study>/mlflow.db``. Checked when :meth:`run` starts.
         experiment: MLflow experiment name (default: the study name).
         plots: draw ``<study>/plots/`` (PNGs and ``report.html``, :mod:`hpo.plots`) when the run
             ends; a plotting error is a warning, never a failed study. ``None`` (default): on,
@@ -747,13 +664,18 @@ class Tuner:
         if plots:
             from .plots import PlotCallback
 
-            self.callbacks.append(PlotCallback())  # before the tracker, which logs the plots
-        from .tracking import tracker_for  # mlflow itself is imported only when tracking runs
+            self.callbacks.append(PlotCallback())  # before the plugins' observers: MLflow logs the plots
+        #: the settings passed to the plugins' observers (hook ``hpo_study_observers``, e.g. MLflow tracking)
+        self.observer_settings: dict[str, Any] = {"mlflow": mlflow, "experiment": experiment}
+        #: observers the plugins contributed to the last :meth:`run` (set when it starts)
+        self.observers: list[TunerCallback] = []
+        self._keeper = WeightsKeeper(keep)  # last: after every observer saw the trial
 
-        self.tracker = tracker_for(self.config, enabled=mlflow, experiment=experiment)
-        if self.tracker is not None:
-            self.callbacks.append(self.tracker)
-        self.callbacks.append(WeightsKeeper(keep))  # last: after every observer saw the trial
+    @property
+    def tracker(self) -> TunerCallback | None:
+        """The MLflow tracker (:class:`hpo.tracking.MlflowTracker`) of the last :meth:`run`, or
+        ``None`` (tracking off, or before :meth:`run`)."""
+        return next((o for o in self.observers if getattr(o, "name", None) == "mlflow"), None)
 
     @property
     def study_dir(self) -> Path:
@@ -806,12 +728,14 @@ class Tuner:
             :class:`TuneResult`.
 
         Raises:
-            hpo.errors.StudyLocked: another live process writes this study.
+            hpo.errors.StudyLockedError: another live process writes this study.
             hpo.errors.StudyError: the study exists (without ``resume``), is missing (with
                 ``resume``), or its stored data/model/space/metric/epochs/backend differ.
-            hpo.errors.RunFailed: every trial failed (the message holds the first error).
-            hpo.errors.ConfigError: MLflow tracking is on and its experiment is deleted or its
-                server unreachable (checked before the study directory is touched).
+            hpo.errors.RunFailedError: every trial failed (the message holds the first error).
+            hpo.errors.ConfigError: a plugin's observers refused the run, e.g. MLflow tracking is
+                on and its experiment is deleted or its server unreachable, or ``experiment`` is
+                given with ``mlflow=False`` (hook ``hpo_study_observers``, called before the
+                study directory is touched).
         """
         cfg = self.config
         backend_cls = cfg.backend_class
@@ -819,12 +743,14 @@ class Tuner:
         # workers' forkserver is still preloading on another core, rather than after the last trial
         import pandas  # noqa: F401
 
-        if self.tracker is not None:
-            self.tracker.check()  # create-or-get the experiment once, before anything is written
+        from .plugins import study_observers
+
+        # plugins' observers (MLflow: create-or-get the experiment), before anything is written
+        self.observers = study_observers(cfg, self.observer_settings)
         new_dir = not cfg.study_dir.exists()
         study = self._open_study()
         result: TuneResult | None = None
-        loop = StudyLoop(cfg, study, self.callbacks)
+        loop = StudyLoop(cfg, study, [*self.callbacks, *self.observers, self._keeper])
         backend: Backend | Controller | None = None
         started = False
         try:
@@ -868,7 +794,7 @@ class Tuner:
                     f"{first.error if first else 'unknown'}" + (f" (log: {log})" if log and log.is_file() else "")
                 )
             return result
-        except ConfigError:
+        except (ConfigError, StudyError):  # StudyError is no ConfigError (both exit 2, nothing left)
             if new_dir and not started:
                 # bad input found after the study directory was made (e.g. a backend's storage): leave nothing
                 self._remove_new_study(study)
@@ -910,7 +836,7 @@ class Tuner:
     def _result(self, study: Study, *, nothing_to_do: bool = False, loop: StudyLoop | None = None) -> TuneResult:
         finished = study.finished()
         best = study.best(finished)
-        counts = {s.value: sum(r.status is s for r in finished) for s in TrialStatus if s.finished}
+        counts = count_trials(finished, FINISHED)
         weights = study.path / "weights" / "best.pt"
         return TuneResult(
             best_params=dict(best.params) if best else {},

@@ -195,7 +195,7 @@ def validate_model(
 
 def compare_studies(study_dirs: list, report: Output[Markdown], metrics: Output[Metrics]) -> str:
     """Compare studies (one per backend) written on the same volume; returns the best study dir."""
-    from hpo.cli import study_summary
+    from hpo.report import study_summary
 
     rows = []
     for d in study_dirs:

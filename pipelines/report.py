@@ -123,13 +123,14 @@ def study_report_html(study_dir: str | Path, top: int = 100) -> str:
     Raises:
         hpo.errors.StudyError: no study at ``study_dir``.
     """
+    from hpo.report import count_trials
     from hpo.study import Study
 
     study = Study.open(study_dir)
     records = list(study.records().values())
     ranked = study.ranked(records)
     metric, direction = str(study.settings.get("metric")), study.direction
-    counts = {s: sum(r.status.value == s for r in records) for s in ("complete", "pruned", "failed", "running")}
+    counts = count_trials(records, ("complete", "pruned", "failed", "running"))
     points = best_so_far(records, direction)
     png = _plot_png(points, metric) if points else None
     keys = list(ranked[0].params) if ranked else []

@@ -51,13 +51,13 @@ class StepResult:
 
 
 def leaderboard_markdown(study_dir: str | Path, top: int = 50) -> str:
-    """The Markdown leaderboard of a study (:func:`hpo.tuner.leaderboard_markdown`), by path.
+    """The Markdown leaderboard of a study (:func:`hpo.report.leaderboard_markdown`), by path.
 
     Raises:
         hpo.errors.StudyError: no study at ``study_dir``.
     """
     from hpo.study import Study
-    from hpo.tuner import leaderboard_markdown as markdown
+    from hpo.report import leaderboard_markdown as markdown
 
     return markdown(Study.open(study_dir), top=top)
 
@@ -141,15 +141,15 @@ def run_tune_step(
 
     Raises:
         hpo.errors.ConfigError: a pre-flight check failed, or bad settings (nothing trained).
-        hpo.errors.RunFailed: every trial failed.
-        hpo.errors.StudyLocked: another live writer holds the study.
+        hpo.errors.RunFailedError: every trial failed.
+        hpo.errors.StudyLockedError: another live writer holds the study.
     """
     import os
 
     import yaml
 
     from hpo import Study, Tuner
-    from hpo.errors import ConfigError, StudyLocked
+    from hpo.errors import ConfigError, StudyLockedError
     from hpo.preflight import run_preflight
     from hpo.study import LOCK_HEARTBEAT_S, LOCK_STALE_AFTER_S
 
@@ -213,7 +213,7 @@ def run_tune_step(
         try:
             result = tuner.run()
             break
-        except StudyLocked as e:  # heartbeat mode only: a killed attempt on another host, until its heartbeat is stale
+        except StudyLockedError as e:  # heartbeat mode only: a killed attempt on another host, until its heartbeat is stale
             if time.monotonic() >= deadline:
                 raise
             print(f"hpo: {e}; waiting for it to go stale", file=sys.stderr)

@@ -25,8 +25,9 @@ import pytest
 
 from hpo import Tuner
 from hpo.errors import ConfigError
+from hpo.plugins import study_observers
 from hpo.study import Study
-from hpo.tracking import MlflowTracker
+from hpo.tracking import RUN_FILE, MlflowTracker
 from hpo.tuner import TunerCallback
 
 SPACE = {"lr0": (1e-4, 1e-2), "momentum": (0.7, 0.95)}
@@ -138,8 +139,9 @@ def test_mlflow_parent_and_child_runs_then_resume(tracked_env, digits, backend, 
     common = dict(backend=backend, model=MODEL, data=digits, space=SPACE, epochs=2, train_args=train_args,
                   output=out, name=name, seed=0, backend_options=BACKEND_OPTIONS[backend])
     tuner = Tuner(iterations=2, **common)  # mlflow=None: on because MLFLOW_TRACKING_URI is set
-    assert isinstance(tuner.tracker, MlflowTracker)
+    assert tuner.tracker is None  # the MLflow plugin contributes its observer when run() starts
     result = tuner.run()
+    assert isinstance(tuner.tracker, MlflowTracker) and tuner.tracker in tuner.observers
     assert result.counts["complete"] == 2
     out_err = capfd.readouterr()
     assert "View run" not in out_err.out  # stdout stays clean for `hpo tune --json`
@@ -158,9 +160,11 @@ def test_mlflow_parent_and_child_runs_then_resume(tracked_env, digits, backend, 
     assert len(parents) == 1 and len(children) == 2, [r.info.run_name for r in runs]
     parent = parents[0]
     assert parent.info.experiment_id == exp_id and parent.info.status == "FINISHED"
-    settings = json.loads((out / name / "study.json").read_text())
-    assert settings["mlflow"]["parent_run_id"] == parent.info.run_id
-    assert settings["mlflow"]["tracking_uri"] == tracked_env.uri
+    # the tracker keeps the parent's ids in its own file; it never writes study.json
+    stored = json.loads((out / name / RUN_FILE).read_text())
+    assert stored == {"tracking_uri": tracked_env.uri, "experiment": name, "experiment_id": exp_id,
+                      "parent_run_id": parent.info.run_id}
+    assert "mlflow" not in json.loads((out / name / "study.json").read_text())
 
     # parent: settings as params, versions as tags, best + leaderboard + weights as artifacts
     p = parent.data.params
@@ -195,8 +199,14 @@ def test_mlflow_parent_and_child_runs_then_resume(tracked_env, digits, backend, 
         assert sorted(m.step for m in loss) == [1, 2]
     assert {c.data.tags["hpo.trial_id"] for c in children} == {"0", "1"}
 
+    # a study made by an earlier hpo holds the ids in study.json's "mlflow" key: still re-attached
+    legacy = json.loads((out / name / "study.json").read_text())
+    legacy["mlflow"] = stored
+    (out / name / "study.json").write_text(json.dumps(legacy))
+    (out / name / RUN_FILE).unlink()
     # resume to 3 trials with one changed setting: same parent, one more child, change as a tag
     resumed = Tuner(iterations=3, resume=True, **common).run()
+    assert json.loads((out / name / RUN_FILE).read_text()) == stored
     assert resumed.counts["complete"] == 3
     runs = _all_runs(client, other_ids)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -267,10 +277,15 @@ def test_mlflow_deleted_experiment_is_refused_before_anything_is_written(tracked
     res = CliRunner().invoke(app, ["tune", "-m", MODEL, "-d", str(digits), "-n", "1", "-e", "1", "-o",
                                    str(tmp_path / "o"), "--name", "x", "imgsz=32"])
     assert res.exit_code == 2 and not (tmp_path / "o").exists()
-    # --no-mlflow turns tracking off even with MLFLOW_TRACKING_URI set
-    assert Tuner(model=MODEL, data=digits, iterations=1, epochs=1, output=tmp_path / "o", mlflow=False).tracker is None
-    with pytest.raises(ConfigError, match="experiment"):
-        Tuner(model=MODEL, data=digits, iterations=1, epochs=1, output=tmp_path / "o", mlflow=False, experiment="e")
+    # --no-mlflow turns tracking off even with MLFLOW_TRACKING_URI set: the plugin contributes no observer
+    tuner = Tuner(model=MODEL, data=digits, iterations=1, epochs=1, output=tmp_path / "o", mlflow=False)
+    assert study_observers(tuner.config, tuner.observer_settings) == []
+    on = Tuner(model=MODEL, data=digits, iterations=1, epochs=1, output=tmp_path / "o")
+    with pytest.raises(ConfigError, match="could not be reached"):  # the plugin's hook runs the pre-flight check
+        study_observers(on.config, on.observer_settings)
+    with pytest.raises(ConfigError, match="experiment: given with --no-mlflow"):
+        Tuner(model=MODEL, data=digits, iterations=1, epochs=1, output=tmp_path / "o", mlflow=False, experiment="e").run()
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow

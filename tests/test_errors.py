@@ -1,0 +1,39 @@
+"""The exception hierarchy: names end in ``Error``, study errors are not bad-input errors, exit codes."""
+
+from __future__ import annotations
+
+import inspect
+
+import hpo
+import hpo.errors
+from conftest import hpo_cli
+
+
+def test_exported_exception_names_end_in_error_and_old_names_are_aliases():
+    classes = {n: c for n, c in vars(hpo.errors).items() if inspect.isclass(c) and issubclass(c, BaseException)}
+    aliases = {n for n, c in classes.items() if c.__name__ != n}
+    assert aliases == {"BackendNotFound", "StudyLocked", "RunFailed"}
+    assert hpo.errors.BackendNotFound is hpo.errors.BackendNotFoundError
+    assert hpo.errors.StudyLocked is hpo.errors.StudyLockedError and hpo.StudyLocked is hpo.StudyLockedError
+    assert hpo.errors.RunFailed is hpo.errors.RunFailedError and hpo.RunFailed is hpo.RunFailedError
+    assert all(n.endswith("Error") for n in set(classes) - aliases - {"HpoWarning"}), sorted(classes)
+    for name in ("BackendNotFoundError", "StudyLockedError", "RunFailedError", "StudyError"):
+        assert name in hpo.__all__ and getattr(hpo, name) is classes[name]
+
+
+def test_study_errors_are_not_config_errors_and_still_exit_2():
+    from hpo.errors import ConfigError, HpoError, StudyError, StudyLockedError
+
+    assert not issubclass(StudyError, ConfigError) and not issubclass(StudyError, ValueError)
+    assert issubclass(StudyLockedError, StudyError) and issubclass(StudyError, HpoError)
+    assert StudyError("x").exit_code == 2 and StudyLockedError("x").exit_code == 2
+    assert hpo.errors.BackendNotFoundError("x").exit_code == 2 and hpo.errors.RunFailedError("x").exit_code == 1
+
+
+def test_a_study_error_is_one_line_and_exit_2_on_the_command_line(tmp_path):
+    study = tmp_path / "s"
+    study.mkdir()
+    (study / "study.json").write_text("[]")
+    r = hpo_cli("show", str(study))
+    assert r.returncode == 2 and r.stderr.startswith("hpo: error: study: ") and len(r.stderr.splitlines()) == 1, r.stderr
+
