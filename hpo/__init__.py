@@ -33,7 +33,7 @@ from .hookspecs import hookimpl
 from .space import Kind, Param, SearchSpace
 from .study import Study, TrialRecord, TrialStatus
 from .trial import TrialOutcome, TrialSpec, train_trial
-from .tuner import StudyLoop, TuneResult, Tuner
+from .tuner import StudyLoop, Tuner, TuneResult
 
 __version__ = "0.1.0"
 

@@ -25,13 +25,12 @@ from typing import Any
 os.environ.setdefault("YOLO_OFFLINE", "1")  # never reach for the network
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")  # never pip-install at run time
 
-import torch  # noqa: E402,F401  (preloaded by the forkserver)
-import ultralytics  # noqa: E402
-from ultralytics import YOLO  # noqa: E402
-from ultralytics.utils import SETTINGS  # noqa: E402
+import torch  # noqa: F401  (preloaded by the forkserver)
+from ultralytics import YOLO
+from ultralytics.utils import SETTINGS
 
-from .study import TrialStatus  # noqa: E402
-from .trial import Progress, Report, TrialOutcome, TrialSpec, redirect_output, train_trial  # noqa: E402,F401
+from .study import TrialStatus
+from .trial import Progress, Report, TrialOutcome, TrialSpec, redirect_output, train_trial  # noqa: F401
 
 # Ultralytics' integrations are off inside hpo's trials unless hpo asks for them: flipped in
 # memory only (dict.__setitem__ bypasses the settings file, so the user's settings stay untouched).

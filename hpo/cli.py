@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 
@@ -59,7 +59,7 @@ def handle_errors(fn: Callable) -> Callable:
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
-        except Exception as e:  # a bug or an unexpected library error: one line, the traceback with --debug
+        except Exception as e:  # noqa: BLE001 - a bug or an unexpected library error: one line, the traceback with --debug
             if _DEBUG["on"]:
                 import traceback
 
@@ -181,12 +181,11 @@ def tune(
     keep_weights: str = typer.Option("top-3", "--keep-weights", metavar="best|top-K|all", help="Trials that keep their weights/*.pt; the others' are deleted as trials finish (<study>/weights/best.pt stays)."),
     plots: Optional[bool] = typer.Option(None, "--plots/--no-plots", help="Draw <study>/plots/ (PNGs, report.html) when the run ends (default: on unless HPO_PLOTS=0)."),
 ) -> None:
-    from .config import parse_train_args
-    from .tuner import Tuner
-
     import warnings
 
+    from .config import parse_train_args
     from .errors import HpoWarning
+    from .tuner import Tuner
 
     warnings.filterwarnings("ignore", category=HpoWarning)  # printed below as "hpo: warning:" lines
     if workers is not None:

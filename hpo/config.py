@@ -6,14 +6,15 @@ args, output) and raises a one-line :class:`~hpo.errors.ConfigError` naming the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
-import dataclasses
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import ValidationError
 

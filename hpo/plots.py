@@ -150,7 +150,7 @@ def _png_history(study: Study, finished: list[TrialRecord], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for ax, xs, label in ((axes[0], h["n"], "finished trials"), (axes[1], h["t"], "wall time (s)")):
         for status in ("complete", "pruned", "failed"):
-            pts = [(x, r.objective) for x, r in zip(xs, h["records"]) if r.status.value == status and x is not None]
+            pts = [(x, r.objective) for x, r in zip(xs, h["records"], strict=False) if r.status.value == status and x is not None]
             if status == "failed":  # no objective: a cross on the axis floor
                 pts = [(x, None) for x, _ in pts]
             if not pts:
@@ -161,7 +161,7 @@ def _png_history(study: Study, finished: list[TrialRecord], path: Path) -> None:
             else:
                 ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=_COLORS[status], label=status, alpha=0.7,
                            marker="o" if status == "complete" else "v", zorder=3)
-        line = [(x, b) for x, b in zip(xs, h["best"]) if x is not None and b is not None]
+        line = [(x, b) for x, b in zip(xs, h["best"], strict=False) if x is not None and b is not None]
         if line:
             ax.step([p[0] for p in line], [p[1] for p in line], where="post", color="black", label="best so far")
         ax.set_xlabel(label)
@@ -225,7 +225,7 @@ def _plotly_history(study: Study, finished: list[TrialRecord]) -> list[Any]:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("against finished trials", "against wall time (s)"))
     for col, xs in ((1, h["n"]), (2, h["t"])):
         for status in ("complete", "pruned", "failed"):
-            rs = [(x, r) for x, r in zip(xs, h["records"]) if r.status.value == status and x is not None]
+            rs = [(x, r) for x, r in zip(xs, h["records"], strict=False) if r.status.value == status and x is not None]
             if not rs:
                 continue
             fig.add_trace(go.Scatter(
@@ -235,7 +235,7 @@ def _plotly_history(study: Study, finished: list[TrialRecord]) -> list[Any]:
                 marker={"color": _COLORS[status], "symbol": {"complete": "circle", "pruned": "triangle-down", "failed": "x"}[status]},
                 text=[f"trial {r.id}" + (f": {r.error}" if r.error else "") for _, r in rs],
             ), row=1, col=col)
-        line = [(x, b) for x, b in zip(xs, h["best"]) if x is not None and b is not None]
+        line = [(x, b) for x, b in zip(xs, h["best"], strict=False) if x is not None and b is not None]
         fig.add_trace(go.Scatter(x=[p[0] for p in line], y=[p[1] for p in line], mode="lines", line_shape="hv",
                                  name="best so far", legendgroup="best", showlegend=col == 1, line={"color": "black"}),
                       row=1, col=col)

@@ -20,8 +20,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .study import TrialStatus
 from .trial import TrialOutcome, TrialSpec, resolve_trainer, train_trial

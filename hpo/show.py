@@ -114,7 +114,7 @@ def _table(rows: list[TrialRecord], params: list[str], width: int | None, *, fix
     """Plain-text table lines and the params shown (as many of ``params`` as fit ``width``)."""
     head = ["trial", "status", "objective", "epochs", "time"]
     body = [[str(r.id), r.status.value, _fmt(r.objective), str(r.epochs_completed), _duration(r.duration_s)] for r in rows]
-    cols = [list(c) for c in zip(head, *body)] if body else [[h] for h in head]
+    cols = [list(c) for c in zip(head, *body, strict=False)] if body else [[h] for h in head]
     shown: list[str] = []
     gap = 2
 
@@ -137,7 +137,7 @@ def _table(rows: list[TrialRecord], params: list[str], width: int | None, *, fix
     numeric = [False, False, True, True, True] + [True] * len(shown)
     lines = []
     for i in range(len(cols[0])):
-        cells = [(c[i].rjust(w) if num else c[i].ljust(w)) for c, w, num in zip(cols, widths, numeric)]
+        cells = [(c[i].rjust(w) if num else c[i].ljust(w)) for c, w, num in zip(cols, widths, numeric, strict=False)]
         lines.append((" " * gap).join(cells).rstrip())
         if i == 0:
             lines.append((" " * gap).join("-" * w for w in widths))

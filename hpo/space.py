@@ -52,7 +52,7 @@ _NumberLoader.add_implicit_resolver(
 
 def load_yaml(stream: Any) -> Any:
     """``yaml.safe_load`` that also reads exponent numbers without a dot (``1e-5``) as floats."""
-    return yaml.load(stream, Loader=_NumberLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(stream, Loader=_NumberLoader)
 
 
 class Kind(str, enum.Enum):

@@ -132,6 +132,8 @@ class BackendConformance:
             backend that assigns devices itself, like ray, drops ``device=``).
         supports_volume_test: set ``False`` only for a backend whose own library cannot run on a
             size-limited volume (say why in the subclass).
+        budget_s: the ``--time-budget`` of the budget test, seconds (default 8; more for a backend
+            that takes long to start, such as a local Ray).
     """
 
     backend: ClassVar[str] = ""
@@ -144,6 +146,7 @@ class BackendConformance:
     joins: ClassVar[bool] = False
     train_args: ClassVar[tuple[str, ...]] = (*TRAIN_ARGS, "device=cpu")
     supports_volume_test: ClassVar[bool] = True
+    budget_s: ClassVar[float] = 8.0
 
     # --- fixtures and helpers
     @pytest.fixture(scope="class")
@@ -161,13 +164,14 @@ class BackendConformance:
         return root
 
     def tune_args(
-        self, data: Path, output: Path, name: str, *, iterations: int, epochs: int, extra: tuple[str, ...] = (),
+        self, data: Path, output: Path, name: str, *, iterations: int | None, epochs: int, extra: tuple[str, ...] = (),
         space: dict[str, Any] | None = None, real: bool = False,
     ) -> list[str]:
         """The ``hpo tune`` arguments of a conformance study (``real``: with :attr:`train_args`)."""
         return [
             "tune", "--backend", self.backend, "--model", "yolov8n-cls.yaml", "--data", str(data),
-            "--iterations", str(iterations), "--epochs", str(epochs), "--output", str(output), "--name", name,
+            *(("--iterations", str(iterations)) if iterations is not None else ()),
+            "--epochs", str(epochs), "--output", str(output), "--name", name,
             "--space", json.dumps(space or self.space), "--seed", "0", *extra, *self.options,
             *(self.train_args if real else ("imgsz=32",)),
         ]
@@ -426,6 +430,40 @@ class BackendConformance:
         assert len(trials) == 8 and sorted(t["id"] for t in trials) == sorted({t["id"] for t in trials})
         assert all(t["status"] in ("complete", "pruned", "failed") for t in trials)
         assert list(study.glob("trials.*.jsonl")), "the joined process recorded no trial of its own"
+
+    def test_time_budget_ends_the_study_and_resume_continues_with_what_is_left(self, tmp_path: Path, digits: Path) -> None:
+        sim = {"epoch_s": 0.5}
+        budget = self.budget_s
+        epochs = 30  # 15 s trials: a trial is running when the budget runs out
+        # no --iterations: the budget alone ends the study
+        args = self.tune_args(digits, tmp_path, "budget", iterations=None, epochs=epochs, extra=("--time-budget", f"{budget:g}s", *self.no_pruning))
+        r = self.hpo(*args, "--json", simulated=sim)
+        assert r.returncode == 0, r.stderr[-3000:]
+        doc = json.loads(r.stdout)
+        assert doc["stopped_by"] == "time_budget" and doc["elapsed_s"] >= budget, doc
+        assert doc["elapsed_s"] < budget + 3 * sim["epoch_s"] + 5, doc  # stopped at the next epoch boundary, not at a trial's end
+        study = tmp_path / "budget"
+        settings = json.loads((study / "study.json").read_text())
+        assert settings["time_budget"] == budget and settings["elapsed_s"] >= budget
+        trials = self.show(study)["trials"]
+        assert trials and all(t["status"] in ("complete", "pruned") for t in trials), trials
+        stopped = [t for t in trials if "time budget" in (t["error"] or "")]
+        assert stopped, f"no trial was stopped by the budget: {trials}"
+        for t in stopped:  # stopped at an epoch boundary, recorded pruned with its partial curve
+            assert t["status"] == "pruned" and 1 <= t["epochs_completed"] < epochs and t["objective"] is not None, t
+        # the same budget again: nothing left, nothing runs
+        again = self.hpo(*args, "--resume", "--json", simulated=sim)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert len(self.show(study)["trials"]) == len(trials)
+        # a larger budget continues with what is left, and the change is recorded
+        more = [a if a != f"{budget:g}s" else f"{2 * budget:g}" for a in args]
+        r = self.hpo(*more, "--resume", "--json", simulated=sim)
+        assert r.returncode == 0, r.stderr[-3000:]
+        settings = json.loads((study / "study.json").read_text())
+        assert settings["time_budget"] == 2 * budget and settings["elapsed_s"] >= 2 * budget
+        assert {"time_budget": 2 * budget} in [x["changed"] for x in settings["resumes"]]
+        assert len(self.show(study)["trials"]) > len(trials)
+        assert json.loads(r.stdout)["stopped_by"] == "time_budget"
 
     # --- one real training
     def test_real_training_smoke(self, tmp_path: Path, digits: Path) -> None:

@@ -10,8 +10,9 @@ runs, so without the ``kfp`` extra ``hpo --help`` works and the command says whi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 

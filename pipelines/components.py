@@ -89,6 +89,7 @@ def hpo_tune(
     gpus: int = 0,
     seed: int = -1,
     trial_timeout: float = 0.0,
+    time_budget: str = "",
     keep_weights: str = "top-3",
     workers: int = 0,
     join: bool = False,
@@ -103,7 +104,9 @@ def hpo_tune(
     ``""`` is the task's default; ``study_name`` ``""`` is ``<data>-<backend>``; ``concurrent_trials``
     is trials at once (``workers``: its deprecated spelling, 0 unset); ``keep_weights`` which
     trials keep their weights (``best``, ``top-K``, ``all``); ``gpus`` the GPUs requested (checked);
-    ``seed`` -1 random; ``trial_timeout`` seconds (0: none); ``join`` adds this task to a running
+    ``seed`` -1 random; ``trial_timeout`` seconds (0: none); ``time_budget`` the study's wall-clock
+    budget (``"2h"``, ``"90m"``, ``"3600"``; ``""``: none; kept across retries; ``iterations`` 0: no
+    cap, the budget alone ends the study); ``join`` adds this task to a running
     study (several pods, one study: backends that support it, e.g. optuna); ``storage_env`` names an
     environment variable (e.g. from a Kubernetes Secret) holding the backend's ``storage`` URL.
 
@@ -121,7 +124,7 @@ def hpo_tune(
         model=model, data=data, backend=backend, iterations=iterations, epochs=epochs, space=space,
         metric=metric, mount_path=mount_path, output_dir=output_dir, study_name=study_name,
         train_args=train_args, backend_options=backend_options, concurrent_trials=concurrent_trials, gpus=gpus,
-        seed=seed, trial_timeout=trial_timeout, keep_weights=keep_weights, workers=workers or None, join=join,
+        seed=seed, trial_timeout=trial_timeout, time_budget=time_budget, keep_weights=keep_weights, workers=workers or None, join=join,
         storage_env=storage_env,
     )
     write_outputs(r, metrics=metrics, leaderboard=leaderboard, report=report, best_model=best_model)
@@ -206,7 +209,7 @@ def compare_studies(study_dirs: list, report: Output[Markdown], metrics: Output[
     ranked = sorted(rows, key=lambda r: (r[4] is None, -(r[4] or 0) if maximize else (r[4] or 0)))
     lines = ["# hpo: backends compared", "", "| rank | backend | best objective | complete | failed | pruned | study |",
              "|---|---|---|---|---|---|---|"]
-    for i, (b, d, m, _, obj, c) in enumerate(ranked, 1):
+    for i, (b, d, _m, _, obj, c) in enumerate(ranked, 1):
         lines.append(f"| {i} | {b} | {'-' if obj is None else f'{obj:.5g}'} | {c['complete']} | {c['failed']} | {c['pruned']} | `{d}` |")
         if obj is not None:
             metrics.log_metric(f"best_objective.{b}", float(obj))

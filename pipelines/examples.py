@@ -15,8 +15,9 @@ KFP mounts a volume at a fixed path):
 compile --image REGISTRY/NAME:TAG DIR`` calls it.
 """
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kfp import compiler, dsl
 
@@ -212,7 +213,7 @@ def compile_all(out_dir: str | Path, image: str, mount_path: str = MOUNT) -> lis
     written = []
     for name, pipeline in pipelines.items():
         target = out / f"{name}.yaml"
-        _write(lambda: compiler.Compiler().compile(pipeline, str(target)), target)
+        _write(lambda pipeline=pipeline, target=target: compiler.Compiler().compile(pipeline, str(target)), target)
         written.append(target)
     written.append(compile_component(out / "hpo_tune_component.yaml", image))
     return written

@@ -56,8 +56,8 @@ def leaderboard_markdown(study_dir: str | Path, top: int = 50) -> str:
     Raises:
         hpo.errors.StudyError: no study at ``study_dir``.
     """
-    from hpo.study import Study
     from hpo.report import leaderboard_markdown as markdown
+    from hpo.study import Study
 
     return markdown(Study.open(study_dir), top=top)
 
@@ -97,6 +97,7 @@ def run_tune_step(
     gpus: int = 0,
     seed: int = -1,
     trial_timeout: float = 0.0,
+    time_budget: str = "",
     join: bool = False,
     storage_env: str = "",
     lock_wait_s: float | None = None,
@@ -110,7 +111,7 @@ def run_tune_step(
         model: bundled model YAML or a ``.pt`` on the volume.
         data: data YAML or classification folder; relative paths are under ``mount_path``.
         backend: installed backend name (``hpo backends``).
-        iterations: total finished trials of the study.
+        iterations: total finished trials of the study; ``0``: no cap (with ``time_budget``).
         epochs: training epochs per trial (the fidelity).
         space: search space as a YAML/JSON file path or inline JSON; ``""`` is Ultralytics' default.
         metric: objective metric; ``""`` is the task's default.
@@ -127,6 +128,8 @@ def run_tune_step(
         gpus: GPUs the task requested; pre-flight fails when torch sees fewer.
         seed: the sampler's seed; ``-1`` is random.
         trial_timeout: seconds before a trial is killed; ``0`` is none.
+        time_budget: wall-clock budget of the whole study (``"3600"``, ``"90m"``, ``"2h"``), kept
+            across retries of the task; ``""`` is none (:class:`hpo.Tuner`'s ``time_budget``).
         join: add this task to a running study (``hpo tune --join``; e.g. ``ParallelFor`` workers
             of one optuna study); waits up to ``join_wait_s`` for the study to be created.
         storage_env: name of an environment variable holding the backend's ``storage`` URL
@@ -184,9 +187,10 @@ def run_tune_step(
             )
         options["storage"] = url
     kwargs: dict[str, Any] = dict(
-        backend=backend, model=model, data=report.data, space=_parse_space(space), iterations=iterations,
+        backend=backend, model=model, data=report.data, space=_parse_space(space), iterations=iterations or None,
         epochs=epochs, metric=metric or None, train_args=args, output=report.output, name=study_name or None,
         trial_timeout=trial_timeout if trial_timeout and trial_timeout > 0 else None, concurrent_trials=concurrent_trials,
+        time_budget=time_budget.strip() or None,
         seed=seed if seed is not None and seed >= 0 else None, backend_options=options,
         keep_weights=keep_weights, verbose=True,  # plain progress lines with heartbeats in the pod's log
     )

@@ -72,7 +72,7 @@ class PostgresServer:
         full = ["runuser", "-u", "postgres", "--", *cmd] if self._as_postgres else list(cmd)
         return subprocess.run(full, capture_output=True, text=True, timeout=120, cwd=self.root)
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         """Create the cluster and start the server; wait until it accepts connections.
 
         Raises:
@@ -136,7 +136,7 @@ class RayHead:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "RayHead":
+    def start(self) -> RayHead:
         """Run ``ray start --head`` and return when it has started.
 
         Raises:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -167,7 +166,7 @@ def test_asha_stops_trials_relative_data_and_everything_under_the_study(digits_d
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "studies", "work"]
 
 
-def _wait_for(predicate, timeout: float) -> bool:  # noqa: ANN001
+def _wait_for(predicate, timeout: float) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():

@@ -2,8 +2,8 @@
 exhausted one stops the study with one line instead of the native RuntimeError."""
 
 import pytest
-
 from conftest import CLS_ARGS
+
 from hpo import ConfigError, RunFailed, TrialRecord, TrialStatus
 from hpo.config import build_config
 from hpo.study import Study

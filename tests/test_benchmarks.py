@@ -48,7 +48,7 @@ def _table_rows(report: str, header_start: str) -> list[list[str]]:
             break
         cells = [c.strip() for c in ln.strip("|").split("|")]
         assert len(cells) == len(header), ln
-        rows.append(dict(zip(header, cells)))
+        rows.append(dict(zip(header, cells, strict=False)))
     return rows
 
 
@@ -181,9 +181,9 @@ def test_overrides_scale_problems() -> None:
 
 def test_random_backend_samples_the_space(tmp_path: Path) -> None:
     """The baseline's proposals: inside the bounds, log-uniform for log params, same seed -> same params."""
-    from hpo_bench.random_search import NAME, register
     from hpo.config import build_config
     from hpo.datasets import make_digits_cls
+    from hpo_bench.random_search import NAME, register
 
     register()
     data = make_digits_cls(tmp_path / "d", imgsz=8)

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import CLS_ARGS, hpo_cli, kv
 
 

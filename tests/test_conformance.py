@@ -27,6 +27,7 @@ class TestRayConformance(BackendConformance):
     options = ("--num-cpus", "2")
     train_args = TRAIN_ARGS  # Ray assigns the device
     no_pruning = ("--scheduler", "fifo")
+    budget_s = 30.0  # a local Ray takes 10-20 s to start on 2 cores, inside the budget
 
 
 class TestThirdPartyConformance(BackendConformance):

@@ -2,16 +2,12 @@
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import CLS_ARGS, DET_ARGS, SMALL_SPACE, hpo_cli, kv
 
 pytestmark = pytest.mark.slow

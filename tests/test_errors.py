@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import inspect
 
+from conftest import hpo_cli
+
 import hpo
 import hpo.errors
-from conftest import hpo_cli
 
 
 def test_exported_exception_names_end_in_error_and_old_names_are_aliases():

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from kfp import dsl
 
 TRAIN = {"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu", "optimizer": "SGD", "fraction": 0.2}

@@ -3,11 +3,8 @@ its fields against KubeRay's ray.io/v1 RayCluster spec) and the token Secret tem
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
-
 from test_manifests import K8S_VERSION, MANIFESTS
 
 RAY = MANIFESTS / "ray"

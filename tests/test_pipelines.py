@@ -104,7 +104,8 @@ def test_user_pipeline_with_the_helper_compiles_every_setting(tmp_path):
                                   "best_hyperparameters": {"parameterType": "STRUCT"}}
     ins = _component_inputs(spec, "comp-hpo-tune")
     for name in ("backend", "model", "data", "iterations", "epochs", "space", "metric", "output_dir",
-                 "study_name", "train_args", "backend_options", "concurrent_trials", "keep_weights", "mount_path"):
+                 "study_name", "train_args", "backend_options", "concurrent_trials", "keep_weights", "mount_path",
+                 "time_budget"):
         assert name in ins, name
 
 
@@ -124,7 +125,7 @@ def test_train_then_tune_ir(tmp_path):
         "taskOutputParameter": {"outputParameterKey": "best_hyperparameters", "producerTask": "hpo-tune"}}
     assert tasks["validate-model"]["inputs"]["artifacts"]["weights"] == {
         "taskOutputArtifact": {"outputArtifactKey": "best_model", "producerTask": "hpo-tune"}}
-    for name, task in tasks.items():
+    for _name, task in tasks.items():
         executor = task["componentRef"]["name"].replace("comp-", "exec-")
         k8s = platform[executor]
         # the same PVC, from the pipeline parameter, on every step
@@ -504,11 +505,10 @@ def test_join_and_storage_env_errors_before_anything_trains(tmp_path, monkeypatc
 def test_report_ranks_the_parameter_that_drives_the_objective(tmp_path):
     """The HTML report's importance table on a study whose objective follows lr0 and ignores fliplr."""
     pytest.importorskip("optuna")
+    from hpo.datasets import make_digits_cls
     from hpo.study import TrialRecord, TrialStatus
     from hpo.tuner import Tuner
     from hpo_kfp.report import param_importances, study_report_html
-
-    from hpo.datasets import make_digits_cls
 
     make_digits_cls(tmp_path / "digits", seed=0)
     tuner = Tuner(backend="ultralytics", model="yolov8n-cls.yaml", data=tmp_path / "digits",
@@ -529,3 +529,28 @@ def test_report_ranks_the_parameter_that_drives_the_objective(tmp_path):
     page = study_report_html(study.path)
     assert "<h2>Parameter importance</h2>" in page and page.index("<td>lr0</td>") < page.index("<td>fliplr</td>")
     assert page.count('src="data:image/png;base64,') == 1 and page.count("<td>complete</td>") == 8
+
+
+def test_step_time_budget_ends_the_study_and_a_retry_continues_it(tmp_path, monkeypatch):
+    """The component's time_budget (its step function, on simulated trials): the budget alone ends
+    the study (iterations 0), and a retry with a larger budget continues it."""
+    from hpo import Study
+    from hpo.datasets import make_digits_cls
+    from hpo_kfp.step import run_tune_step
+
+    mnt = tmp_path / "pvc"
+    make_digits_cls(mnt / "datasets" / "digits-cls", seed=0, imgsz=8)
+    monkeypatch.setenv("HPO_TRAINER", "hpo.simulate:simulated_trainer")
+    monkeypatch.setenv("HPO_TRAINER_OPTIONS", json.dumps({"epoch_s": 0.3}))
+    monkeypatch.setenv("HPO_PLOTS", "0")
+    args = dict(model="yolov8n-cls.yaml", data="datasets/digits-cls", backend="optuna", iterations=0, epochs=3,
+                mount_path=str(mnt), backend_options={"pruner": "none"}, seed=0)
+    first = run_tune_step(**args, time_budget="3s")
+    study = Study.open(first.study_dir)
+    assert study.settings["time_budget"] == 3.0 and study.settings["elapsed_s"] >= 3.0
+    n = len(study.finished())
+    assert n >= 1 and all(r.status.value in ("complete", "pruned") for r in study.finished())
+    again = run_tune_step(**args, time_budget="5s")
+    study = Study.open(again.study_dir)
+    assert study.settings["time_budget"] == 5.0 and study.settings["elapsed_s"] >= 5.0
+    assert len(study.finished()) > n

@@ -2,13 +2,11 @@
 the plots and report drawn at the study's end, ``hpo plot``, and ``hpo show``."""
 
 import json
-import os
 import re
 import struct
 from pathlib import Path
 
 import pytest
-
 from conftest import CLS_ARGS, hpo_cli
 
 pytestmark = pytest.mark.slow

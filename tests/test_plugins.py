@@ -13,7 +13,6 @@ import os
 import textwrap
 
 import pytest
-
 from conftest import CLS_ARGS, hpo_cli, kv
 
 PLUGIN = '''
@@ -110,7 +109,7 @@ def test_a_plugin_command_is_on_the_command_line_and_a_plugin_may_refuse_a_study
     r = hpo_cli("counts", "--help", env=env)
     assert r.returncode == 0 and "Print the study's trials per status as JSON." in r.stdout, r.stderr
     assert "counts" not in hpo_cli("--help").stdout  # without the plugin: no such command
-    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--iterations", "1", "--epochs", "1",
+    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(_own_copy(digits_cls, tmp_path)), "--iterations", "1", "--epochs", "1",
                 "--output", str(tmp_path / "out"), "--name", "refused", "--quiet", *kv(CLS_ARGS), env=env)
     assert r.returncode == 2, r.stderr
     assert r.stderr == "hpo: error: counts: the test plugin refuses the study name 'refused' (exists: False)\n"
@@ -121,7 +120,7 @@ def test_a_plugin_command_is_on_the_command_line_and_a_plugin_may_refuse_a_study
 def test_a_plugin_observer_sees_a_real_study_before_the_weights_keeper(plugin_env, tmp_path, digits_cls):
     env, events = plugin_env
     out = tmp_path / "out"
-    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--iterations", "2", "--epochs", "1",
+    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(_own_copy(digits_cls, tmp_path)), "--iterations", "2", "--epochs", "1",
                 "--output", str(out), "--name", "seen", "--space", '{"lr0": [0.0002, 0.002]}', "--keep-weights", "best",
                 "--no-mlflow", "--quiet", *kv(CLS_ARGS), env=env)
     assert r.returncode == 0, r.stderr
@@ -164,3 +163,11 @@ def test_pipelines_compile_without_kfp_names_the_extra_in_one_line(tmp_path):
     assert r.stderr == ("hpo: error: hpo pipelines compile: needs the Python package 'kfp', which is not installed; "
                         "pip install 'hpo-yolo[kfp]' (in a checkout: pip install -e '.[kfp]')\n")
     assert not (tmp_path / "out").exists() and "kfp" not in r.stdout
+
+
+def _own_copy(data, tmp_path):
+    """A copy of the session's dataset: a training writes label caches next to it, which later
+    tests of the session (test_cli's read-only one, test_data's digest) must not see."""
+    import shutil
+
+    return shutil.copytree(data, tmp_path / "digits-cls", dirs_exist_ok=True)

@@ -4,7 +4,6 @@ import io
 import re
 
 import pytest
-
 from conftest import CLS_ARGS
 
 pytestmark = pytest.mark.slow

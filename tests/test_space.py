@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from hpo import Kind, SearchSpace, SpaceError
-from hpo import ultra
+from hpo import Kind, SearchSpace, SpaceError, ultra
 
 
 def test_default_space_is_ultralytics_own_with_int_keys():

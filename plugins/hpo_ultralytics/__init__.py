@@ -19,7 +19,16 @@ from typing import Any
 from pydantic import Field
 
 from hpo import (
-    Backend, BackendOptions, ConfigError, Kind, RunFailed, Suggestion, TrialRecord, TrialStatus, atomic_write_text, hookimpl,
+    Backend,
+    BackendOptions,
+    ConfigError,
+    Kind,
+    RunFailed,
+    Suggestion,
+    TrialRecord,
+    TrialStatus,
+    atomic_write_text,
+    hookimpl,
 )
 
 from ._native import NativeProposals
