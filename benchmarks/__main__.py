@@ -17,21 +17,39 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a suite and write its report")
     run.add_argument("--suite", default="cpu-small", choices=sorted(SUITES), help="suite (default cpu-small)")
     run.add_argument("--quick", action="store_true", help="the tiny suite of the test suite (same report format)")
-    run.add_argument("--out", type=Path, default=None,
-                     help="report folder (default benchmarks/results/<suite>-<UTC time>); must not hold a report yet")
+    run.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="report folder (default benchmarks/results/<suite>-<UTC time>); must not hold a report yet",
+    )
     run.add_argument("--tag", default=None, help="name of the default report folder instead of <suite>-<UTC time>")
     run.add_argument("--device", default="cpu", help="Ultralytics device for every training (cpu, 0, 0,1); default cpu")
     run.add_argument("--seeds", type=int, default=None, help="number of seeds 0..N-1 (default: the suite's, 3 for cpu-small)")
     run.add_argument("--problems", default=None, help="comma-separated problems to run (default: all of the suite)")
-    run.add_argument("--contenders", default=None,
-                     help=f"comma-separated contenders (default: the suite's); known: {', '.join(CONTENDERS)}")
-    run.add_argument("--b2b-seeds", type=int, default=None,
-                     help="seeds whose studies are also replayed back to back in one process (default 1: the first)")
-    run.add_argument("--b2b-contenders", default=None,
-                     help="comma-separated contenders whose studies are replayed back to back (default: the suite's)")
-    run.add_argument("--set", dest="sets", action="append", default=[], metavar="[PROBLEM.]FIELD=VALUE",
-                     help="scale a problem: trials, epochs, time_cap_s, imgsz, batch, images, val_images, or any "
-                          "Ultralytics train arg (e.g. --set digits-det.epochs=30 --set images=500); repeatable")
+    run.add_argument(
+        "--contenders", default=None, help=f"comma-separated contenders (default: the suite's); known: {', '.join(CONTENDERS)}"
+    )
+    run.add_argument(
+        "--b2b-seeds",
+        type=int,
+        default=None,
+        help="seeds whose studies are also replayed back to back in one process (default 1: the first)",
+    )
+    run.add_argument(
+        "--b2b-contenders",
+        default=None,
+        help="comma-separated contenders whose studies are replayed back to back (default: the suite's)",
+    )
+    run.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="[PROBLEM.]FIELD=VALUE",
+        help="scale a problem: trials, epochs, time_cap_s, imgsz, batch, images, val_images, or any "
+        "Ultralytics train arg (e.g. --set digits-det.epochs=30 --set images=500); repeatable",
+    )
     rep = sub.add_parser("report", help="rebuild report.md, trials.csv and plots from DIR/results.json")
     rep.add_argument("dir", type=Path)
     return ap
@@ -69,16 +87,24 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"benchmarks: error: {e}", file=sys.stderr)
         return 2
-    out = args.out or Path(__file__).resolve().parent / "results" / (args.tag or f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    out = args.out or Path(__file__).resolve().parent / "results" / (
+        args.tag or f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    )
     out = out.expanduser().resolve()
     if (out / "results.json").exists():
         print(f"benchmarks: error: --out: '{out}' already holds a report; choose a new folder", file=sys.stderr)
         return 2
-    results = run_suite(problems=problems, contenders=contenders, seeds=seeds, out=out, device=str(args.device),
-                        b2b_seeds=args.b2b_seeds if args.b2b_seeds is not None else s["b2b_seeds"],
-                        b2b_contenders=[c.strip() for c in args.b2b_contenders.split(",")] if args.b2b_contenders
-                        else s["b2b_contenders"], suite_name=name,
-                        argv=argv)
+    results = run_suite(
+        problems=problems,
+        contenders=contenders,
+        seeds=seeds,
+        out=out,
+        device=str(args.device),
+        b2b_seeds=args.b2b_seeds if args.b2b_seeds is not None else s["b2b_seeds"],
+        b2b_contenders=[c.strip() for c in args.b2b_contenders.split(",")] if args.b2b_contenders else s["b2b_contenders"],
+        suite_name=name,
+        argv=argv,
+    )
     paths = write_report(results, out)
     print(paths["report"])
     return 0

@@ -43,10 +43,18 @@ def run_study(spec: dict[str, Any]) -> int:
         if device not in ("cpu", "") and "gpus_per_trial" not in options:
             options["gpus_per_trial"] = 1
     tuner = Tuner(
-        backend=spec["backend"], model=spec["model"], data=spec["data"], space=spec["space"],
-        iterations=spec["iterations"], epochs=spec["epochs"], train_args=train_args,
-        output=spec["output"], name=spec["name"], seed=spec["seed"],
-        trial_timeout=spec.get("trial_timeout"), backend_options=options,
+        backend=spec["backend"],
+        model=spec["model"],
+        data=spec["data"],
+        space=spec["space"],
+        iterations=spec["iterations"],
+        epochs=spec["epochs"],
+        train_args=train_args,
+        output=spec["output"],
+        name=spec["name"],
+        seed=spec["seed"],
+        trial_timeout=spec.get("trial_timeout"),
+        backend_options=options,
     )
     try:
         result = tuner.run()
@@ -107,15 +115,31 @@ def run_native(spec: dict[str, Any]) -> int:
         dirs = list((result.get("save_dirs") or {}).values())
         train_s, epochs = _last_csv_row(Path(dirs[0])) if dirs else (None, 0)
         with open(times, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"iteration": result["iteration"], "t": time.time(), "t_start": t_start,
-                                "train_loop_s": train_s, "epochs": epochs}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "iteration": result["iteration"],
+                        "t": time.time(),
+                        "t_start": t_start,
+                        "train_loop_s": train_s,
+                        "epochs": epochs,
+                    }
+                )
+                + "\n"
+            )
 
     native.Tuner._save_local_result = save_and_time
     model = YOLO(spec["model"], task=spec["task"])
     model.tune(
-        use_ray=False, data=spec["data"], iterations=spec["iterations"], epochs=spec["epochs"],
-        space={k: tuple(v) for k, v in spec["space"].items()}, project=str(project), name=spec["name"],
-        val=True, **spec["train_args"],  # train_args hold plots=False: no plotting, no font download
+        use_ray=False,
+        data=spec["data"],
+        iterations=spec["iterations"],
+        epochs=spec["epochs"],
+        space={k: tuple(v) for k, v in spec["space"].items()},
+        project=str(project),
+        name=spec["name"],
+        val=True,
+        **spec["train_args"],  # train_args hold plots=False: no plotting, no font download
     )
     return 0
 
@@ -137,8 +161,14 @@ def run_trainings(spec: dict[str, Any]) -> int:
         t0 = time.time()
         row: dict[str, Any] = {"tag": job["tag"], "start": t0}
         spec = TrialSpec(
-            trial_id=0, model=job["model"], task=job["task"], data=job["data"], params=job["params"],
-            train_args=job["train_args"], epochs=int(job["epochs"]), run_dir=str(Path(job["project"]) / job["name"]),
+            trial_id=0,
+            model=job["model"],
+            task=job["task"],
+            data=job["data"],
+            params=job["params"],
+            train_args=job["train_args"],
+            epochs=int(job["epochs"]),
+            run_dir=str(Path(job["project"]) / job["name"]),
             metric=job["metric"],
         )
         res = train_trial(spec, lambda _row: False)  # a failed training is a result: never raises

@@ -38,8 +38,14 @@ def machine_info() -> dict[str, Any]:
     python, torch, ultralytics, optuna, ray, hpo (``None`` when not installed).
     """
     versions: dict[str, str | None] = {"python": platform.python_version()}
-    for key, dist in (("hpo", "hpo-yolo"), ("torch", "torch"), ("ultralytics", "ultralytics"), ("optuna", "optuna"),
-                      ("ray", "ray"), ("numpy", "numpy")):
+    for key, dist in (
+        ("hpo", "hpo-yolo"),
+        ("torch", "torch"),
+        ("ultralytics", "ultralytics"),
+        ("optuna", "optuna"),
+        ("ray", "ray"),
+        ("numpy", "numpy"),
+    ):
         try:
             versions[key] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -54,6 +60,10 @@ def machine_info() -> dict[str, Any]:
         gpus = []
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "cpu": _cpu_model(), "cores": cores, "ram_bytes": _ram_bytes(), "gpus": gpus,
-        "platform": platform.platform(), "versions": versions,
+        "cpu": _cpu_model(),
+        "cores": cores,
+        "ram_bytes": _ram_bytes(),
+        "gpus": gpus,
+        "platform": platform.platform(),
+        "versions": versions,
     }

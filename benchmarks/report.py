@@ -15,8 +15,21 @@ from typing import Any
 
 __all__ = ["write_report", "best_so_far", "TRIAL_COLUMNS"]
 
-TRIAL_COLUMNS = ["problem", "contender", "seed", "trial", "status", "objective", "epochs", "end_s", "duration_s",
-                 "train_s", "overhead_s", "params", "error"]
+TRIAL_COLUMNS = [
+    "problem",
+    "contender",
+    "seed",
+    "trial",
+    "status",
+    "objective",
+    "epochs",
+    "end_s",
+    "duration_s",
+    "train_s",
+    "overhead_s",
+    "params",
+    "error",
+]
 
 
 def best_so_far(trials: list[dict[str, Any]]) -> list[tuple[float, int, float]]:
@@ -78,25 +91,29 @@ def _summary_rows(problem: str, pres: dict[str, Any], contenders: list[str]) -> 
         reach = [_time_to(best_so_far(s["trials"]), refs.get(s["seed"])) for s in studies]
         reached = [r for r in reach if r is not None]
         overheads = [o for o in (_overhead(t) for t in trials) if o is not None]
-        rows.append({
-            "contender": name,
-            "seeds": len(studies),
-            "best": _ms([s["best_objective"] for s in studies]),
-            "retrain": _ms([s.get("retrain_objective") for s in studies]),
-            "reference": _ms([refs.get(s["seed"]) for s in studies]),
-            "counts": "/".join(str(sum(t["status"] == k for t in trials)) for k in ("complete", "pruned", "failed")),
-            "epochs": _f(_mean([sum(t["epochs"] or 0 for t in s["trials"]) for s in studies])),
-            "wall": _f(_mean([s["wall_s"] for s in studies])),
-            "reach": f"{len(reached)}/{len(studies)}" + (f", median {statistics.median(reached):.0f} s" if reached else ""),
-            "overhead": _f(_mean(overheads), "{:.2f}"),
-            "capped": sum(bool(s["capped"]) for s in studies),
-        })
+        rows.append(
+            {
+                "contender": name,
+                "seeds": len(studies),
+                "best": _ms([s["best_objective"] for s in studies]),
+                "retrain": _ms([s.get("retrain_objective") for s in studies]),
+                "reference": _ms([refs.get(s["seed"]) for s in studies]),
+                "counts": "/".join(str(sum(t["status"] == k for t in trials)) for k in ("complete", "pruned", "failed")),
+                "epochs": _f(_mean([sum(t["epochs"] or 0 for t in s["trials"]) for s in studies])),
+                "wall": _f(_mean([s["wall_s"] for s in studies])),
+                "reach": f"{len(reached)}/{len(studies)}" + (f", median {statistics.median(reached):.0f} s" if reached else ""),
+                "overhead": _f(_mean(overheads), "{:.2f}"),
+                "capped": sum(bool(s["capped"]) for s in studies),
+            }
+        )
     return rows
 
 
-SUMMARY_HEADER = ("| contender | seeds | best objective (mean ± sd [min, max]) | retrain, new seed | default-hparams reference "
-                  "| trials complete/pruned/failed | epochs used per study | study wall s | reached reference (seeds, median time) "
-                  "| overhead s/trial | capped |")
+SUMMARY_HEADER = (
+    "| contender | seeds | best objective (mean ± sd [min, max]) | retrain, new seed | default-hparams reference "
+    "| trials complete/pruned/failed | epochs used per study | study wall s | reached reference (seeds, median time) "
+    "| overhead s/trial | capped |"
+)
 
 
 def _plot_curves(path: Path, pres: dict[str, Any], contenders: list[str], x: str) -> None:
@@ -115,8 +132,16 @@ def _plot_curves(path: Path, pres: dict[str, Any], contenders: list[str], x: str
                 continue
             xs = [c[0] if x == "time" else c[1] for c in curve]
             ys = [c[2] for c in curve]
-            ax.step(xs, ys, where="post", color=colors[i % len(colors)], alpha=0.8, marker="o", markersize=3,
-                    label=name if first else None)
+            ax.step(
+                xs,
+                ys,
+                where="post",
+                color=colors[i % len(colors)],
+                alpha=0.8,
+                marker="o",
+                markersize=3,
+                label=name if first else None,
+            )
             first = False
     refs = [r.get("objective") for r in pres["reference"].values() if r.get("objective") is not None]
     if refs:
@@ -173,9 +198,16 @@ def write_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
         for pname, pres in results["problems"].items():
             for s in pres["studies"]:
                 for t in s["trials"]:
-                    w.writerow({**{k: t.get(k) for k in TRIAL_COLUMNS if k in t}, "problem": pname,
-                                "contender": s["contender"], "seed": s["seed"], "overhead_s": _overhead(t),
-                                "params": json.dumps(t.get("params"), sort_keys=True)})
+                    w.writerow(
+                        {
+                            **{k: t.get(k) for k in TRIAL_COLUMNS if k in t},
+                            "problem": pname,
+                            "contender": s["contender"],
+                            "seed": s["seed"],
+                            "overhead_s": _overhead(t),
+                            "params": json.dumps(t.get("params"), sort_keys=True),
+                        }
+                    )
     machine = out / "machine.json"
     machine.write_text(json.dumps(results["machine"], indent=2))
     m = results["machine"]
@@ -203,9 +235,13 @@ def write_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
             "",
             f"## {pname}",
             "",
-            (f"`{p['model']}` warm-started by one {p['warm_start_epochs']}-epoch training from scratch "
-             f"({pres['warm_start']['objective']:.4g} {pres['metric']}; its weights start every training below)"
-             if pres.get("warm_start") else f"`{p['model']}` from scratch") + f", objective `{pres['metric']}` (maximised); budget per study: {p['trials']} trials "
+            (
+                f"`{p['model']}` warm-started by one {p['warm_start_epochs']}-epoch training from scratch "
+                f"({pres['warm_start']['objective']:.4g} {pres['metric']}; its weights start every training below)"
+                if pres.get("warm_start")
+                else f"`{p['model']}` from scratch"
+            )
+            + f", objective `{pres['metric']}` (maximised); budget per study: {p['trials']} trials "
             f"x {p['epochs']} epochs = {p['trials'] * p['epochs']} epochs, wall-clock cap {p['time_cap_s']:g} s; "
             f"imgsz {p['imgsz']}, batch {p['batch']}, images {p['images']} / val {p['val_images']} "
             f"({'per class' if pres['task'] == 'classify' else 'canvases'}); seeds {results['seeds']}.",
@@ -214,27 +250,43 @@ def write_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
             "|" + "---|" * 11,
         ]
         for r in _summary_rows(pname, pres, contenders):
-            lines.append(f"| {r['contender']} | {r['seeds']} | {r['best']} | {r['retrain']} | {r['reference']} | {r['counts']} "
-                         f"| {r['epochs']} | {r['wall']} | {r['reach']} | {r['overhead']} | {r['capped']} |")
-        lines += ["", "Per study:", "", "| contender | seed | best | retrain | study wall s | trials | exit |", "|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {r['contender']} | {r['seeds']} | {r['best']} | {r['retrain']} | {r['reference']} | {r['counts']} "
+                f"| {r['epochs']} | {r['wall']} | {r['reach']} | {r['overhead']} | {r['capped']} |"
+            )
+        lines += [
+            "",
+            "Per study:",
+            "",
+            "| contender | seed | best | retrain | study wall s | trials | exit |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for s in pres["studies"]:
-            lines.append(f"| {s['contender']} | {s['seed']} | {_f(s['best_objective'], '{:.4f}')} | "
-                         f"{_f(s.get('retrain_objective'), '{:.4f}')} | {s['wall_s']:.1f} | {len(s['trials'])} | "
-                         f"{'capped' if s['capped'] else s['rc']} |")
+            lines.append(
+                f"| {s['contender']} | {s['seed']} | {_f(s['best_objective'], '{:.4f}')} | "
+                f"{_f(s.get('retrain_objective'), '{:.4f}')} | {s['wall_s']:.1f} | {len(s['trials'])} | "
+                f"{'capped' if s['capped'] else s['rc']} |"
+            )
         if pres["b2b"]:
-            lines += ["", "Study wall time against the same trainings back to back in ONE process "
-                      "(same params, same epochs; `hpo.train_trial` in-process, no isolation; that process runs only these "
-                      "trainings, and its wall time runs from launch to exit, as the study's does):", "",
-                      "| contender | seed | trainings | epochs | study wall s | one process wall s | study / one process "
-                      "| same, both up to their last training's end | one process: start-up s, training s, exit s |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                "Study wall time against the same trainings back to back in ONE process "
+                "(same params, same epochs; `hpo.train_trial` in-process, no isolation; that process runs only these "
+                "trainings, and its wall time runs from launch to exit, as the study's does):",
+                "",
+                "| contender | seed | trainings | epochs | study wall s | one process wall s | study / one process "
+                "| same, both up to their last training's end | one process: start-up s, training s, exit s |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
             for b in pres["b2b"]:
                 ratio = b["study_wall_s"] / b["wall_s"] if b["wall_s"] else None
                 s_last, b_last = b.get("study_to_last_s"), b.get("to_last_s")
                 strict = s_last / b_last if s_last and b_last else None
                 parts = ", ".join(_f(b.get(k), "{:.1f}") for k in ("startup_s", "train_s", "exit_s"))
-                lines.append(f"| {b['contender']} | {b['seed']} | {b['trainings']} | {b['epochs']} | {b['study_wall_s']:.1f} "
-                             f"| {b['wall_s']:.1f} | {_f(ratio, '{:.2f}')} | {_f(strict, '{:.2f}')} | {parts} |")
+                lines.append(
+                    f"| {b['contender']} | {b['seed']} | {b['trainings']} | {b['epochs']} | {b['study_wall_s']:.1f} "
+                    f"| {b['wall_s']:.1f} | {_f(ratio, '{:.2f}')} | {_f(strict, '{:.2f}')} | {parts} |"
+                )
         for x in ("time", "epochs"):
             png = out / f"{pname}-best-vs-{x}.png"
             _plot_curves(png, pres, contenders, x)

@@ -24,8 +24,9 @@ def _log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def run_process(mode: str, spec: dict[str, Any], *, work: Path, tag: str, cap_s: float | None,
-                env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_process(
+    mode: str, spec: dict[str, Any], *, work: Path, tag: str, cap_s: float | None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run ``python -m hpo_bench._child MODE`` in a new process group, killed at ``cap_s`` seconds.
 
     Returns:
@@ -36,12 +37,24 @@ def run_process(mode: str, spec: dict[str, Any], *, work: Path, tag: str, cap_s:
     spec_file.write_text(json.dumps(spec, indent=1, default=str))
     log = work / f"{tag}.log"
     root = Path(__file__).resolve().parent.parent
-    child_env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-                 "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False", "MPLBACKEND": "Agg", **(env or {})}
+    child_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+        "YOLO_OFFLINE": "1",
+        "YOLO_AUTOINSTALL": "False",
+        "MPLBACKEND": "Agg",
+        **(env or {}),
+    }
     t0 = time.time()
     with open(log, "w", encoding="utf-8") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "hpo_bench._child", mode, str(spec_file)], stdout=fh,
-                                stderr=subprocess.STDOUT, env=child_env, cwd=str(work), start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hpo_bench._child", mode, str(spec_file)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=child_env,
+            cwd=str(work),
+            start_new_session=True,
+        )
         capped = False
         try:
             rc = proc.wait(timeout=cap_s)
@@ -83,11 +96,19 @@ def _hpo_trials(study_dir: Path, t0: float) -> list[dict[str, Any]]:
         if not r.status.finished:
             continue
         end = _epoch_seconds(r.end)
-        rows.append({
-            "trial": r.id, "status": r.status.value, "objective": r.objective, "epochs": r.epochs_completed,
-            "end_s": None if end is None else end - t0, "duration_s": r.duration_s, "train_s": r.train_s,
-            "params": r.params, "error": r.error,
-        })
+        rows.append(
+            {
+                "trial": r.id,
+                "status": r.status.value,
+                "objective": r.objective,
+                "epochs": r.epochs_completed,
+                "end_s": None if end is None else end - t0,
+                "duration_s": r.duration_s,
+                "train_s": r.train_s,
+                "params": r.params,
+                "error": r.error,
+            }
+        )
     return sorted(rows, key=lambda x: (x["end_s"] is None, x["end_s"] or 0))
 
 
@@ -106,13 +127,19 @@ def _native_trials(tune_dir: Path, times_file: Path, metric: str, t0: float) -> 
         failed = bool(res.get("failed_datasets")) or metric not in metrics
         end = tm.get("t")
         start = prev if prev is not None else tm.get("t_start")
-        rows.append({
-            "trial": it - 1, "status": "failed" if failed else "complete",
-            "objective": None if failed else float(metrics[metric]), "epochs": tm.get("epochs", 0),
-            "end_s": None if end is None else end - t0,
-            "duration_s": None if end is None or start is None else end - start,
-            "train_s": tm.get("train_loop_s"), "params": res.get("hyperparameters", {}), "error": None,
-        })
+        rows.append(
+            {
+                "trial": it - 1,
+                "status": "failed" if failed else "complete",
+                "objective": None if failed else float(metrics[metric]),
+                "epochs": tm.get("epochs", 0),
+                "end_s": None if end is None else end - t0,
+                "duration_s": None if end is None or start is None else end - start,
+                "train_s": tm.get("train_loop_s"),
+                "params": res.get("hyperparameters", {}),
+                "error": None,
+            }
+        )
         prev = end
     return rows
 
@@ -122,17 +149,47 @@ def _best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(done, key=lambda r: r["objective"]) if done else None
 
 
-def _train_job(problem: Problem, data: str, params: dict[str, Any], *, seed: int, device: str, epochs: int,
-               project: Path, name: str, tag: str, model: str | None = None) -> dict[str, Any]:
-    return {"tag": tag, "model": model or problem.model, "task": problem.task, "data": data, "params": params,
-            "train_args": problem.fixed_args(seed, device), "epochs": epochs, "project": str(project),
-            "name": name, "metric": problem.metric, "integrations": []}
+def _train_job(
+    problem: Problem,
+    data: str,
+    params: dict[str, Any],
+    *,
+    seed: int,
+    device: str,
+    epochs: int,
+    project: Path,
+    name: str,
+    tag: str,
+    model: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "tag": tag,
+        "model": model or problem.model,
+        "task": problem.task,
+        "data": data,
+        "params": params,
+        "train_args": problem.fixed_args(seed, device),
+        "epochs": epochs,
+        "project": str(project),
+        "name": name,
+        "metric": problem.metric,
+        "integrations": [],
+    }
 
 
 def _warm_start(problem: Problem, data: str, project: Path, work: Path, device: str) -> tuple[str, dict[str, Any]]:
     """Train ``problem.model`` once from scratch (``warm_start_epochs``); return its weights and a summary."""
-    job = _train_job(problem, data, dict(problem.warm_start_params), seed=0, device=device,
-                     epochs=problem.warm_start_epochs, project=project, name="model", tag="warm-start")
+    job = _train_job(
+        problem,
+        data,
+        dict(problem.warm_start_params),
+        seed=0,
+        device=device,
+        epochs=problem.warm_start_epochs,
+        project=project,
+        name="model",
+        tag="warm-start",
+    )
     out = work / "warm-start.jsonl"
     proc = run_process("train", {"jobs": [job], "out": str(out)}, work=work, tag="warm-start", cap_s=None)
     rows, _ = _read_trainings(out)
@@ -142,8 +199,13 @@ def _warm_start(problem: Problem, data: str, project: Path, work: Path, device: 
     if proc["rc"] != 0 or not weights.is_file():
         raise RuntimeError(f"warm-start training of {problem.name} failed: {row.get('error')} (log {proc['log']})")
     _log(f"  warm start: {problem.warm_start_epochs} epochs from scratch -> {problem.metric} {row.get('objective')}")
-    return str(weights), {"epochs": problem.warm_start_epochs, "params": problem.warm_start_params,
-                          "objective": row.get("objective"), "wall_s": row.get("wall_s"), "weights": str(weights)}
+    return str(weights), {
+        "epochs": problem.warm_start_epochs,
+        "params": problem.warm_start_params,
+        "objective": row.get("objective"),
+        "wall_s": row.get("wall_s"),
+        "weights": str(weights),
+    }
 
 
 def _read_trainings(out: Path) -> tuple[dict[str, dict[str, Any]], float | None]:
@@ -158,8 +220,18 @@ def _read_trainings(out: Path) -> tuple[dict[str, dict[str, Any]], float | None]
     return rows, start
 
 
-def run_suite(*, problems: list[Problem], contenders: list[str], seeds: list[int], out: Path, device: str,
-              b2b_seeds: int, b2b_contenders: list[str] | None = None, suite_name: str, argv: list[str]) -> dict[str, Any]:
+def run_suite(
+    *,
+    problems: list[Problem],
+    contenders: list[str],
+    seeds: list[int],
+    out: Path,
+    device: str,
+    b2b_seeds: int,
+    b2b_contenders: list[str] | None = None,
+    suite_name: str,
+    argv: list[str],
+) -> dict[str, Any]:
     """Run the whole suite into ``out`` and return the collected results (also ``out/results.json``).
 
     Raises:
@@ -175,8 +247,14 @@ def run_suite(*, problems: list[Problem], contenders: list[str], seeds: list[int
     b2b_contenders = list(contenders if b2b_contenders is None else b2b_contenders)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
-        "suite": suite_name, "command": " ".join(["python -m hpo_bench", *argv]), "device": device,
-        "seeds": seeds, "machine": machine_info(), "problems": {}, "skipped": {}, "contenders": {},
+        "suite": suite_name,
+        "command": " ".join(["python -m hpo_bench", *argv]),
+        "device": device,
+        "seeds": seeds,
+        "machine": machine_info(),
+        "problems": {},
+        "skipped": {},
+        "contenders": {},
         "started": time.time(),
     }
     active: list[Contender] = []
@@ -196,8 +274,15 @@ def run_suite(*, problems: list[Problem], contenders: list[str], seeds: list[int
         data = build_data(problem, out / "data" / problem.name)
         space = SearchSpace.parse(problem.space)
         defaults = space.defaults()
-        pres: dict[str, Any] = {"problem": asdict(problem), "metric": problem.metric, "task": problem.task,
-                                "defaults": defaults, "reference": {}, "studies": [], "b2b": []}
+        pres: dict[str, Any] = {
+            "problem": asdict(problem),
+            "metric": problem.metric,
+            "task": problem.task,
+            "defaults": defaults,
+            "reference": {},
+            "studies": [],
+            "b2b": [],
+        }
         results["problems"][problem.name] = pres
         model = problem.model
         if problem.warm_start_epochs:
@@ -209,36 +294,87 @@ def run_suite(*, problems: list[Problem], contenders: list[str], seeds: list[int
                 study: dict[str, Any] = {"contender": c.name, "seed": seed}
                 args = problem.fixed_args(seed, device)
                 if c.kind == "hpo":
-                    spec = {"backend": c.backend, "model": model, "data": data, "space": problem.space,
-                            "iterations": problem.trials, "epochs": problem.epochs, "train_args": args,
-                            "output": str(pdir / "studies"), "name": tag, "seed": seed}
+                    spec = {
+                        "backend": c.backend,
+                        "model": model,
+                        "data": data,
+                        "space": problem.space,
+                        "iterations": problem.trials,
+                        "epochs": problem.epochs,
+                        "train_args": args,
+                        "output": str(pdir / "studies"),
+                        "name": tag,
+                        "seed": seed,
+                    }
                     proc = run_process("study", spec, work=work, tag=tag, cap_s=problem.time_cap_s)
                     trials = _hpo_trials(pdir / "studies" / tag, proc["t0"])
                 else:
                     project = pdir / "native" / tag
-                    spec = {"model": model, "task": problem.task, "data": data, "space": problem.space,
-                            "iterations": problem.trials, "epochs": problem.epochs, "train_args": args,
-                            "project": str(project), "name": "tune", "seed": seed}
+                    spec = {
+                        "model": model,
+                        "task": problem.task,
+                        "data": data,
+                        "space": problem.space,
+                        "iterations": problem.trials,
+                        "epochs": problem.epochs,
+                        "train_args": args,
+                        "project": str(project),
+                        "name": "tune",
+                        "seed": seed,
+                    }
                     env = {"YOLO_CONFIG_DIR": str(project / "ultralytics-config")}
                     proc = run_process("native", spec, work=work, tag=tag, cap_s=problem.time_cap_s, env=env)
                     trials = _native_trials(project / "tune", project / "bench_times.jsonl", problem.metric, proc["t0"])
                 best = _best(trials)
-                study.update(rc=proc["rc"], wall_s=proc["wall_s"], capped=proc["capped"], log=proc["log"], trials=trials,
-                             best_objective=best["objective"] if best else None,
-                             best_params=best["params"] if best else None)
+                study.update(
+                    rc=proc["rc"],
+                    wall_s=proc["wall_s"],
+                    capped=proc["capped"],
+                    log=proc["log"],
+                    trials=trials,
+                    best_objective=best["objective"] if best else None,
+                    best_params=best["params"] if best else None,
+                )
                 pres["studies"].append(study)
                 counts = {s: sum(t["status"] == s for t in trials) for s in ("complete", "pruned", "failed")}
-                _log(f"  {tag}: best {study['best_objective']} {counts} wall {proc['wall_s']:.0f} s"
-                     f"{' CAPPED' if proc['capped'] else ''} rc {proc['rc']}")
+                _log(
+                    f"  {tag}: best {study['best_objective']} {counts} wall {proc['wall_s']:.0f} s"
+                    f"{' CAPPED' if proc['capped'] else ''} rc {proc['rc']}"
+                )
         # 2. one process, trainings back to back: (a) Ultralytics' default hyperparameters once per seed,
         # the reference score; (b) the retrain check: each study's best params with a new training seed
         # for the full epochs
-        jobs = [_train_job(problem, data, defaults, seed=s, device=device, epochs=problem.epochs,
-                           project=pdir / "reference", name=f"seed{s}", tag=f"ref-s{s}", model=model) for s in seeds]
-        jobs += [_train_job(problem, data, st["best_params"], seed=1000 + st["seed"], device=device,
-                            epochs=problem.epochs, project=pdir / "retrain", name=f"{st['contender']}-s{st['seed']}",
-                            tag=f"retrain-{st['contender']}-s{st['seed']}", model=model)
-                 for st in pres["studies"] if st["best_params"]]
+        jobs = [
+            _train_job(
+                problem,
+                data,
+                defaults,
+                seed=s,
+                device=device,
+                epochs=problem.epochs,
+                project=pdir / "reference",
+                name=f"seed{s}",
+                tag=f"ref-s{s}",
+                model=model,
+            )
+            for s in seeds
+        ]
+        jobs += [
+            _train_job(
+                problem,
+                data,
+                st["best_params"],
+                seed=1000 + st["seed"],
+                device=device,
+                epochs=problem.epochs,
+                project=pdir / "retrain",
+                name=f"{st['contender']}-s{st['seed']}",
+                tag=f"retrain-{st['contender']}-s{st['seed']}",
+                model=model,
+            )
+            for st in pres["studies"]
+            if st["best_params"]
+        ]
         train_out = work / "trainings.jsonl"
         proc = run_process("train", {"jobs": jobs, "out": str(train_out)}, work=work, tag="trainings", cap_s=None)
         rows, _ = _read_trainings(train_out)
@@ -257,10 +393,22 @@ def run_suite(*, problems: list[Problem], contenders: list[str], seeds: list[int
         replays = [st for st in pres["studies"] if st["seed"] in seeds[:b2b_seeds] and st["contender"] in b2b_contenders]
         for st in replays:
             tag = f"b2b-{st['contender']}-s{st['seed']}"
-            jobs = [_train_job(problem, data, t["params"], seed=st["seed"], device=device, epochs=t["epochs"],
-                               project=pdir / "b2b" / f"{st['contender']}-s{st['seed']}", name=str(t["trial"]),
-                               tag=f"{tag}-{t['trial']}", model=model)
-                    for t in st["trials"] if t["params"] and t["epochs"] >= 1]
+            jobs = [
+                _train_job(
+                    problem,
+                    data,
+                    t["params"],
+                    seed=st["seed"],
+                    device=device,
+                    epochs=t["epochs"],
+                    project=pdir / "b2b" / f"{st['contender']}-s{st['seed']}",
+                    name=str(t["trial"]),
+                    tag=f"{tag}-{t['trial']}",
+                    model=model,
+                )
+                for t in st["trials"]
+                if t["params"] and t["epochs"] >= 1
+            ]
             if not jobs:
                 continue
             b2b_out = work / f"{tag}.jsonl"
@@ -270,17 +418,25 @@ def run_suite(*, problems: list[Problem], contenders: list[str], seeds: list[int
                 _log(f"  back to back {tag}: failed (rc {proc['rc']}, log {proc['log']})")
                 continue
             last_end = max(r["end"] for r in mine.values())
-            pres["b2b"].append({
-                "contender": st["contender"], "seed": st["seed"], "trainings": len(mine),
-                "epochs": sum(int(r.get("epochs") or 0) for r in mine.values()), "wall_s": proc["wall_s"],
-                "startup_s": (started - proc["t0"]) if started else None,
-                "exit_s": proc["t0"] + proc["wall_s"] - last_end,
-                "train_s": sum((r.get("train_s") or 0.0) for r in mine.values()), "study_wall_s": st["wall_s"],
-                # both up to the end of their last training, i.e. without either process's exit
-                "to_last_s": last_end - proc["t0"],
-                "study_to_last_s": max((t["end_s"] for t in st["trials"] if t.get("end_s") is not None), default=None),
-            })
-            _log(f"  back to back {st['contender']}-s{st['seed']}: {proc['wall_s']:.0f} s in one process vs study {st['wall_s']:.0f} s")
+            pres["b2b"].append(
+                {
+                    "contender": st["contender"],
+                    "seed": st["seed"],
+                    "trainings": len(mine),
+                    "epochs": sum(int(r.get("epochs") or 0) for r in mine.values()),
+                    "wall_s": proc["wall_s"],
+                    "startup_s": (started - proc["t0"]) if started else None,
+                    "exit_s": proc["t0"] + proc["wall_s"] - last_end,
+                    "train_s": sum((r.get("train_s") or 0.0) for r in mine.values()),
+                    "study_wall_s": st["wall_s"],
+                    # both up to the end of their last training, i.e. without either process's exit
+                    "to_last_s": last_end - proc["t0"],
+                    "study_to_last_s": max((t["end_s"] for t in st["trials"] if t.get("end_s") is not None), default=None),
+                }
+            )
+            _log(
+                f"  back to back {st['contender']}-s{st['seed']}: {proc['wall_s']:.0f} s in one process vs study {st['wall_s']:.0f} s"
+            )
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     results["finished"] = time.time()
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))

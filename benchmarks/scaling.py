@@ -35,9 +35,28 @@ SPACE = {"lr0": {"type": "logfloat", "low": 1e-4, "high": 1e-1}, "momentum": (0.
 
 
 def _common(data: Path, out: Path, name: str, trials: int, epochs: int, *, drop: tuple[str, ...] = ()) -> list[str]:
-    return ["tune", "--model", "yolov8n-cls.yaml", "--data", str(data), "--iterations", str(trials),
-            "--epochs", str(epochs), "--output", str(out), "--name", name, "--space", json.dumps(SPACE),
-            "--seed", "0", "--quiet", "--no-mlflow", *[f"{k}={v}" for k, v in TRAIN.items() if k not in drop]]
+    return [
+        "tune",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(data),
+        "--iterations",
+        str(trials),
+        "--epochs",
+        str(epochs),
+        "--output",
+        str(out),
+        "--name",
+        name,
+        "--space",
+        json.dumps(SPACE),
+        "--seed",
+        "0",
+        "--quiet",
+        "--no-mlflow",
+        *[f"{k}={v}" for k, v in TRAIN.items() if k not in drop],
+    ]
 
 
 def _popen(args: list[str], log: Path) -> subprocess.Popen:
@@ -57,9 +76,17 @@ def _finished(study_dir: Path) -> dict[str, int]:
 def _row(kind: str, processes: int, wall: float, study_dir: Path, rcs: list[int], storage: str) -> dict[str, Any]:
     counts = _finished(study_dir)
     done = sum(v for k, v in counts.items() if k in ("complete", "pruned", "failed"))
-    return {"run": kind, "processes": processes, "storage": storage, "wall_s": round(wall, 1), "counts": counts,
-            "finished": done, "trials_per_hour": round(done / wall * 3600, 1), "exit_codes": rcs,
-            "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}  # other work on the machine skews the numbers
+    return {
+        "run": kind,
+        "processes": processes,
+        "storage": storage,
+        "wall_s": round(wall, 1),
+        "counts": counts,
+        "finished": done,
+        "trials_per_hour": round(done / wall * 3600, 1),
+        "exit_codes": rcs,
+        "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
+    }  # other work on the machine skews the numbers
 
 
 def run_joined(k: int, *, data: Path, out: Path, trials: int, epochs: int, storage: str | None = None) -> dict[str, Any]:
@@ -89,12 +116,26 @@ def run_ray(*, data: Path, out: Path, trials: int, epochs: int, address: str | N
     """One ray study (FIFO scheduler, 1 CPU per trial) on ``address`` or a local Ray of ``num_cpus`` CPUs."""
     name = "ray"
     # Ray assigns the device (CPU here: --gpus-per-trial 0)
-    args = [*_common(data, out, name, trials, epochs, drop=("device",)), "--backend", "ray", "--scheduler", "fifo", "--cpus-per-trial", "1"]
+    args = [
+        *_common(data, out, name, trials, epochs, drop=("device",)),
+        "--backend",
+        "ray",
+        "--scheduler",
+        "fifo",
+        "--cpus-per-trial",
+        "1",
+    ]
     args += ["--ray-address", address] if address else ["--num-cpus", str(num_cpus)]
     t0 = time.perf_counter()
     rc = _popen(args, out / f"{name}.log").wait()
-    return _row(name + (" (cluster)" if address else f" (local, {num_cpus} CPUs)"), 1, time.perf_counter() - t0,
-                out / name, [rc], "Ray experiment")
+    return _row(
+        name + (" (cluster)" if address else f" (local, {num_cpus} CPUs)"),
+        1,
+        time.perf_counter() - t0,
+        out / name,
+        [rc],
+        "Ray experiment",
+    )
 
 
 def _or(value: Any, missing: str) -> Any:
@@ -105,20 +146,25 @@ def throughput_report(results: dict[str, Any]) -> str:
     """The Markdown report of a :func:`main` run's ``results``."""
     m = results["machine"]
     lines = [
-        "# Scale-out throughput", "",
+        "# Scale-out throughput",
+        "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_bytes'] / 2**30:.1f} GiB, "
         f"{', '.join(m['gpus']) or 'no GPU'}; hpo {m['versions'].get('hpo')}, torch {m['versions'].get('torch')}, "
         f"Ultralytics {m['versions'].get('ultralytics')}, Optuna {m['versions'].get('optuna')}, Ray {m['versions'].get('ray')}; "
-        f"{results['date']}.", "",
+        f"{results['date']}.",
+        "",
         f"Study: digits-cls, yolov8n-cls.yaml from scratch, {TRAIN['imgsz']} px, {results['trials']} trials x "
         f"{results['epochs']} epoch(s), fraction {TRAIN['fraction']}; throughput = finished trials / wall time "
-        "(first launch to last exit).", "",
+        "(first launch to last exit).",
+        "",
         "| run | processes | storage | wall s | finished | trials/hour | exit codes | load avg (1 min) at end |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
-        lines.append(f"| {r['run']} | {r['processes']} | {r['storage']} | {r['wall_s']} | {r['finished']} | "
-                     f"{r['trials_per_hour']} | {r['exit_codes']} | {_or(r.get('load_avg_1m_at_end'), 'not recorded')} |")
+        lines.append(
+            f"| {r['run']} | {r['processes']} | {r['storage']} | {r['wall_s']} | {r['finished']} | "
+            f"{r['trials_per_hour']} | {r['exit_codes']} | {_or(r.get('load_avg_1m_at_end'), 'not recorded')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -128,8 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=6, help="trials per study (default 6)")
     ap.add_argument("--epochs", type=int, default=1, help="epochs per trial (default 1)")
     ap.add_argument("--processes", default="1,2,3", help="joined process counts (default 1,2,3)")
-    ap.add_argument("--storage", action="append", default=[],
-                    help="also run the joined studies on this Optuna storage URL (repeatable; e.g. postgresql://...)")
+    ap.add_argument(
+        "--storage",
+        action="append",
+        default=[],
+        help="also run the joined studies on this Optuna storage URL (repeatable; e.g. postgresql://...)",
+    )
     ap.add_argument("--ray-address", default=None, help="Ray cluster for the ray run (default: a local Ray)")
     ap.add_argument("--no-ray", action="store_true", help="skip the ray run")
     ap.add_argument("--append", action="store_true", help="add the runs to DIR/results.json instead of replacing it")
@@ -148,8 +198,16 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run_joined(k, data=data, out=out, trials=args.trials, epochs=args.epochs, storage=storage))
             print(json.dumps(runs[-1]), flush=True)
     if not args.no_ray:
-        runs.append(run_ray(data=data, out=work, trials=args.trials, epochs=args.epochs, address=args.ray_address,
-                            num_cpus=os.cpu_count() or 1))
+        runs.append(
+            run_ray(
+                data=data,
+                out=work,
+                trials=args.trials,
+                epochs=args.epochs,
+                address=args.ray_address,
+                num_cpus=os.cpu_count() or 1,
+            )
+        )
         print(json.dumps(runs[-1]), flush=True)
     for r in runs:  # no credentials in the committed results
         if "://" in r["storage"]:
@@ -158,8 +216,14 @@ def main(argv: list[str] | None = None) -> int:
             r["storage"] = display_url(r["storage"])
     if args.append and (args.out / "results.json").is_file():
         runs = json.loads((args.out / "results.json").read_text())["runs"] + runs
-    results = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d", time.gmtime()), "trials": args.trials,
-               "epochs": args.epochs, "runs": runs, "work_dir": str(work)}
+    results = {
+        "machine": machine_info(),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "trials": args.trials,
+        "epochs": args.epochs,
+        "runs": runs,
+        "work_dir": str(work),
+    }
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "report.md").write_text(throughput_report(results))
     print(throughput_report(results))

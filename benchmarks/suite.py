@@ -82,8 +82,14 @@ class Problem:
     def fixed_args(self, seed: int, device: str) -> dict[str, Any]:
         """The train args every training of this problem uses (``seed`` is the training seed)."""
         return {
-            "imgsz": self.imgsz, "batch": self.batch, "workers": 0, "device": device, "optimizer": "AdamW",
-            "seed": seed, "plots": False, **self.train_args,
+            "imgsz": self.imgsz,
+            "batch": self.batch,
+            "workers": 0,
+            "device": device,
+            "optimizer": "AdamW",
+            "seed": seed,
+            "plots": False,
+            **self.train_args,
         }
 
 
@@ -142,18 +148,49 @@ def _problems_cpu_small() -> list[Problem]:
     # benchmarks/results/cpu-small): on a 2-core CPU this problem measures overhead, not tuning
     # quality. Scale it up for that (--set digits-det.images=512 --set epochs=10 ..., on a GPU).
     return [
-        Problem("digits-cls", "yolov8n-cls.yaml", dict(SPACE_CLS), trials=5, epochs=2, time_cap_s=180,
-                imgsz=32, batch=16, images=50, val_images=15),
-        Problem("digits-det", "yolov8n.yaml", dict(SPACE_DET), trials=5, epochs=2, time_cap_s=180,
-                imgsz=96, batch=16, images=48, val_images=16, warm_start_epochs=25,
-                warm_start_params={"lr0": 0.003, "mosaic": 0.0}),
+        Problem(
+            "digits-cls",
+            "yolov8n-cls.yaml",
+            dict(SPACE_CLS),
+            trials=5,
+            epochs=2,
+            time_cap_s=180,
+            imgsz=32,
+            batch=16,
+            images=50,
+            val_images=15,
+        ),
+        Problem(
+            "digits-det",
+            "yolov8n.yaml",
+            dict(SPACE_DET),
+            trials=5,
+            epochs=2,
+            time_cap_s=180,
+            imgsz=96,
+            batch=16,
+            images=48,
+            val_images=16,
+            warm_start_epochs=25,
+            warm_start_params={"lr0": 0.003, "mosaic": 0.0},
+        ),
     ]
 
 
 def _problems_quick() -> list[Problem]:
     return [
-        Problem("digits-cls", "yolov8n-cls.yaml", dict(SPACE_CLS), trials=2, epochs=1, time_cap_s=240,
-                imgsz=32, batch=64, images=12, val_images=6),
+        Problem(
+            "digits-cls",
+            "yolov8n-cls.yaml",
+            dict(SPACE_CLS),
+            trials=2,
+            epochs=1,
+            time_cap_s=240,
+            imgsz=32,
+            batch=64,
+            images=12,
+            val_images=6,
+        ),
     ]
 
 
@@ -161,10 +198,20 @@ def _problems_quick() -> list[Problem]:
 #: (the first ``b2b_seeds`` seeds of ``b2b_contenders``: hpo's core and the native tuner's
 #: subprocess-per-iteration, the two ways trials are isolated).
 SUITES: dict[str, dict[str, Any]] = {
-    "cpu-small": {"problems": _problems_cpu_small, "seeds": [0, 1, 2], "contenders": list(CONTENDERS),
-                  "b2b_seeds": 1, "b2b_contenders": ["ultralytics", "ultralytics-native"]},
-    "quick": {"problems": _problems_quick, "seeds": [0], "contenders": ["ultralytics", "random"],
-              "b2b_seeds": 1, "b2b_contenders": ["ultralytics"]},
+    "cpu-small": {
+        "problems": _problems_cpu_small,
+        "seeds": [0, 1, 2],
+        "contenders": list(CONTENDERS),
+        "b2b_seeds": 1,
+        "b2b_contenders": ["ultralytics", "ultralytics-native"],
+    },
+    "quick": {
+        "problems": _problems_quick,
+        "seeds": [0],
+        "contenders": ["ultralytics", "random"],
+        "b2b_seeds": 1,
+        "b2b_contenders": ["ultralytics"],
+    },
 }
 
 
@@ -177,12 +224,25 @@ def suite(name: str) -> dict[str, Any]:
     if name not in SUITES:
         raise ValueError(f"--suite: unknown '{name}'; choose one of {', '.join(SUITES)}")
     s = SUITES[name]
-    return {**s, "problems": s["problems"](), "seeds": list(s["seeds"]), "contenders": list(s["contenders"]),
-            "b2b_contenders": list(s["b2b_contenders"])}
+    return {
+        **s,
+        "problems": s["problems"](),
+        "seeds": list(s["seeds"]),
+        "contenders": list(s["contenders"]),
+        "b2b_contenders": list(s["b2b_contenders"]),
+    }
 
 
-_FIELDS = {"trials": int, "epochs": int, "time_cap_s": float, "imgsz": int, "batch": int, "images": int,
-           "val_images": int, "warm_start_epochs": int}
+_FIELDS = {
+    "trials": int,
+    "epochs": int,
+    "time_cap_s": float,
+    "imgsz": int,
+    "batch": int,
+    "images": int,
+    "val_images": int,
+    "warm_start_epochs": int,
+}
 
 
 def apply_overrides(problems: list[Problem], sets: list[str]) -> list[Problem]:
@@ -239,8 +299,14 @@ def build_data(problem: Problem, folder: Path, *, seed: int = 0) -> str:
             if folder.exists():
                 shutil.rmtree(folder)
             big = max(16, min(problem.imgsz // 3, 64))
-            make_digits_det(folder, seed=seed, n_train=problem.images, n_val=problem.val_images,
-                            canvas=problem.imgsz, digit_size=(max(8, big // 2), big))
+            make_digits_det(
+                folder,
+                seed=seed,
+                n_train=problem.images,
+                n_val=problem.val_images,
+                canvas=problem.imgsz,
+                digit_size=(max(8, big // 2), big),
+            )
         # data.yaml says `path: .` (its own folder), which hpo resolves but plain Ultralytics (the
         # native tuner, in-process trainings) would resolve against the working directory: give
         # every contender the same YAML with the absolute path

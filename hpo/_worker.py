@@ -209,7 +209,7 @@ def train_ultralytics(spec: TrialSpec, report: Report, progress: Progress | None
         now = time.monotonic()
         if progress is not None and (batches["i"] == 1 or now - batches["last"] >= BATCH_REPORT_S):
             batches["last"] = now
-            progress({"epoch": trainer.epoch + 1, "batch": batches["i"], "batches": len(trainer.train_loader)})
+            progress({"epoch": trainer.epoch + 1, "batch": int(batches["i"]), "batches": len(trainer.train_loader)})
 
     model = YOLO(spec.model, task=spec.task)
     model.add_callback("on_pretrain_routine_start", on_pretrain_routine_start)

@@ -181,6 +181,10 @@ class TrialRecorder(Protocol):
         """Record one epoch's metrics of a running trial."""
         ...
 
+    def trial_batch(self, record: TrialRecord, progress: dict[str, int]) -> None:
+        """Show a running trial's batch progress (``{"epoch": n, "batch": i, "batches": nb}``; not recorded)."""
+        ...
+
     def trial_finished(self, record: TrialRecord, outcome: TrialOutcome) -> TrialRecord:
         """Record a trial's outcome (a failure caused by the volume raises :class:`hpo.VolumeError`
         after recording the trial ``interrupted``)."""

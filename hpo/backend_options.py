@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import difflib
 import typing
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .backend import BackendInfo
 
 __all__ = ["option_usage", "options_help", "normalize_options"]
 
@@ -33,7 +37,7 @@ def _kind(annotation: Any) -> tuple[str, list[Any] | None, bool]:
     return names.get(annotation, "VALUE"), None, False
 
 
-def option_usage(backend_cls: type) -> list[tuple[str, str]]:
+def option_usage(backend_cls: type[BackendInfo]) -> list[tuple[str, str]]:
     """``[(usage, help)]`` of a backend's options: ``("--sampler {tpe,random}", "... (default tpe)")``,
     booleans as ``--checkpoint/--no-checkpoint``."""
     out = []
@@ -51,7 +55,7 @@ def option_usage(backend_cls: type) -> list[tuple[str, str]]:
     return out
 
 
-def options_help(name: str, backend_cls: type) -> str:
+def options_help(name: str, backend_cls: type[BackendInfo]) -> str:
     """The block ``hpo tune --backend NAME --help`` appends: the backend's options, one per line."""
     lines = [f"Options of backend '{name}' ({backend_cls.description}), given after the other options:"]
     for usage, text in option_usage(backend_cls) or [("(none)", "")]:
@@ -59,7 +63,9 @@ def options_help(name: str, backend_cls: type) -> str:
     return "\n".join(lines)
 
 
-def normalize_options(name: str, backend_cls: type, options: dict[str, Any], *, cli_options: list[str] = ()) -> dict[str, Any]:
+def normalize_options(
+    name: str, backend_cls: type[BackendInfo], options: dict[str, Any], *, cli_options: Sequence[str] = ()
+) -> dict[str, Any]:
     """Map ``--no-flag`` to ``flag=False`` for boolean options and refuse unknown options with a
     suggestion.
 

@@ -65,7 +65,10 @@ def handle_errors(fn: Callable) -> Callable:
 
                 traceback.print_exc()
             text = (str(e).strip().splitlines() or [""])[0]
-            print(f"hpo: error: unexpected {type(e).__name__}{': ' + text if text else ''} (run with --debug for the traceback)", file=sys.stderr)
+            print(
+                f"hpo: error: unexpected {type(e).__name__}{': ' + text if text else ''} (run with --debug for the traceback)",
+                file=sys.stderr,
+            )
             raise typer.Exit(1) from None
 
     return wrapper
@@ -132,8 +135,10 @@ def _print_result(result: Any, as_json: bool) -> None:
     if result.stopped_by == "time_budget":
         from .config import format_duration
 
-        print(f"time budget spent: the study ended after {format_duration(result.elapsed_s or 0)} "
-              f"with {sum(result.counts.values())} finished trials (--resume with a larger --time-budget continues it)")
+        print(
+            f"time budget spent: the study ended after {format_duration(result.elapsed_s or 0)} "
+            f"with {sum(result.counts.values())} finished trials (--resume with a larger --time-budget continues it)"
+        )
     elif result.nothing_to_do:
         print(f"nothing to do: the study already has its {sum(result.counts.values())} finished trials")
     print(f"best trial {result.best_trial}: {result.metric} = {result.best_objective}")
@@ -159,27 +164,70 @@ def tune(
     backend: str = typer.Option("ultralytics", "--backend", "-b", help="Backend name (hpo backends)."),
     model: str = typer.Option(..., "--model", "-m", help="Bundled model YAML (yolov8n.yaml) or local .pt; never downloaded."),
     data: str = typer.Option(..., "--data", "-d", help="Data YAML, or classification folder."),
-    iterations: Optional[str] = typer.Option(None, "--iterations", "-n", metavar="N", help="Total finished trials of the study (default 10; with --time-budget: no cap unless given)."),
-    time_budget: Optional[str] = typer.Option(None, "--time-budget", "-t", metavar="DURATION", help="Wall-clock budget of the whole study, over all its runs: seconds (3600) or 90m, 2h, 1h30m. No trial starts after it; running trials stop at their next epoch (pruned)."),
+    iterations: Optional[str] = typer.Option(
+        None,
+        "--iterations",
+        "-n",
+        metavar="N",
+        help="Total finished trials of the study (default 10; with --time-budget: no cap unless given).",
+    ),
+    time_budget: Optional[str] = typer.Option(
+        None,
+        "--time-budget",
+        "-t",
+        metavar="DURATION",
+        help="Wall-clock budget of the whole study, over all its runs: seconds (3600) or 90m, 2h, 1h30m. No trial starts after it; running trials stop at their next epoch (pruned).",
+    ),
     epochs: str = typer.Option("10", "--epochs", "-e", metavar="N", help="Training epochs per trial (the full fidelity)."),
     output: str = typer.Option("runs/hpo", "--output", "-o", help="Folder of studies (e.g. the mounted volume)."),
     name: Optional[str] = typer.Option(None, "--name", help="Study name (default <data>-<backend>)."),
-    space: Optional[str] = typer.Option(None, "--space", "-s", help="Search space: YAML/JSON file or inline JSON (default: Ultralytics' tuner space)."),
+    space: Optional[str] = typer.Option(
+        None, "--space", "-s", help="Search space: YAML/JSON file or inline JSON (default: Ultralytics' tuner space)."
+    ),
     metric: Optional[str] = typer.Option(None, "--metric", help="Objective metric (default by task, e.g. metrics/mAP50-95(B))."),
     resume: bool = typer.Option(False, "--resume", help="Continue the existing study up to --iterations."),
-    join: bool = typer.Option(False, "--join", help="Add this process to a running study (same --output/--name; backends that support it, e.g. optuna)."),
+    join: bool = typer.Option(
+        False, "--join", help="Add this process to a running study (same --output/--name; backends that support it, e.g. optuna)."
+    ),
     trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", help="Seconds before a trial is killed (failed)."),
-    concurrent_trials: str = typer.Option("1", "--concurrent-trials", "-j", metavar="N", help="Trials trained at once (several GPUs: one each); Ultralytics' data-loader workers stay workers=N."),
-    workers: Optional[str] = typer.Option(None, "--workers", "-w", metavar="N", hidden=True, help="Deprecated: --concurrent-trials."),
+    concurrent_trials: str = typer.Option(
+        "1",
+        "--concurrent-trials",
+        "-j",
+        metavar="N",
+        help="Trials trained at once (several GPUs: one each); Ultralytics' data-loader workers stay workers=N.",
+    ),
+    workers: Optional[str] = typer.Option(
+        None, "--workers", "-w", metavar="N", hidden=True, help="Deprecated: --concurrent-trials."
+    ),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the backend's sampler."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
-    mlflow: Optional[bool] = typer.Option(None, "--mlflow/--no-mlflow", help="MLflow tracking: a parent run per study, a child run per trial (default: on when MLFLOW_TRACKING_URI is set; see docs/mlflow.md)."),
+    mlflow: Optional[bool] = typer.Option(
+        None,
+        "--mlflow/--no-mlflow",
+        help="MLflow tracking: a parent run per study, a child run per trial (default: on when MLFLOW_TRACKING_URI is set; see docs/mlflow.md).",
+    ),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name (default: the study name)."),
-    download_weights: Optional[bool] = typer.Option(None, "--download-weights/--no-download-weights", help="Let Ultralytics fetch official weights named by --model (yolov8n.pt) once, before the first trial, into --weights-dir (default: env HPO_DOWNLOAD_WEIGHTS, else off)."),
-    weights_dir: Optional[str] = typer.Option(None, "--weights-dir", help="Folder of fetched official weights (default <output>/pretrained)."),
-    keep_weights: str = typer.Option("top-3", "--keep-weights", metavar="best|top-K|all", help="Trials that keep their weights/*.pt; the others' are deleted as trials finish (<study>/weights/best.pt stays)."),
-    plots: Optional[bool] = typer.Option(None, "--plots/--no-plots", help="Draw <study>/plots/ (PNGs, report.html) when the run ends (default: on unless HPO_PLOTS=0)."),
+    download_weights: Optional[bool] = typer.Option(
+        None,
+        "--download-weights/--no-download-weights",
+        help="Let Ultralytics fetch official weights named by --model (yolov8n.pt) once, before the first trial, into --weights-dir (default: env HPO_DOWNLOAD_WEIGHTS, else off).",
+    ),
+    weights_dir: Optional[str] = typer.Option(
+        None, "--weights-dir", help="Folder of fetched official weights (default <output>/pretrained)."
+    ),
+    keep_weights: str = typer.Option(
+        "top-3",
+        "--keep-weights",
+        metavar="best|top-K|all",
+        help="Trials that keep their weights/*.pt; the others' are deleted as trials finish (<study>/weights/best.pt stays).",
+    ),
+    plots: Optional[bool] = typer.Option(
+        None,
+        "--plots/--no-plots",
+        help="Draw <study>/plots/ (PNGs, report.html) when the run ends (default: on unless HPO_PLOTS=0).",
+    ),
 ) -> None:
     import warnings
 
@@ -197,12 +245,31 @@ def tune(
     options = _checked_options(backend, options, ctx)
     callbacks: list[Any] = []
     tuner = Tuner(
-        backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
-        metric=metric, train_args=parse_train_args(train_pairs), output=output, name=name, resume=resume, join=join,
-        trial_timeout=trial_timeout, time_budget=time_budget, concurrent_trials=concurrent_trials, seed=seed,
-        backend_options=options, callbacks=callbacks,
-        mlflow=mlflow, experiment=experiment, plots=plots, keep_weights=keep_weights, verbose=not quiet,
-        download_weights=download_weights, weights_dir=weights_dir,
+        backend=backend,
+        model=model,
+        data=data,
+        space=space,
+        iterations=iterations,
+        epochs=epochs,
+        metric=metric,
+        train_args=parse_train_args(train_pairs),
+        output=output,
+        name=name,
+        resume=resume,
+        join=join,
+        trial_timeout=trial_timeout,
+        time_budget=time_budget,
+        concurrent_trials=concurrent_trials,
+        seed=seed,
+        backend_options=options,
+        callbacks=callbacks,
+        mlflow=mlflow,
+        experiment=experiment,
+        plots=plots,
+        keep_weights=keep_weights,
+        verbose=not quiet,
+        download_weights=download_weights,
+        weights_dir=weights_dir,
     )
     cfg = tuner.config
     for notice in cfg.notices:
@@ -238,7 +305,9 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
     as_csv: bool = typer.Option(False, "--csv", help="Print every trial as CSV on stdout (one column per parameter)."),
     show_all: bool = typer.Option(False, "--all", help="Every trial and every parameter, whatever the width."),
-    params: Optional[str] = typer.Option(None, "--params", help="Parameters to show, comma-separated (default: the most important that fit)."),
+    params: Optional[str] = typer.Option(
+        None, "--params", help="Parameters to show, comma-separated (default: the most important that fit)."
+    ),
 ) -> None:
     """Print a study's leaderboard (best first), its best configuration and its size on disk."""
     from .show import render, to_csv
@@ -305,7 +374,7 @@ def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON on s
         return
     for b in doc:
         print(f"{b['name']:<12} {b['version']:<10} {b['description']}  [{b['plugin']}]")
-        for usage, text in option_usage(found[b["name"]]):
+        for usage, text in option_usage(found[str(b["name"])]):
             print(f"    {usage}: {text}")
 
 
@@ -313,7 +382,11 @@ def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON on s
 @handle_errors
 def unlock(
     study_dir: Path = typer.Argument(..., help="The study directory."),
-    force: bool = typer.Option(False, "--force", help="Also remove a lock held by another host that hpo cannot prove dead (a filesystem without cross-host locks)."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Also remove a lock held by another host that hpo cannot prove dead (a filesystem without cross-host locks).",
+    ),
 ) -> None:
     """Remove a study's lock whose writer is gone (never the lock of a live writer)."""
     from .study import Study
@@ -321,7 +394,11 @@ def unlock(
     if not Study.exists(study_dir):
         raise ConfigError(f"study: no study at '{study_dir}'")
     info = Study.break_lock(study_dir, force=force)
-    print(f"removed the lock of a writer that is gone (host {info.get('host')} pid {info.get('pid')})" if info else "no lock was held")
+    print(
+        f"removed the lock of a writer that is gone (host {info.get('host')} pid {info.get('pid')})"
+        if info
+        else "no lock was held"
+    )
 
 
 @datasets_app.command("make")
@@ -352,14 +429,32 @@ def demo(
     data = out / "digits-cls"
     if not (data / "train").is_dir():
         make_digits_cls(data, seed=0)
-    space = {"lr0": (1e-4, 1e-2), "lrf": (0.01, 1.0), "momentum": (0.7, 0.98, 0.3), "weight_decay": (0.0, 0.001),
-             "warmup_epochs": (0.0, 1.0), "hsv_v": (0.0, 0.9), "fliplr": (0.0, 0.5)}
+    space = {
+        "lr0": (1e-4, 1e-2),
+        "lrf": (0.01, 1.0),
+        "momentum": (0.7, 0.98, 0.3),
+        "weight_decay": (0.0, 0.001),
+        "warmup_epochs": (0.0, 1.0),
+        "hsv_v": (0.0, 0.9),
+        "fliplr": (0.0, 0.5),
+    }
     name = f"demo-{backend}"
     resume = (out / "studies" / name / "study.json").is_file()
     cfg_args = {"imgsz": 32, "batch": 64, "workers": 0, "optimizer": "AdamW", "device": "cpu"}
     tuner = Tuner(
-        backend=backend, model="yolov8n-cls.yaml", data=data, space=space, iterations=iterations, epochs=epochs,
-        train_args=cfg_args, output=out / "studies", name=name, resume=resume, seed=0, callbacks=[], verbose=True,
+        backend=backend,
+        model="yolov8n-cls.yaml",
+        data=data,
+        space=space,
+        iterations=iterations,
+        epochs=epochs,
+        train_args=cfg_args,
+        output=out / "studies",
+        name=name,
+        resume=resume,
+        seed=0,
+        callbacks=[],
+        verbose=True,
     )
     _print_result(tuner.run(), False)
 
@@ -392,13 +487,16 @@ def main(argv: list[str] | None = None) -> None:
     if "--debug" in args[1:]:
         args = ["--debug"] + [a for a in args if a != "--debug"]
     command = typer.main.get_command(app)
+    import click
+
     for cmd in [command, *getattr(command, "commands", {}).values()]:
-        for param in cmd.params:
+        help_option = cmd.get_help_option(click.Context(cmd))  # cached by click: the one --help renders
+        for param in [*cmd.params, *([help_option] if help_option is not None else [])]:
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""  # a flag takes no value: no "<bool>" in help
     words = [a for a in args if not a.startswith("-")]
     if words[:1] == ["tune"] and ("--help" in args or "-h" in args):
-        _add_backend_help(command.commands["tune"], args)
+        _add_backend_help(getattr(command, "commands", {})["tune"], args)
     command.main(args=args, prog_name="hpo")
 
 

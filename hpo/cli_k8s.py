@@ -41,12 +41,16 @@ class K8sError(HpoError):
 
 
 def preflight(
-    mount: Optional[str] = typer.Option(None, "--mount", help="Where the PVC is mounted (checked to exist); relative --output/--data are under it."),
+    mount: Optional[str] = typer.Option(
+        None, "--mount", help="Where the PVC is mounted (checked to exist); relative --output/--data are under it."
+    ),
     output: str = typer.Option("studies", "--output", "-o", help="Folder of studies (created and probed with a write)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Data YAML or classification folder (checked readable)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name, to know the task (default: folder = classify)."),
     gpus: int = typer.Option(0, "--gpus", help="GPUs the pod requested; torch must see at least that many."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Data-loader workers (Ultralytics 'workers'); checked against /dev/shm."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", help="Data-loader workers (Ultralytics 'workers'); checked against /dev/shm."
+    ),
     shm_path: str = typer.Option("/dev/shm", "--shm-path", help="The shared-memory mount."),
     shm_per_worker_mib: int = typer.Option(512, "--shm-per-worker-mib", help="MiB of /dev/shm needed per data-loader worker."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
@@ -54,8 +58,16 @@ def preflight(
     """Check a pod before tuning: mount, writable output, data, GPUs, /dev/shm. Exit 2 when something is missing."""
     from .preflight import run_preflight
 
-    report = run_preflight(mount=mount, output=output, data=data, model=model, gpus=gpus, workers=workers,
-                           shm_path=shm_path, shm_per_worker=shm_per_worker_mib * 1024**2)
+    report = run_preflight(
+        mount=mount,
+        output=output,
+        data=data,
+        model=model,
+        gpus=gpus,
+        workers=workers,
+        shm_path=shm_path,
+        shm_per_worker=shm_per_worker_mib * 1024**2,
+    )
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -241,8 +253,13 @@ def apply_manifests(docs: list[dict[str, Any]], *, wait_timeout_s: float = 120.0
 
 
 def k8s_apply(
-    directory: Optional[Path] = typer.Argument(None, help="Manifests folder with kustomization.yaml (default: the manifests shipped with hpo; manifests/nfs or nfs: its RWX variant)."),
-    namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace of the PVC/Secret (default: the kustomization's)."),
+    directory: Optional[Path] = typer.Argument(
+        None,
+        help="Manifests folder with kustomization.yaml (default: the manifests shipped with hpo; manifests/nfs or nfs: its RWX variant).",
+    ),
+    namespace: Optional[str] = typer.Option(
+        None, "--namespace", "-n", help="Namespace of the PVC/Secret (default: the kustomization's)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be applied (YAML) and touch no cluster."),
     wait_timeout: float = typer.Option(120.0, "--wait-timeout", help="Seconds to wait for the PVC to be Bound (0: do not wait)."),
     node: Optional[str] = typer.Option(None, "--node", help="Node name for the hostPath PV's node affinity (kubectl get nodes)."),

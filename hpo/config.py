@@ -286,14 +286,14 @@ def _check_not_distributed() -> None:
         )
 
 
-def _check_bare_options(backend: str, backend_cls: type[Backend], options: dict[str, Any]) -> None:
+def _check_bare_options(backend: str, backend_cls: type[Backend | Controller], options: dict[str, Any]) -> None:
     """A ``True`` for an option that is not a bool is a bare ``--flag`` missing its value
     (pydantic's lax mode would turn it into 1 or 1.0)."""
     from pydantic import TypeAdapter
 
     for key, value in options.items():
         f = backend_cls.Options.model_fields.get(key)
-        if f is None or not isinstance(value, bool):
+        if f is None or f.annotation is None or not isinstance(value, bool):
             continue
         try:
             TypeAdapter(f.annotation).validate_python(value, strict=True)
@@ -301,7 +301,9 @@ def _check_bare_options(backend: str, backend_cls: type[Backend], options: dict[
             flag = "--" + key.replace("_", "-")
             kind = getattr(f.annotation, "__name__", f.annotation)
             if value is False:
-                raise ConfigError(f"{backend} option {flag}: false is not a {kind} (default {f.default}); write {flag} VALUE") from None
+                raise ConfigError(
+                    f"{backend} option {flag}: false is not a {kind} (default {f.default}); write {flag} VALUE"
+                ) from None
             raise ConfigError(
                 f"{backend} option {flag} needs a value ({kind}, default {f.default}): write {flag} VALUE; "
                 "only true/false options may be given bare"
@@ -367,7 +369,9 @@ def build_config(
             f"use a backend that can ({', '.join(joinable) or 'none installed'}) or drop --join"
         )
     if join and resume:
-        raise ConfigError("join: --join and --resume exclude each other; --resume continues a study in its one writer, --join adds a process to a running one")
+        raise ConfigError(
+            "join: --join and --resume exclude each other; --resume continues a study in its one writer, --join adds a process to a running one"
+        )
     if time_budget is not None:
         time_budget = parse_duration("time_budget", time_budget)
     if iterations is None and time_budget is None:
@@ -387,7 +391,7 @@ def build_config(
     model, task = ultra.resolve_model(str(model))
     if train_args and "task" in train_args:
         raise ConfigError("train args: 'task' is set by hpo from the model name (-cls, -seg, -pose, -obb)")
-    resolved = resolve_data(data, task)
+    resolved = resolve_data(os.fspath(data), task)
     space = SearchSpace.parse(space)
     _check_train_arg_keys(dict(train_args or {}), space)
     name = name or f"{Path(resolved.source).stem if resolved.kind == 'yaml' else Path(resolved.source).name}-{backend}"
@@ -412,14 +416,33 @@ def build_config(
     metric = metric or ultra.TASK_METRIC[task]
     reported = ultra.task_metrics(task)
     if metric not in reported:
-        raise ConfigError(f"metric: '{metric}' is not reported for task {task}{closest(metric, reported)}; choose one of {', '.join(reported)}")
+        raise ConfigError(
+            f"metric: '{metric}' is not reported for task {task}{closest(metric, reported)}; choose one of {', '.join(reported)}"
+        )
     direction = ultra.metric_direction(metric)
     config = TuneConfig(
-        backend=backend, model=model, task=task, data=resolved, space=space, iterations=iterations,
-        epochs=epochs, metric=metric, direction=direction, train_args=args, output=output, name=name,
-        resume=bool(resume), join=bool(join), trial_timeout=trial_timeout, time_budget=time_budget, workers=workers,
-        seed=seed, options=options,
-        trainer=trainer, trainer_options=trainer_options, notices=tuple(notices),
+        backend=backend,
+        model=model,
+        task=task,
+        data=resolved,
+        space=space,
+        iterations=iterations,
+        epochs=epochs,
+        metric=metric,
+        direction=direction,
+        train_args=args,
+        output=output,
+        name=name,
+        resume=bool(resume),
+        join=bool(join),
+        trial_timeout=trial_timeout,
+        time_budget=time_budget,
+        workers=workers,
+        seed=seed,
+        options=options,
+        trainer=trainer,
+        trainer_options=trainer_options,
+        notices=tuple(notices),
     )
     options.check(config)
     _check_gpus_visible(args.get("device"))

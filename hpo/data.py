@@ -70,7 +70,9 @@ def resolve_data(data: str | Path, task: str) -> ResolvedData:
     """
     p = Path(str(data)).expanduser()
     if not p.exists():
-        raise DataError(f"data: '{data}' does not exist (resolved to {p.resolve()}); give the data YAML or dataset folder on the volume")
+        raise DataError(
+            f"data: '{data}' does not exist (resolved to {p.resolve()}); give the data YAML or dataset folder on the volume"
+        )
     p = p.resolve()
     if task == "classify":
         if p.is_dir():
@@ -161,7 +163,9 @@ def _check_class_split(split: Path) -> None:
     torchvision's ``ImageFolder(allow_empty=True)``: images outside class folders are ignored)."""
     classes = sorted(d for d in split.iterdir() if d.is_dir())
     if not classes:
-        raise DataError(f"data: classification split '{split}' has no class folders; put the images in one folder per class ({split}/<class>/*.jpg)")
+        raise DataError(
+            f"data: classification split '{split}' has no class folders; put the images in one folder per class ({split}/<class>/*.jpg)"
+        )
     if not any(_first_image(d) for d in classes):
         shown = ", ".join(d.name for d in classes[:3]) + (", ..." if len(classes) > 3 else "")
         raise DataError(

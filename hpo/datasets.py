@@ -11,6 +11,7 @@ work offline. Both are deterministic for a given ``seed``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return images, d.target.astype(int)
 
 
-def _check_dir(out: Path) -> Path:
+def _check_dir(out: str | Path) -> Path:
     out = Path(out).expanduser().resolve()
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"DIR: '{out}' exists and is not empty; choose a new or empty folder")
@@ -62,7 +63,7 @@ def make_digits_cls(out: str | Path, *, seed: int = 0, imgsz: int = 32, val_frac
         split = "val" if rank < n_val else "train"
         folder = out / split / str(labels[i])
         folder.mkdir(parents=True, exist_ok=True)
-        img = Image.fromarray(images[i], mode="L").resize((imgsz, imgsz), Image.BILINEAR).convert("RGB")
+        img = Image.fromarray(images[i], mode="L").resize((imgsz, imgsz), Image.Resampling.BILINEAR).convert("RGB")
         img.save(folder / f"{i:04d}.png")
     return out
 
@@ -117,7 +118,7 @@ def make_digits_det(
             for _ in range(int(rng.integers(digits_per_image[0], digits_per_image[1] + 1))):
                 i = int(rng.integers(len(images)))
                 side = int(rng.integers(digit_size[0], digit_size[1] + 1))
-                glyph = np.asarray(Image.fromarray(images[i], mode="L").resize((side, side), Image.BILINEAR))
+                glyph = np.asarray(Image.fromarray(images[i], mode="L").resize((side, side), Image.Resampling.BILINEAR))
                 for _attempt in range(50):
                     x, y = (int(v) for v in rng.integers(0, canvas - side + 1, size=2))
                     if all(x + side <= bx or bx + bs <= x or y + side <= by or by + bs <= y for bx, by, bs, _ in boxes):
@@ -148,7 +149,7 @@ def make_digits_det(
 
 
 #: Builders by name, as used by ``hpo datasets make NAME DIR``.
-DATASETS = {"digits-cls": make_digits_cls, "digits-det": make_digits_det}
+DATASETS: dict[str, Callable[..., Path]] = {"digits-cls": make_digits_cls, "digits-det": make_digits_det}
 
 
 def make_dataset(name: str, out: str | Path, *, seed: int = 0) -> Path:

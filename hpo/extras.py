@@ -17,8 +17,17 @@ __all__ = ["DISTRIBUTION", "EXTRA_OF", "MissingExtra", "require", "install_hint"
 DISTRIBUTION = "hpo-yolo"
 
 #: The extra that installs a library (top-level import name -> extra).
-EXTRA_OF = {"ultralytics": "yolo", "torch": "yolo", "sklearn": "yolo", "optuna": "optuna", "ray": "ray",
-            "mlflow": "mlflow", "kfp": "kfp", "kubernetes": "k8s", "psycopg": "postgres"}
+EXTRA_OF = {
+    "ultralytics": "yolo",
+    "torch": "yolo",
+    "sklearn": "yolo",
+    "optuna": "optuna",
+    "ray": "ray",
+    "mlflow": "mlflow",
+    "kfp": "kfp",
+    "kubernetes": "k8s",
+    "psycopg": "postgres",
+}
 
 
 class MissingExtra(ConfigError):

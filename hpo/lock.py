@@ -42,10 +42,25 @@ LOCK_HEARTBEAT_S = 15.0
 
 #: Filesystems whose ``flock`` the kernel (or, for nfs4/ceph, the server) enforces for every
 #: process that can open the file: a lock we can take has no live holder.
-RELIABLE_FILESYSTEMS = frozenset({
-    "ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "jfs", "reiserfs", "tmpfs", "ramfs",
-    "overlay", "nfs4", "ceph", "gpfs",
-})
+RELIABLE_FILESYSTEMS = frozenset(
+    {
+        "ext2",
+        "ext3",
+        "ext4",
+        "xfs",
+        "btrfs",
+        "zfs",
+        "f2fs",
+        "jfs",
+        "reiserfs",
+        "tmpfs",
+        "ramfs",
+        "overlay",
+        "nfs4",
+        "ceph",
+        "gpfs",
+    }
+)
 
 
 def filesystem_type(path: str | Path) -> str:
@@ -202,7 +217,7 @@ class StudyLock:
             file_age = time.time() - os.fstat(fd).st_mtime
             recorded = os.fstat(fd).st_size > 0
             if recorded and not self.reliable:
-                same_host = bool(info) and info.get("host") == socket.gethostname()
+                same_host = bool(info) and (info or {}).get("host") == socket.gethostname()
                 if not same_host and file_age <= self.stale_after_s:
                     os.close(fd)  # drops our flock
                     raise self._locked_error(info, live=False)
@@ -270,12 +285,16 @@ class StudyLock:
             here = info.get("host") == socket.gethostname()
             raise StudyLockedError(
                 f"unlock: '{self.path.parent}' is held by the live process {info.get('pid', '?')} on "
-                + (f"this host; stop it first (kill {info.get('pid')})" if here else f"host {info.get('host', '?')}; stop it first")
+                + (
+                    f"this host; stop it first (kill {info.get('pid')})"
+                    if here
+                    else f"host {info.get('host', '?')}; stop it first"
+                )
                 + "; a lock is never removed from a running writer"
             ) from None
         fd, info = got
         try:
-            same_host = bool(info) and info.get("host") == socket.gethostname()
+            same_host = bool(info) and (info or {}).get("host") == socket.gethostname()
             age = time.time() - os.fstat(fd).st_mtime
             if not self.reliable and not same_host and age <= self.stale_after_s and not force:
                 raise StudyLockedError(

@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .callbacks import TunerCallback
 from .study import Study, TrialRecord, TrialStatus
 
 if TYPE_CHECKING:
@@ -65,11 +66,17 @@ def optuna_study(study: Study, records: list[TrialRecord] | None = None) -> optu
     import optuna
     from optuna.trial import TrialState, create_trial
 
-    metric = study.settings.get("metric")
+    metric = str(study.settings.get("metric") or "")
     dists = _space_of(study).to_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
-    out = optuna.create_study(direction=study.direction, storage=optuna.storages.InMemoryStorage())
-    states = {TrialStatus.COMPLETE: TrialState.COMPLETE, TrialStatus.PRUNED: TrialState.PRUNED, TrialStatus.FAILED: TrialState.FAIL}
+    out = optuna.create_study(
+        direction="maximize" if study.direction == "maximize" else "minimize", storage=optuna.storages.InMemoryStorage()
+    )
+    states = {
+        TrialStatus.COMPLETE: TrialState.COMPLETE,
+        TrialStatus.PRUNED: TrialState.PRUNED,
+        TrialStatus.FAILED: TrialState.FAIL,
+    }
     for r in sorted(records if records is not None else study.finished(), key=lambda r: r.id):
         if not r.status.finished:
             continue
@@ -85,12 +92,21 @@ def optuna_study(study: Study, records: list[TrialRecord] | None = None) -> optu
                     params[k], used[k] = v, d
             except (TypeError, ValueError):
                 pass
-        steps = {int(row["epoch"]): float(row[metric]) for row in r.epochs
-                 if "epoch" in row and isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])}
-        out.add_trial(create_trial(
-            state=state, value=value if state is not TrialState.FAIL else None, params=params, distributions=used,
-            intermediate_values=steps, user_attrs={"hpo_trial": r.id},
-        ))
+        steps = {
+            int(row["epoch"]): float(row[metric])
+            for row in r.epochs
+            if "epoch" in row and isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])
+        }
+        out.add_trial(
+            create_trial(
+                state=state,
+                value=value if state is not TrialState.FAIL else None,
+                params=params,
+                distributions=used,
+                intermediate_values=steps,
+                user_attrs={"hpo_trial": r.id},
+            )
+        )
     return out
 
 
@@ -116,7 +132,8 @@ def _elapsed_s(records: list[TrialRecord]) -> list[float | None]:
 
     starts = [t for t in (ts(r.start) for r in records) if t is not None]
     t0 = min(starts) if starts else 0.0
-    return [(ts(r.end) - t0) if r.end else None for r in records]
+    ends = [ts(r.end) for r in records]
+    return [(t - t0) if t is not None else None for t in ends]
 
 
 def _best_so_far(values: list[float | None], direction: str) -> list[float | None]:
@@ -156,11 +173,26 @@ def _png_history(study: Study, finished: list[TrialRecord], path: Path) -> None:
             if not pts:
                 continue
             if status == "failed":
-                ax.scatter([p[0] for p in pts], [0] * len(pts), marker="x", color=_COLORS[status], label=status,
-                           transform=ax.get_xaxis_transform(), clip_on=False, zorder=3)
+                ax.scatter(
+                    [p[0] for p in pts],
+                    [0] * len(pts),
+                    marker="x",
+                    color=_COLORS[status],
+                    label=status,
+                    transform=ax.get_xaxis_transform(),
+                    clip_on=False,
+                    zorder=3,
+                )
             else:
-                ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=_COLORS[status], label=status, alpha=0.7,
-                           marker="o" if status == "complete" else "v", zorder=3)
+                ax.scatter(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    color=_COLORS[status],
+                    label=status,
+                    alpha=0.7,
+                    marker="o" if status == "complete" else "v",
+                    zorder=3,
+                )
         line = [(x, b) for x, b in zip(xs, h["best"], strict=False) if x is not None and b is not None]
         if line:
             ax.step([p[0] for p in line], [p[1] for p in line], where="post", color="black", label="best so far")
@@ -179,7 +211,7 @@ def _png_history(study: Study, finished: list[TrialRecord], path: Path) -> None:
 def _png_curves(study: Study, finished: list[TrialRecord], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    metric = study.settings.get("metric")
+    metric = str(study.settings.get("metric") or "")
     fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
     seen: set[str] = set()
     for r in sorted(finished, key=lambda r: r.id):
@@ -189,8 +221,16 @@ def _png_curves(study: Study, finished: list[TrialRecord], path: Path) -> None:
         label = status if status not in seen else None
         seen.add(status)
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=_COLORS[status], alpha=0.8, label=label,
-                    marker="x" if status == "failed" else ("v" if status == "pruned" else None), markevery=[-1])
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                style,
+                color=_COLORS[status],
+                alpha=0.8,
+                label=label,
+                marker="x" if status == "failed" else ("v" if status == "pruned" else None),
+                markevery=[-1],
+            )
         elif status == "failed":
             ax.scatter([0], [0], marker="x", color=_COLORS[status], label=label, transform=ax.get_yaxis_transform())
     from matplotlib.ticker import MaxNLocator
@@ -228,17 +268,40 @@ def _plotly_history(study: Study, finished: list[TrialRecord]) -> list[Any]:
             rs = [(x, r) for x, r in zip(xs, h["records"], strict=False) if r.status.value == status and x is not None]
             if not rs:
                 continue
-            fig.add_trace(go.Scatter(
-                x=[x for x, _ in rs], y=[r.objective if status != "failed" else None for _, r in rs] if status != "failed"
-                else [min((v for v in h["best"] if v is not None), default=0)] * len(rs),
-                mode="markers", name=status, legendgroup=status, showlegend=col == 1,
-                marker={"color": _COLORS[status], "symbol": {"complete": "circle", "pruned": "triangle-down", "failed": "x"}[status]},
-                text=[f"trial {r.id}" + (f": {r.error}" if r.error else "") for _, r in rs],
-            ), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=[x for x, _ in rs],
+                    y=[r.objective if status != "failed" else None for _, r in rs]
+                    if status != "failed"
+                    else [min((v for v in h["best"] if v is not None), default=0)] * len(rs),
+                    mode="markers",
+                    name=status,
+                    legendgroup=status,
+                    showlegend=col == 1,
+                    marker={
+                        "color": _COLORS[status],
+                        "symbol": {"complete": "circle", "pruned": "triangle-down", "failed": "x"}[status],
+                    },
+                    text=[f"trial {r.id}" + (f": {r.error}" if r.error else "") for _, r in rs],
+                ),
+                row=1,
+                col=col,
+            )
         line = [(x, b) for x, b in zip(xs, h["best"], strict=False) if x is not None and b is not None]
-        fig.add_trace(go.Scatter(x=[p[0] for p in line], y=[p[1] for p in line], mode="lines", line_shape="hv",
-                                 name="best so far", legendgroup="best", showlegend=col == 1, line={"color": "black"}),
-                      row=1, col=col)
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in line],
+                y=[p[1] for p in line],
+                mode="lines",
+                line_shape="hv",
+                name="best so far",
+                legendgroup="best",
+                showlegend=col == 1,
+                line={"color": "black"},
+            ),
+            row=1,
+            col=col,
+        )
     fig.update_layout(title=f"Best {study.settings.get('metric')} so far ({study.direction})", height=420)
     return [fig]
 
@@ -246,18 +309,27 @@ def _plotly_history(study: Study, finished: list[TrialRecord]) -> list[Any]:
 def _plotly_curves(study: Study, finished: list[TrialRecord]) -> list[Any]:
     import plotly.graph_objects as go
 
-    metric = study.settings.get("metric")
+    metric = str(study.settings.get("metric") or "")
     fig = go.Figure()
     for r in sorted(finished, key=lambda r: r.id):
         pts = [(row["epoch"], row[metric]) for row in r.epochs if "epoch" in row and isinstance(row.get(metric), (int, float))]
         s = r.status.value
-        fig.add_trace(go.Scatter(
-            x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=f"trial {r.id} ({s})",
-            line={"color": _COLORS[s], "dash": {"complete": "solid", "pruned": "dash", "failed": "dot"}[s]},
-            marker={"symbol": "x" if s == "failed" else "circle", "size": 5},
-        ))
-    fig.update_layout(title=f"Every trial's {metric} per epoch (pruned dashed, failed dotted)",
-                      xaxis_title="epoch", yaxis_title=metric, height=420)
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in pts],
+                y=[p[1] for p in pts],
+                mode="lines+markers",
+                name=f"trial {r.id} ({s})",
+                line={"color": _COLORS[s], "dash": {"complete": "solid", "pruned": "dash", "failed": "dot"}[s]},
+                marker={"symbol": "x" if s == "failed" else "circle", "size": 5},
+            )
+        )
+    fig.update_layout(
+        title=f"Every trial's {metric} per epoch (pruned dashed, failed dotted)",
+        xaxis_title="epoch",
+        yaxis_title=metric,
+        height=420,
+    )
     return [fig]
 
 
@@ -299,8 +371,7 @@ def write_plots(study_dir: str | Path, *, html_report: bool = True) -> list[Path
     if importances:
         (out / "importance.json").write_text(json.dumps(importances, indent=2))
         written.append(out / "importance.json")
-        _save_optuna_png(omp.plot_param_importances, out / "importance.png", study=ostudy,
-                         evaluator=_evaluator(importances))
+        _save_optuna_png(omp.plot_param_importances, out / "importance.png", study=ostudy, evaluator=_evaluator(importances))
         _save_optuna_png(omp.plot_parallel_coordinate, out / "parallel.png", study=ostudy, params=top)
         _save_optuna_png(omp.plot_slice, out / "slice.png", study=ostudy, params=top)
         written += [out / "importance.png", out / "parallel.png", out / "slice.png"]
@@ -321,8 +392,9 @@ def _evaluator(importances: dict[str, float]) -> Any:
     return Computed()
 
 
-def _write_report(study: Study, finished: list[TrialRecord], ostudy: Any, importances: dict[str, float],
-                  top: list[str], path: Path) -> Path:
+def _write_report(
+    study: Study, finished: list[TrialRecord], ostudy: Any, importances: dict[str, float], top: list[str], path: Path
+) -> Path:
     import plotly.offline
     from optuna import visualization as ov
 
@@ -339,8 +411,11 @@ def _write_report(study: Study, finished: list[TrialRecord], ostudy: Any, import
         f"<h1>hpo study {html.escape(study.path.name)}</h1><p>backend <b>{html.escape(str(study.settings.get('backend')))}</b>, "
         f"objective <code>{html.escape(str(study.settings.get('metric')))}</code> ({study.direction}), trials: "
         + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
-        + (f"; best trial {best.id}: {best.objective:.5g}</p><pre>{html.escape(json.dumps(best.params, indent=1))}</pre>"
-           if best else "</p>")
+        + (
+            f"; best trial {best.id}: {best.objective:.5g}</p><pre>{html.escape(json.dumps(best.params, indent=1))}</pre>"
+            if best
+            else "</p>"
+        )
     )
     body = "\n".join(f.to_html(full_html=False, include_plotlyjs=False) for f in figs)
     page = (
@@ -352,7 +427,7 @@ def _write_report(study: Study, finished: list[TrialRecord], ostudy: Any, import
     return path
 
 
-class PlotCallback:
+class PlotCallback(TunerCallback):
     """Draws the study's plots when a run ends (an observer of :class:`hpo.Tuner`).
 
     A plotting error never fails the study: it becomes one warning line on stderr.
@@ -375,5 +450,8 @@ class PlotCallback:
         try:
             write_plots(study.path)
         except Exception as e:  # noqa: BLE001 - pictures are never worth a failed study
-            print(f"hpo: warning: could not draw the study's plots ({type(e).__name__}: {e})".splitlines()[0],
-                  file=sys.stderr, flush=True)
+            print(
+                f"hpo: warning: could not draw the study's plots ({type(e).__name__}: {e})".splitlines()[0],
+                file=sys.stderr,
+                flush=True,
+            )

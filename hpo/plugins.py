@@ -13,7 +13,7 @@ import functools
 import importlib.metadata
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
 
@@ -28,8 +28,14 @@ if TYPE_CHECKING:
     from .config import TuneConfig
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "PLUGIN_GROUP", "ENTRY_POINT_GROUPS", "get_plugin_manager", "backends", "get_backend",
-    "study_observers", "add_cli_commands",
+    "ENTRY_POINT_GROUP",
+    "PLUGIN_GROUP",
+    "ENTRY_POINT_GROUPS",
+    "get_plugin_manager",
+    "backends",
+    "get_backend",
+    "study_observers",
+    "add_cli_commands",
 ]
 
 #: Entry-point group of backends (search strategies).
@@ -95,18 +101,19 @@ def backends() -> dict[str, type[Backend | Controller]]:
     from .backend import Backend, Controller
 
     pm = get_plugin_manager()
-    dists = {}
-    for plugin, dist in pm.list_plugin_distinfo():
-        dists[id(plugin)] = (dist.project_name, dist.version)
+    dists: dict[int, tuple[str, str]] = {}
+    for plugin, info in pm.list_plugin_distinfo():
+        dists[id(plugin)] = (info.project_name, info.version)
     found: dict[str, type[Backend | Controller]] = {}
     for impl in pm.hook.hpo_register_backends.get_hookimpls():
-        for cls in impl.function() or []:
+        provided = cast("list[type]", impl.function() or [])
+        for cls in provided:
             if not (isinstance(cls, type) and issubclass(cls, (Backend, Controller))):
                 raise HpoError(f"plugin {impl.plugin_name}: {cls!r} is not an hpo.Backend or hpo.Controller subclass")
             if cls.name in found:
                 raise HpoError(f"backend '{cls.name}' is registered twice ({found[cls.name].__module__}, {cls.__module__})")
-            dist, version = dists.get(id(impl.plugin), (impl.plugin_name, "?"))
-            cls.plugin = dist
+            dist_name, version = dists.get(id(impl.plugin), (impl.plugin_name, "?"))
+            cls.plugin = dist_name
             cls.plugin_version = _version_of(cls) or version
             found[cls.name] = cls
     return dict(sorted(found.items()))
@@ -134,9 +141,7 @@ def get_backend(name: str) -> type[Backend | Controller]:
 
     found = backends()
     if name not in found:
-        raise BackendNotFoundError(
-            f"backend: unknown '{name}'{closest(name, found)}; installed: {', '.join(found) or 'none'}"
-        )
+        raise BackendNotFoundError(f"backend: unknown '{name}'{closest(name, found)}; installed: {', '.join(found) or 'none'}")
     cls = found[name]
     require("ultralytics", "yolo", "training")
     if cls.library:

@@ -68,8 +68,13 @@ class PreflightReport:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: ``ok``, ``workers``, ``output``, ``data``, ``checks``."""
-        return {"ok": self.ok, "workers": self.workers, "output": self.output, "data": self.data,
-                "checks": [asdict(c) for c in self.checks]}
+        return {
+            "ok": self.ok,
+            "workers": self.workers,
+            "output": self.output,
+            "data": self.data,
+            "checks": [asdict(c) for c in self.checks],
+        }
 
 
 def _under(mount: Path | None, p: str | os.PathLike) -> Path:
@@ -81,7 +86,9 @@ def _under(mount: Path | None, p: str | os.PathLike) -> Path:
 
 def _check_mount(mount: Path) -> Check:
     if not mount.exists():
-        return Check("mount", "fail", f"mount: '{mount}' does not exist; mount the PVC there (kfp.kubernetes.mount_pvc) or fix mount_path")
+        return Check(
+            "mount", "fail", f"mount: '{mount}' does not exist; mount the PVC there (kfp.kubernetes.mount_pvc) or fix mount_path"
+        )
     if not mount.is_dir():
         return Check("mount", "fail", f"mount: '{mount}' is not a folder; mount the PVC there or fix mount_path")
     kind = "a mount point" if os.path.ismount(mount) else "a folder (not a separate mount point)"
@@ -95,7 +102,11 @@ def _check_output(output: Path) -> Check:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as e:
-        return Check("output", "fail", f"output: cannot write to '{output}' ({e.strerror or e}); mount the PVC read-write or choose another output dir")
+        return Check(
+            "output",
+            "fail",
+            f"output: cannot write to '{output}' ({e.strerror or e}); mount the PVC read-write or choose another output dir",
+        )
     free = shutil.disk_usage(output).free
     return Check("output", "ok", f"output: '{output}' is writable ({free / 1024**3:.1f} GiB free)")
 
@@ -119,7 +130,9 @@ def _check_data(data: Path, model: str | None) -> Check:
         return Check("data", "fail", str(e).splitlines()[0])
     root = Path(resolved.source) if resolved.kind == "folder" else Path(resolved.content["path"])
     if not os.access(root, os.R_OK | os.X_OK):
-        return Check("data", "fail", f"data: '{root}' is not readable by uid {os.getuid()}; fix the volume's permissions (fsGroup)")
+        return Check(
+            "data", "fail", f"data: '{root}' is not readable by uid {os.getuid()}; fix the volume's permissions (fsGroup)"
+        )
     return Check("data", "ok", f"data: '{data}' is readable ({task}, {resolved.kind})")
 
 
@@ -134,7 +147,8 @@ def _check_gpus(gpus: int) -> Check:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES") or os.environ.get("NVIDIA_VISIBLE_DEVICES") or "unset"
     if seen < gpus:
         return Check(
-            "gpu", "fail",
+            "gpu",
+            "fail",
             f"gpu: {gpus} requested but torch sees {seen} (CUDA_VISIBLE_DEVICES={visible}); request them with "
             "set_accelerator_limit/set_accelerator_type and schedule on a GPU node (node selector, toleration)",
         )
@@ -148,14 +162,19 @@ def _check_shm(workers: int | None, shm_path: str, per_worker: int) -> tuple[Che
     try:
         total = shutil.disk_usage(shm_path).total
     except OSError:
-        return Check("shm", "warn", f"shm: '{shm_path}' is missing; workers lowered from {workers} to 0 (mount an in-memory emptyDir at /dev/shm)"), 0
+        return Check(
+            "shm",
+            "warn",
+            f"shm: '{shm_path}' is missing; workers lowered from {workers} to 0 (mount an in-memory emptyDir at /dev/shm)",
+        ), 0
     need = workers * per_worker
     if total >= need:
         return Check("shm", "ok", f"shm: {shm_path} has {total / 1024**2:.0f} MiB, enough for {workers} workers"), workers
     fit = int(total // per_worker)
     return (
         Check(
-            "shm", "warn",
+            "shm",
+            "warn",
             f"shm: {shm_path} has {total / 1024**2:.0f} MiB, {workers} data-loader workers need "
             f"{need / 1024**2:.0f} MiB; workers lowered to {fit} (mount a larger in-memory emptyDir at /dev/shm: shm_size)",
         ),

@@ -57,11 +57,15 @@ def fetch_pretrained(model: str, folder: str | os.PathLike) -> str:
     from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES, attempt_download_asset
 
     if model not in GITHUB_ASSETS_NAMES:
-        raise ConfigError(f"model: '{model}' is not one of Ultralytics' official weights (e.g. yolov8n.pt, yolo11n-cls.pt); "
-                          "give the path of a local .pt")
+        raise ConfigError(
+            f"model: '{model}' is not one of Ultralytics' official weights (e.g. yolov8n.pt, yolo11n-cls.pt); "
+            "give the path of a local .pt"
+        )
     if not is_online():
-        raise ConfigError(f"model: cannot fetch '{model}' (download_weights is on): this machine is offline; "
-                          f"copy {model} into {folder} or pass the path of a local .pt")
+        raise ConfigError(
+            f"model: cannot fetch '{model}' (download_weights is on): this machine is offline; "
+            f"copy {model} into {folder} or pass the path of a local .pt"
+        )
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -74,8 +78,9 @@ def fetch_pretrained(model: str, folder: str | os.PathLike) -> str:
     if path is None or not path.is_file():
         if created and not any(folder.iterdir()):
             folder.rmdir()
-        raise ConfigError(f"model: fetching '{model}' into {folder} failed ({detail}); "
-                          "check the network or pass the path of a local .pt")
+        raise ConfigError(
+            f"model: fetching '{model}' into {folder} failed ({detail}); check the network or pass the path of a local .pt"
+        )
     import sys
 
     print(f"hpo: fetched {model} into {path.parent}", flush=True, file=sys.stderr)

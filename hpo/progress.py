@@ -18,6 +18,8 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Any
 
+from .callbacks import TunerCallback
+
 if TYPE_CHECKING:
     from .config import TuneConfig
     from .study import Study, TrialRecord
@@ -52,7 +54,7 @@ class _Running:
         self.last: float | None = None  # last epoch's objective
 
 
-class ProgressDisplay:
+class ProgressDisplay(TunerCallback):
     """The progress observer (a :class:`hpo.TunerCallback`).
 
     Args:
@@ -126,8 +128,10 @@ class ProgressDisplay:
 
     def _summary(self) -> str:
         trials = "" if self.budget is not None else " trials"
-        return (f"{self._count_text()}{trials}, elapsed {clock(time.monotonic() - self._t0)}, "
-                f"ETA {clock(self.eta_s())}, {self._best_text()}")
+        return (
+            f"{self._count_text()}{trials}, elapsed {clock(time.monotonic() - self._t0)}, "
+            f"ETA {clock(self.eta_s())}, {self._best_text()}"
+        )
 
     def _trial_text(self, r: _Running) -> str:
         text = f"trial {r.id} epoch {min(r.epoch + 1, self.epochs)}/{self.epochs}"
@@ -155,8 +159,11 @@ class ProgressDisplay:
             completed = min(self.budget, self._elapsed_before + time.monotonic() - self._t0)
         else:
             completed = self.done + sum(self._fraction(r) for r in self._running.values())
-        self._progress.update(self._overall, completed=completed,
-                              info=f"{self._count_text()}  elapsed {clock(time.monotonic() - self._t0)}  ETA {clock(self.eta_s())}  {self._best_text()}")
+        self._progress.update(
+            self._overall,
+            completed=completed,
+            info=f"{self._count_text()}  elapsed {clock(time.monotonic() - self._t0)}  ETA {clock(self.eta_s())}  {self._best_text()}",
+        )
         for tid, r in self._running.items():
             if tid in self._tasks:
                 self._progress.update(self._tasks[tid], completed=self._fraction(r), info=self._trial_text(r))
@@ -185,18 +192,28 @@ class ProgressDisplay:
             self._t0 = time.monotonic()
             trials = f"{config.iterations} trials" if config.iterations is not None else "trials"
             budget = f" in {clock(config.time_budget)}" if config.time_budget is not None else ""
-            self._line(f"hpo study {study.path} ({config.backend}, {trials} x {config.epochs} epochs{budget}, "
-                       f"{self.metric} {self.direction})")
+            self._line(
+                f"hpo study {study.path} ({config.backend}, {trials} x {config.epochs} epochs{budget}, "
+                f"{self.metric} {self.direction})"
+            )
             if self.live:
                 from rich.progress import BarColumn, Progress, TextColumn
 
                 self._progress = Progress(
-                    TextColumn("{task.description}"), BarColumn(bar_width=24), TextColumn("{task.fields[info]}"),
-                    console=self.console, transient=False, auto_refresh=True, refresh_per_second=4,
+                    TextColumn("{task.description}"),
+                    BarColumn(bar_width=24),
+                    TextColumn("{task.fields[info]}"),
+                    console=self.console,
+                    transient=False,
+                    auto_refresh=True,
+                    refresh_per_second=4,
                 )
                 by_time = self.total is None and self.budget is not None
                 self._overall = self._progress.add_task(
-                    "time" if by_time else "trials", total=self.budget if by_time else self.total, completed=self.done, info="",
+                    "time" if by_time else "trials",
+                    total=self.budget if by_time else self.total,
+                    completed=self.done,
+                    info="",
                 )
                 self._progress.start()
                 self._refresh()
@@ -231,8 +248,10 @@ class ProgressDisplay:
                 r.last = value if isinstance(value, float) else r.last
             if self._progress is None:
                 shown = f"{value:.5g}" if isinstance(value, float) else "-"
-                self._line(f"  trial {record.id} epoch {int(row.get('epoch', 0))}/{self.epochs} {self.metric}={shown}"
-                           f" ({clock(time.monotonic() - r.start) if r else '-'})")
+                self._line(
+                    f"  trial {record.id} epoch {int(row.get('epoch', 0))}/{self.epochs} {self.metric}={shown}"
+                    f" ({clock(time.monotonic() - r.start) if r else '-'})"
+                )
             else:
                 self._refresh()
 
@@ -247,8 +266,10 @@ class ProgressDisplay:
             obj = f"{record.objective:.5g}" if record.objective is not None else "-"
             extra = f" error: {record.error}" if record.status.value == "failed" and record.error else ""
             dur = f" {record.duration_s:.1f} s" if record.duration_s else ""
-            self._line(f"trial {record.id} {record.status.value} objective={obj}{dur} [{self._of(self.done)}] "
-                       f"{self._best_text()}, elapsed {clock(time.monotonic() - self._t0)}, ETA {clock(self.eta_s())}{extra}")
+            self._line(
+                f"trial {record.id} {record.status.value} objective={obj}{dur} [{self._of(self.done)}] "
+                f"{self._best_text()}, elapsed {clock(time.monotonic() - self._t0)}, ETA {clock(self.eta_s())}{extra}"
+            )
             self._refresh()
 
     def on_study_end(self, study: Study, result: Any) -> None:

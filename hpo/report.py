@@ -30,13 +30,14 @@ __all__ = ["FINISHED", "SUMMARY_STATUSES", "count_trials", "trials_frame", "lead
 FINISHED: tuple[TrialStatus, ...] = tuple(s for s in TrialStatus if s.finished)
 #: The statuses counted by :func:`study_summary` (``hpo show --json``'s ``counts``), in that order.
 SUMMARY_STATUSES: tuple[TrialStatus, ...] = (
-    TrialStatus.COMPLETE, TrialStatus.FAILED, TrialStatus.PRUNED, TrialStatus.RUNNING,
+    TrialStatus.COMPLETE,
+    TrialStatus.FAILED,
+    TrialStatus.PRUNED,
+    TrialStatus.RUNNING,
 )
 
 
-def count_trials(
-    records: Iterable[TrialRecord], statuses: Iterable[TrialStatus | str] | None = None
-) -> dict[str, int]:
+def count_trials(records: Iterable[TrialRecord], statuses: Iterable[TrialStatus | str] | None = None) -> dict[str, int]:
     """Trials per status: ``{"complete": n, "failed": n, ...}``.
 
     Args:

@@ -36,6 +36,7 @@ class TrialInterrupted(KeyboardInterrupt):
     Its record stays ``running``, so ``--resume`` re-runs it with the same id and params.
     """
 
+
 class _TimedOut(KeyboardInterrupt):
     """An in-process trial passed its timeout (a ``KeyboardInterrupt`` so no trainer catches it)."""
 
@@ -71,7 +72,7 @@ def _no_main_reimport() -> Any:
     """
     main = sys.modules.get("__main__")
     with _START_LOCK:
-        saved = {a: main.__dict__[a] for a in ("__file__", "__spec__") if main is not None and a in main.__dict__}
+        saved: dict[str, Any] = {a: main.__dict__[a] for a in ("__file__", "__spec__") if main is not None and a in main.__dict__}
         try:
             if main is not None:
                 main.__dict__.pop("__file__", None)
@@ -181,7 +182,9 @@ class TrialRunner:
                 if deadline is not None and time.perf_counter() >= deadline:
                     self._kill(proc)
                     return TrialOutcome(
-                        TrialStatus.FAILED, epochs=epochs, duration_s=time.perf_counter() - t0,
+                        TrialStatus.FAILED,
+                        epochs=epochs,
+                        duration_s=time.perf_counter() - t0,
                         error=f"timed out after {self.timeout_s:g} s (trial_timeout); killed",
                     )
                 try:
@@ -270,6 +273,8 @@ class TrialRunner:
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         tail = _log_tail(spec.run_dir)
         return TrialOutcome(
-            TrialStatus.FAILED, epochs=epochs, duration_s=time.perf_counter() - t0,
+            TrialStatus.FAILED,
+            epochs=epochs,
+            duration_s=time.perf_counter() - t0,
             error=f"worker died ({how}){': ' + tail if tail else ''}",
         )

@@ -175,7 +175,10 @@ def render(study_dir: str | Path, *, width: int | None = None, params: list[str]
     out = _wrap(f"study {study.path}", fit)
     out += _wrap(
         f"backend {s.get('backend')}, objective {s.get('metric')} ({study.direction}), "
-        f"{len(records)}/{s.get('iterations')} trials: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v), fit, 2)
+        f"{len(records)}/{s.get('iterations')} trials: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v),
+        fit,
+        2,
+    )
     out += _wrap(f"size on disk {human_bytes(disk_bytes(study.path))} (weights kept: {s.get('keep_weights', 'all')})", fit, 2)
     out.append("")
     rows = records if show_all else records[:TOP_ROWS]
@@ -223,6 +226,18 @@ def to_csv(study_dir: str | Path) -> str:
     w = csv.writer(buf)
     w.writerow(["id", "status", "objective", "epochs_completed", "duration_s", "train_s", "start", "end", "error", *keys])
     for r in records:
-        w.writerow([r.id, r.status.value, r.objective, r.epochs_completed, r.duration_s, r.train_s, r.start, r.end,
-                    r.error, *(r.params.get(k) for k in keys)])
+        w.writerow(
+            [
+                r.id,
+                r.status.value,
+                r.objective,
+                r.epochs_completed,
+                r.duration_s,
+                r.train_s,
+                r.start,
+                r.end,
+                r.error,
+                *(r.params.get(k) for k in keys),
+            ]
+        )
     return buf.getvalue()

@@ -107,7 +107,11 @@ def simulated_trainer(spec: TrialSpec, report: Report, progress: Progress | None
         if report(row):
             return TrialOutcome(TrialStatus.PRUNED, epochs=rows, applied=dict(spec.params), weights=weights)
     return TrialOutcome(
-        TrialStatus.COMPLETE, epochs=rows, final_metrics={metric: rows[-1][metric]}, applied=dict(spec.params), weights=weights,
+        TrialStatus.COMPLETE,
+        epochs=rows,
+        final_metrics={metric: rows[-1][metric]},
+        applied=dict(spec.params),
+        weights=weights,
     )
 
 

@@ -98,11 +98,24 @@ class Param:
             return value in self.choices
         if not _is_number(value) or (self.kind is Kind.INT and not float(value).is_integer()):
             return False
-        return self.low <= value <= self.high
+        low, high = self.bounds
+        return low <= value <= high
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """``(low, high)`` of a numeric parameter.
+
+        Raises:
+            SpaceError: a choice parameter has no bounds.
+        """
+        if self.low is None or self.high is None:
+            raise SpaceError(f"space: '{self.name}' is a choice parameter: it has no (low, high) bounds")
+        return float(self.low), float(self.high)
 
     def clip(self, value: float) -> float | int:
         """Clip a number into the bounds (and round it for ``INT``)."""
-        value = min(max(value, self.low), self.high)
+        low, high = self.bounds
+        value = min(max(float(value), low), high)
         return int(round(value)) if self.kind is Kind.INT else float(value)
 
     def to_spec(self) -> dict[str, Any]:
@@ -207,9 +220,10 @@ class SearchSpace(Mapping[str, Param]):
             if p.kind is Kind.CHOICE:
                 out[key] = CategoricalDistribution(list(p.choices))
             elif p.kind is Kind.INT:
-                out[key] = IntDistribution(int(p.low), int(p.high), log=p.log)
+                low, high = p.bounds
+                out[key] = IntDistribution(int(low), int(high), log=p.log)
             else:
-                out[key] = FloatDistribution(float(p.low), float(p.high), log=p.log)
+                out[key] = FloatDistribution(*p.bounds, log=p.log)
         return out
 
     def to_ultralytics(self) -> dict[str, tuple]:
@@ -237,7 +251,7 @@ class SearchSpace(Mapping[str, Param]):
             if p.kind is Kind.CHOICE:
                 out[k] = v if v in p.choices else p.choices[0]
             else:
-                out[k] = p.clip(v if _is_number(v) else p.low)
+                out[k] = p.clip(float(v) if v is not None and _is_number(v) else p.bounds[0])
         return out
 
     def validate_params(self, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,7 @@ __all__ = [
     "LOCK_HEARTBEAT_S",
 ]
 
+
 def utcnow() -> str:
     """Current time, UTC ISO 8601 with seconds precision (``2026-11-29T08:00:00+00:00``)."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -459,14 +460,11 @@ class Study:
     def best(self, records: list[TrialRecord] | None = None) -> TrialRecord | None:
         """The complete trial with the best finite objective, or ``None``."""
         records = self.finished() if records is None else records
-        done = [
-            r for r in records
-            if r.status is TrialStatus.COMPLETE and r.objective is not None and math.isfinite(r.objective)
-        ]
+        done = [r for r in records if r.status is TrialStatus.COMPLETE and r.objective is not None and math.isfinite(r.objective)]
         if not done:
             return None
         sign = 1.0 if self.direction == "maximize" else -1.0
-        return max(done, key=lambda r: (sign * r.objective, -r.id))
+        return max(done, key=lambda r: (sign * float(r.objective or 0.0), -r.id))
 
     def ranked(self, records: list[TrialRecord] | None = None) -> list[TrialRecord]:
         """Trials best first (the leaderboard order): complete trials by objective in the study's
@@ -476,7 +474,7 @@ class Study:
 
         def key(r: TrialRecord) -> tuple:
             scored = r.status is TrialStatus.COMPLETE and r.objective is not None and math.isfinite(r.objective)
-            return (not scored, sign * r.objective if scored else 0.0, r.id)
+            return (not scored, sign * float(r.objective or 0.0) if scored else 0.0, r.id)
 
         return sorted(records, key=key)
 

@@ -164,15 +164,39 @@ class BackendConformance:
         return root
 
     def tune_args(
-        self, data: Path, output: Path, name: str, *, iterations: int | None, epochs: int, extra: tuple[str, ...] = (),
-        space: dict[str, Any] | None = None, real: bool = False,
+        self,
+        data: Path,
+        output: Path,
+        name: str,
+        *,
+        iterations: int | None,
+        epochs: int,
+        extra: tuple[str, ...] = (),
+        space: dict[str, Any] | None = None,
+        real: bool = False,
     ) -> list[str]:
         """The ``hpo tune`` arguments of a conformance study (``real``: with :attr:`train_args`)."""
         return [
-            "tune", "--backend", self.backend, "--model", "yolov8n-cls.yaml", "--data", str(data),
+            "tune",
+            "--backend",
+            self.backend,
+            "--model",
+            "yolov8n-cls.yaml",
+            "--data",
+            str(data),
             *(("--iterations", str(iterations)) if iterations is not None else ()),
-            "--epochs", str(epochs), "--output", str(output), "--name", name,
-            "--space", json.dumps(space or self.space), "--seed", "0", *extra, *self.options,
+            "--epochs",
+            str(epochs),
+            "--output",
+            str(output),
+            "--name",
+            name,
+            "--space",
+            json.dumps(space or self.space),
+            "--seed",
+            "0",
+            *extra,
+            *self.options,
             *(self.train_args if real else ("imgsz=32",)),
         ]
 
@@ -190,15 +214,22 @@ class BackendConformance:
     def hpo(self, *args: str, simulated: dict[str, Any] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
         """Run ``python -m hpo.cli ARGS`` to the end and capture its output."""
         return subprocess.run(
-            [sys.executable, "-m", "hpo.cli", *args], capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "hpo.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             env=self.environment(simulated),
         )
 
     def start(self, *args: str, simulated: dict[str, Any] | None = None) -> subprocess.Popen:
         """Start ``python -m hpo.cli ARGS`` in its own process group (a pod: driver plus trial workers)."""
         return subprocess.Popen(
-            [sys.executable, "-m", "hpo.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            start_new_session=True, env=self.environment(simulated),
+            [sys.executable, "-m", "hpo.cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env=self.environment(simulated),
         )
 
     def show(self, study: Path) -> dict[str, Any]:
@@ -302,15 +333,18 @@ class BackendConformance:
 
     def test_sigterm_with_two_at_once_records_interrupted_and_resume_reruns_them(self, tmp_path: Path, digits: Path) -> None:
         sim = {"epoch_s": 0.4}
-        args = self.tune_args(digits, tmp_path, "term", iterations=5, epochs=4, extra=("--concurrent-trials", "2", *self.no_pruning))
+        args = self.tune_args(
+            digits, tmp_path, "term", iterations=5, epochs=4, extra=("--concurrent-trials", "2", *self.no_pruning)
+        )
         study = tmp_path / "term"
         proc = self.start(*args, simulated=sim)
 
         def two_training() -> bool:
             recs = _records(study).values()
-            return sum(1 for r in recs if r["status"] == "running" and r.get("epochs")) >= 1 and sum(
-                1 for r in recs if r["status"] == "running"
-            ) >= 2
+            return (
+                sum(1 for r in recs if r["status"] == "running" and r.get("epochs")) >= 1
+                and sum(1 for r in recs if r["status"] == "running") >= 2
+            )
 
         _wait("two trials training at once", two_training, proc, 300)
         in_flight = {i: r for i, r in _records(study).items() if r["status"] == "running"}
@@ -436,7 +470,9 @@ class BackendConformance:
         budget = self.budget_s
         epochs = 30  # 15 s trials: a trial is running when the budget runs out
         # no --iterations: the budget alone ends the study
-        args = self.tune_args(digits, tmp_path, "budget", iterations=None, epochs=epochs, extra=("--time-budget", f"{budget:g}s", *self.no_pruning))
+        args = self.tune_args(
+            digits, tmp_path, "budget", iterations=None, epochs=epochs, extra=("--time-budget", f"{budget:g}s", *self.no_pruning)
+        )
         r = self.hpo(*args, "--json", simulated=sim)
         assert r.returncode == 0, r.stderr[-3000:]
         doc = json.loads(r.stdout)

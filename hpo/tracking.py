@@ -122,9 +122,7 @@ def _stderr(msg: str) -> None:
     print(f"hpo: mlflow: {msg}", file=sys.stderr, flush=True)
 
 
-def tracker_for(
-    config: TuneConfig, *, enabled: bool | None = None, experiment: str | None = None
-) -> MlflowTracker | None:
+def tracker_for(config: TuneConfig, *, enabled: bool | None = None, experiment: str | None = None) -> MlflowTracker | None:
     """The tracker a :class:`~hpo.tuner.Tuner` uses, or ``None`` when tracking is off.
 
     Args:
@@ -479,14 +477,14 @@ class MlflowTracker(TunerCallback):
             from mlflow.entities import RunStatus
 
             client = self.client()
-            pid = self.parent_run_id
+            pid = str(self.parent_run_id)
             finished = study.finished()
             best = study.best(finished)
             tags = {f"hpo.count.{s}": str(n) for s, n in count_trials(finished, ("complete", "pruned", "failed")).items()}
             if best is not None:
                 tags["hpo.best_trial"] = str(best.id)
                 tags.update({f"hpo.best.{metric_key(k)}": _cut(v, MAX_TAG_LEN) for k, v in best.params.items()})
-                self._log_metrics(pid, {"best_objective": best.objective}, step=len(finished))
+                self._log_metrics(pid, {"best_objective": float(best.objective or 0.0)}, step=len(finished))
             for k, v in tags.items():
                 client.set_tag(pid, k, v)
             with tempfile.TemporaryDirectory(prefix="hpo-mlflow-") as tmp:

@@ -33,8 +33,15 @@ from typing import Any, Protocol
 from .study import TrialStatus
 
 __all__ = [
-    "TrialSpec", "TrialOutcome", "Trainer", "Report", "Progress", "train_trial", "resolve_trainer",
-    "ULTRALYTICS_TRAINER", "error_text",
+    "TrialSpec",
+    "TrialOutcome",
+    "Trainer",
+    "Report",
+    "Progress",
+    "train_trial",
+    "resolve_trainer",
+    "ULTRALYTICS_TRAINER",
+    "error_text",
 ]
 
 #: The default trainer: real Ultralytics training (:func:`hpo._worker.train_ultralytics`).
@@ -148,7 +155,7 @@ def resolve_trainer(name: str) -> Trainer:
         raise ConfigError(f"trainer: cannot import '{name}' ({type(e).__name__}: {e}); give module:function") from None
     if not callable(fn):
         raise ConfigError(f"trainer: '{name}' is not a function")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def error_text(e: BaseException) -> str:

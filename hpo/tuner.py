@@ -34,7 +34,13 @@ if TYPE_CHECKING:
     from .backend import Backend, Controller
 
 __all__ = [
-    "Tuner", "TuneResult", "TunerCallback", "StudyLoop", "TrialOutcome", "trials_frame", "leaderboard_markdown",
+    "Tuner",
+    "TuneResult",
+    "TunerCallback",
+    "StudyLoop",
+    "TrialOutcome",
+    "trials_frame",
+    "leaderboard_markdown",
     "objective_of",
 ]
 
@@ -255,9 +261,17 @@ class StudyLoop:
         metric and trainer, with ``params``, in ``<study>/trials/<id>``. Parsed once, here."""
         cfg = self.config
         return TrialSpec(
-            trial_id=trial_id, model=cfg.model, task=cfg.task, data=self._data, params=dict(params),
-            train_args=dict(cfg.train_args), epochs=cfg.epochs, run_dir=str(self.study.trial_dir(trial_id)),
-            metric=cfg.metric, trainer=cfg.trainer, trainer_options=dict(cfg.trainer_options),
+            trial_id=trial_id,
+            model=cfg.model,
+            task=cfg.task,
+            data=self._data,
+            params=dict(params),
+            train_args=dict(cfg.train_args),
+            epochs=cfg.epochs,
+            run_dir=str(self.study.trial_dir(trial_id)),
+            metric=cfg.metric,
+            trainer=cfg.trainer,
+            trainer_options=dict(cfg.trainer_options),
         )
 
     def run_trial(
@@ -291,7 +305,7 @@ class StudyLoop:
                 stop = bool(backend.should_prune(record, row)) if backend is not None else False
                 return stop or self.stop_for_budget(record, row)
 
-            outcome = self.runner.run(spec, on_epoch, lambda p: self._emit("on_batch", record, p))
+            outcome = self.runner.run(spec, on_epoch, lambda p: self.trial_batch(record, p))
         except BaseException as e:
             with self._lock:
                 self._in_flight.discard(trial_id)
@@ -352,11 +366,13 @@ class StudyLoop:
         """
         params = self.config.space.validate_params(params)
         self.check_space()
-        record = TrialRecord(
-            id=trial_id, params=params, start=utcnow(), worker=worker or f"{socket.gethostname()}:{os.getpid()}"
-        )
+        record = TrialRecord(id=trial_id, params=params, start=utcnow(), worker=worker or f"{socket.gethostname()}:{os.getpid()}")
         if continued is not None:
-            record.start, record.epochs, record.epochs_completed = continued.start, list(continued.epochs), continued.epochs_completed
+            record.start, record.epochs, record.epochs_completed = (
+                continued.start,
+                list(continued.epochs),
+                continued.epochs_completed,
+            )
         with self._lock:
             self._in_flight.add(trial_id)
         self.study.append(record)
@@ -377,6 +393,11 @@ class StudyLoop:
         self.study.append(record)
         self._emit("on_epoch", record, row)
 
+    def trial_batch(self, record: TrialRecord, progress: dict[str, int]) -> None:
+        """A running trial's batch progress (``{"epoch": n, "batch": i, "batches": nb}``, 1-based):
+        emitted to the observers (``on_batch``), not recorded."""
+        self._emit("on_batch", record, progress)
+
     def trial_finished(self, record: TrialRecord, outcome: TrialOutcome) -> TrialRecord:
         """Finish a trial from its outcome: status, objective (a missing or non-finite objective makes
         it ``failed``), record appended, ``best.yaml`` updated, ``on_trial_end`` emitted.
@@ -390,8 +411,11 @@ class StudyLoop:
         """
         if self.volume_failure(outcome):
             text = outcome.error or ""
-            code = errno.EROFS if re.search(r"Read-only|Errno 30\b", text) else (
-                errno.EIO if re.search(r"Input/output|Errno 5\b", text) else errno.ENOSPC)
+            code = (
+                errno.EROFS
+                if re.search(r"Read-only|Errno 30\b", text)
+                else (errno.EIO if re.search(r"Input/output|Errno 5\b", text) else errno.ENOSPC)
+            )
             try:
                 with volume_errors(self.study.path, needed=self.space_needed()):
                     raise OSError(code, f"trial {record.id}'s own writes failed")
@@ -432,8 +456,10 @@ class StudyLoop:
         if record.status is TrialStatus.PRUNED and record.id in self.budget_pruned:
             from .config import format_duration
 
-            record.error = (f"stopped after epoch {record.epochs_completed}: the study's time budget "
-                            f"({format_duration(cfg.time_budget or 0)}) is spent")
+            record.error = (
+                f"stopped after epoch {record.epochs_completed}: the study's time budget "
+                f"({format_duration(cfg.time_budget or 0)}) is spent"
+            )
         elif record.status is TrialStatus.PRUNED:
             record.error = record.error or f"pruned after epoch {record.epochs_completed}"
 
@@ -494,9 +520,7 @@ class StudyLoop:
         if n == 1:
             worker(0)
         else:
-            threads = [
-                threading.Thread(target=worker, args=(k,), name=f"hpo-worker-{k}", daemon=True) for k in range(n)
-            ]
+            threads = [threading.Thread(target=worker, args=(k,), name=f"hpo-worker-{k}", daemon=True) for k in range(n)]
             for t in threads:
                 t.start()
             try:
@@ -611,8 +635,8 @@ class Tuner:
         model: str,
         data: str | os.PathLike,
         space: Any = None,
-        iterations: int | None = None,
-        epochs: int = 10,
+        iterations: int | str | None = None,
+        epochs: int | str = 10,
         metric: str | None = None,
         train_args: dict[str, Any] | None = None,
         output: str | os.PathLike = "runs/hpo",
@@ -621,7 +645,7 @@ class Tuner:
         join: bool = False,
         trial_timeout: float | None = None,
         time_budget: float | str | None = None,
-        concurrent_trials: int = 1,
+        concurrent_trials: int | str = 1,
         workers: int | None = None,
         seed: int | None = None,
         backend_options: dict[str, Any] | None = None,
@@ -649,10 +673,26 @@ class Tuner:
             warnings.warn(DEPRECATED_WORKERS, FutureWarning, stacklevel=2)
             concurrent_trials = workers
         self.config = build_config(
-            backend=backend, model=model, data=data, space=space, iterations=iterations, epochs=epochs,
-            metric=metric, train_args=train_args, output=output, name=name, resume=resume, join=join,
-            trial_timeout=trial_timeout, time_budget=time_budget, workers=concurrent_trials, seed=seed,
-            backend_options=backend_options, trainer=trainer, trainer_options=trainer_options, warm_up=_start_workers_for,
+            backend=backend,
+            model=model,
+            data=data,
+            space=space,
+            iterations=iterations,
+            epochs=epochs,
+            metric=metric,
+            train_args=train_args,
+            output=output,
+            name=name,
+            resume=resume,
+            join=join,
+            trial_timeout=trial_timeout,
+            time_budget=time_budget,
+            workers=concurrent_trials,
+            seed=seed,
+            backend_options=backend_options,
+            trainer=trainer,
+            trainer_options=trainer_options,
+            warm_up=_start_workers_for,
         )
         self.callbacks = list(callbacks)
         if verbose:
@@ -686,7 +726,9 @@ class Tuner:
         path = cfg.study_dir
         if cfg.join:
             if not Study.exists(path):
-                raise StudyError(f"join: there is no study at '{path}' to join; start it first without --join (same --output/--name)")
+                raise StudyError(
+                    f"join: there is no study at '{path}' to join; start it first without --join (same --output/--name)"
+                )
             worker = re.sub(r"[^A-Za-z0-9._-]", "_", f"{socket.gethostname()}-{os.getpid()}")
             study = Study.open(path, worker=worker)
             diff = _changed(study.settings, {**cfg.identity(), "options": cfg.options.model_dump(mode="json")})
@@ -701,13 +743,17 @@ class Tuner:
             if dead:
                 print(
                     f"hpo: warning: took over the lock of a writer that is gone (host {dead.get('host')} pid "
-                    f"{dead.get('pid')}, heartbeat {dead.get('age_s', 0):.0f} s ago)", file=sys.stderr, flush=True,
+                    f"{dead.get('pid')}, heartbeat {dead.get('age_s', 0):.0f} s ago)",
+                    file=sys.stderr,
+                    flush=True,
                 )
             new = cfg.identity()
             detail = _changed(study.settings, new)
             if detail:
                 study.close()
-                raise StudyError(f"resume: the study's settings changed ({detail}); resume with the stored settings or start a new --name")
+                raise StudyError(
+                    f"resume: the study's settings changed ({detail}); resume with the stored settings or start a new --name"
+                )
             changes = {k: v for k, v in cfg.to_settings().items() if k not in new and study.settings.get(k) != v}
             study.settings.setdefault("resumes", []).append({"at": utcnow(), "changed": changes})
             study.settings.update(changes)
@@ -878,7 +924,8 @@ def _versions(cfg: TuneConfig) -> dict[str, str]:
     import platform
 
     out = {"python": platform.python_version(), "ultralytics": ultra.version()}
-    for key, dist in (("hpo", "hpo-yolo"), ("torch", "torch"), (cfg.backend_class.library, cfg.backend_class.library)):
+    library = cfg.backend_class.library
+    for key, dist in (("hpo", "hpo-yolo"), ("torch", "torch"), *(((library, library),) if library else ())):
         if dist:
             try:
                 out[key] = importlib.metadata.version(dist)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from .callbacks import TunerCallback
 from .errors import ConfigError
 from .study import Study, TrialRecord, TrialStatus
 
@@ -81,7 +82,7 @@ def prune_weights(study: Study, keep: int | None) -> int:
     return freed
 
 
-class WeightsKeeper:
+class WeightsKeeper(TunerCallback):
     """Keeps the weights of the ``keep`` best trials, deleting the others' as trials finish (an
     observer of :class:`hpo.Tuner`; see the module docstring).
 

@@ -23,7 +23,9 @@ __all__ = ["pipelines_compile", "hpo_cli_commands"]
 
 def pipelines_compile(
     out_dir: Path = typer.Argument(..., help="Folder for the IR YAML files (created if missing)."),
-    image: Optional[str] = typer.Option(None, "--image", help="Your hpo image, REGISTRY/NAME:TAG (built from the Dockerfile; default: $HPO_IMAGE)."),
+    image: Optional[str] = typer.Option(
+        None, "--image", help="Your hpo image, REGISTRY/NAME:TAG (built from the Dockerfile; default: $HPO_IMAGE)."
+    ),
     mount_path: str = typer.Option("/mnt/hpo", "--mount-path", help="Where every task mounts the PVC."),
 ) -> None:
     """Write the IR YAML of every example pipeline and the tuning component's YAML into OUT_DIR."""
@@ -42,6 +44,8 @@ def pipelines_compile(
 @hookimpl
 def hpo_cli_commands(app: typer.Typer, handle_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
     """Add ``hpo pipelines compile`` to the ``hpo`` app (hook :func:`hpo.hookspecs.hpo_cli_commands`)."""
-    pipelines_app = typer.Typer(help="Kubeflow Pipelines (v2): compile hpo's example pipelines and component.", no_args_is_help=True)
+    pipelines_app = typer.Typer(
+        help="Kubeflow Pipelines (v2): compile hpo's example pipelines and component.", no_args_is_help=True
+    )
     pipelines_app.command("compile")(handle_errors(pipelines_compile))
     app.add_typer(pipelines_app, name="pipelines")

@@ -41,7 +41,9 @@ __all__ = [
 IMAGE_ENV = "HPO_IMAGE"
 
 # registry/name[:tag][@digest]: lower-case path components, an optional host[:port] first
-_IMAGE_RE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+_IMAGE_RE = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
 
 
 def check_image(image: "str | None") -> str:
@@ -59,7 +61,9 @@ def check_image(image: "str | None") -> str:
         )
     image = str(image).strip()
     if not _IMAGE_RE.match(image) or ("/" not in image and ":" not in image):
-        raise ConfigError(f"image: '{image}' is not an image reference; use REGISTRY/NAME:TAG, e.g. registry.example.com/team/hpo:0.1.0")
+        raise ConfigError(
+            f"image: '{image}' is not an image reference; use REGISTRY/NAME:TAG, e.g. registry.example.com/team/hpo:0.1.0"
+        )
     return image
 
 
@@ -121,10 +125,26 @@ def hpo_tune(
     from hpo_kfp.step import run_tune_step, write_outputs
 
     r = run_tune_step(
-        model=model, data=data, backend=backend, iterations=iterations, epochs=epochs, space=space,
-        metric=metric, mount_path=mount_path, output_dir=output_dir, study_name=study_name,
-        train_args=train_args, backend_options=backend_options, concurrent_trials=concurrent_trials, gpus=gpus,
-        seed=seed, trial_timeout=trial_timeout, time_budget=time_budget, keep_weights=keep_weights, workers=workers or None, join=join,
+        model=model,
+        data=data,
+        backend=backend,
+        iterations=iterations,
+        epochs=epochs,
+        space=space,
+        metric=metric,
+        mount_path=mount_path,
+        output_dir=output_dir,
+        study_name=study_name,
+        train_args=train_args,
+        backend_options=backend_options,
+        concurrent_trials=concurrent_trials,
+        gpus=gpus,
+        seed=seed,
+        trial_timeout=trial_timeout,
+        time_budget=time_budget,
+        keep_weights=keep_weights,
+        workers=workers or None,
+        join=join,
         storage_env=storage_env,
     )
     write_outputs(r, metrics=metrics, leaderboard=leaderboard, report=report, best_model=best_model)
@@ -145,8 +165,9 @@ def check_environment(
 
     from hpo.preflight import run_preflight
 
-    report = run_preflight(mount=mount_path, output=output_dir, data=data or None, model=model or None,
-                           gpus=gpus, workers=workers)
+    report = run_preflight(
+        mount=mount_path, output=output_dir, data=data or None, model=model or None, gpus=gpus, workers=workers
+    )
     for c in report.checks:
         print(f"{c.status}: {c.message}")
     if not report.ok:
@@ -173,8 +194,17 @@ def train_model(
     """
     from hpo_kfp.step import run_train_step
 
-    r = run_train_step(model=model, data=data, epochs=epochs, mount_path=mount_path, output_dir=output_dir,
-                       name=name, train_args=train_args, hyperparameters=hyperparameters, weights_out=weights.path)
+    r = run_train_step(
+        model=model,
+        data=data,
+        epochs=epochs,
+        mount_path=mount_path,
+        output_dir=output_dir,
+        name=name,
+        train_args=train_args,
+        hyperparameters=hyperparameters,
+        weights_out=weights.path,
+    )
     weights.metadata.update(r["metadata"])
     return r["weights"]
 
@@ -207,10 +237,16 @@ def compare_studies(study_dirs: list, report: Output[Markdown], metrics: Output[
         rows.append((s["backend"], d, s["metric"], s["direction"], best["objective"] if best else None, s["counts"]))
     maximize = bool(rows) and rows[0][3] == "maximize"
     ranked = sorted(rows, key=lambda r: (r[4] is None, -(r[4] or 0) if maximize else (r[4] or 0)))
-    lines = ["# hpo: backends compared", "", "| rank | backend | best objective | complete | failed | pruned | study |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# hpo: backends compared",
+        "",
+        "| rank | backend | best objective | complete | failed | pruned | study |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for i, (b, d, _m, _, obj, c) in enumerate(ranked, 1):
-        lines.append(f"| {i} | {b} | {'-' if obj is None else f'{obj:.5g}'} | {c['complete']} | {c['failed']} | {c['pruned']} | `{d}` |")
+        lines.append(
+            f"| {i} | {b} | {'-' if obj is None else f'{obj:.5g}'} | {c['complete']} | {c['failed']} | {c['pruned']} | `{d}` |"
+        )
         if obj is not None:
             metrics.log_metric(f"best_objective.{b}", float(obj))
     with open(report.path, "w", encoding="utf-8") as f:
@@ -219,8 +255,13 @@ def compare_studies(study_dirs: list, report: Output[Markdown], metrics: Output[
 
 
 # the plain functions: their source is the components' code
-_FUNCS = {"hpo_tune": hpo_tune, "check_environment": check_environment, "train_model": train_model,
-          "validate_model": validate_model, "compare_studies": compare_studies}
+_FUNCS = {
+    "hpo_tune": hpo_tune,
+    "check_environment": check_environment,
+    "train_model": train_model,
+    "validate_model": validate_model,
+    "compare_studies": compare_studies,
+}
 
 
 def make_tune_component(image: str) -> "dsl.PythonComponent":

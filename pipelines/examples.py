@@ -47,8 +47,10 @@ def make_pipelines(image: str, mount_path: str = MOUNT) -> dict[str, Callable[..
     hpo_tune, check_environment, train_model = c["hpo_tune"], c["check_environment"], c["train_model"]
     validate_model, compare_studies = c["validate_model"], c["compare_studies"]
 
-    @dsl.pipeline(name="hpo-train-then-tune",
-                  description="Check the GPU, train a baseline, tune, train with the best hyperparameters: all on one PVC.")
+    @dsl.pipeline(
+        name="hpo-train-then-tune",
+        description="Check the GPU, train a baseline, tune, train with the best hyperparameters: all on one PVC.",
+    )
     def train_then_tune(
         pvc_name: str = "hpo-data",
         model: str = "yolov8n.yaml",
@@ -69,25 +71,53 @@ def make_pipelines(image: str, mount_path: str = MOUNT) -> dict[str, Callable[..
         ``gpus`` GPUs of ``accelerator_type``; the first step fails early if torch cannot see them.
         The final training consumes the tuning step's ``best_hyperparameters``; ``validate-model``
         consumes its ``best_model`` (Model)."""
-        gpu = dict(pvc_name=pvc_name, mount_path=mount_path, accelerator_type=accelerator_type,
-                   accelerator_count=gpus, toleration=GPU_TOLERATION)
-        check = check_environment(mount_path=mount_path, output_dir="studies", data=data, model=model, gpus=gpus,
-                                  workers=4)
+        gpu = dict(
+            pvc_name=pvc_name,
+            mount_path=mount_path,
+            accelerator_type=accelerator_type,
+            accelerator_count=gpus,
+            toleration=GPU_TOLERATION,
+        )
+        check = check_environment(mount_path=mount_path, output_dir="studies", data=data, model=model, gpus=gpus, workers=4)
         configure_tuning_task(check, **gpu, retries=0, cpu="1", memory="2Gi")
-        train = train_model(model=model, data=data, epochs=train_epochs, mount_path=mount_path, output_dir="train",
-                            name="baseline", train_args=train_args).after(check)
+        train = train_model(
+            model=model,
+            data=data,
+            epochs=train_epochs,
+            mount_path=mount_path,
+            output_dir="train",
+            name="baseline",
+            train_args=train_args,
+        ).after(check)
         train.set_display_name("train-baseline")
         configure_tuning_task(train, **gpu, secret_name=secret_name, retries=1)
-        tune = hpo_tune(model=model, data=data, backend=backend, iterations=iterations, epochs=epochs, space=space,
-                        mount_path=mount_path, output_dir="studies", train_args=train_args, gpus=gpus,
-                        seed=seed).after(train)
+        tune = hpo_tune(
+            model=model,
+            data=data,
+            backend=backend,
+            iterations=iterations,
+            epochs=epochs,
+            space=space,
+            mount_path=mount_path,
+            output_dir="studies",
+            train_args=train_args,
+            gpus=gpus,
+            seed=seed,
+        ).after(train)
         configure_tuning_task(tune, **gpu, secret_name=secret_name, retries=2)
-        final = train_model(model=model, data=data, epochs=final_epochs, mount_path=mount_path, output_dir="train",
-                            name="final", train_args=train_args, hyperparameters=tune.outputs["best_hyperparameters"])
+        final = train_model(
+            model=model,
+            data=data,
+            epochs=final_epochs,
+            mount_path=mount_path,
+            output_dir="train",
+            name="final",
+            train_args=train_args,
+            hyperparameters=tune.outputs["best_hyperparameters"],
+        )
         final.set_display_name("train-final")
         configure_tuning_task(final, **gpu, secret_name=secret_name, retries=1)
-        check_best = validate_model(weights=tune.outputs["best_model"], data=data, mount_path=mount_path,
-                                    train_args=train_args)
+        check_best = validate_model(weights=tune.outputs["best_model"], data=data, mount_path=mount_path, train_args=train_args)
         configure_tuning_task(check_best, **gpu, retries=0)
 
     @dsl.pipeline(name="hpo-compare-backends", description="Tune with several backends in parallel on one volume; compare.")
@@ -109,16 +139,42 @@ def make_pipelines(image: str, mount_path: str = MOUNT) -> dict[str, Callable[..
         The PVC must be ReadWriteMany (manifests/nfs) when the parallel pods land on several nodes.
         """
         with dsl.ParallelFor(backends, parallelism=0) as backend:
-            tune = hpo_tune(model=model, data=data, backend=backend, iterations=iterations, epochs=epochs, space=space,
-                            mount_path=mount_path, output_dir=output_dir, train_args=train_args, gpus=gpus)
-            configure_tuning_task(tune, pvc_name=pvc_name, mount_path=mount_path, accelerator_count=gpus,
-                                  toleration=GPU_TOLERATION, secret_name=secret_name, retries=2)
+            tune = hpo_tune(
+                model=model,
+                data=data,
+                backend=backend,
+                iterations=iterations,
+                epochs=epochs,
+                space=space,
+                mount_path=mount_path,
+                output_dir=output_dir,
+                train_args=train_args,
+                gpus=gpus,
+            )
+            configure_tuning_task(
+                tune,
+                pvc_name=pvc_name,
+                mount_path=mount_path,
+                accelerator_count=gpus,
+                toleration=GPU_TOLERATION,
+                secret_name=secret_name,
+                retries=2,
+            )
         compare = compare_studies(study_dirs=dsl.Collected(tune.outputs["study_dir"]))
-        configure_tuning_task(compare, pvc_name=pvc_name, mount_path=mount_path, accelerator_count=0, retries=0,
-                              shm_size=None, cpu="500m", memory="1Gi")
+        configure_tuning_task(
+            compare,
+            pvc_name=pvc_name,
+            mount_path=mount_path,
+            accelerator_count=0,
+            retries=0,
+            shm_size=None,
+            cpu="500m",
+            memory="1Gi",
+        )
 
-    @dsl.pipeline(name="hpo-joined-workers",
-                  description="Several pods work on one optuna study; the storage URL comes from a Secret.")
+    @dsl.pipeline(
+        name="hpo-joined-workers", description="Several pods work on one optuna study; the storage URL comes from a Secret."
+    )
     def joined_workers(
         pvc_name: str = "hpo-data-rwx",
         workers: list = [1, 2, 3],
@@ -140,16 +196,45 @@ def make_pipelines(image: str, mount_path: str = MOUNT) -> dict[str, Callable[..
         ``secret_name`` (key ``HPO_STORAGE``); ``storage_env=""`` keeps the journal file in the study
         directory, which needs a ReadWriteMany PVC whose file locks hold across pods (docs/kfp.md).
         """
-        settings = dict(pvc_name=pvc_name, mount_path=mount_path, accelerator_count=gpus, toleration=GPU_TOLERATION,
-                        secret_name=secret_name, retries=2)
-        first = hpo_tune(model=model, data=data, backend="optuna", iterations=iterations, epochs=epochs, space=space,
-                         mount_path=mount_path, output_dir="studies", study_name=study_name, train_args=train_args,
-                         gpus=gpus, storage_env=storage_env)
+        settings = dict(
+            pvc_name=pvc_name,
+            mount_path=mount_path,
+            accelerator_count=gpus,
+            toleration=GPU_TOLERATION,
+            secret_name=secret_name,
+            retries=2,
+        )
+        first = hpo_tune(
+            model=model,
+            data=data,
+            backend="optuna",
+            iterations=iterations,
+            epochs=epochs,
+            space=space,
+            mount_path=mount_path,
+            output_dir="studies",
+            study_name=study_name,
+            train_args=train_args,
+            gpus=gpus,
+            storage_env=storage_env,
+        )
         configure_tuning_task(first, **settings)
         with dsl.ParallelFor(workers, parallelism=0):
-            joined = hpo_tune(model=model, data=data, backend="optuna", iterations=iterations, epochs=epochs,
-                              space=space, mount_path=mount_path, output_dir="studies", study_name=study_name,
-                              train_args=train_args, gpus=gpus, storage_env=storage_env, join=True)
+            joined = hpo_tune(
+                model=model,
+                data=data,
+                backend="optuna",
+                iterations=iterations,
+                epochs=epochs,
+                space=space,
+                mount_path=mount_path,
+                output_dir="studies",
+                study_name=study_name,
+                train_args=train_args,
+                gpus=gpus,
+                storage_env=storage_env,
+                join=True,
+            )
             configure_tuning_task(joined, **settings)
 
     return {"train_then_tune": train_then_tune, "compare_backends": compare_backends, "joined_workers": joined_workers}

@@ -41,8 +41,21 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSc
 
 Channel = Any  # a kfp PipelineChannel (a pipeline parameter)
 
-_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_UNITS = {
+    "": 1,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
 _QUANTITY = re.compile(r"^([0-9]+)(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
 
 
@@ -72,8 +85,7 @@ def _check_count(count: Union[int, str, Channel]) -> Union[int, Channel]:
         n = None
     if n is None or isinstance(count, bool) or n not in ACCELERATOR_COUNTS or str(n) != str(count).strip():
         raise ValueError(
-            f"accelerator_count: {count!r} is not a GPU count KFP accepts; use one of "
-            f"{', '.join(map(str, ACCELERATOR_COUNTS))}"
+            f"accelerator_count: {count!r} is not a GPU count KFP accepts; use one of {', '.join(map(str, ACCELERATOR_COUNTS))}"
         )
     return n
 

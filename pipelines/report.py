@@ -31,8 +31,9 @@ def best_so_far(records: list[Any], direction: str) -> list[tuple[float, float, 
         direction: ``"maximize"`` or ``"minimize"``.
     """
     starts = [t for t in (_t(r.start) for r in records) if t is not None]
-    done = sorted((t, r) for r in records if r.status.value == "complete" and r.objective is not None
-                  and (t := _t(r.end)) is not None)
+    done = sorted(
+        (t, r) for r in records if r.status.value == "complete" and r.objective is not None and (t := _t(r.end)) is not None
+    )
     if not starts or not done:
         return []
     t0, sign, best, out = min(starts), (1 if direction == "maximize" else -1), None, []
@@ -74,13 +75,19 @@ def param_importances(records: list[Any], direction: str, seed: int = 0) -> dict
         return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction=direction)
-    study.add_trials([
-        optuna.trial.create_trial(
-            params={k: (float(r.params[k]) if isinstance(d, optuna.distributions.FloatDistribution) else str(r.params[k]))
-                    for k, d in dists.items()},
-            distributions=dists, value=float(r.objective))
-        for r in done
-    ])
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                params={
+                    k: (float(r.params[k]) if isinstance(d, optuna.distributions.FloatDistribution) else str(r.params[k]))
+                    for k, d in dists.items()
+                },
+                distributions=dists,
+                value=float(r.objective),
+            )
+            for r in done
+        ]
+    )
     try:
         return {k: float(v) for k, v in get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed)).items()}
     except ImportError:  # fANOVA's scikit-learn
@@ -136,18 +143,26 @@ def study_report_html(study_dir: str | Path, top: int = 100) -> str:
     keys = list(ranked[0].params) if ranked else []
     e = html.escape
     rows = "".join(
-        "<tr>" + "".join(f"<td>{e(_fmt(c))}</td>" for c in
-                         (i, r.id, r.status.value, r.objective, r.epochs_completed, r.duration_s, *(r.params.get(k) for k in keys))) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td>{e(_fmt(c))}</td>"
+            for c in (i, r.id, r.status.value, r.objective, r.epochs_completed, r.duration_s, *(r.params.get(k) for k in keys))
+        )
+        + "</tr>"
         for i, r in enumerate(ranked[:top], 1)
     )
-    plot = (f'<h2>Best so far</h2><img alt="best {e(metric)} so far against time" src="data:image/png;base64,{png}">'
-            if png else "")
+    plot = (
+        f'<h2>Best so far</h2><img alt="best {e(metric)} so far against time" src="data:image/png;base64,{png}">' if png else ""
+    )
     best = study.best(records)
     importances = param_importances(records, direction)
     if importances:
-        plot += ("<h2>Parameter importance</h2><p>Optuna's fANOVA importance for the objective, over the complete "
-                 "trials</p><table><tr><th>parameter</th><th>importance</th></tr>"
-                 + "".join(f"<tr><td>{e(k)}</td><td>{v:.3f}</td></tr>" for k, v in importances.items()) + "</table>")
+        plot += (
+            "<h2>Parameter importance</h2><p>Optuna's fANOVA importance for the objective, over the complete "
+            "trials</p><table><tr><th>parameter</th><th>importance</th></tr>"
+            + "".join(f"<tr><td>{e(k)}</td><td>{v:.3f}</td></tr>" for k, v in importances.items())
+            + "</table>"
+        )
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>hpo study</title><style>"
         "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"

@@ -14,8 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["StepResult", "run_tune_step", "write_outputs", "run_train_step", "run_validate_step",
-           "leaderboard_markdown", "whole_numbers", "resolve_on_mount"]
+__all__ = [
+    "StepResult",
+    "run_tune_step",
+    "write_outputs",
+    "run_train_step",
+    "run_validate_step",
+    "leaderboard_markdown",
+    "whole_numbers",
+    "resolve_on_mount",
+]
 
 
 @dataclass
@@ -164,7 +172,11 @@ def run_tune_step(
     args = whole_numbers(train_args)
     loader_workers = args.get("workers", 8)  # Ultralytics' default data-loader workers
     report = run_preflight(
-        mount=mount_path or None, output=output_dir, data=data, model=model, gpus=gpus,
+        mount=mount_path or None,
+        output=output_dir,
+        data=data,
+        model=model,
+        gpus=gpus,
         workers=int(loader_workers),
     )
     for c in report.checks:
@@ -187,19 +199,32 @@ def run_tune_step(
             )
         options["storage"] = url
     kwargs: dict[str, Any] = dict(
-        backend=backend, model=model, data=report.data, space=_parse_space(space), iterations=iterations or None,
-        epochs=epochs, metric=metric or None, train_args=args, output=report.output, name=study_name or None,
-        trial_timeout=trial_timeout if trial_timeout and trial_timeout > 0 else None, concurrent_trials=concurrent_trials,
+        backend=backend,
+        model=model,
+        data=report.data,
+        space=_parse_space(space),
+        iterations=iterations or None,
+        epochs=epochs,
+        metric=metric or None,
+        train_args=args,
+        output=report.output,
+        name=study_name or None,
+        trial_timeout=trial_timeout if trial_timeout and trial_timeout > 0 else None,
+        concurrent_trials=concurrent_trials,
         time_budget=time_budget.strip() or None,
-        seed=seed if seed is not None and seed >= 0 else None, backend_options=options,
-        keep_weights=keep_weights, verbose=True,  # plain progress lines with heartbeats in the pod's log
+        seed=seed if seed is not None and seed >= 0 else None,
+        backend_options=options,
+        keep_weights=keep_weights,
+        verbose=True,  # plain progress lines with heartbeats in the pod's log
     )
     probe = Tuner(**kwargs)
     if join:
         join_deadline = time.monotonic() + join_wait_s
         while not Study.exists(probe.study_dir):
             if time.monotonic() >= join_deadline:
-                raise ConfigError(f"join: no study at {probe.study_dir} after {join_wait_s:.0f} s; start it with a task that has join=False")
+                raise ConfigError(
+                    f"join: no study at {probe.study_dir} after {join_wait_s:.0f} s; start it with a task that has join=False"
+                )
             time.sleep(2.0)
         resumed = False
         tuner = Tuner(**kwargs, join=True)
@@ -267,8 +292,13 @@ def write_outputs(r: StepResult, *, metrics: Any, leaderboard: Any, report: Any,
     Path(leaderboard.path).write_text(r.leaderboard, encoding="utf-8")
     Path(report.path).parent.mkdir(parents=True, exist_ok=True)
     Path(report.path).write_text(study_report_html(r.study_dir), encoding="utf-8")
-    meta = {**r.best, "objective": r.best.get("best_objective"), "framework": "ultralytics",
-            "weights_on_volume": r.best_weights, "resumed": r.resumed}
+    meta = {
+        **r.best,
+        "objective": r.best.get("best_objective"),
+        "framework": "ultralytics",
+        "weights_on_volume": r.best_weights,
+        "resumed": r.resumed,
+    }
     meta.pop("best_objective", None)
     best_model.metadata.update({k: v for k, v in meta.items() if v is not None})
     if r.best_weights:
@@ -352,8 +382,9 @@ def run_train_step(
     return {"weights": str(weights), "metadata": meta}
 
 
-def run_validate_step(*, weights: str, data: str, mount_path: str = "/mnt/hpo",
-                      train_args: dict[str, Any] | None = None) -> dict[str, float]:
+def run_validate_step(
+    *, weights: str, data: str, mount_path: str = "/mnt/hpo", train_args: dict[str, Any] | None = None
+) -> dict[str, float]:
     """Validate weights (a ``.pt``, e.g. a Model artifact's file) on the data's val split.
 
     Args:

@@ -80,13 +80,25 @@ class PostgresServer:
         """
         if self._as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
-        res = self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                        "--no-sync")
+        res = self._run(
+            str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
+        )
         if res.returncode:
             raise RuntimeError(f"initdb failed: {res.stdout[-1000:]} {res.stderr[-2000:]}")
         opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} -c fsync=off"
-        res = self._run(str(self.bin / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data),
-                        "-l", str(self.root / "server.log"), "-o", opts)
+        res = self._run(
+            str(self.bin / "pg_ctl"),
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            opts,
+        )
         if res.returncode:
             log = (self.root / "server.log").read_text() if (self.root / "server.log").is_file() else ""
             raise RuntimeError(f"pg_ctl start failed: {res.stderr[-1000:]} {log[-2000:]}")
@@ -152,10 +164,28 @@ class RayHead:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_file))
         res = subprocess.run(
-            [exe, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
-             "--temp-dir", str(self.temp_dir), "--num-cpus", str(self.num_cpus), "--num-gpus", "0",
-             "--include-dashboard", "false", "--disable-usage-stats"],
-            capture_output=True, text=True, timeout=180, env=env,
+            [
+                exe,
+                "start",
+                "--head",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--temp-dir",
+                str(self.temp_dir),
+                "--num-cpus",
+                str(self.num_cpus),
+                "--num-gpus",
+                "0",
+                "--include-dashboard",
+                "false",
+                "--disable-usage-stats",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=env,
         )
         if res.returncode:
             self.stop()

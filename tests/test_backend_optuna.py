@@ -98,8 +98,11 @@ def test_distributions_equal_space_key_by_key():
         else:
             assert isinstance(d, optuna.distributions.FloatDistribution), key
     assert isinstance(dists["close_mosaic"], optuna.distributions.IntDistribution)
-    custom = distributions(SearchSpace.parse({"lr0": {"type": "logfloat", "low": 1e-5, "high": 1e-1},
-                                              "optimizer": {"type": "choice", "choices": ["SGD", "AdamW"]}}))
+    custom = distributions(
+        SearchSpace.parse(
+            {"lr0": {"type": "logfloat", "low": 1e-5, "high": 1e-1}, "optimizer": {"type": "choice", "choices": ["SGD", "AdamW"]}}
+        )
+    )
     assert custom["lr0"] == optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)
     assert custom["optimizer"] == optuna.distributions.CategoricalDistribution(["SGD", "AdamW"])
 
@@ -125,8 +128,25 @@ def test_bad_options_exit_2_and_write_nothing(tmp_path, monkeypatch, digits_cls,
     out = tmp_path / "studies"
     res = CliRunner().invoke(
         app,
-        ["tune", "--backend", "optuna", "--model", "yolov8n-cls.yaml", "--data", digits_cls,
-         "--iterations", "2", "--epochs", "1", "--output", str(out), "--name", "bad", *extra, *CLI_TRAIN],
+        [
+            "tune",
+            "--backend",
+            "optuna",
+            "--model",
+            "yolov8n-cls.yaml",
+            "--data",
+            digits_cls,
+            "--iterations",
+            "2",
+            "--epochs",
+            "1",
+            "--output",
+            str(out),
+            "--name",
+            "bad",
+            *extra,
+            *CLI_TRAIN,
+        ],
     )
     assert res.exit_code == 2, (res.output, res.exception)
     err = res.stderr.strip()
@@ -154,9 +174,18 @@ def test_pruning_with_two_workers_on_one_journal(tmp_path, digits_cls):
     # val/loss (minimised) differs between trials from the first epoch on (top-1 accuracy can tie at
     # chance level for a few epochs, and a tie is never pruned)
     result = Tuner(
-        backend="optuna", model="yolov8n-cls.yaml", data=digits_cls, space=CLS_SPACE, iterations=5, epochs=3,
+        backend="optuna",
+        model="yolov8n-cls.yaml",
+        data=digits_cls,
+        space=CLS_SPACE,
+        iterations=5,
+        epochs=3,
         metric="val/loss",
-        train_args=CLS_ARGS, output=tmp_path, name="prune", concurrent_trials=2, seed=0,
+        train_args=CLS_ARGS,
+        output=tmp_path,
+        name="prune",
+        concurrent_trials=2,
+        seed=0,
         backend_options={"pruner": "asha", "reduction_factor": 2},
     ).run()
     study = Study.open(result.study_dir)
@@ -196,16 +225,38 @@ def test_pruning_with_two_workers_on_one_journal(tmp_path, digits_cls):
 @pytest.mark.slow
 def test_join_second_process(tmp_path, digits_cls):
     out, name = tmp_path / "studies", "joined"
-    common = ["tune", "--backend", "optuna", "--model", "yolov8n-cls.yaml", "--data", digits_cls,
-              "--iterations", "4", "--epochs", "1", "--output", str(out), "--name", name, "--pruner", "none",
-              "--space", json.dumps(CLS_SPACE), "--quiet", "--json", *CLI_TRAIN]
-    first = subprocess.Popen(hpo_cli(*common, "--seed", "0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    common = [
+        "tune",
+        "--backend",
+        "optuna",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        digits_cls,
+        "--iterations",
+        "4",
+        "--epochs",
+        "1",
+        "--output",
+        str(out),
+        "--name",
+        name,
+        "--pruner",
+        "none",
+        "--space",
+        json.dumps(CLS_SPACE),
+        "--quiet",
+        "--json",
+        *CLI_TRAIN,
+    ]
+    first = subprocess.Popen(
+        hpo_cli(*common, "--seed", "0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
     deadline = time.time() + 120
     while not (out / name / "study.json").is_file():
         assert first.poll() is None and time.time() < deadline, first.communicate()
         time.sleep(0.2)
-    second = subprocess.Popen(hpo_cli(*common, "--join"), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    second = subprocess.Popen(hpo_cli(*common, "--join"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     out1, err1 = first.communicate(timeout=600)
     out2, err2 = second.communicate(timeout=600)
     assert first.returncode == 0, err1
@@ -234,10 +285,18 @@ def test_nan_objective_is_failed_never_best(tmp_path, digits_det):
     # trial 0: Ultralytics' default box gain; trial 1 (RandomSampler seed 0 draws it): a box gain
     # of 1e38 overflows the float32 loss, every metric of the epoch is NaN
     result = Tuner(
-        backend="optuna", model="yolov8n.yaml", data=digits_det, metric="val/box_loss",
-        space={"box": {"type": "choice", "choices": [7.5, 1.0e38]}}, iterations=2, epochs=2,
-        train_args={"imgsz": 64, "batch": 16, "workers": 0, "device": "cpu"}, output=tmp_path, name="nan",
-        seed=0, backend_options={"sampler": "random", "pruner": "none"},
+        backend="optuna",
+        model="yolov8n.yaml",
+        data=digits_det,
+        metric="val/box_loss",
+        space={"box": {"type": "choice", "choices": [7.5, 1.0e38]}},
+        iterations=2,
+        epochs=2,
+        train_args={"imgsz": 64, "batch": 16, "workers": 0, "device": "cpu"},
+        output=tmp_path,
+        name="nan",
+        seed=0,
+        backend_options={"sampler": "random", "pruner": "none"},
     ).run()
     records = Study.open(result.study_dir).records()
     assert records[1].params == {"box": 1.0e38}, "precondition: the seeded sampler drew the diverging value"

@@ -45,9 +45,31 @@ def _hpo(args: list[str], *, cwd: Path, home: Path, timeout: float = 400, **pope
 
 def _tune_args(data: str, output: Path, *, iterations: int, epochs: int, name: str, quiet: bool = True) -> list[str]:
     return [
-        "tune", "--backend", "ray", "--model", "yolov8n.yaml", "--data", data, "--iterations", str(iterations),
-        "--epochs", str(epochs), "--output", str(output), "--name", name, "--space", SPACE, "--seed", "0",
-        "--metric", "val/cls_loss", *(["--quiet"] if quiet else []), *TRAIN, "--num-cpus", "2",
+        "tune",
+        "--backend",
+        "ray",
+        "--model",
+        "yolov8n.yaml",
+        "--data",
+        data,
+        "--iterations",
+        str(iterations),
+        "--epochs",
+        str(epochs),
+        "--output",
+        str(output),
+        "--name",
+        name,
+        "--space",
+        SPACE,
+        "--seed",
+        "0",
+        "--metric",
+        "val/cls_loss",
+        *(["--quiet"] if quiet else []),
+        *TRAIN,
+        "--num-cpus",
+        "2",
     ]
 
 
@@ -68,12 +90,14 @@ def test_param_space_same_bounds_and_types() -> None:
     from hpo import SearchSpace
     from hpo_ray._driver import param_space
 
-    space = SearchSpace.parse({
-        "lr0": {"type": "logfloat", "low": 1e-4, "high": 1e-2},
-        "hsv_v": (0.0, 0.9),
-        "close_mosaic": (0, 2),
-        "optimizer": {"type": "choice", "choices": ["SGD", "AdamW"]},
-    })
+    space = SearchSpace.parse(
+        {
+            "lr0": {"type": "logfloat", "low": 1e-4, "high": 1e-2},
+            "hsv_v": (0.0, 0.9),
+            "close_mosaic": (0, 2),
+            "optimizer": {"type": "choice", "choices": ["SGD", "AdamW"]},
+        }
+    )
     ray_space = param_space(space)
     samples = {k: [dom.sample() for _ in range(300)] for k, dom in ray_space.items()}
     assert all(1e-4 <= v <= 1e-2 for v in samples["lr0"])
@@ -86,8 +110,15 @@ def test_param_space_same_bounds_and_types() -> None:
 
 
 def test_refused_before_ray_starts(digits_det: Path, tmp_path: Path) -> None:
-    common = dict(backend="ray", model="yolov8n.yaml", data=digits_det, space=json.loads(SPACE), epochs=2,
-                  output=tmp_path, train_args={"imgsz": 64})
+    common = dict(
+        backend="ray",
+        model="yolov8n.yaml",
+        data=digits_det,
+        space=json.loads(SPACE),
+        epochs=2,
+        output=tmp_path,
+        train_args={"imgsz": 64},
+    )
     with pytest.raises(ConfigError, match=r"grace_period.*3 is more than --epochs 2"):
         build_config(**common, backend_options={"grace_period": 3})
     with pytest.raises(ConfigError, match=r"'device' is assigned by Ray"):
@@ -189,7 +220,7 @@ def test_resume_reruns_a_trial_ray_saved_as_done_but_the_study_did_not_record(di
     lines = (study / "trials.jsonl").read_text().splitlines(keepends=True)
     last = max(i for i, ln in enumerate(lines) if json.loads(ln)["status"] != "running")
     lost = json.loads(lines[last])
-    (study / "trials.jsonl").write_text("".join(lines[:last] + lines[last + 1:]))  # as if killed before this write
+    (study / "trials.jsonl").write_text("".join(lines[:last] + lines[last + 1 :]))  # as if killed before this write
     assert _records(study)[lost["id"]].status.value == "running"
 
     out = _hpo([*args, "--resume"], cwd=tmp_path, home=home)
@@ -201,3 +232,37 @@ def test_resume_reruns_a_trial_ray_saved_as_done_but_the_study_did_not_record(di
     rerun = _records(study)[lost["id"]]  # a new trial under the lost one's id, with its own start and params
     assert rerun.start != lost["start"] and rerun.status.finished
     assert rerun.params != lost["params"]  # the follow-up experiment's searcher is seeded seed + 1
+
+
+def test_batch_progress_of_ray_trials_reaches_the_observers(tmp_path, digits_cls):
+    """Ray's results come once per epoch; the trials' batch progress still reaches the observers
+    (the progress display) through the driver's poller, on simulated trials of 2 s epochs."""
+    from hpo import Tuner, TunerCallback
+
+    class Batches(TunerCallback):
+        def __init__(self):
+            self.seen = []
+
+        def on_batch(self, record, progress):
+            self.seen.append((record.id, dict(progress)))
+
+    batches = Batches()
+    result = Tuner(
+        backend="ray",
+        model="yolov8n-cls.yaml",
+        data=digits_cls,
+        iterations=2,
+        epochs=2,
+        output=tmp_path,
+        space={"lr0": [1e-4, 1e-2]},
+        seed=0,
+        backend_options={"num_cpus": 2, "scheduler": "fifo"},
+        callbacks=[batches],
+        trainer="hpo.simulate:simulated_trainer",
+        trainer_options={"epoch_s": 2.0},
+        plots=False,
+    ).run()
+    assert result.counts == {"complete": 2, "failed": 0, "pruned": 0}
+    assert {tid for tid, _ in batches.seen} == {0, 1}, batches.seen
+    for _, p in batches.seen:
+        assert 1 <= p["epoch"] <= 2 and 1 <= p["batch"] <= p["batches"] == 4, p

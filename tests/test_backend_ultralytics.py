@@ -10,14 +10,24 @@ from hpo.study import Study
 
 
 def _config(digits_cls, tmp_path, space, iterations):
-    return build_config(model="yolov8n-cls.yaml", data=digits_cls, space=space, iterations=iterations, epochs=1,
-                        train_args=dict(CLS_ARGS), output=tmp_path / "out", seed=0)
+    return build_config(
+        model="yolov8n-cls.yaml",
+        data=digits_cls,
+        space=space,
+        iterations=iterations,
+        epochs=1,
+        train_args=dict(CLS_ARGS),
+        output=tmp_path / "out",
+        seed=0,
+    )
 
 
 def test_distinct_configurations_must_cover_the_iterations(digits_cls, tmp_path):
     space = {"close_mosaic": (0, 2), "nbs": (63, 64)}  # 3 x 2 whole numbers
     assert _config(digits_cls, tmp_path, space, 6).iterations == 6
-    with pytest.raises(ConfigError, match=r"holds only 6 distinct configurations \(close_mosaic: 3 values, nbs: 2 values\) for --iterations 7"):
+    with pytest.raises(
+        ConfigError, match=r"holds only 6 distinct configurations \(close_mosaic: 3 values, nbs: 2 values\) for --iterations 7"
+    ):
         _config(digits_cls, tmp_path, space, 7)
     # a float range has one value per 1e-5 (the native _constrain rounds to 5 decimals)
     with pytest.raises(ConfigError, match=r"holds only 11 distinct configurations \(perspective: 11 values\)"):
@@ -41,7 +51,9 @@ def test_an_exhausted_space_stops_with_one_line_not_a_native_runtime_error(digit
         with pytest.raises(RunFailed) as e:
             backend.ask()
         message = str(e.value)
-        assert message.startswith("ultralytics backend: Tuner: Unable to generate a unique hyperparameter mutation after 2 complete trials")
+        assert message.startswith(
+            "ultralytics backend: Tuner: Unable to generate a unique hyperparameter mutation after 2 complete trials"
+        )
         assert "(the space holds 2 configurations)" in message and "\n" not in message and "\x1b" not in message
     finally:
         study.close()

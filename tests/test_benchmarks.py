@@ -23,8 +23,9 @@ QUICK_CONTENDERS = ["ultralytics", "optuna", "ray", "random", "ultralytics-nativ
 
 def _bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "hpo_bench", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "hpo_bench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +107,10 @@ def test_quick_report_raw_trials_csv(quick_report: Path) -> None:
         for k, v in params.items():
             assert SPACE_CLS[k][0] <= v <= SPACE_CLS[k][1]
     # Ultralytics' native tuner starts from the defaults, as does hpo's ultralytics backend
-    first = {c: json.loads(next(r["params"] for r in rows if r["contender"] == c and r["trial"] == "0"))
-             for c in ("ultralytics", "ultralytics-native")}
+    first = {
+        c: json.loads(next(r["params"] for r in rows if r["contender"] == c and r["trial"] == "0"))
+        for c in ("ultralytics", "ultralytics-native")
+    }
     assert first["ultralytics"]["lr0"] == pytest.approx(first["ultralytics-native"]["lr0"]) == 0.01
 
 
@@ -139,7 +142,9 @@ def test_report_rebuilds_from_results_json(quick_report: Path, tmp_path: Path) -
     shutil.copy(quick_report / "results.json", copy / "results.json")
     proc = _bench("report", str(copy), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert (copy / "report.md").read_text().split("## Machine")[1] == (quick_report / "report.md").read_text().split("## Machine")[1]
+    assert (copy / "report.md").read_text().split("## Machine")[1] == (quick_report / "report.md").read_text().split(
+        "## Machine"
+    )[1]
     assert len(list(copy.glob("*.png"))) == 3
 
 
@@ -187,8 +192,11 @@ def test_random_backend_samples_the_space(tmp_path: Path) -> None:
 
     register()
     data = make_digits_cls(tmp_path / "d", imgsz=8)
-    space = {"lr0": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True}, "close_mosaic": (0, 10),
-             "optimizer": {"type": "choice", "choices": ["SGD", "AdamW"]}}
+    space = {
+        "lr0": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+        "close_mosaic": (0, 10),
+        "optimizer": {"type": "choice", "choices": ["SGD", "AdamW"]},
+    }
     cfg = build_config(backend=NAME, model="yolov8n-cls.yaml", data=data, space=space, seed=7, output=tmp_path)
     b = cfg.backend_class(config=cfg, study=None, options=cfg.options)
     samples = [b.ask().params for _ in range(400)]

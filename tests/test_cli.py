@@ -54,12 +54,16 @@ def test_help_and_backends_do_not_import_heavy_libraries():
         (["--space", '{"lr0": [0.01, 0.01]}'], "space: 'lr0' has equal bounds low=high=0.01, nothing to search"),
         (["--space", '{"lr0": [1e-5, 2]}'], "space: 'lr0' high=2.0 is outside [0.0, 1.0], which Ultralytics"),
         (["--space", '{"nbs": [0, 64]}'], "space: 'nbs' low=0 is below 1"),
-        (["--space", '{"close_mosaic": [0, 1]}', "--iterations", "3"],
-         "space: the ultralytics backend tries each configuration once (Tuner._mutate refuses duplicates) but this space "
-         "holds only 2 distinct configurations (close_mosaic: 2 values) for --iterations 3; widen an integer range"),
+        (
+            ["--space", '{"close_mosaic": [0, 1]}', "--iterations", "3"],
+            "space: the ultralytics backend tries each configuration once (Tuner._mutate refuses duplicates) but this space "
+            "holds only 2 distinct configurations (close_mosaic: 2 values) for --iterations 3; widen an integer range",
+        ),
         (["--space", '{"close_mosaic": [0, 1], "nbs": [60, 64]}', "--iterations", "11"], "only 10 distinct configurations"),
-        (["--space", '{"hsv_v": [0, 0.9]}', "lr0=1E-5", "--sigma", "1e-1", "--metric", "nope"],
-         "metric: 'nope' is not reported"),  # lr0 and --sigma passed as numbers
+        (
+            ["--space", '{"hsv_v": [0, 0.9]}', "lr0=1E-5", "--sigma", "1e-1", "--metric", "nope"],
+            "metric: 'nope' is not reported",
+        ),  # lr0 and --sigma passed as numbers
         (["--backend", "ray", "--checkpoint", "--grace-period", "5"], "ray option 'grace_period': 5 is more than --epochs 1"),
         (["--sampler", "tpe"], "ultralytics option 'sampler'"),
         (["--model", "yolov8n-cls.pt"], "never downloads weights"),
@@ -72,8 +76,20 @@ def test_help_and_backends_do_not_import_heavy_libraries():
 )
 def test_bad_input_exit_2_one_line_nothing_written(tmp_path, digits_cls, extra, message):
     out_dir = tmp_path / "out"
-    args = ["tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--output", str(out_dir),
-            "--iterations", "2", "--epochs", "1", *kv(CLS_ARGS)]
+    args = [
+        "tune",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(digits_cls),
+        "--output",
+        str(out_dir),
+        "--iterations",
+        "2",
+        "--epochs",
+        "1",
+        *kv(CLS_ARGS),
+    ]
     # later options win in click, so the bad value comes after the good defaults
     r = hpo_cli(*args, *extra)
     assert r.returncode == 2, r.stderr
@@ -88,8 +104,20 @@ def test_missing_data_and_unwritable_output(tmp_path, digits_cls):
     assert r.returncode == 2 and "data: " in r.stderr and "does not exist" in r.stderr
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--output", str(blocker / "studies"),
-                "--iterations", "1", "--epochs", "1", *kv(CLS_ARGS))
+    r = hpo_cli(
+        "tune",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(digits_cls),
+        "--output",
+        str(blocker / "studies"),
+        "--iterations",
+        "1",
+        "--epochs",
+        "1",
+        *kv(CLS_ARGS),
+    )
     assert r.returncode == 2, r.stderr
     assert "output: " in r.stderr and "is not a writable folder" in r.stderr
 
@@ -118,8 +146,21 @@ def _refused(r, out_dir, message):
 @pytest.mark.parametrize("env", [{"RANK": "0", "WORLD_SIZE": "2"}, {"LOCAL_RANK": "1"}, {"WORLD_SIZE": "1"}])
 def test_distributed_launcher_environment_is_refused_with_the_fix(tmp_path, digits_cls, env):
     out_dir = tmp_path / "out"
-    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--output", str(out_dir),
-                "--iterations", "2", "--epochs", "1", *kv(CLS_ARGS), env=env)
+    r = hpo_cli(
+        "tune",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(digits_cls),
+        "--output",
+        str(out_dir),
+        "--iterations",
+        "2",
+        "--epochs",
+        "1",
+        *kv(CLS_ARGS),
+        env=env,
+    )
     shown = " ".join(f"{k}={env[k]}" for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if k in env)
     _refused(r, out_dir, f"environment: {shown} is set by a distributed launcher")
     assert "unset RANK WORLD_SIZE LOCAL_RANK" in r.stderr and "--concurrent-trials N" in r.stderr
@@ -146,14 +187,39 @@ def test_a_split_without_images_is_refused(tmp_path, digits_cls, coco8):
     for cls in (digits_cls / "val").iterdir():
         (data / "val" / cls.name).mkdir(parents=True)  # the class folders, none of the images
     out_dir = tmp_path / "out"
-    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(data), "--output", str(out_dir),
-                "--iterations", "2", "--epochs", "1", *kv(CLS_ARGS))
+    r = hpo_cli(
+        "tune",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(data),
+        "--output",
+        str(out_dir),
+        "--iterations",
+        "2",
+        "--epochs",
+        "1",
+        *kv(CLS_ARGS),
+    )
     _refused(r, out_dir, f"data: classification split '{data / 'val'}' has no images in its 10 class folders")
     (tmp_path / "empty").mkdir()
     det = tmp_path / "det.yaml"
     det.write_text(f"path: {coco8.parent}\ntrain: images/train\nval: {tmp_path / 'empty'}\nnames: {{0: person}}\n")
-    r = hpo_cli("tune", "--model", "yolov8n.yaml", "--data", str(det), "--output", str(out_dir),
-                "--iterations", "2", "--epochs", "1", "imgsz=32", "device=cpu")
+    r = hpo_cli(
+        "tune",
+        "--model",
+        "yolov8n.yaml",
+        "--data",
+        str(det),
+        "--output",
+        str(out_dir),
+        "--iterations",
+        "2",
+        "--epochs",
+        "1",
+        "imgsz=32",
+        "device=cpu",
+    )
     _refused(r, out_dir, f"data: val '{tmp_path / 'empty'}' in '{det}' holds no images")
 
 
@@ -178,9 +244,24 @@ def test_risky_input_warns_in_the_terminal_and_the_study_runs(tmp_path, digits_c
     src, ro = read_only
     shutil.copytree(digits_cls, src / "digits-cls")
     out_dir = tmp_path / "out"
-    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(ro / "digits-cls"), "--output", str(out_dir),
-                "--iterations", "1", "--epochs", "1", "--space", '{"hsv_v": [0.0, 0.9]}', "val=False", "--quiet",
-                *kv(CLS_ARGS))
+    r = hpo_cli(
+        "tune",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(ro / "digits-cls"),
+        "--output",
+        str(out_dir),
+        "--iterations",
+        "1",
+        "--epochs",
+        "1",
+        "--space",
+        '{"hsv_v": [0.0, 0.9]}',
+        "val=False",
+        "--quiet",
+        *kv(CLS_ARGS),
+    )
     assert r.returncode == 0, r.stderr
     warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("hpo: warning: ")]
     assert warnings == [
@@ -193,6 +274,8 @@ def test_risky_input_warns_in_the_terminal_and_the_study_runs(tmp_path, digits_c
     ]
     assert "HpoWarning" not in r.stderr  # the CLI prints them once, as its own lines
     assert json.loads((out_dir / "digits-cls-ultralytics" / "study.json").read_text())["train_args"]["val"] is False
+
+
 def test_tune_help_lists_the_backends_options_and_flags_take_no_value():
     r = hpo_cli("tune", "--backend", "optuna", "--help", env={"COLUMNS": "120"})
     assert r.returncode == 0, r.stderr
@@ -200,6 +283,8 @@ def test_tune_help_lists_the_backends_options_and_flags_take_no_value():
     assert "Other backends: " in r.stdout and "ray" in r.stdout.split("Other backends: ")[1]
     resume = next(x for x in r.stdout.splitlines() if "--resume " in x)
     assert "<bool>" not in resume and "--concurrent-trials" in r.stdout and "--workers" not in r.stdout
+    assert "<bool>" not in r.stdout  # no flag renders a value, --help included
+    assert "--time-budget" in r.stdout
     r = hpo_cli("tune", "--help", "--backend", "ray", env={"COLUMNS": "120"})
     assert "--checkpoint/--no-checkpoint: " in r.stdout and "(default: on)" in r.stdout
     r = hpo_cli("backends")
@@ -237,7 +322,9 @@ def test_pretrained_weights_only_by_choice(tmp_path, digits_cls, monkeypatch):
     for extra, env in ((["--download-weights"], {}), ([], {"HPO_DOWNLOAD_WEIGHTS": "1"})):
         r = hpo_cli(*base, *extra, env=env)  # this machine reaches no GitHub: one line, before anything is written
         assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-        assert r.stderr.startswith("hpo: error: model: cannot fetch 'yolov8n-cls.pt' (download_weights is on): this machine is offline")
+        assert r.stderr.startswith(
+            "hpo: error: model: cannot fetch 'yolov8n-cls.pt' (download_weights is on): this machine is offline"
+        )
         assert not (tmp_path / "o").exists()
     # fetched once: a later study finds the file in the weights folder and needs no network
     folder = tmp_path / "o" / "pretrained"
@@ -254,8 +341,20 @@ def test_pretrained_weights_only_by_choice(tmp_path, digits_cls, monkeypatch):
 def test_output_that_is_a_file_is_one_line_and_leaves_nothing(tmp_path, digits_cls):
     blocker = tmp_path / "out"
     blocker.write_text("a file where the output folder should be")
-    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--output", str(blocker),
-                "--iterations", "2", "--epochs", "1", *kv(CLS_ARGS))
+    r = hpo_cli(
+        "tune",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(digits_cls),
+        "--output",
+        str(blocker),
+        "--iterations",
+        "2",
+        "--epochs",
+        "1",
+        *kv(CLS_ARGS),
+    )
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("hpo: error: output: ") and str(blocker) in lines[0]
@@ -271,7 +370,22 @@ def test_show_and_resume_of_a_damaged_study_json_are_one_line_exit_2(tmp_path, d
     r = hpo_cli("show", str(study))
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert "holds a JSON list, not the study's settings object" in r.stderr and "Traceback" not in r.stderr
-    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--output", str(tmp_path / "studies"),
-                "--name", "s", "--resume", "--iterations", "2", "--epochs", "1", *kv(CLS_ARGS))
+    r = hpo_cli(
+        "tune",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(digits_cls),
+        "--output",
+        str(tmp_path / "studies"),
+        "--name",
+        "s",
+        "--resume",
+        "--iterations",
+        "2",
+        "--epochs",
+        "1",
+        *kv(CLS_ARGS),
+    )
     assert r.returncode == 2 and "holds a JSON list" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (study / "lock").exists()  # a run that failed to start leaves no lock

@@ -165,7 +165,9 @@ def test_read_only_dataset_warns_that_labels_are_rescanned(read_only, coco8):
     assert len(found) == 2 and all(f"data: '{ro / 'cls'}' is read-only" in w for w in found)
     assert "train.cache" in found[0] and "val.cache" in found[1]
     found = cache_warnings(resolve_data(ro / "det" / "data.yaml", "detect"))
-    assert [w.split(" and ")[0] for w in found] == [f"data: '{ro / 'det' / 'labels'}' is read-only, so Ultralytics cannot save {s}.cache" for s in ("train", "val")]
+    assert [w.split(" and ")[0] for w in found] == [
+        f"data: '{ro / 'det' / 'labels'}' is read-only, so Ultralytics cannot save {s}.cache" for s in ("train", "val")
+    ]
     assert cache_warnings(resolve_data(src / "cls", "classify")) == []  # writable: Ultralytics saves its cache
     (src / "det" / "labels" / "train.cache").write_bytes(b"")
     (src / "det" / "labels" / "val.cache").write_bytes(b"")
@@ -173,8 +175,15 @@ def test_read_only_dataset_warns_that_labels_are_rescanned(read_only, coco8):
 
     with warnings.catch_warnings(record=True) as caught:  # the Python API shows them too
         warnings.simplefilter("always")
-        cfg = build_config(model="yolov8n-cls.yaml", data=ro / "cls", space={"lr0": (1e-4, 1e-2)}, iterations=2, epochs=1,
-                           train_args={"val": False, "optimizer": "AdamW"}, output=src / "out")
+        cfg = build_config(
+            model="yolov8n-cls.yaml",
+            data=ro / "cls",
+            space={"lr0": (1e-4, 1e-2)},
+            iterations=2,
+            epochs=1,
+            train_args={"val": False, "optimizer": "AdamW"},
+            output=src / "out",
+        )
     texts = [str(w.message) for w in caught if issubclass(w.category, HpoWarning)]
     assert texts == list(cfg.warnings) and len(texts) == 3
     assert texts[2].startswith("train args: val=False validates only after the last epoch")

@@ -21,9 +21,27 @@ def _show(study: Path) -> dict:
 
 def test_ultralytics_backend_on_digits_cls(tmp_path, digits_cls):
     r = hpo_cli(
-        "tune", "--backend", "ultralytics", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls),
-        "--iterations", "3", "--epochs", "1", "--output", str(tmp_path), "--name", "cls", "--seed", "0",
-        "--space", json.dumps(SMALL_SPACE), "--json", *kv(CLS_ARGS),
+        "tune",
+        "--backend",
+        "ultralytics",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(digits_cls),
+        "--iterations",
+        "3",
+        "--epochs",
+        "1",
+        "--output",
+        str(tmp_path),
+        "--name",
+        "cls",
+        "--seed",
+        "0",
+        "--space",
+        json.dumps(SMALL_SPACE),
+        "--json",
+        *kv(CLS_ARGS),
     )
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
@@ -59,13 +77,47 @@ def test_ultralytics_backend_on_digits_cls(tmp_path, digits_cls):
     settings = json.loads((study / "study.json").read_text())
     assert settings["versions"]["ultralytics"] and settings["train_args"]["imgsz"] == 32
     # a finished study: nothing to do, exit 0
-    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--iterations", "3", "--epochs", "1",
-                "--output", str(tmp_path), "--name", "cls", "--space", json.dumps(SMALL_SPACE), "--resume", *kv(CLS_ARGS))
+    r = hpo_cli(
+        "tune",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(digits_cls),
+        "--iterations",
+        "3",
+        "--epochs",
+        "1",
+        "--output",
+        str(tmp_path),
+        "--name",
+        "cls",
+        "--space",
+        json.dumps(SMALL_SPACE),
+        "--resume",
+        *kv(CLS_ARGS),
+    )
     assert r.returncode == 0, r.stderr
     assert "nothing to do" in r.stdout and f"= {best['objective']}" in r.stdout
     # resuming with another space is refused with a diff, exit 2
-    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--iterations", "4", "--epochs", "1",
-                "--output", str(tmp_path), "--name", "cls", "--space", '{"lr0": [0.001, 0.01]}', "--resume", *kv(CLS_ARGS))
+    r = hpo_cli(
+        "tune",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(digits_cls),
+        "--iterations",
+        "4",
+        "--epochs",
+        "1",
+        "--output",
+        str(tmp_path),
+        "--name",
+        "cls",
+        "--space",
+        '{"lr0": [0.001, 0.01]}',
+        "--resume",
+        *kv(CLS_ARGS),
+    )
     assert r.returncode == 2 and "resume: the study's settings changed (space: stored" in r.stderr
 
 
@@ -73,8 +125,15 @@ def test_default_space_on_digits_det_python_api(tmp_path, digits_det):
     from hpo import Tuner
 
     result = Tuner(
-        backend="ultralytics", model="yolov8n.yaml", data=digits_det, iterations=2, epochs=1,
-        train_args={k: v for k, v in DET_ARGS.items() if k != "mosaic"}, output=tmp_path, name="det", seed=1,
+        backend="ultralytics",
+        model="yolov8n.yaml",
+        data=digits_det,
+        iterations=2,
+        epochs=1,
+        train_args={k: v for k, v in DET_ARGS.items() if k != "mosaic"},
+        output=tmp_path,
+        name="det",
+        seed=1,
     ).run()
     assert result.counts == {"complete": 2, "failed": 0, "pruned": 0}
     assert list(result.trials["status"]) == ["complete", "complete"]
@@ -89,9 +148,25 @@ def test_coco8_as_given_from_another_working_directory(tmp_path, coco8):
     elsewhere.mkdir()
     rel = os.path.relpath(coco8, elsewhere)
     r = hpo_cli(
-        "tune", "--model", "yolov8n.yaml", "--data", rel, "--iterations", "1", "--epochs", "1",
-        "--output", "studies", "--name", "coco8", "--space", '{"hsv_v": [0.0, 0.9]}', "--json", "--quiet",
-        *kv({**DET_ARGS, "batch": 4}), cwd=elsewhere,
+        "tune",
+        "--model",
+        "yolov8n.yaml",
+        "--data",
+        rel,
+        "--iterations",
+        "1",
+        "--epochs",
+        "1",
+        "--output",
+        "studies",
+        "--name",
+        "coco8",
+        "--space",
+        '{"hsv_v": [0.0, 0.9]}',
+        "--json",
+        "--quiet",
+        *kv({**DET_ARGS, "batch": 4}),
+        cwd=elsewhere,
     )
     assert r.returncode == 0, r.stderr
     study = elsewhere / "studies" / "coco8"
@@ -128,9 +203,28 @@ def test_third_party_backend_through_entry_points(tmp_path, digits_cls):
     found = {b["name"]: b for b in json.loads(r.stdout)}
     assert found["fixed"]["plugin"] == "hpo-fixed-backend" and found["fixed"]["version"] == "0.1"
     assert "ultralytics" in found
-    r = hpo_cli("tune", "--backend", "fixed", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls),
-                "--iterations", "2", "--epochs", "1", "--output", str(tmp_path), "--name", "fixed",
-                "--space", '{"lr0": [0.0002, 0.002]}', "--quiet", *kv(CLS_ARGS), env=env)
+    r = hpo_cli(
+        "tune",
+        "--backend",
+        "fixed",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(digits_cls),
+        "--iterations",
+        "2",
+        "--epochs",
+        "1",
+        "--output",
+        str(tmp_path),
+        "--name",
+        "fixed",
+        "--space",
+        '{"lr0": [0.0002, 0.002]}',
+        "--quiet",
+        *kv(CLS_ARGS),
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     shown = _show(tmp_path / "fixed")
     assert shown["backend"] == "fixed"

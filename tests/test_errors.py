@@ -37,4 +37,3 @@ def test_a_study_error_is_one_line_and_exit_2_on_the_command_line(tmp_path):
     (study / "study.json").write_text("[]")
     r = hpo_cli("show", str(study))
     assert r.returncode == 2 and r.stderr.startswith("hpo: error: study: ") and len(r.stderr.splitlines()) == 1, r.stderr
-

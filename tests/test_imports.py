@@ -34,7 +34,8 @@ def modules(package_dir: Path) -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def imported_names(name: str, path: Path, known: set[str]) -> set[str]:
@@ -66,8 +67,12 @@ def imported_names(name: str, path: Path, known: set[str]) -> set[str]:
             found.update(subs)
             if len(subs) < len(node.names):
                 found.add(module)
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
-                and isinstance(node.args[0].value, str):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             fn = node.func
             called = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
             if called in ("import_module", "__import__"):
@@ -131,7 +136,7 @@ def one_cycle(graph: dict[str, set[str]], component: list[str]) -> str:
         back = [m for m in nxt if m in seen]
         if back:
             path.append(back[0])
-            return " -> ".join(path[path.index(back[0]):])
+            return " -> ".join(path[path.index(back[0]) :])
         path.append(nxt[0])
         seen.add(nxt[0])
 
@@ -143,7 +148,9 @@ def test_the_checker_finds_a_cycle_through_a_function_and_skips_type_checking(tm
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("from . import b\n")
-    (pkg / "b.py").write_text("def f():\n    from .a import x\n    import importlib\n    importlib.import_module('hpo_kfp.cli')\n")
+    (pkg / "b.py").write_text(
+        "def f():\n    from .a import x\n    import importlib\n    importlib.import_module('hpo_kfp.cli')\n"
+    )
     (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .d import T\n")
     (pkg / "d.py").write_text("from pkg import c\n")
     graph, everything = import_graph(pkg)
@@ -155,8 +162,7 @@ def test_the_checker_finds_a_cycle_through_a_function_and_skips_type_checking(tm
 
 def test_the_core_imports_no_optional_package_of_the_repository():
     _, everything = import_graph(ROOT / "hpo")
-    bad = sorted(f"{mod} imports {imp}" for mod, imps in everything.items() for imp in imps
-                 if imp.split(".")[0] in FORBIDDEN)
+    bad = sorted(f"{mod} imports {imp}" for mod, imps in everything.items() for imp in imps if imp.split(".")[0] in FORBIDDEN)
     assert not bad, "the core (hpo/) must not import these (contribute through a pluggy hook instead):\n" + "\n".join(bad)
 
 
@@ -167,6 +173,7 @@ def test_the_import_graph_of_hpo_has_no_cycle():
     text = "\n".join(one_cycle(graph, c) for c in found)
     print("import cycles in hpo/:\n" + (text or "none"))
     assert not unknown, "import cycles in hpo/ (break them: move the shared part to its own module):\n" + "\n".join(
-        one_cycle(graph, c) for c in unknown)
+        one_cycle(graph, c) for c in unknown
+    )
     if found:
         pytest.xfail("known cycles through modules being rewritten:\n" + text)

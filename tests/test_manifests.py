@@ -77,8 +77,12 @@ def test_kustomizations_list_existing_files(folder):
 
 
 def test_k8s_apply_dry_run(tmp_path):
-    r = subprocess.run([*HPO, "k8s", "apply", str(MANIFESTS), "--dry-run", "--namespace", "team-a", "--node", "gpu-7"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [*HPO, "k8s", "apply", str(MANIFESTS), "--dry-run", "--namespace", "team-a", "--node", "gpu-7"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("# hpo k8s apply --dry-run: 2 objects")
     docs = [d for d in yaml.safe_load_all(r.stdout) if d]
@@ -89,7 +93,11 @@ def test_k8s_apply_dry_run(tmp_path):
     r = subprocess.run([*HPO, "k8s", "apply", str(MANIFESTS / "nfs"), "--dry-run"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     docs = [d for d in yaml.safe_load_all(r.stdout) if d]
-    assert docs[1]["metadata"] == {"name": "hpo-data-rwx", "labels": {"app.kubernetes.io/part-of": "hpo"}, "namespace": "kubeflow"}
+    assert docs[1]["metadata"] == {
+        "name": "hpo-data-rwx",
+        "labels": {"app.kubernetes.io/part-of": "hpo"},
+        "namespace": "kubeflow",
+    }
 
 
 def test_k8s_apply_without_a_cluster_fails_clearly(tmp_path):
@@ -101,12 +109,18 @@ def test_k8s_apply_without_a_cluster_fails_clearly(tmp_path):
     assert r.stderr.startswith("hpo: error: kubernetes: no cluster configuration") and "--dry-run" in r.stderr
     assert "Traceback" not in r.stderr
     # a kubeconfig whose API server does not answer (nothing listens on port 9)
-    (tmp_path / "kubeconfig").write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "x",
-        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9", "insecure-skip-tls-verify": True}}],
-        "users": [{"name": "u", "user": {}}],
-        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-    }))
+    (tmp_path / "kubeconfig").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "x",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9", "insecure-skip-tls-verify": True}}],
+                "users": [{"name": "u", "user": {}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+            }
+        )
+    )
     env["KUBECONFIG"] = str(tmp_path / "kubeconfig")
     r = subprocess.run([*HPO, "k8s", "apply", str(MANIFESTS)], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 1 and r.stderr.startswith("hpo: error: kubernetes: cannot reach the API server"), r.stderr
@@ -181,8 +195,13 @@ _ALLOWED_VALUES = {"change-me", "set-me", "<set-me>", "example", "placeholder"}
 
 def _repo_files() -> list[Path]:
     try:
-        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return [ROOT / f for f in out.splitlines() if (ROOT / f).is_file()]
     except (OSError, subprocess.CalledProcessError):
         return [p for p in ROOT.rglob("*") if p.is_file() and ".git" not in p.parts]
@@ -216,7 +235,7 @@ def test_scanner_finds_planted_credentials(tmp_path):
         + f"url = 'https://user:{fake[:6]}@minio.local'\n"
         + "ok_placeholder = {'password': ''}\n"
         + f"  AWS_SECRET_ACCESS_KEY: {fake[:12]}\n"
-        + "  AWS_SECRET_ACCESS_KEY: \"\"   # placeholder\n"
+        + '  AWS_SECRET_ACCESS_KEY: ""   # placeholder\n'
     )
     hits = find_credentials([planted])
     assert [h.split(":")[1] for h in hits] == ["1", "2", "3", "4", "6"], hits

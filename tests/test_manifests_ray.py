@@ -9,11 +9,31 @@ from test_manifests import K8S_VERSION, MANIFESTS
 
 RAY = MANIFESTS / "ray"
 #: Fields of KubeRay's ray.io/v1 RayCluster spec, head group and worker group (CRD of KubeRay 1.x).
-SPEC_KEYS = {"rayVersion", "headGroupSpec", "workerGroupSpecs", "enableInTreeAutoscaling", "autoscalerOptions",
-             "headServiceAnnotations", "suspend", "managedBy", "gcsFaultToleranceOptions", "authOptions"}
+SPEC_KEYS = {
+    "rayVersion",
+    "headGroupSpec",
+    "workerGroupSpecs",
+    "enableInTreeAutoscaling",
+    "autoscalerOptions",
+    "headServiceAnnotations",
+    "suspend",
+    "managedBy",
+    "gcsFaultToleranceOptions",
+    "authOptions",
+}
 HEAD_KEYS = {"rayStartParams", "template", "serviceType", "headService", "enableIngress", "suspend"}
-WORKER_KEYS = {"groupName", "replicas", "minReplicas", "maxReplicas", "rayStartParams", "template",
-               "scaleStrategy", "numOfHosts", "idleTimeoutSeconds", "suspend"}
+WORKER_KEYS = {
+    "groupName",
+    "replicas",
+    "minReplicas",
+    "maxReplicas",
+    "rayStartParams",
+    "template",
+    "scaleStrategy",
+    "numOfHosts",
+    "idleTimeoutSeconds",
+    "suspend",
+}
 
 
 def _cluster() -> dict:
@@ -37,8 +57,9 @@ def test_raycluster_fields_and_pod_templates_are_valid():
         assert all(isinstance(v, str) for v in group["rayStartParams"].values())
     assert all(isinstance(v, str) for v in doc["spec"]["headGroupSpec"]["rayStartParams"].values())
     for template in _templates(doc):  # each pod template is a core/v1 PodTemplateSpec
-        kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
-                                      "template": template}, K8S_VERSION, strict=True)
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template}, K8S_VERSION, strict=True
+        )
 
 
 def test_raycluster_study_volume_token_and_gpus():
@@ -60,8 +81,11 @@ def test_raycluster_study_volume_token_and_gpus():
         assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hpo-ray-token", "key": "RAY_AUTH_TOKEN"}
         assert "value" not in env["RAY_AUTH_TOKEN"]
     assert mounts == {"/data"}  # the same path on the head and on every worker
-    gpu = [g for g in doc["spec"]["workerGroupSpecs"]
-           if g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")]
+    gpu = [
+        g
+        for g in doc["spec"]["workerGroupSpecs"]
+        if g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")
+    ]
     assert gpu and gpu[0]["template"]["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     secret = yaml.safe_load((RAY / "secret-ray-token-template.yaml").read_text())
     assert secret["kind"] == "Secret" and secret["stringData"] == {"RAY_AUTH_TOKEN": ""}  # a template: no value
@@ -74,5 +98,6 @@ def test_raycluster_validator_catches_a_typo():
     template = _templates(_cluster())[1]
     template["spec"]["containers"][0]["volumeMount"] = template["spec"]["containers"][0].pop("volumeMounts")
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
-                                      "template": template}, K8S_VERSION, strict=True)
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template}, K8S_VERSION, strict=True
+        )

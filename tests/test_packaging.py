@@ -27,15 +27,20 @@ def wheel(tmp_path_factory) -> Path:
 
     # built from a copy of the repository's files (git's view), so no stale build/ output can slip in
     src = tmp_path_factory.mktemp("src") / "hpo"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.splitlines()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     for f in files:
         if (ROOT / f).is_file():
             (src / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, src / f)
     out = tmp_path_factory.mktemp("wheel")
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (whl,) = out.glob("hpo_yolo-*.whl")
     return whl
@@ -69,9 +74,17 @@ def test_wheel_has_unambiguous_top_level_names_and_the_manifests(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top == {"hpo", "hpo_kfp", "hpo_bench", "hpo_optuna", "hpo_ray", "hpo_ultralytics"}
-    for f in ("hpo/manifests/kustomization.yaml", "hpo/manifests/pvc.yaml", "hpo/manifests/pv-hostpath.yaml",
-              "hpo/manifests/secret-template.yaml", "hpo/manifests/nfs/kustomization.yaml", "hpo/manifests/nfs/pvc-rwx.yaml",
-              "hpo_kfp/components.py", "hpo_kfp/report.py", "hpo_bench/__main__.py"):
+    for f in (
+        "hpo/manifests/kustomization.yaml",
+        "hpo/manifests/pvc.yaml",
+        "hpo/manifests/pv-hostpath.yaml",
+        "hpo/manifests/secret-template.yaml",
+        "hpo/manifests/nfs/kustomization.yaml",
+        "hpo/manifests/nfs/pvc-rwx.yaml",
+        "hpo_kfp/components.py",
+        "hpo_kfp/report.py",
+        "hpo_bench/__main__.py",
+    ):
         assert f in names, f
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("dist-info/METADATA"))).decode()
     assert "Name: hpo-yolo" in meta
@@ -86,7 +99,8 @@ def test_wheel_has_unambiguous_top_level_names_and_the_manifests(wheel):
 def test_kfp_install_beside_a_users_pipelines_package(kfp_venv, tmp_path):
     """The issue's 'done when': a repo with its own pipelines/ imports hpo's component and compiles a pipeline."""
     repo = _user_repo(tmp_path)
-    code = textwrap.dedent('''
+    code = textwrap.dedent(
+        """
         import json, sys
         import pipelines                                   # the user's own package
         from kfp import compiler, dsl
@@ -102,7 +116,9 @@ def test_kfp_install_beside_a_users_pipelines_package(kfp_venv, tmp_path):
 
         compiler.Compiler().compile(p, "p.yaml")
         print(json.dumps({"user": pipelines.USER_PACKAGE, "loaded": sorted(m for m in sys.modules if m.split(".")[0] in %r)}))
-    ''' % (HEAVY,))
+    """
+        % (HEAVY,)
+    )
     r = _run(kfp_venv, ["python", "-c", code], repo)
     assert r.returncode == 0, r.stderr[-3000:]
     import json
@@ -118,8 +134,12 @@ def test_kfp_install_beside_a_users_pipelines_package(kfp_venv, tmp_path):
     # the CLI compiles too, with the user's image
     r = _run(kfp_venv, ["hpo", "pipelines", "compile", "out", "--image", "registry.example.com/team/hpo:0.1.0"], repo)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (repo / "out").iterdir()) == ["compare_backends.yaml", "hpo_tune_component.yaml",
-                                                                "joined_workers.yaml", "train_then_tune.yaml"]
+    assert sorted(p.name for p in (repo / "out").iterdir()) == [
+        "compare_backends.yaml",
+        "hpo_tune_component.yaml",
+        "joined_workers.yaml",
+        "train_then_tune.yaml",
+    ]
 
 
 @pytest.mark.slow  # a fresh venv: pip installs kfp and its dependencies (about 3 min here)
@@ -128,7 +148,10 @@ def test_k8s_apply_dry_run_uses_the_installed_manifests(kfp_venv, tmp_path):
     scratch.mkdir()
     r = _run(kfp_venv, ["hpo", "k8s", "apply", "--dry-run", "--namespace", "team-a"], scratch)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("# hpo k8s apply --dry-run: 2 objects from ") and "site-packages/hpo/manifests" in r.stdout.splitlines()[0]
+    assert (
+        r.stdout.startswith("# hpo k8s apply --dry-run: 2 objects from ")
+        and "site-packages/hpo/manifests" in r.stdout.splitlines()[0]
+    )
     docs = [d for d in yaml.safe_load_all(r.stdout) if d]
     assert [d["kind"] for d in docs] == ["PersistentVolume", "PersistentVolumeClaim"]
     assert docs[1]["metadata"]["namespace"] == "team-a"
@@ -156,7 +179,8 @@ def test_a_backend_whose_library_is_missing_names_its_extra(tmp_path):
     """A backend plugin whose library is not installed: one line, exit 2, before anything is written."""
     plugin = tmp_path / "plugin" / "hpo_missing_lib_backend.py"
     plugin.parent.mkdir()
-    plugin.write_text(textwrap.dedent('''
+    plugin.write_text(
+        textwrap.dedent("""
         from hpo import Backend, Suggestion, hookimpl
 
         class NeedsLib(Backend):
@@ -168,8 +192,9 @@ def test_a_backend_whose_library_is_missing_names_its_extra(tmp_path):
         @hookimpl
         def hpo_register_backends():
             return [NeedsLib]
-    '''))
-    code = textwrap.dedent('''
+    """)
+    )
+    code = textwrap.dedent("""
         import sys
         import hpo_missing_lib_backend as m
         from hpo.plugins import backends, get_plugin_manager
@@ -177,12 +202,14 @@ def test_a_backend_whose_library_is_missing_names_its_extra(tmp_path):
         from hpo.cli import main
         sys.argv = ["hpo", "tune", "--backend", "needs-optuna-like", "--model", "yolov8n-cls.yaml", "--data", "d", "--output", "o"]
         main()
-    ''')
+    """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin.parent), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
-    assert r.stderr == ("hpo: error: backend 'needs-optuna-like': needs the Python package 'hpo_test_library_that_is_not_installed', "
-                        "which is not installed; pip install 'hpo-yolo[all]' (in a checkout: pip install -e '.[all]')\n")
+    assert r.stderr == (
+        "hpo: error: backend 'needs-optuna-like': needs the Python package 'hpo_test_library_that_is_not_installed', "
+        "which is not installed; pip install 'hpo-yolo[all]' (in a checkout: pip install -e '.[all]')\n"
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -190,7 +217,9 @@ def test_extras_name_each_feature():
     from hpo.extras import EXTRA_OF, MissingExtra, require
 
     require("yaml")  # installed: nothing happens
-    with pytest.raises(MissingExtra, match=r"^MLflow tracking: needs the Python package 'hpo_no_such_mlflow'.*pip install 'hpo-yolo\[mlflow\]'"):
+    with pytest.raises(
+        MissingExtra, match=r"^MLflow tracking: needs the Python package 'hpo_no_such_mlflow'.*pip install 'hpo-yolo\[mlflow\]'"
+    ):
         require("hpo_no_such_mlflow", "mlflow", "MLflow tracking")
     assert MissingExtra("x").exit_code == 2
     assert EXTRA_OF["optuna"] == "optuna" and EXTRA_OF["ultralytics"] == "yolo" and EXTRA_OF["kubernetes"] == "k8s"

@@ -1,7 +1,6 @@
 """The KFP v2 step: compiled IR of every pipeline, the component YAML, the platform helper,
 ``hpo pipelines compile`` and a real ``kfp.local`` run of the tuning component on digits-cls."""
 
-
 import json
 import subprocess
 import sys
@@ -62,13 +61,27 @@ def test_user_pipeline_with_the_helper_compiles_every_setting(tmp_path):
 
     @dsl.pipeline(name="user-pipeline")
     def user_pipeline(pvc_name: str = "hpo-data", creds: str = "hpo-credentials") -> None:
-        tune = hpo_tune(model="yolov8n.yaml", data="datasets/coco8/data.yaml", iterations=20, epochs=10,
-                        mount_path="/data", train_args={"imgsz": 640}, gpus=2)
+        tune = hpo_tune(
+            model="yolov8n.yaml",
+            data="datasets/coco8/data.yaml",
+            iterations=20,
+            epochs=10,
+            mount_path="/data",
+            train_args={"imgsz": 640},
+            gpus=2,
+        )
         configure_tuning_task(
-            tune, pvc_name=pvc_name, mount_path="/data", accelerator_type="nvidia.com/gpu", accelerator_count=2,
+            tune,
+            pvc_name=pvc_name,
+            mount_path="/data",
+            accelerator_type="nvidia.com/gpu",
+            accelerator_count=2,
             node_selector={"nvidia.com/gpu.present": "true"},
             toleration={"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-            shm_size="8Gi", secret_name=creds, retries=3, timeout_s=7200,
+            shm_size="8Gi",
+            secret_name=creds,
+            retries=3,
+            timeout_s=7200,
         )
 
     spec, platform = _compile(user_pipeline, tmp_path)
@@ -84,8 +97,9 @@ def test_user_pipeline_with_the_helper_compiles_every_setting(tmp_path):
     assert container["resources"]["resourceMemoryRequest"] == "20480Mi"
     assert container["resources"]["resourceMemoryLimit"] == "20480Mi"
     k8s = platform["exec-hpo-tune"]
-    assert k8s["pvcMount"] == [{"componentInputParameter": "pvc_name", "mountPath": "/data",
-                                "pvcNameParameter": {"componentInputParameter": "pvc_name"}}]
+    assert k8s["pvcMount"] == [
+        {"componentInputParameter": "pvc_name", "mountPath": "/data", "pvcNameParameter": {"componentInputParameter": "pvc_name"}}
+    ]
     assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
     assert k8s["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert k8s["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "8Gi", "volumeName": "dshm"}]
@@ -100,12 +114,29 @@ def test_user_pipeline_with_the_helper_compiles_every_setting(tmp_path):
     assert outs["artifacts"]["leaderboard"]["artifactType"]["schemaTitle"] == "system.Markdown"
     assert outs["artifacts"]["report"]["artifactType"]["schemaTitle"] == "system.HTML"
     assert outs["artifacts"]["best_model"]["artifactType"]["schemaTitle"] == "system.Model"
-    assert outs["parameters"] == {"study_dir": {"parameterType": "STRING"}, "best_weights": {"parameterType": "STRING"},
-                                  "best_hyperparameters": {"parameterType": "STRUCT"}}
+    assert outs["parameters"] == {
+        "study_dir": {"parameterType": "STRING"},
+        "best_weights": {"parameterType": "STRING"},
+        "best_hyperparameters": {"parameterType": "STRUCT"},
+    }
     ins = _component_inputs(spec, "comp-hpo-tune")
-    for name in ("backend", "model", "data", "iterations", "epochs", "space", "metric", "output_dir",
-                 "study_name", "train_args", "backend_options", "concurrent_trials", "keep_weights", "mount_path",
-                 "time_budget"):
+    for name in (
+        "backend",
+        "model",
+        "data",
+        "iterations",
+        "epochs",
+        "space",
+        "metric",
+        "output_dir",
+        "study_name",
+        "train_args",
+        "backend_options",
+        "concurrent_trials",
+        "keep_weights",
+        "mount_path",
+        "time_budget",
+    ):
         assert name in ins, name
 
 
@@ -122,9 +153,11 @@ def test_train_then_tune_ir(tmp_path):
     final = tasks["train-model-2"]
     assert final["taskInfo"]["name"] == "train-final"
     assert final["inputs"]["parameters"]["hyperparameters"] == {
-        "taskOutputParameter": {"outputParameterKey": "best_hyperparameters", "producerTask": "hpo-tune"}}
+        "taskOutputParameter": {"outputParameterKey": "best_hyperparameters", "producerTask": "hpo-tune"}
+    }
     assert tasks["validate-model"]["inputs"]["artifacts"]["weights"] == {
-        "taskOutputArtifact": {"outputArtifactKey": "best_model", "producerTask": "hpo-tune"}}
+        "taskOutputArtifact": {"outputArtifactKey": "best_model", "producerTask": "hpo-tune"}
+    }
     for _name, task in tasks.items():
         executor = task["componentRef"]["name"].replace("comp-", "exec-")
         k8s = platform[executor]
@@ -164,9 +197,11 @@ def test_joined_workers_take_the_storage_url_from_a_secret(tmp_path):
     loop_name = next(n for n in root if n.startswith("for-loop"))
     assert root[loop_name]["parameterIterator"]["items"]["inputParameter"].endswith("workers")
     inner = spec["components"][f"comp-{loop_name}"]["dag"]["tasks"]
-    (joined_name, joined), = inner.items()
+    ((joined_name, joined),) = inner.items()
     assert joined["inputs"]["parameters"]["join"] == {"runtimeValue": {"constant": True}}
-    assert root["hpo-tune"]["inputs"]["parameters"].get("join", {"runtimeValue": {"constant": False}}) == {"runtimeValue": {"constant": False}}
+    assert root["hpo-tune"]["inputs"]["parameters"].get("join", {"runtimeValue": {"constant": False}}) == {
+        "runtimeValue": {"constant": False}
+    }
     for task in (root["hpo-tune"], joined):
         assert task["inputs"]["parameters"]["backend"] == {"runtimeValue": {"constant": "optuna"}}
         assert "storage_env" in task["inputs"]["parameters"]
@@ -185,7 +220,9 @@ def test_compare_backends_ir_mounts_inside_parallelfor(tmp_path):
     loop = spec["root"]["dag"]["tasks"]["for-loop-1"]
     assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--backends"
     inner = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
-    assert inner["hpo-tune"]["inputs"]["parameters"]["backend"] == {"componentInputParameter": "pipelinechannel--backends-loop-item"}
+    assert inner["hpo-tune"]["inputs"]["parameters"]["backend"] == {
+        "componentInputParameter": "pipelinechannel--backends-loop-item"
+    }
     assert inner["hpo-tune"]["retryPolicy"]["maxRetryCount"] == 2
     assert inner["hpo-tune"]["cachingOptions"].get("enableCache", False) is False
     k8s = platform["exec-hpo-tune"]
@@ -246,8 +283,7 @@ def test_configure_sets_cpu_and_memory_with_shm_counted_in(tmp_path):
     @dsl.pipeline(name="res")
     def p(pvc_name: str = "x") -> None:
         t = hpo_tune(model="yolov8n.yaml", data="d.yaml")
-        configure_tuning_task(t, pvc_name=pvc_name, cpu="6", cpu_limit="8", memory="30Gi", shm_size="2Gi",
-                              memory_limit="40Gi")
+        configure_tuning_task(t, pvc_name=pvc_name, cpu="6", cpu_limit="8", memory="30Gi", shm_size="2Gi", memory_limit="40Gi")
 
     spec, _ = _compile(p, tmp_path)
     res = spec["deploymentSpec"]["executors"]["exec-hpo-tune"]["container"]["resources"]
@@ -257,8 +293,8 @@ def test_configure_sets_cpu_and_memory_with_shm_counted_in(tmp_path):
 
         @dsl.pipeline(name="res2")
         def p2(pvc_name: str = "x") -> None:
-            configure_tuning_task(hpo_tune(model="m.yaml", data="d.yaml"), pvc_name=pvc_name, memory="16Gi",
-                                  memory_limit="16Gi")
+            configure_tuning_task(hpo_tune(model="m.yaml", data="d.yaml"), pvc_name=pvc_name, memory="16Gi", memory_limit="16Gi")
+
     with pytest.raises(ValueError, match="memory: '12 GB' is not a memory quantity"):
 
         @dsl.pipeline(name="res3")
@@ -268,11 +304,16 @@ def test_configure_sets_cpu_and_memory_with_shm_counted_in(tmp_path):
 
 def test_cli_pipelines_compile(tmp_path):
     out = tmp_path / "ir"
-    r = subprocess.run([*HPO, "pipelines", "compile", str(out), "--image", "registry.example/hpo:2"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*HPO, "pipelines", "compile", str(out), "--image", "registry.example/hpo:2"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["compare_backends.yaml", "hpo_tune_component.yaml",
-                                                     "joined_workers.yaml", "train_then_tune.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "compare_backends.yaml",
+        "hpo_tune_component.yaml",
+        "joined_workers.yaml",
+        "train_then_tune.yaml",
+    ]
     ir = yaml.safe_load_all((out / "train_then_tune.yaml").read_text())
     assert next(ir)["deploymentSpec"]["executors"]["exec-hpo-tune"]["container"]["image"] == "registry.example/hpo:2"
 
@@ -286,15 +327,21 @@ def test_cli_pipelines_compile_bad_output_or_no_image(tmp_path):
     assert not (tmp_path / "a").exists()  # nothing written
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    r = subprocess.run([*HPO, "pipelines", "compile", str(blocker), "--image", IMAGE], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr == f"hpo: error: output: '{blocker}' is a file (or under one); give a folder for the YAML files\n"
+    r = subprocess.run(
+        [*HPO, "pipelines", "compile", str(blocker), "--image", IMAGE], capture_output=True, text=True, timeout=120
+    )
+    assert (
+        r.returncode == 2
+        and r.stderr == f"hpo: error: output: '{blocker}' is a file (or under one); give a folder for the YAML files\n"
+    )
     ro = tmp_path / "ro"  # a read-only file system (root ignores permission bits, not this)
     ro.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True).returncode:
         pytest.skip("cannot mount a read-only tmpfs here (needs root)")
     try:
-        r = subprocess.run([*HPO, "pipelines", "compile", str(ro / "out"), "--image", IMAGE], capture_output=True,
-                           text=True, timeout=120)
+        r = subprocess.run(
+            [*HPO, "pipelines", "compile", str(ro / "out"), "--image", IMAGE], capture_output=True, text=True, timeout=120
+        )
     finally:
         subprocess.run(["umount", str(ro)], check=True)
     assert r.returncode == 2, r.stderr
@@ -309,8 +356,9 @@ def test_preflight_cli(tmp_path):
     from hpo.datasets import make_digits_cls
 
     make_digits_cls(tmp_path / "mnt" / "digits", seed=0)
-    r = subprocess.run([*HPO, "preflight", "--mount", str(tmp_path / "nope"), "--data", "digits"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [*HPO, "preflight", "--mount", str(tmp_path / "nope"), "--data", "digits"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 2 and "mount: " in r.stderr and "does not exist" in r.stderr
     from hpo.preflight import run_preflight
 
@@ -319,8 +367,24 @@ def test_preflight_cli(tmp_path):
     gpu = run_preflight(mount=tmp_path / "mnt", data="digits", gpus=1)
     assert [c.message for c in gpu.failures()] == [next(c.message for c in gpu.checks if c.name == "gpu")]
     assert "gpu: 1 requested but torch sees 0" in gpu.failures()[0].message
-    r = subprocess.run([*HPO, "preflight", "--mount", str(tmp_path / "mnt"), "--data", "digits", "--workers", "4",
-                        "--shm-per-worker-mib", str(10**7), "--json"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            *HPO,
+            "preflight",
+            "--mount",
+            str(tmp_path / "mnt"),
+            "--data",
+            "digits",
+            "--workers",
+            "4",
+            "--shm-per-worker-mib",
+            str(10**7),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["ok"] and report["workers"] == 0
@@ -347,14 +411,25 @@ def test_tune_component_runs_under_kfp_local(tmp_path, monkeypatch):
 
     from hpo import Study
     from hpo.datasets import make_digits_cls
+
     mnt = tmp_path / "pvc"  # stands in for the PVC mount
     make_digits_cls(mnt / "datasets" / "digits-cls", seed=0)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     monkeypatch.setenv("HPO_PLOTS", "1")  # the component's HTML report output
     space = json.dumps({"lr0": [1e-4, 1e-2], "fliplr": [0.0, 0.5]})
     train_args = {"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu", "optimizer": "AdamW"}
-    task = hpo_tune(model="yolov8n-cls.yaml", data="datasets/digits-cls", backend="ultralytics", iterations=2,
-                    epochs=1, space=space, mount_path=str(mnt), output_dir="studies", train_args=train_args, seed=0)
+    task = hpo_tune(
+        model="yolov8n-cls.yaml",
+        data="datasets/digits-cls",
+        backend="ultralytics",
+        iterations=2,
+        epochs=1,
+        space=space,
+        mount_path=str(mnt),
+        output_dir="studies",
+        train_args=train_args,
+        seed=0,
+    )
     study_dir = mnt / "studies" / "digits-cls-ultralytics"
     assert task.outputs["study_dir"] == str(study_dir)
     assert task.outputs["best_weights"] == str(study_dir / "weights" / "best.pt")
@@ -388,8 +463,17 @@ def test_tune_component_runs_under_kfp_local(tmp_path, monkeypatch):
     # a re-run (what a KFP retry does) resumes the same study instead of starting over; the
     # ParallelFor pipeline (kfp.local ignores the PVC, so mount_path is a parameter) then compares.
     compare_backends = make_pipelines(IMAGE, mount_path=str(mnt))["compare_backends"]
-    compare_backends(backends=["ultralytics"], model="yolov8n-cls.yaml", data="datasets/digits-cls", iterations=2,
-                     epochs=1, space=space, gpus=0, output_dir="studies", train_args=train_args)
+    compare_backends(
+        backends=["ultralytics"],
+        model="yolov8n-cls.yaml",
+        data="datasets/digits-cls",
+        iterations=2,
+        epochs=1,
+        space=space,
+        gpus=0,
+        output_dir="studies",
+        train_args=train_args,
+    )
     assert sorted(Study.open(study_dir).records()) == [0, 1]  # nothing trained twice
     reports = list((tmp_path / "root").glob("hpo-compare-backends-*/compare-studies/report"))
     assert len(reports) == 1
@@ -412,9 +496,18 @@ def test_example_pipeline_hands_best_hyperparameters_and_model_on_under_kfp_loca
     with pytest.raises(RuntimeError, match="FAILURE"):  # a GPU the machine does not have stops the pipeline
         c["check_environment"](mount_path=str(mnt), data="digits", model="yolov8n-cls.yaml", gpus=1)
     train_then_tune = make_pipelines(IMAGE, mount_path=str(mnt))["train_then_tune"]
-    train_then_tune(model="yolov8n-cls.yaml", data="digits", train_epochs=1, iterations=2, epochs=1, final_epochs=1,
-                    space=json.dumps({"lr0": [1e-4, 1e-2], "fliplr": [0.0, 0.5]}), gpus=0, seed=0,
-                    train_args={"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu", "optimizer": "AdamW"})
+    train_then_tune(
+        model="yolov8n-cls.yaml",
+        data="digits",
+        train_epochs=1,
+        iterations=2,
+        epochs=1,
+        final_epochs=1,
+        space=json.dumps({"lr0": [1e-4, 1e-2], "fliplr": [0.0, 0.5]}),
+        gpus=0,
+        seed=0,
+        train_args={"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu", "optimizer": "AdamW"},
+    )
     study = Study.open(mnt / "studies" / "digits-ultralytics")
     best = study.best()
     assert [r.status.value for r in study.records().values()] == ["complete", "complete"]
@@ -452,14 +545,30 @@ def test_retry_takes_over_a_killed_pods_lock_at_once_or_waits_in_heartbeat_mode(
 
     mnt = tmp_path / "pvc"
     make_digits_cls(mnt / "digits", seed=0)
-    args = dict(model="yolov8n-cls.yaml", data="digits", iterations=1, epochs=1, mount_path=str(mnt),
-                study_name="s", space='{"lr0": [0.001, 0.01]}', train_args={"imgsz": 32, "workers": 0, "device": "cpu"})
+    args = dict(
+        model="yolov8n-cls.yaml",
+        data="digits",
+        iterations=1,
+        epochs=1,
+        mount_path=str(mnt),
+        study_name="s",
+        space='{"lr0": [0.001, 0.01]}',
+        train_args={"imgsz": 32, "workers": 0, "device": "cpu"},
+    )
     # the study a killed pod left: one finished trial (so no training is needed here) and its lock
     from hpo.tuner import Tuner
 
-    tuner = Tuner(backend="ultralytics", model="yolov8n-cls.yaml", data=mnt / "digits", space={"lr0": [0.001, 0.01]},
-                  iterations=1, epochs=1, train_args={"imgsz": 32, "workers": 0, "device": "cpu"},
-                  output=mnt / "studies", name="s")
+    tuner = Tuner(
+        backend="ultralytics",
+        model="yolov8n-cls.yaml",
+        data=mnt / "digits",
+        space={"lr0": [0.001, 0.01]},
+        iterations=1,
+        epochs=1,
+        train_args={"imgsz": 32, "workers": 0, "device": "cpu"},
+        output=mnt / "studies",
+        name="s",
+    )
     study = tuner._open_study()
     study.append(TrialRecord(id=0, params={"lr0": 0.005}, status=TrialStatus.COMPLETE, objective=0.5, epochs_completed=1))
     study.close()
@@ -492,8 +601,17 @@ def test_join_and_storage_env_errors_before_anything_trains(tmp_path, monkeypatc
 
     mnt = tmp_path / "pvc"
     make_digits_cls(mnt / "digits", seed=0)
-    args = dict(model="yolov8n-cls.yaml", data="digits", backend="optuna", iterations=2, epochs=1, mount_path=str(mnt),
-                study_name="joined", space='{"lr0": [0.001, 0.01]}', train_args={"imgsz": 32, "workers": 0, "device": "cpu"})
+    args = dict(
+        model="yolov8n-cls.yaml",
+        data="digits",
+        backend="optuna",
+        iterations=2,
+        epochs=1,
+        mount_path=str(mnt),
+        study_name="joined",
+        space='{"lr0": [0.001, 0.01]}',
+        train_args={"imgsz": 32, "workers": 0, "device": "cpu"},
+    )
     monkeypatch.delenv("HPO_TEST_STORAGE", raising=False)
     with pytest.raises(ConfigError, match="storage_env: the environment variable HPO_TEST_STORAGE is not set or empty"):
         run_tune_step(**args, storage_env="HPO_TEST_STORAGE")
@@ -511,15 +629,31 @@ def test_report_ranks_the_parameter_that_drives_the_objective(tmp_path):
     from hpo_kfp.report import param_importances, study_report_html
 
     make_digits_cls(tmp_path / "digits", seed=0)
-    tuner = Tuner(backend="ultralytics", model="yolov8n-cls.yaml", data=tmp_path / "digits",
-                  space={"lr0": [0.001, 0.01], "fliplr": [0.0, 0.5]}, iterations=8, epochs=1,
-                  train_args={"imgsz": 32, "workers": 0, "device": "cpu"}, output=tmp_path / "studies", name="s")
+    tuner = Tuner(
+        backend="ultralytics",
+        model="yolov8n-cls.yaml",
+        data=tmp_path / "digits",
+        space={"lr0": [0.001, 0.01], "fliplr": [0.0, 0.5]},
+        iterations=8,
+        epochs=1,
+        train_args={"imgsz": 32, "workers": 0, "device": "cpu"},
+        output=tmp_path / "studies",
+        name="s",
+    )
     study = tuner._open_study()
     for i in range(8):
         lr0, fliplr = 0.001 + 0.001 * i, [0.4, 0.1, 0.3, 0.0, 0.5, 0.2, 0.45, 0.05][i]
-        study.append(TrialRecord(id=i, params={"lr0": lr0, "fliplr": fliplr}, status=TrialStatus.COMPLETE,
-                                 objective=10 * lr0, epochs_completed=1, start=f"2026-01-01T00:0{i}:00Z",
-                                 end=f"2026-01-01T00:0{i}:30Z"))
+        study.append(
+            TrialRecord(
+                id=i,
+                params={"lr0": lr0, "fliplr": fliplr},
+                status=TrialStatus.COMPLETE,
+                objective=10 * lr0,
+                epochs_completed=1,
+                start=f"2026-01-01T00:0{i}:00Z",
+                end=f"2026-01-01T00:0{i}:30Z",
+            )
+        )
     study.close()
     import hpo
 
@@ -543,8 +677,16 @@ def test_step_time_budget_ends_the_study_and_a_retry_continues_it(tmp_path, monk
     monkeypatch.setenv("HPO_TRAINER", "hpo.simulate:simulated_trainer")
     monkeypatch.setenv("HPO_TRAINER_OPTIONS", json.dumps({"epoch_s": 0.3}))
     monkeypatch.setenv("HPO_PLOTS", "0")
-    args = dict(model="yolov8n-cls.yaml", data="datasets/digits-cls", backend="optuna", iterations=0, epochs=3,
-                mount_path=str(mnt), backend_options={"pruner": "none"}, seed=0)
+    args = dict(
+        model="yolov8n-cls.yaml",
+        data="datasets/digits-cls",
+        backend="optuna",
+        iterations=0,
+        epochs=3,
+        mount_path=str(mnt),
+        backend_options={"pruner": "none"},
+        seed=0,
+    )
     first = run_tune_step(**args, time_budget="3s")
     study = Study.open(first.study_dir)
     assert study.settings["time_budget"] == 3.0 and study.settings["elapsed_s"] >= 3.0

@@ -19,8 +19,16 @@ def study26(tmp_path_factory, digits_cls) -> Path:
 
     out = tmp_path_factory.mktemp("studies")
     result = Tuner(
-        backend="optuna", model="yolov8n-cls.yaml", data=digits_cls, iterations=4, epochs=2, train_args=CLS_ARGS,
-        output=out, name="d26", seed=0, plots=True,
+        backend="optuna",
+        model="yolov8n-cls.yaml",
+        data=digits_cls,
+        iterations=4,
+        epochs=2,
+        train_args=CLS_ARGS,
+        output=out,
+        name="d26",
+        seed=0,
+        plots=True,
     ).run()
     assert sum(result.counts.values()) == 4 and result.counts["complete"] >= 2
     return result.study_dir
@@ -52,7 +60,8 @@ def test_hpo_plot_redraws_on_demand(study26):
     r = hpo_cli("plot", str(study26), "--no-html")
     assert r.returncode == 0, r.stderr
     assert sorted(Path(x).name for x in r.stdout.split()) == sorted(
-        ["history.png", "curves.png", "importance.json", "importance.png", "parallel.png", "slice.png"])
+        ["history.png", "curves.png", "importance.json", "importance.png", "parallel.png", "slice.png"]
+    )
     assert not (study26 / "plots" / "report.html").exists()
     r = hpo_cli("plot", str(study26.parent / "nope"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no study at" in r.stderr
@@ -73,7 +82,7 @@ def test_show_fits_the_terminal_with_26_keys(study26, columns):
     assert len(shown) >= 2 and shown == importance[: len(shown)]  # the most important params, in order
     assert sum(x.split()[1:2] in (["complete"], ["pruned"], ["failed"]) for x in lines) == 4  # one row per trial
     best = json.loads(hpo_cli("show", str(study26), "--json").stdout)["best"]
-    block = "\n".join(lines[lines.index(next(x for x in lines if x.startswith("best trial"))):])
+    block = "\n".join(lines[lines.index(next(x for x in lines if x.startswith("best trial"))) :])
     for k in keys:  # the best trial's full configuration
         assert re.search(rf"\b{k}\s+\S", block), k
     assert f"best trial {best['trial']}:" in block
@@ -82,7 +91,10 @@ def test_show_fits_the_terminal_with_26_keys(study26, columns):
 
 def test_show_params_all_csv_json(study26):
     r = hpo_cli("show", str(study26), "--params", "lr0,close_mosaic", env={"COLUMNS": "80"})
-    assert r.returncode == 0 and next(x for x in r.stdout.splitlines() if x.startswith("trial ")).split()[5:] == ["lr0", "close_mosaic"]
+    assert r.returncode == 0 and next(x for x in r.stdout.splitlines() if x.startswith("trial ")).split()[5:] == [
+        "lr0",
+        "close_mosaic",
+    ]
     r = hpo_cli("show", str(study26), "--params", "lr0,lr_zero")
     assert r.returncode == 2 and "params: lr_zero not in the study's space" in r.stderr
     r = hpo_cli("show", str(study26), "--all", env={"COLUMNS": "80"})
@@ -118,8 +130,18 @@ def test_keep_weights_default_top3_then_resume_with_best(study26, digits_cls):
     best_pt = (study26 / "weights" / "best.pt").read_bytes()
     # resumed with 'best': only the best trial keeps its weights, the study's copy is unchanged
     result = Tuner(
-        backend="optuna", model="yolov8n-cls.yaml", data=digits_cls, iterations=5, epochs=2, train_args=CLS_ARGS,
-        output=study26.parent, name=study26.name, seed=0, resume=True, keep_weights="best", plots=False,
+        backend="optuna",
+        model="yolov8n-cls.yaml",
+        data=digits_cls,
+        iterations=5,
+        epochs=2,
+        train_args=CLS_ARGS,
+        output=study26.parent,
+        name=study26.name,
+        seed=0,
+        resume=True,
+        keep_weights="best",
+        plots=False,
     ).run()
     assert sum(result.counts.values()) == 5
     pts = _pt_files(study26)

@@ -109,8 +109,24 @@ def test_a_plugin_command_is_on_the_command_line_and_a_plugin_may_refuse_a_study
     r = hpo_cli("counts", "--help", env=env)
     assert r.returncode == 0 and "Print the study's trials per status as JSON." in r.stdout, r.stderr
     assert "counts" not in hpo_cli("--help").stdout  # without the plugin: no such command
-    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(_own_copy(digits_cls, tmp_path)), "--iterations", "1", "--epochs", "1",
-                "--output", str(tmp_path / "out"), "--name", "refused", "--quiet", *kv(CLS_ARGS), env=env)
+    r = hpo_cli(
+        "tune",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(_own_copy(digits_cls, tmp_path)),
+        "--iterations",
+        "1",
+        "--epochs",
+        "1",
+        "--output",
+        str(tmp_path / "out"),
+        "--name",
+        "refused",
+        "--quiet",
+        *kv(CLS_ARGS),
+        env=env,
+    )
     assert r.returncode == 2, r.stderr
     assert r.stderr == "hpo: error: counts: the test plugin refuses the study name 'refused' (exists: False)\n"
     assert not (tmp_path / "out").exists() and not events.exists()
@@ -120,17 +136,39 @@ def test_a_plugin_command_is_on_the_command_line_and_a_plugin_may_refuse_a_study
 def test_a_plugin_observer_sees_a_real_study_before_the_weights_keeper(plugin_env, tmp_path, digits_cls):
     env, events = plugin_env
     out = tmp_path / "out"
-    r = hpo_cli("tune", "--model", "yolov8n-cls.yaml", "--data", str(_own_copy(digits_cls, tmp_path)), "--iterations", "2", "--epochs", "1",
-                "--output", str(out), "--name", "seen", "--space", '{"lr0": [0.0002, 0.002]}', "--keep-weights", "best",
-                "--no-mlflow", "--quiet", *kv(CLS_ARGS), env=env)
+    r = hpo_cli(
+        "tune",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(_own_copy(digits_cls, tmp_path)),
+        "--iterations",
+        "2",
+        "--epochs",
+        "1",
+        "--output",
+        str(out),
+        "--name",
+        "seen",
+        "--space",
+        '{"lr0": [0.0002, 0.002]}',
+        "--keep-weights",
+        "best",
+        "--no-mlflow",
+        "--quiet",
+        *kv(CLS_ARGS),
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     seen = [json.loads(line) for line in events.read_text().splitlines()]
     assert seen[0] == ["observers", {"mlflow": False, "experiment": None}, "mappingproxy"]  # read-only settings
     assert seen[1] == ["study_start", "seen"]
     assert [e[0] for e in seen[2:]] == ["trial_start", "trial_end", "trial_start", "trial_end", "study_end"]
     # the observer runs before the weights keeper: every trial still had its weights when it ended
-    assert [e[1:] for e in seen if e[0] == "trial_end"] == [[0, "complete", ["best.pt", "last.pt"]],
-                                                            [1, "complete", ["best.pt", "last.pt"]]]
+    assert [e[1:] for e in seen if e[0] == "trial_end"] == [
+        [0, "complete", ["best.pt", "last.pt"]],
+        [1, "complete", ["best.pt", "last.pt"]],
+    ]
     assert seen[-1] == ["study_end", {"complete": 2, "failed": 0, "pruned": 0}]
     study = json.loads(hpo_cli("show", str(out / "seen"), "--json").stdout)
     kept = sorted(t for t in (0, 1) if list((out / "seen" / "trials" / str(t) / "weights").glob("*.pt")))
@@ -145,7 +183,7 @@ def test_pipelines_compile_without_kfp_names_the_extra_in_one_line(tmp_path):
     import subprocess
     import sys
 
-    code = textwrap.dedent('''
+    code = textwrap.dedent("""
         import sys
 
         class HideKfp:  # as if kfp were not installed
@@ -157,11 +195,13 @@ def test_pipelines_compile_without_kfp_names_the_extra_in_one_line(tmp_path):
         from hpo.cli import main
         sys.argv = ["hpo", "pipelines", "compile", "out", "--image", "registry.example.com/team/hpo:0.1.0"]
         main()
-    ''')
+    """)
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
-    assert r.stderr == ("hpo: error: hpo pipelines compile: needs the Python package 'kfp', which is not installed; "
-                        "pip install 'hpo-yolo[kfp]' (in a checkout: pip install -e '.[kfp]')\n")
+    assert r.stderr == (
+        "hpo: error: hpo pipelines compile: needs the Python package 'kfp', which is not installed; "
+        "pip install 'hpo-yolo[kfp]' (in a checkout: pip install -e '.[kfp]')\n"
+    )
     assert not (tmp_path / "out").exists() and "kfp" not in r.stdout
 
 

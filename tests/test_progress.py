@@ -16,8 +16,16 @@ def test_plain_heartbeats_during_an_epoch_and_rich_display(tmp_path, digits_cls)
     plain, rich = io.StringIO(), io.StringIO()
     displays = [ProgressDisplay(stream=plain, live=False, heartbeat_s=1.5), ProgressDisplay(stream=rich, live=True)]
     result = Tuner(
-        backend="optuna", model="yolov8n-cls.yaml", data=digits_cls, iterations=1, epochs=1,
-        train_args={**CLS_ARGS, "batch": 8}, space={"lr0": (1e-4, 1e-2)}, output=tmp_path, name="p", seed=0,
+        backend="optuna",
+        model="yolov8n-cls.yaml",
+        data=digits_cls,
+        iterations=1,
+        epochs=1,
+        train_args={**CLS_ARGS, "batch": 8},
+        space={"lr0": (1e-4, 1e-2)},
+        output=tmp_path,
+        name="p",
+        seed=0,
         callbacks=displays,
     ).run()
     assert result.counts == {"complete": 1, "failed": 0, "pruned": 0}
@@ -30,4 +38,6 @@ def test_plain_heartbeats_during_an_epoch_and_rich_display(tmp_path, digits_cls)
     assert seen and all(1 <= b <= n and 150 < n < 200 for b, n in seen), beats
     assert re.search(r"trial 0 complete objective=0\.\d+ .*\[1/1\] best 0\.\d+ \(trial 0\), elapsed \S+, ETA 0s", text)
     live = rich.getvalue()
-    assert "trial 0 complete objective=" in live and re.search(r"trials\s+\S+ 1/1 +elapsed \S+ +ETA 0s +best 0\.\d+ \(trial 0\)", live)
+    assert "trial 0 complete objective=" in live and re.search(
+        r"trials\s+\S+ 1/1 +elapsed \S+ +ETA 0s +best 0\.\d+ \(trial 0\)", live
+    )

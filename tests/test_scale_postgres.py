@@ -25,16 +25,47 @@ TRAIN = {"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu", "optimizer": "
 SPACE = {"lr0": {"type": "logfloat", "low": 1e-4, "high": 1e-1}, "momentum": (0.6, 0.98)}
 
 
-def tune_args(data: Path, out: Path, name: str, storage: str, iterations: int, epochs: int = 1, mlflow: bool = False) -> list[str]:
-    return ["tune", "--backend", "optuna", "--model", "yolov8n-cls.yaml", "--data", str(data),
-            "--iterations", str(iterations), "--epochs", str(epochs), "--output", str(out), "--name", name,
-            "--pruner", "none", "--storage", storage, "--space", json.dumps(SPACE), "--quiet", "--json",
-            "--mlflow" if mlflow else "--no-mlflow", *[f"{k}={v}" for k, v in TRAIN.items()]]
+def tune_args(
+    data: Path, out: Path, name: str, storage: str, iterations: int, epochs: int = 1, mlflow: bool = False
+) -> list[str]:
+    return [
+        "tune",
+        "--backend",
+        "optuna",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(data),
+        "--iterations",
+        str(iterations),
+        "--epochs",
+        str(epochs),
+        "--output",
+        str(out),
+        "--name",
+        name,
+        "--pruner",
+        "none",
+        "--storage",
+        storage,
+        "--space",
+        json.dumps(SPACE),
+        "--quiet",
+        "--json",
+        "--mlflow" if mlflow else "--no-mlflow",
+        *[f"{k}={v}" for k, v in TRAIN.items()],
+    ]
 
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hpo.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=cwd, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpo.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        start_new_session=True,
+    )
 
 
 def lines_of(path: Path) -> list[dict]:
@@ -118,7 +149,8 @@ def test_three_joined_processes_one_killed_then_resume(tmp_path, postgres, digit
         os.killpg(third.pid, signal.SIGKILL)  # the process and its trial worker
         third.wait()
         killed_ids = {r["id"] for r in lines_of(own) if r["status"] == "running"} - {
-            r["id"] for r in lines_of(own) if r["status"] != "running"}
+            r["id"] for r in lines_of(own) if r["status"] != "running"
+        }
         assert len(killed_ids) == 1, lines_of(own)
         res1, res2 = first.communicate(timeout=600), second.communicate(timeout=600)
         assert first.returncode == 0, res1[1]
@@ -145,8 +177,9 @@ def test_three_joined_processes_one_killed_then_resume(tmp_path, postgres, digit
     assert all(len(v) == 1 for v in owners.values()), owners
 
     # --resume retries the killed trial (same id, same params) and nothing else
-    done = subprocess.run([sys.executable, "-m", "hpo.cli", *args, "--resume"], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "hpo.cli", *args, "--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     records = Study.open(study_dir).records()
     assert sorted(records) == sorted(owners) and len(records) == n

@@ -37,15 +37,39 @@ def client_env(home: Path, **extra: str) -> dict[str, str]:
 
 def tune_args(data: Path, out: Path, address: str, *, name: str, iterations: int, epochs: int) -> list[str]:
     return [
-        "tune", "--backend", "ray", "--ray-address", address, "--model", "yolov8n.yaml", "--data", str(data),
-        "--iterations", str(iterations), "--epochs", str(epochs), "--output", str(out), "--name", name,
-        "--space", SPACE, "--seed", "0", "--metric", "val/cls_loss", "--quiet", "--no-mlflow", *TRAIN,
+        "tune",
+        "--backend",
+        "ray",
+        "--ray-address",
+        address,
+        "--model",
+        "yolov8n.yaml",
+        "--data",
+        str(data),
+        "--iterations",
+        str(iterations),
+        "--epochs",
+        str(epochs),
+        "--output",
+        str(out),
+        "--name",
+        name,
+        "--space",
+        SPACE,
+        "--seed",
+        "0",
+        "--metric",
+        "val/cls_loss",
+        "--quiet",
+        "--no-mlflow",
+        *TRAIN,
     ]
 
 
 def hpo(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hpo.cli", *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "hpo.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def records(study: Path) -> dict:
@@ -95,8 +119,15 @@ def test_study_on_the_cluster_asha_sigkilled_driver_resumes(ray_head, digits_det
     out = tmp_path / "studies"
     study = out / "cluster"
     args = tune_args(digits_det, out, ray_head.address, name="cluster", iterations=6, epochs=2)
-    proc = subprocess.Popen([sys.executable, "-m", "hpo.cli", *args], env=client_env(home), cwd=work,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpo.cli", *args],
+        env=client_env(home),
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
     def one_finished_one_mid_trial() -> bool:
         if not (study / "trials.jsonl").is_file():

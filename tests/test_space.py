@@ -36,8 +36,10 @@ def test_explicit_specs_file_and_inline_json(tmp_path):
     }
     inline = SearchSpace.parse(json.dumps(spec))
     f = tmp_path / "space.yaml"
-    f.write_text("lr0: {type: logfloat, low: 1.0e-5, high: 0.1}\nclose_mosaic: {type: int, low: 0, high: 5}\n"
-                 "optimizer: {type: choice, choices: [SGD, AdamW]}\nmosaic: [0.0, 1.0]\n")
+    f.write_text(
+        "lr0: {type: logfloat, low: 1.0e-5, high: 0.1}\nclose_mosaic: {type: int, low: 0, high: 5}\n"
+        "optimizer: {type: choice, choices: [SGD, AdamW]}\nmosaic: [0.0, 1.0]\n"
+    )
     from_file = SearchSpace.parse(f)
     assert inline == from_file
     assert inline["lr0"].log and inline["lr0"].kind is Kind.FLOAT

@@ -137,8 +137,13 @@ def test_empty_lock_file_of_a_starting_writer_is_not_stale(tmp_path):
 def test_unlock_refuses_the_lock_of_a_live_process_on_this_host(tmp_path):
     path = tmp_path / "s"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sys, time; from hpo import Study; s = Study.create({str(path)!r}, {{}}); print('ok', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"import sys, time; from hpo import Study; s = Study.create({str(path)!r}, {{}}); print('ok', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "ok"
@@ -236,7 +241,9 @@ def test_writer_repairs_a_torn_last_record_before_appending(tmp_path, capsys):
 def test_a_damaged_middle_record_is_salvaged_or_skipped_never_fatal(tmp_path, capsys):
     study = Study.create(tmp_path / "s", {})
     study.close()
-    ok = lambda i: json.dumps(TrialRecord(id=i, params={}, status=TrialStatus.COMPLETE, objective=i / 10).to_json(), separators=(",", ":"))
+    ok = lambda i: json.dumps(
+        TrialRecord(id=i, params={}, status=TrialStatus.COMPLETE, objective=i / 10).to_json(), separators=(",", ":")
+    )
     # what an older version left: a torn record with the next one appended onto it, then garbage
     (tmp_path / "s" / "trials.jsonl").write_text(ok(0) + "\n" + '{"id":1,"par' + ok(1) + "\n" + "#garbage\n" + ok(2) + "\n")
     recs = Study.open(tmp_path / "s").records()

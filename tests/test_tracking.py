@@ -55,12 +55,25 @@ class MlflowServer:
         log = open(self.root / "server.log", "ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "mlflow", "server",
-                "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-                "--default-artifact-root", str(self.root / "artifacts"),
-                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.root / 'mlflow.db'}",
+                "--default-artifact-root",
+                str(self.root / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
             ],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.root,
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -136,8 +149,18 @@ def test_mlflow_parent_and_child_runs_then_resume(tracked_env, digits, backend, 
     name = f"track-{backend}"
     # Ray assigns devices itself (device= is refused there)
     train_args = {k: v for k, v in TRAIN_ARGS.items() if not (backend == "ray" and k == "device")}
-    common = dict(backend=backend, model=MODEL, data=digits, space=SPACE, epochs=2, train_args=train_args,
-                  output=out, name=name, seed=0, backend_options=BACKEND_OPTIONS[backend])
+    common = dict(
+        backend=backend,
+        model=MODEL,
+        data=digits,
+        space=SPACE,
+        epochs=2,
+        train_args=train_args,
+        output=out,
+        name=name,
+        seed=0,
+        backend_options=BACKEND_OPTIONS[backend],
+    )
     tuner = Tuner(iterations=2, **common)  # mlflow=None: on because MLFLOW_TRACKING_URI is set
     assert tuner.tracker is None  # the MLflow plugin contributes its observer when run() starts
     result = tuner.run()
@@ -162,8 +185,12 @@ def test_mlflow_parent_and_child_runs_then_resume(tracked_env, digits, backend, 
     assert parent.info.experiment_id == exp_id and parent.info.status == "FINISHED"
     # the tracker keeps the parent's ids in its own file; it never writes study.json
     stored = json.loads((out / name / RUN_FILE).read_text())
-    assert stored == {"tracking_uri": tracked_env.uri, "experiment": name, "experiment_id": exp_id,
-                      "parent_run_id": parent.info.run_id}
+    assert stored == {
+        "tracking_uri": tracked_env.uri,
+        "experiment": name,
+        "experiment_id": exp_id,
+        "parent_run_id": parent.info.run_id,
+    }
     assert "mlflow" not in json.loads((out / name / "study.json").read_text())
 
     # parent: settings as params, versions as tags, best + leaderboard + weights as artifacts
@@ -242,9 +269,20 @@ def test_mlflow_server_dies_mid_study(digits, tmp_path, monkeypatch, capfd):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", srv.uri)
         monkeypatch.chdir(tmp_path)
         out = tmp_path / "studies"
-        tuner = Tuner(backend=backend, model=MODEL, data=digits, space=SPACE, iterations=2, epochs=1,
-                      train_args=TRAIN_ARGS, output=out, name="dies", seed=0, mlflow=True,
-                      callbacks=[KillServerAfterTrial0(srv)])
+        tuner = Tuner(
+            backend=backend,
+            model=MODEL,
+            data=digits,
+            space=SPACE,
+            iterations=2,
+            epochs=1,
+            train_args=TRAIN_ARGS,
+            output=out,
+            name="dies",
+            seed=0,
+            mlflow=True,
+            callbacks=[KillServerAfterTrial0(srv)],
+        )
         result = tuner.run()
     finally:
         srv.stop()
@@ -266,16 +304,35 @@ def test_mlflow_deleted_experiment_is_refused_before_anything_is_written(tracked
     exp_id = client.create_experiment("gone")
     client.delete_experiment(exp_id)
     with pytest.raises(ConfigError, match="deleted state.*restore it"):
-        Tuner(model=MODEL, data=digits, iterations=1, epochs=1, output=tmp_path / "o", name="x",
-              experiment="gone").run()
-    res = CliRunner().invoke(app, ["tune", "-m", MODEL, "-d", str(digits), "-n", "1", "-e", "1", "-o",
-                                   str(tmp_path / "o"), "--name", "x", "--experiment", "gone", "imgsz=32"])
+        Tuner(model=MODEL, data=digits, iterations=1, epochs=1, output=tmp_path / "o", name="x", experiment="gone").run()
+    res = CliRunner().invoke(
+        app,
+        [
+            "tune",
+            "-m",
+            MODEL,
+            "-d",
+            str(digits),
+            "-n",
+            "1",
+            "-e",
+            "1",
+            "-o",
+            str(tmp_path / "o"),
+            "--name",
+            "x",
+            "--experiment",
+            "gone",
+            "imgsz=32",
+        ],
+    )
     assert res.exit_code == 2, res.output
     assert not (tmp_path / "o").exists()
     # an unreachable server is refused the same way (exit 2, nothing written)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
-    res = CliRunner().invoke(app, ["tune", "-m", MODEL, "-d", str(digits), "-n", "1", "-e", "1", "-o",
-                                   str(tmp_path / "o"), "--name", "x", "imgsz=32"])
+    res = CliRunner().invoke(
+        app, ["tune", "-m", MODEL, "-d", str(digits), "-n", "1", "-e", "1", "-o", str(tmp_path / "o"), "--name", "x", "imgsz=32"]
+    )
     assert res.exit_code == 2 and not (tmp_path / "o").exists()
     # --no-mlflow turns tracking off even with MLFLOW_TRACKING_URI set: the plugin contributes no observer
     tuner = Tuner(model=MODEL, data=digits, iterations=1, epochs=1, output=tmp_path / "o", mlflow=False)
@@ -294,8 +351,20 @@ def test_mlflow_default_store_is_in_the_study_dir(digits, tmp_path, monkeypatch)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "studies"
-    tuner = Tuner(backend=backend, model=MODEL, data=digits, space=SPACE, iterations=2, epochs=1, concurrent_trials=2,
-                  train_args=TRAIN_ARGS, output=out, name="local", seed=0, mlflow=True)
+    tuner = Tuner(
+        backend=backend,
+        model=MODEL,
+        data=digits,
+        space=SPACE,
+        iterations=2,
+        epochs=1,
+        concurrent_trials=2,
+        train_args=TRAIN_ARGS,
+        output=out,
+        name="local",
+        seed=0,
+        mlflow=True,
+    )
     tuner.run()  # two trials in two threads log into one SQLite store
     study = out / "local"
     assert tuner.tracker.uri == f"sqlite:///{study / 'mlflow.db'}"

@@ -95,7 +95,9 @@ def test_a_corrupt_or_foreign_pt_is_refused_naming_the_model_file(tmp_path):
         ultra.resolve_model(str(truncated))
     weights = tmp_path / "state_dict.pt"  # a plain PyTorch state dict, not an Ultralytics checkpoint
     torch.save(torch.nn.Conv2d(3, 4, 3).state_dict(), weights)
-    with pytest.raises(ConfigError, match=r"^model: '.*state_dict\.pt' is not an Ultralytics checkpoint \(it holds a OrderedDict"):
+    with pytest.raises(
+        ConfigError, match=r"^model: '.*state_dict\.pt' is not an Ultralytics checkpoint \(it holds a OrderedDict"
+    ):
         ultra.resolve_model(str(weights))
     tensor = tmp_path / "tensor.pt"
     torch.save(torch.zeros(3), tensor)
@@ -120,12 +122,16 @@ def test_checkpoint_task_is_read_without_torch_and_without_running_its_code(tmp_
     ckpt = tmp_path / "best.pt"
     marker = tmp_path / "code-ran"
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))  # real classes and tensors
-    torch.save({"model": model, "optimizer": {"lr": torch.tensor(0.01)}, "payload": _MakesADirWhenUnpickled(marker),
-                "train_args": {"task": "pose", "imgsz": 64}}, ckpt)
-    code = (
-        "import sys; from hpo import ultra; "
-        f"print(ultra.resolve_model({str(ckpt)!r})[1], 'torch' in sys.modules)"
+    torch.save(
+        {
+            "model": model,
+            "optimizer": {"lr": torch.tensor(0.01)},
+            "payload": _MakesADirWhenUnpickled(marker),
+            "train_args": {"task": "pose", "imgsz": 64},
+        },
+        ckpt,
     )
+    code = f"import sys; from hpo import ultra; print(ultra.resolve_model({str(ckpt)!r})[1], 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["pose", "False"]
     assert not marker.exists()  # torch.load(weights_only=False) would have run os.mkdir

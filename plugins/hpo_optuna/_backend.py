@@ -130,6 +130,7 @@ class OptunaBackend(Backend):
     description = "Optuna samplers (TPE, CMA-ES, GP, QMC, random) with epoch pruning; parallel and joinable workers"
     library = "optuna"
     Options = OptunaOptions
+    options: OptunaOptions
     supports_join = True
 
     def __init__(self, **kwargs: Any):
@@ -146,7 +147,7 @@ class OptunaBackend(Backend):
             self.ostudy = optuna.create_study(
                 study_name=self.config.name,
                 storage=storage,
-                direction=self.config.direction,
+                direction="maximize" if self.config.direction == "maximize" else "minimize",
                 sampler=self._sampler(),
                 pruner=self._pruner(),
                 load_if_exists=True,
@@ -178,7 +179,11 @@ class OptunaBackend(Backend):
         finally:
             lock.release()
         if cut:
-            print(f"hpo: warning: optuna: '{self.storage_url}' ended in a torn line ({cut} bytes); removed it", file=sys.stderr, flush=True)
+            print(
+                f"hpo: warning: optuna: '{self.storage_url}' ended in a torn line ({cut} bytes); removed it",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _seed(self, existing: int) -> int | None:
         """The sampler's seed: ``--seed`` for a new study; ``seed + n`` for a study resumed with ``n``
@@ -253,18 +258,28 @@ class OptunaBackend(Backend):
         """Add a finished trial Optuna did not ask for (a retried one) to the Optuna study, with
         its per-epoch objective as intermediate values (step = epoch)."""
         TrialState = self._optuna.trial.TrialState
-        state = {TrialStatus.COMPLETE: TrialState.COMPLETE, TrialStatus.PRUNED: TrialState.PRUNED}.get(record.status, TrialState.FAIL)
+        state = {TrialStatus.COMPLETE: TrialState.COMPLETE, TrialStatus.PRUNED: TrialState.PRUNED}.get(
+            record.status, TrialState.FAIL
+        )
         if state is TrialState.COMPLETE and record.objective is None:
             state = TrialState.FAIL
         metric = self.config.metric
-        steps = {int(r["epoch"]): float(r[metric]) for r in record.epochs if "epoch" in r and math.isfinite(r.get(metric, math.nan))}
+        steps = {
+            int(r["epoch"]): float(r[metric]) for r in record.epochs if "epoch" in r and math.isfinite(r.get(metric, math.nan))
+        }
         attrs: dict[str, Any] = {HPO_ID: record.id, "retry": True, "epochs_completed": record.epochs_completed}
         if state is TrialState.FAIL:
             attrs["error"] = (record.error or "failed")[:2000]
-        self.ostudy.add_trial(self._optuna.trial.create_trial(
-            state=state, value=float(record.objective) if state is TrialState.COMPLETE else None,
-            params=dict(record.params), distributions=self.dists, user_attrs=attrs, intermediate_values=steps,
-        ))
+        self.ostudy.add_trial(
+            self._optuna.trial.create_trial(
+                state=state,
+                value=float(record.objective or 0.0) if state is TrialState.COMPLETE else None,
+                params=dict(record.params),
+                distributions=self.dists,
+                user_attrs=attrs,
+                intermediate_values=steps,
+            )
+        )
 
     def _finish(self, trial: Any, record: TrialRecord) -> None:
         TrialState = self._optuna.trial.TrialState

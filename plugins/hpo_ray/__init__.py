@@ -39,30 +39,43 @@ class RayOptions(BackendOptions):
     """Options of the ray backend (``hpo tune --backend ray --<option> value``)."""
 
     scheduler: Literal["asha", "hyperband", "median", "fifo"] = Field(
-        "asha", description="trial scheduler: asha (async successive halving), hyperband, median (median stopping rule) or fifo (none)"
+        "asha",
+        description="trial scheduler: asha (async successive halving), hyperband, median (median stopping rule) or fifo (none)",
     )
     grace_period: Optional[int] = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="epochs a trial runs before asha/median may stop it; default min(1, epochs) (Ray's ASHA default 1); > epochs is refused",
     )
     reduction_factor: float = Field(
-        2.0, gt=1, description="asha/hyperband: keep 1/reduction_factor of the trials at each rung (Ray's default 4; 2 suits small studies)"
+        2.0,
+        gt=1,
+        description="asha/hyperband: keep 1/reduction_factor of the trials at each rung (Ray's default 4; 2 suits small studies)",
     )
     search_alg: str = Field(
-        "random", description="Ray searcher: random (Ray's BasicVariantGenerator), optuna (OptunaSearch, TPE), or another name of ray.tune.search.create_searcher"
+        "random",
+        description="Ray searcher: random (Ray's BasicVariantGenerator), optuna (OptunaSearch, TPE), or another name of ray.tune.search.create_searcher",
     )
     max_concurrent: Optional[int] = Field(
         None, ge=1, description="trials run at once (default: --workers, as on every backend; the cluster's resources cap it too)"
     )
-    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs Ray reserves per trial (checked against the cluster before any trial)")
-    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs Ray reserves per trial; Ray assigns the device (do not pass device=)")
-    ray_address: Optional[str] = Field(
-        None, description="address of an existing Ray cluster (e.g. head:6379, ray://head:10001 or auto); default env RAY_ADDRESS, "
-        "else a local Ray; a token-authenticated cluster's token is read from RAY_AUTH_TOKEN or ~/.ray/auth_token"
+    cpus_per_trial: float = Field(
+        1.0, gt=0, description="CPUs Ray reserves per trial (checked against the cluster before any trial)"
     )
-    num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of the local Ray started when no address is given (default: all)")
+    gpus_per_trial: float = Field(
+        0.0, ge=0, description="GPUs Ray reserves per trial; Ray assigns the device (do not pass device=)"
+    )
+    ray_address: Optional[str] = Field(
+        None,
+        description="address of an existing Ray cluster (e.g. head:6379, ray://head:10001 or auto); default env RAY_ADDRESS, "
+        "else a local Ray; a token-authenticated cluster's token is read from RAY_AUTH_TOKEN or ~/.ray/auth_token",
+    )
+    num_cpus: Optional[int] = Field(
+        None, ge=1, description="CPUs of the local Ray started when no address is given (default: all)"
+    )
     checkpoint: bool = Field(
-        True, description="report each epoch's Ultralytics last.pt to Tune, so interrupted, errored or paused trials continue from their last epoch"
+        True,
+        description="report each epoch's Ultralytics last.pt to Tune, so interrupted, errored or paused trials continue from their last epoch",
     )
     max_failures: int = Field(
         0, ge=0, description="times Ray retries an errored trial from its last checkpoint (0: an error makes the trial failed)"

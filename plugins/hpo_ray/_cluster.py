@@ -27,8 +27,10 @@ __all__ = ["find_token", "prepare", "probe_gcs", "PROBE_TIMEOUT_S"]
 
 #: Seconds the GCS probe waits for an answer.
 PROBE_TIMEOUT_S = 5.0
-_FIX = ("export RAY_AUTH_TOKEN=<token> (on the head: `ray get-auth-token`; in Kubernetes, from the "
-        "cluster's token Secret) or put it in ~/.ray/auth_token")
+_FIX = (
+    "export RAY_AUTH_TOKEN=<token> (on the head: `ray get-auth-token`; in Kubernetes, from the "
+    "cluster's token Secret) or put it in ~/.ray/auth_token"
+)
 
 
 def find_token() -> tuple[str | None, str]:
@@ -37,7 +39,10 @@ def find_token() -> tuple[str | None, str]:
     token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
     if token:
         return token, "RAY_AUTH_TOKEN"
-    for var, path in (("RAY_AUTH_TOKEN_PATH", os.environ.get("RAY_AUTH_TOKEN_PATH")), ("", str(Path.home() / ".ray" / "auth_token"))):
+    for var, path in (
+        ("RAY_AUTH_TOKEN_PATH", os.environ.get("RAY_AUTH_TOKEN_PATH")),
+        ("", str(Path.home() / ".ray" / "auth_token")),
+    ):
         if not path:
             continue
         try:
@@ -52,9 +57,9 @@ def find_token() -> tuple[str | None, str]:
 def _enable_token_mode() -> None:
     os.environ["RAY_AUTH_MODE"] = "token"
     try:  # Ray caches its config at import: refresh it, as Ray's own setup does
-        from ray._raylet import Config
+        from ._native import refresh_config
 
-        Config.initialize("")
+        refresh_config()
     except Exception:  # noqa: BLE001 - older Ray without token auth: the env var is enough
         pass
 
@@ -82,15 +87,16 @@ def probe_gcs(address: str, *, timeout: float = PROBE_TIMEOUT_S) -> str | None:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as e:
         return f"unreachable: {e.strerror or type(e).__name__}"
-    from ray._raylet import GcsClient
     from ray.exceptions import AuthenticationError
+
+    from ._native import probe_kv
 
     saved = os.dup(2)  # Ray's C++ client logs its own warning lines to stderr: keep the error to one line
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
             try:
-                GcsClient(address=address).internal_kv_get(b"hpo-probe", b"hpo", timeout=timeout)
+                probe_kv(address, timeout)
             except AuthenticationError:
                 return "unauthenticated"
             except Exception as e:  # noqa: BLE001 - any other answer: ray.init reports it in full
@@ -188,8 +194,11 @@ def probe_study_dir(study_dir: Path, *, timeout: float = 60.0) -> None:
         answers = ray.get(refs, timeout=timeout)
         bad = [(h, why) for h, why in answers if why]
         if not bad:
-            bad = [(h, f"its answer {probe}.{h} is not visible to the driver") for h, _ in answers
-                   if not Path(f"{probe}.{h}").is_file()]
+            bad = [
+                (h, f"its answer {probe}.{h} is not visible to the driver")
+                for h, _ in answers
+                if not Path(f"{probe}.{h}").is_file()
+            ]
     except Exception as e:  # noqa: BLE001 - GetTimeoutError, a node died, ...
         bad = [("?", f"the probe task did not finish within {timeout:g} s ({type(e).__name__})")]
     finally:

@@ -34,7 +34,7 @@ from ray.tune import Callback
 
 from hpo import WRITE_ERRNOS, ConfigError, RunFailed, TrialOutcome, TrialRecord, TrialStatus, VolumeError, volume_error
 
-from ._trainable import TRIAL_PREFIX, ray_trainable, trial_id_of
+from ._trainable import PROGRESS_FILE, TRIAL_PREFIX, ray_trainable, trial_id_of
 
 __all__ = [
     "connect",
@@ -148,7 +148,9 @@ def check_search_alg(name: str) -> None:
         make_searcher(name, seed=None)
     except (ImportError, AssertionError, ModuleNotFoundError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"ray option 'search_alg': '{name}' is not usable here ({msg}); install its package or use random/optuna") from None
+        raise ConfigError(
+            f"ray option 'search_alg': '{name}' is not usable here ({msg}); install its package or use random/optuna"
+        ) from None
 
 
 def param_space(space: Any) -> dict[str, Any]:
@@ -181,7 +183,9 @@ def make_scheduler(options: Any, epochs: int) -> Any:
 
     if options.scheduler == "asha":
         return ASHAScheduler(
-            time_attr="epoch", max_t=epochs, grace_period=grace_period(options, epochs),
+            time_attr="epoch",
+            max_t=epochs,
+            grace_period=grace_period(options, epochs),
             reduction_factor=options.reduction_factor,
         )
     if options.scheduler == "hyperband":
@@ -203,6 +207,7 @@ def make_searcher(name: str, *, seed: int | None, max_concurrent: int | None = N
         from ray.tune.search import BasicVariantGenerator
 
         return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
+    searcher: Any
     if name == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
@@ -239,7 +244,9 @@ _QUIET = _QuietVolumeErrors()
 _VOLUME_TEXT = re.compile(r"No space left on device|\[Errno (28|30|122)\]|Read-only file system|Disk quota exceeded")
 #: Ray's loggers that print tracebacks of failed writes to the experiment's storage.
 _RAY_STORAGE_LOGGERS = (
-    "ray.tune.execution.experiment_state", "ray.tune.execution.tune_controller", "ray.train._internal.storage",
+    "ray.tune.execution.experiment_state",
+    "ray.tune.execution.tune_controller",
+    "ray.train._internal.storage",
     "ray.train._internal.syncer",
 )
 
@@ -456,12 +463,18 @@ class _Context:
         rec, out = live.record, live.outcome
         if out is not None:
             outcome = TrialOutcome(
-                TrialStatus.COMPLETE, final_metrics=out.get("final_metrics", {}), applied=out.get("applied", {}),
-                train_s=out.get("train_s"), weights=out.get("weights"), duration_s=self._duration(rec),
+                TrialStatus.COMPLETE,
+                final_metrics=out.get("final_metrics", {}),
+                applied=out.get("applied", {}),
+                train_s=out.get("train_s"),
+                weights=out.get("weights"),
+                duration_s=self._duration(rec),
             )
         else:
             outcome = TrialOutcome(
-                TrialStatus.PRUNED, applied=self._applied(tid), duration_s=self._duration(rec),
+                TrialStatus.PRUNED,
+                applied=self._applied(tid),
+                duration_s=self._duration(rec),
                 error=f"stopped by Ray's {self.options.scheduler} scheduler after epoch {rec.epochs_completed}",
             )
         self.loop.trial_finished(rec, outcome)
@@ -484,6 +497,39 @@ class _Context:
         # a failure of the volume is not a result: trial_finished records it interrupted and raises
         # VolumeError, which guarded() turns into stopping the study
         self.loop.trial_finished(live.record, outcome)
+
+
+class _ProgressPoller(threading.Thread):
+    """Passes the live trials' batch progress (``trials/<id>/progress.json``, written by the
+    trainable in the Ray worker) to the recorder once a second, for the progress display: Ray's
+    own results come only once per epoch."""
+
+    def __init__(self, ctx: _Context, period_s: float = 1.0):
+        super().__init__(name="hpo-ray-progress", daemon=True)
+        self.ctx, self.period_s = ctx, period_s
+        self._stop_event = threading.Event()
+        self._seen: dict[int, float] = {}
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.period_s):
+            with self.ctx.lock:
+                live = list(self.ctx.live.items())
+            for tid, item in live:
+                f = self.ctx.study.trial_dir(tid) / PROGRESS_FILE
+                try:
+                    mtime = f.stat().st_mtime
+                    if self._seen.get(tid) == mtime:
+                        continue
+                    self._seen[tid] = mtime
+                    self.ctx.loop.trial_batch(item.record, json.loads(f.read_text()))
+                except (OSError, ValueError):
+                    continue
+                except Exception:  # noqa: BLE001 - a display error never stops a study
+                    continue
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)
 
 
 class StudyCallback(Callback):
@@ -598,6 +644,8 @@ def run_study(backend: Any, recorder: Any) -> None:
         probe_study_dir(study.path)  # every node must read and write the study directory
     ctx = _Context(backend, loop)
     _CONTEXTS[key] = ctx
+    poller = _ProgressPoller(ctx)
+    poller.start()
     setup = {
         "study": key,
         "keys": list(cfg.space),
@@ -618,7 +666,11 @@ def run_study(backend: Any, recorder: Any) -> None:
         if exps and _restorable(exps[-1]) and loop.missing() > 0:
             print(f"hpo: ray: restoring Ray's experiment {exps[-1]}", file=sys.stderr)
             tuner = tune.Tuner.restore(
-                str(exps[-1]), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False,
+                str(exps[-1]),
+                trainable=trainable,
+                resume_unfinished=True,
+                resume_errored=False,
+                restart_errored=False,
             )
             try:
                 _fit(tuner, ctx)
@@ -630,11 +682,13 @@ def run_study(backend: Any, recorder: Any) -> None:
                 print(
                     f"hpo: warning: ray: cannot continue Ray's experiment {exps[-1]} ({type(e).__name__}: {msg}); "
                     "every finished trial is kept in the study, the missing ones run in a new experiment",
-                    file=sys.stderr, flush=True,
+                    file=sys.stderr,
+                    flush=True,
                 )
                 ctx.interrupt_all(e)
             ctx.rescan(known | _ids_in_state(exps[-1]), fit_done=True)
-        k = int(_EXP_RE.match(exps[-1].name).group(1)) if exps else 0
+        last = _EXP_RE.match(exps[-1].name) if exps else None
+        k = int(last.group(1)) if last else 0
         while loop.missing() > 0:
             before = n = loop.missing()
             k += 1
@@ -642,9 +696,12 @@ def run_study(backend: Any, recorder: Any) -> None:
                 trainable,
                 param_space=param_space(cfg.space),
                 tune_config=tune.TuneConfig(
-                    metric="objective", mode=mode, num_samples=-1 if cfg.iterations is None else n,  # -1: until stopped
+                    metric="objective",
+                    mode=mode,
+                    num_samples=-1 if cfg.iterations is None else n,  # -1: until stopped
                     search_alg=make_searcher(
-                        opts.search_alg, seed=None if cfg.seed is None else cfg.seed + k - 1,
+                        opts.search_alg,
+                        seed=None if cfg.seed is None else cfg.seed + k - 1,
                         max_concurrent=opts.max_concurrent or cfg.workers,
                     ),
                     scheduler=make_scheduler(opts, cfg.epochs),
@@ -652,7 +709,10 @@ def run_study(backend: Any, recorder: Any) -> None:
                     trial_dirname_creator=TrialDirname(key),
                 ),
                 run_config=tune.RunConfig(
-                    name=f"tune-{k}", storage_path=str(root), callbacks=[StudyCallback(key)], verbose=0,
+                    name=f"tune-{k}",
+                    storage_path=str(root),
+                    callbacks=[StudyCallback(key)],
+                    verbose=0,
                     stop=StopOnError(key),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     failure_config=tune.FailureConfig(max_failures=opts.max_failures),
@@ -662,11 +722,14 @@ def run_study(backend: Any, recorder: Any) -> None:
             _fit(tuner, ctx)
             ctx.rescan(known | _ids_in_state(root / f"tune-{k}"), fit_done=True)
             if loop.missing() == before:
-                raise RunFailed(f"ray: experiment {root / f'tune-{k}'} finished no trial; see its folder and the trials' train.log")
+                raise RunFailed(
+                    f"ray: experiment {root / f'tune-{k}'} finished no trial; see its folder and the trials' train.log"
+                )
     except KeyboardInterrupt as e:  # Ctrl-C/SIGTERM: the live trials are resumable, no new experiment
         ctx.interrupt_all(e)
         raise
     finally:
+        poller.stop()
         _CONTEXTS.pop(key, None)
 
 
@@ -680,4 +743,3 @@ def _fit(tuner: Any, ctx: _Context) -> None:
         raise
     if ctx.stop_error is not None:
         raise ctx.stop_error
-

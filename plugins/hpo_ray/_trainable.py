@@ -31,7 +31,7 @@ from typing import Any
 
 from hpo import Study, TrialStatus, train_trial
 
-__all__ = ["ray_trainable", "trial_id_of", "TRIAL_PREFIX"]
+__all__ = ["ray_trainable", "trial_id_of", "TRIAL_PREFIX", "PROGRESS_FILE"]
 
 #: Ray trial folders are named ``trial_<hpo trial id>`` (short; the config lives in ``params.json``).
 TRIAL_PREFIX = "trial_"
@@ -84,6 +84,26 @@ def _start_timeout(seconds: float | None, run_dir: Path) -> Any:
     return timer
 
 
+#: The trial's latest batch progress, read by the driver (``hpo_ray._driver``) for the progress display.
+PROGRESS_FILE = "progress.json"
+
+
+def _progress_file(run_dir: Path) -> Any:
+    """A ``progress`` callback writing ``{"epoch", "batch", "batches"}`` to ``<run>/progress.json``
+    (replaced atomically; at most once a second, as the trainer throttles it). Best effort."""
+    import os
+
+    def progress(p: dict[str, int]) -> None:
+        tmp = run_dir / f".{PROGRESS_FILE}.tmp"
+        try:
+            tmp.write_text(json.dumps(p))
+            os.replace(tmp, run_dir / PROGRESS_FILE)
+        except OSError:
+            pass
+
+    return progress
+
+
 def ray_trainable(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """Ray Tune function trainable (bound with ``tune.with_parameters(ray_trainable, setup=...)``).
 
@@ -129,8 +149,10 @@ def ray_trainable(config: dict[str, Any], setup: dict[str, Any]) -> None:
     (run_dir / "params.json").write_text(json.dumps(params, indent=2) + "\n")
     spec = template.replace(trial_id=tid, params=params, train_args=train_args, run_dir=str(run_dir))
     with open(spec.log_file, "a", encoding="utf-8") as log:
-        log.write(f"hpo: trial {tid} in Ray trial {tune.get_context().get_trial_id()}"
-                  f"{' resumed from ' + train_args['resume'] if 'resume' in train_args else ''}\n")
+        log.write(
+            f"hpo: trial {tid} in Ray trial {tune.get_context().get_trial_id()}"
+            f"{' resumed from ' + train_args['resume'] if 'resume' in train_args else ''}\n"
+        )
 
     held: dict[str, Any] = {}
     last_ckpt: list[Path] = []
@@ -157,7 +179,7 @@ def ray_trainable(config: dict[str, Any], setup: dict[str, Any]) -> None:
 
     timer = _start_timeout(setup.get("trial_timeout"), run_dir)
     try:
-        outcome = train_trial(spec, report, log=True)  # the trial's output goes to its train.log
+        outcome = train_trial(spec, report, _progress_file(run_dir), log=True)  # the trial's output goes to its train.log
     finally:
         if timer is not None:
             timer.cancel()
@@ -169,5 +191,10 @@ def ray_trainable(config: dict[str, Any], setup: dict[str, Any]) -> None:
     if not held:  # training stopped before the last epoch (Ultralytics' patience): report its last row again
         last = outcome.epochs[-1] if outcome.epochs else {"epoch": 0}
         held = {"epoch": int(last["epoch"]), "objective": _num(last.get(metric)), "hpo_row": json.dumps(last)}
-    done = {"final_metrics": outcome.final_metrics, "applied": outcome.applied, "train_s": outcome.train_s, "weights": outcome.weights}
+    done = {
+        "final_metrics": outcome.final_metrics,
+        "applied": outcome.applied,
+        "train_s": outcome.train_s,
+        "weights": outcome.weights,
+    }
     tune.report({**held, "hpo_outcome": json.dumps(done, default=str)})

@@ -81,6 +81,7 @@ class UltralyticsBackend(Backend):
     description = "Ultralytics' native genetic tuner (mutation of the best previous results); --concurrent-trials N trains N proposals at once"
     library = "ultralytics"
     Options = UltralyticsOptions
+    options: UltralyticsOptions
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -111,11 +112,13 @@ class UltralyticsBackend(Backend):
 
     def _native_record(self, record: TrialRecord) -> dict[str, Any]:
         data_name = Path(self.config.data.source).stem
+        objective = record.objective
+        assert objective is not None  # told only for complete trials
         return self.native.result_record(
             record.id + 1,
-            self.sign * float(record.objective),
+            self.sign * float(objective),
             dict(record.params),
-            {data_name: {**record.final_metrics, "fitness": self.sign * float(record.objective)}},
+            {data_name: {**record.final_metrics, "fitness": self.sign * float(objective)}},
             {data_name: str(self.study.trial_dir(record.id))},
         )
 
@@ -128,9 +131,7 @@ class UltralyticsBackend(Backend):
         self._write_best()
 
     def restore(self, finished: list[TrialRecord]) -> None:
-        self._results = [
-            self._native_record(r) for r in finished if r.status is TrialStatus.COMPLETE and r.objective is not None
-        ]
+        self._results = [self._native_record(r) for r in finished if r.status is TrialStatus.COMPLETE and r.objective is not None]
         text = "".join(self.native.dumps(r) + "\n" for r in self._results)
         atomic_write_text(self.native.tune_file, text)
         if self._results:
@@ -144,7 +145,9 @@ class UltralyticsBackend(Backend):
             f"# hpo study {self.study.path}: best of {len(self._results)} complete iterations "
             f"at iteration {best['iteration']}, fitness={best['fitness']} ({self.config.metric})\n"
         )
-        atomic_write_text(self.tune_dir / "best_hyperparameters.yaml", header + yaml.safe_dump(best["hyperparameters"], sort_keys=False))
+        atomic_write_text(
+            self.tune_dir / "best_hyperparameters.yaml", header + yaml.safe_dump(best["hyperparameters"], sort_keys=False)
+        )
 
 
 def _distinct_values(param: Any) -> int:

@@ -66,8 +66,9 @@ class NativeProposals:
         finally:
             np.random.default_rng = original
 
-    def result_record(self, iteration: int, fitness: float, params: dict[str, Any], metrics: dict[str, Any],
-                      save_dirs: dict[str, str]) -> dict[str, Any]:
+    def result_record(
+        self, iteration: int, fitness: float, params: dict[str, Any], metrics: dict[str, Any], save_dirs: dict[str, str]
+    ) -> dict[str, Any]:
         """A native ``tune_results.ndjson`` row (``Tuner._result_record``)."""
         return dict(self._tuner._result_record(iteration, fitness, params, metrics, save_dirs))
 

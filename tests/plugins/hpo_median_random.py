@@ -1,4 +1,5 @@
 """hpo backend ``median-random``: random search with a median stopping rule (a complete example)."""
+
 import math
 import random
 import statistics
@@ -23,11 +24,14 @@ class MedianRandom(Backend):
         self.rng, self.curves = random.Random(self.config.seed), []  # curves: {epoch: objective} per finished trial
 
     def ask(self):
-        def draw(p):
+        params = {}
+        for key, p in self.config.space.items():
             if p.kind is Kind.CHOICE:
-                return self.rng.choice(p.choices)
-            return p.clip(math.exp(self.rng.uniform(math.log(p.low), math.log(p.high))) if p.log else self.rng.uniform(p.low, p.high))
-        return Suggestion({key: draw(p) for key, p in self.config.space.items()})
+                params[key] = self.rng.choice(p.choices)
+            else:  # uniform, or uniform in log space
+                x = self.rng.uniform(*((math.log(p.low), math.log(p.high)) if p.log else (p.low, p.high)))
+                params[key] = p.clip(math.exp(x) if p.log else x)
+        return Suggestion(params)
 
     def tell(self, record):
         self.curves.append({r["epoch"]: r.get(self.config.metric, math.nan) for r in record.epochs})
