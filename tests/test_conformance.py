@@ -28,6 +28,7 @@ class TestRayConformance(BackendConformance):
     train_args = TRAIN_ARGS  # Ray assigns the device
     no_pruning = ("--scheduler", "fifo")
     budget_s = 30.0  # a local Ray takes 10-20 s to start on 2 cores, inside the budget
+    real_smoke = False  # tests/test_backend_ray.py trains real trials under ASHA (the smoke test)
 
 
 class TestThirdPartyConformance(BackendConformance):

@@ -90,8 +90,7 @@ class RayOptions(BackendOptions):
 
     def check(self, config: Any) -> None:
         """Refuse what Ray cannot run, before anything is written: a grace period longer than the
-        epochs, ``device=`` in the train args, an unknown searcher, a corrupt experiment state on
-        resume, and CPUs/GPUs per trial that no node of the Ray cluster has (this connects to the
+        epochs, ``device=`` in the train args, an unknown searcher, and CPUs/GPUs per trial that no node of the Ray cluster has (this connects to the
         cluster, or starts the local one, which :meth:`run` then uses).
 
         Raises:
@@ -121,8 +120,6 @@ class RayOptions(BackendOptions):
                 "pass --gpus-per-trial N to train on GPUs"
             )
         _driver.check_search_alg(options.search_alg)
-        if config.resume:
-            _driver.check_experiment_state(config.study_dir)
         _driver.check_resources(options)
 
 

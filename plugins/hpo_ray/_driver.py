@@ -41,7 +41,7 @@ __all__ = [
     "shutdown",
     "check_resources",
     "check_search_alg",
-    "check_experiment_state",
+    "experiment_state_problem",
     "param_space",
     "make_scheduler",
     "make_searcher",
@@ -263,37 +263,26 @@ def _state_files(exp: Path) -> list[Path]:
     return sorted(exp.glob("experiment_state-*.json"))
 
 
-def check_experiment_state(study_dir: Path) -> None:
-    """On resume, refuse an empty or corrupt Ray experiment state (before Ray starts).
-
-    The newest experiment's newest ``experiment_state-*.json`` must be a JSON object and its
-    ``tuner.pkl`` not empty. An experiment that saved no state yet is fine (a new one starts).
-
-    Raises:
-        ConfigError: naming the file and how to start the Ray experiment afresh.
-    """
-    exps = experiments(study_dir)
-    if not exps:
-        return
-    exp = exps[-1]
+def experiment_state_problem(exp: Path) -> str | None:
+    """Why Ray's saved state of experiment ``exp`` cannot be restored (its newest
+    ``experiment_state-*.json`` is not a JSON object with ``trial_data``, or ``tuner.pkl`` is missing
+    or empty: e.g. written on a full volume, or cut by a kill), or ``None`` when it can."""
     files = _state_files(exp)
     if not files:
-        return
-    fix = (
-        f"to start Ray's experiment afresh (the study's finished trials are kept), delete the folder '{exp}' "
-        "and run again with --resume; or start a new study with another --name"
-    )
+        return "no experiment state saved"
     newest = files[-1]
     try:
         doc = json.loads(newest.read_text(encoding="utf-8"))
         if not isinstance(doc, dict) or "trial_data" not in doc:
             raise ValueError("no trial_data")
     except (OSError, ValueError) as e:
-        why = "empty" if newest.is_file() and newest.stat().st_size == 0 else f"corrupt: {str(e).splitlines()[0][:120]}"
-        raise ConfigError(f"resume: Ray's experiment state '{newest}' is {why}; {fix}") from None
+        return f"'{newest.name}' is " + (
+            "empty" if newest.is_file() and newest.stat().st_size == 0 else f"corrupt ({str(e).splitlines()[0][:120]})"
+        )
     pkl = exp / "tuner.pkl"
     if not pkl.is_file() or pkl.stat().st_size == 0:
-        raise ConfigError(f"resume: Ray's experiment state '{pkl}' is missing or empty; {fix}")
+        return "'tuner.pkl' is missing or empty"
+    return None
 
 
 def _ids_in_state(exp: Path) -> set[int]:
@@ -663,7 +652,15 @@ def run_study(backend: Any, recorder: Any) -> None:
         for exp in exps:
             known |= _ids_in_state(exp)
         ctx.rescan(known)
-        if exps and _restorable(exps[-1]) and loop.missing() > 0:
+        problem = experiment_state_problem(exps[-1]) if exps and _state_files(exps[-1]) else None
+        if problem is not None:  # the study's records are the truth: run what is missing in a new experiment
+            print(
+                f"hpo: warning: ray: cannot continue Ray's experiment {exps[-1]} ({problem}); every finished trial "
+                "is kept in the study, the missing ones run in a new experiment",
+                file=sys.stderr,
+                flush=True,
+            )
+        if exps and problem is None and _restorable(exps[-1]) and loop.missing() > 0:
             print(f"hpo: ray: restoring Ray's experiment {exps[-1]}", file=sys.stderr)
             tuner = tune.Tuner.restore(
                 str(exps[-1]),
