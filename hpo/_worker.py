@@ -30,7 +30,7 @@ from ultralytics import YOLO
 from ultralytics.utils import SETTINGS
 
 from .study import TrialStatus
-from .trial import Progress, Report, TrialOutcome, TrialSpec, redirect_output, train_trial  # noqa: F401
+from .trial import Progress, Report, TrialOutcome, TrialSpec, train_trial
 
 # Ultralytics' integrations are off inside hpo's trials unless hpo asks for them: flipped in
 # memory only (dict.__setitem__ bypasses the settings file, so the user's settings stay untouched).

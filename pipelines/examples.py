@@ -204,7 +204,7 @@ def make_pipelines(image: str, mount_path: str = MOUNT) -> dict[str, Callable[..
             secret_name=secret_name,
             retries=2,
         )
-        first = hpo_tune(
+        study = dict(
             model=model,
             data=data,
             backend="optuna",
@@ -218,24 +218,9 @@ def make_pipelines(image: str, mount_path: str = MOUNT) -> dict[str, Callable[..
             gpus=gpus,
             storage_env=storage_env,
         )
-        configure_tuning_task(first, **settings)
+        configure_tuning_task(hpo_tune(**study), **settings)  # creates the study
         with dsl.ParallelFor(workers, parallelism=0):
-            joined = hpo_tune(
-                model=model,
-                data=data,
-                backend="optuna",
-                iterations=iterations,
-                epochs=epochs,
-                space=space,
-                mount_path=mount_path,
-                output_dir="studies",
-                study_name=study_name,
-                train_args=train_args,
-                gpus=gpus,
-                storage_env=storage_env,
-                join=True,
-            )
-            configure_tuning_task(joined, **settings)
+            configure_tuning_task(hpo_tune(**study, join=True), **settings)  # join it
 
     return {"train_then_tune": train_then_tune, "compare_backends": compare_backends, "joined_workers": joined_workers}
 
