@@ -7,11 +7,13 @@ commands, so ``hpo --help`` and ``hpo backends`` stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -244,41 +246,67 @@ def tune(
     train_pairs, options = split_extra_args(list(ctx.args))
     options = _checked_options(backend, options, ctx)
     callbacks: list[Any] = []
-    tuner = Tuner(
-        backend=backend,
-        model=model,
-        data=data,
-        space=space,
-        iterations=iterations,
-        epochs=epochs,
-        metric=metric,
-        train_args=parse_train_args(train_pairs),
-        output=output,
-        name=name,
-        resume=resume,
-        join=join,
-        trial_timeout=trial_timeout,
-        time_budget=time_budget,
-        concurrent_trials=concurrent_trials,
-        seed=seed,
-        backend_options=options,
-        callbacks=callbacks,
-        mlflow=mlflow,
-        experiment=experiment,
-        plots=plots,
-        keep_weights=keep_weights,
-        verbose=not quiet,
-        download_weights=download_weights,
-        weights_dir=weights_dir,
-    )
+    with _stdout_to_stderr(as_json):
+        result = _tune(
+            Tuner,
+            backend=backend,
+            model=model,
+            data=data,
+            space=space,
+            iterations=iterations,
+            epochs=epochs,
+            metric=metric,
+            train_args=parse_train_args(train_pairs),
+            output=output,
+            name=name,
+            resume=resume,
+            join=join,
+            trial_timeout=trial_timeout,
+            time_budget=time_budget,
+            concurrent_trials=concurrent_trials,
+            seed=seed,
+            backend_options=options,
+            callbacks=callbacks,
+            mlflow=mlflow,
+            experiment=experiment,
+            plots=plots,
+            keep_weights=keep_weights,
+            verbose=not quiet,
+            download_weights=download_weights,
+            weights_dir=weights_dir,
+        )
+    _print_result(result, as_json)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(active: bool) -> Iterator[None]:
+    """With ``--json``, everything else that reaches stdout while the study runs (Ultralytics' first-run
+    settings message, a Ray driver's forwarded worker output, a trainer's prints) goes to stderr instead,
+    at the file-descriptor level, so stdout holds the JSON document alone."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _tune(tuner_cls: Any, **kwargs: Any) -> Any:
+    """Build the :class:`~hpo.Tuner`, print its notices and warnings, and run it (SIGTERM: interrupt)."""
+    tuner = tuner_cls(**kwargs)
     cfg = tuner.config
     for notice in cfg.notices:
         print(f"hpo: notice: {notice}", file=sys.stderr)
     for warning in cfg.warnings:
         print(f"hpo: warning: {warning}", file=sys.stderr)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a pod's SIGTERM: stop cleanly, resumable
-    result = tuner.run()
-    _print_result(result, as_json)
+    return tuner.run()
 
 
 def _checked_options(backend: str, options: dict[str, Any], ctx: typer.Context) -> dict[str, Any]:

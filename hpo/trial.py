@@ -95,6 +95,12 @@ class TrialSpec:
         """``<run_dir>/train.log``: the trial's stdout and stderr."""
         return Path(self.run_dir) / "train.log"
 
+    @property
+    def in_process(self) -> bool:
+        """Whether the trainer declares itself safe to run without a process of its own (``in_process``,
+        :class:`Trainer`): no global state, so a worker process may also run one trial after another."""
+        return bool(getattr(resolve_trainer(self.trainer), "in_process", False))
+
     def replace(self, **changes: Any) -> TrialSpec:
         """A copy with ``changes`` (e.g. another trial's id, params and run folder)."""
         return dataclasses.replace(self, **changes)

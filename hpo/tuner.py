@@ -620,7 +620,7 @@ class Tuner:
             trials finish (``<study>/weights/best.pt`` always stays).
         trainer: ``"module:function"`` that trains a trial (:mod:`hpo.trial`); default: the
             environment variable ``HPO_TRAINER``, else Ultralytics (:data:`hpo.trial.ULTRALYTICS_TRAINER`).
-            ``"hpo.testing:simulated_trainer"`` runs the study on simulated learning curves
+            ``"hpo.simulate:simulated_trainer"`` runs the study on simulated learning curves
             (milliseconds per trial; tests and benchmark simulations).
         trainer_options: JSON-able options of the trainer (default: ``HPO_TRAINER_OPTIONS``, JSON).
 

@@ -389,3 +389,19 @@ def test_show_and_resume_of_a_damaged_study_json_are_one_line_exit_2(tmp_path, d
     )
     assert r.returncode == 2 and "holds a JSON list" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (study / "lock").exists()  # a run that failed to start leaves no lock
+
+
+def test_json_stdout_is_the_document_alone_on_a_first_run(tmp_path, digits_cls):
+    """A fresh HOME makes Ultralytics print its first-run settings message to stdout at import;
+    with --json that (and any other output of the run) goes to stderr: stdout parses as JSON."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "HPO_TRAINER": "hpo.simulate:simulated_trainer", "HPO_PLOTS": "0"}
+    args = ["--backend", "optuna", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--iterations", "2"]
+    args += ["--epochs", "2", "--output", str(tmp_path / "out"), "--name", "demo", "--json", "imgsz=32"]
+    r = hpo_cli("tune", *args, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert sum(doc["counts"].values()) == 2 and doc["study_dir"] == str(tmp_path / "out" / "demo")
+    assert (home / ".config" / "Ultralytics" / "settings.json").is_file()  # the message was printed, to stderr
+    assert "Ultralytics Settings" in r.stderr

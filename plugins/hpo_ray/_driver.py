@@ -635,10 +635,11 @@ def run_study(backend: Any, recorder: Any) -> None:
     _CONTEXTS[key] = ctx
     poller = _ProgressPoller(ctx)
     poller.start()
+    template = recorder.trial_spec(0, {})
     setup = {
         "study": key,
         "keys": list(cfg.space),
-        "spec": recorder.trial_spec(0, {}),  # the core's trial spec; each trial sets its id, params and folder
+        "spec": template,  # the core's trial spec; each trial sets its id, params and folder
         "checkpoint": opts.checkpoint,
         "trial_timeout": cfg.trial_timeout,
     }
@@ -702,7 +703,9 @@ def run_study(backend: Any, recorder: Any) -> None:
                         max_concurrent=opts.max_concurrent or cfg.workers,
                     ),
                     scheduler=make_scheduler(opts, cfg.epochs),
-                    reuse_actors=False,
+                    # a fresh process per trial (Ultralytics and CUDA keep global state), except for a
+                    # trainer without any (a simulation): one actor then runs trial after trial
+                    reuse_actors=template.in_process,
                     trial_dirname_creator=TrialDirname(key),
                 ),
                 run_config=tune.RunConfig(
