@@ -1,4 +1,5 @@
-"""``python -m hpo_bench run --suite cpu-small --out DIR`` / ``--quick``; ``python -m hpo_bench report DIR``."""
+"""``python -m hpo_bench run --suite cpu-small --out DIR`` / ``--quick``; ``python -m hpo_bench report DIR``;
+``python -m hpo_bench record`` / ``simulate`` (the simulated benchmark: :mod:`hpo_bench.recording`, :mod:`hpo_bench.simulation`)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep = sub.add_parser("report", help="rebuild report.md, trials.csv and plots from DIR/results.json")
     rep.add_argument("dir", type=Path)
+    default_rec = Path(__file__).resolve().parent / "results" / "recording" / "digits-cls"
+    rec = sub.add_parser("record", help="train K configurations to the full epochs into a table (resumable)")
+    rec.add_argument("--problem", default="digits-cls", help="problem to record (default digits-cls)")
+    rec.add_argument("--configs", type=int, default=100, help="K, configurations to train (default 100)")
+    rec.add_argument("--out", type=Path, default=default_rec, help=f"table folder (default {default_rec})")
+    rec.add_argument(
+        "--work",
+        type=Path,
+        default=Path("/tmp/hpo-bench-recording"),
+        help="study folder; keep it to resume (default %(default)s)",
+    )
+    rec.add_argument("--device", default="cpu", help="Ultralytics device (default cpu)")
+    rec.add_argument("--native-iterations", type=int, default=3, help="model.tune iterations timed (default 3)")
+    sim = sub.add_parser("simulate", help="every backend against the recording's surrogate, on a simulated clock")
+    sim.add_argument("--recording", type=Path, default=default_rec, help=f"recording folder (default {default_rec})")
+    sim.add_argument("--seeds", type=int, default=50, help="seeds per contender (default 50)")
+    sim.add_argument("--out", type=Path, default=default_rec.parent, help="report folder (default %(default)s)")
+    sim.add_argument("--contenders", default=None, help="comma-separated (default all simulated contenders)")
+    sim.add_argument("--processes", type=int, default=2, help="studies at once (default 2)")
+    sim.add_argument("--surrogate", default="auto", choices=["auto", "knn", "rf"], help="surrogate model (default auto)")
     return ap
 
 
@@ -63,6 +84,50 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         results = json.loads((args.dir / "results.json").read_text())
         print(write_report(results, args.dir)["report"])
+        return 0
+    if args.command == "record":
+        from .recording import record
+
+        try:
+            print(
+                record(
+                    args.problem,
+                    configs=args.configs,
+                    out=args.out,
+                    work=args.work,
+                    device=args.device,
+                    native_iterations=args.native_iterations,
+                )
+            )
+        except ValueError as e:
+            print(f"benchmarks: error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "simulate":
+        from .simulation import simulate
+
+        if args.seeds < 1:
+            print("benchmarks: error: --seeds: must be >= 1", file=sys.stderr)
+            return 2
+        if not (args.recording / "table.csv").is_file():
+            print(
+                f"benchmarks: error: --recording: no table.csv in '{args.recording}'; run `python -m hpo_bench record` first",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            simulate(
+                args.recording,
+                seeds=args.seeds,
+                out=args.out,
+                processes=args.processes,
+                surrogate=args.surrogate,
+                contenders=[c.strip() for c in args.contenders.split(",")] if args.contenders else None,
+            )
+        except ValueError as e:
+            print(f"benchmarks: error: {e}", file=sys.stderr)
+            return 2
+        print(args.out / "simulated.md")
         return 0
     from .run import run_suite
     from .suite import apply_overrides, suite

@@ -32,7 +32,11 @@ def run_study(spec: dict[str, Any]) -> int:
     """Run one hpo study; the records are in ``<output>/<name>/trials.jsonl``. Returns the exit code."""
     from hpo import RunFailed, Tuner
 
-    if spec["backend"].startswith("bench-"):
+    if spec["backend"] == "bench-list":
+        from hpo_bench.recording import register
+
+        register()
+    elif spec["backend"].startswith("bench-"):
         from hpo_bench.random_search import register
 
         register()
@@ -55,6 +59,8 @@ def run_study(spec: dict[str, Any]) -> int:
         seed=spec["seed"],
         trial_timeout=spec.get("trial_timeout"),
         backend_options=options,
+        resume=bool(spec.get("resume", False)),
+        **({"keep_weights": spec["keep_weights"]} if spec.get("keep_weights") else {}),
     )
     try:
         result = tuner.run()

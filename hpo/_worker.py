@@ -191,6 +191,9 @@ def train_ultralytics(spec: TrialSpec, report: Report, progress: Progress | None
             state["final_metrics"] = metrics
             return
         row = {"epoch": trainer.epoch + 1}
+        start = getattr(trainer, "train_time_start", None)
+        if isinstance(start, float):  # seconds since the first epoch began (the "time" column of results.csv)
+            row["time"] = round(time.time() - start, 3)
         row.update(_floats(trainer.label_loss_items(trainer.tloss, prefix="train")))
         row.update(metrics)
         row.update(_floats(getattr(trainer, "lr", {}) or {}))

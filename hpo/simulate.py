@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import math
 import os
-import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import clock
 from .study import TrialStatus
 from .trial import Progress, Report, TrialOutcome, TrialSpec
 
-__all__ = ["simulated_trainer", "curve_value", "quality"]
+__all__ = ["simulated_trainer", "play_curve", "curve_value", "quality"]
 
 
 def quality(params: dict[str, Any]) -> float:
@@ -84,28 +85,73 @@ def simulated_trainer(spec: TrialSpec, report: Report, progress: Progress | None
         OSError: writing the weights failed (e.g. a full volume).
     """
     opts = spec.trainer_options
-    run_dir = Path(spec.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if spec.trial_id in set(opts.get("fail", ())):
         raise RuntimeError(f"simulated training error of trial {spec.trial_id}")
     diverged = spec.trial_id in set(opts.get("nan", ()))
-    epoch_s = float(opts.get("epoch_s", 0.0))
     metric = spec.metric or "metrics/accuracy_top1"
+    return play_curve(
+        spec,
+        report,
+        progress,
+        lambda epoch: math.nan if diverged else curve_value(spec.params, epoch, metric),
+        epoch_s=float(opts.get("epoch_s", 0.0)),
+        weights_bytes=int(opts.get("weights_bytes", 0)),
+    )
+
+
+def play_curve(
+    spec: TrialSpec,
+    report: Report,
+    progress: Progress | None,
+    value: Callable[[int], float],
+    *,
+    epoch_s: float | Sequence[float] = 0.0,
+    start_s: float = 0.0,
+    end_s: float = 0.0,
+    weights_bytes: int = 0,
+) -> TrialOutcome:
+    """Play a learning curve as a trial: the shared body of simulated trainers.
+
+    Waits with :func:`hpo.clock.sleep` (real seconds, or a simulated clock's), so inside
+    :func:`hpo.clock.simulated` a trial takes no time at all yet the study's time budget sees it.
+
+    Args:
+        spec: the trial (its ``epochs``, ``metric``, ``run_dir``).
+        report, progress: the trainer's callbacks (:mod:`hpo.trial`).
+        value: ``value(epoch)`` -> the metric after ``epoch`` (1-based) epochs.
+        epoch_s: seconds per epoch, one number or one per epoch.
+        start_s: seconds before the first epoch (model build, data scan), and ``end_s`` after the
+            last (final validation), the per-trial cost beside the epochs.
+        weights_bytes: size of ``weights/best.pt`` and ``last.pt`` written each epoch (0: none).
+
+    Returns:
+        ``COMPLETE`` after ``spec.epochs`` epochs, or ``PRUNED`` when ``report`` asked to stop; every
+        epoch row holds ``epoch``, the metric, and ``time`` (seconds since the first epoch began,
+        as in Ultralytics' ``results.csv``).
+    """
+    run_dir = Path(spec.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metric = spec.metric or "metrics/accuracy_top1"
+    per_epoch = [float(epoch_s)] * spec.epochs if isinstance(epoch_s, (int, float)) else [float(x) for x in epoch_s]
     rows: list[dict[str, float]] = []
     weights = None
+    clock.sleep(start_s)
+    elapsed = 0.0
     for epoch in range(1, spec.epochs + 1):
-        if epoch_s > 0:
+        seconds = per_epoch[min(epoch, len(per_epoch)) - 1] if per_epoch else 0.0
+        if seconds > 0:
             steps = 4
             for b in range(1, steps + 1):
-                time.sleep(epoch_s / steps)
+                clock.sleep(seconds / steps)
                 if progress is not None:
                     progress({"epoch": epoch, "batch": b, "batches": steps})
-        value = math.nan if diverged else curve_value(spec.params, epoch, metric)
-        row: dict[str, float] = {"epoch": epoch, metric: value}
+        elapsed += seconds
+        row: dict[str, float] = {"epoch": epoch, metric: value(epoch), "time": round(elapsed, 3)}
         rows.append(row)
-        weights = _write_weights(run_dir, int(opts.get("weights_bytes", 0))) or weights
+        weights = _write_weights(run_dir, weights_bytes) or weights
         if report(row):
             return TrialOutcome(TrialStatus.PRUNED, epochs=rows, applied=dict(spec.params), weights=weights)
+    clock.sleep(end_s)
     return TrialOutcome(
         TrialStatus.COMPLETE,
         epochs=rows,

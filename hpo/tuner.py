@@ -14,13 +14,12 @@ import re
 import socket
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import ultra
+from . import clock, ultra
 from .callbacks import TunerCallback
 from .config import TuneConfig, build_config, format_duration, gpu_indices
 from .errors import ConfigError, HpoError, RunFailed, StudyError, VolumeError
@@ -133,7 +132,7 @@ class StudyLoop:
         self._data = str(study.path / "data.yaml") if config.data.kind == "yaml" else config.data.source
         self.gpus = [str(g) for g in gpu_indices(config.train_args.get("device"))]
         self._trial_bytes = 0  # the largest trial folder of this run (bytes), for the free-space check
-        self._run_start = time.monotonic()
+        self._run_start = clock.monotonic()  # real time, or a simulation's (hpo.clock)
         self._elapsed_before = float(study.settings.get("elapsed_s") or 0.0)  # spent by the study's earlier runs
         #: ids of trials stopped because the time budget was spent (recorded ``pruned`` with that reason)
         self.budget_pruned: set[int] = set()
@@ -144,7 +143,7 @@ class StudyLoop:
     def elapsed_s(self) -> float:
         """Wall-clock seconds the study has run: its earlier runs (``elapsed_s`` in ``study.json``,
         saved after every trial, so a killed run loses at most the time since its last trial) plus this one."""
-        return self._elapsed_before + (time.monotonic() - self._run_start)
+        return self._elapsed_before + (clock.monotonic() - self._run_start)
 
     def time_left(self) -> float | None:
         """Seconds of ``config.time_budget`` left (``None``: no budget; 0 when spent)."""

@@ -307,3 +307,35 @@ def test_nan_objective_is_failed_never_best(tmp_path, digits_det):
     assert result.best_trial == 0 and result.counts == {"complete": 1, "failed": 1, "pruned": 0}
     t1 = load_ostudy(result.study_dir, "nan").trials[1]
     assert t1.state.name == "FAIL" and t1.value is None and "nan" in t1.user_attrs["error"]
+
+
+def test_a_sampler_whose_package_is_missing_is_refused_before_anything_runs(tmp_path, digits_cls):
+    """Optuna imports cmaes only when its CMA-ES sampler first samples: without the package, the
+    pre-flight says so in one line (exit 2, nothing written) instead of a failure mid-study."""
+    import importlib.util
+
+    if importlib.util.find_spec("cmaes") is not None:
+        pytest.skip("cmaes is installed here")
+    from conftest import hpo_cli as run_hpo
+
+    r = run_hpo(
+        "tune",
+        "--backend",
+        "optuna",
+        "--sampler",
+        "cmaes",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(digits_cls),
+        "--output",
+        str(tmp_path / "out"),
+        "imgsz=32",
+    )
+    assert r.returncode == 2, r.stderr
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .endswith("needs the Python package 'cmaes', which is not installed; pip install cmaes, or choose --sampler tpe")
+    )
+    assert not (tmp_path / "out").exists()

@@ -210,3 +210,62 @@ def test_random_backend_samples_the_space(tmp_path: Path) -> None:
     assert 0.15 < sum(v < 1e-4 for v in lr) / len(lr) < 0.35
     assert {s["optimizer"] for s in samples} == {"SGD", "AdamW"}
     assert {type(s["close_mosaic"]) for s in samples} == {int}
+
+
+RECORDING = ROOT / "benchmarks" / "results" / "recording" / "digits-cls"
+
+
+def test_recording_table_and_its_surrogate() -> None:
+    """The committed recording (python -m hpo_bench record): K >= 100 real configurations of full
+    digits-cls, every epoch's metric and seconds; the surrogate fitted on it reproduces a recorded
+    curve's neighbourhood and states its held-out error."""
+    from hpo_bench.recording import read_table
+    from hpo_bench.simulation import Surrogate
+
+    rows, info = read_table(RECORDING)
+    configs = {int(r["config"]) for r in rows}
+    assert len(configs) >= 100 and info["epochs"] == 3
+    for r in rows:
+        assert 0.0 <= r["objective"] <= 1.0 and r["time_s"] > 0 and r["duration_s"] > r["time_s"]
+    s = Surrogate(rows, info)
+    for kind, cv in s.cv.items():
+        assert 0 <= cv["mae_final"] < cv["sd_final"], (kind, cv)  # better than predicting the mean
+    curve, per_epoch, beside = s.predict({k: r for k, r in rows[0].items() if k in info["space"]})
+    assert len(curve) == len(per_epoch) == 3 and beside > 0 and all(t > 0 for t in per_epoch)
+    assert info["model_tune"]["iterations"] >= 1
+
+
+def test_simulate_runs_real_backends_at_model_tunes_budget(tmp_path: Path) -> None:
+    """python -m hpo_bench simulate, two seeds: every contender stops at model.tune's simulated wall
+    time of its seed, trials are the surrogate's curves, and the report has a row per contender."""
+    proc = _bench(
+        "simulate",
+        "--recording",
+        str(RECORDING),
+        "--seeds",
+        "2",
+        "--contenders",
+        "ultralytics,optuna",
+        "--processes",
+        "1",
+        "--out",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / "simulated.json").read_text())
+    assert set(res["contenders"]) == {"model.tune", "ultralytics", "optuna"}
+    natives = [s for s in res["studies"] if s["contender"] == "model.tune"]
+    assert len(natives) == 2 and all(len(s["trials"]) == 12 for s in natives)
+    for s in res["studies"]:
+        budget = res["budgets_s"][str(s["seed"])]
+        assert s["trials"] and all(t["status"] in ("complete", "pruned") for t in s["trials"])
+        if s["contender"] != "model.tune":  # stopped by the budget, at an epoch boundary past it
+            assert budget <= s["elapsed_s"] < budget + 60
+            assert all(t["end_s"] <= s["elapsed_s"] for t in s["trials"])
+    ultra = [s for s in res["studies"] if s["contender"] == "ultralytics"]
+    assert all(len(s["trials"]) > 12 for s in ultra)  # the same mutation, cheaper trials: more of them
+    md = (tmp_path / "simulated.md").read_text()
+    for name in res["contenders"]:
+        assert f"| {name} | 2 |" in md
+    assert (tmp_path / "simulated-best-vs-time.png").read_bytes()[:8] == PNG_MAGIC

@@ -25,7 +25,7 @@ class TestOptunaConformance(BackendConformance):
 
 
 class TestRayConformance(BackendConformance):
-    """On the session's Ray head (token authentication, 2 CPUs; tests/engines.py) through
+    """On a Ray head of its own (token authentication, 2 CPUs; tests/engines.py) through
     ``--ray-address``, as on a cluster: each study connects in ~2 s where a local Ray starts in
     10-20 s on 2 cores (tests/test_backend_ray.py covers the local Ray)."""
 
@@ -35,8 +35,20 @@ class TestRayConformance(BackendConformance):
     budget_s = 8.0  # connecting to the cluster and starting the first trial actors falls inside the budget
     real_smoke = False  # tests/test_backend_ray.py trains real trials under ASHA (the smoke test)
 
+    @pytest.fixture(scope="class")
+    @classmethod
+    def ray_head(cls):
+        """A Ray head of this class alone (a shared one carried state into later tests' ASHA decisions)."""
+        from engines import RayHead
+
+        head = RayHead(num_cpus=2).start()
+        try:
+            yield head
+        finally:
+            head.stop()
+
     @pytest.fixture(autouse=True)
-    def _on_the_session_head(self, ray_head, tmp_path: Path) -> None:
+    def _on_the_head(self, ray_head, tmp_path: Path) -> None:
         self.options = ("--ray-address", ray_head.address)
         home = tmp_path / "home"  # nothing of this machine's ~/.ray
         home.mkdir()

@@ -74,8 +74,17 @@ class OptunaOptions(BackendOptions):
         unreachable, bad credentials): it is opened once here (:func:`check_storage`).
 
         Raises:
-            hpo.ConfigError: ``storage`` is SQLite and ``workers > 1`` or ``join``; or it cannot be opened.
+            hpo.ConfigError: the sampler's package is missing (``cmaes`` for CMA-ES); ``storage`` is SQLite
+                and ``workers > 1`` or ``join``; or it cannot be opened.
         """
+        import importlib.util
+
+        needs = {"cmaes": "cmaes", "gp": "scipy"}.get(self.sampler)  # Optuna imports them on first use
+        if needs and importlib.util.find_spec(needs) is None:
+            raise ConfigError(
+                f"optuna option 'sampler': {self.sampler} needs the Python package '{needs}', which is not installed; "
+                f"pip install {needs}, or choose --sampler tpe"
+            )
         storage = self.storage or ""
         if storage.startswith("sqlite") and (config.workers > 1 or config.join):
             raise ConfigError(
