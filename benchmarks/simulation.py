@@ -364,7 +364,7 @@ def _simulate(
         "wall_s": time.time() - t0,
         "machine": machine_info(),
     }
-    (out / "simulated.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "simulated.json").write_text(json.dumps(results, separators=(",", ":")) + "\n")  # compact: every trial of every study
     from .simreport import write_sim_report
 
     write_sim_report(results, out)
