@@ -57,3 +57,74 @@ def test_an_exhausted_space_stops_with_one_line_not_a_native_runtime_error(digit
         assert "(the space holds 2 configurations)" in message and "\n" not in message and "\x1b" not in message
     finally:
         study.close()
+
+
+def _prune_backend(digits_cls, tmp_path, epochs, **options):
+    from hpo_ultralytics import UltralyticsBackend
+
+    cfg = build_config(
+        model="yolov8n-cls.yaml",
+        data=digits_cls,
+        space={"lr0": (0.001, 0.1)},
+        iterations=20,
+        epochs=epochs,
+        train_args=dict(CLS_ARGS),
+        output=tmp_path / "out",
+        seed=0,
+        backend_options=options,
+    )
+    study = Study.create(cfg.study_dir, cfg.to_settings())
+    return UltralyticsBackend(config=cfg, study=study, options=cfg.options), study
+
+
+def test_early_stopping_stops_trials_below_the_median_at_the_same_epoch(digits_cls, tmp_path):
+    """The median rule (Optuna's PercentilePruner, 50th percentile): after 4 complete trials with
+    epoch-1 top-1 of 0.2, 0.4, 0.6 and 0.8 (median 0.5), a trial at 0.45 after epoch 1 stops and one
+    at 0.55 goes on; the last epoch and a missing metric never stop a trial."""
+    metric = "metrics/accuracy_top1"
+    backend, study = _prune_backend(digits_cls, tmp_path, epochs=3)
+    try:
+        assert backend.options.pruner == "percentile" and backend.options.prune_percentile == 50.0
+        running = TrialRecord(id=99, params={"lr0": 0.01}, status=TrialStatus.RUNNING)
+        for i, v in enumerate((0.2, 0.4, 0.6)):
+            epochs = [{"epoch": e, metric: v + 0.1 * (e - 1)} for e in (1, 2, 3)]
+            backend.tell(TrialRecord(id=i, params={"lr0": 0.01}, status=TrialStatus.COMPLETE, objective=v + 0.2, epochs=epochs))
+        assert not backend.should_prune(running, {"epoch": 1, metric: 0.0})  # 3 peers: still starting up
+        epochs = [{"epoch": e, metric: 0.8 + 0.01 * e} for e in (1, 2, 3)]
+        backend.tell(TrialRecord(id=3, params={"lr0": 0.02}, status=TrialStatus.COMPLETE, objective=0.83, epochs=epochs))
+        assert backend.should_prune(running, {"epoch": 1, metric: 0.45})
+        assert not backend.should_prune(running, {"epoch": 1, metric: 0.55})
+        assert backend.should_prune(running, {"epoch": 2, metric: 0.55})  # epoch 2: 0.3, 0.5, 0.7, 0.82 -> 0.6
+        assert not backend.should_prune(running, {"epoch": 3, metric: 0.0})  # the last epoch: complete
+        assert not backend.should_prune(running, {"epoch": 1, metric: float("nan")})
+        assert not backend.should_prune(running, {"epoch": 1})
+        # a pruned or failed trial is no peer
+        backend.tell(
+            TrialRecord(
+                id=4, params={"lr0": 0.03}, status=TrialStatus.PRUNED, objective=0.01, epochs=[{"epoch": 1, metric: 0.01}]
+            )
+        )
+        assert not backend.should_prune(running, {"epoch": 1, metric: 0.55})
+    finally:
+        study.close()
+
+
+def test_early_stopping_off_and_at_another_percentile(digits_cls, tmp_path):
+    metric = "metrics/accuracy_top1"
+    for options, at_045 in (({"pruner": "none"}, False), ({"prune_percentile": 25.0}, False), ({"prune_percentile": 75.0}, True)):
+        backend, study = _prune_backend(
+            digits_cls, tmp_path / options.get("pruner", str(options.get("prune_percentile"))), 3, **options
+        )
+        try:
+            for i, v in enumerate((0.2, 0.4, 0.6, 0.8)):
+                backend.tell(
+                    TrialRecord(
+                        id=i, params={"lr0": 0.01}, status=TrialStatus.COMPLETE, objective=v, epochs=[{"epoch": 1, metric: v}]
+                    )
+                )
+            running = TrialRecord(id=9, params={"lr0": 0.01}, status=TrialStatus.RUNNING)
+            # 25th percentile of (0.2, 0.4, 0.6, 0.8) is 0.35, the 75th 0.65
+            assert backend.should_prune(running, {"epoch": 1, metric: 0.45}) is at_045, options
+            assert backend.should_prune(running, {"epoch": 1, metric: 0.1}) is (options.get("pruner") != "none"), options
+        finally:
+            study.close()

@@ -15,7 +15,7 @@ PLUGINS = Path(__file__).parent / "plugins"
 class TestUltralyticsConformance(BackendConformance):
     backend = "ultralytics"
     space = LINEAR_SPACE  # the native mutation searches linear ranges only
-    prunes = False  # the native tuner has no early stopping
+    no_pruning = ("--pruner", "none")  # hpo's early stopping (the native tuner has none)
 
 
 class TestOptunaConformance(BackendConformance):

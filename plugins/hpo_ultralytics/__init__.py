@@ -7,6 +7,14 @@ study; the native files ``<study>/ultralytics/tune_results.ndjson`` and
 ``best_hyperparameters.yaml`` are written too, for users who know them. Their ``fitness`` is
 the study objective (negated when the objective is minimised, since the native tuner maximises),
 not Ultralytics' ``fitness``. Failed trials are not written there, so they never become parents.
+
+What no genetic tuner has: early stopping (``pruner="percentile"``, the default). After each epoch a
+trial whose objective is worse than the median (``prune_percentile=50``) of the complete trials'
+objectives at the same epoch is stopped and recorded ``pruned`` (the rule of Optuna's
+``PercentilePruner``); pruned trials never become parents, and the time they free goes to new
+proposals. The default was chosen on the simulated benchmark (benchmarks/README.md, 50 seeds of
+full digits-cls at model.tune's wall clock): best top-1 at the budget 0.612 with the median rule,
+0.600 with the 25th percentile, 0.583 without early stopping (paired Wilcoxon p = 0.001 against none).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -43,6 +51,20 @@ class UltralyticsOptions(BackendOptions):
 
     parents: int = Field(9, ge=1, description="number of best previous results a child is mutated from (native n=9)")
     sigma: float = Field(0.2, gt=0, le=1, description="normalised mutation standard deviation (native sigma=0.2)")
+    pruner: Literal["percentile", "none"] = Field(
+        "percentile",
+        description="early stopping: 'percentile' stops a trial whose objective after an epoch is worse than "
+        "prune_percentile of the complete trials' at that epoch (Optuna's PercentilePruner rule); "
+        "'none': every trial trains all its epochs, as Ultralytics' own tuner",
+    )
+    prune_percentile: float = Field(
+        50.0,
+        gt=0,
+        lt=100,
+        description="percentile of the complete trials' objectives at the same epoch a trial must reach (50: the median)",
+    )
+    prune_startup_trials: int = Field(4, ge=1, description="complete trials with that epoch before a trial may be stopped")
+    prune_min_epoch: int = Field(1, ge=1, description="first epoch after which a trial may be stopped")
 
     def check(self, config: Any) -> None:
         """Refuse choice and log parameters (the native form is linear ``(low, high)``), and a space with
@@ -90,6 +112,7 @@ class UltralyticsBackend(Backend):
         self.native = NativeProposals(self.config.space.to_ultralytics(), self.config.train_args, self.tune_dir)
         self.sign = 1.0 if self.config.direction == "maximize" else -1.0
         self._results: list[dict[str, Any]] = []
+        self._curves: list[dict[int, float]] = []  # {epoch: objective} of each complete trial
         self._asked = len(self.study.records())  # proposal counter (seeds the native draws)
 
     def ask(self) -> Suggestion:
@@ -122,16 +145,44 @@ class UltralyticsBackend(Backend):
             {data_name: str(self.study.trial_dir(record.id))},
         )
 
+    def _curve(self, record: TrialRecord) -> dict[int, float]:
+        metric = self.config.metric
+        return {
+            int(r["epoch"]): float(r[metric]) for r in record.epochs if "epoch" in r and math.isfinite(r.get(metric, math.nan))
+        }
+
+    def should_prune(self, record: TrialRecord, row: dict[str, float]) -> bool:
+        """Stop a trial clearly behind: its objective after epoch ``e`` (``prune_min_epoch <= e <
+        epochs``) is worse than ``prune_percentile`` of the objectives of the complete trials at ``e``,
+        once ``prune_startup_trials`` of them have one (the rule of Optuna's ``PercentilePruner``,
+        ``numpy.percentile``, linear interpolation). An epoch without the metric is never pruned on;
+        the last epoch never is (the trial is then complete)."""
+        if self.options.pruner == "none":
+            return False
+        epoch = int(row.get("epoch", 0))
+        value = row.get(self.config.metric, math.nan)
+        if epoch < self.options.prune_min_epoch or epoch >= self.config.epochs or not math.isfinite(value):
+            return False
+        peers = [self.sign * c[epoch] for c in self._curves if epoch in c]
+        if len(peers) < self.options.prune_startup_trials:
+            return False
+        import numpy as np
+
+        return bool(self.sign * value < float(np.percentile(peers, self.options.prune_percentile)))
+
     def tell(self, record: TrialRecord) -> None:
         if record.status is not TrialStatus.COMPLETE or record.objective is None:
             return
+        self._curves.append(self._curve(record))
         result = self._native_record(record)
         self._results.append(result)
         self.native.save_result(result)
         self._write_best()
 
     def restore(self, finished: list[TrialRecord]) -> None:
-        self._results = [self._native_record(r) for r in finished if r.status is TrialStatus.COMPLETE and r.objective is not None]
+        complete = [r for r in finished if r.status is TrialStatus.COMPLETE and r.objective is not None]
+        self._results = [self._native_record(r) for r in complete]
+        self._curves = [self._curve(r) for r in complete]
         text = "".join(self.native.dumps(r) + "\n" for r in self._results)
         atomic_write_text(self.native.tune_file, text)
         if self._results:
