@@ -23,7 +23,7 @@ def test_help_and_backends_do_not_import_heavy_libraries():
     import ultralytics
 
     assert ultra["version"] == ultralytics.__version__
-    assert set(ultra["options"]) == {"parents", "sigma"}
+    assert set(ultra["options"]) == {"parents", "sigma", "pruner", "prune_percentile", "prune_startup_trials", "prune_min_epoch"}
 
 
 @pytest.mark.parametrize(
