@@ -145,3 +145,18 @@ class _MakesADirWhenUnpickled:
         import os
 
         return (os.mkdir, (self.path,))
+
+
+def test_trials_on_cpu_train_without_amp_as_yolo_train_does():
+    """hpo's worker skips Ultralytics' AMP check only where it would download (CUDA); on CPU the
+    check still says no AMP (bfloat16 autocast on a CPU without AVX-512 trained 10x slower)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import hpo._worker as w\nw._skip_amp_download()\nfrom ultralytics.engine import trainer as t\n"
+        "from ultralytics.nn.tasks import ClassificationModel\n"
+        "print('AMP', t.check_amp(ClassificationModel('yolov8n-cls.yaml', nc=2, verbose=False)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "AMP False" in out.stdout
