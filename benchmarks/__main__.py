@@ -25,7 +25,9 @@ def _parser() -> argparse.ArgumentParser:
         help="report folder (default benchmarks/results/<suite>-<UTC time>); must not hold a report yet",
     )
     run.add_argument("--tag", default=None, help="name of the default report folder instead of <suite>-<UTC time>")
-    run.add_argument("--device", default="cpu", help="Ultralytics device for every training (cpu, 0, 0,1); default cpu")
+    run.add_argument(
+        "--device", default=None, help="Ultralytics device for every training (cpu, 0, 0,1); default the suite's (cpu; gpu: 0)"
+    )
     run.add_argument("--seeds", type=int, default=None, help="number of seeds 0..N-1 (default: the suite's, 3 for cpu-small)")
     run.add_argument("--problems", default=None, help="comma-separated problems to run (default: all of the suite)")
     run.add_argument(
@@ -164,11 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         contenders=contenders,
         seeds=seeds,
         out=out,
-        device=str(args.device),
+        device=str(args.device or s.get("device", "cpu")),
         b2b_seeds=args.b2b_seeds if args.b2b_seeds is not None else s["b2b_seeds"],
         b2b_contenders=[c.strip() for c in args.b2b_contenders.split(",")] if args.b2b_contenders else s["b2b_contenders"],
         suite_name=name,
         argv=argv,
+        retrain=bool(s.get("retrain", True)),
     )
     paths = write_report(results, out)
     print(paths["report"])

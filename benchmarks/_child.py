@@ -58,6 +58,7 @@ def run_study(spec: dict[str, Any]) -> int:
         name=spec["name"],
         seed=spec["seed"],
         trial_timeout=spec.get("trial_timeout"),
+        time_budget=spec.get("time_budget"),
         backend_options=options,
         resume=bool(spec.get("resume", False)),
         **({"keep_weights": spec["keep_weights"]} if spec.get("keep_weights") else {}),

@@ -157,6 +157,56 @@ def _plot_curves(path: Path, pres: dict[str, Any], contenders: list[str], x: str
     plt.close(fig)
 
 
+NATIVE = "ultralytics-native"
+
+WALLCLOCK_HEADER = (
+    "| contender | seeds | best at budget, mean ± 95% CI | vs model.tune: better / tie / worse | Wilcoxon p "
+    "| trials per study | reached model.tune's best (seeds, median s) |"
+)
+
+
+def _wallclock_section(pname: str, pres: dict[str, Any], contenders: list[str], out: Path) -> tuple[list[str], Path]:
+    """The equal-wall-clock table and band plot of one problem (its ``budgets_s``: model.tune's wall
+    time per seed); the statistics are :func:`hpo_bench.simreport.summarise`'s, as for the simulation."""
+    from .simreport import plot_bands, summarise
+
+    names = [c for c in contenders if any(s["contender"] == c for s in pres["studies"])]
+    names = [NATIVE, *[c for c in names if c != NATIVE]]
+    doc = {"studies": pres["studies"], "budgets_s": pres["budgets_s"], "contenders": names, "metric": pres["metric"]}
+    rows = summarise(doc, baseline=NATIVE)
+    png = out / f"{pname}-equal-wall-clock.png"
+    seeds = len(pres["budgets_s"])
+    plot_bands(
+        doc,
+        png,
+        xlabel="wall-clock seconds since the study's process started",
+        title=f"{pname}: best so far, mean and 95% band over {seeds} seeds",
+        bold=(NATIVE, "ultralytics", "optuna"),
+    )
+    budgets = sorted(pres["budgets_s"].values())
+    lines = [
+        "",
+        f"**Equal wall clock.** Per seed, Ultralytics' own `model.tune` ran {pres['problem']['trials']} iterations first; its "
+        f"wall time, launch to exit ({budgets[0]:.0f}-{budgets[-1]:.0f} s), was every other contender's "
+        "`--time-budget`, and only trials that ended within it count (trials running at the budget are pruned "
+        "by hpo, never counted). 95% CI: Student's t over seeds; Wilcoxon: signed-rank test of the per-seed "
+        "differences against model.tune (two-sided, scipy, ties split); reached: the first trial at least as good "
+        "as model.tune's best of that seed.",
+        "",
+        WALLCLOCK_HEADER,
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        p = "-" if r["p"] is None else f"{r['p']:.2g}"
+        reach = f"{r['reached']}/{r['seeds']}" + (f", {r['reach_median_s']:.0f} s" if r["reach_median_s"] is not None else "")
+        vs = "-" if r["contender"] == NATIVE else f"{r['wins']} / {r['ties']} / {r['losses']}"
+        label = f"{NATIVE} (model.tune)" if r["contender"] == NATIVE else r["contender"]
+        mean = "-" if math.isnan(r["mean"]) else f"{r['mean']:.4f} ± {r['ci95']:.4f}"
+        lines.append(f"| {label} | {r['seeds']} | {mean} | {vs} | {p} | {r['trials']:.1f} | {reach} |")
+    lines += ["", f"![{pname} best so far at equal wall clock]({png.name})"]
+    return lines, png
+
+
 def _plot_overhead(path: Path, results: dict[str, Any], contenders: list[str]) -> None:
     import matplotlib
 
@@ -241,10 +291,21 @@ def write_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
                 if pres.get("warm_start")
                 else f"`{p['model']}` from scratch"
             )
-            + f", objective `{pres['metric']}` (maximised); budget per study: {p['trials']} trials "
-            f"x {p['epochs']} epochs = {p['trials'] * p['epochs']} epochs, wall-clock cap {p['time_cap_s']:g} s; "
-            f"imgsz {p['imgsz']}, batch {p['batch']}, images {p['images']} / val {p['val_images']} "
+            + f", objective `{pres['metric']}` (maximised); "
+            + (
+                f"budget per study: the wall time of model.tune's {p['trials']} iterations of {p['epochs']} epochs; "
+                if pres.get("budgets_s")
+                else f"budget per study: {p['trials']} trials x {p['epochs']} epochs = {p['trials'] * p['epochs']} epochs, "
+                f"wall-clock cap {p['time_cap_s']:g} s; "
+            )
+            + f"imgsz {p['imgsz']}, batch {p['batch']}, images {p['images']} / val {p['val_images']} "
             f"({'per class' if pres['task'] == 'classify' else 'canvases'}); seeds {results['seeds']}.",
+        ]
+        if pres.get("budgets_s"):
+            more, png = _wallclock_section(pname, pres, contenders, out)
+            lines += more
+            plots.append(png)
+        lines += [
             "",
             SUMMARY_HEADER,
             "|" + "---|" * 11,

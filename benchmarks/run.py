@@ -144,6 +144,11 @@ def _native_trials(tune_dir: Path, times_file: Path, metric: str, t0: float) -> 
     return rows
 
 
+def _ended_by(trial: dict[str, Any], budget_s: float) -> bool:
+    """Whether ``trial`` ended within ``budget_s`` seconds of its study's launch."""
+    return trial.get("end_s") is not None and float(trial["end_s"]) <= budget_s
+
+
 def _best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     done = [r for r in rows if r["status"] == "complete" and r["objective"] is not None]
     return max(done, key=lambda r: r["objective"]) if done else None
@@ -231,8 +236,12 @@ def run_suite(
     b2b_contenders: list[str] | None = None,
     suite_name: str,
     argv: list[str],
+    retrain: bool = True,
 ) -> dict[str, Any]:
     """Run the whole suite into ``out`` and return the collected results (also ``out/results.json``).
+
+    ``retrain``: also train each study's best configuration again with a new seed (the retrain
+    column); the equal-wall-clock suites skip it to spend their time on seeds.
 
     Raises:
         ValueError: an unknown contender name.
@@ -287,9 +296,19 @@ def run_suite(
         model = problem.model
         if problem.warm_start_epochs:
             model, pres["warm_start"] = _warm_start(problem, data, pdir / "warm-start", work, device)
-        # 1. the studies, each in its own process under the wall-clock cap
+        # 1. the studies, each in its own process under the wall-clock cap; at equal wall clock
+        # model.tune runs first and its wall time is the seed's budget for everyone else
+        wallclock = problem.budget == "wallclock"
+        order = sorted(active, key=lambda c: c.kind != "native") if wallclock else active
+        if wallclock:
+            if not any(c.kind == "native" for c in order):
+                raise ValueError(
+                    f"{problem.name}: budget=wallclock needs the contender ultralytics-native (its time is the budget)"
+                )
+            pres["budgets_s"] = {}
         for seed in seeds:
-            for c in active:
+            budget_s: float | None = None
+            for c in order:
                 tag = f"{c.name}-s{seed}"
                 study: dict[str, Any] = {"contender": c.name, "seed": seed}
                 args = problem.fixed_args(seed, device)
@@ -299,14 +318,18 @@ def run_suite(
                         "model": model,
                         "data": data,
                         "space": problem.space,
-                        "iterations": problem.trials,
+                        "iterations": problem.max_trials if wallclock else problem.trials,
+                        "time_budget": budget_s,
                         "epochs": problem.epochs,
                         "train_args": args,
                         "output": str(pdir / "studies"),
                         "name": tag,
                         "seed": seed,
                     }
-                    proc = run_process("study", spec, work=work, tag=tag, cap_s=problem.time_cap_s)
+                    # at equal wall clock the study stops itself at its budget; the cap only guards
+                    # a hung study (its last epoch, final validation and exit come after the budget)
+                    cap = problem.time_cap_s if budget_s is None else 1.5 * budget_s + 60
+                    proc = run_process("study", spec, work=work, tag=tag, cap_s=cap, env={"HPO_PLOTS": "0"})
                     trials = _hpo_trials(pdir / "studies" / tag, proc["t0"])
                 else:
                     project = pdir / "native" / tag
@@ -325,7 +348,12 @@ def run_suite(
                     env = {"YOLO_CONFIG_DIR": str(project / "ultralytics-config")}
                     proc = run_process("native", spec, work=work, tag=tag, cap_s=problem.time_cap_s, env=env)
                     trials = _native_trials(project / "tune", project / "bench_times.jsonl", problem.metric, proc["t0"])
-                best = _best(trials)
+                    if wallclock:
+                        budget_s = float(proc["wall_s"])
+                        pres["budgets_s"][str(seed)] = budget_s
+                        if proc["capped"]:
+                            _log(f"  {tag}: model.tune hit the cap {problem.time_cap_s:g} s; the budget is the cap")
+                best = _best(trials if budget_s is None else [t for t in trials if _ended_by(t, budget_s)])
                 study.update(
                     rc=proc["rc"],
                     wall_s=proc["wall_s"],
@@ -335,12 +363,15 @@ def run_suite(
                     best_objective=best["objective"] if best else None,
                     best_params=best["params"] if best else None,
                 )
+                if budget_s is not None:
+                    study["budget_s"] = budget_s
                 pres["studies"].append(study)
                 counts = {s: sum(t["status"] == s for t in trials) for s in ("complete", "pruned", "failed")}
                 _log(
                     f"  {tag}: best {study['best_objective']} {counts} wall {proc['wall_s']:.0f} s"
                     f"{' CAPPED' if proc['capped'] else ''} rc {proc['rc']}"
                 )
+            (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
         # 2. one process, trainings back to back: (a) Ultralytics' default hyperparameters once per seed,
         # the reference score; (b) the retrain check: each study's best params with a new training seed
         # for the full epochs
@@ -373,7 +404,7 @@ def run_suite(
                 model=model,
             )
             for st in pres["studies"]
-            if st["best_params"]
+            if st["best_params"] and retrain
         ]
         train_out = work / "trainings.jsonl"
         proc = run_process("train", {"jobs": jobs, "out": str(train_out)}, work=work, tag="trainings", cap_s=None)
@@ -385,7 +416,7 @@ def run_suite(
         for st in pres["studies"]:
             r = rows.get(f"retrain-{st['contender']}-s{st['seed']}")
             st["retrain_objective"] = r.get("objective") if r else None
-            st["retrain_seed"] = 1000 + st["seed"]
+            st["retrain_seed"] = 1000 + st["seed"] if retrain else None
         _log(f"  retrains: {[(st['contender'], st.get('retrain_objective')) for st in pres['studies']]}")
         # 3. the back-to-back baseline: a study's trainings replayed (same params, same epochs) one after
         # another in a process of their own, without isolation; its wall time, from launch to exit, is

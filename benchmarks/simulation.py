@@ -176,12 +176,20 @@ SIM_CONTENDERS: dict[str, SimContender] = {
     c.name: c
     for c in (
         SimContender(
-            "model.tune", "ultralytics", {}, "Ultralytics' own tuner: its genetic mutation, its per-iteration cost", True
+            "model.tune",
+            "ultralytics",
+            {"pruner": "none"},
+            "Ultralytics' own tuner: its genetic mutation, no early stopping, its per-iteration cost",
+            True,
         ),
-        SimContender("ultralytics", "ultralytics", {}, "hpo backend ultralytics, defaults"),
-        SimContender("optuna", "optuna", {}, "hpo backend optuna, defaults (TPE, median pruner)"),
+        SimContender("ultralytics", "ultralytics", {}, "hpo backend ultralytics, defaults (stops trials below the median)"),
+        SimContender("ultralytics-no-pruning", "ultralytics", {"pruner": "none"}, "ultralytics without early stopping"),
+        SimContender(
+            "ultralytics-p25", "ultralytics", {"prune_percentile": 25.0}, "ultralytics stopping trials below the 25th percentile"
+        ),
+        SimContender("optuna", "optuna", {}, "hpo backend optuna, defaults (TPE, Hyperband pruner)"),
         SimContender("optuna-no-pruning", "optuna", {"pruner": "none"}, "optuna: TPE without pruning"),
-        SimContender("optuna-hyperband", "optuna", {"pruner": "hyperband"}, "optuna: TPE with Hyperband"),
+        SimContender("optuna-median", "optuna", {"pruner": "median"}, "optuna: TPE with the median pruner"),
         SimContender("random", "bench-random", {}, "baseline: uniform random search"),
     )
 }

@@ -30,7 +30,8 @@ def _bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One real quick run: digits-cls, 2 trials x 1 epoch, ultralytics + random + Ultralytics' model.tune."""
+    """One real quick run: digits-cls at equal wall clock, model.tune's 2 iterations of 1 epoch set the
+    time budget of every contender (each hpo study also stops at 2 trials)."""
     out = tmp_path_factory.mktemp("bench") / "report"
     proc = _bench("run", "--quick", "--contenders", ",".join(QUICK_CONTENDERS), "--out", str(out), cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -58,26 +59,61 @@ def test_quick_report_table_has_a_row_per_contender(quick_report: Path) -> None:
     report = (quick_report / "report.md").read_text()
     assert "Reproduce: `python -m hpo_bench run --quick" in report
     assert "## digits-cls" in report
-    rows = _table_rows(report, "| contender | seeds |")
+    # only trials that ended within model.tune's wall time count (ray's start-up alone may pass it)
+    budget = json.loads((quick_report / "results.json").read_text())["problems"]["digits-cls"]["budgets_s"]["0"]
+    with (quick_report / "trials.csv").open() as f:
+        ends = [(t["contender"], float(t["end_s"])) for t in csv.DictReader(f) if t["status"] == "complete"]
+    rows = _table_rows(report, "| contender | seeds | best objective")
     assert [r["contender"] for r in rows] == QUICK_CONTENDERS
     for r in rows:
         assert r["seeds"] == "1"
-        best = float(r["best objective (mean ± sd [min, max])"])
-        assert 0.0 <= best <= 1.0
-        assert 0.0 <= float(r["retrain, new seed"]) <= 1.0
+        within = any(end <= budget for c, end in ends if c == r["contender"])
+        if r["best objective (mean ± sd [min, max])"] == "-":
+            assert not within and r["retrain, new seed"] == "-" and r["contender"] != "ultralytics-native"
+        else:
+            assert within and 0.0 <= float(r["best objective (mean ± sd [min, max])"]) <= 1.0
+            assert 0.0 <= float(r["retrain, new seed"]) <= 1.0
         assert 0.0 <= float(r["default-hparams reference"]) <= 1.0
         complete, pruned, failed = (int(x) for x in r["trials complete/pruned/failed"].split("/"))
-        assert complete + pruned + failed == 2 and complete >= 1
-        assert float(r["epochs used per study"]) == complete + pruned + failed  # 1 epoch each, no pruning here
+        # model.tune runs its 2 iterations; an hpo study stops at 2 trials or at model.tune's wall time
+        assert (complete + pruned + failed == 2) if r["contender"] == "ultralytics-native" else (complete + pruned + failed <= 2)
+        assert failed == 0 and complete >= 1
+        assert float(r["epochs used per study"]) == complete + pruned + failed  # 1 epoch each (pruned at its end)
         assert float(r["study wall s"]) > 0
         assert r["capped"] == "0"
         float(r["overhead s/trial"])  # a number
     per_study = _table_rows(report, "| contender | seed | best |")
     assert len(per_study) == len(QUICK_CONTENDERS)
     b2b = _table_rows(report, "| contender | seed | trainings |")
-    assert [(r["contender"], r["trainings"], r["epochs"]) for r in b2b] == [("ultralytics", "2", "2")]
+    assert [(r["contender"], r["epochs"]) for r in b2b] == [("ultralytics", r["trainings"]) for r in b2b]
+    assert [r["contender"] for r in b2b] == ["ultralytics"] and 1 <= int(b2b[0]["trainings"]) <= 2
+    # the equal-wall-clock table: model.tune first, then every other contender against it
+    wall = _table_rows(report, "| contender | seeds | best at budget")
+    assert [r["contender"] for r in wall] == [
+        "ultralytics-native (model.tune)",
+        *[c for c in QUICK_CONTENDERS if c != "ultralytics-native"],
+    ]
+    for r in wall:
+        assert r["seeds"] == "1"
+        assert float(r["trials per study"]) >= 1
+        name = r["contender"].split(" ")[0]
+        if r["best at budget, mean ± 95% CI"] == "-":  # no trial ended within model.tune's wall time
+            assert all(end > budget for c, end in ends if c == name) and name != "ultralytics-native"
+            continue
+        mean, ci = r["best at budget, mean ± 95% CI"].split(" ± ")
+        assert 0.0 <= float(mean) <= 1.0 and ci == "0.0000"  # one seed: no interval (0 by definition)
+        assert any(end <= budget for c, end in ends if c == name)
+    assert wall[0]["vs model.tune: better / tie / worse"] == "-" and wall[0]["Wilcoxon p"] == "-"
+    for r in wall[1:]:  # the one seed is compared when the contender has a best within the budget
+        compared = sum(int(x) for x in r["vs model.tune: better / tie / worse"].split(" / "))
+        assert compared == (0 if r["best at budget, mean ± 95% CI"] == "-" else 1)
     # every image the report shows exists
-    for name in ("digits-cls-best-vs-time.png", "digits-cls-best-vs-epochs.png", "overhead.png"):
+    for name in (
+        "digits-cls-equal-wall-clock.png",
+        "digits-cls-best-vs-time.png",
+        "digits-cls-best-vs-epochs.png",
+        "overhead.png",
+    ):
         assert f"]({name})" in report
 
 
@@ -93,7 +129,8 @@ def test_quick_report_raw_trials_csv(quick_report: Path) -> None:
     assert sorted({r["contender"] for r in rows}) == sorted(QUICK_CONTENDERS)
     for c in QUICK_CONTENDERS:
         mine = [r for r in rows if r["contender"] == c]
-        assert sorted(int(r["trial"]) for r in mine) == [0, 1]
+        assert sorted(int(r["trial"]) for r in mine) in ([0], [0, 1])
+    assert len([r for r in rows if r["contender"] == "ultralytics-native"]) == 2
     for r in rows:
         assert r["problem"] == "digits-cls" and r["seed"] == "0"
         assert r["status"] in ("complete", "pruned", "failed")
@@ -119,7 +156,12 @@ def test_quick_report_plots_and_machine(quick_report: Path) -> None:
     import matplotlib.image as mpimg
 
     pngs = sorted(quick_report.glob("*.png"))
-    assert {p.name for p in pngs} == {"digits-cls-best-vs-time.png", "digits-cls-best-vs-epochs.png", "overhead.png"}
+    assert {p.name for p in pngs} == {
+        "digits-cls-equal-wall-clock.png",
+        "digits-cls-best-vs-time.png",
+        "digits-cls-best-vs-epochs.png",
+        "overhead.png",
+    }
     for p in pngs:
         assert p.read_bytes()[:8] == PNG_MAGIC
         img = mpimg.imread(p)
@@ -129,8 +171,22 @@ def test_quick_report_plots_and_machine(quick_report: Path) -> None:
     assert isinstance(machine["gpus"], list)
     assert machine["versions"]["hpo"] and machine["versions"]["ultralytics"] and machine["versions"]["torch"]
     results = json.loads((quick_report / "results.json").read_text())
-    ref = results["problems"]["digits-cls"]["reference"]["0"]["objective"]
+    pres = results["problems"]["digits-cls"]
+    ref = pres["reference"]["0"]["objective"]
     assert 0.0 <= ref <= 1.0
+    # model.tune's wall time is the seed's budget; every hpo study got it as its --time-budget
+    budget = pres["budgets_s"]["0"]
+    assert budget > 0
+    native = next(s for s in pres["studies"] if s["contender"] == "ultralytics-native")
+    assert native["wall_s"] == budget
+    for st in pres["studies"]:
+        if st["contender"] == "ultralytics-native":
+            continue
+        assert st["budget_s"] == budget
+        settings = json.loads(
+            (quick_report / "runs" / "digits-cls" / "studies" / f"{st['contender']}-s0" / "study.json").read_text()
+        )
+        assert settings["time_budget"] == pytest.approx(budget) and settings["iterations"] == 2
 
 
 @pytest.mark.slow
@@ -145,7 +201,7 @@ def test_report_rebuilds_from_results_json(quick_report: Path, tmp_path: Path) -
     assert (copy / "report.md").read_text().split("## Machine")[1] == (quick_report / "report.md").read_text().split(
         "## Machine"
     )[1]
-    assert len(list(copy.glob("*.png"))) == 3
+    assert len(list(copy.glob("*.png"))) == 4
 
 
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path) -> None:
