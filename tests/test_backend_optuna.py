@@ -186,7 +186,7 @@ def test_pruning_with_two_workers_on_one_journal(tmp_path, digits_cls):
         name="prune",
         concurrent_trials=2,
         seed=0,
-        backend_options={"pruner": "asha", "reduction_factor": 2},
+        backend_options={"pruner": "asha", "reduction_factor": 3},
     ).run()
     study = Study.open(result.study_dir)
     records = study.records()
