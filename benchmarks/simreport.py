@@ -73,7 +73,7 @@ def summarise(results: dict[str, Any], baseline: str = "model.tune") -> list[dic
         wins = sum(d > 1e-5 for d in diffs)
         losses = sum(d < -1e-5 for d in diffs)
         p = None
-        if name != baseline and any(abs(d) > 1e-5 for d in diffs):
+        if name != baseline and len(diffs) >= 2 and any(abs(d) > 1e-5 for d in diffs):  # one seed: no test
             p = float(wilcoxon(diffs, zero_method="zsplit").pvalue)
         reach = [_time_to(studies[s]["trials"], ref[s]) for s in seeds if ref[s] is not None]
         reached = sorted(t for t in reach if t is not None)
