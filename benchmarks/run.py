@@ -144,6 +144,13 @@ def _native_trials(tune_dir: Path, times_file: Path, metric: str, t0: float) -> 
     return rows
 
 
+def _save(results: dict[str, Any], out: Path) -> None:
+    """Write ``out/results.json`` atomically (a killed run leaves the previous copy, never half of one)."""
+    from hpo import atomic_write_text
+
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1, default=str))
+
+
 def _ended_by(trial: dict[str, Any], budget_s: float) -> bool:
     """Whether ``trial`` ended within ``budget_s`` seconds of its study's launch."""
     return trial.get("end_s") is not None and float(trial["end_s"]) <= budget_s
@@ -371,7 +378,7 @@ def run_suite(
                     f"  {tag}: best {study['best_objective']} {counts} wall {proc['wall_s']:.0f} s"
                     f"{' CAPPED' if proc['capped'] else ''} rc {proc['rc']}"
                 )
-            (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+            _save(results, out)
         # 2. one process, trainings back to back: (a) Ultralytics' default hyperparameters once per seed,
         # the reference score; (b) the retrain check: each study's best params with a new training seed
         # for the full epochs
@@ -468,7 +475,7 @@ def run_suite(
             _log(
                 f"  back to back {st['contender']}-s{st['seed']}: {proc['wall_s']:.0f} s in one process vs study {st['wall_s']:.0f} s"
             )
-        (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        _save(results, out)
     results["finished"] = time.time()
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    _save(results, out)
     return results

@@ -75,7 +75,12 @@ def summarise(results: dict[str, Any], baseline: str = "model.tune") -> list[dic
         p = None
         if name != baseline and len(diffs) >= 2 and any(abs(d) > 1e-5 for d in diffs):  # one seed: no test
             p = float(wilcoxon(diffs, zero_method="zsplit").pvalue)
-        reach = [_time_to(studies[s]["trials"], ref[s]) for s in seeds if ref[s] is not None]
+        # only trials that ended within the seed's budget may reach it (nobody is credited past the budget)
+        reach = [
+            _time_to([t for t in studies[s]["trials"] if (t.get("end_s") or math.inf) <= budgets[s]], ref[s])
+            for s in seeds
+            if ref[s] is not None
+        ]
         reached = sorted(t for t in reach if t is not None)
         rows.append(
             {

@@ -241,6 +241,10 @@ def test_overrides_scale_problems() -> None:
     assert by["digits-det"].imgsz == 320 and by["digits-cls"].imgsz == 32
     assert by["digits-det"].train_args == {"amp": False} and by["digits-cls"].train_args == {}
     assert by["digits-det"].fixed_args(3, "0")["seed"] == 3
+    wall = apply_overrides(suite("cpu-small")["problems"], ["budget=wallclock", "max_trials=7"])
+    assert {(p.budget, p.max_trials) for p in wall} == {("wallclock", 7)}
+    with pytest.raises(ValueError, match=r"^--set: budget: 'hours' is not 'trials' or 'wallclock' in 'budget=hours'$"):
+        apply_overrides(suite("cpu-small")["problems"], ["budget=hours"])
 
 
 def test_random_backend_samples_the_space(tmp_path: Path) -> None:
