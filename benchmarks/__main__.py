@@ -12,6 +12,27 @@ from pathlib import Path
 from .suite import CONTENDERS, SUITES
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: ``"5"`` is seeds 0..4, ``"0,3"`` a list, ``"2-4"`` a range (ends included); lists
+    and ranges combine (``"0,2-3"``).
+
+    Raises:
+        ValueError: an empty, negative or unparseable item, or a count below 1.
+    """
+    text = text.strip()
+    if text.isdigit():
+        if int(text) < 1:
+            raise ValueError("--seeds: must be >= 1")
+        return list(range(int(text)))
+    seeds: list[int] = []
+    for item in text.split(","):
+        lo, dash, hi = item.strip().partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()) or (dash and int(hi) < int(lo)):
+            raise ValueError(f"--seeds: '{item.strip()}' is not a seed or a range such as 2-4 (e.g. --seeds 5, 0,3 or 2-4)")
+        seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+    return sorted(set(seeds))
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m hpo_bench", description="hpo's benchmark suite (see benchmarks/README.md).")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -28,7 +49,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--device", default=None, help="Ultralytics device for every training (cpu, 0, 0,1); default the suite's (cpu; gpu: 0)"
     )
-    run.add_argument("--seeds", type=int, default=None, help="number of seeds 0..N-1 (default: the suite's, 3 for cpu-small)")
+    run.add_argument(
+        "--seeds",
+        default=None,
+        help="seeds: N (0..N-1), a list 0,3 or a range 2-4 (default: the suite's, 0-2 for cpu-small)",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out: keep its recorded studies, run the rest (e.g. --seeds 3-4 adds two seeds)",
+    )
     run.add_argument("--problems", default=None, help="comma-separated problems to run (default: all of the suite)")
     run.add_argument(
         "--contenders", default=None, help=f"comma-separated contenders (default: the suite's); known: {', '.join(CONTENDERS)}"
@@ -148,9 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [c for c in contenders if c not in CONTENDERS]
         if unknown:
             raise ValueError(f"--contenders: unknown {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
-        seeds = list(range(args.seeds)) if args.seeds else s["seeds"]
-        if args.seeds is not None and args.seeds < 1:
-            raise ValueError("--seeds: must be >= 1")
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else s["seeds"]
     except ValueError as e:
         print(f"benchmarks: error: {e}", file=sys.stderr)
         return 2
@@ -158,9 +186,25 @@ def main(argv: list[str] | None = None) -> int:
         args.tag or f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     )
     out = out.expanduser().resolve()
-    if (out / "results.json").exists():
-        print(f"benchmarks: error: --out: '{out}' already holds a report; choose a new folder", file=sys.stderr)
+    if (out / "results.json").exists() and not args.resume:
+        print(
+            f"benchmarks: error: --out: '{out}' already holds a report; choose a new folder or continue it with --resume",
+            file=sys.stderr,
+        )
         return 2
+    if args.resume and args.out is None:
+        print("benchmarks: error: --resume: give the --out folder of the run to continue", file=sys.stderr)
+        return 2
+    if args.resume:
+        from .run import _problem_record
+
+        try:
+            previous = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else None
+            for p in problems:
+                _problem_record(p, previous)
+        except ValueError as e:
+            print(f"benchmarks: error: {e}", file=sys.stderr)
+            return 2
     results = run_suite(
         problems=problems,
         contenders=contenders,
@@ -172,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         suite_name=name,
         argv=argv,
         retrain=bool(s.get("retrain", True)),
+        resume=args.resume,
     )
     paths = write_report(results, out)
     print(paths["report"])

@@ -10,6 +10,8 @@ Modes:
     ``native``  Ultralytics' own ``model.tune(use_ray=False)``, timestamping each iteration.
     ``train``   trainings run back to back in THIS process with :func:`hpo.train_trial`
                 (default-hyperparameter references, retrains, and the back-to-back baseline).
+    ``init``    a seed's shared initial weights: the model built from its YAML under
+                ``torch.manual_seed(seed)``, saved untrained as a ``.pt``.
 """
 
 from __future__ import annotations
@@ -190,10 +192,43 @@ def run_trainings(spec: dict[str, Any]) -> int:
     return 0
 
 
+def save_initial_weights(spec: dict[str, Any]) -> int:
+    """Build ``spec["model"]`` (a model YAML) under ``torch.manual_seed(spec["seed"])`` and save it,
+    untrained, to ``spec["out"]`` as an Ultralytics checkpoint.
+
+    The checkpoint holds what Ultralytics' ``attempt_load_one_weight`` reads (``model``, float16
+    as in Ultralytics' own checkpoints and ``Model.save``, 8.4.x) and ``train_args: {"task": ...}``
+    (the task hpo reads from a ``.pt``). Every training started from it, ``model.tune``'s
+    iterations and hpo's trials alike, loads these weights into its freshly built model
+    (``Model.train``: ``get_model(weights=...)``), so all start from one initialisation.
+    """
+    import copy
+    from datetime import datetime
+
+    import torch
+    from ultralytics import YOLO, __version__
+
+    torch.manual_seed(int(spec["seed"]))
+    net = YOLO(spec["model"], task=spec["task"]).model
+    assert isinstance(net, torch.nn.Module)  # built from a YAML: the module itself
+    ckpt = {
+        "model": copy.deepcopy(net).half(),
+        "train_args": {"task": spec["task"]},
+        "date": datetime.now().isoformat(),
+        "version": __version__,
+    }
+    out = Path(spec["out"])
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, out)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     mode, spec_file = argv
     spec = json.loads(Path(spec_file).read_text(encoding="utf-8"))
-    return {"study": run_study, "native": run_native, "train": run_trainings}[mode](spec)
+    modes = {"study": run_study, "native": run_native, "train": run_trainings, "init": save_initial_weights}
+    return modes[mode](spec)
 
 
 if __name__ == "__main__":

@@ -232,6 +232,45 @@ def _read_trainings(out: Path) -> tuple[dict[str, dict[str, Any]], float | None]
     return rows, start
 
 
+def _initial_weights(problem: Problem, seed: int, folder: Path, work: Path) -> str:
+    """The seed's shared initial weights (:attr:`Problem.shared_init`), made once in ``folder``.
+
+    Raises:
+        RuntimeError: the weights could not be built (its log named).
+    """
+    weights = folder / f"{Path(problem.model).stem}-seed{seed}.pt"
+    if not weights.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = {"model": problem.model, "task": problem.task, "seed": seed, "out": str(weights)}
+        proc = run_process("init", spec, work=work, tag=f"init-s{seed}", cap_s=300)
+        if proc["rc"] != 0 or not weights.is_file():
+            raise RuntimeError(f"initial weights of {problem.name} seed {seed} failed (log {proc['log']})")
+    return str(weights)
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _problem_record(problem: Problem, previous: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The recorded results of ``problem`` in a run being continued, or ``None`` if it has none.
+
+    Raises:
+        ValueError: the problem's settings differ from the recorded ones (naming the fields).
+    """
+    pres = (previous or {}).get("problems", {}).get(problem.name)
+    if pres is None:
+        return None
+    now, then = _as_json(asdict(problem)), pres["problem"]
+    changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+    if changed:
+        raise ValueError(
+            f"--resume: {problem.name}'s {', '.join(changed)} differ from the recorded run; "
+            "resume with the same suite and --set items, or start a new --out"
+        )
+    return pres
+
+
 def run_suite(
     *,
     problems: list[Problem],
@@ -244,15 +283,25 @@ def run_suite(
     suite_name: str,
     argv: list[str],
     retrain: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run the whole suite into ``out`` and return the collected results (also ``out/results.json``).
 
     ``retrain``: also train each study's best configuration again with a new seed (the retrain
     column); the equal-wall-clock suites skip it to spend their time on seeds.
 
+    ``resume``: continue the run recorded in ``out/results.json`` (a run stopped part way, or more
+    seeds for it): every study already recorded is kept, the others run (a study cut off by the
+    stop is run again from its start, its leftovers deleted); at equal wall clock, a seed whose
+    ``model.tune`` study is not recorded runs all its studies again (its time is their budget).
+    ``results.json`` is rewritten after every study, so a stop loses at most the study running.
+
     Raises:
-        ValueError: an unknown contender name.
+        ValueError: an unknown contender name; with ``resume``, a problem whose settings differ from
+            the recorded run's.
     """
+    import shutil
+
     from hpo import SearchSpace
 
     from .machine import machine_info
@@ -261,18 +310,30 @@ def run_suite(
     if unknown:
         raise ValueError(f"--contenders: unknown {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
     b2b_contenders = list(contenders if b2b_contenders is None else b2b_contenders)
+    command = " ".join(["python -m hpo_bench", *argv])
+    previous = None
+    if resume and (out / "results.json").is_file():
+        previous = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        for problem in problems:
+            _problem_record(problem, previous)  # every mismatch before anything runs
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {
-        "suite": suite_name,
-        "command": " ".join(["python -m hpo_bench", *argv]),
-        "device": device,
-        "seeds": seeds,
-        "machine": machine_info(),
-        "problems": {},
-        "skipped": {},
-        "contenders": {},
-        "started": time.time(),
-    }
+    if previous is not None:
+        results = previous
+        results["seeds"] = sorted({*results["seeds"], *seeds})
+        results.setdefault("resumed", []).append({"command": command, "at": time.time(), "machine": machine_info()})
+        results.pop("finished", None)
+    else:
+        results = {
+            "suite": suite_name,
+            "command": command,
+            "device": device,
+            "seeds": seeds,
+            "machine": machine_info(),
+            "problems": {},
+            "skipped": {},
+            "contenders": {},
+            "started": time.time(),
+        }
     active: list[Contender] = []
     for name in contenders:
         c = CONTENDERS[name]
@@ -290,8 +351,10 @@ def run_suite(
         data = build_data(problem, out / "data" / problem.name)
         space = SearchSpace.parse(problem.space)
         defaults = space.defaults()
-        pres: dict[str, Any] = {
-            "problem": asdict(problem),
+        wallclock = problem.budget == "wallclock"
+        recorded = _problem_record(problem, previous)
+        pres: dict[str, Any] = recorded or {
+            "problem": _as_json(asdict(problem)),
             "metric": problem.metric,
             "task": problem.task,
             "defaults": defaults,
@@ -299,27 +362,43 @@ def run_suite(
             "studies": [],
             "b2b": [],
         }
+        if wallclock:
+            pres.setdefault("budgets_s", {})
+            # a seed without its model.tune study has no budget: its other studies run again
+            pres["studies"] = [st for st in pres["studies"] if str(st["seed"]) in pres["budgets_s"]]
         results["problems"][problem.name] = pres
-        model = problem.model
-        if problem.warm_start_epochs:
-            model, pres["warm_start"] = _warm_start(problem, data, pdir / "warm-start", work, device)
+        done = {(st["contender"], st["seed"]) for st in pres["studies"]}
+        warm = pres.get("warm_start")
+        if problem.warm_start_epochs and not (warm and Path(warm["weights"]).is_file()):
+            _, pres["warm_start"] = _warm_start(problem, data, pdir / "warm-start", work, device)
+            _save(results, out)
+
+        def model_for(seed: int, problem: Problem = problem, pres: dict[str, Any] = pres, pdir: Path = pdir) -> str:
+            if problem.warm_start_epochs:
+                return str(pres["warm_start"]["weights"])
+            if problem.shared_init:
+                return _initial_weights(problem, seed, pdir / "init", pdir / "work")
+            return problem.model
+
         # 1. the studies, each in its own process under the wall-clock cap; at equal wall clock
         # model.tune runs first and its wall time is the seed's budget for everyone else
-        wallclock = problem.budget == "wallclock"
         order = sorted(active, key=lambda c: c.kind != "native") if wallclock else active
-        if wallclock:
-            if not any(c.kind == "native" for c in order):
-                raise ValueError(
-                    f"{problem.name}: budget=wallclock needs the contender ultralytics-native (its time is the budget)"
-                )
-            pres["budgets_s"] = {}
+        if wallclock and not any(c.kind == "native" for c in order):
+            raise ValueError(f"{problem.name}: budget=wallclock needs the contender ultralytics-native (its time is the budget)")
         for seed in seeds:
             budget_s: float | None = None
+            model = model_for(seed)
             for c in order:
                 tag = f"{c.name}-s{seed}"
-                study: dict[str, Any] = {"contender": c.name, "seed": seed}
+                if (c.name, seed) in done:
+                    if wallclock and c.kind == "native":
+                        budget_s = float(pres["budgets_s"][str(seed)])
+                    _log(f"  {tag}: recorded, kept")
+                    continue
+                study: dict[str, Any] = {"contender": c.name, "seed": seed, "model": model}
                 args = problem.fixed_args(seed, device)
                 if c.kind == "hpo":
+                    shutil.rmtree(pdir / "studies" / tag, ignore_errors=True)  # a run cut off by a stop
                     spec = {
                         "backend": c.backend,
                         "model": model,
@@ -340,6 +419,7 @@ def run_suite(
                     trials = _hpo_trials(pdir / "studies" / tag, proc["t0"])
                 else:
                     project = pdir / "native" / tag
+                    shutil.rmtree(project, ignore_errors=True)
                     spec = {
                         "model": model,
                         "task": problem.task,
@@ -378,10 +458,11 @@ def run_suite(
                     f"  {tag}: best {study['best_objective']} {counts} wall {proc['wall_s']:.0f} s"
                     f"{' CAPPED' if proc['capped'] else ''} rc {proc['rc']}"
                 )
-            _save(results, out)
+                _save(results, out)
         # 2. one process, trainings back to back: (a) Ultralytics' default hyperparameters once per seed,
         # the reference score; (b) the retrain check: each study's best params with a new training seed
-        # for the full epochs
+        # for the full epochs (only what a continued run has not recorded yet)
+        ref_seeds = [s for s in seeds if str(s) not in pres["reference"]]
         jobs = [
             _train_job(
                 problem,
@@ -393,10 +474,11 @@ def run_suite(
                 project=pdir / "reference",
                 name=f"seed{s}",
                 tag=f"ref-s{s}",
-                model=model,
+                model=model_for(s),
             )
-            for s in seeds
+            for s in ref_seeds
         ]
+        to_retrain = [st for st in pres["studies"] if "retrain_objective" not in st]
         jobs += [
             _train_job(
                 problem,
@@ -408,27 +490,38 @@ def run_suite(
                 project=pdir / "retrain",
                 name=f"{st['contender']}-s{st['seed']}",
                 tag=f"retrain-{st['contender']}-s{st['seed']}",
-                model=model,
+                model=model_for(st["seed"]),
             )
-            for st in pres["studies"]
+            for st in to_retrain
             if st["best_params"] and retrain
         ]
-        train_out = work / "trainings.jsonl"
-        proc = run_process("train", {"jobs": jobs, "out": str(train_out)}, work=work, tag="trainings", cap_s=None)
-        rows, _ = _read_trainings(train_out)
-        for s in seeds:
+        rows: dict[str, dict[str, Any]] = {}
+        if jobs:
+            train_out = work / "trainings.jsonl"
+            train_out.unlink(missing_ok=True)
+            proc = run_process("train", {"jobs": jobs, "out": str(train_out)}, work=work, tag="trainings", cap_s=None)
+            rows, _ = _read_trainings(train_out)
+            _log(f"  trainings: {len(rows)} of {len(jobs)} (rc {proc['rc']})")
+        for s in ref_seeds:
             r = rows.get(f"ref-s{s}", {})
             pres["reference"][str(s)] = {"objective": r.get("objective"), "wall_s": r.get("wall_s"), "error": r.get("error")}
-        _log(f"  reference (defaults): {[pres['reference'][str(s)]['objective'] for s in seeds]} (rc {proc['rc']})")
-        for st in pres["studies"]:
-            r = rows.get(f"retrain-{st['contender']}-s{st['seed']}")
-            st["retrain_objective"] = r.get("objective") if r else None
+        _log(f"  reference (defaults): {[pres['reference'][str(s)]['objective'] for s in seeds]}")
+        for st in to_retrain:
+            rt = rows.get(f"retrain-{st['contender']}-s{st['seed']}")
+            st["retrain_objective"] = rt.get("objective") if rt else None
             st["retrain_seed"] = 1000 + st["seed"] if retrain else None
         _log(f"  retrains: {[(st['contender'], st.get('retrain_objective')) for st in pres['studies']]}")
         # 3. the back-to-back baseline: a study's trainings replayed (same params, same epochs) one after
         # another in a process of their own, without isolation; its wall time, from launch to exit, is
         # measured exactly as the study's
-        replays = [st for st in pres["studies"] if st["seed"] in seeds[:b2b_seeds] and st["contender"] in b2b_contenders]
+        replayed = {(b["contender"], b["seed"]) for b in pres["b2b"]}
+        replays = [
+            st
+            for st in pres["studies"]
+            if st["seed"] in seeds[:b2b_seeds]
+            and st["contender"] in b2b_contenders
+            and (st["contender"], st["seed"]) not in replayed
+        ]
         for st in replays:
             tag = f"b2b-{st['contender']}-s{st['seed']}"
             jobs = [
@@ -442,7 +535,7 @@ def run_suite(
                     project=pdir / "b2b" / f"{st['contender']}-s{st['seed']}",
                     name=str(t["trial"]),
                     tag=f"{tag}-{t['trial']}",
-                    model=model,
+                    model=model_for(st["seed"]),
                 )
                 for t in st["trials"]
                 if t["params"] and t["epochs"] >= 1
@@ -450,6 +543,8 @@ def run_suite(
             if not jobs:
                 continue
             b2b_out = work / f"{tag}.jsonl"
+            b2b_out.unlink(missing_ok=True)
+            shutil.rmtree(pdir / "b2b" / f"{st['contender']}-s{st['seed']}", ignore_errors=True)
             proc = run_process("train", {"jobs": jobs, "out": str(b2b_out)}, work=work, tag=tag, cap_s=None)
             mine, started = _read_trainings(b2b_out)
             if proc["rc"] != 0 or len(mine) != len(jobs):

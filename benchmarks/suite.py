@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,14 @@ class Problem:
         budget: ``"trials"`` or ``"wallclock"`` (above).
         max_trials: at equal wall clock, also stop each hpo study after this many trials (``None``:
             only the time budget; the quick suite sets it so that its studies end in seconds).
+        shared_init: without a warm start, every training of a seed (every contender's trials,
+            the reference) starts from the same initial weights: ``model`` built once under
+            ``torch.manual_seed(seed)`` and saved as a ``.pt`` (no training). Without it the
+            initialisation differs by contender: Ultralytics' ``model.tune`` (8.4.x) builds its base
+            model once, before any seeding, and starts every iteration from it, while an hpo trial
+            builds the model after seeding with its training seed; on full digits-cls the same
+            hyperparameters then scored 0.50 and 0.32 top-1 (benchmarks/README.md), which a
+            comparison of searches must not measure.
     """
 
     name: str
@@ -79,6 +88,7 @@ class Problem:
     warm_start_params: dict[str, Any] = field(default_factory=dict)
     budget: str = "trials"
     max_trials: int | None = None
+    shared_init: bool = False
 
     def __post_init__(self) -> None:
         """Raises: ValueError: ``budget`` is not ``trials`` or ``wallclock``."""
@@ -210,6 +220,7 @@ def _problems_quick() -> list[Problem]:
             val_images=6,
             budget="wallclock",
             max_trials=2,
+            shared_init=True,
         ),
     ]
 
@@ -220,7 +231,7 @@ def _digits_cls_full(**kw: Any) -> Problem:
     # the best of 100 recorded configurations 0.91 (benchmarks/results/recording), so the metric moves
     args: dict[str, Any] = dict(trials=12, epochs=3, time_cap_s=900, imgsz=32, batch=16, images=1_000_000, val_images=1_000_000)
     args.update(kw)
-    return Problem("digits-cls", "yolov8n-cls.yaml", dict(SPACE_CLS), budget="wallclock", **args)
+    return Problem("digits-cls", "yolov8n-cls.yaml", dict(SPACE_CLS), budget="wallclock", shared_init=True, **args)
 
 
 def _problems_cpu_wallclock() -> list[Problem]:
@@ -299,7 +310,7 @@ def suite(name: str) -> dict[str, Any]:
     }
 
 
-_FIELDS = {
+_FIELDS: dict[str, Callable[[str], Any]] = {
     "trials": int,
     "epochs": int,
     "time_cap_s": float,
@@ -310,6 +321,7 @@ _FIELDS = {
     "warm_start_epochs": int,
     "budget": str,
     "max_trials": int,
+    "shared_init": lambda v: {"true": True, "1": True, "false": False, "0": False}[v.lower()],
 }
 
 
@@ -317,7 +329,7 @@ def apply_overrides(problems: list[Problem], sets: list[str]) -> list[Problem]:
     """Apply ``--set [PROBLEM.]FIELD=VALUE`` items (no ``PROBLEM.``: every problem).
 
     Fields: trials, epochs, time_cap_s, imgsz, batch, images, val_images, warm_start_epochs (0: from
-    scratch), budget (``trials`` or ``wallclock``), max_trials; any other name is
+    scratch), budget (``trials`` or ``wallclock``), max_trials, shared_init (true/false); any other name is
     an Ultralytics train arg (e.g. ``digits-det.amp=false``).
 
     Raises:
@@ -338,7 +350,10 @@ def apply_overrides(problems: list[Problem], sets: list[str]) -> list[Problem]:
             if target and p.name != target:
                 continue
             if fld in _FIELDS:
-                setattr(p, fld, _FIELDS[fld](value))
+                try:
+                    setattr(p, fld, _FIELDS[fld](value))
+                except (KeyError, ValueError):
+                    raise ValueError(f"--set: '{value}' is not a valid {fld} in '{item}'") from None
                 try:
                     p.__post_init__()  # the dataclass's own checks, once more for the changed field
                 except ValueError as e:

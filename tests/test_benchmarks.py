@@ -207,8 +207,78 @@ def test_report_rebuilds_from_results_json(quick_report: Path, tmp_path: Path) -
     assert len(list(copy.glob("*.png"))) == 4
 
 
+@pytest.mark.slow
+def test_quick_run_starts_every_training_of_a_seed_from_one_initialisation(quick_report: Path) -> None:
+    """shared_init: model.tune's iterations and every hpo study of seed 0 load the same untrained .pt."""
+    import torch
+
+    results = json.loads((quick_report / "results.json").read_text())
+    studies = results["problems"]["digits-cls"]["studies"]
+    models = {st["model"] for st in studies}
+    assert len(models) == 1 and {st["contender"] for st in studies} == set(QUICK_CONTENDERS)
+    weights = Path(models.pop())
+    assert weights.name == "yolov8n-cls-seed0.pt" and weights.is_file()
+    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    assert ckpt["train_args"] == {"task": "classify"}
+    # the seed, not chance, makes these weights: the same build under seed 0 gives the same tensors
+    torch.manual_seed(0)
+    from ultralytics import YOLO
+
+    fresh = YOLO("yolov8n-cls.yaml", task="classify").model.state_dict()
+    saved = ckpt["model"].state_dict()
+    assert saved.keys() == fresh.keys()
+    assert all(torch.equal(saved[k], fresh[k].half()) for k in saved)
+
+
+@pytest.mark.slow
+def test_resume_reruns_only_what_is_missing(quick_report: Path, tmp_path: Path) -> None:
+    """--resume keeps recorded studies (model.tune's budget with them) and runs a study cut off by a stop."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    results = json.loads((quick_report / "results.json").read_text())
+    pres = results["problems"]["digits-cls"]
+    kept = {st["contender"]: st for st in pres["studies"]}
+    pres["studies"] = [st for st in pres["studies"] if st["contender"] != "random"]  # as if stopped in it
+    (copy / "results.json").write_text(json.dumps(results))
+    shutil.copytree(quick_report / "data", copy / "data")
+    proc = _bench("run", "--quick", "--contenders", ",".join(QUICK_CONTENDERS), "--out", str(copy), "--resume", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = json.loads((copy / "results.json").read_text())
+    pafter = after["problems"]["digits-cls"]
+    by = {st["contender"]: st for st in pafter["studies"]}
+    assert set(by) == set(QUICK_CONTENDERS) and len(pafter["studies"]) == len(QUICK_CONTENDERS)
+    for name in ("ultralytics", "optuna", "ultralytics-native"):
+        assert by[name] == kept[name]  # recorded: not run again
+    assert pafter["budgets_s"] == pres["budgets_s"] and pafter["reference"] == pres["reference"]
+    assert by["random"]["rc"] == 0 and by["random"]["budget_s"] == pres["budgets_s"]["0"]
+    assert by["random"]["trials"] and by["random"]["trials"][0]["end_s"] is not None
+    assert Path(by["random"]["model"]).parent == copy / "runs" / "digits-cls" / "init"
+    assert after["resumed"][0]["command"].endswith("--resume") and after["command"] == results["command"]
+    assert proc.stderr.count("recorded, kept") == 3
+    # a problem whose settings changed cannot be continued: exit 2, nothing written
+    before = (copy / "results.json").read_bytes()
+    proc = _bench("run", "--quick", "--out", str(copy), "--resume", "--set", "epochs=2", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("benchmarks: error: --resume: digits-cls's epochs differ")
+    assert (copy / "results.json").read_bytes() == before
+
+
+def test_seeds_option() -> None:
+    from hpo_bench.__main__ import parse_seeds
+
+    assert parse_seeds("3") == [0, 1, 2]
+    assert parse_seeds("2-4") == [2, 3, 4] and parse_seeds("4-4") == [4]
+    assert parse_seeds("0,3,2-3") == [0, 2, 3]
+    for bad in ("0", "-1", "a", "3-1", "1,", ""):
+        with pytest.raises(ValueError, match="^--seeds: "):
+            parse_seeds(bad)
+
+
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     for args, word in (
+        (["--seeds", "2-x"], "--seeds"),
+        (["--resume", "--set", "shared_init=maybe"], "--set"),
         (["--contenders", "ultralytics,nosuch"], "--contenders"),
         (["--set", "digits-cls.epochs"], "--set"),
         (["--set", "nosuch.epochs=2"], "--set"),
