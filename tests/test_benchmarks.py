@@ -402,3 +402,20 @@ def test_simulate_runs_real_backends_at_model_tunes_budget(tmp_path: Path) -> No
     for name in res["contenders"]:
         assert f"| {name} | 2 |" in md
     assert (tmp_path / "simulated-best-vs-time.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_wallclock_detection_problem_builds_its_canvases(tmp_path: Path) -> None:
+    """cpu-wallclock's digits-det: 64 px canvases with 1-2 digits of at most 30 px (the measured problem)."""
+    import dataclasses
+
+    from hpo_bench.suite import build_data, suite
+
+    det = next(p for p in suite("cpu-wallclock")["problems"] if p.name == "digits-det")
+    assert (det.imgsz, det.digit_size, det.digits_per_image, det.warm_start_epochs) == (64, (20, 30), (1, 2), 10)
+    data = Path(build_data(dataclasses.replace(det, images=8, val_images=3), tmp_path / "det"))
+    labels = sorted((data.parent / "labels" / "train").glob("*.txt"))
+    assert len(labels) == 8 and len(list((data.parent / "labels" / "val").glob("*.txt"))) == 3
+    for f in labels:
+        rows = [ln.split() for ln in f.read_text().splitlines()]
+        assert 1 <= len(rows) <= 2
+        assert all(0 < float(w) * 64 <= 30 and 0 < float(h) * 64 <= 30 for _, _, _, w, h in rows)
