@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--contenders", default=None, help="comma-separated (default all simulated contenders)")
     sim.add_argument("--processes", type=int, default=2, help="studies at once (default 2)")
     sim.add_argument("--surrogate", default="auto", choices=["auto", "knn", "rf"], help="surrogate model (default auto)")
+    sim.add_argument(
+        "--noise",
+        default="residual",
+        choices=["residual", "none"],
+        help="trial noise: a recorded held-out residual curve per trial (default), or none (mean curves)",
+    )
     return ap
 
 
@@ -154,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 out=args.out,
                 processes=args.processes,
                 surrogate=args.surrogate,
+                noise=args.noise,
                 contenders=[c.strip() for c in args.contenders.split(",")] if args.contenders else None,
             )
         except ValueError as e:

@@ -168,7 +168,15 @@ def write_sim_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
         f"({results['surrogate']['kind']}) fitted on {results['surrogate']['configs']} recorded configurations "
         f"([recording]({Path(results['recording']).name}/)); its 5-fold held-out error on the final "
         f"{results['metric']} is MAE {cv['mae_final']:.4f} (the recorded values' sd is {cv['sd_final']:.4f}), "
-        f"Spearman rank correlation {cv['spearman_final']:.2f}. The real runs stay the ground truth.",
+        f"Spearman rank correlation {cv['spearman_final']:.2f}. "
+        + (
+            "Trial noise: each simulated trial adds one recorded configuration's held-out residual curve "
+            f"(sd {cv['residual_sd_final']:.4f} at the final epoch), drawn per trial, so epoch-1 values rank "
+            "configurations as loosely as real ones do. "
+            if results.get("noise") == "residual"
+            else "No trial noise: every trial plays the surrogate's mean curve. "
+        )
+        + "The real runs stay the ground truth.",
         "",
         "| contender | seeds | best at budget, mean ± 95% CI | vs model.tune: better / tie / worse | Wilcoxon p | trials per study | reached model.tune's best (seeds, median s) |",
         "|---|---|---|---|---|---|---|",

@@ -368,6 +368,30 @@ def test_recording_table_and_its_surrogate() -> None:
     assert info["model_tune"]["iterations"] >= 1
 
 
+def test_surrogate_trial_noise_is_a_recorded_residual_curve() -> None:
+    """noise: the mean curve plus one recorded configuration's held-out residual curve, drawn per trial."""
+    import numpy as np
+
+    from hpo_bench.recording import read_table
+    from hpo_bench.simulation import Surrogate
+
+    rows, info = read_table(RECORDING)
+    s = Surrogate(rows, info)
+    assert s.residuals.shape == (len(s.configs), 3)
+    # the residuals are the out-of-fold errors the report states: their final-epoch sd and MAE agree
+    assert float(np.std(s.residuals[:, -1])) == pytest.approx(s.cv[s.kind]["residual_sd_final"])
+    assert float(np.mean(np.abs(s.residuals[:, -1]))) == pytest.approx(s.cv[s.kind]["mae_final"])
+    params = {k: r for k, r in rows[0].items() if k in info["space"]}
+    mean, _, _ = s.predict(params)
+    one, _, _ = s.predict(params, np.random.default_rng([3, 7]))
+    assert one == s.predict(params, np.random.default_rng([3, 7]))[0]  # same study seed and trial: same draw
+    draws = [s.predict(params, np.random.default_rng([3, t]))[0] for t in range(40)]
+    assert len({tuple(d) for d in draws}) > 20  # trials differ
+    for d in draws:  # each is the mean curve plus one recorded residual curve (clipped into [0, 1])
+        shifted = np.clip(np.array(mean) + s.residuals, 0.0, 1.0)
+        assert np.isclose(shifted, np.array(d)).all(axis=1).any()
+
+
 def test_simulate_runs_real_backends_at_model_tunes_budget(tmp_path: Path) -> None:
     """python -m hpo_bench simulate, two seeds: every contender stops at model.tune's simulated wall
     time of its seed, trials are the surrogate's curves, and the report has a row per contender."""
