@@ -264,7 +264,9 @@ def write_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
     lines = [
         f"# hpo benchmark: suite `{results['suite']}`",
         "",
-        f"Reproduce: `{results['command']}`",
+        f"Reproduce: `{results['command']}`"
+        + "".join(f", then `{r['command']}`" for r in results.get("resumed", []))
+        + (" (a continued run: the machine below is the first command's)" if results.get("resumed") else ""),
         "",
         "## Machine",
         "",
@@ -290,6 +292,12 @@ def write_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
                 f"({pres['warm_start']['objective']:.4g} {pres['metric']}; its weights start every training below)"
                 if pres.get("warm_start")
                 else f"`{p['model']}` from scratch"
+                + (
+                    " (every training of a seed from one initialisation: the model built under "
+                    "torch.manual_seed(seed), saved untrained)"
+                    if p.get("shared_init")
+                    else ""
+                )
             )
             + f", objective `{pres['metric']}` (maximised); "
             + (
@@ -298,8 +306,13 @@ def write_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
                 else f"budget per study: {p['trials']} trials x {p['epochs']} epochs = {p['trials'] * p['epochs']} epochs, "
                 f"wall-clock cap {p['time_cap_s']:g} s; "
             )
-            + f"imgsz {p['imgsz']}, batch {p['batch']}, images {p['images']} / val {p['val_images']} "
-            f"({'per class' if pres['task'] == 'classify' else 'canvases'}); seeds {results['seeds']}.",
+            + f"imgsz {p['imgsz']}, batch {p['batch']}, "
+            + (
+                "all 1,797 UCI digits (80/20 split)"
+                if pres["task"] == "classify" and p["images"] >= 1797
+                else f"images {p['images']} / val {p['val_images']} ({'per class' if pres['task'] == 'classify' else 'canvases'})"
+            )
+            + f"; seeds {results['seeds']}.",
         ]
         if pres.get("budgets_s"):
             more, png = _wallclock_section(pname, pres, contenders, out)
