@@ -267,8 +267,9 @@ def _digits_det_cpu() -> Problem:
 
 
 def _problems_cpu_wallclock() -> list[Problem]:
-    # the problems: model.tune's 12 iterations set each seed's budget (~300 s on digits-cls,
-    # measured); 5 contenders x ~300 s is ~26 min per seed and problem on 2 cores
+    # the problems: model.tune's 12 iterations set each seed's budget (measured 2026-12-04 on a
+    # 2-core Xeon: ~172 s on digits-cls, ~243 s on digits-det); with 5 contenders a seed takes ~15 and
+    # ~21 min, the 5 seeds ~3 h (spread over sittings with --resume)
     return [_digits_cls_full(), _digits_det_cpu()]
 
 

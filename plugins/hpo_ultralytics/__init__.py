@@ -12,9 +12,12 @@ What no genetic tuner has: early stopping (``pruner="percentile"``, the default)
 trial whose objective is worse than the median (``prune_percentile=50``) of the complete trials'
 objectives at the same epoch is stopped and recorded ``pruned`` (the rule of Optuna's
 ``PercentilePruner``); pruned trials never become parents, and the time they free goes to new
-proposals. The default was chosen on the simulated benchmark (benchmarks/README.md, 50 seeds of
-full digits-cls at model.tune's wall clock): best top-1 at the budget 0.612 with the median rule,
-0.600 with the 25th percentile, 0.583 without early stopping (paired Wilcoxon p = 0.001 against none).
+proposals. The default was chosen on the simulated benchmark of 2026-12-03 (benchmarks/README.md, 50
+seeds of full digits-cls at model.tune's wall clock, smooth surrogate): best top-1 at the budget 0.612
+with the median rule, 0.583 without early stopping (paired Wilcoxon p = 0.001). With trial noise in
+the simulator (2026-12-04) the two are level (0.669 and 0.669, p = 0.89), and in the real equal-wall-
+clock runs the backend did not beat ``model.tune``: the default is kept for now, without evidence
+that it helps ("Defaults and the numbers behind them" in benchmarks/README.md).
 """
 
 from __future__ import annotations
