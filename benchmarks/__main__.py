@@ -27,8 +27,10 @@ def parse_seeds(text: str) -> list[int]:
     seeds: list[int] = []
     for item in text.split(","):
         lo, dash, hi = item.strip().partition("-")
-        if not lo.isdigit() or (dash and not hi.isdigit()) or (dash and int(hi) < int(lo)):
+        if not lo.isdigit() or (dash and not hi.isdigit()):
             raise ValueError(f"--seeds: '{item.strip()}' is not a seed or a range such as 2-4 (e.g. --seeds 5, 0,3 or 2-4)")
+        if dash and int(hi) < int(lo):
+            raise ValueError(f"--seeds: the range '{item.strip()}' starts above its end; write {hi}-{lo}")
         seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
     return sorted(set(seeds))
 
@@ -186,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ValueError(f"--contenders: unknown {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
         seeds = parse_seeds(args.seeds) if args.seeds is not None else s["seeds"]
+        timed = [p.name for p in problems if p.budget == "wallclock"]
+        if timed and "ultralytics-native" not in contenders:
+            raise ValueError(
+                f"--contenders: {', '.join(timed)} run at equal wall clock, whose budget is model.tune's time: "
+                "add ultralytics-native to --contenders"
+            )
     except ValueError as e:
         print(f"benchmarks: error: {e}", file=sys.stderr)
         return 2

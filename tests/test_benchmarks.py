@@ -270,7 +270,7 @@ def test_seeds_option() -> None:
     assert parse_seeds("3") == [0, 1, 2]
     assert parse_seeds("2-4") == [2, 3, 4] and parse_seeds("4-4") == [4]
     assert parse_seeds("0,3,2-3") == [0, 2, 3]
-    for bad in ("0", "-1", "a", "3-1", "1,", ""):
+    for bad in ("0", "-1", "a", "3-1", "1,", "", "2-x"):
         with pytest.raises(ValueError, match="^--seeds: "):
             parse_seeds(bad)
 
@@ -278,6 +278,8 @@ def test_seeds_option() -> None:
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     for args, word in (
         (["--seeds", "2-x"], "--seeds"),
+        (["--seeds", "3-1"], "write 1-3"),
+        (["--contenders", "ultralytics,optuna"], "add ultralytics-native"),
         (["--resume", "--set", "shared_init=maybe"], "--set"),
         (["--contenders", "ultralytics,nosuch"], "--contenders"),
         (["--set", "digits-cls.epochs"], "--set"),
