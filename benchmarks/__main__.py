@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(args.out / "simulated.md")
         return 0
-    from .run import run_suite
+    from .run import check_run, run_suite
     from .suite import apply_overrides, suite
 
     name = "quick" if args.quick else args.suite
@@ -184,42 +184,25 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--problems: unknown {', '.join(unknown)}; choose from {', '.join(p.name for p in problems)}")
             problems = [p for p in problems if p.name in wanted]
         contenders = [c.strip() for c in args.contenders.split(",")] if args.contenders else s["contenders"]
-        unknown = [c for c in contenders if c not in CONTENDERS]
-        if unknown:
-            raise ValueError(f"--contenders: unknown {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
         seeds = parse_seeds(args.seeds) if args.seeds is not None else s["seeds"]
-        timed = [p.name for p in problems if p.budget == "wallclock"]
-        if timed and "ultralytics-native" not in contenders:
-            raise ValueError(
-                f"--contenders: {', '.join(timed)} run at equal wall clock, whose budget is model.tune's time: "
-                "add ultralytics-native to --contenders"
+        if args.resume and args.out is None:
+            raise ValueError("--resume: give the --out folder of the run to continue")
+        out = (
+            (
+                args.out
+                or Path(__file__).resolve().parent
+                / "results"
+                / (args.tag or f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
             )
+            .expanduser()
+            .resolve()
+        )
+        if (out / "results.json").exists() and not args.resume:
+            raise ValueError(f"--out: '{out}' already holds a report; choose a new folder or continue it with --resume")
+        check_run(problems, contenders, out, resume=args.resume)
     except ValueError as e:
         print(f"benchmarks: error: {e}", file=sys.stderr)
         return 2
-    out = args.out or Path(__file__).resolve().parent / "results" / (
-        args.tag or f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    )
-    out = out.expanduser().resolve()
-    if (out / "results.json").exists() and not args.resume:
-        print(
-            f"benchmarks: error: --out: '{out}' already holds a report; choose a new folder or continue it with --resume",
-            file=sys.stderr,
-        )
-        return 2
-    if args.resume and args.out is None:
-        print("benchmarks: error: --resume: give the --out folder of the run to continue", file=sys.stderr)
-        return 2
-    if args.resume:
-        from .run import _problem_record
-
-        try:
-            previous = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else None
-            for p in problems:
-                _problem_record(p, previous)
-        except ValueError as e:
-            print(f"benchmarks: error: {e}", file=sys.stderr)
-            return 2
     results = run_suite(
         problems=problems,
         contenders=contenders,

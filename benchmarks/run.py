@@ -17,7 +17,7 @@ from typing import Any
 
 from .suite import CONTENDERS, Contender, Problem, build_data
 
-__all__ = ["run_suite", "run_process"]
+__all__ = ["run_suite", "run_process", "check_run"]
 
 
 def _log(msg: str) -> None:
@@ -271,6 +271,32 @@ def _problem_record(problem: Problem, previous: dict[str, Any] | None) -> dict[s
     return pres
 
 
+def check_run(problems: list[Problem], contenders: list[str], out: Path, *, resume: bool) -> dict[str, Any] | None:
+    """Every check of a run before anything is built or written; returns the recorded results of a
+    run being continued (``resume`` and ``out/results.json`` present), else ``None``.
+
+    Raises:
+        ValueError: an unknown contender; an equal-wall-clock problem without ``ultralytics-native``
+            (its time is the budget); with ``resume``, a problem whose settings differ from the
+            recorded run's (naming the fields).
+    """
+    unknown = [c for c in contenders if c not in CONTENDERS]
+    if unknown:
+        raise ValueError(f"--contenders: unknown {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
+    timed = [p.name for p in problems if p.budget == "wallclock"]
+    if timed and not any(CONTENDERS[c].kind == "native" for c in contenders):
+        raise ValueError(
+            f"--contenders: {', '.join(timed)} run at equal wall clock, whose budget is model.tune's time: "
+            "add ultralytics-native to --contenders"
+        )
+    if not (resume and (out / "results.json").is_file()):
+        return None
+    previous = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    for problem in problems:
+        _problem_record(problem, previous)
+    return previous
+
+
 def run_suite(
     *,
     problems: list[Problem],
@@ -297,8 +323,7 @@ def run_suite(
     ``results.json`` is rewritten after every study, so a stop loses at most the study running.
 
     Raises:
-        ValueError: an unknown contender name; with ``resume``, a problem whose settings differ from
-            the recorded run's.
+        ValueError: from :func:`check_run`, before anything is written.
     """
     import shutil
 
@@ -306,16 +331,9 @@ def run_suite(
 
     from .machine import machine_info
 
-    unknown = [c for c in contenders if c not in CONTENDERS]
-    if unknown:
-        raise ValueError(f"--contenders: unknown {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
+    previous = check_run(problems, contenders, out, resume=resume)
     b2b_contenders = list(contenders if b2b_contenders is None else b2b_contenders)
     command = " ".join(["python -m hpo_bench", *argv])
-    previous = None
-    if resume and (out / "results.json").is_file():
-        previous = json.loads((out / "results.json").read_text(encoding="utf-8"))
-        for problem in problems:
-            _problem_record(problem, previous)  # every mismatch before anything runs
     out.mkdir(parents=True, exist_ok=True)
     if previous is not None:
         results = previous
@@ -383,8 +401,6 @@ def run_suite(
         # 1. the studies, each in its own process under the wall-clock cap; at equal wall clock
         # model.tune runs first and its wall time is the seed's budget for everyone else
         order = sorted(active, key=lambda c: c.kind != "native") if wallclock else active
-        if wallclock and not any(c.kind == "native" for c in order):
-            raise ValueError(f"{problem.name}: budget=wallclock needs the contender ultralytics-native (its time is the budget)")
         for seed in seeds:
             budget_s: float | None = None
             model = model_for(seed)

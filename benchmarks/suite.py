@@ -240,7 +240,7 @@ def _digits_cls_full(**kw: Any) -> Problem:
 
 
 def _digits_det_cpu() -> Problem:
-    # a detection problem whose metric moves on 2 CPU cores (measured 2026-12-04, 2-core EPYC, fp32):
+    # a detection problem whose metric moves on 2 CPU cores (measured 2026-12-04, 2-core Intel Xeon, fp32):
     # 640 train / 128 val canvases of 64 px holding 1-2 digits of 20-30 px (big glyphs on a small
     # canvas: ~4.7 s per epoch with validation). From scratch, yolov8n reaches mAP50-95 0.26 after
     # 10 epochs (lr0=0.003, no mosaic), and a 3-epoch training with Ultralytics' defaults from there
