@@ -417,6 +417,7 @@ def run_suite(
                     shutil.rmtree(pdir / "studies" / tag, ignore_errors=True)  # a run cut off by a stop
                     spec = {
                         "backend": c.backend,
+                        "backend_options": dict(c.options),
                         "model": model,
                         "data": data,
                         "space": problem.space,

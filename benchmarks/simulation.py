@@ -221,15 +221,20 @@ SIM_CONTENDERS: dict[str, SimContender] = {
             "Ultralytics' own tuner: its genetic mutation, no early stopping, its per-iteration cost",
             True,
         ),
-        SimContender("ultralytics", "ultralytics", {}, "hpo backend ultralytics, defaults (stops trials below the median)"),
-        SimContender("ultralytics-no-pruning", "ultralytics", {"pruner": "none"}, "ultralytics without early stopping"),
+        SimContender("ultralytics", "ultralytics", {}, "hpo backend ultralytics, defaults (no early stopping)"),
         SimContender(
-            "ultralytics-p25", "ultralytics", {"prune_percentile": 25.0}, "ultralytics stopping trials below the 25th percentile"
+            "ultralytics-percentile", "ultralytics", {"pruner": "percentile"}, "ultralytics stopping trials below the median"
+        ),
+        SimContender(
+            "ultralytics-p25",
+            "ultralytics",
+            {"pruner": "percentile", "prune_percentile": 25.0},
+            "ultralytics stopping trials below the 25th percentile",
         ),
         SimContender(
             "ultralytics-from-epoch-2",
             "ultralytics",
-            {"prune_min_epoch": 2},
+            {"pruner": "percentile", "prune_min_epoch": 2},
             "ultralytics stopping trials below the median only from epoch 2",
         ),
         SimContender("optuna", "optuna", {}, "hpo backend optuna, defaults (TPE, Hyperband pruner)"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Problem", "Contender", "CONTENDERS", "SUITES", "suite", "build_data", "apply_overrides"]
+__all__ = ["Problem", "Contender", "CONTENDERS", "DEFAULT_CONTENDERS", "SUITES", "suite", "build_data", "apply_overrides"]
 
 #: The space tuned on both problems: linear (low, high[, gain]) ranges so that every contender,
 #: Ultralytics' native tuner included, can search it unchanged. Bounds follow Ultralytics' own
@@ -134,12 +134,15 @@ class Contender:
             (Ultralytics' ``model.tune`` run directly).
         backend: the hpo backend name (``kind == "hpo"``).
         description: one line for the report.
+        options: backend options of the study (``Tuner(backend_options=...)``); empty: the backend's
+            defaults, whatever they are in the installed release.
     """
 
     name: str
     kind: str
     backend: str | None = None
     description: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
 
     def available(self) -> tuple[bool, str]:
         """``(True, "")`` or ``(False, why)``: an hpo backend that is not installed is skipped."""
@@ -162,8 +165,19 @@ CONTENDERS: dict[str, Contender] = {
         Contender("ray", "hpo", "ray", "hpo backend: Ray Tune (its default searcher and scheduler)"),
         Contender("random", "hpo", "bench-random", "baseline: uniform random search through hpo's core"),
         Contender("ultralytics-native", "native", None, "Ultralytics' own model.tune(use_ray=False), run directly"),
+        Contender(
+            "ultralytics-percentile",
+            "hpo",
+            "ultralytics",
+            "hpo backend ultralytics with early stopping below the median (--pruner percentile; its default until 2026-12-05)",
+            {"pruner": "percentile"},
+        ),
     )
 }
+
+#: The contenders a suite runs unless told otherwise: every backend at its defaults, the random
+#: baseline and model.tune (variants such as ``ultralytics-percentile`` run with ``--contenders``).
+DEFAULT_CONTENDERS = ["ultralytics", "optuna", "ray", "random", "ultralytics-native"]
 
 
 def _problems_cpu_small() -> list[Problem]:
@@ -303,13 +317,18 @@ def _problems_gpu() -> list[Problem]:
 #: (the first ``b2b_seeds`` seeds of ``b2b_contenders``: hpo's core and the native tuner's
 #: subprocess-per-iteration, the two ways trials are isolated).
 # the equal-wall-clock suites: every contender, their time on seeds (no back-to-back replay, no retrain)
-_WALLCLOCK_SUITE: dict[str, Any] = {"contenders": list(CONTENDERS), "b2b_seeds": 0, "b2b_contenders": [], "retrain": False}
+_WALLCLOCK_SUITE: dict[str, Any] = {
+    "contenders": list(DEFAULT_CONTENDERS),
+    "b2b_seeds": 0,
+    "b2b_contenders": [],
+    "retrain": False,
+}
 
 SUITES: dict[str, dict[str, Any]] = {
     "cpu-small": {
         "problems": _problems_cpu_small,
         "seeds": [0, 1, 2],
-        "contenders": list(CONTENDERS),
+        "contenders": list(DEFAULT_CONTENDERS),
         "b2b_seeds": 1,
         "b2b_contenders": ["ultralytics", "ultralytics-native"],
     },

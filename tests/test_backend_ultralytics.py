@@ -82,9 +82,9 @@ def test_early_stopping_stops_trials_below_the_median_at_the_same_epoch(digits_c
     epoch-1 top-1 of 0.2, 0.4, 0.6 and 0.8 (median 0.5), a trial at 0.45 after epoch 1 stops and one
     at 0.55 goes on; the last epoch and a missing metric never stop a trial."""
     metric = "metrics/accuracy_top1"
-    backend, study = _prune_backend(digits_cls, tmp_path, epochs=3)
+    backend, study = _prune_backend(digits_cls, tmp_path, epochs=3, pruner="percentile")
     try:
-        assert backend.options.pruner == "percentile" and backend.options.prune_percentile == 50.0
+        assert backend.options.prune_percentile == 50.0  # the median by default
         running = TrialRecord(id=99, params={"lr0": 0.01}, status=TrialStatus.RUNNING)
         for i, v in enumerate((0.2, 0.4, 0.6)):
             epochs = [{"epoch": e, metric: v + 0.1 * (e - 1)} for e in (1, 2, 3)]
@@ -111,10 +111,14 @@ def test_early_stopping_stops_trials_below_the_median_at_the_same_epoch(digits_c
 
 def test_early_stopping_off_and_at_another_percentile(digits_cls, tmp_path):
     metric = "metrics/accuracy_top1"
-    for options, at_045 in (({"pruner": "none"}, False), ({"prune_percentile": 25.0}, False), ({"prune_percentile": 75.0}, True)):
-        backend, study = _prune_backend(
-            digits_cls, tmp_path / options.get("pruner", str(options.get("prune_percentile"))), 3, **options
-        )
+    cases = (
+        ({}, False),  # the default: no early stopping, as Ultralytics' own tuner
+        ({"pruner": "none"}, False),
+        ({"pruner": "percentile", "prune_percentile": 25.0}, False),
+        ({"pruner": "percentile", "prune_percentile": 75.0}, True),
+    )
+    for case, (options, at_045) in enumerate(cases):
+        backend, study = _prune_backend(digits_cls, tmp_path / str(case), 3, **options)
         try:
             for i, v in enumerate((0.2, 0.4, 0.6, 0.8)):
                 backend.tell(
@@ -125,6 +129,6 @@ def test_early_stopping_off_and_at_another_percentile(digits_cls, tmp_path):
             running = TrialRecord(id=9, params={"lr0": 0.01}, status=TrialStatus.RUNNING)
             # 25th percentile of (0.2, 0.4, 0.6, 0.8) is 0.35, the 75th 0.65
             assert backend.should_prune(running, {"epoch": 1, metric: 0.45}) is at_045, options
-            assert backend.should_prune(running, {"epoch": 1, metric: 0.1}) is (options.get("pruner") != "none"), options
+            assert backend.should_prune(running, {"epoch": 1, metric: 0.1}) is (options.get("pruner") == "percentile"), options
         finally:
             study.close()

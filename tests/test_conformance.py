@@ -15,7 +15,7 @@ PLUGINS = Path(__file__).parent / "plugins"
 class TestUltralyticsConformance(BackendConformance):
     backend = "ultralytics"
     space = LINEAR_SPACE  # the native mutation searches linear ranges only
-    no_pruning = ("--pruner", "none")  # hpo's early stopping (the native tuner has none)
+    prunes = False  # early stopping (--pruner percentile) is off by default, as in the native tuner
 
 
 class TestOptunaConformance(BackendConformance):

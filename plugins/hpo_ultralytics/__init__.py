@@ -8,16 +8,21 @@ study; the native files ``<study>/ultralytics/tune_results.ndjson`` and
 the study objective (negated when the objective is minimised, since the native tuner maximises),
 not Ultralytics' ``fitness``. Failed trials are not written there, so they never become parents.
 
-What no genetic tuner has: early stopping (``pruner="percentile"``, the default). After each epoch a
-trial whose objective is worse than the median (``prune_percentile=50``) of the complete trials'
+What no genetic tuner has: early stopping, off by default (``pruner="none"``: every trial trains
+all its epochs, as in Ultralytics' own tuner). With ``pruner="percentile"``, after each epoch a trial
+whose objective is worse than the median (``prune_percentile=50``) of the complete trials'
 objectives at the same epoch is stopped and recorded ``pruned`` (the rule of Optuna's
 ``PercentilePruner``); pruned trials never become parents, and the time they free goes to new
-proposals. The default was chosen on the simulated benchmark of 2026-12-03 (benchmarks/README.md, 50
-seeds of full digits-cls at model.tune's wall clock, smooth surrogate): best top-1 at the budget 0.612
-with the median rule, 0.583 without early stopping (paired Wilcoxon p = 0.001). With trial noise in
-the simulator (2026-12-04) the two are level (0.669 and 0.669, p = 0.89), and in the real equal-wall-
-clock runs the backend did not beat ``model.tune``: the default is kept for now, without evidence
-that it helps ("Defaults and the numbers behind them" in benchmarks/README.md).
+proposals. Why it is off by default (changed 2026-12-05; "Defaults and the numbers behind them" in
+benchmarks/README.md): in the real equal-wall-clock runs (2 seeds x 2 problems, 2026-12-04) the
+median rule stopped 46 of the 58 digits-cls trials after their first or second epoch, where
+3-epoch rankings are mostly noise (epoch-1/final Spearman 0.27 in the recording), so only 6
+complete trials per study were left as parents against ``model.tune``'s 12, and the backend lost
+to ``model.tune`` on 3 of 4 seed-problem pairs and tied the fourth; in the simulator with trial noise
+the rule was level with no early stopping (p = 0.89). Without it, the backend proposes with
+``model.tune``'s own algorithm (the same ``Tuner._mutate``; in the benchmark, where both are seeded
+alike, the same sequence) and, with hpo's lower cost per trial, trains more proposals in the same
+wall time.
 """
 
 from __future__ import annotations
@@ -54,11 +59,11 @@ class UltralyticsOptions(BackendOptions):
 
     parents: int = Field(9, ge=1, description="number of best previous results a child is mutated from (native n=9)")
     sigma: float = Field(0.2, gt=0, le=1, description="normalised mutation standard deviation (native sigma=0.2)")
-    pruner: Literal["percentile", "none"] = Field(
-        "percentile",
-        description="early stopping: 'percentile' stops a trial whose objective after an epoch is worse than "
-        "prune_percentile of the complete trials' at that epoch (Optuna's PercentilePruner rule); "
-        "'none': every trial trains all its epochs, as Ultralytics' own tuner",
+    pruner: Literal["none", "percentile"] = Field(
+        "none",
+        description="early stopping: 'none' (default): every trial trains all its epochs, as Ultralytics' own tuner; "
+        "'percentile' stops a trial whose objective after an epoch is worse than "
+        "prune_percentile of the complete trials' at that epoch (Optuna's PercentilePruner rule)",
     )
     prune_percentile: float = Field(
         50.0,
@@ -155,7 +160,7 @@ class UltralyticsBackend(Backend):
         }
 
     def should_prune(self, record: TrialRecord, row: dict[str, float]) -> bool:
-        """Stop a trial clearly behind: its objective after epoch ``e`` (``prune_min_epoch <= e <
+        """With ``pruner="percentile"``, stop a trial clearly behind: its objective after epoch ``e`` (``prune_min_epoch <= e <
         epochs``) is worse than ``prune_percentile`` of the objectives of the complete trials at ``e``,
         once ``prune_startup_trials`` of them have one (the rule of Optuna's ``PercentilePruner``,
         ``numpy.percentile``, linear interpolation). An epoch without the metric is never pruned on;
