@@ -237,6 +237,15 @@ SIM_CONTENDERS: dict[str, SimContender] = {
             {"pruner": "percentile", "prune_min_epoch": 2},
             "ultralytics stopping trials below the median only from epoch 2",
         ),
+        *(
+            SimContender(
+                f"ultralytics-random-{k}",
+                "ultralytics",
+                {"initial_random": k},
+                f"ultralytics whose first {k} proposals after the defaults are uniform random (initial population)",
+            )
+            for k in (3, 6, 10)
+        ),
         SimContender("optuna", "optuna", {}, "hpo backend optuna, defaults (TPE, Hyperband pruner)"),
         SimContender("optuna-no-pruning", "optuna", {"pruner": "none"}, "optuna: TPE without pruning"),
         SimContender("optuna-median", "optuna", {"pruner": "median"}, "optuna: TPE with the median pruner"),

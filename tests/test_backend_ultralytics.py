@@ -132,3 +132,52 @@ def test_early_stopping_off_and_at_another_percentile(digits_cls, tmp_path):
             assert backend.should_prune(running, {"epoch": 1, metric: 0.1}) is (options.get("pruner") == "percentile"), options
         finally:
             study.close()
+
+
+def test_a_random_initial_population_comes_before_the_mutation(digits_cls, tmp_path):
+    """Proposal 0 is Ultralytics' defaults (lr0 0.01), the next ``initial_random`` are uniform over
+    the space (lr0 in 0.001-0.1: they spread over it, where a mutation of the defaults stays near
+    0.01), and the one after them is the native mutation, which with no complete trial yet proposes
+    the defaults again (``Tuner._mutate`` without history)."""
+    backend, study = _prune_backend(digits_cls, tmp_path / "k20", 3, initial_random=20)
+    try:
+        lr0 = [backend.ask().params["lr0"] for _ in range(21)]
+        assert lr0[0] == 0.01
+        drawn = lr0[1:]
+        assert all(0.001 <= v <= 0.1 for v in drawn) and len(set(drawn)) == 20
+        assert max(drawn) - min(drawn) > 0.06 and sum(v > 0.04 for v in drawn) >= 5, drawn
+    finally:
+        study.close()
+    backend, study = _prune_backend(digits_cls, tmp_path / "k2", 3, initial_random=2)
+    try:
+        assert backend.options.initial_random == 2
+        lr0 = [backend.ask().params["lr0"] for _ in range(4)]
+        assert lr0[0] == 0.01 and lr0[3] == 0.01 and 0.01 not in lr0[1:3], lr0
+    finally:
+        study.close()
+    backend, study = _prune_backend(digits_cls, tmp_path / "default", 3)
+    try:
+        assert backend.options.initial_random == 6  # benchmarks/README.md: "Defaults and the numbers behind them"
+    finally:
+        study.close()
+
+
+def test_random_draws_never_repeat_a_configuration(digits_cls, tmp_path):
+    """In a 3-value integer space, the uniform draws skip configurations already proposed; once
+    none is left the native mutation reports the space exhausted (one line)."""
+    from hpo_ultralytics import UltralyticsBackend
+
+    cfg = _config(digits_cls, tmp_path, {"close_mosaic": (0, 2)}, 3)
+    study = Study.create(cfg.study_dir, cfg.to_settings())
+    try:
+        backend = UltralyticsBackend(config=cfg, study=study, options=cfg.options)
+        seen = []
+        for trial_id in range(3):
+            params = backend.ask().params
+            seen.append(params["close_mosaic"])
+            backend.tell(TrialRecord(id=trial_id, params=params, status=TrialStatus.COMPLETE, objective=0.1 * trial_id))
+        assert sorted(seen) == [0, 1, 2]
+        with pytest.raises(RunFailed, match="Unable to generate a unique hyperparameter mutation after 3 complete trials"):
+            backend.ask()
+    finally:
+        study.close()

@@ -8,21 +8,31 @@ study; the native files ``<study>/ultralytics/tune_results.ndjson`` and
 the study objective (negated when the objective is minimised, since the native tuner maximises),
 not Ultralytics' ``fitness``. Failed trials are not written there, so they never become parents.
 
-What no genetic tuner has: early stopping, off by default (``pruner="none"``: every trial trains
-all its epochs, as in Ultralytics' own tuner). With ``pruner="percentile"``, after each epoch a trial
-whose objective is worse than the median (``prune_percentile=50``) of the complete trials'
-objectives at the same epoch is stopped and recorded ``pruned`` (the rule of Optuna's
-``PercentilePruner``); pruned trials never become parents, and the time they free goes to new
-proposals. Why it is off by default (changed 2026-12-05; "Defaults and the numbers behind them" in
-benchmarks/README.md): in the real equal-wall-clock runs (2 seeds x 2 problems, 2026-12-04) the
-median rule stopped 46 of the 58 digits-cls trials after their first or second epoch, where
-3-epoch rankings are mostly noise (epoch-1/final Spearman 0.27 in the recording), so only 6
-complete trials per study were left as parents against ``model.tune``'s 12, and the backend lost
-to ``model.tune`` on 3 of 4 seed-problem pairs and tied the fourth; in the simulator with trial noise
-the rule was level with no early stopping (p = 0.89). Without it, the backend proposes with
-``model.tune``'s own algorithm (the same ``Tuner._mutate``; in the benchmark, where both are seeded
-alike, the same sequence) and, with hpo's lower cost per trial, trains more proposals in the same
-wall time.
+What the native tuner lacks, added here (the numbers: "Defaults and the numbers behind them" in
+benchmarks/README.md):
+
+- A random initial population (``initial_random=6``, the default; 0 gives the native start): after
+  the first trial (the defaults), the next 6 proposals are drawn uniformly from the space, and the
+  mutation then draws its parents among the best of all complete trials. The native tuner mutates
+  the defaults alone, so a good region far from Ultralytics' defaults is reached slowly. On full
+  digits-cls (AdamW, where the default ``lr0=0.01`` is about 6x the best found), the simulated
+  benchmark of 2026-12-05 (50 seeds at ``model.tune``'s wall clock, trial noise) gave a best top-1
+  of 0.891 with 6 random starts against 0.669 with none (3: 0.860; 10: 0.899, level with 6, paired
+  Wilcoxon p = 0.98); in the real run of that day (seed 2) the mutation alone tied ``model.tune``
+  at 0.580 after 17 trials.
+- Early stopping, off by default (``pruner="none"``: every trial trains all its epochs, as in the
+  native tuner). With ``pruner="percentile"``, after each epoch a trial whose objective is worse
+  than the median (``prune_percentile=50``) of the complete trials' objectives at the same epoch
+  is stopped and recorded ``pruned`` (the rule of Optuna's ``PercentilePruner``); pruned trials
+  never become parents. Off since 2026-12-05: in the real equal-wall-clock runs of 2026-12-04 (2
+  seeds x 2 problems) it stopped 46 of 58 digits-cls trials after epoch 1 or 2, whose rankings are
+  mostly noise (epoch-1/final Spearman 0.27 in the recording), leaving 6 complete trials per study
+  as parents against ``model.tune``'s 12; the backend lost to ``model.tune`` on 3 of 4 seed-problem
+  pairs and tied the fourth, and in the simulator with trial noise the rule was level with no
+  early stopping (p = 0.89).
+
+Every trial costs less than a ``model.tune`` iteration (no ``yolo train`` subprocess), so more
+proposals fit in the same wall time.
 """
 
 from __future__ import annotations
@@ -59,6 +69,12 @@ class UltralyticsOptions(BackendOptions):
 
     parents: int = Field(9, ge=1, description="number of best previous results a child is mutated from (native n=9)")
     sigma: float = Field(0.2, gt=0, le=1, description="normalised mutation standard deviation (native sigma=0.2)")
+    initial_random: int = Field(
+        6,
+        ge=0,
+        description="proposals after the first (the defaults) drawn uniformly from the space before the mutation "
+        "starts: a random initial population (0: the native tuner's start, mutating the defaults)",
+    )
     pruner: Literal["none", "percentile"] = Field(
         "none",
         description="early stopping: 'none' (default): every trial trains all its epochs, as Ultralytics' own tuner; "
@@ -121,18 +137,29 @@ class UltralyticsBackend(Backend):
         self.sign = 1.0 if self.config.direction == "maximize" else -1.0
         self._results: list[dict[str, Any]] = []
         self._curves: list[dict[int, float]] = []  # {epoch: objective} of each complete trial
-        self._asked = len(self.study.records())  # proposal counter (seeds the native draws)
+        records = self.study.records()
+        self._asked = len(records)  # proposal counter (seeds the native draws)
+        self._tried = {_key(r.params) for r in records.values()}  # configurations proposed so far
 
     def ask(self) -> Suggestion:
-        """The native proposal (``Tuner._mutate``).
+        """The next proposal: proposal 0 (no results yet) is the native start, Ultralytics' defaults;
+        proposals ``1 .. initial_random`` are drawn uniformly from the space (through the native
+        ``Tuner._constrain``); every later one is the native mutation (``Tuner._mutate``) of the
+        complete trials so far.
 
         Raises:
             hpo.errors.RunFailed: the native tuner found no untried configuration in its 200 tries
                 (a nearly exhausted integer space: ``check`` only guarantees there are enough).
         """
         k, self._asked = self._asked, self._asked + 1
+        if 1 <= k <= self.options.initial_random:
+            for attempt in range(100):  # a small integer space may repeat a configuration: draw again
+                params = self.native.uniform(seed=self.config.seed, draw=k, attempt=attempt)
+                if _key(params) not in self._tried:
+                    self._tried.add(_key(params))
+                    return Suggestion(params)
         try:
-            return Suggestion(self.native.mutate(self.options.parents, self.options.sigma, seed=self.config.seed, draw=k))
+            params = self.native.mutate(self.options.parents, self.options.sigma, seed=self.config.seed, draw=k)
         except RuntimeError as e:
             native = _ANSI.sub("", str(e)).strip()
             raise RunFailed(
@@ -140,6 +167,8 @@ class UltralyticsBackend(Backend):
                 f"{math.prod(_distinct_values(p) for p in self.config.space.values())} configurations); widen the space, "
                 "or use --resume with a smaller --iterations"
             ) from None
+        self._tried.add(_key(params))
+        return Suggestion(params)
 
     def _native_record(self, record: TrialRecord) -> dict[str, Any]:
         data_name = Path(self.config.data.source).stem
@@ -207,6 +236,11 @@ class UltralyticsBackend(Backend):
         atomic_write_text(
             self.tune_dir / "best_hyperparameters.yaml", header + yaml.safe_dump(best["hyperparameters"], sort_keys=False)
         )
+
+
+def _key(params: Any) -> tuple[tuple[str, Any], ...]:
+    """A configuration as a hashable key, to recognise one proposed before."""
+    return tuple(sorted((k, float(v)) for k, v in dict(params).items()))
 
 
 def _distinct_values(param: Any) -> int:

@@ -4,6 +4,7 @@ The native genetic tuner has no public "propose one configuration" call, so hpo 
 ``Tuner`` without running ``__init__`` (no model build, no callbacks: only the proposal state) and
 calls its private methods, all of Ultralytics 8.4.x (``ultralytics/engine/tuner.py``):
 
+- ``Tuner._constrain(hyp)``: a configuration rounded and clipped as the native tuner does;
 - ``Tuner._mutate(n, sigma)``: one proposal, a fitness-weighted parent among the ``n`` best rows
   of ``tune_results.ndjson``, mutated (raises ``RuntimeError`` after 200 tries without an
   untried configuration);
@@ -65,6 +66,18 @@ class NativeProposals:
             return dict(self._tuner._mutate(n=parents, sigma=sigma))
         finally:
             np.random.default_rng = original
+
+    def uniform(self, *, seed: int | None, draw: int, attempt: int = 0) -> dict[str, Any]:
+        """One configuration drawn uniformly from the space, through the native ``Tuner._constrain``
+        (floats rounded to 5 decimals, integer keys to whole numbers, clipped to the bounds).
+
+        With ``seed``, drawn from ``np.random.default_rng([seed, draw, attempt])``.
+        """
+        import numpy as np
+
+        rng = np.random.default_rng(None if seed is None else [seed, draw, attempt])
+        hyp = {k: float(b[0] + rng.random() * (b[1] - b[0])) for k, b in self._tuner.space.items()}
+        return dict(self._tuner._constrain(hyp))
 
     def result_record(
         self, iteration: int, fitness: float, params: dict[str, Any], metrics: dict[str, Any], save_dirs: dict[str, str]
