@@ -231,6 +231,32 @@ def _plot_overhead(path: Path, results: dict[str, Any], contenders: list[str]) -
     plt.close(fig)
 
 
+def _continued_on(results: dict[str, Any]) -> list[str]:
+    """One line per continuation (``--resume``) of a run: its command's machine, when it differs
+    from the first command's (every study of a seed runs in one sitting, so each seed is paired on
+    one machine)."""
+    first = results["machine"]
+    lines = []
+    for r in results.get("resumed", []):
+        m = r.get("machine") or {}
+        if m.get("cpu") != first.get("cpu") or m.get("versions") != first.get("versions"):
+            versions = ", ".join(f"{k} {v or 'not installed'}" for k, v in (m.get("versions") or {}).items())
+            lines.append(f"- `{r['command']}` ran on: {m.get('cpu')} ({m.get('cores')} cores usable); versions: {versions}")
+    return lines
+
+
+def _total_time(results: dict[str, Any]) -> str:
+    """The run's wall time, or for a continued run (whose sittings may be days apart) the sum of its
+    studies' own wall times, minutes."""
+    if not results.get("resumed"):
+        return f"- total benchmark wall time: {(results.get('finished', results['started']) - results['started']) / 60:.1f} min"
+    studies_s = sum(float(st.get("wall_s") or 0.0) for p in results["problems"].values() for st in p["studies"])
+    return (
+        f"- wall time of the studies: {studies_s / 60:.1f} min (a continued run over {1 + len(results['resumed'])} "
+        "sittings: data building, warm starts and references not counted)"
+    )
+
+
 def write_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
     """Write ``report.md``, ``trials.csv``, ``machine.json`` and the PNGs into ``out``.
 
@@ -265,8 +291,8 @@ def write_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
         f"# hpo benchmark: suite `{results['suite']}`",
         "",
         f"Reproduce: `{results['command']}`"
-        + "".join(f", then `{r['command']}`" for r in results.get("resumed", []))
-        + (" (a continued run: the machine below is the first command's)" if results.get("resumed") else ""),
+        + "".join(f", then `{r['command']}`" + (f" ({r['note']})" if r.get("note") else "") for r in results.get("resumed", []))
+        + (" (a continued run: each command's machine below)" if results.get("resumed") else ""),
         "",
         "## Machine",
         "",
@@ -274,7 +300,8 @@ def write_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
         f"GPU: {', '.join(m['gpus']) or 'none'}; device used: `{results['device']}`",
         f"- {m['platform']}",
         "- versions: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in m["versions"].items()),
-        f"- total benchmark wall time: {(results.get('finished', results['started']) - results['started']) / 60:.1f} min",
+        *_continued_on(results),
+        _total_time(results),
         "",
         "## Contenders",
         "",

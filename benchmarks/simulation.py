@@ -217,34 +217,39 @@ SIM_CONTENDERS: dict[str, SimContender] = {
         SimContender(
             "model.tune",
             "ultralytics",
-            {"pruner": "none"},
+            {"initial_random": 0, "pruner": "none"},  # the native start and no early stopping, whatever hpo's defaults
             "Ultralytics' own tuner: its genetic mutation, no early stopping, its per-iteration cost",
             True,
         ),
-        SimContender("ultralytics", "ultralytics", {}, "hpo backend ultralytics, defaults (no early stopping)"),
         SimContender(
-            "ultralytics-percentile", "ultralytics", {"pruner": "percentile"}, "ultralytics stopping trials below the median"
+            "ultralytics",
+            "ultralytics",
+            {},
+            "hpo backend ultralytics, defaults (6 random proposals after the defaults, then the mutation; no early stopping)",
         ),
         SimContender(
-            "ultralytics-p25",
+            "ultralytics-mutation-only",
             "ultralytics",
-            {"pruner": "percentile", "prune_percentile": 25.0},
-            "ultralytics stopping trials below the 25th percentile",
-        ),
-        SimContender(
-            "ultralytics-from-epoch-2",
-            "ultralytics",
-            {"pruner": "percentile", "prune_min_epoch": 2},
-            "ultralytics stopping trials below the median only from epoch 2",
+            {"initial_random": 0},
+            "ultralytics mutating from the defaults alone, as model.tune",
         ),
         *(
             SimContender(
                 f"ultralytics-random-{k}",
                 "ultralytics",
                 {"initial_random": k},
-                f"ultralytics whose first {k} proposals after the defaults are uniform random (initial population)",
+                f"ultralytics with {k} random proposals after the defaults",
             )
-            for k in (3, 6, 10)
+            for k in (3, 10)
+        ),
+        SimContender(
+            "ultralytics-percentile", "ultralytics", {"pruner": "percentile"}, "ultralytics stopping trials below the median"
+        ),
+        SimContender(
+            "ultralytics-mutation-only-percentile",
+            "ultralytics",
+            {"initial_random": 0, "pruner": "percentile"},
+            "ultralytics mutating from the defaults alone, stopping trials below the median (its default until 2026-12-05)",
         ),
         SimContender("optuna", "optuna", {}, "hpo backend optuna, defaults (TPE, Hyperband pruner)"),
         SimContender("optuna-no-pruning", "optuna", {"pruner": "none"}, "optuna: TPE without pruning"),

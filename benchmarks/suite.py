@@ -169,14 +169,22 @@ CONTENDERS: dict[str, Contender] = {
             "ultralytics-percentile",
             "hpo",
             "ultralytics",
-            "hpo backend ultralytics with early stopping below the median (--pruner percentile; its default until 2026-12-05)",
+            "hpo backend ultralytics with early stopping below the median (--pruner percentile)",
             {"pruner": "percentile"},
+        ),
+        Contender(
+            "ultralytics-mutation-only-percentile",
+            "hpo",
+            "ultralytics",
+            "hpo backend ultralytics mutating from the defaults alone, stopping trials below the median "
+            "(--initial-random 0 --pruner percentile: its defaults until 2026-12-05)",
+            {"initial_random": 0, "pruner": "percentile"},
         ),
     )
 }
 
 #: The contenders a suite runs unless told otherwise: every backend at its defaults, the random
-#: baseline and model.tune (variants such as ``ultralytics-percentile`` run with ``--contenders``).
+#: baseline and model.tune (variants such as ``ultralytics-mutation-only-percentile`` run with ``--contenders``).
 DEFAULT_CONTENDERS = ["ultralytics", "optuna", "ray", "random", "ultralytics-native"]
 
 

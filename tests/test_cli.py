@@ -23,7 +23,15 @@ def test_help_and_backends_do_not_import_heavy_libraries():
     import ultralytics
 
     assert ultra["version"] == ultralytics.__version__
-    assert set(ultra["options"]) == {"parents", "sigma", "pruner", "prune_percentile", "prune_startup_trials", "prune_min_epoch"}
+    assert set(ultra["options"]) == {
+        "parents",
+        "sigma",
+        "initial_random",
+        "pruner",
+        "prune_percentile",
+        "prune_startup_trials",
+        "prune_min_epoch",
+    }
 
 
 @pytest.mark.parametrize(
