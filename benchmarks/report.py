@@ -175,12 +175,13 @@ def _wallclock_section(pname: str, pres: dict[str, Any], contenders: list[str], 
     doc = {"studies": pres["studies"], "budgets_s": pres["budgets_s"], "contenders": names, "metric": pres["metric"]}
     rows = summarise(doc, baseline=NATIVE)
     png = out / f"{pname}-equal-wall-clock.png"
-    seeds = len(pres["budgets_s"])
+    counts = sorted({sum(s["contender"] == c for s in pres["studies"]) for c in names})
+    seeds = f"{counts[0]} seeds" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} seeds (table)"
     plot_bands(
         doc,
         png,
         xlabel="wall-clock seconds since the study's process started",
-        title=f"{pname}: best so far, mean and 95% band over {seeds} seeds",
+        title=f"{pname}: best so far, mean and 95% band over {seeds}",
         bold=(NATIVE, "ultralytics", "optuna"),
     )
     budgets = sorted(pres["budgets_s"].values())
