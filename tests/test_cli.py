@@ -54,6 +54,7 @@ def test_help_and_backends_do_not_import_heavy_libraries():
         (["--space", '{"lr0": [0.001, 0.01]}', "lr0=0.01"], "also in the search space"),
         (["--metric", "metrics/mAP50(B)"], "metric: 'metrics/mAP50(B)' is not reported for task classify"),
         (["--sigma", "3"], "ultralytics option 'sigma' (--sigma): "),
+        (["--initial-random", "-1"], "ultralytics option 'initial_random' (--initial-random): "),
         (["--sigma"], "ultralytics option --sigma needs a value (float, default 0.2): write --sigma VALUE"),
         (["--sigma", "--parents", "3"], "option --sigma needs a value"),
         (["--parents", "workers=0"], "option --parents needs a value (int, default 9)"),
