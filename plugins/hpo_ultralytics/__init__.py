@@ -18,7 +18,7 @@ benchmarks/README.md):
   digits-cls (AdamW, where the default ``lr0=0.01`` is about 8x the best found), the simulated
   benchmark (fp32 recording of 2026-12-05, 50 seeds at ``model.tune``'s wall clock, trial noise)
   gave a best top-1 of 0.871 with 6 random starts against 0.633 with none (3: 0.855; 10: 0.879, all
-  three level, paired Wilcoxon p >= 0.81); in the real runs (5 seeds x 2 problems) it beat
+  three level, paired Wilcoxon p >= 0.67); in the real runs (5 seeds x 2 problems) it beat
   ``model.tune`` on 9 of 10 seed-problem pairs, while the mutation alone tied ``model.tune`` at
   0.580 after 17 trials (digits-cls seed 2).
 - Early stopping, off by default (``pruner="none"``: every trial trains all its epochs, as in the
@@ -27,10 +27,10 @@ benchmarks/README.md):
   is stopped and recorded ``pruned`` (the rule of Optuna's ``PercentilePruner``); pruned trials
   never become parents. Off since 2026-12-05: in the real equal-wall-clock runs of 2026-12-04 (2
   seeds x 2 problems) it stopped 46 of 58 digits-cls trials after epoch 1 or 2, whose rankings are
-  mostly noise (epoch-1/final Spearman 0.27 in the recording), leaving 6 complete trials per study
+  mostly noise (epoch-1/final Spearman 0.27 in the bfloat16-era recording, 0.28 in fp32), leaving 6 complete trials per study
   as parents against ``model.tune``'s 12; the backend lost to ``model.tune`` on 3 of 4 seed-problem
   pairs and tied the fourth. On top of the random start it is ahead in the simulator (+0.024 top-1,
-  p = 0.004) and on 3 of 4 real seed-problem pairs (2 seeds): not yet enough real seeds to turn it
+  p = 0.010) and on 3 of 4 real seed-problem pairs (2 seeds): not yet enough real seeds to turn it
   on by default.
 
 Every trial costs less than a ``model.tune`` iteration (no ``yolo train`` subprocess), so more
