@@ -232,17 +232,23 @@ def _plot_overhead(path: Path, results: dict[str, Any], contenders: list[str]) -
     plt.close(fig)
 
 
+def _versions(machine: dict[str, Any]) -> str:
+    """``"python 3.11.7, torch 2.14.1, ..."`` from a :func:`benchmarks.machine.machine_info` record."""
+    return ", ".join(f"{k} {v or 'not installed'}" for k, v in (machine.get("versions") or {}).items())
+
+
 def _continued_on(results: dict[str, Any]) -> list[str]:
     """One line per continuation (``--resume``) of a run: its command's machine, when it differs
     from the first command's (every study of a seed runs in one sitting, so each seed is paired on
-    one machine)."""
+    one machine); a command repeated on the same machine is listed once."""
     first = results["machine"]
-    lines = []
+    lines: list[str] = []
     for r in results.get("resumed", []):
         m = r.get("machine") or {}
         if m.get("cpu") != first.get("cpu") or m.get("versions") != first.get("versions"):
-            versions = ", ".join(f"{k} {v or 'not installed'}" for k, v in (m.get("versions") or {}).items())
-            lines.append(f"- `{r['command']}` ran on: {m.get('cpu')} ({m.get('cores')} cores usable); versions: {versions}")
+            line = f"- `{r['command']}` ran on: {m.get('cpu')} ({m.get('cores')} cores usable); versions: {_versions(m)}"
+            if line not in lines:
+                lines.append(line)
     return lines
 
 
@@ -300,7 +306,7 @@ def write_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
         f"- CPU: {m['cpu']} ({m['cores']} cores usable); RAM: {(m['ram_bytes'] or 0) / 2**30:.1f} GiB; "
         f"GPU: {', '.join(m['gpus']) or 'none'}; device used: `{results['device']}`",
         f"- {m['platform']}",
-        "- versions: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in m["versions"].items()),
+        "- versions: " + _versions(m),
         *_continued_on(results),
         _total_time(results),
         "",

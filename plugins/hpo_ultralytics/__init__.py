@@ -27,9 +27,9 @@ benchmarks/README.md):
   is stopped and recorded ``pruned`` (the rule of Optuna's ``PercentilePruner``); pruned trials
   never become parents. Off since 2026-12-05: in the real equal-wall-clock runs of 2026-12-04 (2
   seeds x 2 problems) it stopped 46 of 58 digits-cls trials after epoch 1 or 2, whose rankings are
-  mostly noise (epoch-1/final Spearman 0.27 in the bfloat16-era recording, 0.28 in fp32), leaving 6 complete trials per study
-  as parents against ``model.tune``'s 12; the backend lost to ``model.tune`` on 3 of 4 seed-problem
-  pairs and tied the fourth. On top of the random start it is ahead in the simulator (+0.024 top-1,
+  mostly noise (epoch-1/final Spearman 0.27 in the bfloat16-era recording, 0.28 in fp32), leaving
+  6 complete trials per study as parents against ``model.tune``'s 12; the backend lost to
+  ``model.tune`` on 3 of 4 seed-problem pairs and tied the fourth. On top of the random start it is ahead in the simulator (+0.024 top-1,
   p = 0.010) and on 3 of 4 real seed-problem pairs (2 seeds): not yet enough real seeds to turn it
   on by default.
 
