@@ -454,7 +454,11 @@ def build_config(
 
 def _trainer(trainer: str | None, options: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
     """The trial trainer and its options: the given ones, else ``HPO_TRAINER`` / ``HPO_TRAINER_OPTIONS``
-    (JSON), else Ultralytics. Raises :class:`ConfigError` for one that cannot be imported."""
+    (JSON), else Ultralytics. Raises :class:`ConfigError` for one that cannot be imported.
+
+    hpo's own Ultralytics trainer is not imported here (its module loads torch and Ultralytics,
+    ~3.4 s, which the trial workers' forkserver preloads instead); Ultralytics itself is checked
+    with the backend's extras (:func:`hpo.plugins.get_backend`)."""
     import json
 
     name = trainer or os.environ.get("HPO_TRAINER") or ULTRALYTICS_TRAINER
@@ -466,7 +470,8 @@ def _trainer(trainer: str | None, options: dict[str, Any] | None) -> tuple[str, 
             raise ConfigError(f"HPO_TRAINER_OPTIONS: not JSON ({e}); give a JSON object or unset it") from None
     if not isinstance(options, dict):
         raise ConfigError(f"trainer_options: {options!r} must be a JSON object (a dict)")
-    resolve_trainer(name)
+    if name != ULTRALYTICS_TRAINER:
+        resolve_trainer(name)
     return name, dict(options)
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "Progress",
     "train_trial",
     "resolve_trainer",
+    "trainer_in_process",
     "ULTRALYTICS_TRAINER",
     "error_text",
 ]
@@ -99,7 +100,7 @@ class TrialSpec:
     def in_process(self) -> bool:
         """Whether the trainer declares itself safe to run without a process of its own (``in_process``,
         :class:`Trainer`): no global state, so a worker process may also run one trial after another."""
-        return bool(getattr(resolve_trainer(self.trainer), "in_process", False))
+        return trainer_in_process(self.trainer)
 
     def replace(self, **changes: Any) -> TrialSpec:
         """A copy with ``changes`` (e.g. another trial's id, params and run folder)."""
@@ -162,6 +163,24 @@ def resolve_trainer(name: str) -> Trainer:
     if not callable(fn):
         raise ConfigError(f"trainer: '{name}' is not a function")
     return fn
+
+
+def trainer_in_process(name: str) -> bool:
+    """Whether the trainer named ``"module:function"`` runs in the driver's own thread (its
+    ``in_process`` attribute, :class:`Trainer`).
+
+    hpo's Ultralytics trainer (:data:`ULTRALYTICS_TRAINER`) never does, and is answered without
+    importing it: its module imports torch and Ultralytics (~3.4 s on a 2-core CPU), which belong in
+    the trial workers' forkserver, not in the driver (imported there, they delayed the forkserver's
+    start by that much: measured in ``benchmarks/README.md``, "Whole study against the same
+    trainings").
+
+    Raises:
+        hpo.errors.ConfigError: another trainer that cannot be imported (:func:`resolve_trainer`).
+    """
+    if name == ULTRALYTICS_TRAINER:
+        return False
+    return bool(getattr(resolve_trainer(name), "in_process", False))
 
 
 def error_text(e: BaseException) -> str:

@@ -27,7 +27,7 @@ from .files import free_bytes, tree_bytes, volume_errors
 from .report import FINISHED, count_trials, leaderboard_markdown, trials_frame  # re-exported: old import paths
 from .runner import TrialRunner, start_workers
 from .study import Study, TrialRecord, TrialStatus, utcnow
-from .trial import TrialOutcome, TrialSpec, resolve_trainer
+from .trial import TrialOutcome, TrialSpec, trainer_in_process
 
 if TYPE_CHECKING:
     from .backend import Backend, Controller
@@ -549,7 +549,7 @@ def _start_workers_for(backend_cls: type[Backend | Controller], trainer: str) ->
     (a :class:`Controller` trains its own way) with a trainer that is not ``in_process``."""
     from .backend import Backend
 
-    if issubclass(backend_cls, Backend) and not getattr(resolve_trainer(trainer), "in_process", False):
+    if issubclass(backend_cls, Backend) and not trainer_in_process(trainer):
         start_workers()
 
 

@@ -177,3 +177,34 @@ def test_the_import_graph_of_hpo_has_no_cycle():
     )
     if found:
         pytest.xfail("known cycles through modules being rewritten:\n" + text)
+
+
+def test_the_driver_starts_the_trial_forkserver_before_importing_torch(digits_cls, tmp_path):
+    """A regression caught by the cpu-small benchmark (a study 1.21x its trainings back to back):
+    checking the default trainer imported ``hpo._worker`` (torch, Ultralytics: ~3.4 s) in the driver
+    before the forkserver started, so the forkserver's own preload ran after it instead of beside it.
+    A fresh interpreter builds a real Tuner; the real ``start_workers`` runs, watched."""
+    import json
+    import subprocess
+    import sys
+
+    code = f"""
+import json, sys
+import hpo.tuner as tu
+seen = {{}}
+real = tu.start_workers
+def watched():
+    seen["torch_at_start"] = "torch" in sys.modules
+    real()
+tu.start_workers = watched
+from hpo import Tuner
+Tuner(backend="ultralytics", model="yolov8n-cls.yaml", data={str(digits_cls)!r}, iterations=2, epochs=1,
+      train_args={{"imgsz": 32}}, output={str(tmp_path)!r}, name="s")
+print(json.dumps({{"started": "torch_at_start" in seen, "torch_at_start": seen.get("torch_at_start"),
+                  "worker_in_driver": "hpo._worker" in sys.modules}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"started": True, "torch_at_start": False, "worker_in_driver": False}
+    assert not (tmp_path / "s").exists()  # building a Tuner writes nothing
