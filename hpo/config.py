@@ -24,7 +24,7 @@ from .data import ResolvedData, cache_warnings, resolve_data
 from .errors import ConfigError, HpoWarning, closest
 from .plugins import backends, get_backend
 from .space import SearchSpace, load_yaml
-from .trial import ULTRALYTICS_TRAINER, resolve_trainer
+from .trial import ULTRALYTICS_TRAINER, trainer_in_process
 
 __all__ = ["TuneConfig", "build_config", "parse_train_args", "parse_duration", "format_duration", "RESERVED_TRAIN_ARGS"]
 
@@ -456,9 +456,8 @@ def _trainer(trainer: str | None, options: dict[str, Any] | None) -> tuple[str, 
     """The trial trainer and its options: the given ones, else ``HPO_TRAINER`` / ``HPO_TRAINER_OPTIONS``
     (JSON), else Ultralytics. Raises :class:`ConfigError` for one that cannot be imported.
 
-    hpo's own Ultralytics trainer is not imported here (its module loads torch and Ultralytics,
-    ~3.4 s, which the trial workers' forkserver preloads instead); Ultralytics itself is checked
-    with the backend's extras (:func:`hpo.plugins.get_backend`)."""
+    hpo's own Ultralytics trainer is not imported here (:func:`hpo.trial.trainer_in_process`);
+    Ultralytics itself is checked with the backend's extras (:func:`hpo.plugins.get_backend`)."""
     import json
 
     name = trainer or os.environ.get("HPO_TRAINER") or ULTRALYTICS_TRAINER
@@ -470,8 +469,7 @@ def _trainer(trainer: str | None, options: dict[str, Any] | None) -> tuple[str, 
             raise ConfigError(f"HPO_TRAINER_OPTIONS: not JSON ({e}); give a JSON object or unset it") from None
     if not isinstance(options, dict):
         raise ConfigError(f"trainer_options: {options!r} must be a JSON object (a dict)")
-    if name != ULTRALYTICS_TRAINER:
-        resolve_trainer(name)
+    trainer_in_process(name)  # imports (checks) any trainer but hpo's own
     return name, dict(options)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .study import TrialStatus
-from .trial import TrialOutcome, TrialSpec, train_trial, trainer_in_process
+from .trial import TrialOutcome, TrialSpec, train_trial
 
 __all__ = ["TrialSpec", "TrialOutcome", "TrialRunner", "TrialInterrupted", "start_workers"]
 
@@ -159,7 +159,7 @@ class TrialRunner:
                 (``{"epoch": n, "batch": i, "batches": nb}``, about once a second while training).
         """
         Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
-        if trainer_in_process(spec.trainer):
+        if spec.in_process:
             return self._run_in_process(spec, on_epoch, on_batch)
         ctx = _context()
         parent, child = ctx.Pipe(duplex=True)
