@@ -170,7 +170,7 @@ def trainer_in_process(name: str) -> bool:
     ``in_process`` attribute, :class:`Trainer`).
 
     hpo's Ultralytics trainer (:data:`ULTRALYTICS_TRAINER`) never does, and is answered without
-    importing it: its module imports torch and Ultralytics (~3.4 s on a 2-core CPU), which belong in
+    importing it: its module imports torch and Ultralytics (3-4 s on a 2-core CPU), which belong in
     the trial workers' forkserver, not in the driver (imported there, they delayed the forkserver's
     start by that much: measured in ``benchmarks/README.md``, "Whole study against the same
     trainings").

@@ -181,7 +181,7 @@ def test_the_import_graph_of_hpo_has_no_cycle():
 
 def test_the_driver_starts_the_trial_forkserver_before_importing_torch(digits_cls, tmp_path):
     """A regression caught by the cpu-small benchmark (a study 1.21x its trainings back to back):
-    checking the default trainer imported ``hpo._worker`` (torch, Ultralytics: ~3.4 s) in the driver
+    checking the default trainer imported ``hpo._worker`` (torch, Ultralytics: 3-4 s) in the driver
     before the forkserver started, so the forkserver's own preload ran after it instead of beside it.
     A fresh interpreter builds a real Tuner; the real ``start_workers`` runs, watched."""
     import json
