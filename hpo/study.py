@@ -157,6 +157,12 @@ def _parse_record(line: str) -> TrialRecord | None:
     return None
 
 
+def _brief(params: dict[str, Any]) -> str:
+    """``params`` as short JSON for a message (at most 100 characters)."""
+    text = json.dumps(params, sort_keys=True, default=str)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
 def _finite_or_none(x: Any) -> Any:
     """Replace NaN/inf floats (anywhere in dicts/lists) by ``None``: JSON has no NaN."""
     if isinstance(x, float) and not math.isfinite(x):
@@ -415,11 +421,18 @@ class Study:
         """All trials, by id, folded from every ``trials*.jsonl`` (last snapshot of an id wins,
         except that a finished snapshot is never replaced by an unfinished one).
 
+        A trial's params never change after its first snapshot (hpo writes the ``running`` snapshot,
+        with the params the trial trains with, before it starts; a re-run keeps them). So the first
+        snapshot of an id is authoritative for its params: a later one with other params (a
+        hand-edited or foreign line) is ignored, with one warning naming the id and both lines,
+        since the trial's folder (``trials/<id>/args.yaml``, its weights, ``weights/best.pt``)
+        belongs to the first.
+
         Never fails on content: a torn final line is skipped; a damaged line in the middle (a torn
         record that a version without repair appended onto) is salvaged when a whole record follows
         the tear, else skipped; both with one warning on stderr per file and problem.
         """
-        snapshots: list[TrialRecord] = []
+        snapshots: list[tuple[TrialRecord, Path, int]] = []
         for f in sorted(self.path.glob("trials*.jsonl")):
             try:
                 with open(f, encoding="utf-8", errors="replace") as fh:
@@ -435,9 +448,19 @@ class Study:
                     if n < len(lines) - 2:  # not the torn tail of a killed writer
                         self._warn_once(f"{f}:{n}", f"'{f}' line {n + 1} is damaged and was skipped")
                     continue
-                snapshots.append(rec)
+                snapshots.append((rec, f, n + 1))
         out: dict[int, TrialRecord] = {}
-        for rec in snapshots:  # files are append-only: later lines are newer
+        origin: dict[int, tuple[TrialRecord, Path, int]] = {}
+        for rec, f, at in snapshots:  # files are append-only: later lines are newer
+            first = origin.setdefault(rec.id, (rec, f, at))
+            if rec.params != first[0].params:
+                self._warn_once(
+                    f"params:{rec.id}:{f}:{at}",
+                    f"trial {rec.id} has other params at '{f}' line {at} ({_brief(rec.params)}) than at "
+                    f"'{first[1]}' line {first[2]} ({_brief(first[0].params)}), where it started; the later record "
+                    "is ignored (the trial's folder and weights belong to the first): remove the wrong line",
+                )
+                continue
             prev = out.get(rec.id)
             if prev is None or not (prev.status.finished and not rec.status.finished):
                 out[rec.id] = rec
