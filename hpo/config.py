@@ -80,7 +80,8 @@ class TuneConfig:
         trainer: ``"module:function"`` that trains a trial (:mod:`hpo.trial`).
         trainer_options: its JSON-able options.
         notices: things hpo changed on the user's behalf (printed by the CLI).
-        warnings: valid but risky input (a read-only dataset, ``val=False``), one line each; the
+        warnings: valid but risky input (a read-only dataset whose label caches are missing or
+            stale, ``val=False``, more concurrent trials than GPUs or CPUs), one line each; the
             CLI prints them as ``hpo: warning: ...``, the Python API shows them as :class:`~hpo.errors.HpoWarning`.
     """
 
@@ -426,14 +427,17 @@ def build_config(
     (``check_cfg``, the task's metric names: ~1.5 s on a 2-core CPU). The Tuner starts the trial
     workers' forkserver there, so that its own imports overlap the driver's.
 
-    Valid but risky input (a dataset whose label cache cannot be written, ``val=False``) is
-    issued as :class:`~hpo.errors.HpoWarning` (``warnings.warn``) and kept in ``TuneConfig.warnings``.
+    Valid but risky input (a dataset whose label cache cannot be written, ``val=False``, more
+    concurrent trials than GPUs or CPUs) is issued as :class:`~hpo.errors.HpoWarning`
+    (``warnings.warn``) and kept in ``TuneConfig.warnings``.
 
     Raises:
         ConfigError: the first problem found, naming the field, the value and the fix; among
             them a distributed launcher's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``),
-            a non-bool backend option given without a value, and every check of
-            :func:`hpo.data.resolve_data`, :meth:`hpo.SearchSpace.parse` and the backend's ``check``.
+            a non-bool backend option given without a value, a study name that is not a folder
+            name, a fixed text train arg or a space value Ultralytics refuses (its ``check_cfg``,
+            :func:`hpo.ultra.str_arg_problem`), and every check of :func:`hpo.data.resolve_data`,
+            :meth:`hpo.SearchSpace.parse` and the backend's ``check``.
     """
     _check_not_distributed()
     backend_cls = get_backend(backend)

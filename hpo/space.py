@@ -6,8 +6,9 @@ A :class:`SearchSpace` maps Ultralytics train-argument names to :class:`Param` s
 - explicit specs ``{key: {"type": "float"|"int"|"logfloat"|"choice", ...}}``,
 - a YAML/JSON file holding either form, or inline JSON text.
 
-Integer train arguments (``ultralytics.cfg.CFG_INT_KEYS``) become integer parameters. Every
-backend converts from this one model (``to_ultralytics``, the optuna/ray plugins' own
+Integer train arguments (:func:`hpo.ultra.integer_args`: Ultralytics' ``CFG_INT_KEYS`` plus
+``batch`` and ``imgsz``) become integer parameters; every choice is checked as Ultralytics checks
+that train argument (:func:`_choice_value`). Every backend converts from this one model (``to_ultralytics``, the optuna/ray plugins' own
 converters), so every backend sees the same bounds and types per key.
 
 Example:
@@ -163,11 +164,14 @@ class SearchSpace(Mapping[str, Param]):
                 ``high``, ``log`` (bool), ``choices`` (list), ``gain`` (0..1).
 
         Raises:
-            SpaceError: a key that is not an Ultralytics train argument (naming the closest),
-                stray whitespace in a key, a single bound, inverted or equal bounds, a bound
-                outside the range Ultralytics accepts for the key (:func:`hpo.ultra.arg_limits`), ``log`` with
-                ``low <= 0``, a float bound on an integer key, a non-numeric bound, an empty
-                choice list, an unreadable file.
+            SpaceError: a key that is not an Ultralytics train argument (naming the closest) or is
+                a setting of the study (:data:`NOT_TUNABLE`), a key given twice, stray whitespace in
+                a key, a single bound, inverted or equal bounds, a bound outside the range
+                Ultralytics accepts for the key (:func:`hpo.ultra.arg_limits`), ``log`` with
+                ``low <= 0``, a float bound on an integer key, a ``batch`` bound below 1 (AutoBatch
+                and GPU-memory fractions are choices), a range on a true/false or text argument, a
+                non-numeric bound, an empty choice list, a choice Ultralytics refuses for the key
+                (:func:`_choice_value`), an unreadable file.
         """
         if source is None:
             return cls.default()
