@@ -421,12 +421,14 @@ class Study:
         """All trials, by id, folded from every ``trials*.jsonl`` (last snapshot of an id wins,
         except that a finished snapshot is never replaced by an unfinished one).
 
-        A trial's params never change after its first snapshot (hpo writes the ``running`` snapshot,
-        with the params the trial trains with, before it starts; a re-run keeps them). So the first
-        snapshot of an id is authoritative for its params: a later one with other params (a
-        hand-edited or foreign line) is ignored, with one warning naming the id and both lines,
-        since the trial's folder (``trials/<id>/args.yaml``, its weights, ``weights/best.pt``)
-        belongs to the first.
+        A trial's params never change while it trains: hpo writes a ``running`` snapshot with the
+        params it trains with before it starts, and only such a snapshot may bring other params,
+        when the id's record is unfinished (an interrupted trial re-run: the core keeps its params,
+        the ray backend may give its id to a new trial). So the snapshot that started the current
+        run of an id is authoritative for its params: any other later one with other params (a
+        finished id's params changed, a hand-edited or foreign line) is ignored, with one warning
+        naming the id and both lines, since the trial's folder (``trials/<id>/args.yaml``, its
+        weights, ``weights/best.pt``) belongs to the first.
 
         Never fails on content: a torn final line is skipped; a damaged line in the middle (a torn
         record that a version without repair appended onto) is salvaged when a whole record follows
@@ -450,18 +452,20 @@ class Study:
                     continue
                 snapshots.append((rec, f, n + 1))
         out: dict[int, TrialRecord] = {}
-        origin: dict[int, tuple[TrialRecord, Path, int]] = {}
+        started: dict[int, tuple[Path, int]] = {}  # where the current run of each id began
         for rec, f, at in snapshots:  # files are append-only: later lines are newer
-            first = origin.setdefault(rec.id, (rec, f, at))
-            if rec.params != first[0].params:
+            prev = out.get(rec.id)
+            if prev is None or (rec.params != prev.params and not prev.status.finished and rec.status is TrialStatus.RUNNING):
+                started[rec.id] = (f, at)  # a new trial, or an unfinished one started again
+            elif rec.params != prev.params:
+                first_file, first_line = started[rec.id]
                 self._warn_once(
                     f"params:{rec.id}:{f}:{at}",
                     f"trial {rec.id} has other params at '{f}' line {at} ({_brief(rec.params)}) than at "
-                    f"'{first[1]}' line {first[2]} ({_brief(first[0].params)}), where it started; the later record "
+                    f"'{first_file}' line {first_line} ({_brief(prev.params)}), where it started; the later record "
                     "is ignored (the trial's folder and weights belong to the first): remove the wrong line",
                 )
                 continue
-            prev = out.get(rec.id)
             if prev is None or not (prev.status.finished and not rec.status.finished):
                 out[rec.id] = rec
         return dict(sorted(out.items()))

@@ -282,9 +282,10 @@ def test_ranked_is_the_leaderboard_order(tmp_path):
 
 
 def test_two_records_of_one_id_with_other_params_warn_once_and_the_first_wins(tmp_path, capsys):
-    """A trial's params never change after its first (running) record, which it trained with: a later
-    record of the same id with other params (a hand edit, a foreign line) is ignored, with one warning
-    naming the id and both lines; the study's best stays the trial whose weights weights/best.pt holds."""
+    """A trial's params never change after the running record that started it, which it trained with:
+    a later record of the same id with other params (a hand edit, a foreign line) is ignored, with one
+    warning naming the id and both lines; the study's best stays the trial whose weights
+    weights/best.pt holds. Only an unfinished id may start again with new params."""
     study = Study.create(tmp_path / "s", {"direction": "maximize", "metric": "m"})
     for i, (lr0, obj) in enumerate([(0.01, 0.5), (0.02, 0.6)]):
         r = TrialRecord(id=i, params={"lr0": lr0})
@@ -304,4 +305,10 @@ def test_two_records_of_one_id_with_other_params_warn_once_and_the_first_wins(tm
     )
     study.records()
     assert capsys.readouterr().err == ""  # once per study
+    r = TrialRecord(id=2, params={"lr0": 0.03})
+    study.append(r)
+    r.status = TrialStatus.INTERRUPTED
+    study.append(r)
+    study.append(TrialRecord(id=2, params={"lr0": 0.04}))  # an interrupted id started again with new params (ray)
+    assert study.records()[2].params == {"lr0": 0.04} and capsys.readouterr().err == ""
     study.close()
