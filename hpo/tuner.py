@@ -749,17 +749,17 @@ class Tuner:
                 )
             new = cfg.identity()
             detail = _changed(study.settings, new)
-            ran_by = _run_by_other_backend(study, cfg.backend)
+            if detail:
+                study.close()
+                raise StudyError(
+                    f"resume: the study's settings changed ({detail}); resume with the stored settings or start a new --name"
+                )
+            ran_by = _run_by_other_backend(study, cfg.backend)  # the stored backend is the given one here
             if ran_by:
                 study.close()
                 raise StudyError(
                     f"resume: study.json names backend '{cfg.backend}', but {ran_by} (was study.json edited?); "
                     "put back the backend that ran the study and resume with it, or start a new --name"
-                )
-            if detail:
-                study.close()
-                raise StudyError(
-                    f"resume: the study's settings changed ({detail}); resume with the stored settings or start a new --name"
                 )
             changes = {k: v for k, v in cfg.to_settings().items() if k not in new and study.settings.get(k) != v}
             study.settings.setdefault("resumes", []).append({"at": utcnow(), "changed": changes})

@@ -218,6 +218,8 @@ def test_resume_of_a_study_json_edited_to_another_backend_is_refused_leaving_not
     env = {"HPO_TRAINER": "hpo.simulate:simulated_trainer"}
     assert hpo_cli(*base, "--iterations", "2", env=env).returncode == 0
     study = tmp_path / "o" / "s"
+    r = hpo_cli(*base, "--backend", "optuna", "--iterations", "4", "--resume", env=env)  # not edited: the diff
+    assert r.returncode == 2 and 'settings changed (backend: stored "ultralytics" != given "optuna")' in r.stderr
     settings = json.loads((study / "study.json").read_text())
     (study / "study.json").write_text(json.dumps({**settings, "backend": "optuna"}))
     before = {p.name: p.read_bytes() for p in study.iterdir() if p.is_file()}
