@@ -157,6 +157,12 @@ def _parse_record(line: str) -> TrialRecord | None:
     return None
 
 
+def _brief(params: dict[str, Any]) -> str:
+    """``params`` as short JSON for a message (at most 100 characters)."""
+    text = json.dumps(params, sort_keys=True, default=str)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
 def _finite_or_none(x: Any) -> Any:
     """Replace NaN/inf floats (anywhere in dicts/lists) by ``None``: JSON has no NaN."""
     if isinstance(x, float) and not math.isfinite(x):
@@ -415,11 +421,20 @@ class Study:
         """All trials, by id, folded from every ``trials*.jsonl`` (last snapshot of an id wins,
         except that a finished snapshot is never replaced by an unfinished one).
 
+        A trial's params never change while it trains: hpo writes a ``running`` snapshot with the
+        params it trains with before it starts, and only such a snapshot may bring other params,
+        when the id's record is unfinished (an interrupted trial re-run: the core keeps its params,
+        the ray backend may give its id to a new trial). So the snapshot that started the current
+        run of an id is authoritative for its params: any other later one with other params (a
+        finished id's params changed, a hand-edited or foreign line) is ignored, with one warning
+        naming the id and both lines, since the trial's folder (``trials/<id>/args.yaml``, its
+        weights, ``weights/best.pt``) belongs to the first.
+
         Never fails on content: a torn final line is skipped; a damaged line in the middle (a torn
         record that a version without repair appended onto) is salvaged when a whole record follows
         the tear, else skipped; both with one warning on stderr per file and problem.
         """
-        snapshots: list[TrialRecord] = []
+        snapshots: list[tuple[TrialRecord, Path, int]] = []
         for f in sorted(self.path.glob("trials*.jsonl")):
             try:
                 with open(f, encoding="utf-8", errors="replace") as fh:
@@ -435,10 +450,22 @@ class Study:
                     if n < len(lines) - 2:  # not the torn tail of a killed writer
                         self._warn_once(f"{f}:{n}", f"'{f}' line {n + 1} is damaged and was skipped")
                     continue
-                snapshots.append(rec)
+                snapshots.append((rec, f, n + 1))
         out: dict[int, TrialRecord] = {}
-        for rec in snapshots:  # files are append-only: later lines are newer
+        started: dict[int, tuple[Path, int]] = {}  # where the current run of each id began
+        for rec, f, at in snapshots:  # files are append-only: later lines are newer
             prev = out.get(rec.id)
+            if prev is None or (rec.params != prev.params and not prev.status.finished and rec.status is TrialStatus.RUNNING):
+                started[rec.id] = (f, at)  # a new trial, or an unfinished one started again
+            elif rec.params != prev.params:
+                first_file, first_line = started[rec.id]
+                self._warn_once(
+                    f"params:{rec.id}:{f}:{at}",
+                    f"trial {rec.id} has other params at '{f}' line {at} ({_brief(rec.params)}) than at "
+                    f"'{first_file}' line {first_line} ({_brief(prev.params)}), where it started; the later record "
+                    "is ignored (the trial's folder and weights belong to the first): remove the wrong line",
+                )
+                continue
             if prev is None or not (prev.status.finished and not rec.status.finished):
                 out[rec.id] = rec
         return dict(sorted(out.items()))

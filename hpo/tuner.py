@@ -515,7 +515,8 @@ class StudyLoop:
                     self.runner.abort()  # stop the other trials at once: resumable, not failed
                 errors.append(e)
 
-        n = self.config.workers
+        # no more threads than trials left to start (--concurrent-trials 100000 for 3 trials: 3 threads)
+        n = max(1, min(self.config.workers, self.remaining() + len(self._retry)))
         if n == 1:
             worker(0)
         else:
@@ -753,6 +754,13 @@ class Tuner:
                 raise StudyError(
                     f"resume: the study's settings changed ({detail}); resume with the stored settings or start a new --name"
                 )
+            ran_by = _run_by_other_backend(study, cfg.backend)  # the stored backend is the given one here
+            if ran_by:
+                study.close()
+                raise StudyError(
+                    f"resume: study.json names backend '{cfg.backend}', but {ran_by} (was study.json edited?); "
+                    "put back the backend that ran the study and resume with it, or start a new --name"
+                )
             changes = {k: v for k, v in cfg.to_settings().items() if k not in new and study.settings.get(k) != v}
             study.settings.setdefault("resumes", []).append({"at": utcnow(), "changed": changes})
             study.settings.update(changes)
@@ -897,6 +905,28 @@ class Tuner:
             stopped_by="time_budget" if loop is not None and loop.budget_ended else None,
             elapsed_s=loop.elapsed_s() if loop is not None else None,
         )
+
+
+def _run_by_other_backend(study: Study, backend: str) -> str | None:
+    """What in the study's own files shows that another backend ran it, or ``None``: its stored
+    ``options`` are not this backend's options, or it has trials, no ``<study>/<backend>/`` state
+    folder and the state folder of another installed backend (each built-in backend keeps its state
+    in ``<study>/<name>/``). Resuming with the wrong backend would start from an empty state
+    (Optuna would hand out trial ids the study already holds)."""
+    from .plugins import backends
+
+    installed = backends()
+    cls = installed.get(backend)
+    stored = study.settings.get("options")
+    if cls is not None and isinstance(stored, dict) and stored and not set(stored) <= set(cls.Options.model_fields):
+        owner = [n for n, c in installed.items() if n != backend and set(stored) <= set(c.Options.model_fields)]
+        whose = f"the options of backend '{owner[0]}'" if owner else f"no options of backend '{backend}'"
+        return f"its stored options ({', '.join(sorted(stored))}) are {whose}"
+    if study.records() and not (study.path / backend).is_dir():
+        others = [n for n in installed if n != backend and (study.path / n).is_dir()]
+        if others:
+            return f"'{study.path / others[0]}' holds the state of backend '{others[0]}' and there is no '{study.path / backend}'"
+    return None
 
 
 def _changed(stored: dict[str, Any], given: dict[str, Any]) -> str:

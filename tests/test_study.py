@@ -279,3 +279,36 @@ def test_ranked_is_the_leaderboard_order(tmp_path):
     board = leaderboard_markdown(study).splitlines()
     assert board[6].startswith("| 1 | 3 | complete | 0.1 |") and board[8].startswith("| 3 | 0 | failed | - |")
     study.close()
+
+
+def test_two_records_of_one_id_with_other_params_warn_once_and_the_first_wins(tmp_path, capsys):
+    """A trial's params never change after the running record that started it, which it trained with:
+    a later record of the same id with other params (a hand edit, a foreign line) is ignored, with one
+    warning naming the id and both lines; the study's best stays the trial whose weights
+    weights/best.pt holds. Only an unfinished id may start again with new params."""
+    study = Study.create(tmp_path / "s", {"direction": "maximize", "metric": "m"})
+    for i, (lr0, obj) in enumerate([(0.01, 0.5), (0.02, 0.6)]):
+        r = TrialRecord(id=i, params={"lr0": lr0})
+        study.append(r)
+        r.status, r.objective = TrialStatus.COMPLETE, obj
+        study.append(r)
+    study.append(TrialRecord(id=0, params={"lr0": 0.09}, status=TrialStatus.COMPLETE, objective=0.99))  # line 5
+    capsys.readouterr()
+    recs = study.records()
+    assert recs[0].params == {"lr0": 0.01} and recs[0].objective == 0.5
+    assert study.best().id == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"hpo: warning: trial 0 has other params at '{study.records_file}' line 5 ({{\"lr0\": 0.09}}) than at "
+        f"'{study.records_file}' line 1 ({{\"lr0\": 0.01}}), where it started; the later record is ignored (the trial's "
+        "folder and weights belong to the first): remove the wrong line\n"
+    )
+    study.records()
+    assert capsys.readouterr().err == ""  # once per study
+    r = TrialRecord(id=2, params={"lr0": 0.03})
+    study.append(r)
+    r.status = TrialStatus.INTERRUPTED
+    study.append(r)
+    study.append(TrialRecord(id=2, params={"lr0": 0.04}))  # an interrupted id started again with new params (ray)
+    assert study.records()[2].params == {"lr0": 0.04} and capsys.readouterr().err == ""
+    study.close()

@@ -57,7 +57,9 @@ class RayOptions(BackendOptions):
         description="Ray searcher: random (Ray's BasicVariantGenerator), optuna (OptunaSearch, TPE), or another name of ray.tune.search.create_searcher",
     )
     max_concurrent: Optional[int] = Field(
-        None, ge=1, description="trials run at once (default: --workers, as on every backend; the cluster's resources cap it too)"
+        None,
+        ge=1,
+        description="trials run at once (default: --concurrent-trials, as on every backend; the cluster's resources cap it too)",
     )
     cpus_per_trial: float = Field(
         1.0, gt=0, description="CPUs Ray reserves per trial (checked against the cluster before any trial)"

@@ -136,7 +136,12 @@ class UltralyticsBackend(Backend):
         super().__init__(**kwargs)
         self.tune_dir = Path(self.study.path) / "ultralytics"
         self.tune_dir.mkdir(parents=True, exist_ok=True)
-        self.native = NativeProposals(self.config.space.to_ultralytics(), self.config.train_args, self.tune_dir)
+        self.native = NativeProposals(
+            self.config.space.to_ultralytics(),
+            self.config.train_args,
+            self.tune_dir,
+            int_keys=frozenset(k for k, p in self.config.space.items() if p.kind is Kind.INT),
+        )
         self.sign = 1.0 if self.config.direction == "maximize" else -1.0
         self._results: list[dict[str, Any]] = []
         self._curves: list[dict[int, float]] = []  # {epoch: objective} of each complete trial
@@ -248,7 +253,7 @@ def _key(params: Any) -> tuple[tuple[str, Any], ...]:
 
 def _distinct_values(param: Any) -> int:
     """How many values the native ``Tuner._constrain`` can give a parameter: every whole number
-    in an integer range (``CFG_INT_KEYS``), every multiple of 1e-5 in a float range (it rounds to 5 decimals)."""
+    in an integer range (``CFG_INT_KEYS`` and the space's other integer keys), every multiple of 1e-5 in a float range (it rounds to 5 decimals)."""
     if param.kind is Kind.INT:
         return int(param.high) - int(param.low) + 1
     return math.floor(round(param.high * 1e5, 6)) - math.ceil(round(param.low * 1e5, 6)) + 1
