@@ -499,7 +499,7 @@ class MlflowTracker(TunerCallback):
             if weights.is_file():
                 client.log_artifact(pid, str(weights), artifact_path="weights")
             for plot in sorted((study.path / "plots").glob("*")):  # hpo.plots draws them just before
-                if plot.suffix in (".png", ".html", ".json"):
+                if plot.suffix in (".png", ".html", ".json") and not plot.name.startswith("."):  # not a temp file
                     client.log_artifact(pid, str(plot), artifact_path="plots")
             ok = result is not None and (result.counts.get("complete", 0) + result.counts.get("pruned", 0)) > 0
             client.set_terminated(pid, status=RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
