@@ -149,7 +149,12 @@ def configure_tuning_task(
         ValueError: ``accelerator_count`` not in :data:`ACCELERATOR_COUNTS`, ``retries < 0``, a
             toleration that is not a mapping, a memory quantity that does not parse, or a memory
             limit below the request.
+        hpo.errors.ConfigError (a ``ValueError``): ``mount_path`` is no mount path Kubernetes and
+            the container accept (:func:`hpo.preflight.check_mount_path`).
     """
+    from hpo.preflight import check_mount_path
+
+    check_mount_path(mount_path)
     count = _check_count(accelerator_count)
     if memory is not None:
         request = memory_bytes("memory", memory) + (memory_bytes("shm_size", shm_size) if shm_size else 0)

@@ -151,7 +151,8 @@ def run_tune_step(
         :class:`StepResult`.
 
     Raises:
-        hpo.errors.ConfigError: a pre-flight check failed, or bad settings (nothing trained).
+        hpo.errors.ConfigError: a pre-flight check failed, or bad settings (nothing trained), e.g.
+            a ``mount_path`` that is no absolute folder of its own (:func:`hpo.preflight.check_mount_path`).
         hpo.errors.RunFailedError: every trial failed.
         hpo.errors.StudyLockedError: another live writer holds the study.
     """
@@ -161,8 +162,11 @@ def run_tune_step(
 
     from hpo import Study, Tuner
     from hpo.errors import ConfigError, StudyLockedError
-    from hpo.preflight import run_preflight
+    from hpo.preflight import check_mount_path, run_preflight
     from hpo.study import LOCK_HEARTBEAT_S, LOCK_STALE_AFTER_S
+
+    if mount_path:
+        check_mount_path(mount_path)
 
     if workers:
         from hpo.tuner import DEPRECATED_WORKERS
@@ -342,14 +346,18 @@ def run_train_step(
         ``hyperparameters`` (the train args applied).
 
     Raises:
-        hpo.errors.ConfigError: model or data missing or unusable.
+        hpo.errors.ConfigError: model or data missing or unusable; a bad ``mount_path``
+            (:func:`hpo.preflight.check_mount_path`).
     """
     import csv
     import os
     import shutil
 
     from hpo.data import resolve_data
+    from hpo.preflight import check_mount_path
     from hpo.ultra import TASK_METRIC, resolve_model
+
+    check_mount_path(mount_path)
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
     data_p = resolve_on_mount(data, mount_path)
@@ -398,7 +406,8 @@ def run_validate_step(
         The validation metrics (Ultralytics' names) and ``objective`` (the task's default metric).
 
     Raises:
-        hpo.errors.ConfigError: the weights file or the data is missing.
+        hpo.errors.ConfigError: the weights file or the data is missing; a bad ``mount_path``
+            (:func:`hpo.preflight.check_mount_path`).
     """
     import os
     import shutil
@@ -406,7 +415,10 @@ def run_validate_step(
 
     from hpo.data import resolve_data
     from hpo.errors import ConfigError
+    from hpo.preflight import check_mount_path
     from hpo.ultra import TASK_METRIC, resolve_model
+
+    check_mount_path(mount_path)
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
     if not Path(weights).is_file():
