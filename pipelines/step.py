@@ -150,6 +150,10 @@ def run_tune_step(
     Returns:
         :class:`StepResult`.
 
+    A credential in ``backend_options`` (a storage URL with a password) works, but KFP keeps a
+    run's parameters in its database and UI: a warning says to use ``storage_env`` and a Secret.
+    hpo itself writes it masked (``postgresql://user:***@host/db``) wherever it writes it.
+
     Raises:
         hpo.errors.ConfigError: a pre-flight check failed, or bad settings (nothing trained), e.g.
             a ``mount_path`` that is no absolute folder of its own (:func:`hpo.preflight.check_mount_path`).
@@ -163,10 +167,18 @@ def run_tune_step(
     from hpo import Study, Tuner
     from hpo.errors import ConfigError, StudyLockedError
     from hpo.preflight import check_mount_path, run_preflight
+    from hpo.redact import has_secret, mask_secrets
     from hpo.study import LOCK_HEARTBEAT_S, LOCK_STALE_AFTER_S
 
     if mount_path:
         check_mount_path(mount_path)
+    if has_secret(backend_options):
+        print(
+            f"hpo: warning: backend_options: {mask_secrets(backend_options)} holds a credential, which KFP keeps "
+            "in the run's parameters (its database and UI); put it in a Kubernetes Secret and pass storage_env "
+            "(docs/kfp.md, section 6)",
+            file=sys.stderr,
+        )
 
     if workers:
         from hpo.tuner import DEPRECATED_WORKERS
