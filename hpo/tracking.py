@@ -118,6 +118,24 @@ def _public_uri(uri: str) -> str:
     return mask_text(uri)
 
 
+def _store_error(uri: str, e: BaseException) -> ConfigError:
+    """The one-line refusal of a tracking URI MLflow cannot open (:meth:`MlflowTracker.check`): a file
+    store, which MLflow 3 refuses unless ``MLFLOW_ALLOW_FILE_STORE=true``, names both fixes."""
+    shown = _public_uri(uri)
+    scheme = urlsplit(uri).scheme if "://" in uri else ""
+    if scheme in ("", "file") or "MLFLOW_ALLOW_FILE_STORE" in str(e):
+        folder = Path(urlsplit(uri).path if scheme == "file" else uri).expanduser().absolute()
+        return ConfigError(
+            f"MLFLOW_TRACKING_URI: '{shown}' is an MLflow file store, which this MLflow refuses unless "
+            f"MLFLOW_ALLOW_FILE_STORE=true; use a database store (MLFLOW_TRACKING_URI=sqlite:///{folder.parent / 'mlflow.db'}) "
+            "or set MLFLOW_ALLOW_FILE_STORE=true"
+        )
+    return ConfigError(
+        f"MLFLOW_TRACKING_URI: MLflow cannot use '{shown}' ({type(e).__name__}: {_first_line(e)}); "
+        "fix MLFLOW_TRACKING_URI or pass --no-mlflow"
+    )
+
+
 def _cut(text: Any, n: int) -> str:
     s = str(text)
     return s if len(s) <= n else s[: n - 3] + "..."
@@ -285,8 +303,10 @@ class MlflowTracker(TunerCallback):
 
         Raises:
             ConfigError: the experiment exists in the deleted state; the server cannot be
-                reached or refuses the request (message names the URI and the fix). The URI's
-                password is never in the message.
+                reached or refuses the request (message names the URI and the fix); MLflow
+                cannot open the URI at all, e.g. a file store (``file:///...`` or a path), which
+                MLflow 3 refuses unless ``MLFLOW_ALLOW_FILE_STORE=true`` (the message names that and
+                ``sqlite:///...``). The URI's password is never in the message.
         """
         if self.local and not Path(self.uri.removeprefix("sqlite:///")).is_file():
             return
@@ -295,7 +315,10 @@ class MlflowTracker(TunerCallback):
     def _experiment_id(self, *, create: bool) -> str | None:
         from mlflow.exceptions import MlflowException
 
-        client = self.client()
+        try:
+            client = self.client()
+        except Exception as e:  # noqa: BLE001 - MLflow refuses the store itself (file store, unknown scheme)
+            raise _store_error(self.uri, e) from None
         shown = _public_uri(self.uri)
         try:
             exp = client.get_experiment_by_name(self.experiment)

@@ -251,6 +251,30 @@ def test_mlflow_errors_never_show_the_tracking_uri_password(tmp_path, digits_cls
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("form", ["file-uri", "path"])
+def test_mlflow_file_store_is_refused_before_anything_is_written(tmp_path, digits_cls, form):
+    """MLflow 3 refuses a file store unless MLFLOW_ALLOW_FILE_STORE=true: bad input, one line, exit 2."""
+    store = tmp_path / "mlruns"
+    uri = store.as_uri() if form == "file-uri" else str(store)
+    args = ("tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--output", str(tmp_path / "out"))
+    args += ("--iterations", "1", "--epochs", "1", "--name", "fs", "imgsz=32", "optimizer=AdamW")
+    env = {**SIMULATED, "MLFLOW_TRACKING_URI": uri}
+    env.pop("MLFLOW_ALLOW_FILE_STORE", None)
+    r = hpo_cli(*args, env={**env, "MLFLOW_ALLOW_FILE_STORE": ""}, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    err = r.stderr.strip()
+    assert err.startswith("hpo: error: MLFLOW_TRACKING_URI: ") and "file store" in err, err
+    assert "MLFLOW_ALLOW_FILE_STORE=true" in err and f"sqlite:///{tmp_path / 'mlflow.db'}" in err, err
+    assert not (tmp_path / "out").exists() and not store.exists()
+
+    # the opt-out MLflow offers is honoured: the study is tracked in the file store
+    r = hpo_cli(*args, env={**env, "MLFLOW_ALLOW_FILE_STORE": "true"}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "out" / "fs" / "mlflow.json").read_text())["parent_run_id"]
+    assert any(store.rglob("meta.yaml"))
+
+
 def test_a_constant_task_argument_holding_a_password_is_refused_at_compile_time(tmp_path):
     """KFP writes constant task arguments into the compiled pipeline; the Secret route stays clean."""
     from kfp import compiler, dsl
