@@ -12,7 +12,6 @@ kfp = pytest.importorskip("kfp")
 from kfp import dsl  # noqa: E402
 
 from hpo.errors import ConfigError  # noqa: E402
-from hpo.preflight import check_mount_path, run_preflight  # noqa: E402
 
 HPO = [str(Path(sys.executable).parent / "hpo")]
 IMAGE = "registry.example.com/team/hpo:0.1.0"
@@ -52,10 +51,13 @@ def test_pipelines_compile_refuses_a_bad_mount_path(tmp_path, value):
 
 @pytest.mark.parametrize("value", ["/mnt/hpo", "/data/hpo/", "/workspace", "/tmp/pvc", "/etc/hpo", "/var/lib/hpo"])
 def test_good_mount_paths_pass(value):
+    from hpo.preflight import check_mount_path
+
     assert check_mount_path(value) == value
 
 
 def test_every_python_entry_refuses_a_relative_mount_path(tmp_path):
+    from hpo.preflight import run_preflight
     from hpo_kfp import configure_tuning_task, make_tune_component
     from hpo_kfp.examples import compile_all, make_pipelines
     from hpo_kfp.step import run_train_step, run_tune_step, run_validate_step
