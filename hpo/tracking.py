@@ -123,7 +123,7 @@ def _store_error(uri: str, e: BaseException) -> ConfigError:
     store, which MLflow 3 refuses unless ``MLFLOW_ALLOW_FILE_STORE=true``, names both fixes."""
     shown = _public_uri(uri)
     scheme = urlsplit(uri).scheme if "://" in uri else ""
-    if scheme in ("", "file") or "MLFLOW_ALLOW_FILE_STORE" in str(e):
+    if "MLFLOW_ALLOW_FILE_STORE=true" in str(e):  # MLflow's own refusal names its opt-out
         folder = Path(urlsplit(uri).path if scheme == "file" else uri).expanduser().absolute()
         return ConfigError(
             f"MLFLOW_TRACKING_URI: '{shown}' is an MLflow file store, which this MLflow refuses unless "
@@ -132,7 +132,7 @@ def _store_error(uri: str, e: BaseException) -> ConfigError:
         )
     return ConfigError(
         f"MLFLOW_TRACKING_URI: MLflow cannot use '{shown}' ({type(e).__name__}: {_first_line(e)}); "
-        "fix MLFLOW_TRACKING_URI or pass --no-mlflow"
+        "fix MLFLOW_TRACKING_URI or the MLflow variable named, or pass --no-mlflow"
     )
 
 
