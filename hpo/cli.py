@@ -21,6 +21,7 @@ import typer
 
 from .cli_k8s import register as register_k8s_commands
 from .errors import ConfigError, HpoError
+from .redact import mask_text
 from .report import study_summary  # re-exported: hpo.cli.study_summary is its old place
 
 app = typer.Typer(
@@ -36,14 +37,19 @@ app.add_typer(datasets_app, name="datasets")
 _DEBUG = {"on": False}
 
 
-def _fail(e: BaseException) -> typer.Exit:
-    code = getattr(e, "exit_code", 1)
+def _traceback() -> None:
+    """With ``--debug``: the current exception's traceback on stderr, credentials masked."""
     if _DEBUG["on"]:
         import traceback
 
-        traceback.print_exc()
+        print(mask_text(traceback.format_exc()), end="", file=sys.stderr)
+
+
+def _fail(e: BaseException) -> typer.Exit:
+    code = getattr(e, "exit_code", 1)
+    _traceback()
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    print(f"hpo: error: {msg}", file=sys.stderr)
+    print(f"hpo: error: {mask_text(msg)}", file=sys.stderr)
     return typer.Exit(code)
 
 
@@ -62,11 +68,8 @@ def handle_errors(fn: Callable) -> Callable:
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as e:  # noqa: BLE001 - a bug or an unexpected library error: one line, the traceback with --debug
-            if _DEBUG["on"]:
-                import traceback
-
-                traceback.print_exc()
-            text = (str(e).strip().splitlines() or [""])[0]
+            _traceback()
+            text = mask_text((str(e).strip().splitlines() or [""])[0])
             print(
                 f"hpo: error: unexpected {type(e).__name__}{': ' + text if text else ''} (run with --debug for the traceback)",
                 file=sys.stderr,
@@ -302,9 +305,9 @@ def _tune(tuner_cls: Any, **kwargs: Any) -> Any:
     tuner = tuner_cls(**kwargs)
     cfg = tuner.config
     for notice in cfg.notices:
-        print(f"hpo: notice: {notice}", file=sys.stderr)
+        print(f"hpo: notice: {mask_text(notice)}", file=sys.stderr)
     for warning in cfg.warnings:
-        print(f"hpo: warning: {warning}", file=sys.stderr)
+        print(f"hpo: warning: {mask_text(warning)}", file=sys.stderr)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a pod's SIGTERM: stop cleanly, resumable
     return tuner.run()
 

@@ -130,8 +130,11 @@ class TuneConfig:
         }
 
     def to_settings(self) -> dict[str, Any]:
-        """The ``study.json`` contents (without timestamps)."""
-        return {
+        """The ``study.json`` contents (without timestamps), credentials masked
+        (:func:`hpo.redact.mask_secrets`: ``postgresql://user:***@host/db``)."""
+        from .redact import mask_secrets
+
+        settings = {
             **self.identity(),
             "task": self.task,
             "direction": self.direction,
@@ -145,6 +148,7 @@ class TuneConfig:
             "data_resolved": self.data.content or self.data.source,
             **({"trainer": self.trainer, "trainer_options": self.trainer_options} if self.trainer != ULTRALYTICS_TRAINER else {}),
         }
+        return mask_secrets(settings)
 
 
 def _count(field_name: str, value: Any) -> int:

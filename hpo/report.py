@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .files import tree_bytes
+from .redact import mask_text
 from .study import Study, TrialRecord, TrialStatus
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
             "train_s": r.train_s,
             "start": r.start,
             "end": r.end,
-            "error": r.error,
+            "error": mask_text(r.error) if r.error else r.error,
         }
         row.update({f"params.{k}": v for k, v in r.params.items()})
         rows.append(row)
@@ -150,7 +151,7 @@ def study_summary(path: str | Path) -> dict[str, Any]:
                 "objective": r.objective,
                 "epochs_completed": r.epochs_completed,
                 "duration_s": r.duration_s,
-                "error": r.error,
+                "error": mask_text(r.error) if r.error else r.error,  # records older than masking
             }
             for r in records
         ],

@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .files import tree_bytes
+from .redact import mask_text
 from .report import count_trials
 from .study import Study, TrialRecord, TrialStatus
 
@@ -236,7 +237,7 @@ def to_csv(study_dir: str | Path) -> str:
                 r.train_s,
                 r.start,
                 r.end,
-                r.error,
+                mask_text(r.error) if r.error else r.error,  # records older than masking
                 *(r.params.get(k) for k in keys),
             ]
         )

@@ -42,6 +42,7 @@ import yaml
 from .errors import StudyError
 from .files import append_line, atomic_copy, atomic_write_text, repair_jsonl, volume_errors
 from .lock import LOCK_HEARTBEAT_S, LOCK_STALE_AFTER_S, StudyLock
+from .redact import mask_secrets, mask_text
 
 __all__ = [
     "TrialStatus",
@@ -341,8 +342,9 @@ class Study:
             VolumeError: the volume refused the write (``study.json`` is unchanged).
         """
         self.settings["updated"] = utcnow()
+        text = json.dumps(mask_secrets(self.settings), indent=2, default=_json_default)
         with volume_errors(self.path):
-            atomic_write_text(self.path / self.SETTINGS, json.dumps(self.settings, indent=2, default=_json_default) + "\n")
+            atomic_write_text(self.path / self.SETTINGS, text + "\n")
 
     # --- records
     @contextlib.contextmanager
@@ -369,9 +371,14 @@ class Study:
     def append(self, record: TrialRecord) -> None:
         """Append a snapshot of ``record`` to this process's records file (one line, fsync'd; all or nothing).
 
+        A credential in ``record.error`` (a trainer's exception that echoed a URL) is masked first,
+        in the record itself (:func:`hpo.redact.mask_text`).
+
         Raises:
             VolumeError: the volume refused the write (the file is as before).
         """
+        if record.error:
+            record.error = mask_text(record.error)
         line = json.dumps(_finite_or_none(record.to_json()), default=_json_default, allow_nan=False, separators=(",", ":"))
         with self._append_lock, volume_errors(self.records_file):
             try:

@@ -936,9 +936,14 @@ def _changed(stored: dict[str, Any], given: dict[str, Any]) -> str:
 
 
 def _normal(x: Any) -> Any:
+    """``x`` as stored in ``study.json``: JSON values, credentials masked. So a resumed or joined
+    study compares the masked forms: the same storage URL with another password (a rotated one)
+    is the same setting, and a stored setting from before masking matches the given one."""
     import json
 
-    return json.loads(json.dumps(x, sort_keys=True, default=str))
+    from .redact import mask_secrets
+
+    return json.loads(json.dumps(mask_secrets(x), sort_keys=True, default=str))
 
 
 def _short(x: Any) -> str:
