@@ -32,7 +32,8 @@ They check what the core promises on every backend:
   exit 1 and one line naming the volume; ``hpo show`` still reads the study; ``--resume`` after
   space is freed completes it with no completed trial lost;
 - ``--join`` (backends with ``supports_join``): two processes share one study and together stop
-  at exactly ``--iterations`` trials with unique ids;
+  at exactly ``--iterations`` trials with unique ids (ordered by events, not time: the writer's
+  trials wait until the joined process has started one);
 
 and one short real-training smoke test (``yolov8n-cls`` on the built-in digits at 32 px) checks
 that real Ultralytics trials record real metrics.
@@ -455,12 +456,14 @@ class BackendConformance:
     def test_join_two_processes_reach_exactly_n(self, tmp_path: Path, digits: Path) -> None:
         if not self.joins:
             pytest.skip(f"backend {self.backend} does not support --join")
-        sim = {"epoch_s": 0.3}
-        args = self.tune_args(digits, tmp_path, "shared", iterations=8, epochs=3, extra=self.no_pruning)
-        study = tmp_path / "shared"
-        writer = self.start(*args, simulated=sim)
+        gate = tmp_path / "joined-started"
+        args = self.tune_args(digits, tmp_path, "joined", iterations=8, epochs=3, extra=self.no_pruning)
+        study = tmp_path / "joined"
+        # events, not time: the writer's trials wait until the joined process has started one of its
+        # own (simulated gate), so however loaded the machine, the writer cannot finish alone
+        writer = self.start(*args, simulated={"epoch_s": 0.1, "gate": str(gate), "gate_s": 300})
         _wait("the study to start", lambda: any(_records(study).values()), writer, 120)
-        joined = self.hpo(*args, "--join", simulated=sim)
+        joined = self.hpo(*args, "--join", simulated={"epoch_s": 0.1, "open_gate": str(gate)})
         out, err = writer.communicate(timeout=300)
         assert writer.returncode == 0, err[-3000:]
         assert joined.returncode == 0, joined.stderr[-3000:]
