@@ -812,9 +812,10 @@ class Tuner:
 
         The model, space, metric, epochs and backend must match; the data (path and content), the
         train args other than :data:`SILENT_TRAIN_ARGS` and the trainer must match unless
-        :attr:`allow_changes`, which makes them a new settings version: ``<study>/data.yaml`` is
-        rewritten and ``resumes[]`` gets ``settings`` and ``allowed_changes``. A ``iterations`` below
-        the study's finished trials leaves the stored total as it is (the run has nothing to do).
+        :attr:`allow_changes`, which makes them a new settings version (``resumes[]`` gets
+        ``settings`` and ``allowed_changes``). ``<study>/data.yaml`` is rewritten from the data as
+        checked. An ``iterations`` below the study's finished trials leaves the stored total as it
+        is (the run has nothing to do).
 
         Raises:
             StudyError: a refused change (one line with the diff and the fix; nothing written).
@@ -843,8 +844,10 @@ class Tuner:
             if _normal(stored.get("data")) != _normal(cfg.data.source):
                 changes["data"] = cfg.data.source
             entry.update(settings=max(settings_versions(stored), default=0) + 1, allowed_changes=measured)
-            with volume_errors(study.path):
-                cfg.data.write(study.path)  # the trials from now on train on what study.json says
+        with volume_errors(study.path):
+            # the trials from now on train on what study.json says (also heals a study whose data.yaml an
+            # older hpo left behind its recorded data_resolved)
+            cfg.data.write(study.path)
         stored.setdefault("resumes", []).append(entry)
         stored.update(changes)
         study.save_settings()

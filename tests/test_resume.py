@@ -169,6 +169,20 @@ def test_an_edited_data_yaml_is_refused_unless_allowed_and_then_trials_train_on_
     assert [(t["id"], t["settings"], t["status"]) for t in shown["trials"]] == [(0, 0, "complete"), (1, 1, "complete")]
 
 
+def test_a_resume_rewrites_the_studys_data_yaml_from_the_checked_data(tmp_path, coco8):
+    """A study an older hpo resumed after a data edit says one thing (study.json data_resolved) while
+    its data.yaml, which the trials train on, says another: any resume writes data.yaml again."""
+    args = ("--model", "yolov8n.yaml", "--data", str(coco8), "--epochs", "1", "--output", str(tmp_path), "--name", "d")
+    common = (*args, "--space", '{"hsv_v": [0.0, 0.9]}', "--quiet", "imgsz=32")
+    assert hpo_cli("tune", *common, "--iterations", "1", env=SIM).returncode == 0
+    written = tmp_path / "d" / "data.yaml"
+    doc = yaml.safe_load(written.read_text())
+    written.write_text(yaml.safe_dump(dict(doc, names={**doc["names"], 0: "stale"}), sort_keys=False))
+    r = hpo_cli("tune", *common, "--iterations", "2", "--resume", env=SIM)
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(written.read_text()) == doc and doc["names"][0] == "person"
+
+
 def test_the_python_api_raises_when_the_study_has_no_complete_trial(tmp_path, digits_cls):
     """Bug 1 through ``Tuner.run()``: a resume of a study whose every trial failed raised nothing."""
     from hpo import Tuner
