@@ -133,6 +133,7 @@ def _print_result(result: Any, as_json: bool) -> None:
         "nothing_to_do": result.nothing_to_do,
         "stopped_by": result.stopped_by,
         "elapsed_s": result.elapsed_s,
+        "iterations": result.iterations,
     }
     if as_json:
         print(json.dumps(doc, indent=2))
@@ -145,7 +146,8 @@ def _print_result(result: Any, as_json: bool) -> None:
             f"with {sum(result.counts.values())} finished trials (--resume with a larger --time-budget continues it)"
         )
     elif result.nothing_to_do:
-        print(f"nothing to do: the study already has its {sum(result.counts.values())} finished trials")
+        asked = f" (>= --iterations {result.iterations})" if result.iterations is not None else ""
+        print(f"nothing to do: the study already has {sum(result.counts.values())} finished trials{asked}")
     print(f"best trial {result.best_trial}: {result.metric} = {result.best_objective}")
     print("best hyperparameters:")
     print(yaml.safe_dump(result.best_params, sort_keys=False).rstrip())
@@ -193,6 +195,11 @@ def tune(
     resume: bool = typer.Option(False, "--resume", help="Continue the existing study up to --iterations."),
     join: bool = typer.Option(
         False, "--join", help="Add this process to a running study (same --output/--name; backends that support it, e.g. optuna)."
+    ),
+    allow_changes: bool = typer.Option(
+        False,
+        "--allow-changes",
+        help="With --resume: continue with changed data or train args (a new settings version; hpo show marks each trial's).",
     ),
     trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", help="Seconds before a trial is killed (failed)."),
     concurrent_trials: str = typer.Option(
@@ -264,6 +271,7 @@ def tune(
             name=name,
             resume=resume,
             join=join,
+            allow_changes=allow_changes,
             trial_timeout=trial_timeout,
             time_budget=time_budget,
             concurrent_trials=concurrent_trials,

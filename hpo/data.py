@@ -2,8 +2,8 @@
 
 Ultralytics resolves a relative ``path:`` in a data YAML against its global datasets directory
 (``settings.datasets_dir``) and may *download* a dataset it does not find. hpo does neither: a
-relative or absent ``path`` means the YAML file's own folder (how ``../shared/data/coco8/data.yaml``
-with ``path: .`` is meant), every split must exist, and the ``download`` key is dropped. The
+relative or absent ``path`` means the YAML file's own folder (how Ultralytics' COCO8 ``data.yaml``
+with ``path: .`` is meant, ``tests/data/coco8``), every split must exist, and the ``download`` key is dropped. The
 resolved YAML is written into the study directory and given to every trial, so trials work from
 any working directory (a Ray worker, a KFP pod).
 """

@@ -1,6 +1,7 @@
 """``hpo show``: a study's leaderboard that fits the terminal, the best configuration, the size on disk.
 
-The leaderboard shows id, status, objective, epochs and duration, then as many of the most
+The leaderboard shows id, status, objective, epochs and duration (and, for a study resumed with
+``--allow-changes``, the settings version each trial trained under, with a legend), then as many of the most
 important parameters as fit the width (importance from ``plots/importance.json`` when the study's
 plots were drawn, else Optuna's fANOVA on the records, see :mod:`hpo.plots`; or the ones named
 with ``--params``). The best trial's full configuration follows as a block of ``key value``
@@ -21,7 +22,7 @@ from .errors import ConfigError
 from .files import tree_bytes
 from .redact import mask_text
 from .report import count_trials
-from .study import Study, TrialRecord, TrialStatus
+from .study import Study, TrialRecord, TrialStatus, settings_versions
 
 __all__ = ["render", "to_csv", "disk_bytes", "important_params", "terminal_width", "human_bytes"]
 
@@ -111,10 +112,17 @@ def _grid(items: list[tuple[str, str]], width: int, indent: int = 2) -> list[str
     return lines
 
 
-def _table(rows: list[TrialRecord], params: list[str], width: int | None, *, fixed_params: bool) -> tuple[list[str], list[str]]:
-    """Plain-text table lines and the params shown (as many of ``params`` as fit ``width``)."""
-    head = ["trial", "status", "objective", "epochs", "time"]
-    body = [[str(r.id), r.status.value, _fmt(r.objective), str(r.epochs_completed), _duration(r.duration_s)] for r in rows]
+def _table(
+    rows: list[TrialRecord], params: list[str], width: int | None, *, fixed_params: bool, settings: bool = False
+) -> tuple[list[str], list[str]]:
+    """Plain-text table lines and the params shown (as many of ``params`` as fit ``width``);
+    ``settings``: a column with each trial's settings version (:attr:`TrialRecord.settings`)."""
+    head = ["trial", "status", "objective", "epochs", "time", *(["settings"] if settings else [])]
+    body = [
+        [str(r.id), r.status.value, _fmt(r.objective), str(r.epochs_completed), _duration(r.duration_s)]
+        + ([str(r.settings)] if settings else [])
+        for r in rows
+    ]
     cols = [list(c) for c in zip(head, *body, strict=False)] if body else [[h] for h in head]
     shown: list[str] = []
     gap = 2
@@ -135,7 +143,7 @@ def _table(rows: list[TrialRecord], params: list[str], width: int | None, *, fix
         cols.append(col)
         shown.append(key)
     widths = [max(len(x) for x in c) for c in cols]
-    numeric = [False, False, True, True, True] + [True] * len(shown)
+    numeric = [False, False, True, True, True] + [True] * (len(cols) - 5)
     lines = []
     for i in range(len(cols[0])):
         cells = [(c[i].rjust(w) if num else c[i].ljust(w)) for c, w, num in zip(cols, widths, numeric, strict=False)]
@@ -183,7 +191,8 @@ def render(study_dir: str | Path, *, width: int | None = None, params: list[str]
     out += _wrap(f"size on disk {human_bytes(disk_bytes(study.path))} (weights kept: {s.get('keep_weights', 'all')})", fit, 2)
     out.append("")
     rows = records if show_all else records[:TOP_ROWS]
-    lines, shown = _table(rows, order, None if show_all else width, fixed_params=bool(params))
+    versions = settings_versions(s)
+    lines, shown = _table(rows, order, None if show_all else width, fixed_params=bool(params), settings=bool(versions))
     out += lines
     notes = []
     if len(rows) < len(records):
@@ -196,6 +205,10 @@ def render(study_dir: str | Path, *, width: int | None = None, params: list[str]
     notes = [n for n in notes if n]
     if notes:
         out += _wrap("; ".join(notes), fit)
+    if versions:  # resumed with --allow-changes: which settings each trial trained under
+        out += _wrap("settings 0: as the study was created", fit)
+        for k, entry in sorted(versions.items()):
+            out += _wrap(f"settings {k}: resumed {entry.get('at')} with --allow-changes: {entry.get('allowed_changes')}", fit)
     if best is not None:
         out += [""] + _wrap(f"best trial {best.id}: {s.get('metric')} = {_fmt(best.objective)}", fit)
         out += _grid([(k, _fmt(v)) for k, v in best.params.items()], fit or 10_000)

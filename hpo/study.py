@@ -48,6 +48,7 @@ __all__ = [
     "TrialStatus",
     "TrialRecord",
     "Study",
+    "settings_versions",
     "StudyLock",
     "atomic_write_text",
     "atomic_copy",
@@ -102,6 +103,10 @@ class TrialRecord:
         error: error text (``failed``) or the prune reason (``pruned``).
         weights: path of the trial's best weights, if any.
         worker: which driver process ran it (host:pid) and, if set, its device.
+        settings: which of the study's settings it trained under: 0 as the study was created, ``k``
+            after a resume that changed settings a trial measures with ``allow_changes``
+            (``study.json`` ``resumes[].settings``; see :func:`settings_versions`). Stored only when
+            not 0.
     """
 
     id: int
@@ -119,10 +124,13 @@ class TrialRecord:
     error: str | None = None
     weights: str | None = None
     worker: str | None = None
+    settings: int = 0
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["status"] = self.status.value
+        if not d["settings"]:
+            del d["settings"]  # the study's first settings: records as before allow_changes existed
         return d
 
     @classmethod
@@ -130,6 +138,18 @@ class TrialRecord:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         known["status"] = TrialStatus(known.get("status", "running"))
         return cls(**known)
+
+
+def settings_versions(settings: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The settings versions of a study from its ``study.json`` contents: ``{k: resume entry}`` for
+    every resume that changed settings a trial measures with ``allow_changes`` (``resumes[]`` entries
+    holding ``settings: k`` and ``allowed_changes``, the diff as one line). Empty for a study whose
+    trials all share one set of settings (version 0)."""
+    out: dict[int, dict[str, Any]] = {}
+    for entry in settings.get("resumes") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("settings"), int) and entry["settings"] > 0:
+            out[entry["settings"]] = entry
+    return out
 
 
 def _json_default(x: Any) -> Any:

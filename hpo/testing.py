@@ -27,12 +27,16 @@ They check what the core promises on every backend:
   recorded ``interrupted`` (never ``failed``), no trial starts after the signal, and ``--resume``
   re-runs them with their ids and params;
 - ``--trial-timeout`` stops a trial and records it ``failed`` with the reason; a study whose every
-  trial failed exits 1 and has no best;
+  trial failed exits 1 and has no best, and so does its ``--resume`` with nothing to do;
 - a volume that fills up mid-study (a real size-limited tmpfs; needs root) stops the run with
   exit 1 and one line naming the volume; ``hpo show`` still reads the study; ``--resume`` after
   space is freed completes it with no completed trial lost;
 - ``--join`` (backends with ``supports_join``): two processes share one study and together stop
-  at exactly ``--iterations`` trials with unique ids;
+  at exactly ``--iterations`` trials with unique ids (ordered by events, not time: the writer's
+  trials wait until the joined process has started one); ``--join`` of a study that no live process
+  writes, or with another ``--iterations``, exits 2 naming the fix, and writes nothing;
+- ``--time-budget`` ends the study at an epoch boundary; a study it ended before any trial
+  completed exits 1 (also on a ``--resume`` with nothing left), and a larger budget continues it;
 
 and one short real-training smoke test (``yolov8n-cls`` on the built-in digits at 32 px) checks
 that real Ultralytics trials record real metrics.
@@ -390,6 +394,21 @@ class BackendConformance:
         assert all(t["objective"] is None for t in shown["trials"]) and shown["best"] is None
         assert all(t["epochs_completed"] < 50 for t in shown["trials"])
 
+    def test_resume_of_a_study_whose_every_trial_failed_exits_1(self, tmp_path: Path, digits: Path) -> None:
+        """Nothing to do is no result: the resume of a study with no complete trial fails too (a KFP
+        retry must not turn green), with one line naming the first error, also with ``--json``."""
+        args = self.tune_args(digits, tmp_path, "failed", iterations=2, epochs=2, extra=self.no_pruning)
+        r = self.hpo(*args, simulated={"fail": [0, 1]})
+        assert r.returncode == 1, r.stderr[-3000:]
+        assert "every trial failed; first error (trial 0): " in r.stderr.strip().splitlines()[-1], r.stderr[-3000:]
+        r = self.hpo(*args, "--resume", "--json", simulated={"fail": [0, 1]})
+        assert r.returncode == 1, r.stderr[-3000:]
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("hpo: error: every trial failed (the study already has its 2 finished trials"), last
+        assert "simulated training error of trial 0" in last and "--name" in last, last
+        assert '"nothing_to_do"' not in r.stdout and not r.stdout.strip(), r.stdout  # no result document
+        assert [t["status"] for t in self.show(tmp_path / "failed")["trials"]] == ["failed", "failed"]
+
     def test_full_volume_stops_with_exit_1_and_resumes(self, tmp_path: Path, digits: Path) -> None:
         if not self.supports_volume_test:
             pytest.skip(f"backend {self.backend} does not run on a size-limited volume")
@@ -455,12 +474,14 @@ class BackendConformance:
     def test_join_two_processes_reach_exactly_n(self, tmp_path: Path, digits: Path) -> None:
         if not self.joins:
             pytest.skip(f"backend {self.backend} does not support --join")
-        sim = {"epoch_s": 0.3}
-        args = self.tune_args(digits, tmp_path, "shared", iterations=8, epochs=3, extra=self.no_pruning)
-        study = tmp_path / "shared"
-        writer = self.start(*args, simulated=sim)
+        gate = tmp_path / "joined-started"
+        args = self.tune_args(digits, tmp_path, "joined", iterations=8, epochs=3, extra=self.no_pruning)
+        study = tmp_path / "joined"
+        # events, not time: the writer's trials wait until the joined process has started one of its
+        # own (simulated gate), so however loaded the machine, the writer cannot finish alone
+        writer = self.start(*args, simulated={"epoch_s": 0.1, "gate": str(gate), "gate_s": 300})
         _wait("the study to start", lambda: any(_records(study).values()), writer, 120)
-        joined = self.hpo(*args, "--join", simulated=sim)
+        joined = self.hpo(*args, "--join", simulated={"epoch_s": 0.1, "open_gate": str(gate)})
         out, err = writer.communicate(timeout=300)
         assert writer.returncode == 0, err[-3000:]
         assert joined.returncode == 0, joined.stderr[-3000:]
@@ -469,41 +490,90 @@ class BackendConformance:
         assert all(t["status"] in ("complete", "pruned", "failed") for t in trials)
         assert list(study.glob("trials.*.jsonl")), "the joined process recorded no trial of its own"
 
+    def test_join_needs_a_live_writer_and_the_running_studys_iterations(self, tmp_path: Path, digits: Path) -> None:
+        """``--join`` adds a process to a *running* study: with another ``--iterations`` it is refused
+        (exit 2, nothing written); once no live process writes the study it is refused, naming
+        ``--resume``, which continues it; a finished study joined with its own total has nothing to do."""
+        if not self.joins:
+            pytest.skip(f"backend {self.backend} does not support --join")
+        args = self.tune_args(digits, tmp_path, "orphan", iterations=3, epochs=2, extra=self.no_pruning)
+        five = self.tune_args(digits, tmp_path, "orphan", iterations=5, epochs=2, extra=self.no_pruning)
+        study = tmp_path / "orphan"
+        # the writer's first trial waits on a gate that never opens: the writer stays alive, unfinished
+        writer = self.start(*args, simulated={"gate": str(tmp_path / "never"), "gate_s": 300})
+        try:
+            _wait("the study's first trial", lambda: any(_records(study).values()), writer, 120)
+            r = self.hpo(*five, "--join", simulated={})
+            assert r.returncode == 2, r.stderr[-3000:]
+            last = r.stderr.strip().splitlines()[-1]
+            assert (
+                last
+                == "hpo: error: join: the running study's totals differ (iterations: stored 3 != given 5); join with --iterations 3"
+            ), last
+            assert not list(study.glob("trials.*.jsonl"))
+        finally:
+            os.killpg(writer.pid, signal.SIGKILL)  # a dead writer: the study is left unfinished
+            writer.wait()
+        settings = (study / "study.json").read_text()
+        r = self.hpo(*args, "--join", simulated={})
+        assert r.returncode == 2, r.stderr[-3000:]
+        last = r.stderr.strip().splitlines()[-1]
+        assert f"join: no process is running the study '{study}' (0 of 3 trials finished" in last and last.endswith(
+            "continue this one with --resume"
+        ), last
+        assert not list(study.glob("trials.*.jsonl")) and (study / "study.json").read_text() == settings
+        r = self.hpo(*args, "--resume", simulated={})
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert [t["status"] for t in self.show(study)["trials"]] == ["complete"] * 3
+        # a finished study nobody runs: more trials through --join are refused, its own total has nothing to do
+        settings = (study / "study.json").read_text()
+        r = self.hpo(*five, "--join", simulated={})
+        assert r.returncode == 2 and "continue this one with --resume" in r.stderr.strip().splitlines()[-1], r.stderr[-3000:]
+        r = self.hpo(*args, "--join", "--json", simulated={})
+        assert r.returncode == 0 and json.loads(r.stdout)["nothing_to_do"] is True, r.stderr[-3000:]
+        assert (study / "study.json").read_text() == settings and not list(study.glob("trials.*.jsonl"))
+
     def test_time_budget_ends_the_study_and_resume_continues_with_what_is_left(self, tmp_path: Path, digits: Path) -> None:
         sim = {"epoch_s": 0.25}
         budget = self.budget_s
-        epochs = 40  # 10 s trials: a trial is running when the budget runs out
+        # trials of at least twice the budget (10 s at the default 2 s): no trial completes in it
+        epochs = max(40, int(2 * budget / sim["epoch_s"]) + 8)
         # no --iterations: the budget alone ends the study
         args = self.tune_args(
             digits, tmp_path, "budget", iterations=None, epochs=epochs, extra=("--time-budget", f"{budget:g}s", *self.no_pruning)
         )
+        # the budget ends the study before any trial completed: no result, exit 1 with the reason
         r = self.hpo(*args, "--json", simulated=sim)
-        assert r.returncode == 0, r.stderr[-3000:]
-        doc = json.loads(r.stdout)
-        assert doc["stopped_by"] == "time_budget" and doc["elapsed_s"] >= budget, doc
-        assert doc["elapsed_s"] < budget + 3 * sim["epoch_s"] + 5, doc  # stopped at the next epoch boundary, not at a trial's end
+        assert r.returncode == 1, r.stderr[-3000:]
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"hpo: error: time budget: {budget:g}s ended the study before any trial completed"), last
+        assert "--time-budget" in last and not r.stdout.strip(), (last, r.stdout)
         study = tmp_path / "budget"
         settings = json.loads((study / "study.json").read_text())
         assert settings["time_budget"] == budget and settings["elapsed_s"] >= budget
+        assert settings["elapsed_s"] < budget + 3 * sim["epoch_s"] + 5, settings  # stopped at the next epoch boundary
         trials = self.show(study)["trials"]
-        assert trials and all(t["status"] in ("complete", "pruned") for t in trials), trials
-        stopped = [t for t in trials if "time budget" in (t["error"] or "")]
-        assert stopped, f"no trial was stopped by the budget: {trials}"
-        for t in stopped:  # stopped at an epoch boundary, recorded pruned with its partial curve
-            assert t["status"] == "pruned" and 1 <= t["epochs_completed"] < epochs and t["objective"] is not None, t
-        # the same budget again: nothing left, nothing runs
+        assert trials and all(t["status"] == "pruned" for t in trials), trials
+        for t in trials:  # stopped at an epoch boundary, recorded pruned with its partial curve
+            assert "time budget" in t["error"] and 1 <= t["epochs_completed"] < epochs and t["objective"] is not None, t
+        # the same budget again: nothing left, nothing runs, still no result: exit 1
         again = self.hpo(*args, "--resume", "--json", simulated=sim)
-        assert again.returncode == 0, again.stderr[-3000:]
+        assert again.returncode == 1, again.stderr[-3000:]
+        assert "ended the study before any trial completed" in again.stderr.strip().splitlines()[-1]
         assert len(self.show(study)["trials"]) == len(trials)
-        # a larger budget continues with what is left, and the change is recorded
+        # a larger budget continues with what is left (the next trial is quick: it completes, and the
+        # one after it trains when the budget runs out), and the change is recorded
         more = [a if a != f"{budget:g}s" else f"{2 * budget:g}" for a in args]
-        r = self.hpo(*more, "--resume", "--json", simulated=sim)
+        r = self.hpo(*more, "--resume", "--json", simulated={**sim, "quick": [len(trials)]})
         assert r.returncode == 0, r.stderr[-3000:]
+        doc = json.loads(r.stdout)
+        assert doc["stopped_by"] == "time_budget" and doc["counts"]["complete"] >= 1, doc
+        assert doc["elapsed_s"] < 2 * budget + 3 * sim["epoch_s"] + 5, doc  # stopped at the next epoch boundary
         settings = json.loads((study / "study.json").read_text())
         assert settings["time_budget"] == 2 * budget and settings["elapsed_s"] >= 2 * budget
-        assert {"time_budget": 2 * budget} in [x["changed"] for x in settings["resumes"]]
-        assert len(self.show(study)["trials"]) > len(trials)
-        assert json.loads(r.stdout)["stopped_by"] == "time_budget"
+        assert [x["changed"].get("time_budget") for x in settings["resumes"]] == [None, 2 * budget]
+        now = self.show(study)["trials"]
+        assert len(now) > len(trials) and any("time budget" in (t["error"] or "") for t in now[len(trials) :]), now
 
     # --- one real training
     def test_real_training_smoke(self, tmp_path: Path, digits: Path) -> None:

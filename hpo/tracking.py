@@ -497,7 +497,7 @@ class MlflowTracker(TunerCallback):
 
     def on_study_end(self, study: Study, result: TuneResult | None) -> None:
         """Log the best trial, the leaderboard, best.yaml, study.json and the best weights; end
-        the parent run (FINISHED, or FAILED if the run broke or every trial failed). A joined
+        the parent run (FINISHED, or FAILED if the run broke or no trial completed). A joined
         process leaves the parent run to the study's writer."""
         if not self.active or (self._config is not None and self._config.join):
             return
@@ -530,7 +530,7 @@ class MlflowTracker(TunerCallback):
             for plot in sorted((study.path / "plots").glob("*")):  # hpo.plots draws them just before
                 if plot.suffix in (".png", ".html", ".json") and not plot.name.startswith("."):  # not a temp file
                     client.log_artifact(pid, str(plot), artifact_path="plots")
-            ok = result is not None and (result.counts.get("complete", 0) + result.counts.get("pruned", 0)) > 0
+            ok = result is not None and result.counts.get("complete", 0) > 0  # as Tuner.run: no complete trial, no result
             client.set_terminated(pid, status=RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
 
         self._safe("end of the study", end)

@@ -112,6 +112,7 @@ def run_tune_step(
     keep_weights: str = "top-3",
     workers: int | None = None,
     join_wait_s: float = 900.0,
+    allow_changes: bool = False,
 ) -> StepResult:
     """Pre-flight, then tune (or resume) one study on the mounted volume.
 
@@ -146,6 +147,9 @@ def run_tune_step(
         lock_wait_s: seconds to wait for the lock of a killed previous attempt to go stale
             (default: the lock's staleness limit plus one heartbeat).
         join_wait_s: seconds a joining task waits for ``study.json`` (default 900).
+        allow_changes: when the study exists (a retry or a re-run), continue it even if its data or
+            train args changed (``hpo tune --resume --allow-changes``); without it such a change is
+            refused before anything trains. Ignored for a new study.
 
     Returns:
         :class:`StepResult`.
@@ -157,7 +161,9 @@ def run_tune_step(
     Raises:
         hpo.errors.ConfigError: a pre-flight check failed, or bad settings (nothing trained), e.g.
             a ``mount_path`` that is no absolute folder of its own (:func:`hpo.preflight.check_mount_path`).
-        hpo.errors.RunFailedError: every trial failed.
+        hpo.errors.RunFailedError: the study has no complete trial when the step ends (every trial
+            failed, or the time budget ended it first), also when a retry finds it finished: the
+            task fails rather than hand on no result.
         hpo.errors.StudyLockedError: another live writer holds the study.
     """
     import os
@@ -246,7 +252,7 @@ def run_tune_step(
         tuner = Tuner(**kwargs, join=True)
     else:
         resumed = Study.exists(probe.study_dir)
-        tuner = Tuner(**kwargs, resume=resumed) if resumed else probe
+        tuner = Tuner(**kwargs, resume=True, allow_changes=allow_changes) if resumed else probe
     notices += list(tuner.config.notices)
     for n in tuner.config.notices:
         print(f"hpo: notice: {n}", file=sys.stderr)
