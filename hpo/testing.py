@@ -749,13 +749,14 @@ class BackendTestCase:
         """``should_prune`` from several threads at once while ``tell`` runs under the core's lock,
         the interpreter switching threads every microsecond: first the core's loop with four trials
         at once, then rounds of four threads judging four running trials each back to back while the
-        core's loop runs trials beside them, until calls have overlapped 50 times (at most 8 rounds or
-        about a second). Nothing raises, every answer is a bool, every trial finishes."""
-        config = self.settings(kit_path, epochs=max(self.epochs, 8))
+        core's loop runs trials beside them, until calls have overlapped 30 times (at most 6 rounds or
+        about 0.4 s). Nothing raises, every answer is a bool, every trial finishes."""
+        # up to 17 trials at once: 4 x 4 judged by the threads and one of the core's loop beside them
+        config = self.settings(kit_path, epochs=max(self.epochs, 20), workers=17)
         answers: list[Any] = []
         inside = {"now": 0, "overlaps": 0}
         guard = threading.Lock()
-        n = 2 * self.trials
+        n = self.trials
         with self.opened(backend_factory, config) as (backend, study):
             should_prune = backend.should_prune
 
@@ -777,10 +778,10 @@ class BackendTestCase:
             try:
                 done = run_trials(backend, study, n, workers=4, epoch_s=0.001, fail={5})
                 hammered: list[TrialRecord] = []
-                deadline = time.monotonic() + 1.0
-                for _ in range(8):  # more rounds while the calls have seldom overlapped (a loaded machine)
+                deadline = time.monotonic() + 0.4
+                for _ in range(6):  # more rounds while the calls have seldom overlapped
                     hammered += self._hammer(backend, study, threads=4, each=4)
-                    if inside["overlaps"] >= 50 or time.monotonic() > deadline:
+                    if inside["overlaps"] >= 30 or time.monotonic() > deadline:
                         break
             finally:
                 sys.setswitchinterval(before)
