@@ -341,6 +341,10 @@ class MemoryStudy(Study):
             lines = sorted((tid, line) for tid, (_, line) in self._lines.items())
         return {tid: TrialRecord.from_json(json.loads(line)) for tid, line in lines}
 
+    def finished(self) -> list[TrialRecord]:
+        """Finished trials (complete, failed, pruned), by id."""
+        return [r for r in self.records().values() if r.status.finished]
+
     def copy(self, path: str | os.PathLike) -> MemoryStudy:
         """A copy at ``path``: the records, the settings and the backend's files (what ``--resume``
         of this study would open, for a second backend to :meth:`~hpo.Backend.restore` from)."""
