@@ -1,6 +1,7 @@
 """Every built-in backend and the documented example pass the in-process kit
 (hpo.testing.BackendTestCase): ask, tell, restore, threads and both directions, in milliseconds."""
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -8,9 +9,22 @@ import pytest
 
 from hpo.testing import LINEAR_SPACE, LINEAR_SPACES, BackendTestCase
 
-sys.path.insert(0, str(Path(__file__).parent / "plugins"))
 
-from hpo_median_random import MedianRandom
+def _example_module():
+    """tests/plugins/hpo_median_random.py, the example of docs/backends.md, imported from its file
+    (sys.path is left alone: its entry point must not reach other tests' plugin registry)."""
+    if "hpo_median_random" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "hpo_median_random", Path(__file__).parent / "plugins" / "hpo_median_random.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["hpo_median_random"] = module
+    return sys.modules["hpo_median_random"]
+
+
+MedianRandom = _example_module().MedianRandom
 
 
 class TestMedianRandomKit(BackendTestCase):
@@ -25,8 +39,16 @@ class TestUltralyticsKit(BackendTestCase):
 
 
 class TestUltralyticsPercentileKit(TestUltralyticsKit):
+    """Its early stopping (--pruner percentile): the tests of decisions; ask and tell do not change."""
+
     options = {"pruner": "percentile"}
     prunes = True
+
+    def test_ask_fits_every_space(self, backend_factory, kit_path):
+        pytest.skip("the pruner does not change ask: TestUltralyticsKit tests it")
+
+    def test_tell_accepts_complete_pruned_and_failed_trials(self, backend_factory, kit_path):
+        pytest.skip("the pruner does not change tell: TestUltralyticsKit tests it")
 
 
 class TestOptunaKit(BackendTestCase):
