@@ -30,7 +30,7 @@ from pydantic import Field
 
 from hpo import BackendOptions, ConfigError, Controller, TrialRecorder, hookimpl
 
-__all__ = ["RayBackend", "RayOptions", "hpo_register_backends"]
+__all__ = ["RayBackend", "RayOptions", "RayDecisions", "hpo_register_backends"]
 
 SCHEDULERS = ("asha", "hyperband", "median", "fifo")
 
@@ -149,6 +149,15 @@ class RayBackend(Controller):
         from . import _driver
 
         _driver.shutdown()
+
+
+def __getattr__(name: str) -> Any:
+    """``RayDecisions`` (:mod:`hpo_ray._decisions`), imported on first use: it imports Ray."""
+    if name == "RayDecisions":
+        from ._decisions import RayDecisions
+
+        return RayDecisions
+    raise AttributeError(f"module 'hpo_ray' has no attribute '{name}'")
 
 
 @hookimpl

@@ -191,10 +191,11 @@ class UltralyticsBackend(Backend):
         )
 
     def _curve(self, record: TrialRecord) -> dict[int, float]:
+        """``{epoch: objective}`` of a trial's epochs that have a finite value (a NaN is ``None`` in a
+        record read back from the study, as :meth:`restore` gets them)."""
         metric = self.config.metric
-        return {
-            int(r["epoch"]): float(r[metric]) for r in record.epochs if "epoch" in r and math.isfinite(r.get(metric, math.nan))
-        }
+        values = {int(r["epoch"]): r.get(metric) for r in record.epochs if "epoch" in r}
+        return {e: float(v) for e, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
     def should_prune(self, record: TrialRecord, row: dict[str, float]) -> bool:
         """With ``pruner="percentile"``, stop a trial clearly behind: its objective after epoch ``e`` (``prune_min_epoch <= e <
