@@ -32,7 +32,7 @@ CONNECT_TIMEOUT_S = 10
 def display_url(url: str) -> str:
     """``url`` with its password (and any token in its query) masked as ``***``, for messages and
     ``study.json``; a journal path unchanged (:func:`hpo.redact.mask_text`, SQLAlchemy's form)."""
-    from hpo.redact import mask_text
+    from hpo import mask_text
 
     if "://" not in url:
         return url
