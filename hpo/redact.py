@@ -45,7 +45,7 @@ _SECRET_WORD = r"(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|
 _URL = re.compile(r"(?P<pre>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#]*:)(?P<pw>[^\s?#]*)@(?=[^@/\s?#'\"]*(?:[/?#\s'\"]|$))")
 # ?token=VALUE, &X-Amz-Signature=VALUE, ;password=VALUE
 _QUERY = re.compile(r"(?P<pre>[?&;][A-Za-z0-9_.\-]*?" + _SECRET_WORD + r"=)(?P<pw>[^&#\s'\"]*)", re.I)
-# libpq: password=VALUE or password='VALUE'
+# libpq's key=value form: the password key, its value quoted or not
 _KEYVALUE = re.compile(r"(?P<pre>(?<![\w\-])(?:password|passwd|pwd)\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|[^\s'\"&;,)]+)", re.I)
 # a mapping key that names a secret: token, api_key, db_password, ...; not secret_name, max_tokens
 _KEY = re.compile(r"^(?:.*[_\-.])?" + _SECRET_WORD + r"$", re.I)
@@ -62,7 +62,7 @@ def mask_text(text: str) -> str:
     driver or MLflow that echoes the URL). Idempotent.
 
     Example:
-        >>> mask_text("cannot open postgresql://hpo:s3cret@db:5432/optuna")
+        >>> mask_text("cannot open postgresql://hpo:PASSWORD@db:5432/optuna")
         'cannot open postgresql://hpo:***@db:5432/optuna'
     """
     if not text or not isinstance(text, str):

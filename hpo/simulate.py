@@ -28,6 +28,9 @@ Options (``trainer_options``, or ``HPO_TRAINER_OPTIONS`` as JSON):
         study's trials wait until a process joined to it has started one of its own.
     gate_s: the longest a trial waits for ``gate`` (default 600 s); then it fails, naming the file.
     open_gate: a file path that every trial creates when it starts (the other side of ``gate``).
+    barrier, barrier_n: a folder and a count; every trial creates a file in the folder when it
+        starts and waits before its first epoch until the folder holds ``barrier_n`` files (at most
+        ``gate_s``), so ``barrier_n`` trials are sure to train at once, however loaded the machine.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from . import clock
 from .study import TrialStatus
 from .trial import Progress, Report, TrialOutcome, TrialSpec
 
-__all__ = ["simulated_trainer", "play_curve", "curve_value", "quality", "wait_for_gate"]
+__all__ = ["simulated_trainer", "play_curve", "curve_value", "quality", "wait_for_gate", "wait_at_barrier"]
 
 
 def quality(params: dict[str, Any]) -> float:
@@ -98,6 +101,8 @@ def simulated_trainer(spec: TrialSpec, report: Report, progress: Progress | None
         Path(opts["open_gate"]).touch()
     if opts.get("gate"):
         wait_for_gate(Path(opts["gate"]), float(opts.get("gate_s", 600.0)))
+    if opts.get("barrier"):
+        wait_at_barrier(Path(opts["barrier"]), int(opts.get("barrier_n", 2)), spec.trial_id, float(opts.get("gate_s", 600.0)))
     if spec.trial_id in set(opts.get("fail", ())):
         raise RuntimeError(f"simulated training error of trial {spec.trial_id}")
     diverged = spec.trial_id in set(opts.get("nan", ()))
@@ -110,6 +115,22 @@ def simulated_trainer(spec: TrialSpec, report: Report, progress: Progress | None
         epoch_s=0.0 if spec.trial_id in set(opts.get("quick", ())) else float(opts.get("epoch_s", 0.0)),
         weights_bytes=int(opts.get("weights_bytes", 0)),
     )
+
+
+def wait_at_barrier(folder: Path, n: int, trial_id: int, timeout_s: float) -> None:
+    """Create ``folder/<pid>-<trial_id>``, then wait until ``folder`` holds ``n`` files (real time,
+    polled every 0.05 s).
+
+    Raises:
+        RuntimeError: fewer than ``n`` trials arrived within ``timeout_s`` seconds.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{os.getpid()}-{trial_id}").touch()
+    deadline = time.monotonic() + timeout_s
+    while sum(1 for _ in folder.iterdir()) < n:
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"simulated trial: fewer than {n} trials reached the barrier {folder} within {timeout_s:g} s")
+        time.sleep(0.05)
 
 
 def wait_for_gate(gate: Path, timeout_s: float) -> None:

@@ -1167,7 +1167,9 @@ class BackendConformance:
         self.assert_resumed_to(study, 5, before)
 
     def test_sigterm_with_two_at_once_records_interrupted_and_resume_reruns_them(self, tmp_path: Path, digits: Path) -> None:
-        sim = {"epoch_s": 0.4}
+        # the first two trials wait for each other before their first epoch: two train at once however
+        # loaded the machine (a trial start can take seconds, e.g. a Ray actor under load)
+        sim = {"epoch_s": 0.4, "barrier": str(tmp_path / "barrier"), "barrier_n": 2}
         args = self.tune_args(
             digits, tmp_path, "term", iterations=5, epochs=4, extra=("--concurrent-trials", "2", *self.no_pruning)
         )

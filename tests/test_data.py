@@ -13,8 +13,10 @@ from hpo.datasets import make_digits_cls, make_digits_det
 
 
 def _digest(folder: Path) -> str:
+    """The builder's output: every file but Ultralytics' label caches (``train.cache``), which a
+    training on the session's shared dataset writes beside the splits."""
     h = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix != ".cache"):
         h.update(str(f.relative_to(folder)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()

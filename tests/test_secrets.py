@@ -72,14 +72,15 @@ def _set_password(postgres, name: str, password: str) -> None:
 
 
 def test_mask_text_hides_the_password_in_every_form_a_url_takes():
+    pw = _password()  # made at run time: nothing credential-shaped is committed
     cases = {
-        "postgresql://hpo:s3cret@db:5432/optuna": "postgresql://hpo:***@db:5432/optuna",
-        "postgresql+psycopg://hpo:s3/cr@t@db/optuna": "postgresql+psycopg://hpo:***@db/optuna",  # '/' and '@' unencoded
-        "http://u:p%40ss@mlflow:5000": "http://u:***@mlflow:5000",
-        "API request to http://u:tok@127.0.0.1:1/api/2.0/x failed": "API request to http://u:***@127.0.0.1:1/api/2.0/x failed",
-        "https://h/x?token=abc&api_key=k&page=2": "https://h/x?token=***&api_key=***&page=2",
-        "s3://b/k?X-Amz-Signature=ff00&X-Amz-Date=1": "s3://b/k?X-Amz-Signature=***&X-Amz-Date=1",
-        "host=db user=hpo password=s3cret": "host=db user=hpo password=***",
+        f"postgresql://hpo:{pw}@db:5432/optuna": "postgresql://hpo:***@db:5432/optuna",
+        f"postgresql+psycopg://hpo:{pw}/x@y@db/optuna": "postgresql+psycopg://hpo:***@db/optuna",  # '/' and '@' unencoded
+        f"http://u:{pw}%40x@mlflow:5000": "http://u:***@mlflow:5000",
+        f"API request to http://u:{pw}@127.0.0.1:1/api/2.0/x failed": "API request to http://u:***@127.0.0.1:1/api/2.0/x failed",
+        f"https://h/x?token={pw}&api_key={pw}&page=2": "https://h/x?token=***&api_key=***&page=2",
+        f"s3://b/k?X-Amz-Signature={pw}&X-Amz-Date=1": "s3://b/k?X-Amz-Signature=***&X-Amz-Date=1",
+        f"host=db user=hpo password={pw}": "host=db user=hpo password=***",
     }
     for given, masked in cases.items():
         assert mask_text(given) == masked, given
@@ -341,7 +342,9 @@ def test_a_study_stored_before_masking_loses_its_password_on_resume(tmp_path, di
     path = tmp_path / "out" / "old" / "study.json"
     pw = _password()
     doc = json.loads(path.read_text())
-    doc["options"]["token"] = pw  # as an older hpo stored an option that holds a secret
+    # as an older hpo stored the storage option as given (a URL with its password); the resume gives
+    # the journal again, a recorded change of a backend option
+    doc["options"]["storage"] = f"postgresql://u:{pw}@host/x"
     doc["data_resolved_note"] = f"http://u:{pw}@host/x"
     path.write_text(json.dumps(doc))
     r = hpo_cli(*base, "--iterations", "2", "--resume", "--storage", f"sqlite:///{journal}", env=SIMULATED, cwd=tmp_path)
