@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
@@ -68,6 +69,9 @@ class Param:
         choices: the values of a ``CHOICE`` parameter (numbers, strings or booleans).
         gain: Ultralytics' mutation gain in [0, 1] (third item of its ``(low, high, gain)``
             form); used only by the ultralytics backend; default 1.0.
+        start: the value of the study's first trial (:meth:`SearchSpace.defaults`); ``None``:
+            Ultralytics' default of the train argument, clipped into the bounds. hpo sets it where
+            it starts a study elsewhere (the ``resolve`` optimizer policy, :mod:`hpo.taskspace`).
     """
 
     name: str
@@ -77,6 +81,7 @@ class Param:
     log: bool = False
     choices: tuple = field(default=())
     gain: float = 1.0
+    start: Any = None
 
     def contains(self, value: Any) -> bool:
         """Whether ``value`` is a legal value of this parameter."""
@@ -106,13 +111,17 @@ class Param:
 
     def to_spec(self) -> dict[str, Any]:
         """The explicit spec of this parameter (the form stored in ``study.json``)."""
+        spec: dict[str, Any]
         if self.kind is Kind.CHOICE:
-            return {"type": "choice", "choices": list(self.choices)}
-        spec: dict[str, Any] = {"type": self.kind.value, "low": self.low, "high": self.high}
+            spec = {"type": "choice", "choices": list(self.choices)}
+        else:
+            spec = {"type": self.kind.value, "low": self.low, "high": self.high}
         if self.log:
             spec["log"] = True
         if self.gain != 1.0:
             spec["gain"] = self.gain
+        if self.start is not None:
+            spec["start"] = self.start
         return spec
 
 
@@ -143,25 +152,51 @@ class SearchSpace(Mapping[str, Param]):
 
     # constructors
     @classmethod
-    def default(cls) -> SearchSpace:
-        """Ultralytics' own default tuner space, read from the installed version.
+    def default(cls, task: str | None = None, optimizer: str | None = None) -> SearchSpace:
+        """The default space of ``task``, or Ultralytics' own tuner space when no task is given.
 
-        Source: ``ultralytics.engine.tuner.Tuner.__init__`` (8.4.x): 26 keys such as
+        Args:
+            task: an Ultralytics task (``detect``, ``segment``, ``classify``, ``pose``, ``obb``):
+                the keys of Ultralytics' tuner space that the task's trainer reads with
+                ``optimizer`` (:func:`hpo.taskspace.task_spec`, from the table derived from the
+                installed Ultralytics). ``None``: the whole tuner space ``model.tune`` searches,
+                also named ``"ultralytics"``.
+            optimizer: the optimizer the trials train with (``SGD``, ``AdamW``, ...; default ``SGD``),
+                which decides whether ``warmup_momentum`` is read and whether ``lr0`` is log-scaled.
+
+        Source of the tuner space: ``ultralytics.engine.tuner.Tuner.__init__`` (8.4.x): 26 keys such as
         ``lr0: (1e-5, 1e-2)``, ``momentum: (0.7, 0.98, 0.3)``, ``close_mosaic: (0, 10)`` (an integer key).
+
+        Raises:
+            ConfigError: an unknown task or optimizer.
         """
-        return cls.parse(ultra.native_default_space())
+        if task is None:
+            return cls.parse(ultra.native_default_space())
+        from .taskspace import task_spec
+
+        return cls.parse(task_spec(task, optimizer))
 
     @classmethod
-    def parse(cls, source: SearchSpace | Mapping[str, Any] | str | Path | None) -> SearchSpace:
+    def parse(
+        cls,
+        source: SearchSpace | Mapping[str, Any] | str | Path | None,
+        *,
+        task: str | None = None,
+        optimizer: str | None = None,
+    ) -> SearchSpace:
         """Build a space from any accepted form, validating every entry.
 
         Args:
-            source: ``None`` (the default space); a ``SearchSpace``; a mapping
+            source: ``None`` or ``"default"`` (:meth:`default` of ``task`` and ``optimizer``);
+                ``"ultralytics"`` (Ultralytics' own 26-key tuner space, as ``model.tune`` searches
+                it; a file of that name is ``./ultralytics``); a ``SearchSpace``; a mapping
                 ``{key: (low, high[, gain]) | [low, high] | {"type": ..., ...}}``; a path to a
                 ``.yaml``/``.yml``/``.json`` file holding such a mapping; or inline JSON text.
 
                 Explicit spec keys: ``type`` (``float``, ``int``, ``logfloat``, ``choice``), ``low``,
-                ``high``, ``log`` (bool), ``choices`` (list), ``gain`` (0..1).
+                ``high``, ``log`` (bool), ``choices`` (list), ``gain`` (0..1), ``start`` (the
+                first trial's value; default: Ultralytics' default of the key).
+            task, optimizer: for the default space (:meth:`default`).
 
         Raises:
             SpaceError: a key that is not an Ultralytics train argument (naming the closest) or is
@@ -171,9 +206,12 @@ class SearchSpace(Mapping[str, Param]):
                 ``low <= 0``, a float bound on an integer key, a ``batch`` bound below 1 (AutoBatch
                 and GPU-memory fractions are choices), a range on a true/false or text argument, a
                 non-numeric bound, an empty choice list, a choice Ultralytics refuses for the key
-                (:func:`_choice_value`), an unreadable file.
+                (:func:`_choice_value`), a ``start`` that is not a value of its parameter, an
+                unreadable file.
         """
-        if source is None:
+        if source is None or source == "default":
+            return cls.default(task, optimizer)
+        if source == "ultralytics":
             return cls.default()
         if isinstance(source, SearchSpace):
             return source
@@ -229,13 +267,17 @@ class SearchSpace(Mapping[str, Param]):
         return out
 
     def defaults(self) -> dict[str, Any]:
-        """Ultralytics' default value of every key (``cfg/default.yaml``), clipped into the space.
+        """The study's starting configuration: each key's ``start`` where the space sets one, else
+        Ultralytics' default value (``cfg/default.yaml``), clipped into the space.
 
-        This is the configuration every backend evaluates first, as a reference point.
+        This is the configuration the optuna and ultralytics backends evaluate first, as a reference point.
         """
         d = ultra.train_defaults()
         out = {}
         for k, p in self._params.items():
+            if p.start is not None:
+                out[k] = p.start
+                continue
             v = d.get(k)
             if p.kind is Kind.CHOICE:
                 out[k] = v if v in p.choices else p.choices[0]
@@ -380,6 +422,7 @@ def _parse_param(name: str, value: Any) -> Param:
         log = spec.pop("log", False)
         if kind in ("logfloat", "log-float", "loguniform", "log_float"):
             kind, log = "float", True
+        start = spec.pop("start", None)
         if kind in ("categorical", "choice"):
             choices = spec.pop("choices", None)
             _no_extra(name, spec)
@@ -389,7 +432,8 @@ def _parse_param(name: str, value: Any) -> Param:
             if len(set(map(repr, choices))) != len(choices):
                 raise SpaceError(f"space: '{name}' choices {list(choices)} repeat a value; list each once")
             _check_limits(name, [("choice", c) for c in choices if _is_number(c)])
-            return Param(name, Kind.CHOICE, choices=tuple(choices))
+            param = Param(name, Kind.CHOICE, choices=tuple(choices))
+            return _with_start(param, start)
         _no_range(name)
         if kind not in ("float", "int"):
             raise SpaceError(f"space: '{name}' has type '{kind}'; use float, int, logfloat or choice")
@@ -401,7 +445,7 @@ def _parse_param(name: str, value: Any) -> Param:
             raise SpaceError(f"space: '{name}' log must be true or false, got {log!r}")
         if kind == "float" and is_int_key:
             raise SpaceError(f"space: '{name}' is an integer train argument; use type int")
-        return _numeric(name, low, high, gain, log=log, integer=is_int_key or kind == "int")
+        return _with_start(_numeric(name, low, high, gain, log=log, integer=is_int_key or kind == "int"), start)
     if isinstance(value, (list, tuple)):
         _no_range(name)
         if len(value) == 1:
@@ -447,7 +491,26 @@ def _check_limits(name: str, values: list[tuple[str, float]]) -> None:
 
 def _no_extra(name: str, spec: dict) -> None:
     if spec:
-        raise SpaceError(f"space: '{name}' has unknown spec fields {sorted(spec)}; use type, low, high, log, gain, choices")
+        raise SpaceError(
+            f"space: '{name}' has unknown spec fields {sorted(spec)}; use type, low, high, log, gain, choices, start"
+        )
+
+
+def _with_start(param: Param, start: Any) -> Param:
+    """``param`` with its first-trial value ``start`` (``None``: Ultralytics' default), which must be
+    one of its values: a choice, or a number within the bounds (a whole number for an integer key).
+
+    Raises:
+        SpaceError: ``start`` is not a value of the parameter.
+    """
+    if start is None:
+        return param
+    if param.kind is not Kind.CHOICE and _is_number(start) and param.kind is Kind.INT and float(start).is_integer():
+        start = int(start)
+    if not param.contains(start):
+        where = f"one of {list(param.choices)}" if param.kind is Kind.CHOICE else f"within [{param.low}, {param.high}]"
+        raise SpaceError(f"space: '{param.name}' start={start!r} is not a value of the parameter; give one {where}")
+    return dataclasses.replace(param, start=float(start) if param.kind is Kind.FLOAT else start)
 
 
 def _numeric(name: str, low: Any, high: Any, gain: Any, *, log: bool, integer: bool) -> Param:
