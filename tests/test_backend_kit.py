@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hpo.testing import LINEAR_SPACE, LINEAR_SPACES, BackendTestCase
+from hpo.testing import LINEAR_SPACE, SPACE, SPACES, BackendTestCase
 
 
 def _example_module():
@@ -31,10 +31,16 @@ class TestMedianRandomKit(BackendTestCase):
     backend = MedianRandom
 
 
+#: The kit's spaces without choice parameters, which the native (low, high) form cannot hold; log-scaled
+#: floats and integers stay (the backend hands them to the native mutation in log10 coordinates).
+NUMERIC_SPACE = {k: v for k, v in SPACE.items() if k != "optimizer"}
+NUMERIC_SPACES = {"mixed": NUMERIC_SPACE, "floats": SPACES["floats"], "integers": SPACES["integers"], "linear": LINEAR_SPACE}
+
+
 class TestUltralyticsKit(BackendTestCase):
     backend = "ultralytics"
-    space = LINEAR_SPACE  # the native mutation searches linear ranges only
-    spaces = LINEAR_SPACES
+    space = NUMERIC_SPACE  # the native mutation searches numeric ranges only
+    spaces = NUMERIC_SPACES
     prunes = False  # early stopping is off by default, as in the native tuner
 
 

@@ -1,6 +1,8 @@
 """The ultralytics backend's limits: a space it cannot search is refused before any trial, and an
 exhausted one stops the study with one line instead of the native RuntimeError."""
 
+import math
+
 import pytest
 from conftest import CLS_ARGS
 
@@ -179,5 +181,49 @@ def test_random_draws_never_repeat_a_configuration(digits_cls, tmp_path):
         assert sorted(seen) == [0, 1, 2]
         with pytest.raises(RunFailed, match="Unable to generate a unique hyperparameter mutation after 3 complete trials"):
             backend.ask()
+    finally:
+        study.close()
+
+
+def test_log_scaled_keys_are_searched_in_log10_and_recorded_as_values(digits_cls, tmp_path):
+    """A log-scaled range (the default space's lr0 under AdamW) is accepted: the random start is uniform
+    in log10 (about half of 40 draws in 1e-5..1e-1 fall below 1e-3, where a linear draw falls 1 % of the
+    time), the mutation stays in the bounds, the first proposal is the space's start, a log-scaled
+    integer key never repeats a configuration, and tune_results.ndjson holds the values themselves."""
+    import json
+
+    from hpo_ultralytics import UltralyticsBackend
+
+    space = {
+        "lr0": {"type": "logfloat", "low": 1e-5, "high": 1e-1, "start": 0.000714},
+        "nbs": {"type": "int", "low": 8, "high": 64, "log": True},
+    }
+    cfg = build_config(
+        model="yolov8n-cls.yaml",
+        data=digits_cls,
+        space=space,
+        iterations=80,
+        epochs=1,
+        train_args=dict(CLS_ARGS),
+        output=tmp_path / "out",
+        seed=0,
+        backend_options={"initial_random": 40},
+    )
+    study = Study.create(cfg.study_dir, cfg.to_settings())
+    try:
+        backend = UltralyticsBackend(config=cfg, study=study, options=cfg.options)
+        proposals = []
+        for trial_id in range(60):
+            params = backend.ask().params
+            proposals.append(params)
+            objective = -abs(math.log10(params["lr0"]) + 3.5)  # best near 3e-4
+            backend.tell(TrialRecord(id=trial_id, params=params, status=TrialStatus.COMPLETE, objective=objective))
+        assert proposals[0] == {"lr0": 0.000714, "nbs": 64}  # the start (nbs: Ultralytics' default)
+        drawn = [p["lr0"] for p in proposals[1:41]]
+        assert 12 <= sum(v < 1e-3 for v in drawn) <= 28, sorted(drawn)
+        assert all(1e-5 <= p["lr0"] <= 1e-1 and 8 <= p["nbs"] <= 64 and isinstance(p["nbs"], int) for p in proposals)
+        assert len({(p["lr0"], p["nbs"]) for p in proposals}) == 60
+        rows = [json.loads(line) for line in (cfg.study_dir / "ultralytics" / "tune_results.ndjson").read_text().splitlines()]
+        assert [r["hyperparameters"] for r in rows] == proposals
     finally:
         study.close()

@@ -11,6 +11,14 @@ not Ultralytics' ``fitness``. Failed trials are not written there, so they never
 What the native tuner lacks, added here (the numbers: "Defaults and the numbers behind them" in
 benchmarks/README.md):
 
+- Log-scaled ranges (``{type: logfloat, ...}``, the default space's ``lr0`` under Adam-family
+  optimizers): the native form is linear ``(low, high)``, so such a key is handed to the native
+  tuner in ``log10`` coordinates and its proposals turned back (:class:`._native.NativeProposals`):
+  the mutation and the random start are uniform in the logarithm. Choice parameters stay refused.
+- The start: the first proposal is the space's starting configuration (:meth:`hpo.SearchSpace.defaults`),
+  Ultralytics' defaults as in the native tuner unless the space sets a ``start`` (hpo's ``resolve``
+  optimizer policy starts at ``optimizer=auto``'s ``lr0`` and ``momentum``).
+
 - A random initial population (``initial_random=6``, the default; 0 gives the native start): after
   the first trial (the defaults), the next 6 proposals are drawn uniformly from the space, and the
   mutation then draws its parents among the best of all complete trials. The native tuner mutates
@@ -94,18 +102,20 @@ class UltralyticsOptions(BackendOptions):
     prune_min_epoch: int = Field(1, ge=1, description="first epoch after which a trial may be stopped")
 
     def check(self, config: Any) -> None:
-        """Refuse choice and log parameters (the native form is linear ``(low, high)``), and a space with
+        """Refuse choice parameters (the native form is numeric ``(low, high)``; log-scaled ranges are
+        searched in ``log10`` coordinates, :class:`hpo_ultralytics._native.NativeProposals`), and a space with
         fewer distinct configurations than ``config.iterations`` (the native ``Tuner._mutate`` never
         repeats one and raises after 200 tries; counted by :func:`_distinct_values`).
 
         Raises:
             hpo.errors.ConfigError: naming the parameters and the fix.
         """
-        bad = [k for k, p in config.space.items() if p.kind is Kind.CHOICE or p.log]
+        bad = [k for k, p in config.space.items() if p.kind is Kind.CHOICE]
         if bad:
             raise ConfigError(
-                f"space: the ultralytics backend mutates linear (low, high) ranges only; {', '.join(bad)} "
-                "is a choice or log parameter: use --backend optuna or ray, or give it as (low, high)"
+                f"space: the ultralytics backend mutates numeric (low, high) ranges only; {', '.join(bad)} "
+                f"{'is a choice parameter' if len(bad) == 1 else 'are choice parameters'}: use --backend optuna or ray, "
+                "or give a range"
             )
         sizes = {k: _distinct_values(p) for k, p in config.space.items()}
         total = math.prod(sizes.values())
@@ -141,6 +151,8 @@ class UltralyticsBackend(Backend):
             self.config.train_args,
             self.tune_dir,
             int_keys=frozenset(k for k, p in self.config.space.items() if p.kind is Kind.INT),
+            log_keys=frozenset(k for k, p in self.config.space.items() if p.log),
+            start=self.config.space.defaults(),
         )
         self.sign = 1.0 if self.config.direction == "maximize" else -1.0
         self._results: list[dict[str, Any]] = []
@@ -150,7 +162,8 @@ class UltralyticsBackend(Backend):
         self._tried = {_key(r.params) for r in records.values()}  # configurations proposed so far
 
     def ask(self) -> Suggestion:
-        """The next proposal: proposal 0 (no results yet) is the native start, Ultralytics' defaults;
+        """The next proposal: proposal 0 (no results yet) is the study's start (:meth:`hpo.SearchSpace.defaults`:
+        Ultralytics' defaults, as the native start, unless the space sets ``start``);
         proposals ``1 .. initial_random`` are drawn uniformly from the space (through the native
         ``Tuner._constrain``); every later one is the native mutation (``Tuner._mutate``) of the
         complete trials so far.
@@ -167,7 +180,14 @@ class UltralyticsBackend(Backend):
                     self._tried.add(_key(params))
                     return Suggestion(params)
         try:
-            params = self.native.mutate(self.options.parents, self.options.sigma, seed=self.config.seed, draw=k)
+            # a log-scaled integer key can map two native proposals to one value: draw again
+            retries = 100 if any(p.log and p.kind is Kind.INT for p in self.config.space.values()) else 1
+            for attempt in range(retries):
+                params = self.native.mutate(
+                    self.options.parents, self.options.sigma, seed=self.config.seed, draw=k, attempt=attempt
+                )
+                if _key(params) not in self._tried:
+                    break
         except RuntimeError as e:
             native = _ANSI.sub("", str(e)).strip()
             raise RunFailed(
@@ -254,10 +274,12 @@ def _key(params: Any) -> tuple[tuple[str, Any], ...]:
 
 def _distinct_values(param: Any) -> int:
     """How many values the native ``Tuner._constrain`` can give a parameter: every whole number
-    in an integer range (``CFG_INT_KEYS`` and the space's other integer keys), every multiple of 1e-5 in a float range (it rounds to 5 decimals)."""
+    in an integer range (``CFG_INT_KEYS`` and the space's other integer keys), every multiple of 1e-5 in a float range (it rounds to 5 decimals),
+    of ``log10`` of the value for a log-scaled float range."""
     if param.kind is Kind.INT:
         return int(param.high) - int(param.low) + 1
-    return math.floor(round(param.high * 1e5, 6)) - math.ceil(round(param.low * 1e5, 6)) + 1
+    low, high = (math.log10(param.low), math.log10(param.high)) if param.log else (param.low, param.high)
+    return math.floor(round(high * 1e5, 6)) - math.ceil(round(low * 1e5, 6)) + 1
 
 
 @hookimpl

@@ -29,69 +29,121 @@ __all__ = ["NativeProposals"]
 class NativeProposals:
     """Ultralytics' native proposal state for one study.
 
+    Log-scaled keys, which the native ``(low, high)`` form cannot express, are handed to the native
+    tuner in ``log10`` coordinates: its space holds ``(log10(low), log10(high)[, gain])``, the rows it
+    reads back from ``tune_results.ndjson`` are turned into ``log10`` values (rounded to the 5
+    decimals its ``_constrain`` keeps, so a configuration tried before is recognised), and each
+    proposal is turned back (``10 ** x``, 6 significant digits; whole numbers for an integer key).
+    Its mutation and uniform draws are then uniform in ``log10`` of the value, as a log scale means.
+    ``tune_results.ndjson`` keeps the values themselves.
+
     Args:
-        space: the native space ``{key: (low, high)}`` (:meth:`hpo.SearchSpace.to_ultralytics`).
+        space: the native space ``{key: (low, high[, gain])}`` (:meth:`hpo.SearchSpace.to_ultralytics`).
         train_args: the study's fixed train args (the native tuner keeps them in ``args``).
         tune_dir: where ``tune_results.ndjson`` lives (``<study>/ultralytics``).
         int_keys: the space's integer keys. The native tuner rounds only its module's
             ``CFG_INT_KEYS`` (in ``_constrain`` and ``_mutate``'s resolution), which lack ``batch`` and
             ``imgsz`` (:func:`hpo.ultra.integer_args`); for its calls here the module sees these too.
+        log_keys: the space's log-scaled keys (``low > 0``).
+        start: the first proposal (:meth:`hpo.SearchSpace.defaults`), returned while no result is
+            recorded; ``None``: the native start (the train args' values, ``Tuner._constrain``).
     """
 
     def __init__(
-        self, space: dict[str, Any], train_args: dict[str, Any], tune_dir: Path, *, int_keys: frozenset[str] = frozenset()
+        self,
+        space: dict[str, Any],
+        train_args: dict[str, Any],
+        tune_dir: Path,
+        *,
+        int_keys: frozenset[str] = frozenset(),
+        log_keys: frozenset[str] = frozenset(),
+        start: dict[str, Any] | None = None,
     ):
+        import math
+
+        import numpy as np
         from ultralytics.cfg import get_cfg
         from ultralytics.engine.tuner import Tuner as NativeTuner
         from ultralytics.utils import colorstr
 
+        self._log = frozenset(log_keys)
+        self._bounds = {k: (b[0], b[1]) for k, b in space.items()}
         native = NativeTuner.__new__(NativeTuner)
-        native.space = space
+        native.space = {k: (math.log10(b[0]), math.log10(b[1]), *b[2:]) if k in self._log else b for k, b in space.items()}
         native.args = get_cfg(overrides=dict(train_args))
         native.tune_dir = tune_dir
         native.tune_file = tune_dir / "tune_results.ndjson"
         native.mongodb = None
         native.prefix = colorstr("Tuner: ")
+        if self._log:
+            columns = [i + 1 for i, k in enumerate(native.space) if k in self._log]
+            to_array = native._local_results_to_array
+
+            def to_native_array(results: list[dict]) -> Any:
+                array = to_array(results)
+                if array is not None:
+                    array[:, columns] = np.round(np.log10(array[:, columns]), 5)
+                return array
+
+            native._local_results_to_array = to_native_array  # type: ignore[method-assign]
         self._tuner = native
         self.tune_file: Path = native.tune_file
-        self._int_keys = frozenset(int_keys)
+        self._int_keys = frozenset(int_keys) - self._log  # a log integer key is rounded after 10 ** x
+        self._log_int_keys = frozenset(int_keys) & self._log
+        self._start = dict(start) if start is not None else None
+
+    def _values(self, hyp: dict[str, Any]) -> dict[str, Any]:
+        """A native proposal as values: log-scaled keys back from ``log10`` coordinates."""
+        out = dict(hyp)
+        for k in self._log:
+            low, high = self._bounds[k]
+            value = 10.0 ** float(hyp[k])
+            out[k] = (
+                int(min(max(round(value), low), high)) if k in self._log_int_keys else min(max(float(f"{value:.6g}"), low), high)
+            )
+        return out
 
     @contextlib.contextmanager
     def _integers(self) -> Iterator[None]:
-        """The native tuner module's ``CFG_INT_KEYS`` with the space's integer keys, for one call."""
+        """The native tuner module's ``CFG_INT_KEYS`` with the space's integer keys, less its log-scaled
+        ones (rounded after leaving ``log10`` coordinates), for one call."""
         import ultralytics.engine.tuner as module
 
         original = module.CFG_INT_KEYS
-        module.CFG_INT_KEYS = original | self._int_keys
+        module.CFG_INT_KEYS = (original | self._int_keys) - self._log
         try:
             yield
         finally:
             module.CFG_INT_KEYS = original
 
-    def mutate(self, parents: int, sigma: float, *, seed: int | None, draw: int) -> dict[str, Any]:
-        """One native proposal (``Tuner._mutate(n=parents, sigma=sigma)``).
+    def mutate(self, parents: int, sigma: float, *, seed: int | None, draw: int, attempt: int = 0) -> dict[str, Any]:
+        """One native proposal (``Tuner._mutate(n=parents, sigma=sigma)``); ``start`` while no result is recorded.
 
-        With ``seed``, the native code's ``np.random.default_rng()`` is seeded with ``[seed, draw]``.
+        With ``seed``, the native code's ``np.random.default_rng()`` is seeded with ``[seed, draw]``
+        (``[seed, draw, attempt]`` for a later attempt at the same draw).
 
         Raises:
             RuntimeError: the native tuner found no untried configuration.
         """
         import numpy as np
 
+        if self._start is not None and not self._tuner._load_local_results():
+            return dict(self._start)  # no result yet: the native tuner would start at its args' values
         if seed is None:
             with self._integers():
-                return dict(self._tuner._mutate(n=parents, sigma=sigma))
+                return self._values(self._tuner._mutate(n=parents, sigma=sigma))
         original = np.random.default_rng
-        np.random.default_rng = lambda *a, **k: original([seed, draw])
+        np.random.default_rng = lambda *a, **k: original([seed, draw] if not attempt else [seed, draw, attempt])
         try:
             with self._integers():
-                return dict(self._tuner._mutate(n=parents, sigma=sigma))
+                return self._values(self._tuner._mutate(n=parents, sigma=sigma))
         finally:
             np.random.default_rng = original
 
     def uniform(self, *, seed: int | None, draw: int, attempt: int = 0) -> dict[str, Any]:
-        """One configuration drawn uniformly from the space, through the native ``Tuner._constrain``
-        (floats rounded to 5 decimals, integer keys to whole numbers, clipped to the bounds).
+        """One configuration drawn uniformly from the space (log-scaled keys: uniformly in ``log10``),
+        through the native ``Tuner._constrain`` (floats rounded to 5 decimals, integer keys to whole
+        numbers, clipped to the bounds).
 
         With ``seed``, drawn from ``np.random.default_rng([seed, draw, attempt])``.
         """
@@ -100,7 +152,7 @@ class NativeProposals:
         rng = np.random.default_rng(None if seed is None else [seed, draw, attempt])
         hyp = {k: float(b[0] + rng.random() * (b[1] - b[0])) for k, b in self._tuner.space.items()}
         with self._integers():
-            return dict(self._tuner._constrain(hyp))
+            return self._values(self._tuner._constrain(hyp))
 
     def result_record(
         self, iteration: int, fitness: float, params: dict[str, Any], metrics: dict[str, Any], save_dirs: dict[str, str]
