@@ -189,7 +189,11 @@ def tune(
     output: str = typer.Option("runs/hpo", "--output", "-o", help="Folder of studies (e.g. the mounted volume)."),
     name: Optional[str] = typer.Option(None, "--name", help="Study name (default <data>-<backend>)."),
     space: Optional[str] = typer.Option(
-        None, "--space", "-s", help="Search space: YAML/JSON file or inline JSON (default: Ultralytics' tuner space)."
+        None,
+        "--space",
+        "-s",
+        help="Search space: YAML/JSON file, inline JSON, or a name: default (the task's keys; the default) or "
+        "ultralytics (model.tune's 26 keys).",
     ),
     metric: Optional[str] = typer.Option(None, "--metric", help="Objective metric (default by task, e.g. metrics/mAP50-95(B))."),
     resume: bool = typer.Option(False, "--resume", help="Continue the existing study up to --iterations."),

@@ -22,6 +22,7 @@ from . import ultra
 from .backend import Backend, BackendOptions, Controller
 from .data import ResolvedData, cache_warnings, resolve_data
 from .errors import ConfigError, HpoWarning, closest
+from .optimizer_policy import study_space
 from .plugins import backends, get_backend
 from .space import SearchSpace, load_yaml
 from .trial import ULTRALYTICS_TRAINER, trainer_in_process
@@ -246,8 +247,7 @@ def _check_train_arg_keys(train_args: dict[str, Any], space: SearchSpace) -> Non
 
 
 def _check_train_arg_values(train_args: dict[str, Any], space: SearchSpace) -> tuple[dict[str, Any], list[str]]:
-    """Ultralytics' own type/range checks (``check_cfg``; imports Ultralytics) and the optimizer notice."""
-    valid = ultra.train_defaults()
+    """Ultralytics' own type/range checks (``check_cfg``; imports Ultralytics)."""
     notices: list[str] = []
     args = dict(train_args)
     try:
@@ -267,14 +267,7 @@ def _check_train_arg_values(train_args: dict[str, Any], space: SearchSpace) -> t
         1 <= len(sizes) <= 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in sizes)
     ):
         raise ConfigError(f"train args: imgsz={imgsz!r} must be a whole number of pixels > 0 (imgsz=640) or [h, w]")
-    optimizer = str(args.get("optimizer", valid.get("optimizer", "auto")))
-    tuned = [k for k in ("lr0", "momentum") if k in space]
-    if tuned and optimizer.lower() == "auto":
-        args["optimizer"] = "SGD"
-        notices.append(
-            f"optimizer=auto ignores {' and '.join(tuned)}, which the space tunes: set optimizer=SGD "
-            "(Ultralytics' defaults lr0=0.01, momentum=0.937 are SGD values); pass optimizer=... to choose another"
-        )
+    # the optimizer when none is given (optimizer=auto ignores lr0 and momentum): hpo.optimizer_policy, in build_config
     return args, notices
 
 
@@ -475,7 +468,8 @@ def build_config(
     if train_args and "task" in train_args:
         raise ConfigError("train args: 'task' is set by hpo from the model name (-cls, -seg, -pose, -obb)")
     resolved = resolve_data(os.fspath(data), task, single_cls=(train_args or {}).get("single_cls") is True)
-    space = SearchSpace.parse(space)
+    chosen = study_space(space, task=task, data=resolved, train_args=dict(train_args or {}), epochs=epochs)
+    space, train_args = chosen.space, chosen.train_args  # the task's default space; the optimizer policy's args
     _check_train_arg_keys(dict(train_args or {}), space)
     derived = not name
     name = name or f"{Path(resolved.source).stem if resolved.kind == 'yaml' else Path(resolved.source).name}-{backend}"
@@ -503,6 +497,7 @@ def build_config(
         warm_up(backend_cls, trainer)
     # checks below import Ultralytics (and torch)
     args, notices = _check_train_arg_values(dict(train_args or {}), space)
+    notices = [*chosen.notices, *notices]
     metric = metric or ultra.TASK_METRIC[task]
     reported = ultra.task_metrics(task)
     if metric not in reported:

@@ -587,8 +587,11 @@ class Tuner:
         model: bundled model YAML (``"yolov8n.yaml"``) or local ``.pt``; never downloaded.
         data: data YAML (detect/segment/pose/obb) or classification folder. A relative ``path:``
             inside the YAML is relative to the YAML file.
-        space: ``None`` (Ultralytics' default tuner space), a mapping, a YAML/JSON file or inline JSON
-            (see :meth:`hpo.SearchSpace.parse`).
+        space: ``None`` or ``"default"`` (the task's default space: the keys of Ultralytics' tuner
+            space its trainer reads, :mod:`hpo.taskspace`), ``"ultralytics"`` (the 26-key tuner space of
+            ``model.tune``), a mapping, a YAML/JSON file or inline JSON (see :meth:`hpo.SearchSpace.parse`).
+            Without an optimizer in ``train_args``, the environment variable ``HPO_AUTO_OPTIMIZER``
+            decides what hpo does (:mod:`hpo.optimizer_policy`).
         iterations: total finished trials of the study (>= 1; default 10, or no cap when a
             ``time_budget`` is given: then it is a cap); on resume, the total to reach.
         epochs: training epochs per trial (>= 1), the full fidelity.

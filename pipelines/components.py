@@ -105,7 +105,7 @@ def hpo_tune(
     Runs ``hpo preflight`` first (mount, writable output, data, GPUs, /dev/shm), then the study,
     resuming it when it already exists (a retry continues where the killed pod stopped).
     Relative ``data`` and ``output_dir`` are under ``mount_path`` (where the PVC is mounted).
-    ``space`` is a YAML/JSON file or inline JSON (``""``: Ultralytics' default space); ``metric``
+    ``space`` is a YAML/JSON file, inline JSON or ``"ultralytics"`` (``model.tune``'s 26 keys; ``""``: the task's default space); ``metric``
     ``""`` is the task's default; ``study_name`` ``""`` is ``<data>-<backend>``; ``concurrent_trials``
     is trials at once (``workers``: its deprecated spelling, 0 unset); ``keep_weights`` which
     trials keep their weights (``best``, ``top-K``, ``all``); ``gpus`` the GPUs requested (checked);

@@ -122,7 +122,8 @@ def run_tune_step(
         backend: installed backend name (``hpo backends``).
         iterations: total finished trials of the study; ``0``: no cap (with ``time_budget``).
         epochs: training epochs per trial (the fidelity).
-        space: search space as a YAML/JSON file path or inline JSON; ``""`` is Ultralytics' default.
+        space: search space as a YAML/JSON file path, inline JSON or a name; ``""`` is the task's default
+            space, ``"ultralytics"`` the 26-key space of ``model.tune``.
         metric: objective metric; ``""`` is the task's default.
         mount_path: where the PVC is mounted (``""``: not checked; relative paths then use the
             working directory).

@@ -10,6 +10,8 @@ import pytest
 import yaml
 from conftest import CLS_ARGS, DET_ARGS, SMALL_SPACE, hpo_cli, kv
 
+from hpo import SearchSpace
+
 pytestmark = pytest.mark.slow
 
 
@@ -137,7 +139,9 @@ def test_default_space_on_digits_det_python_api(tmp_path, digits_det):
     ).run()
     assert result.counts == {"complete": 2, "failed": 0, "pruned": 0}
     assert list(result.trials["status"]) == ["complete", "complete"]
-    assert len([c for c in result.trials.columns if c.startswith("params.")]) == 26  # Ultralytics' default space
+    # the detection space with AdamW: every key of Ultralytics' tuner space but warmup_momentum, lr0 log-scaled
+    params = [c.removeprefix("params.") for c in result.trials.columns if c.startswith("params.")]
+    assert sorted(params) == sorted(SearchSpace.default("detect", "AdamW")) and len(params) == 25
     assert result.metric == "metrics/mAP50-95(B)" and result.direction == "maximize"
     assert result.best_objective == result.trials["objective"].max()
     assert result.best_weights == tmp_path / "det" / "weights" / "best.pt"

@@ -1,4 +1,4 @@
-"""What users look at after tuning, from one real tiny study (optuna, the default 26-key space):
+"""What users look at after tuning, from one real tiny study (optuna, Ultralytics' 26-key space by its name):
 the plots and report drawn at the study's end, ``hpo plot``, and ``hpo show``."""
 
 import json
@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def study26(tmp_path_factory, digits_cls) -> Path:
-    """A finished optuna study of 4 trials x 2 epochs in Ultralytics' default space, plots on."""
+    """A finished optuna study of 4 trials x 2 epochs in Ultralytics' own tuner space (``space="ultralytics"``,
+    26 keys, the most a study shows), plots on."""
     from hpo import Tuner
 
     out = tmp_path_factory.mktemp("studies")
@@ -22,6 +23,7 @@ def study26(tmp_path_factory, digits_cls) -> Path:
         backend="optuna",
         model="yolov8n-cls.yaml",
         data=digits_cls,
+        space="ultralytics",
         iterations=4,
         epochs=2,
         train_args=CLS_ARGS,
