@@ -271,14 +271,19 @@ def study_space(
         else f"{POLICY_ENV}=resolve: "
     )
     started = [f"{k}={space[k].start:g}" for k in start if k in space and space[k].start is not None]
-    clipped = [k for k in start if k in space and space[k].start is not None and space[k].start != start[k]]
+    differ = [
+        f"{k} clipped to {space[k].start:g} by the space"
+        for k in start
+        if k in space and space[k].start is not None and space[k].start != start[k]
+    ]
+    differ += [f"{k}={args[k]} given" for k in (*start, *taskspace.auto_sets()) if k in train_args]
     notices.append(
         f"optimizer: none given; {why}hpo sets what Ultralytics' optimizer=auto picks for these trials, {_why(auto, note)}: "
         f"{', '.join(f'{k}={v}' for k, v in set_args.items())}"
         + (f", and the search starts at {', '.join(started)}" if started else "")
         + (
-            f" ({', '.join(clipped)} clipped into the space's bounds, so the first trial is not quite Ultralytics' default training)"
-            if clipped
+            f"; the first trial is not quite Ultralytics' default training: {', '.join(differ)}"
+            if differ
             else ", so the first trial trains as Ultralytics' default does"
         )
     )

@@ -132,7 +132,7 @@ SPACE: dict[str, Any] = {
     "close_mosaic": [0, 10],
     "optimizer": {"type": "choice", "choices": ["SGD", "AdamW"]},
 }
-#: For backends that search linear ranges only (ultralytics): floats and an integer.
+#: For backends that search linear numeric ranges only: floats and an integer.
 LINEAR_SPACE: dict[str, Any] = {"lr0": [1e-4, 1e-1], "momentum": [0.6, 0.98], "close_mosaic": [0, 10]}
 
 
@@ -164,7 +164,7 @@ SPACES: dict[str, dict[str, Any]] = {
         "lr0": [1e-3, 1e-2],
     },
 }
-#: :data:`SPACES` for a backend that searches linear numeric ranges only (ultralytics).
+#: :data:`SPACES` for a backend that searches linear numeric ranges only.
 LINEAR_SPACES: dict[str, dict[str, Any]] = {
     "mixed": LINEAR_SPACE,
     "floats": {"lr0": [1e-4, 1e-1], "momentum": [0.6, 0.98], "weight_decay": [0.0, 1e-3]},

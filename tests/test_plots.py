@@ -135,6 +135,7 @@ def test_keep_weights_default_top3_then_resume_with_best(study26, digits_cls):
         backend="optuna",
         model="yolov8n-cls.yaml",
         data=digits_cls,
+        space="ultralytics",
         iterations=5,
         epochs=2,
         train_args=CLS_ARGS,

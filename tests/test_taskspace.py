@@ -122,6 +122,11 @@ def test_policies_without_a_training(digits_cls, monkeypatch, tmp_path):
     assert kept.train_args["optimizer"] == "AdamW" and kept.train_args["momentum"] == 0.9
     assert kept.space.defaults()["lr0"] == 0.000714 and not kept.space["lr0"].log  # the user's scale
     assert "optimizer" not in _config(digits_cls, monkeypatch, "keep", {"hsv_v": [0.0, 0.9]}).train_args
+    narrow = _config(digits_cls, monkeypatch, "resolve", {"lr0": [1e-3, 1e-2]}, warmup_bias_lr=0.05)
+    assert narrow.space.defaults()["lr0"] == 1e-3 and narrow.train_args["warmup_bias_lr"] == 0.05
+    assert narrow.notices[-1].endswith(
+        "the first trial is not quite Ultralytics' default training: lr0 clipped to 0.001 by the space, warmup_bias_lr=0.05 given"
+    )
     for policy in ("sgd", "keep", "resolve"):
         given = _config(digits_cls, monkeypatch, policy, optimizer="SGD", lr0=0.02)
         assert given.train_args["optimizer"] == "SGD" and given.train_args["lr0"] == 0.02
