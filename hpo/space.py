@@ -508,8 +508,9 @@ def _with_start(param: Param, start: Any) -> Param:
     if param.kind is not Kind.CHOICE and _is_number(start) and param.kind is Kind.INT and float(start).is_integer():
         start = int(start)
     if not param.contains(start):
-        where = f"one of {list(param.choices)}" if param.kind is Kind.CHOICE else f"within [{param.low}, {param.high}]"
-        raise SpaceError(f"space: '{param.name}' start={start!r} is not a value of the parameter; give one {where}")
+        whole = "a whole number" if param.kind is Kind.INT else "a number"
+        where = f"one of {list(param.choices)}" if param.kind is Kind.CHOICE else f"{whole} within [{param.low}, {param.high}]"
+        raise SpaceError(f"space: '{param.name}' start={start!r} is not a value of the parameter; give {where}")
     return dataclasses.replace(param, start=float(start) if param.kind is Kind.FLOAT else start)
 
 

@@ -66,6 +66,15 @@ def test_explicit_specs_file_and_inline_json(tmp_path):
         ({"lr0": (1e-5, 1e-2, 2.0)}, "gain=2.0 must be within [0, 1]"),
         ({"optimizer": {"type": "choice", "choices": []}}, "non-empty 'choices'"),
         ({"lr0": {"type": "beta", "low": 0, "high": 1}}, "use float, int, logfloat or choice"),
+        ({"lr0": {"type": "float", "low": 1e-5, "high": 1e-2, "start": 0.5}}, "'lr0' start=0.5 is not a value of the parameter"),
+        (
+            {"close_mosaic": {"type": "int", "low": 0, "high": 5, "start": 2.5}},
+            "start=2.5 is not a value of the parameter; give a whole number within [0, 5]",
+        ),
+        (
+            {"optimizer": {"type": "choice", "choices": ["SGD"], "start": "Adam"}},
+            "start='Adam' is not a value of the parameter; give one of ['SGD']",
+        ),
         ({"epochs": (1, 5)}, "cannot be tuned"),
         ({"lr0": (0.01, 0.01)}, "'lr0' has equal bounds low=high=0.01, nothing to search; fix it as a train arg (lr0=0.01)"),
         ({"close_mosaic": {"type": "int", "low": 3, "high": 3}}, "equal bounds low=high=3"),

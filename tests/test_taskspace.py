@@ -115,6 +115,7 @@ def test_policies_without_a_training(digits_cls, monkeypatch, tmp_path):
     assert {k: resolve.train_args[k] for k in ("optimizer", "warmup_bias_lr")} == {"optimizer": "AdamW", "warmup_bias_lr": 0.0}
     assert resolve.space["lr0"].log and resolve.space.defaults()["lr0"] == round(0.01 / 14, 6) == 0.000714
     assert resolve.space.defaults()["momentum"] == 0.9
+    assert SearchSpace.parse(json.loads(json.dumps(resolve.space.to_spec()))) == resolve.space  # study.json round trip
     # a user's own space: sgd as before; keep resolves when it tunes what auto ignores; a given optimizer stays
     own = {"lr0": [1e-4, 1e-2], "hsv_v": [0.0, 0.9]}
     assert _config(digits_cls, monkeypatch, "sgd", own).train_args["optimizer"] == "SGD"
