@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .config import TuneConfig
+    from .result import TuneResult
     from .study import Study, TrialRecord
-    from .tuner import TuneResult
 
 __all__ = ["TunerCallback"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import os
 import signal
@@ -21,8 +22,10 @@ import typer
 
 from .cli_k8s import register as register_k8s_commands
 from .errors import ConfigError, HpoError
+from .log import get_logger, notice
 from .redact import mask_text
 from .report import study_summary  # re-exported: hpo.cli.study_summary is its old place
+from .settings import DEPRECATED_WORKERS, REQUIRED, Spec, TuneSettings, specs
 
 app = typer.Typer(
     name="hpo",
@@ -35,6 +38,8 @@ datasets_app = typer.Typer(help="Build the built-in demo datasets (real UCI digi
 app.add_typer(datasets_app, name="datasets")
 
 _DEBUG = {"on": False}
+#: The command line's own warnings and notices (``hpo: warning: ...`` lines, :mod:`hpo.log`).
+_log = get_logger("cli")
 
 
 def _traceback() -> None:
@@ -89,13 +94,13 @@ def split_extra_args(tokens: list[str]) -> tuple[list[str], dict[str, Any]]:
 
     ``--name value`` / ``--name=value`` become ``{"name": value}`` (dashes to underscores, values
     parsed like the ``yolo`` CLI's, ``1e-5`` a number); a ``--flag`` not followed by a plain value
-    is ``True``, which :func:`hpo.config.build_config` refuses for an option that is not a bool
+    is ``True``, which :func:`hpo.validate.build_config` refuses for an option that is not a bool
     ("option --sigma needs a value").
 
     Raises:
         ConfigError: a token that is neither.
     """
-    from .config import _smart_value
+    from .validate import _smart_value
 
     train: list[str] = []
     options: dict[str, Any] = {}
@@ -139,7 +144,7 @@ def _print_result(result: Any, as_json: bool) -> None:
         print(json.dumps(doc, indent=2))
         return
     if result.stopped_by == "time_budget":
-        from .config import format_duration
+        from .validate import format_duration
 
         print(
             f"time budget spent: the study ended after {format_duration(result.elapsed_s or 0)} "
@@ -157,136 +162,81 @@ def _print_result(result: Any, as_json: bool) -> None:
         print(f"best weights: {result.best_weights}")
 
 
-@app.command(
+#: ``hpo tune``'s options that are no settings, each placed after the setting it follows in ``--help``.
+_TUNE_OWN_OPTIONS: dict[str, tuple[str, Any, Any]] = {
+    "concurrent_trials": (
+        "workers",
+        Optional[str],
+        typer.Option(None, "--workers", "-w", metavar="N", hidden=True, help="Deprecated: --concurrent-trials."),
+    ),
+    "seed": ("as_json", bool, typer.Option(False, "--json", help="Print the result as JSON on stdout.")),
+}
+
+
+def _cli_annotation(spec: Spec) -> Any:
+    """The type ``hpo tune`` parses a setting's option as (``Optional[...]`` when it may be left out)."""
+    assert spec.cli is not None
+    if "/" in spec.cli.flags[0]:
+        return Optional[bool]
+    base = spec.cli.type or (str if spec.default is REQUIRED or spec.default is None else type(spec.default))
+    default = spec.default if spec.cli.default is ... else spec.cli.default
+    return Optional[base] if default is None else base
+
+
+def _tune_signature() -> inspect.Signature:
+    """``tune(ctx, <an option per setting of hpo.settings with a Cli>, workers, as_json)``: what typer
+    reads to build ``hpo tune``'s options (flags, help, defaults from :mod:`hpo.settings`)."""
+    P = inspect.Parameter
+    params = [P("ctx", P.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    for spec in specs():
+        if spec.cli is not None:
+            cli = spec.cli
+            default = spec.default if cli.default is ... else cli.default
+            option = typer.Option(... if default is REQUIRED else default, *cli.flags, help=cli.help, metavar=cli.metavar)
+            params.append(P(spec.name, P.KEYWORD_ONLY, default=option, annotation=_cli_annotation(spec)))
+        if spec.name in _TUNE_OWN_OPTIONS:
+            name, annotation, option = _TUNE_OWN_OPTIONS[spec.name]
+            params.append(P(name, P.KEYWORD_ONLY, default=option, annotation=annotation))
+    return inspect.Signature(params, return_annotation=None)
+
+
+def tune(ctx: typer.Context, **given: Any) -> None:
+    """``hpo tune``: its options are the settings (:mod:`hpo.settings`), its trailing arguments the
+    train args and backend options (:func:`split_extra_args`)."""
+    import warnings
+
+    from .errors import HpoWarning
+    from .tuner import Tuner
+    from .validate import parse_train_args
+
+    warnings.filterwarnings("ignore", category=HpoWarning)  # printed as "hpo: warning:" lines (_tune)
+    as_json, workers = bool(given.pop("as_json", False)), given.pop("workers", None)
+    values: dict[str, Any] = {}
+    for spec in specs():
+        if spec.cli is not None:
+            value = given[spec.name]
+            values[spec.name] = spec.cli.to_setting(value) if spec.cli.to_setting else value
+    if workers is not None:
+        _log.warning(f"--workers: {DEPRECATED_WORKERS}")
+        values["concurrent_trials"] = workers
+    train_pairs, options = split_extra_args(list(ctx.args))
+    options = _checked_options(values["backend"], options, ctx)
+    settings = TuneSettings(**values, train_args=parse_train_args(train_pairs), backend_options=options)
+    with _stdout_to_stderr(as_json):
+        result = _tune(Tuner, settings)
+    _print_result(result, as_json)
+
+
+tune.__signature__ = _tune_signature()  # type: ignore[attr-defined]
+tune.__annotations__ = {p.name: p.annotation for p in tune.__signature__.parameters.values()}  # type: ignore[attr-defined]
+app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     help=(
         "Tune hyperparameters. Trailing KEY=VALUE pairs are Ultralytics train args "
         "(imgsz=32 batch=16 device=cpu); trailing --option value pairs are the backend's options "
         "(hpo backends lists them)."
     ),
-)
-@handle_errors
-def tune(
-    ctx: typer.Context,
-    backend: str = typer.Option("ultralytics", "--backend", "-b", help="Backend name (hpo backends)."),
-    model: str = typer.Option(..., "--model", "-m", help="Bundled model YAML (yolov8n.yaml) or local .pt; never downloaded."),
-    data: str = typer.Option(..., "--data", "-d", help="Data YAML, or classification folder."),
-    iterations: Optional[str] = typer.Option(
-        None,
-        "--iterations",
-        "-n",
-        metavar="N",
-        help="Total finished trials of the study (default 10; with --time-budget: no cap unless given).",
-    ),
-    time_budget: Optional[str] = typer.Option(
-        None,
-        "--time-budget",
-        "-t",
-        metavar="DURATION",
-        help="Wall-clock budget of the whole study, over all its runs: seconds (3600) or 90m, 2h, 1h30m. No trial starts after it; running trials stop at their next epoch (pruned).",
-    ),
-    epochs: str = typer.Option("10", "--epochs", "-e", metavar="N", help="Training epochs per trial (the full fidelity)."),
-    output: str = typer.Option("runs/hpo", "--output", "-o", help="Folder of studies (e.g. the mounted volume)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Study name (default <data>-<backend>)."),
-    space: Optional[str] = typer.Option(
-        None, "--space", "-s", help="Search space: YAML/JSON file or inline JSON (default: Ultralytics' tuner space)."
-    ),
-    metric: Optional[str] = typer.Option(None, "--metric", help="Objective metric (default by task, e.g. metrics/mAP50-95(B))."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the existing study up to --iterations."),
-    join: bool = typer.Option(
-        False, "--join", help="Add this process to a running study (same --output/--name; backends that support it, e.g. optuna)."
-    ),
-    allow_changes: bool = typer.Option(
-        False,
-        "--allow-changes",
-        help="With --resume: continue with changed data or train args (a new settings version; hpo show marks each trial's).",
-    ),
-    trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", help="Seconds before a trial is killed (failed)."),
-    concurrent_trials: str = typer.Option(
-        "1",
-        "--concurrent-trials",
-        "-j",
-        metavar="N",
-        help="Trials trained at once (several GPUs: one each); Ultralytics' data-loader workers stay workers=N.",
-    ),
-    workers: Optional[str] = typer.Option(
-        None, "--workers", "-w", metavar="N", hidden=True, help="Deprecated: --concurrent-trials."
-    ),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the backend's sampler."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
-    mlflow: Optional[bool] = typer.Option(
-        None,
-        "--mlflow/--no-mlflow",
-        help="MLflow tracking: a parent run per study, a child run per trial (default: on when MLFLOW_TRACKING_URI is set; see docs/mlflow.md).",
-    ),
-    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name (default: the study name)."),
-    download_weights: Optional[bool] = typer.Option(
-        None,
-        "--download-weights/--no-download-weights",
-        help="Let Ultralytics fetch official weights named by --model (yolov8n.pt) once, before the first trial, into --weights-dir (default: env HPO_DOWNLOAD_WEIGHTS, else off).",
-    ),
-    weights_dir: Optional[str] = typer.Option(
-        None, "--weights-dir", help="Folder of fetched official weights (default <output>/pretrained)."
-    ),
-    keep_weights: str = typer.Option(
-        "top-3",
-        "--keep-weights",
-        metavar="best|top-K|all",
-        help="Trials that keep their weights/*.pt; the others' are deleted as trials finish (<study>/weights/best.pt stays).",
-    ),
-    plots: Optional[bool] = typer.Option(
-        None,
-        "--plots/--no-plots",
-        help="Draw <study>/plots/ (PNGs, report.html) when the run ends (default: on unless HPO_PLOTS=0).",
-    ),
-) -> None:
-    import warnings
-
-    from .config import parse_train_args
-    from .errors import HpoWarning
-    from .tuner import Tuner
-
-    warnings.filterwarnings("ignore", category=HpoWarning)  # printed below as "hpo: warning:" lines
-    if workers is not None:
-        from .tuner import DEPRECATED_WORKERS
-
-        print(f"hpo: warning: --workers: {DEPRECATED_WORKERS}", file=sys.stderr)
-        concurrent_trials = workers
-    train_pairs, options = split_extra_args(list(ctx.args))
-    options = _checked_options(backend, options, ctx)
-    callbacks: list[Any] = []
-    with _stdout_to_stderr(as_json):
-        result = _tune(
-            Tuner,
-            backend=backend,
-            model=model,
-            data=data,
-            space=space,
-            iterations=iterations,
-            epochs=epochs,
-            metric=metric,
-            train_args=parse_train_args(train_pairs),
-            output=output,
-            name=name,
-            resume=resume,
-            join=join,
-            allow_changes=allow_changes,
-            trial_timeout=trial_timeout,
-            time_budget=time_budget,
-            concurrent_trials=concurrent_trials,
-            seed=seed,
-            backend_options=options,
-            callbacks=callbacks,
-            mlflow=mlflow,
-            experiment=experiment,
-            plots=plots,
-            keep_weights=keep_weights,
-            verbose=not quiet,
-            download_weights=download_weights,
-            weights_dir=weights_dir,
-        )
-    _print_result(result, as_json)
+)(handle_errors(tune))
 
 
 @contextlib.contextmanager
@@ -308,14 +258,14 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
         os.close(saved)
 
 
-def _tune(tuner_cls: Any, **kwargs: Any) -> Any:
+def _tune(tuner_cls: Any, settings: TuneSettings) -> Any:
     """Build the :class:`~hpo.Tuner`, print its notices and warnings, and run it (SIGTERM: interrupt)."""
-    tuner = tuner_cls(**kwargs)
+    tuner = tuner_cls(settings)
     cfg = tuner.config
-    for notice in cfg.notices:
-        print(f"hpo: notice: {mask_text(notice)}", file=sys.stderr)
-    for warning in cfg.warnings:
-        print(f"hpo: warning: {mask_text(warning)}", file=sys.stderr)
+    for text in cfg.notices:
+        notice(_log, text)
+    for text in cfg.warnings:
+        _log.warning(text)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a pod's SIGTERM: stop cleanly, resumable
     return tuner.run()
 
@@ -510,7 +460,7 @@ def _add_plugin_commands() -> None:
     try:
         add_cli_commands(app, handle_errors)
     except Exception as e:  # noqa: BLE001 - e.g. a plugin that fails to import
-        print(f"hpo: warning: a plugin's commands were not added ({type(e).__name__}: {str(e).strip()[:200]})", file=sys.stderr)
+        _log.warning(f"a plugin's commands were not added ({type(e).__name__}: {str(e).strip()[:200]})")
 
 
 _add_plugin_commands()

@@ -26,24 +26,36 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
+import os
 import sys
 import warnings
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .callbacks import TunerCallback
 from .files import atomic_target, atomic_write_text
+from .hookspecs import hookimpl
 from .study import Study, TrialRecord, TrialStatus
 
 if TYPE_CHECKING:
     import optuna
 
     from .config import TuneConfig
-    from .tuner import TuneResult
+    from .result import TuneResult
 
-__all__ = ["write_plots", "optuna_study", "param_importances", "PlotCallback", "TOP_PARAMS"]
+__all__ = [
+    "write_plots",
+    "optuna_study",
+    "param_importances",
+    "PlotCallback",
+    "TOP_PARAMS",
+    "plots_wanted",
+    "hpo_study_observers",
+]
 
 #: Parameters shown in the parallel-coordinate and slice plots (the most important ones).
 TOP_PARAMS = 6
@@ -477,8 +489,20 @@ class PlotCallback(TunerCallback):
         try:
             write_plots(study.path)
         except Exception as e:  # noqa: BLE001 - pictures are never worth a failed study
-            print(
-                f"hpo: warning: could not draw the study's plots ({type(e).__name__}: {e})".splitlines()[0],
-                file=sys.stderr,
-                flush=True,
-            )
+            logging.getLogger("hpo.plots").warning(f"could not draw the study's plots ({type(e).__name__}: {e})".splitlines()[0])
+
+
+def plots_wanted(setting: bool | None) -> bool:
+    """Whether a study draws its plots: the setting ``plots`` when given, else on unless the
+    environment sets ``HPO_PLOTS`` to ``0``, ``false``, ``no`` or ``off``."""
+    if setting is not None:
+        return bool(setting)
+    return os.environ.get("HPO_PLOTS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@hookimpl(tryfirst=True)
+def hpo_study_observers(settings: Mapping[str, Any]) -> list[TunerCallback]:
+    """hpo's own plugin (:data:`hpo.plugins.DEFAULT_PLUGINS`): the plots of a study that wants them
+    (:func:`plots_wanted`), drawn before the other plugins' observers see the study end (MLflow
+    logs them)."""
+    return [PlotCallback()] if plots_wanted(settings.get("plots")) else []

@@ -16,15 +16,17 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from .callbacks import TunerCallback
+from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from .config import TuneConfig
     from .study import Study, TrialRecord
 
-__all__ = ["ProgressDisplay", "HEARTBEAT_S", "clock"]
+__all__ = ["ProgressDisplay", "HEARTBEAT_S", "clock", "hpo_study_observers"]
 
 #: Longest silence (seconds) of the plain-line display while trials run.
 HEARTBEAT_S = 30.0
@@ -282,3 +284,10 @@ class ProgressDisplay(TunerCallback):
                 self._refresh()
                 self._progress.stop()
                 self._progress = None
+
+
+@hookimpl(tryfirst=True)
+def hpo_study_observers(settings: Mapping[str, Any]) -> list[TunerCallback]:
+    """hpo's own plugin (:data:`hpo.plugins.DEFAULT_PLUGINS`): the progress display of a study whose
+    setting ``verbose`` is on (``hpo tune`` unless ``--quiet``), called before every other observer."""
+    return [ProgressDisplay()] if settings.get("verbose") else []

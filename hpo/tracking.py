@@ -34,9 +34,9 @@ spelling Ultralytics' MLflow callback uses: ``metrics/mAP50-95(B)`` -> ``metrics
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-import sys
 import tempfile
 import threading
 import time
@@ -56,8 +56,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .config import TuneConfig
+    from .result import TuneResult
     from .study import Study, TrialRecord
-    from .tuner import TuneResult
 
 __all__ = ["MlflowTracker", "tracker_for", "default_tracking_uri", "metric_key", "RUN_FILE", "stored_run", "hpo_study_observers"]
 
@@ -142,7 +142,8 @@ def _cut(text: Any, n: int) -> str:
 
 
 def _stderr(msg: str) -> None:
-    print(f"hpo: mlflow: {mask_text(msg)}", file=sys.stderr, flush=True)
+    """One ``hpo: mlflow: MSG`` line (the ``hpo`` logger, :mod:`hpo.log`)."""
+    logging.getLogger("hpo.mlflow").info(f"mlflow: {mask_text(msg)}")
 
 
 def tracker_for(config: TuneConfig, *, enabled: bool | None = None, experiment: str | None = None) -> MlflowTracker | None:

@@ -35,6 +35,7 @@ from .study import TrialStatus
 __all__ = [
     "TrialSpec",
     "TrialOutcome",
+    "objective_of",
     "Trainer",
     "Report",
     "Progress",
@@ -58,7 +59,7 @@ Progress = Callable[[dict[str, int]], None]
 class TrialSpec:
     """What one trial trains. Picklable: it crosses process boundaries (forked workers, Ray).
 
-    Built by the core (:meth:`hpo.StudyLoop.trial_spec`) from the study settings, parsed once;
+    Built by the core (:meth:`hpo.ledger.StudyLedger.trial_spec`) from the study settings, parsed once;
     backends never build one by hand.
 
     Attributes:
@@ -135,6 +136,22 @@ class TrialOutcome:
         self.status = TrialStatus(self.status)
         if not self.status.finished:
             raise ValueError(f"a trial outcome is complete, pruned or failed, not {self.status.value}")
+
+    def objective(self, metric: str) -> float | None:
+        """The trial's objective: :func:`objective_of` its epochs and final metrics."""
+        return objective_of(self.epochs, self.final_metrics, metric)
+
+
+def objective_of(outcome_epochs: list[dict[str, float]], final_metrics: dict[str, float], metric: str) -> float | None:
+    """The objective of a trial: ``metric`` from the final validation (best weights), else from the
+    last epoch that reported it. Computed from the raw metric, never from Ultralytics' ``fitness``.
+    """
+    if metric in final_metrics:
+        return float(final_metrics[metric])
+    for row in reversed(outcome_epochs):
+        if metric in row:
+            return float(row[metric])
+    return None
 
 
 class Trainer(Protocol):

@@ -52,7 +52,7 @@ def check_image(image: "str | None") -> str:
     Raises:
         hpo.errors.ConfigError: no image (``None``/empty) or not an image reference.
     """
-    from hpo.errors import ConfigError
+    from hpo import ConfigError
 
     if not image or not str(image).strip():
         raise ConfigError(
@@ -99,7 +99,7 @@ def hpo_tune(
     join: bool = False,
     storage_env: str = "",
     allow_changes: bool = False,
-) -> NamedTuple("TuneOutputs", [("study_dir", str), ("best_weights", str), ("best_hyperparameters", dict)]):
+) -> NamedTuple("TuneOutputs", [("study_dir", str), ("best_weights", str), ("best_hyperparameters", dict)]):  # type: ignore[valid-type]  # KFP's form of named outputs
     """Tune an Ultralytics YOLO model with hpo (``hpo tune``) on the mounted volume.
 
     Runs ``hpo preflight`` first (mount, writable output, data, GPUs, /dev/shm), then the study,
@@ -123,37 +123,18 @@ def hpo_tune(
     (Markdown), ``metrics`` (best_objective, complete, failed, pruned, trials), ``report``
     (HTML: leaderboard and best-so-far plot), ``study_dir`` and ``best_weights`` (paths on the volume).
     """
+    params = dict(locals())  # first: every parameter, and nothing else (KFP passes them by name)
     from collections import namedtuple
 
     from hpo_kfp.step import run_tune_step, write_outputs
 
-    r = run_tune_step(
-        model=model,
-        data=data,
-        backend=backend,
-        iterations=iterations,
-        epochs=epochs,
-        space=space,
-        metric=metric,
-        mount_path=mount_path,
-        output_dir=output_dir,
-        study_name=study_name,
-        train_args=train_args,
-        backend_options=backend_options,
-        concurrent_trials=concurrent_trials,
-        gpus=gpus,
-        seed=seed,
-        trial_timeout=trial_timeout,
-        time_budget=time_budget,
-        keep_weights=keep_weights,
-        workers=workers or None,
-        join=join,
-        storage_env=storage_env,
-        allow_changes=allow_changes,
-    )
+    for artifact in ("metrics", "leaderboard", "report", "best_model"):
+        del params[artifact]
+    # the settings (hpo.settings.from_kfp reads their KFP spellings) and the step's own parameters
+    r = run_tune_step(**params)
     write_outputs(r, metrics=metrics, leaderboard=leaderboard, report=report, best_model=best_model)
-    outputs = namedtuple("TuneOutputs", ["study_dir", "best_weights", "best_hyperparameters"])
-    return outputs(r.study_dir, r.best_weights, r.best_params)
+    TuneOutputs = namedtuple("TuneOutputs", ["study_dir", "best_weights", "best_hyperparameters"])
+    return TuneOutputs(r.study_dir, r.best_weights, r.best_params)
 
 
 def check_environment(

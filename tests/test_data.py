@@ -153,8 +153,8 @@ def test_read_only_dataset_warns_that_labels_are_rescanned(read_only, digits_det
     import warnings
 
     from hpo import HpoWarning
-    from hpo.config import build_config
     from hpo.data import cache_warnings
+    from hpo.validate import build_config
 
     src, ro = read_only
     _cls_tree(src / "cls")
