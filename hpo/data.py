@@ -47,7 +47,7 @@ class ResolvedData:
         """Write the resolved YAML into ``study_dir`` (atomically); return what trials pass as ``data=``."""
         if self.kind == "folder":
             return self.source
-        from .study import atomic_write_text
+        from .files import atomic_write_text
 
         path = Path(study_dir) / "data.yaml"
         atomic_write_text(path, yaml.safe_dump(self.content, sort_keys=False))

@@ -52,8 +52,9 @@ ENTRY_POINT_GROUP = "hpo.backends"
 PLUGIN_GROUP = "hpo.plugins"
 #: The groups loaded, in this order.
 ENTRY_POINT_GROUPS = (ENTRY_POINT_GROUP, PLUGIN_GROUP)
-#: hpo's own plugins, registered before the entry points' (name: module): study observers.
-DEFAULT_PLUGINS = {"progress": "hpo.progress", "plots": "hpo.plots", "weights": "hpo.weights"}
+#: hpo's own plugins, registered by these names before the entry points' plugins: the study
+#: observers of :mod:`hpo.progress`, :mod:`hpo.plots` and :mod:`hpo.weights`.
+DEFAULT_PLUGINS = ("progress", "plots", "weights")
 
 
 @functools.cache
@@ -66,8 +67,10 @@ def get_plugin_manager() -> pluggy.PluginManager:
     """
     pm = pluggy.PluginManager("hpo")
     pm.add_hookspecs(hookspecs)
-    for name, module in DEFAULT_PLUGINS.items():
-        pm.register(importlib.import_module(module), name=name)
+    from . import plots, progress, weights  # DEFAULT_PLUGINS' modules (light: they import their libraries when used)
+
+    for name, module in zip(DEFAULT_PLUGINS, (progress, plots, weights), strict=True):
+        pm.register(module, name=name)
     for group in ENTRY_POINT_GROUPS:
         pm.load_setuptools_entrypoints(group)
     pm.check_pending()
