@@ -65,10 +65,13 @@ __all__ = [
     "FinalRecord",
     "FinalResult",
     "train_final",
+    "run_final_stage",
+    "study_candidates",
     "read_final_records",
     "read_final_summary",
     "fresh_seeds",
     "split_label",
+    "render_final",
     "require_complete",
     "FINAL_RECORDS",
     "FINAL_SUMMARY",
@@ -859,3 +862,168 @@ def require_complete(result: FinalResult, *, resume_hint: str = "run the final s
     if failed and len(failed) == len(result.records):
         raise RunFailedError(f"final: every final run failed{first}")
     raise RunFailedError(f"final: no final run completed ({len(failed)} failed){first}; {resume_hint}")
+
+
+def study_candidates(study: Any, top: int = 1) -> list[FinalCandidate]:
+    """The ``top`` best complete trials of a study as :class:`FinalCandidate` (best first; a
+    configuration that several trials share counts once, with its best trial).
+
+    Args:
+        study: an open :class:`hpo.Study`.
+        top: how many configurations (>= 1).
+
+    Raises:
+        ConfigError: ``top`` is not a whole number >= 1.
+        RunFailedError: the study has no complete trial (nothing to train).
+    """
+    from .config import _count
+
+    top = _count("final_top", top)
+    out: list[FinalCandidate] = []
+    seen: list[dict[str, Any]] = []
+    for r in study.ranked(study.finished()):
+        if r.status is not TrialStatus.COMPLETE or r.objective is None or not math.isfinite(r.objective):
+            break  # ranked: complete trials with an objective come first
+        if r.params in seen:
+            continue
+        seen.append(r.params)
+        out.append(FinalCandidate(params=dict(r.params), source_trial=r.id, search_objective=r.objective))
+        if len(out) == top:
+            break
+    if not out:
+        raise RunFailedError(
+            f"final: the study '{study.path}' has no complete trial, so there is no configuration to train; "
+            "continue the search first (hpo tune ... --resume)"
+        )
+    return out
+
+
+def run_final_stage(
+    study: Any,
+    *,
+    epochs: int,
+    seeds: int | Sequence[int] = 1,
+    top: int = 1,
+    time_budget_s: float | None = None,
+    observers: Sequence[Any] = (),
+    verbose: bool = False,
+) -> FinalResult:
+    """The final stage of a study: its ``top`` best configurations trained with :func:`train_final`
+    into the study directory, with the study's model, data, train args, metric, trainer and
+    trial timeout (``hpo tune --final-epochs``, ``hpo final STUDY``, ``Tuner(final_epochs=...)``).
+
+    Args:
+        study: the open :class:`hpo.Study`; the caller holds its lock (the Tuner's run, or ``hpo final``).
+        epochs: epochs per final run (>= 1).
+        seeds: a count (fresh seeds after the trials' ``seed``, :func:`fresh_seeds`) or a list.
+        top: how many of the best configurations (>= 1).
+        time_budget_s: seconds the stage may take (``None``: no limit).
+        observers, verbose: as :func:`train_final`.
+
+    Returns:
+        :class:`FinalResult` (``output`` is the study directory).
+
+    Raises:
+        RunFailedError: the study has no complete trial.
+        ConfigError, StudyLockedError, VolumeError, KeyboardInterrupt: as :func:`train_final`.
+    """
+    from .trial import ULTRALYTICS_TRAINER
+
+    candidates = study_candidates(study, top)
+    s = study.settings
+    data = study.path / "data.yaml"
+    return train_final(
+        model=s["model"],
+        data=data if data.is_file() else s["data"],
+        params=candidates,
+        epochs=epochs,
+        output=study.path,
+        train_args=dict(s.get("train_args") or {}),
+        seeds=seeds,
+        metric=s.get("metric"),
+        trainer=s.get("trainer") or ULTRALYTICS_TRAINER,
+        trainer_options=dict(s.get("trainer_options") or {}),
+        timeout_s=s.get("trial_timeout"),
+        time_budget_s=time_budget_s,
+        observers=observers,
+        verbose=verbose,
+    )
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def _wrap(text: str, width: int | None, indent: int = 0) -> list[str]:
+    import textwrap
+
+    pad = " " * indent
+    if width is None:
+        return [pad + text]
+    return textwrap.wrap(text, width, initial_indent=pad, subsequent_indent=pad + "  ", break_on_hyphens=False) or [""]
+
+
+def render_final(summary: dict[str, Any], *, width: int | None = None) -> list[str]:
+    """The "final model" block of ``hpo show`` and ``hpo final`` (lines, no trailing newline).
+
+    One header (configurations x seeds x epochs, the split, the runs per status), then one row per
+    configuration, best first: its trial, the search's validation value, the final runs' mean
+    validation value, the mean ± sd on the split (``test``, or ``val (no test split)``) and the
+    complete runs; then the final model (the run chosen on validation) and its weights.
+
+    Args:
+        summary: :func:`hpo.final.read_final_summary`'s (or :attr:`hpo.FinalResult.summary`).
+        width: columns to fit (``None``: no folding).
+    """
+    label = summary.get("split_label") or "test"
+    counts = summary.get("counts") or {}
+    configs = summary.get("configurations") or []
+    seeds = summary.get("seeds") or []
+    head = (
+        f"final model: {len(configs)} configuration{'s' if len(configs) != 1 else ''} x {len(seeds)} seed"
+        f"{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}) x {summary.get('epochs')} epochs, "
+        f"{summary.get('metric')} on {label}; runs: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+    )
+    if summary.get("stopped_by") == "time_budget":
+        head += " (the time budget ended the stage: hpo final STUDY continues it)"
+    out = _wrap(head, width)
+
+    def pm(mean: Any, sd: Any) -> str:
+        if mean is None:
+            return "-"
+        return f"{mean:.4g}" + (f" ± {sd:.2g}" if sd is not None else "")
+
+    header = ["trial", "search val", "final val", f"{label} (mean ± sd)", "runs"]
+    rows = [
+        [
+            "-" if c.get("source_trial") is None else str(c["source_trial"]),
+            _fmt(c.get("search_objective")),
+            pm(c.get("val_mean"), None),
+            pm(c.get("test_mean"), c.get("test_sd")),
+            f"{c.get('n', 0)}/{len(c.get('runs') or [])}",
+        ]
+        for c in configs
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for i, row in enumerate([header, *rows]):
+        out.append("  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            out.append("  " + "  ".join("-" * w for w in widths))
+    chosen = summary.get("chosen")
+    if chosen:
+        origin = f"trial {chosen['source_trial']}, " if chosen.get("source_trial") is not None else ""
+        out += _wrap(
+            f"final model: run {chosen['run']} ({origin}seed {chosen['seed']}), chosen on val {_fmt(chosen.get('objective_val'))}; "
+            f"{label} {_fmt(chosen.get('objective_test'))}",
+            width,
+            2,
+        )
+        if chosen.get("weights"):
+            out += _wrap(f"weights {chosen['weights']}", width, 2)
+    else:
+        out += _wrap("no final run completed yet", width, 2)
+    return out

@@ -75,7 +75,10 @@ def test_missing_data_and_wrong_kind(tmp_path, digits_cls, digits_det):
     assert resolve_data(digits_cls, "classify").kind == "folder"
 
 
-def test_digits_cls_layout_and_determinism(tmp_path, digits_cls):
+def test_digits_cls_layout_and_determinism(tmp_path, digits_cls, digits_cls_test):
+    old = {s: sum(1 for _ in (digits_cls / s).rglob("*.png")) for s in ("train", "val")}
+    assert old == {"train": 1402, "val": 395} and not (digits_cls / "test").exists()  # test_fraction=0: as before
+    digits_cls = digits_cls_test  # hpo datasets make's defaults
     counts = {s: sum(1 for _ in (digits_cls / s).rglob("*.png")) for s in ("train", "val", "test")}
     assert counts == {"train": 1079, "val": 359, "test": 359}  # all 1,797 UCI digits, 20% val, 20% test
     names = {s: {p.name for p in (digits_cls / s).rglob("*.png")} for s in counts}
@@ -351,10 +354,11 @@ def test_a_data_yaml_that_repeats_a_key_or_misnumbers_classes_is_refused(tmp_pat
         resolve_data(y, "detect")
 
 
-def test_the_test_split_is_found_where_ultralytics_validates_elsewhere(tmp_path, digits_cls, digits_det):
+def test_the_test_split_is_found_where_ultralytics_validates_elsewhere(tmp_path, digits_cls, digits_cls_test, digits_det):
     from hpo.data import test_split
 
-    assert test_split(resolve_data(digits_cls, "classify")) == "test"
+    assert test_split(resolve_data(digits_cls_test, "classify")) == "test"
+    assert test_split(resolve_data(digits_cls, "classify")) is None
     assert test_split(resolve_data(digits_det, "detect")) == "test"
     # a classification folder without val/: Ultralytics validates on test/, so it is no test split
     no_val = tmp_path / "noval"

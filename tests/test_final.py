@@ -30,13 +30,13 @@ def digits_cls_no_test(tmp_path_factory) -> Path:
     return make_digits_cls(tmp_path_factory.mktemp("data") / "digits-cls-val-only", seed=0, imgsz=8, test_fraction=0.0)
 
 
-def test_real_runs_are_scored_on_the_test_split_and_the_best_val_run_is_the_final_model(digits_cls, tmp_path):
+def test_real_runs_are_scored_on_the_test_split_and_the_best_val_run_is_the_final_model(digits_cls_test, tmp_path):
     from ultralytics import YOLO
 
     out = tmp_path / "final"
     args = {k: v for k, v in CLS_ARGS.items() if k != "lr0"}
     r = train_final(
-        model="yolov8n-cls.yaml", data=digits_cls, params={"lr0": 0.002}, train_args=args, epochs=1, seeds=2, output=out
+        model="yolov8n-cls.yaml", data=digits_cls_test, params={"lr0": 0.002}, train_args=args, epochs=1, seeds=2, output=out
     )
     assert r.split == "test" and r.metric == "metrics/accuracy_top1" and r.direction == "maximize"
     assert [(x.id, x.seed, x.status) for x in r.records] == [(0, 1, TrialStatus.COMPLETE), (1, 2, TrialStatus.COMPLETE)]
@@ -51,10 +51,10 @@ def test_real_runs_are_scored_on_the_test_split_and_the_best_val_run_is_the_fina
     best = max(r.records, key=lambda x: (x.objective_val, -x.id))
     assert r.weights == out / "weights" / "final.pt" and r.weights.read_bytes() == Path(best.weights).read_bytes()
     on_test = YOLO(str(r.weights)).val(
-        data=str(digits_cls), split="test", imgsz=32, batch=128, workers=0, device="cpu", plots=False
+        data=str(digits_cls_test), split="test", imgsz=32, batch=128, workers=0, device="cpu", plots=False
     )
     on_val = YOLO(str(r.weights)).val(
-        data=str(digits_cls), split="val", imgsz=32, batch=128, workers=0, device="cpu", plots=False
+        data=str(digits_cls_test), split="val", imgsz=32, batch=128, workers=0, device="cpu", plots=False
     )
     assert on_test.results_dict[top1] == pytest.approx(best.objective_test, abs=1e-6)
     assert on_val.results_dict[top1] == pytest.approx(best.objective_val, abs=1e-6)
@@ -72,7 +72,7 @@ def test_real_runs_are_scored_on_the_test_split_and_the_best_val_run_is_the_fina
     # run again: nothing is trained again (the records are the same snapshots)
     t0 = time.monotonic()
     again = train_final(
-        model="yolov8n-cls.yaml", data=digits_cls, params={"lr0": 0.002}, train_args=args, epochs=1, seeds=2, output=out
+        model="yolov8n-cls.yaml", data=digits_cls_test, params={"lr0": 0.002}, train_args=args, epochs=1, seeds=2, output=out
     )
     assert time.monotonic() - t0 < 8 and again.records == r.records
     assert len((out / "final.jsonl").read_text().splitlines()) == len(r.records) * 3  # start, epoch, end: none added
@@ -89,13 +89,13 @@ def test_without_a_test_split_the_score_is_the_validation_score_and_says_so(digi
     assert summary["split"] == "val" and summary["split_label"] == "val (no test split)"
 
 
-def test_fresh_seeds_follow_the_trials_seed_and_top_k_configurations_are_ranked(digits_cls, tmp_path):
+def test_fresh_seeds_follow_the_trials_seed_and_top_k_configurations_are_ranked(digits_cls_test, tmp_path):
     good, bad = {"lr0": 0.002, "momentum": 0.9}, {"lr0": 0.5, "momentum": 0.1}
     from hpo.simulate import curve_value, eval_value
 
     r = train_final(
         model="yolov8n-cls.yaml",
-        data=digits_cls,
+        data=digits_cls_test,
         params=[
             FinalCandidate(bad, source_trial=3, search_objective=0.5),
             FinalCandidate(good, source_trial=7, search_objective=0.4),
@@ -116,9 +116,9 @@ def test_fresh_seeds_follow_the_trials_seed_and_top_k_configurations_are_ranked(
     assert r.summary["chosen"]["source_trial"] == rank[0]
 
 
-def test_a_failed_run_is_trained_again_under_a_new_id_and_its_record_stays(digits_cls, tmp_path):
+def test_a_failed_run_is_trained_again_under_a_new_id_and_its_record_stays(digits_cls_test, tmp_path):
     kw = dict(
-        model="yolov8n-cls.yaml", data=digits_cls, params={"lr0": 0.01}, epochs=2, seeds=[1, 2], output=tmp_path, trainer=SIM
+        model="yolov8n-cls.yaml", data=digits_cls_test, params={"lr0": 0.01}, epochs=2, seeds=[1, 2], output=tmp_path, trainer=SIM
     )
     r = train_final(**kw, trainer_options={"fail": [1]})
     assert [x.status for x in r.records] == [TrialStatus.COMPLETE, TrialStatus.FAILED]
@@ -134,8 +134,10 @@ def test_a_failed_run_is_trained_again_under_a_new_id_and_its_record_stays(digit
     assert (tmp_path / "final.jsonl").read_text().endswith("}\n")  # the torn line was cut before appending
 
 
-def test_the_time_budget_stops_a_run_at_an_epoch_and_starts_no_more(digits_cls, tmp_path):
-    kw = dict(model="yolov8n-cls.yaml", data=digits_cls, params={"lr0": 0.01}, epochs=4, seeds=2, output=tmp_path, trainer=SIM)
+def test_the_time_budget_stops_a_run_at_an_epoch_and_starts_no_more(digits_cls_test, tmp_path):
+    kw = dict(
+        model="yolov8n-cls.yaml", data=digits_cls_test, params={"lr0": 0.01}, epochs=4, seeds=2, output=tmp_path, trainer=SIM
+    )
     with clock.simulated():
         r = train_final(**kw, trainer_options={"epoch_s": 0.4}, time_budget_s=1.0)
     (rec,) = r.records
@@ -154,8 +156,10 @@ def test_the_time_budget_stops_a_run_at_an_epoch_and_starts_no_more(digits_cls, 
     require_complete(r)
 
 
-def test_a_run_that_cannot_finish_within_the_budget_left_is_not_started(digits_cls, tmp_path):
-    kw = dict(model="yolov8n-cls.yaml", data=digits_cls, params={"lr0": 0.01}, epochs=2, seeds=3, output=tmp_path, trainer=SIM)
+def test_a_run_that_cannot_finish_within_the_budget_left_is_not_started(digits_cls_test, tmp_path):
+    kw = dict(
+        model="yolov8n-cls.yaml", data=digits_cls_test, params={"lr0": 0.01}, epochs=2, seeds=3, output=tmp_path, trainer=SIM
+    )
     with clock.simulated():
         r = train_final(**kw, trainer_options={"epoch_s": 1.0}, time_budget_s=5.0)
     # each run takes 2 s: after two, 1 s is left, less than a run needs
@@ -176,11 +180,11 @@ except KeyboardInterrupt:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_a_stopped_run_is_no_result_and_the_next_stage_trains_it_again_with_its_id(digits_cls, tmp_path, sig):
+def test_a_stopped_run_is_no_result_and_the_next_stage_trains_it_again_with_its_id(digits_cls_test, tmp_path, sig):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(STAGE_SCRIPT))
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, str(script), str(digits_cls), str(out)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(script), str(digits_cls_test), str(out)], stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         recs = read_final_records(out)
@@ -198,14 +202,16 @@ def test_a_stopped_run_is_no_result_and_the_next_stage_trains_it_again_with_its_
     assert not read_final_summary(out)["configurations"][0]["n"]
     (out / "final" / "0" / "stale.txt").write_text("from the stopped run")
     # the same stage again (trainer options are no setting of a run: here, no sleeping)
-    r = train_final(model="yolov8n-cls.yaml", data=digits_cls, params={"lr0": 0.01}, epochs=20, seeds=1, output=out, trainer=SIM)
+    r = train_final(
+        model="yolov8n-cls.yaml", data=digits_cls_test, params={"lr0": 0.01}, epochs=20, seeds=1, output=out, trainer=SIM
+    )
     assert [(x.id, x.status, x.epochs_completed) for x in r.records] == [(0, TrialStatus.COMPLETE, 20)]
     assert not (out / "final" / "0" / "stale.txt").exists()  # its folder was cleared
 
 
-def test_bad_input_is_one_line_before_anything_is_written(digits_cls, digits_det, tmp_path):
+def test_bad_input_is_one_line_before_anything_is_written(digits_cls_test, digits_det, tmp_path):
     out = tmp_path / "out"
-    kw = dict(model="yolov8n-cls.yaml", data=digits_cls, epochs=1, output=out, trainer=SIM)
+    kw = dict(model="yolov8n-cls.yaml", data=digits_cls_test, epochs=1, output=out, trainer=SIM)
     cases = [
         (dict(kw, params={"seed": 3}), r"^params: 'seed' is set per final run"),
         (dict(kw, params={"lr00": 0.1}), r"^params: 'lr00' is not an Ultralytics train argument"),
@@ -225,9 +231,9 @@ def test_bad_input_is_one_line_before_anything_is_written(digits_cls, digits_det
     assert not out.exists()
 
 
-def test_final_records_survive_in_plain_json(digits_cls, tmp_path):
+def test_final_records_survive_in_plain_json(digits_cls_test, tmp_path):
     r = train_final(
-        model="yolov8n-cls.yaml", data=digits_cls, params={"lr0": 0.01}, epochs=1, seeds=1, output=tmp_path, trainer=SIM
+        model="yolov8n-cls.yaml", data=digits_cls_test, params={"lr0": 0.01}, epochs=1, seeds=1, output=tmp_path, trainer=SIM
     )
     lines = [json.loads(x) for x in (tmp_path / "final.jsonl").read_text().splitlines()]
     assert lines[-1]["status"] == "complete" and lines[-1]["objective_test"] == r.records[0].objective_test
