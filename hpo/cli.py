@@ -134,9 +134,10 @@ def _print_result(result: Any, as_json: bool) -> None:
         "stopped_by": result.stopped_by,
         "elapsed_s": result.elapsed_s,
         "iterations": result.iterations,
+        "final": result.final.summary if getattr(result, "final", None) is not None else None,
     }
     if as_json:
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(doc, indent=2, default=str))
         return
     if result.stopped_by == "time_budget":
         from .config import format_duration
@@ -155,6 +156,10 @@ def _print_result(result: Any, as_json: bool) -> None:
     print(f"study:  {result.study_dir}")
     if result.best_weights:
         print(f"best weights: {result.best_weights}")
+    if getattr(result, "final", None) is not None:
+        from .final import render_final
+
+        print("\n".join(render_final(result.final.summary)))
 
 
 @app.command(
@@ -240,6 +245,18 @@ def tune(
         "--plots/--no-plots",
         help="Draw <study>/plots/ (PNGs, report.html) when the run ends (default: on unless HPO_PLOTS=0).",
     ),
+    final_epochs: Optional[str] = typer.Option(
+        None,
+        "--final-epochs",
+        metavar="N",
+        help="After the search: train the best configuration(s) N epochs with fresh seeds and score them on the test split (the final model; default: none).",
+    ),
+    final_seeds: str = typer.Option(
+        "1", "--final-seeds", metavar="R", help="Final runs per configuration, seeds seed+1..seed+R of the train arg seed."
+    ),
+    final_top: str = typer.Option(
+        "1", "--final-top", metavar="K", help="How many of the best configurations the final stage trains."
+    ),
 ) -> None:
     import warnings
 
@@ -285,6 +302,9 @@ def tune(
             verbose=not quiet,
             download_weights=download_weights,
             weights_dir=weights_dir,
+            final_epochs=final_epochs,
+            final_seeds=final_seeds,
+            final_top=final_top,
         )
     _print_result(result, as_json)
 

@@ -25,6 +25,10 @@ Seeds: Ultralytics' ``seed`` train arg. ``seeds=R`` (a count) means ``R`` seeds 
 trials train with the train arg ``seed`` (Ultralytics' default 0), so the final runs take
 ``seed+1 .. seed+R``; a list gives them explicitly.
 
+Runs train one at a time, each in its own worker process; with several GPUs in ``device`` a run
+trains on the first of them (as a trial does on its own GPU: Ultralytics' multi-GPU DDP would
+train outside the worker).
+
 Resumable: a run whose configuration, seed, epochs, model, data, train args, metric and trainer
 match a complete run in ``final.jsonl`` is not trained again; a ``running`` one (its process was
 killed) or an ``interrupted`` one is trained again with its id (its folder cleared); a ``failed``
@@ -497,8 +501,10 @@ def train_final(
         trainer: ``"module:function"`` that trains a run (default: ``HPO_TRAINER``, else Ultralytics).
         trainer_options: its JSON-able options (default: ``HPO_TRAINER_OPTIONS``).
         timeout_s: seconds before a run is killed and recorded ``failed`` (``None``: no limit).
-        time_budget_s: seconds this call may take (``None``: no limit): no run starts once they
-            are spent, and a run still training stops at its next epoch and is recorded ``interrupted``.
+        time_budget_s: seconds this call may take (``None``: no limit; 0: no run starts, complete
+            ones are reused): no run starts once they are spent (nor one that the median duration
+            of this stage's complete runs says cannot finish in what is left), and a run still
+            training stops at its next epoch and is recorded ``interrupted``.
         observers: objects with any of the methods ``on_final_start(record)``,
             ``on_final_epoch(record, row)``, ``on_final_batch(record, progress)``,
             ``on_final_end(record)``, ``on_final_stage_end(result)`` (MLflow tracking, progress).
@@ -543,9 +549,12 @@ def train_final(
     if timeout_s is not None and (not isinstance(timeout_s, (int, float)) or not math.isfinite(timeout_s) or timeout_s <= 0):
         raise ConfigError(f"trial_timeout: {timeout_s!r} must be a number of seconds > 0")
     if time_budget_s is not None and (
-        not isinstance(time_budget_s, (int, float)) or not math.isfinite(time_budget_s) or time_budget_s <= 0
+        isinstance(time_budget_s, bool)
+        or not isinstance(time_budget_s, (int, float))
+        or not math.isfinite(time_budget_s)
+        or time_budget_s < 0
     ):
-        raise ConfigError(f"final time budget: {time_budget_s!r} must be a number of seconds > 0")
+        raise ConfigError(f"final time budget: {time_budget_s!r} must be a number of seconds >= 0")
     _check_args(fixed, candidates)
     out = Path(output).expanduser().resolve()
     if not trainer_in_process(trainer_name):
@@ -610,9 +619,10 @@ def _run_stage(
     spec_cls: Any,
     interrupted_cls: type[BaseException],
 ) -> FinalResult:
-    from .config import format_duration
+    from .config import format_duration, gpu_indices
     from .trial import ULTRALYTICS_TRAINER
 
+    gpus = gpu_indices(fixed.get("device"))
     t0 = clock.monotonic()
     writer = _Writer(out)
     records = read_final_records(out)
@@ -705,13 +715,18 @@ def _run_stage(
             _emit(observers, "on_final_start", rec)
             origin = f"trial {c.source_trial}" if c.source_trial is not None else "the given configuration"
             say(f"run {rid} ({origin}, seed {seed}, {epochs} epochs) started")
+            run_args: dict[str, Any] = {**fixed, "seed": seed}
+            env: dict[str, str] = {}
+            if len(gpus) > 1:  # as trials do: one GPU per run (Ultralytics' DDP would train outside the worker)
+                env["CUDA_VISIBLE_DEVICES"], run_args["device"] = str(gpus[0]), "0"
             spec = spec_cls(
                 trial_id=rid,
                 model=model,
                 task=task,
                 data=data_arg,
                 params=dict(c.params),
-                train_args={**fixed, "seed": seed},
+                train_args=run_args,
+                env=env,
                 epochs=epochs,
                 run_dir=str(run_dir),
                 metric=metric,

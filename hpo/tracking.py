@@ -588,7 +588,9 @@ class MlflowTracker(TunerCallback):
             for plot in sorted((study.path / "plots").glob("*")):  # hpo.plots draws them just before
                 if plot.suffix in (".png", ".html", ".json") and not plot.name.startswith("."):  # not a temp file
                     client.log_artifact(pid, str(plot), artifact_path="plots")
-            ok = result is not None and result.counts.get("complete", 0) > 0  # as Tuner.run: no complete trial, no result
+            # as Tuner.run: no complete trial, or a final stage without a complete run, is no result
+            final = getattr(result, "final", None)
+            ok = result is not None and result.counts.get("complete", 0) > 0 and (final is None or bool(final.complete))
             client.set_terminated(pid, status=RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
 
         self._safe("end of the study", end)
