@@ -78,6 +78,25 @@ def test_real_runs_are_scored_on_the_test_split_and_the_best_val_run_is_the_fina
     assert len((out / "final.jsonl").read_text().splitlines()) == len(r.records) * 3  # start, epoch, end: none added
 
 
+def test_a_real_detection_run_is_validated_on_the_yaml_test_split(digits_det, tmp_path):
+    from conftest import DET_ARGS
+
+    r = train_final(
+        model="yolov8n.yaml", data=digits_det, params={"lr0": 0.003}, train_args=DET_ARGS, epochs=1, seeds=[3], output=tmp_path
+    )
+    (rec,) = r.records
+    assert rec.status is TrialStatus.COMPLETE and r.split == "test" and rec.seed == 3
+    key = "metrics/mAP50-95(B)"
+    assert rec.objective_test == rec.test_metrics[key] and rec.objective_val == rec.val_metrics[key]
+    assert {"metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)"} <= set(rec.test_metrics)
+    log = (tmp_path / "final" / "0" / "train.log").read_text()
+    assert f"hpo: validating {rec.weights} on the test split" in log
+    # Ultralytics' validator read the 16 test canvases (its label cache beside labels/test)
+    assert (digits_det.parent / "labels" / "test.cache").is_file()
+    data = yaml.safe_load((tmp_path / "final" / "data.yaml").read_text())
+    assert data["test"] == str(digits_det.parent / "images" / "test")
+
+
 def test_without_a_test_split_the_score_is_the_validation_score_and_says_so(digits_cls_no_test, tmp_path):
     r = train_final(
         model="yolov8n-cls.yaml", data=digits_cls_no_test, params={"lr0": 0.01}, epochs=3, seeds=[5], output=tmp_path, trainer=SIM
