@@ -29,6 +29,7 @@ from .errors import (
     VolumeError,
 )
 from .files import WRITE_ERRNOS, atomic_write_text, repair_jsonl, volume_error
+from .final import FinalCandidate, FinalRecord, FinalResult, train_final
 from .hookspecs import hookimpl
 from .redact import mask_secrets, mask_text
 from .space import Kind, Param, SearchSpace
@@ -57,6 +58,10 @@ __all__ = [
     "TrialSpec",
     "TrialOutcome",
     "train_trial",
+    "train_final",
+    "FinalCandidate",
+    "FinalRecord",
+    "FinalResult",
     "hookimpl",
     "mask_text",
     "mask_secrets",

@@ -79,6 +79,10 @@ class TuneConfig:
         options: the backend's validated options.
         trainer: ``"module:function"`` that trains a trial (:mod:`hpo.trial`).
         trainer_options: its JSON-able options.
+        final_epochs: epochs of each final-model run after the search (:mod:`hpo.final`); ``None``:
+            no final stage.
+        final_seeds: final runs per configuration, with seeds no trial used (:func:`hpo.final.fresh_seeds`).
+        final_top: how many of the best configurations the final stage trains.
         notices: things hpo changed on the user's behalf (printed by the CLI).
         warnings: valid but risky input (a read-only dataset whose label caches are missing or
             stale, ``val=False``, more concurrent trials than GPUs or CPUs), one line each; the
@@ -106,6 +110,9 @@ class TuneConfig:
     options: BackendOptions = field(default_factory=BackendOptions)
     trainer: str = ULTRALYTICS_TRAINER
     trainer_options: dict[str, Any] = field(default_factory=dict)
+    final_epochs: int | None = None
+    final_seeds: int = 1
+    final_top: int = 1
     notices: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -147,6 +154,11 @@ class TuneConfig:
             "options": self.options.model_dump(mode="json"),
             "data_resolved": self.data.content or self.data.source,
             **({"trainer": self.trainer, "trainer_options": self.trainer_options} if self.trainer != ULTRALYTICS_TRAINER else {}),
+            **(
+                {"final_epochs": self.final_epochs, "final_seeds": self.final_seeds, "final_top": self.final_top}
+                if self.final_epochs
+                else {}
+            ),
         }
         return mask_secrets(settings)
 
@@ -422,6 +434,9 @@ def build_config(
     backend_options: dict[str, Any] | None = None,
     trainer: str | None = None,
     trainer_options: dict[str, Any] | None = None,
+    final_epochs: Any = None,
+    final_seeds: Any = 1,
+    final_top: Any = 1,
     warm_up: Callable[[type[Backend | Controller], str], None] | None = None,
 ) -> TuneConfig:
     """Validate every input and return a :class:`TuneConfig`. Writes nothing.
@@ -461,6 +476,9 @@ def build_config(
         iterations = 10
     iterations = None if iterations is None else _count("iterations", iterations)
     epochs = _count("epochs", epochs)
+    final_epochs = None if final_epochs in (None, 0, "0", "") else _count("final_epochs", final_epochs)
+    final_seeds = _count("final_seeds", final_seeds)
+    final_top = _count("final_top", final_top)
     workers = _count("concurrent_trials", workers)  # the user-facing name (was --workers)
     if trial_timeout is not None:
         try:
@@ -510,6 +528,14 @@ def build_config(
             f"metric: '{metric}' is not reported for task {task}{closest(metric, reported)}; choose one of {', '.join(reported)}"
         )
     direction = ultra.metric_direction(metric)
+    if final_epochs:
+        from .data import test_split
+
+        if test_split(resolved) == "test" and metric.startswith("val/"):
+            raise ConfigError(
+                f"final_epochs: the objective '{metric}' is a validation loss, which Ultralytics' val() does not report "
+                f"on the test split the final stage scores on; tune on a metric (e.g. {ultra.TASK_METRIC[task]}) or drop --final-epochs"
+            )
     config = TuneConfig(
         backend=backend,
         model=model,
@@ -532,6 +558,9 @@ def build_config(
         options=options,
         trainer=trainer,
         trainer_options=trainer_options,
+        final_epochs=final_epochs,
+        final_seeds=final_seeds,
+        final_top=final_top,
         notices=tuple(notices),
     )
     options.check(config)

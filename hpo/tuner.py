@@ -31,6 +31,7 @@ from .trial import ULTRALYTICS_TRAINER, TrialOutcome, TrialSpec, trainer_in_proc
 
 if TYPE_CHECKING:
     from .backend import Backend, Controller
+    from .final import FinalResult
 
 __all__ = [
     "Tuner",
@@ -95,6 +96,7 @@ class TuneResult:
         elapsed_s: wall-clock seconds the study has run, over all its runs.
         iterations: the total of finished trials this run aimed at (the ``iterations`` given;
             ``None``: no cap). With ``nothing_to_do`` the study already had at least that many.
+        final: the final stage's result (``final_epochs``; :class:`hpo.FinalResult`), else ``None``.
     """
 
     best_params: dict[str, Any]
@@ -110,6 +112,7 @@ class TuneResult:
     stopped_by: str | None = None
     elapsed_s: float | None = None
     iterations: int | None = None
+    final: FinalResult | None = None
 
 
 class StudyLoop:
@@ -151,6 +154,11 @@ class StudyLoop:
         self.budget_ended = False
         #: the study's settings version the trials of this run train under (:attr:`TrialRecord.settings`)
         self.settings_version = max(settings_versions(study.settings), default=0)
+        #: seconds of the complete trials (for the final stage's reserve, :meth:`final_reserve_s`)
+        self._complete_s = [
+            float(r.duration_s) for r in study.records().values() if r.status is TrialStatus.COMPLETE and r.duration_s
+        ]
+        self._clock_s: dict[int, float] = {}  # trial id -> seconds on the study's clock (run_trial)
 
     # --- the time budget
     def elapsed_s(self) -> float:
@@ -163,10 +171,24 @@ class StudyLoop:
         budget = self.config.time_budget
         return None if budget is None else max(0.0, budget - self.elapsed_s())
 
+    def final_reserve_s(self) -> float:
+        """Seconds of the time budget the search leaves to the final stage (``final_epochs``): its
+        estimated cost, ``final_top x final_seeds x final_epochs / epochs x`` the median duration
+        of the study's complete trials (0 before a trial completed, or without a final stage or a
+        budget). Final runs train one at a time, so they cost that in sequence."""
+        cfg = self.config
+        if not cfg.final_epochs or cfg.time_budget is None or not self._complete_s:
+            return 0.0
+        import statistics
+
+        per_epoch = statistics.median(self._complete_s) / cfg.epochs
+        return cfg.final_top * cfg.final_seeds * cfg.final_epochs * per_epoch
+
     def budget_spent(self) -> bool:
-        """Whether the study's time budget is spent (never, without one)."""
+        """Whether the search's share of the time budget is spent (never, without one): the budget
+        less :meth:`final_reserve_s`."""
         left = self.time_left()
-        if left is not None and left <= 0:
+        if left is not None and left - self.final_reserve_s() <= 0:
             self.budget_ended = True
             return True
         return False
@@ -317,7 +339,9 @@ class StudyLoop:
                 stop = bool(backend.should_prune(record, row)) if backend is not None else False
                 return stop or self.stop_for_budget(record, row)
 
+            began = clock.monotonic()
             outcome = self.runner.run(spec, on_epoch, lambda p: self.trial_batch(record, p))
+            self._clock_s[trial_id] = clock.monotonic() - began  # the study's clock (a simulation's too)
         except BaseException as e:
             with self._lock:
                 self._in_flight.discard(trial_id)
@@ -446,6 +470,9 @@ class StudyLoop:
         finally:
             with self._lock:
                 self._in_flight.discard(record.id)
+        seconds = self._clock_s.pop(record.id, None) or record.duration_s
+        if record.status is TrialStatus.COMPLETE and seconds:
+            self._complete_s.append(float(seconds))
         self._after_trial(record)
         return record
 
@@ -474,9 +501,11 @@ class StudyLoop:
         if record.status is TrialStatus.PRUNED and record.id in self.budget_pruned:
             from .config import format_duration
 
+            reserve = self.final_reserve_s()
             record.error = (
                 f"stopped after epoch {record.epochs_completed}: the study's time budget "
                 f"({format_duration(cfg.time_budget or 0)}) is spent"
+                + (f" (the last {format_duration(reserve)} of it are the final stage's)" if reserve else "")
             )
         elif record.status is TrialStatus.PRUNED:
             record.error = record.error or f"pruned after epoch {record.epochs_completed}"
@@ -652,6 +681,16 @@ class Tuner:
             ``"hpo.simulate:simulated_trainer"`` runs the study on simulated learning curves
             (milliseconds per trial; tests and benchmark simulations).
         trainer_options: JSON-able options of the trainer (default: ``HPO_TRAINER_OPTIONS``, JSON).
+        final_epochs: after the search ends (normally: not after a failure or an interrupt), train
+            the best ``final_top`` configurations for this many epochs, ``final_seeds`` times each
+            with seeds no trial used, and score them on the data's test split (:mod:`hpo.final`;
+            ``None`` or 0: no final stage). With a ``time_budget`` the search leaves the stage its
+            estimated cost (:meth:`StudyLoop.final_reserve_s`) and the stage gets what is left.
+            The result is :attr:`TuneResult.final`; a stage without a complete run raises
+            :class:`~hpo.errors.RunFailedError` (``hpo final STUDY`` continues it).
+        final_seeds: runs per configuration (>= 1; default 1): seeds ``seed+1 .. seed+R`` of the
+            train arg ``seed`` (Ultralytics' default 0).
+        final_top: how many of the best configurations (>= 1; default 1).
 
     Raises:
         hpo.errors.ConfigError: bad input (at construction, before anything is written).
@@ -689,6 +728,9 @@ class Tuner:
         trainer: str | None = None,
         trainer_options: dict[str, Any] | None = None,
         allow_changes: bool = False,
+        final_epochs: int | str | None = None,
+        final_seeds: int | str = 1,
+        final_top: int | str = 1,
     ):
         from .pretrained import fetch_pretrained, is_official_name, wants_download
 
@@ -730,6 +772,9 @@ class Tuner:
             backend_options=backend_options,
             trainer=trainer,
             trainer_options=trainer_options,
+            final_epochs=final_epochs,
+            final_seeds=final_seeds,
+            final_top=final_top,
             warm_up=_start_workers_for,
         )
         self.callbacks = list(callbacks)
@@ -901,6 +946,10 @@ class Tuner:
                 if loop.missing() == 0:  # the total reached, or the time budget spent by earlier runs
                     result = self._result(study, nothing_to_do=True, loop=loop)
                     self._fail_without_result(study, result)
+                    if cfg.final_epochs and not cfg.join:  # a finished search, resumed for its final stage
+                        started = True
+                        loop._emit("on_study_start", study, cfg)
+                        self._final_stage(study, loop, result)
                     return result
                 if not cfg.join:
                     study.keep_reserve()
@@ -924,6 +973,7 @@ class Tuner:
                     loop.ask_tell(backend)
             result = self._result(study, loop=loop)
             self._fail_without_result(study, result)
+            self._final_stage(study, loop, result)
             return result
         except (ConfigError, StudyError):  # StudyError is no ConfigError (both exit 2, nothing left)
             if new_dir and not started:
@@ -940,6 +990,34 @@ class Tuner:
                 loop._emit("on_study_end", study, result)
             finally:
                 study.close()
+
+    def _final_stage(self, study: Study, loop: StudyLoop, result: TuneResult) -> None:
+        """After a search that ended normally: the final stage (``final_epochs``), its result in
+        ``result.final``, with what is left of the time budget (:mod:`hpo.final`). A joined process
+        leaves it to the study's writer.
+
+        Raises:
+            RunFailedError: no final run completed (one line; ``hpo final STUDY`` continues the stage).
+        """
+        cfg = self.config
+        if not cfg.final_epochs or cfg.join:
+            return
+        from .final import require_complete, run_final_stage
+
+        observers = [*self.callbacks, *self.observers]
+        try:
+            result.final = run_final_stage(
+                study,
+                epochs=cfg.final_epochs,
+                seeds=cfg.final_seeds,
+                top=cfg.final_top,
+                time_budget_s=loop.time_left(),
+                observers=observers,
+            )
+        finally:
+            with contextlib.suppress(HpoError, OSError):
+                loop.save_elapsed()  # the final stage's time is the study's too
+        require_complete(result.final, resume_hint=f"run 'hpo final {study.path}'")
 
     def _fail_without_result(self, study: Study, result: TuneResult) -> None:
         """Raise :class:`~hpo.errors.RunFailedError` when the study has no complete trial: a run
