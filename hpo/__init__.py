@@ -40,6 +40,7 @@ from .errors import (
     StudyLockedError,
     VolumeError,
 )
+from .final import FinalCandidate, FinalRecord, FinalResult, train_final
 from .hookspecs import hookimpl
 from .redact import has_secret, mask_secrets, mask_text
 from .result import TuneResult
@@ -72,6 +73,10 @@ __all__ = [
     "TrialSpec",
     "TrialOutcome",
     "train_trial",
+    "train_final",
+    "FinalCandidate",
+    "FinalRecord",
+    "FinalResult",
     "hookimpl",
     "mask_text",
     "mask_secrets",

@@ -100,7 +100,7 @@ def split_extra_args(tokens: list[str]) -> tuple[list[str], dict[str, Any]]:
     Raises:
         ConfigError: a token that is neither.
     """
-    from .validate import _smart_value
+    from .values import _smart_value
 
     train: list[str] = []
     options: dict[str, Any] = {}
@@ -139,12 +139,13 @@ def _print_result(result: Any, as_json: bool) -> None:
         "stopped_by": result.stopped_by,
         "elapsed_s": result.elapsed_s,
         "iterations": result.iterations,
+        "final": result.final.summary if getattr(result, "final", None) is not None else None,
     }
     if as_json:
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(doc, indent=2, default=str))
         return
     if result.stopped_by == "time_budget":
-        from .validate import format_duration
+        from .values import format_duration
 
         print(
             f"time budget spent: the study ended after {format_duration(result.elapsed_s or 0)} "
@@ -160,6 +161,10 @@ def _print_result(result: Any, as_json: bool) -> None:
     print(f"study:  {result.study_dir}")
     if result.best_weights:
         print(f"best weights: {result.best_weights}")
+    if getattr(result, "final", None) is not None:
+        from .final import render_final
+
+        print("\n".join(render_final(result.final.summary)))
 
 
 #: ``hpo tune``'s options that are no settings, each placed after the setting it follows in ``--help``.
@@ -207,7 +212,7 @@ def tune(ctx: typer.Context, **given: Any) -> None:
 
     from .errors import HpoWarning
     from .tuner import Tuner
-    from .validate import parse_train_args
+    from .values import parse_train_args
 
     warnings.filterwarnings("ignore", category=HpoWarning)  # printed as "hpo: warning:" lines (_tune)
     as_json, workers = bool(given.pop("as_json", False)), given.pop("workers", None)
@@ -311,6 +316,105 @@ def show(
     else:
         chosen = [p.strip() for p in params.split(",") if p.strip()] if params else None
         sys.stdout.write(render(study_dir, params=chosen, show_all=show_all))
+
+
+@app.command("final")
+@handle_errors
+def final(
+    study_dir: Path = typer.Argument(..., help="The study directory <output>/<name>."),
+    epochs: Optional[str] = typer.Option(
+        None,
+        "--epochs",
+        "-e",
+        metavar="N",
+        help="Epochs per final run (default: the last final stage's, or --final-epochs of the study).",
+    ),
+    seeds: Optional[str] = typer.Option(
+        None,
+        "--seeds",
+        metavar="R",
+        help="Runs per configuration, with seeds no trial used: seed+1..seed+R of the train arg seed (default: the last stage's, else 1).",
+    ),
+    top: Optional[str] = typer.Option(
+        None, "--top", metavar="K", help="How many of the best configurations to train (default: the last stage's, else 1)."
+    ),
+    time_budget: Optional[str] = typer.Option(
+        None,
+        "--time-budget",
+        "-t",
+        metavar="DURATION",
+        help="Wall-clock budget of this final stage: no run starts after it, a running one stops at its next epoch (interrupted).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the final stage's summary as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+    mlflow: Optional[bool] = typer.Option(
+        None,
+        "--mlflow/--no-mlflow",
+        help="MLflow tracking: a child run per final run under the study's parent run (default: on when MLFLOW_TRACKING_URI is set).",
+    ),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment (default: the study's)."),
+    plots: Optional[bool] = typer.Option(
+        None, "--plots/--no-plots", help="Redraw <study>/plots/ with final.png (default: on unless HPO_PLOTS=0)."
+    ),
+) -> None:
+    """Train a finished study's best configuration(s) for a full schedule with fresh seeds and score
+    them on the test split (the final model); also continues an interrupted final stage."""
+    from .final import FINAL_SUMMARY, read_final_summary, render_final, require_complete, run_final_stage
+    from .study import Study
+    from .values import _count, parse_duration
+
+    if not Study.exists(study_dir):
+        raise ConfigError(f"study: no study at '{study_dir}'; pass the folder <output>/<name> that holds study.json")
+    last = read_final_summary(study_dir) if (Path(study_dir) / FINAL_SUMMARY).is_file() else None
+    stored = Study.open(study_dir).settings
+    n_epochs = epochs if epochs is not None else (last or {}).get("epochs") or stored.get("final_epochs")
+    if not n_epochs:
+        raise ConfigError("epochs: the study has no final stage to continue; give --epochs N (epochs per final run)")
+    n_epochs = _count("epochs", n_epochs)
+    run_seeds: int | list[int] = _count("seeds", seeds) if seeds is not None else list((last or {}).get("seeds") or []) or 1
+    n_top = _count("top", top) if top is not None else len((last or {}).get("configurations") or []) or 1
+    budget = parse_duration("time_budget", time_budget) if time_budget is not None else None
+    if plots is None:
+        plots = os.environ.get("HPO_PLOTS", "1").strip().lower() not in ("0", "false", "no", "off")
+    from .tracking import tracker_for_study
+
+    tracker = tracker_for_study(study_dir, enabled=mlflow, experiment=experiment)  # refuses a bad server before anything runs
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    with Study.open(study_dir, writer=True) as study, _stdout_to_stderr(as_json):
+        if tracker is not None:
+            tracker.attach(study)
+        result = None
+        try:
+            result = run_final_stage(
+                study,
+                epochs=n_epochs,
+                seeds=run_seeds,
+                top=n_top,
+                time_budget_s=budget,
+                observers=[tracker] if tracker is not None else [],
+                verbose=not quiet,
+            )
+        except KeyboardInterrupt:
+            print(
+                "hpo: interrupted; the final runs that completed are kept: the same hpo final command continues the stage",
+                file=sys.stderr,
+            )
+            raise typer.Exit(130) from None
+        finally:
+            if plots:
+                from .plots import write_plots
+
+                try:
+                    write_plots(study.path)
+                except Exception as e:  # noqa: BLE001 - pictures are never worth a failed stage
+                    _log.warning(f"could not draw the study's plots ({type(e).__name__}: {e})".splitlines()[0])
+            if tracker is not None:
+                tracker.finish(study, ok=bool(result is not None and result.complete))
+    if as_json:
+        print(json.dumps(result.summary, indent=2, default=str))
+    else:
+        print("\n".join(render_final(result.summary)))
+    require_complete(result, resume_hint=f"run 'hpo final {study_dir}' again")
 
 
 @app.command()

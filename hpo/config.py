@@ -69,6 +69,10 @@ class TuneConfig:
         trainer_options: its JSON-able options.
         keep_weights: how many of the best complete trials keep their weights (``None``: all;
             from ``keep_weights``: ``"best"`` 1, ``"top-K"`` K, ``"all"`` ``None``).
+        final_epochs: epochs of each final-model run after the search (:mod:`hpo.final`); ``None``:
+            no final stage.
+        final_seeds: final runs per configuration, with seeds no trial used (:func:`hpo.final.fresh_seeds`).
+        final_top: how many of the best configurations the final stage trains.
         notices: things hpo changed on the user's behalf (printed by the CLI).
         warnings: valid but risky input (a read-only dataset whose label caches are missing or
             stale, ``val=False``, more concurrent trials than GPUs or CPUs), one line each; the
@@ -100,6 +104,9 @@ class TuneConfig:
     trainer: str = ULTRALYTICS_TRAINER
     trainer_options: dict[str, Any] = field(default_factory=dict)
     keep_weights: int | None = 3
+    final_epochs: int | None = None
+    final_seeds: int = 1
+    final_top: int = 1
     notices: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     settings: TuneSettings | None = field(default=None, compare=False, repr=False)
@@ -138,5 +145,10 @@ class TuneConfig:
             "options": self.options.model_dump(mode="json"),
             "data_resolved": self.data.content or self.data.source,
             **({"trainer": self.trainer, "trainer_options": self.trainer_options} if self.trainer != ULTRALYTICS_TRAINER else {}),
+            **(
+                {"final_epochs": self.final_epochs, "final_seeds": self.final_seeds, "final_top": self.final_top}
+                if self.final_epochs
+                else {}
+            ),
         }
         return mask_secrets(settings)

@@ -26,7 +26,7 @@ from .errors import VolumeError
 from .events import Observers
 from .study import Study, TrialRecord, TrialStatus, settings_versions, utcnow
 from .trial import TrialOutcome, TrialSpec, objective_of
-from .validate import format_duration
+from .values import format_duration
 from .volume import VolumeGuard
 
 __all__ = ["StudyLedger", "UNCAPPED"]
@@ -69,16 +69,36 @@ class StudyLedger:
         self.budget_ended = False
         #: the study's settings version the trials of this run train under (:attr:`TrialRecord.settings`)
         self.settings_version = max(settings_versions(study.settings), default=0)
+        #: seconds of the complete trials (for the final stage's reserve, :meth:`final_reserve_s`)
+        self._complete_s = [
+            float(r.duration_s) for r in study.records().values() if r.status is TrialStatus.COMPLETE and r.duration_s
+        ]
+        self._clock_s: dict[int, float] = {}  # trial id -> seconds it trained on the study's clock (note_clock)
 
     # --- the time budget
     def elapsed_s(self) -> float:
         """Wall-clock seconds the study has run, over all its runs (:meth:`TimeBudget.elapsed_s`)."""
         return self.budget.elapsed_s()
 
+    def final_reserve_s(self) -> float:
+        """Seconds of the time budget the search leaves to the final stage (``final_epochs``): its
+        estimated cost, ``final_top x final_seeds x final_epochs / epochs x`` the median duration
+        of the study's complete trials (0 before a trial completed, or without a final stage or a
+        budget). Final runs train one at a time, so they cost that in sequence."""
+        cfg = self.config
+        if not cfg.final_epochs or cfg.time_budget is None or not self._complete_s:
+            return 0.0
+        import statistics
+
+        per_epoch = statistics.median(self._complete_s) / cfg.epochs
+        return cfg.final_top * cfg.final_seeds * cfg.final_epochs * per_epoch
+
     def budget_spent(self) -> bool:
-        """Whether the time budget is spent, for a caller that then starts no trial: a spent budget
-        is recorded as what ended the run (:attr:`budget_ended`)."""
-        if self.budget.spent():
+        """Whether the search's share of the time budget is spent (never, without one): the budget
+        less :meth:`final_reserve_s`. For a caller that then starts no trial: a spent budget is
+        recorded as what ended the run (:attr:`budget_ended`)."""
+        left = self.budget.time_left()
+        if left is not None and left - self.final_reserve_s() <= 0:
             self.budget_ended = True
             return True
         return False
@@ -169,6 +189,11 @@ class StudyLedger:
         """Count a trial taken from the retry queue as in flight (it trains next)."""
         with self.lock:
             self._in_flight.add(trial_id)
+
+    def note_clock(self, trial_id: int, seconds: float) -> None:
+        """The seconds a trial trained, on the study's clock (:mod:`hpo.clock`, a simulation's too):
+        what :meth:`final_reserve_s` estimates from (else the record's ``duration_s``)."""
+        self._clock_s[trial_id] = seconds
 
     def release(self, trial_id: int) -> None:
         """The trial is no longer in flight (finished, or its run broke)."""
@@ -275,6 +300,9 @@ class StudyLedger:
             self.study.append(record)
         finally:
             self.release(record.id)
+        seconds = self._clock_s.pop(record.id, None) or record.duration_s
+        if record.status is TrialStatus.COMPLETE and seconds:
+            self._complete_s.append(float(seconds))
         with self.lock:
             best = self.study.best()
             if best is not None and best.id == record.id:
@@ -325,9 +353,11 @@ class StudyLedger:
             return
         record.objective = value
         if record.status is TrialStatus.PRUNED and record.id in self.budget_pruned:
+            reserve = self.final_reserve_s()
             record.error = (
                 f"stopped after epoch {record.epochs_completed}: the study's time budget "
                 f"({format_duration(cfg.time_budget or 0)}) is spent"
+                + (f" (the last {format_duration(reserve)} of it are the final stage's)" if reserve else "")
             )
         elif record.status is TrialStatus.PRUNED:
             record.error = record.error or f"pruned after epoch {record.epochs_completed}"

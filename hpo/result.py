@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .final import FinalResult
 
 __all__ = ["TuneResult"]
 
@@ -27,6 +30,7 @@ class TuneResult:
         elapsed_s: wall-clock seconds the study has run, over all its runs.
         iterations: the total of finished trials this run aimed at (the ``iterations`` given;
             ``None``: no cap). With ``nothing_to_do`` the study already had at least that many.
+        final: the final stage's result (``final_epochs``; :class:`hpo.FinalResult`), else ``None``.
     """
 
     best_params: dict[str, Any]
@@ -42,3 +46,4 @@ class TuneResult:
     stopped_by: str | None = None
     elapsed_s: float | None = None
     iterations: int | None = None
+    final: FinalResult | None = None

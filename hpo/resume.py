@@ -22,7 +22,7 @@ from .files import volume_errors
 from .plugins import backends, get_backend
 from .study import Study, settings_versions, utcnow
 from .trial import ULTRALYTICS_TRAINER
-from .validate import format_duration
+from .values import format_duration
 
 __all__ = ["open_study", "SILENT_TRAIN_ARGS"]
 

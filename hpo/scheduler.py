@@ -14,13 +14,14 @@ import socket
 import threading
 from typing import Any
 
+from . import clock
 from .backend import Backend
 from .errors import VolumeError
 from .files import volume_errors
 from .ledger import StudyLedger
 from .runner import TrialRunner
 from .study import TrialRecord
-from .validate import gpu_indices
+from .values import gpu_indices
 
 __all__ = ["AskTellScheduler"]
 
@@ -76,7 +77,9 @@ class AskTellScheduler:
                 stop = bool(backend.should_prune(record, row)) if backend is not None else False
                 return stop or ledger.stop_for_budget(record, row)
 
+            began = clock.monotonic()
             outcome = self.runner.run(spec, on_epoch, lambda p: ledger.trial_batch(record, p))
+            ledger.note_clock(trial_id, clock.monotonic() - began)  # the study's clock (a simulation's too)
         except BaseException as e:
             ledger.release(trial_id)
             if isinstance(e, (KeyboardInterrupt, VolumeError)):

@@ -57,9 +57,10 @@ GROUPS = {
     "search": "how the next trial is chosen",
     "budget": "how much the study may spend",
     "study": "where the study lives and how a run joins it",
+    "final": "the final model, trained after the search",
     "display": "what the run shows and tracks",
 }
-Group = Literal["problem", "search", "budget", "study", "display"]
+Group = Literal["problem", "search", "budget", "study", "final", "display"]
 
 
 class _Required:
@@ -412,6 +413,47 @@ class TuneSettings:
             ("--plots/--no-plots",), "Draw <study>/plots/ (PNGs, report.html) when the run ends (default: on unless HPO_PLOTS=0)."
         ),
         kfp=Kfp(skip="on unless HPO_PLOTS=0 in the pod's environment (the report output shows them)"),
+    )
+    final_epochs: int | str | None = setting(
+        None,
+        group="final",
+        unit="epochs",
+        help="after the search ends (normally: not after a failure or an interrupt), train the best ``final_top`` "
+        "configurations for this many epochs, ``final_seeds`` times each with seeds no trial used, and score them on "
+        "the data's test split (:mod:`hpo.final`; ``None`` or 0: no final stage). With a ``time_budget`` the search "
+        "leaves the stage its estimated cost (:meth:`hpo.ledger.StudyLedger.final_reserve_s`) and the stage gets what "
+        "is left. The result is :attr:`TuneResult.final`; a stage without a complete run raises "
+        ":class:`~hpo.errors.RunFailedError` (``hpo final STUDY`` continues it).",
+        cli=Cli(
+            ("--final-epochs",),
+            "After the search: train the best configuration(s) N epochs with fresh seeds and score them on the test split "
+            "(the final model; default: none).",
+            metavar="N",
+            type=str,
+        ),
+        kfp=Kfp(type=int, default=0, unset=lambda v: v == 0),
+    )
+    final_seeds: int | str = setting(
+        1,
+        group="final",
+        unit="runs",
+        help="runs per configuration (>= 1; default 1): seeds ``seed+1 .. seed+R`` of the train arg ``seed`` "
+        "(Ultralytics' default 0).",
+        cli=Cli(
+            ("--final-seeds",),
+            "Final runs per configuration, seeds seed+1..seed+R of the train arg seed.",
+            metavar="R",
+            type=str,
+        ),
+        kfp=Kfp(type=int),
+    )
+    final_top: int | str = setting(
+        1,
+        group="final",
+        unit="configurations",
+        help="how many of the best configurations (>= 1; default 1).",
+        cli=Cli(("--final-top",), "How many of the best configurations the final stage trains.", metavar="K", type=str),
+        kfp=Kfp(type=int),
     )
     train_args: Mapping[str, Any] | None = setting(
         None,

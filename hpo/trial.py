@@ -76,6 +76,10 @@ class TrialSpec:
         integrations: Ultralytics integration settings to leave on (default: none).
         trainer: ``"module:function"`` of the trainer (default :data:`ULTRALYTICS_TRAINER`).
         trainer_options: JSON-able options for the trainer (a simulated trainer's curve settings).
+        eval_split: after a complete training, also validate the best weights (``best.pt``, chosen
+            by Ultralytics on the validation split) on this split of the data (``"test"``), into
+            :attr:`TrialOutcome.eval_metrics`; ``None`` (trials): no extra validation. The final
+            model's runs set it (:mod:`hpo.final`).
     """
 
     trial_id: int
@@ -91,6 +95,7 @@ class TrialSpec:
     integrations: tuple[str, ...] = ()
     trainer: str = ULTRALYTICS_TRAINER
     trainer_options: dict[str, Any] = field(default_factory=dict)
+    eval_split: str | None = None
 
     @property
     def log_file(self) -> Path:
@@ -121,6 +126,8 @@ class TrialOutcome:
         duration_s: seconds from starting the trial to its result (the driver's view).
         weights: best (else last) weights path, if any.
         error: why a trial failed (or was pruned), one line.
+        eval_metrics: metrics of the best weights on ``spec.eval_split`` (Ultralytics' names, e.g.
+            ``metrics/accuracy_top1``), when the spec asked for it and the training completed.
     """
 
     status: TrialStatus
@@ -131,6 +138,7 @@ class TrialOutcome:
     duration_s: float = 0.0
     weights: str | None = None
     error: str | None = None
+    eval_metrics: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.status = TrialStatus(self.status)

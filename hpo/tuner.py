@@ -186,6 +186,10 @@ class Tuner:
                 if ledger.missing() == 0:  # the total reached, or the time budget spent by earlier runs
                     result = self._result(study, nothing_to_do=True, ledger=ledger)
                     self._fail_without_result(study, result)
+                    if cfg.final_epochs and not cfg.join:  # a finished search, resumed for its final stage
+                        started = True
+                        events.emit("on_study_start", study, cfg)
+                        self._final_stage(study, ledger, result)
                     return result
                 if not cfg.join:
                     study.keep_reserve()
@@ -207,6 +211,7 @@ class Tuner:
                     AskTellScheduler(ledger).run(backend)
             result = self._result(study, ledger=ledger)
             self._fail_without_result(study, result)
+            self._final_stage(study, ledger, result)
             return result
         except (ConfigError, StudyError):  # StudyError is no ConfigError (both exit 2, nothing left)
             if new_dir and not started:
@@ -223,6 +228,33 @@ class Tuner:
                 events.emit("on_study_end", study, result)
             finally:
                 study.close()
+
+    def _final_stage(self, study: Study, ledger: StudyLedger, result: TuneResult) -> None:
+        """After a search that ended normally: the final stage (``final_epochs``), its result in
+        ``result.final``, with what is left of the time budget (:mod:`hpo.final`). A joined process
+        leaves it to the study's writer.
+
+        Raises:
+            RunFailedError: no final run completed (one line; ``hpo final STUDY`` continues the stage).
+        """
+        cfg = self.config
+        if not cfg.final_epochs or cfg.join:
+            return
+        from .final import require_complete, run_final_stage
+
+        try:
+            result.final = run_final_stage(
+                study,
+                epochs=cfg.final_epochs,
+                seeds=cfg.final_seeds,
+                top=cfg.final_top,
+                time_budget_s=ledger.budget.time_left(),
+                observers=ledger.events.observers,
+            )
+        finally:
+            with contextlib.suppress(HpoError, OSError):
+                ledger.save_elapsed()  # the final stage's time is the study's too
+        require_complete(result.final, resume_hint=f"run 'hpo final {study.path}'")
 
     def _fail_without_result(self, study: Study, result: TuneResult) -> None:
         """Raise :class:`~hpo.errors.RunFailedError` when the study has no complete trial: a run

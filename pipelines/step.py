@@ -52,6 +52,8 @@ class StepResult:
         best_params: the best trial's hyperparameters (``{}`` when no trial completed).
         best: ``metric``, ``objective``, ``direction``, ``best_trial``, ``study_dir``, ``backend``
             (the Model artifact's metadata).
+        final: the final stage's summary (:func:`hpo.final.read_final_summary`), ``{}`` without one.
+        final_weights: ``<study>/weights/final.pt`` if written, else ``""``.
     """
 
     study_dir: str
@@ -64,6 +66,8 @@ class StepResult:
     report_html: str = ""
     best_params: dict[str, Any] = field(default_factory=dict)
     best: dict[str, Any] = field(default_factory=dict)
+    final: dict[str, Any] = field(default_factory=dict)
+    final_weights: str = ""
 
 
 def leaderboard_markdown(study_dir: str | Path, top: int = 50) -> str:
@@ -230,7 +234,9 @@ def run_tune_step(
             _log.info(f"{e}; waiting for it to go stale")
             time.sleep(min(Study.LOCK_HEARTBEAT_S, max(0.1, deadline - time.monotonic())))
 
+    final = result.final.summary if result.final is not None else {}
     metrics: dict[str, float] = {k: float(result.counts.get(k, 0)) for k in ("complete", "failed", "pruned")}
+    metrics.update(_final_metrics(final))
     metrics["trials"] = float(sum(result.counts.values()))
     if result.best_objective is not None and math.isfinite(result.best_objective):
         metrics["best_objective"] = float(result.best_objective)
@@ -255,15 +261,52 @@ def run_tune_step(
         report_html=str(html) if html.is_file() else "",
         best_params=dict(result.best_params or {}),
         best={k: best_doc[k] for k in ("backend", "metric", "direction", "best_trial", "best_objective", "study_dir")},
+        final=final,
+        final_weights=str(result.final.weights) if result.final is not None and result.final.weights else "",
     )
 
 
-def write_outputs(r: StepResult, *, metrics: Any, leaderboard: Any, report: Any, best_model: Any) -> None:
+def _chosen_config(final: dict[str, Any]) -> dict[str, Any]:
+    """The final stage's configuration that holds the final model's run (``{}`` without one)."""
+    chosen = final.get("chosen") or {}
+    for c in final.get("configurations") or []:
+        if chosen and chosen.get("run") in [r.get("id") for r in c.get("runs") or []]:
+            return dict(c)
+    return {}
+
+
+def _final_metrics(final: dict[str, Any]) -> dict[str, float]:
+    """The step's ``final_*`` metrics of a final stage's summary: the final model's configuration's
+    ``final_test_mean``, ``final_test_sd``, ``final_val_mean``, its run's ``final_objective_test``,
+    and ``final_complete`` (complete final runs); ``{}`` without a stage."""
+    if not final:
+        return {}
+    config = _chosen_config(final)
+    chosen = final.get("chosen") or {}
+    values = {
+        "final_test_mean": config.get("test_mean"),
+        "final_test_sd": config.get("test_sd"),
+        "final_val_mean": config.get("val_mean"),
+        "final_objective_test": chosen.get("objective_test"),
+        "final_complete": (final.get("counts") or {}).get("complete", 0),
+    }
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+
+
+def write_outputs(
+    r: StepResult, *, metrics: Any, leaderboard: Any, report: Any, best_model: Any, final_model: Any = None
+) -> None:
     """Fill the tuning component's output artifacts from a :class:`StepResult`.
 
     ``best_model`` gets a copy of ``<study>/weights/best.pt`` and the metadata ``metric``,
     ``objective``, ``direction``, ``best_trial``, ``study_dir``, ``backend``, ``framework``,
-    ``weights_on_volume``; ``report`` gets the self-contained HTML report (:mod:`hpo_kfp.report`).
+    ``weights_on_volume``; ``report`` gets the self-contained HTML report (:mod:`hpo_kfp.report`);
+    ``final_model`` (when given) a copy of ``<study>/weights/final.pt`` and the metadata ``final``
+    (whether the step ran a final stage), ``metric``, ``split``, ``split_label``, ``objective_test``
+    (its configuration's mean on the split), ``objective_test_sd``, ``objective_val`` (its
+    configuration's validation mean), ``run_objective_test``, ``run``, ``source_trial``, ``seed``,
+    ``seeds``, ``epochs``, ``n`` (complete runs of its configuration), ``study_dir``,
+    ``weights_on_volume``.
     """
     import shutil
 
@@ -287,6 +330,35 @@ def write_outputs(r: StepResult, *, metrics: Any, leaderboard: Any, report: Any,
     if r.best_weights:
         Path(best_model.path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(r.best_weights, best_model.path)
+    if final_model is None:
+        return
+    if not r.final:
+        final_model.metadata.update({"final": False})
+        return
+    config, chosen = _chosen_config(r.final), r.final.get("chosen") or {}
+    final_meta = {
+        "final": True,
+        "framework": "ultralytics",
+        "metric": r.final.get("metric"),
+        "split": r.final.get("split"),
+        "split_label": r.final.get("split_label"),
+        "objective_test": config.get("test_mean"),
+        "objective_test_sd": config.get("test_sd"),
+        "objective_val": config.get("val_mean"),
+        "run_objective_test": chosen.get("objective_test"),
+        "run": chosen.get("run"),
+        "source_trial": chosen.get("source_trial"),
+        "seed": chosen.get("seed"),
+        "seeds": r.final.get("seeds"),
+        "epochs": r.final.get("epochs"),
+        "n": config.get("n"),
+        "study_dir": r.study_dir,
+        "weights_on_volume": r.final_weights,
+    }
+    final_model.metadata.update({k: v for k, v in final_meta.items() if v is not None})
+    if r.final_weights:
+        Path(final_model.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(r.final_weights, final_model.path)
 
 
 def resolve_on_mount(path: str, mount_path: str) -> Path:

@@ -17,14 +17,14 @@ from hpo.settings import REQUIRED, Kfp, from_kfp, specs
 
 SIMULATED = "hpo.simulate:simulated_trainer"
 #: Parameters of the KFP component that are no settings: its outputs and the step's own.
-KFP_OWN = {"metrics", "leaderboard", "report", "best_model", "mount_path", "gpus", "storage_env", "workers"}
+KFP_OWN = {"metrics", "leaderboard", "report", "best_model", "final_model", "mount_path", "gpus", "storage_env", "workers"}
 
 
 def test_every_setting_is_declared_once_with_a_group_and_help():
     names = [s.name for s in specs()]
     assert len(names) == len(set(names)) >= 27  # Tuner's 28 keywords but callbacks= (objects) and workers= (deprecated)
     for s in specs():
-        assert s.group in ("problem", "search", "budget", "study", "display") and s.help.strip(), s
+        assert s.group in ("problem", "search", "budget", "study", "final", "display") and s.help.strip(), s
         if s.kfp.skip:
             assert s.kfp.name is None and s.kfp.default is ..., s  # skipped: nothing else to say
 
