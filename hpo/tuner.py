@@ -57,29 +57,29 @@ def _start_workers_for(backend_cls: type[Backend | Controller], trainer: str) ->
 class Tuner:
     """Tune an Ultralytics YOLO model with a pluggable backend.
 
-        Example:
-            >>> from hpo import Tuner
-            >>> result = Tuner(backend="ultralytics", model="yolov8n-cls.yaml", data="digits-cls",
-            ...                iterations=4, epochs=2, train_args={"imgsz": 32}, output="runs/hpo").run()
-            >>> result.best_params, result.best_objective, result.study_dir
+    Example:
+        >>> from hpo import Tuner
+        >>> result = Tuner(backend="ultralytics", model="yolov8n-cls.yaml", data="digits-cls",
+        ...                iterations=4, epochs=2, train_args={"imgsz": 32}, output="runs/hpo").run()
+        >>> result.best_params, result.best_objective, result.study_dir
 
-        The settings are the fields of :class:`hpo.TuneSettings`: give a ``TuneSettings``, or its
-        fields as keyword arguments (which also change a given one), e.g.
-        ``Tuner(settings, iterations=40)``.
+    The settings are the fields of :class:`hpo.TuneSettings`: give a ``TuneSettings``, or its
+    fields as keyword arguments (which also change a given one), e.g.
+    ``Tuner(settings, iterations=40)``.
 
-        Args:
-            settings: the study's settings (:class:`hpo.TuneSettings`), or ``None`` (the keywords alone).
-            callbacks: :class:`TunerCallback` observers (plugins add theirs when :meth:`run` starts,
-                hook :func:`hpo.hookspecs.hpo_study_observers`).
-            workers: deprecated spelling of ``concurrent_trials`` (a ``FutureWarning``; removed in the
-                next release).
+    Args:
+        settings: the study's settings (:class:`hpo.TuneSettings`), or ``None`` (the keywords alone).
+        callbacks: :class:`TunerCallback` observers (plugins add theirs when :meth:`run` starts,
+            hook :func:`hpo.hookspecs.hpo_study_observers`).
+        workers: deprecated spelling of ``concurrent_trials`` (a ``FutureWarning``; removed in the
+            next release).
 
-        The settings (keyword-only; :class:`hpo.TuneSettings`), by group:
+    The settings (keyword-only; :class:`hpo.TuneSettings`), by group:
 
     @SETTINGS@
-        Raises:
-            hpo.errors.ConfigError: bad input (at construction, before anything is written).
-            TypeError: a keyword that is no setting (naming the closest one), or ``model``/``data`` missing.
+    Raises:
+        hpo.errors.ConfigError: bad input (at construction, before anything is written).
+        TypeError: a keyword that is no setting (naming the closest one), or ``model``/``data`` missing.
     """
 
     def __init__(
@@ -359,4 +359,4 @@ def _tuner_signature() -> inspect.Signature:
 
 
 Tuner.__init__.__signature__ = _tuner_signature()  # type: ignore[attr-defined]
-Tuner.__doc__ = (Tuner.__doc__ or "").replace("@SETTINGS@\n", settings_doc("    "))
+Tuner.__doc__ = (Tuner.__doc__ or "").replace("    @SETTINGS@\n", settings_doc("    ") + "\n")

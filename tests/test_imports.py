@@ -7,9 +7,9 @@ and under ``if TYPE_CHECKING:`` (an annotation that needs a module above is a la
 A cycle is printed as ``a -> b -> a``.
 
 The layers, bottom up (README "Development"): plain settings and result types (settings, config,
-result, study, space, data, trial), the contracts (backend, callbacks, hookspecs), the plugin
-registry (plugins) with hpo's own observer plugins below it, validation (validate), the study
-loop (ledger, scheduler, resume), the Tuner, the CLI.
+result, study, space, data, trial, values, final), the contracts (backend, callbacks, hookspecs),
+the plugin registry (plugins) with hpo's own observer plugins below it, validation (validate), the
+study loop (ledger, scheduler, resume), the Tuner, the CLI.
 """
 
 from __future__ import annotations
