@@ -5,7 +5,8 @@ Ultralytics' default ``optimizer=auto`` picks the optimizer per training (``Base
 else ``MuSGD(lr=0.01, momentum=0.9)``, ignoring ``lr0`` and ``momentum`` and setting
 ``warmup_bias_lr=0.0``. A space that tunes ``lr0`` or ``momentum`` under ``auto`` would search keys the
 trainer ignores, so when no optimizer is given (or ``optimizer=auto``), hpo follows a policy, chosen
-by the environment variable :data:`POLICY_ENV` (``HPO_AUTO_OPTIMIZER``):
+by the setting ``auto_optimizer`` (:class:`hpo.TuneSettings`, ``hpo tune --auto-optimizer``), by
+default by the environment variable :data:`POLICY_ENV` (``HPO_AUTO_OPTIMIZER``):
 
 - ``sgd`` (the default, hpo's behaviour so far): when the space tunes ``lr0`` or ``momentum`` (the
   default space always does), train every trial with ``optimizer=SGD``, whose values Ultralytics'
@@ -65,20 +66,25 @@ _POLICY_HELP = (
 
 
 def optimizer_policy(value: str | OptimizerPolicy | None = None) -> OptimizerPolicy:
-    """The policy ``value`` names, else :data:`POLICY_ENV`'s, else :data:`DEFAULT_POLICY`.
+    """The policy ``value`` names (the setting ``auto_optimizer``), else :data:`POLICY_ENV`'s, else
+    :data:`DEFAULT_POLICY`.
 
     Raises:
-        ConfigError: a value that names no policy.
+        ConfigError: a value that names no policy (naming ``auto_optimizer`` or :data:`POLICY_ENV`,
+            where the value came from).
     """
     if isinstance(value, OptimizerPolicy):
         return value
+    field = "auto_optimizer" if value is not None else POLICY_ENV
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"auto_optimizer: {value!r} is not a policy; use {_POLICY_HELP}")
     text = (value if value is not None else os.environ.get(POLICY_ENV, "")).strip().lower()
     if not text:
         return DEFAULT_POLICY
     try:
         return OptimizerPolicy(text)
     except ValueError:
-        raise ConfigError(f"{POLICY_ENV}: '{text}' is not a policy; use {_POLICY_HELP}") from None
+        raise ConfigError(f"{field}: '{text}' is not a policy; use {_POLICY_HELP}") from None
 
 
 @dataclass(frozen=True)
@@ -218,7 +224,7 @@ def study_space(
 
     if given:
         known = str(optimizer).lower() in {k.lower() for k in taskspace.table()["families"]}
-        # an optimizer the table does not know is refused later (hpo.config); if a newer Ultralytics
+        # an optimizer the table does not know is refused later (hpo.validate); if a newer Ultralytics
         # offers it, the SGD family's keys are a superset of the Adam family's: no key is lost
         space = default_space(str(optimizer) if known else "SGD") if is_default else SearchSpace.parse(source)
         return StudySpace(space, args, tuple(notices), policy)
@@ -232,8 +238,8 @@ def study_space(
             args["optimizer"] = "SGD"
             notices.append(
                 f"optimizer: none given, and optimizer=auto ignores {' and '.join(tuned)}, which the space tunes: hpo trains "
-                f"with optimizer=SGD (Ultralytics' defaults lr0=0.01, momentum=0.937 are SGD values; {POLICY_ENV}=sgd); "
-                f"pass optimizer=... to choose, or set {POLICY_ENV}=keep or resolve"
+                "with optimizer=SGD (Ultralytics' defaults lr0=0.01, momentum=0.937 are SGD values; auto_optimizer=sgd); "
+                f"pass optimizer=... to choose, or auto_optimizer=keep or resolve (--auto-optimizer, {POLICY_ENV})"
             )
         return StudySpace(space, args, tuple(notices), policy)
 
@@ -245,7 +251,7 @@ def study_space(
         unread = tuple(k for k in taskspace.task_spec(task, "SGD") if k not in taskspace.task_spec(task, auto.optimizer))
         space = default_space(auto.optimizer, drop=ignored)
         notices.append(
-            f"optimizer: none given: hpo keeps Ultralytics' optimizer=auto ({POLICY_ENV}=keep), which picks {_why(auto, note)}, "
+            f"optimizer: none given: hpo keeps Ultralytics' optimizer=auto (auto_optimizer=keep), which picks {_why(auto, note)}, "
             f"so the first trial is Ultralytics' default training; the default space leaves out {', '.join(ignored)} (auto "
             f"ignores them){' and ' + ', '.join(unread) + f' ({auto.optimizer} does not read it)' if unread else ''}"
         )
@@ -266,9 +272,9 @@ def study_space(
             set_args[key] = value
     args.update(set_args)
     why = (
-        f"{POLICY_ENV}=keep cannot keep optimizer=auto, which ignores {' and '.join(tuned)}, tuned by the space: "
+        f"auto_optimizer=keep cannot keep optimizer=auto, which ignores {' and '.join(tuned)}, tuned by the space: "
         if policy is OptimizerPolicy.KEEP
-        else f"{POLICY_ENV}=resolve: "
+        else "auto_optimizer=resolve: "
     )
     started = [f"{k}={space[k].start:g}" for k in start if k in space and space[k].start is not None]
     differ = [

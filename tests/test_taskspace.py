@@ -14,8 +14,8 @@ from conftest import hpo_cli, kv
 
 from hpo import ConfigError, SearchSpace, taskspace, ultra
 from hpo._derive import DERIVE_COMMAND, derive_table
-from hpo.config import build_config
 from hpo.optimizer_policy import POLICY_ENV, study_space, train_images
+from hpo.validate import build_config
 
 #: Fixed train args of the policy trainings: 140 of digits-cls' 1,402 train images, a few seconds a trial.
 ARGS = {"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu", "fraction": 0.1}
@@ -141,6 +141,12 @@ def test_policies_without_a_training(digits_cls, monkeypatch, tmp_path):
     monkeypatch.setenv(POLICY_ENV, "adam")
     with pytest.raises(ConfigError, match=rf"^{POLICY_ENV}: 'adam' is not a policy; use sgd \("):
         build_config(model="yolov8n-cls.yaml", data=digits_cls, output=tmp_path)
+    # the setting auto_optimizer (TuneSettings, --auto-optimizer) wins over the environment
+    given = build_config(model="yolov8n-cls.yaml", data=digits_cls, output=tmp_path, auto_optimizer="keep", train_args=ARGS)
+    assert "optimizer" not in given.train_args and "lr0" not in given.space
+    assert any("keeps Ultralytics' optimizer=auto" in n for n in given.notices)
+    with pytest.raises(ConfigError, match=r"^auto_optimizer: 'adamw' is not a policy; use sgd \("):
+        build_config(model="yolov8n-cls.yaml", data=digits_cls, output=tmp_path, auto_optimizer="AdamW")
 
 
 def _trained_optimizer(study: Path, trial: int = 0) -> tuple[str, float, float]:
@@ -210,8 +216,9 @@ def test_show_and_plots_rank_only_the_keys_the_task_reads(tmp_path, digits_cls):
 
 
 def test_policy_keep_trains_ultralytics_default(tmp_path, digits_cls):
-    """CLI, HPO_AUTO_OPTIMIZER=keep: the first trial is Ultralytics' default training, optimizer=auto's AdamW."""
-    r, study = _tune_cli(tmp_path, digits_cls, "keep", env={POLICY_ENV: "keep"})
+    """CLI, --auto-optimizer keep (the setting; the environment says sgd): the first trial is Ultralytics'
+    default training, optimizer=auto's AdamW."""
+    r, study = _tune_cli(tmp_path, digits_cls, "keep", "--auto-optimizer", "keep", env={POLICY_ENV: "sgd"})
     assert "hpo: notice: optimizer: none given: hpo keeps Ultralytics' optimizer=auto" in r.stderr
     assert "optimizer" not in json.loads((study / "study.json").read_text())["train_args"]
     assert "'optimizer=auto' found" in (study / "trials" / "0" / "train.log").read_text()
@@ -224,7 +231,7 @@ def test_policy_resolve_starts_where_auto_does_on_the_ultralytics_backend(tmp_pa
     """CLI, HPO_AUTO_OPTIMIZER=resolve, ultralytics backend (lr0 log-scaled, mutated in log10): the first
     trial sets AdamW at auto's lr0 and momentum and trains exactly as keep's auto training does."""
     r, study = _tune_cli(tmp_path, digits_cls, "resolve", env={POLICY_ENV: "resolve"}, backend="ultralytics", iterations=2)
-    assert "HPO_AUTO_OPTIMIZER=resolve: hpo sets what Ultralytics' optimizer=auto picks" in r.stderr
+    assert "auto_optimizer=resolve: hpo sets what Ultralytics' optimizer=auto picks" in r.stderr
     settings = json.loads((study / "study.json").read_text())
     assert settings["train_args"]["optimizer"] == "AdamW" and settings["train_args"]["warmup_bias_lr"] == 0.0
     assert settings["space"]["lr0"]["log"] is True and settings["space"]["lr0"]["start"] == 0.000714
