@@ -188,7 +188,7 @@ def test_random_draws_never_repeat_a_configuration(digits_cls, tmp_path):
 def test_log_scaled_keys_are_searched_in_log10_and_recorded_as_values(digits_cls, tmp_path):
     """A log-scaled range (the default space's lr0 under AdamW) is accepted: the random start is uniform
     in log10 (about half of 40 draws in 1e-5..1e-1 fall below 1e-3, where a linear draw falls 1 % of the
-    time), the mutation stays in the bounds, the first proposal is the space's start, a log-scaled
+    time), the mutation reads the history in log10 and stays in the bounds, the first proposal is the space's start, a log-scaled
     integer key never repeats a configuration, and tune_results.ndjson holds the values themselves."""
     import json
 
@@ -224,6 +224,9 @@ def test_log_scaled_keys_are_searched_in_log10_and_recorded_as_values(digits_cls
         assert all(1e-5 <= p["lr0"] <= 1e-1 and 8 <= p["nbs"] <= 64 and isinstance(p["nbs"], int) for p in proposals)
         assert len({(p["lr0"], p["nbs"]) for p in proposals}) == 60
         rows = [json.loads(line) for line in (cfg.study_dir / "ultralytics" / "tune_results.ndjson").read_text().splitlines()]
+        # the mutation reads the history in log10 too: its proposals centre on the best (3e-4), not near 1e-2
+        mutated = sorted(p["lr0"] for p in proposals[41:])
+        assert 1e-4 < mutated[len(mutated) // 2] < 1e-3, mutated
         assert [r["hyperparameters"] for r in rows] == proposals
     finally:
         study.close()

@@ -61,7 +61,6 @@ class NativeProposals:
     ):
         import math
 
-        import numpy as np
         from ultralytics.cfg import get_cfg
         from ultralytics.engine.tuner import Tuner as NativeTuner
         from ultralytics.utils import colorstr
@@ -75,22 +74,27 @@ class NativeProposals:
         native.tune_file = tune_dir / "tune_results.ndjson"
         native.mongodb = None
         native.prefix = colorstr("Tuner: ")
+        self._log_columns = [i + 1 for i, k in enumerate(native.space) if k in self._log]  # after the fitness column
         if self._log:
-            columns = [i + 1 for i, k in enumerate(native.space) if k in self._log]
             to_array = native._local_results_to_array
-
-            def to_native_array(results: list[dict]) -> Any:
-                array = to_array(results)
-                if array is not None:
-                    array[:, columns] = np.round(np.log10(array[:, columns]), 5)
-                return array
-
-            native._local_results_to_array = to_native_array  # type: ignore[method-assign]
+            native._local_results_to_array = lambda results: self._in_log10(to_array(results))  # type: ignore[method-assign]
         self._tuner = native
         self.tune_file: Path = native.tune_file
         self._int_keys = frozenset(int_keys) - self._log  # a log integer key is rounded after 10 ** x
         self._log_int_keys = frozenset(int_keys) & self._log
         self._start = dict(start) if start is not None else None
+
+    def _in_log10(self, array: Any) -> Any:
+        """The native history array (fitness, then the space's keys: ``_local_results_to_array``) with the
+        log-scaled keys' columns in ``log10`` coordinates, as the native mutation reads them (a copy;
+        ``None`` stays ``None``)."""
+        if array is None or not self._log_columns:
+            return array
+        import numpy as np
+
+        out = np.array(array, dtype=float)
+        out[:, self._log_columns] = np.round(np.log10(out[:, self._log_columns]), 5)
+        return out
 
     def _values(self, hyp: dict[str, Any]) -> dict[str, Any]:
         """A native proposal as values: log-scaled keys back from ``log10`` coordinates."""
