@@ -223,8 +223,7 @@ class UltralyticsBackend(Backend):
         complete = [r for r in finished if r.status is TrialStatus.COMPLETE and r.objective is not None]
         self._results = [self._native_record(r) for r in complete]
         self._curves = [self._curve(r) for r in complete]
-        text = "".join(self.native.dumps(r) + "\n" for r in self._results)
-        atomic_write_text(self.native.tune_file, text)
+        self.native.set_results(self._results)
         if self._results:
             self._write_best()
 
