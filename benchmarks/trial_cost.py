@@ -64,9 +64,8 @@ def windows_for(n: int) -> list[tuple[int, int]]:
     ``[99n/100, n)`` (100-200, 900-1000, 9,900-10,000 for n = 10,000), at least one trial wide."""
 
     def w(a: float, b: float) -> tuple[int, int]:
-        lo = max(1, int(round(n * a)))
-        hi = min(n, max(int(round(n * b)), lo + 1))
-        return (min(lo, hi - 1), hi)
+        hi = min(n, max(2, int(round(n * b))))
+        return (max(1, min(int(round(n * a)), hi - 1)), hi)
 
     return [w(0.01, 0.02), w(0.09, 0.10), w(0.99, 1.0)]
 
@@ -218,7 +217,7 @@ def _time_show(study: str) -> int:
                 "render_wall_s": time.perf_counter() - w,
                 "render_cpu_s": time.process_time() - c,
                 "lines": len(text.splitlines()),
-                "importance_note": next((ln.strip() for ln in text.splitlines() if "importance" in ln), None),
+                "importance_note": next((ln.strip() for ln in text.splitlines() if ln.startswith("importance:")), None),
             }
         )
     )
@@ -304,7 +303,8 @@ def _time_show_cmd(study: Path) -> dict[str, Any]:
         "command_cpu_s": _children_cpu() - c,
         "exit_code": r.returncode,
     }
-    note = [ln.strip() for ln in r.stdout.splitlines() if "importance" in ln]
+    lines = r.stdout.splitlines()
+    note = [ln.strip() for ln in lines if ln.startswith("importance:")] or [ln.strip() for ln in lines if "importance" in ln]
     out["importance_note"] = note[0] if note else None
     r2 = subprocess.run(
         [sys.executable, "-m", "hpo_bench.trial_cost", "time-show", str(study)],
@@ -561,11 +561,11 @@ def main(argv: list[str] | None = None) -> int:
         per = {}
         for item in args.backend_trials:
             b, _, n = item.partition("=")
-            if not n.isdigit() or int(n) < 10:
-                raise ValueError(f"--backend-trials: '{item}' is not BACKEND=N with N >= 10")
+            if not n.isdigit() or int(n) < 30:
+                raise ValueError(f"--backend-trials: '{item}' is not BACKEND=N with N >= 30")
             per[b.strip()] = int(n)
-        if args.trials < 10:
-            raise ValueError("--trials: must be >= 10")
+        if args.trials < 30:
+            raise ValueError("--trials: must be >= 30")
     except ValueError as e:
         print(f"benchmarks: error: {e}", file=sys.stderr)
         return 2

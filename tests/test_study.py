@@ -454,13 +454,14 @@ def test_stored_records_are_read_only_and_copies_are_not(tmp_path):
     import pickle
 
     study = Study.create(tmp_path / "s", {})
-    mine = TrialRecord(id=0, params={"lr0": 0.1}, status=TrialStatus.COMPLETE, objective=0.5)
+    mine = TrialRecord(id=0, params={"lr0": 0.1}, applied={"lr0": 0.1}, status=TrialStatus.COMPLETE, objective=0.5)
     study.append(mine)
     mine.objective = 0.9  # the caller's own record: the study keeps what was appended
     stored = study.records()[0]
     assert stored.objective == 0.5 and stored == TrialRecord(
-        id=0, params={"lr0": 0.1}, status=TrialStatus.COMPLETE, objective=0.5
+        id=0, params={"lr0": 0.1}, applied={"lr0": 0.1}, status=TrialStatus.COMPLETE, objective=0.5
     )
+    assert stored.applied is stored.params  # held once
     with pytest.raises(AttributeError, match="read-only"):
         stored.status = TrialStatus.FAILED
     got = study.records()
@@ -469,6 +470,7 @@ def test_stored_records_are_read_only_and_copies_are_not(tmp_path):
     for clone in (copy.deepcopy(stored), pickle.loads(pickle.dumps(stored))):
         assert type(clone) is TrialRecord and clone == stored
         clone.objective, clone.params["lr0"] = 0.1, 0.2
+        assert clone.applied == {"lr0": 0.1}  # params and applied are one dict in memory, not in a copy
         assert study.records()[0].objective == 0.5 and study.records()[0].params == {"lr0": 0.1}
     study.close()
 
