@@ -138,7 +138,8 @@ class UltralyticsBackend(Backend):
         self.tune_dir.mkdir(parents=True, exist_ok=True)
         self.native = NativeProposals(self.config.space.to_ultralytics(), self.config.train_args, self.tune_dir)
         self.sign = 1.0 if self.config.direction == "maximize" else -1.0
-        self._results: list[dict[str, Any]] = []
+        self._complete = 0  # complete trials told (the native file's rows)
+        self._best: dict[str, Any] | None = None  # the native row of the best of them (the first on ties)
         self._curves: list[dict[int, float]] = []  # {epoch: objective} of each complete trial
         records = self.study.records()
         self._asked = len(records)  # proposal counter (seeds the native draws)
@@ -166,7 +167,7 @@ class UltralyticsBackend(Backend):
         except RuntimeError as e:
             native = _ANSI.sub("", str(e)).strip()
             raise RunFailed(
-                f"ultralytics backend: {native} after {len(self._results)} complete trials (the space holds "
+                f"ultralytics backend: {native} after {self._complete} complete trials (the space holds "
                 f"{math.prod(_distinct_values(p) for p in self.config.space.values())} configurations); widen the space, "
                 "or use --resume with a smaller --iterations"
             ) from None
@@ -215,24 +216,33 @@ class UltralyticsBackend(Backend):
             return
         self._curves.append(self._curve(record))
         result = self._native_record(record)
-        self._results.append(result)
         self.native.save_result(result)
+        self._count(result)
         self._write_best()
 
     def restore(self, finished: list[TrialRecord]) -> None:
         complete = [r for r in finished if r.status is TrialStatus.COMPLETE and r.objective is not None]
-        self._results = [self._native_record(r) for r in complete]
+        results = [self._native_record(r) for r in complete]
         self._curves = [self._curve(r) for r in complete]
-        self.native.set_results(self._results)
-        if self._results:
+        self.native.set_results(results)
+        self._complete, self._best = 0, None
+        for result in results:
+            self._count(result)
+        if results:
             self._write_best()
+
+    def _count(self, result: dict[str, Any]) -> None:
+        self._complete += 1
+        if self._best is None or result["fitness"] > self._best["fitness"]:
+            self._best = result
 
     def _write_best(self) -> None:
         import yaml
 
-        best = max(self._results, key=lambda r: r["fitness"])
+        best = self._best
+        assert best is not None
         header = (
-            f"# hpo study {self.study.path}: best of {len(self._results)} complete iterations "
+            f"# hpo study {self.study.path}: best of {self._complete} complete iterations "
             f"at iteration {best['iteration']}, fitness={best['fitness']} ({self.config.metric})\n"
         )
         atomic_write_text(
