@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import json
 import os
 import resource
@@ -70,9 +71,19 @@ def windows_for(n: int) -> list[tuple[int, int]]:
     return [w(0.01, 0.02), w(0.09, 0.10), w(0.99, 1.0)]
 
 
+def wide_windows_for(n: int) -> list[tuple[int, int]]:
+    """Two wide windows, less noisy on a shared machine: ``[n/100, n/10)`` and ``[9n/10, n)``
+    (100-1,000 and 9,000-10,000 for n = 10,000)."""
+    return [(max(1, n // 100), max(2, n // 10)), (n - n // 10, n)]
+
+
 # --- the child: one study run with a probe --------------------------------------------------------
 class _Acc:
     """CPU seconds spent inside wrapped methods (``time.thread_time`` of the calling thread)."""
+
+    def inside(self) -> bool:
+        """Whether the calling thread is inside a wrapped method."""
+        return getattr(self._depth, "n", 0) > 0
 
     def __init__(self) -> None:
         self.s = 0.0
@@ -100,13 +111,33 @@ class _Acc:
         setattr(cls, name, timed)
 
 
+class _GcClock:
+    """CPU seconds the cyclic garbage collector ran (``gc.callbacks``), and the part of them that
+    ran inside the backend's wrapped methods (its own allocations trigger most of it)."""
+
+    def __init__(self, backend_acc: _Acc):
+        self.s = 0.0
+        self.in_backend_s = 0.0
+        self.backend_acc = backend_acc
+        self._t = threading.local()
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t.start = time.thread_time()
+            return
+        spent = time.thread_time() - getattr(self._t, "start", time.thread_time())
+        self.s += spent
+        if self.backend_acc.inside():
+            self.in_backend_s += spent
+
+
 class _Probe:
     """A Tuner observer that records, after each finished trial: the study's finished count, wall
     and CPU seconds since the process started, RSS, and the wrapped methods' CPU."""
 
-    def __init__(self, backend_acc: _Acc, record_acc: _Acc, t0: float):
-        self.backend_acc, self.record_acc, self.t0 = backend_acc, record_acc, t0
-        self.rows: list[tuple[int, float, float, int, float, float]] = []
+    def __init__(self, backend_acc: _Acc, record_acc: _Acc, gc_clock: _GcClock, t0: float):
+        self.backend_acc, self.record_acc, self.gc_clock, self.t0 = backend_acc, record_acc, gc_clock, t0
+        self.rows: list[tuple[int, float, float, int, float, float, float, float]] = []
         self.before = 0
         self.n = 0
         self.run_called: float | None = None
@@ -136,6 +167,8 @@ class _Probe:
                     _rss(),
                     self.backend_acc.s,
                     self.record_acc.s,
+                    self.gc_clock.s,
+                    self.gc_clock.in_backend_s,
                 )
             )
 
@@ -149,7 +182,9 @@ def _child(args: argparse.Namespace) -> int:
     from hpo.tuner import StudyLoop
 
     backend_acc, record_acc = _Acc(), _Acc()
-    probe = _Probe(backend_acc, record_acc, t0)
+    gc_clock = _GcClock(backend_acc)
+    gc.callbacks.append(gc_clock)
+    probe = _Probe(backend_acc, record_acc, gc_clock, t0)
     options: dict[str, Any] = json.loads(args.options) if args.options else {}
     tuner = Tuner(
         backend=args.backend,
@@ -184,7 +219,7 @@ def _child(args: argparse.Namespace) -> int:
         print(f"trial_cost child: {type(e).__name__}: {e}", file=sys.stderr)
     with open(args.rows, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["finished", "wall_s", "cpu_s", "rss_bytes", "backend_cpu_s", "record_cpu_s"])
+        w.writerow(["finished", "wall_s", "cpu_s", "rss_bytes", "backend_cpu_s", "record_cpu_s", "gc_s", "gc_in_backend_s"])
         w.writerows(probe.rows)
     summary = {
         "rc": rc,
@@ -277,7 +312,8 @@ def _read_rows(path: Path) -> list[dict[str, float]]:
 def window_cost(rows: list[dict[str, float]], lo: int, hi: int) -> dict[str, float] | None:
     """CPU seconds per trial between the ``lo``-th and the ``hi``-th finished trial of one process
     (``None`` if the rows do not hold both): ``driver`` (the whole process), ``backend`` (inside
-    ``ask``/``tell``/``should_prune``), ``record`` (inside hpo's recording), ``driver_less_backend``,
+    ``ask``/``tell``/``should_prune``), ``record`` (inside hpo's recording), ``gc`` (the garbage
+    collector, anywhere) and ``gc_in_backend`` (its part inside the backend), ``driver_less_backend``,
     and ``wall``."""
     by = {int(r["finished"]): r for r in rows}
     if lo not in by or hi not in by or hi <= lo:
@@ -287,6 +323,8 @@ def window_cost(rows: list[dict[str, float]], lo: int, hi: int) -> dict[str, flo
         "driver": (b["cpu_s"] - a["cpu_s"]) / n,
         "backend": (b["backend_cpu_s"] - a["backend_cpu_s"]) / n,
         "record": (b["record_cpu_s"] - a["record_cpu_s"]) / n,
+        "gc": (b.get("gc_s", 0.0) - a.get("gc_s", 0.0)) / n,
+        "gc_in_backend": (b.get("gc_in_backend_s", 0.0) - a.get("gc_in_backend_s", 0.0)) / n,
         "wall": (b["wall_s"] - a["wall_s"]) / n,
     }
     out["driver_less_backend"] = out["driver"] - out["backend"]
@@ -400,17 +438,25 @@ def run_scale(
                 "process_start_to_first_trial_s": summary["first_trial_start_s"],
             }
         shutil.rmtree(copy.parent, ignore_errors=True)
-    measured = []
-    for lo, hi in windows:
-        cost = None
-        for rows_ in rows_by_phase:
-            cost = window_cost(rows_, lo, hi)
-            if cost is not None:
-                break
-        measured.append({"lo": lo, "hi": hi, **(cost or {})})
-    first, last = measured[0], measured[-1]
-    ratio = last["driver_less_backend"] / first["driver_less_backend"] if "driver" in first and "driver" in last else None
-    ratio_driver = last["driver"] / first["driver"] if "driver" in first and "driver" in last else None
+
+    def measure(spans: list[tuple[int, int]]) -> list[dict[str, Any]]:
+        out_ = []
+        for lo, hi in spans:
+            cost = None
+            for rows_ in rows_by_phase:
+                cost = window_cost(rows_, lo, hi)
+                if cost is not None:
+                    break
+            out_.append({"lo": lo, "hi": hi, **(cost or {})})
+        return out_
+
+    def ratio_of(ws: list[dict[str, Any]], key: str) -> float | None:
+        return ws[-1][key] / ws[0][key] if key in ws[0] and key in ws[-1] and ws[0][key] > 0 else None
+
+    measured = measure(windows)
+    wide = measure(wide_windows_for(trials)) if split < trials else []
+    ratio = ratio_of(measured, "driver_less_backend")
+    ratio_driver = ratio_of(measured, "driver")
     rss: dict[str, Any] = {}
     if rows_by_phase and rows_by_phase[-1]:
         last_rows = rows_by_phase[-1]
@@ -430,6 +476,8 @@ def run_scale(
         "windows": measured,
         "ratio": ratio,
         "ratio_driver": ratio_driver,
+        "wide_windows": wide,
+        "ratio_wide": ratio_of(wide, "driver_less_backend") if wide else None,
         "target_ratio": TARGET_RATIO,
         "meets_target": None if ratio is None else ratio <= TARGET_RATIO,
         "rss": rss,
@@ -462,22 +510,25 @@ def scale_report(results: dict[str, Any]) -> str:
         "`yolov8n-cls.yaml` on digits-cls (not trained), one trial at a time, no plots, no MLflow, `--keep-weights top-3`. "
         "CPU is the driver process's (`time.process_time`, every thread), in milliseconds per trial; *backend* is the "
         "part inside the backend's own `ask`/`tell`/`should_prune` (its sampler and pruner; empty for ray, whose loop is "
-        "Ray Tune's own), *record* the part inside hpo's recording (`trial_started`/`trial_epoch`/`trial_finished`). "
-        f"Target: driver less backend at the last window <= {TARGET_RATIO}x the first.",
+        "Ray Tune's own), *record* the part inside hpo's recording (`trial_started`/`trial_epoch`/`trial_finished`), "
+        "*GC* the cyclic garbage collector's anywhere (in brackets: inside the backend). "
+        f"Target: driver less backend at the last window <= {TARGET_RATIO}x the first. The last two rows of each "
+        "backend are wide windows (N/100-N/10 and 9N/10-N), less noisy on a shared machine.",
         "",
-        "| backend | trials | window | driver ms | backend ms | record ms | driver less backend ms | wall ms |",
-        "|---|---|---|---|---|---|---|---|",
+        "| backend | trials | window | driver ms | backend ms | record ms | GC ms (in backend) | driver less backend ms | wall ms |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
-        for w in r["windows"]:
+        for w in [*r["windows"], *r.get("wide_windows", [])]:
+            gc_ = "-" if w.get("gc") is None else f"{_ms(w.get('gc'))} ({_ms(w.get('gc_in_backend'))})"
             lines.append(
                 f"| {r['backend']} | {r['trials']} | {w['lo']}-{w['hi']} | {_ms(w.get('driver'))} | {_ms(w.get('backend'))} | "
-                f"{_ms(w.get('record'))} | {_ms(w.get('driver_less_backend'))} | {_ms(w.get('wall'))} |"
+                f"{_ms(w.get('record'))} | {gc_} | {_ms(w.get('driver_less_backend'))} | {_ms(w.get('wall'))} |"
             )
     lines += [
         "",
-        "| backend | last/first window, driver less backend | last/first, whole driver | meets target | RSS at split MiB | RSS at end MiB | RSS growth per trial |",
-        "|---|---|---|---|---|---|---|",
+        "| backend | last/first window, driver less backend | same, wide windows | last/first, whole driver | meets target | RSS at split MiB | RSS at end MiB | RSS growth per trial |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         rss = r.get("rss") or {}
@@ -485,9 +536,10 @@ def scale_report(results: dict[str, Any]) -> str:
         per = rss.get("bytes_per_trial")
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
         ratio_driver = "-" if r["ratio_driver"] is None else f"{r['ratio_driver']:.2f}"
+        ratio_wide = "-" if r.get("ratio_wide") is None else f"{r['ratio_wide']:.2f}"
         growth = "-" if per is None else f"{per / 1024:.1f} KiB"
         lines.append(
-            f"| {r['backend']} | {ratio} | {ratio_driver} | {r['meets_target']} | "
+            f"| {r['backend']} | {ratio} | {ratio_wide} | {ratio_driver} | {r['meets_target']} | "
             f"{mib(rss.get('at_split'))} | {mib(rss.get('end'))} | {growth} |"
         )
     lines += [

@@ -132,6 +132,7 @@ class StudyLoop:
         self._data = str(study.path / "data.yaml") if config.data.kind == "yaml" else config.data.source
         self.gpus = [str(g) for g in gpu_indices(config.train_args.get("device"))]
         self._trial_bytes = 0  # the largest trial folder of this run (bytes), for the free-space check
+        self._sized = 0  # cursor of study.finished_since: the trials space_needed has looked at
         self._run_start = clock.monotonic()  # real time, or a simulation's (hpo.clock)
         self._elapsed_before = float(study.settings.get("elapsed_s") or 0.0)  # spent by the study's earlier runs
         #: ids of trials stopped because the time budget was spent (recorded ``pruned`` with that reason)
@@ -169,9 +170,9 @@ class StudyLoop:
     def space_needed(self) -> int:
         """Bytes a new trial needs free on the study's volume: the largest trial folder seen so far
         (weights, logs) plus the space reserve, at least :data:`MIN_FREE_BYTES`."""
-        if not self._trial_bytes:
-            done = [r.id for r in self.study.finished()][-5:]
-            self._trial_bytes = max((tree_bytes(self.study.trial_dir(t)) for t in done), default=0)
+        if not self._trial_bytes:  # until a trial folder holds anything: the trials finished since the last look
+            done, self._sized = self.study.finished_since(self._sized)
+            self._trial_bytes = max((tree_bytes(self.study.trial_dir(r.id)) for r in done[-5:]), default=0)
         return max(MIN_FREE_BYTES, self._trial_bytes + Study.RESERVE_BYTES)
 
     def check_space(self) -> None:

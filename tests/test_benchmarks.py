@@ -463,7 +463,9 @@ def test_scale_benchmark_at_a_tiny_size(tmp_path: Path) -> None:
     for w in run["windows"]:
         assert 0 < w["backend"] < w["driver"] < 5 and 0 < w["record"] < w["driver"], w  # CPU seconds per trial
         assert abs(w["driver_less_backend"] - (w["driver"] - w["backend"])) < 1e-9
-    assert run["ratio"] > 0 and run["meets_target"] == (run["ratio"] <= 1.5)
+    assert run["ratio"] > 0 and run["meets_target"] == (run["ratio"] <= 1.5) and run["ratio_wide"] > 0
+    assert [(w["lo"], w["hi"]) for w in run["wide_windows"]] == [(1, 3), (27, 30)]
+    assert all(0 <= w["gc_in_backend"] <= w["gc"] < w["driver"] for w in run["wide_windows"])
     assert [p["exit_code"] for p in run["runs"]] == [0, 0, 0] and [p["trials_run"] for p in run["runs"]] == [3, 27, 1]
     assert set(run["show"]) == {"3", "30"} and set(run["resume"]) == {"3", "30"}
     assert all(0 < s["render_cpu_s"] < s["command_cpu_s"] for s in run["show"].values())

@@ -143,7 +143,8 @@ class UltralyticsBackend(Backend):
         self._curves: list[dict[int, float]] = []  # {epoch: objective} of each complete trial
         records = self.study.records()
         self._asked = len(records)  # proposal counter (seeds the native draws)
-        self._tried = {_key(r.params) for r in records.values()}  # configurations proposed so far
+        # configurations proposed so far, which the uniform draws avoid: kept while one may follow
+        self._tried = {_key(r.params) for r in records.values()} if self._asked <= self.options.initial_random else set()
 
     def ask(self) -> Suggestion:
         """The next proposal: proposal 0 (no results yet) is the native start, Ultralytics' defaults;
@@ -160,7 +161,7 @@ class UltralyticsBackend(Backend):
             for attempt in range(100):  # a small integer space may repeat a configuration: draw again
                 params = self.native.uniform(seed=self.config.seed, draw=k, attempt=attempt)
                 if _key(params) not in self._tried:
-                    self._tried.add(_key(params))
+                    self._remember(params)
                     return Suggestion(params)
         try:
             params = self.native.mutate(self.options.parents, self.options.sigma, seed=self.config.seed, draw=k)
@@ -171,8 +172,14 @@ class UltralyticsBackend(Backend):
                 f"{math.prod(_distinct_values(p) for p in self.config.space.values())} configurations); widen the space, "
                 "or use --resume with a smaller --iterations"
             ) from None
-        self._tried.add(_key(params))
+        self._remember(params)
         return Suggestion(params)
+
+    def _remember(self, params: dict[str, Any]) -> None:
+        """Keep a proposal for the uniform draws still to come (none after the first
+        ``initial_random`` proposals: the native mutation checks its history itself)."""
+        if self._asked <= self.options.initial_random:
+            self._tried.add(_key(params))
 
     def _native_record(self, record: TrialRecord) -> dict[str, Any]:
         data_name = Path(self.config.data.source).stem
