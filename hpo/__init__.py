@@ -30,6 +30,7 @@ from .errors import (
 )
 from .files import WRITE_ERRNOS, atomic_write_text, repair_jsonl, volume_error
 from .hookspecs import hookimpl
+from .redact import mask_secrets, mask_text
 from .space import Kind, Param, SearchSpace
 from .study import Study, TrialRecord, TrialStatus
 from .trial import TrialOutcome, TrialSpec, train_trial
@@ -57,6 +58,8 @@ __all__ = [
     "TrialOutcome",
     "train_trial",
     "hookimpl",
+    "mask_text",
+    "mask_secrets",
     "HpoError",
     "ConfigError",
     "SpaceError",

@@ -177,7 +177,14 @@ def train_ultralytics(spec: TrialSpec, report: Report, progress: Progress | None
     _quiet_integrations(tuple(spec.integrations))
     _skip_amp_download()
     params: dict[str, Any] = spec.params
-    state: dict[str, Any] = {"epochs": [], "final": False, "final_metrics": {}, "applied": {}, "trainer": None}
+    state: dict[str, Any] = {
+        "epochs": [],
+        "final": False,
+        "final_metrics": {},
+        "applied": {},
+        "trainer": None,
+        "validated": False,
+    }
 
     def on_pretrain_routine_start(trainer: Any) -> None:
         state["trainer"] = trainer
@@ -194,12 +201,24 @@ def train_ultralytics(spec: TrialSpec, report: Report, progress: Progress | None
             original()
 
         trainer.final_eval = final_eval
+        validate = trainer.validate
+
+        def validated() -> Any:
+            state["validated"] = True
+            return validate()
+
+        trainer.validate = validated
 
     def on_fit_epoch_end(trainer: Any) -> None:
         metrics = _floats(trainer.metrics or {})
         if state["final"]:
             state["final_metrics"] = metrics
             return
+        if not state["validated"]:
+            # val=False: Ultralytics skipped this epoch's validation and left its metrics at the zeros it
+            # starts from (BaseTrainer._setup_train); they are no measurement, so the row has none
+            metrics = {}
+        state["validated"] = False
         row = {"epoch": trainer.epoch + 1}
         start = getattr(trainer, "train_time_start", None)
         if isinstance(start, float):  # seconds since the first epoch began (the "time" column of results.csv)

@@ -76,7 +76,8 @@ def normalize_options(
         cli_options: ``hpo tune``'s own option names (``--seed``...), also suggested.
 
     Raises:
-        ConfigError: an option the backend does not have (``did you mean --sampler?``).
+        ConfigError: an option the backend does not have (``did you mean --sampler?``), or one of
+            ``cli_options`` given where backend options go (after ``--``).
     """
     fields = backend_cls.Options.model_fields
     out: dict[str, Any] = {}
@@ -86,6 +87,11 @@ def normalize_options(
             continue
         if key not in fields:
             flag = "--" + key.replace("_", "-")
+            if flag in cli_options:
+                raise ConfigError(
+                    f"{name} option '{key}' ({flag}): {flag} is an option of hpo tune itself, not of backend {name}; "
+                    "give it among hpo tune's options, before '--' (after '--' come only train args and backend options)"
+                )
             known = ["--" + k.replace("_", "-") for k in fields] + list(cli_options)
             close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]}? " if close else ""

@@ -21,6 +21,7 @@ import typer
 
 from .cli_k8s import register as register_k8s_commands
 from .errors import ConfigError, HpoError
+from .redact import mask_text
 from .report import study_summary  # re-exported: hpo.cli.study_summary is its old place
 
 app = typer.Typer(
@@ -36,14 +37,19 @@ app.add_typer(datasets_app, name="datasets")
 _DEBUG = {"on": False}
 
 
-def _fail(e: BaseException) -> typer.Exit:
-    code = getattr(e, "exit_code", 1)
+def _traceback() -> None:
+    """With ``--debug``: the current exception's traceback on stderr, credentials masked."""
     if _DEBUG["on"]:
         import traceback
 
-        traceback.print_exc()
+        print(mask_text(traceback.format_exc()), end="", file=sys.stderr)
+
+
+def _fail(e: BaseException) -> typer.Exit:
+    code = getattr(e, "exit_code", 1)
+    _traceback()
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    print(f"hpo: error: {msg}", file=sys.stderr)
+    print(f"hpo: error: {mask_text(msg)}", file=sys.stderr)
     return typer.Exit(code)
 
 
@@ -62,11 +68,8 @@ def handle_errors(fn: Callable) -> Callable:
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as e:  # noqa: BLE001 - a bug or an unexpected library error: one line, the traceback with --debug
-            if _DEBUG["on"]:
-                import traceback
-
-                traceback.print_exc()
-            text = (str(e).strip().splitlines() or [""])[0]
+            _traceback()
+            text = mask_text((str(e).strip().splitlines() or [""])[0])
             print(
                 f"hpo: error: unexpected {type(e).__name__}{': ' + text if text else ''} (run with --debug for the traceback)",
                 file=sys.stderr,
@@ -130,6 +133,7 @@ def _print_result(result: Any, as_json: bool) -> None:
         "nothing_to_do": result.nothing_to_do,
         "stopped_by": result.stopped_by,
         "elapsed_s": result.elapsed_s,
+        "iterations": result.iterations,
     }
     if as_json:
         print(json.dumps(doc, indent=2))
@@ -142,7 +146,8 @@ def _print_result(result: Any, as_json: bool) -> None:
             f"with {sum(result.counts.values())} finished trials (--resume with a larger --time-budget continues it)"
         )
     elif result.nothing_to_do:
-        print(f"nothing to do: the study already has its {sum(result.counts.values())} finished trials")
+        asked = f" (>= --iterations {result.iterations})" if result.iterations is not None else ""
+        print(f"nothing to do: the study already has {sum(result.counts.values())} finished trials{asked}")
     print(f"best trial {result.best_trial}: {result.metric} = {result.best_objective}")
     print("best hyperparameters:")
     print(yaml.safe_dump(result.best_params, sort_keys=False).rstrip())
@@ -190,6 +195,11 @@ def tune(
     resume: bool = typer.Option(False, "--resume", help="Continue the existing study up to --iterations."),
     join: bool = typer.Option(
         False, "--join", help="Add this process to a running study (same --output/--name; backends that support it, e.g. optuna)."
+    ),
+    allow_changes: bool = typer.Option(
+        False,
+        "--allow-changes",
+        help="With --resume: continue with changed data or train args (a new settings version; hpo show marks each trial's).",
     ),
     trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", help="Seconds before a trial is killed (failed)."),
     concurrent_trials: str = typer.Option(
@@ -261,6 +271,7 @@ def tune(
             name=name,
             resume=resume,
             join=join,
+            allow_changes=allow_changes,
             trial_timeout=trial_timeout,
             time_budget=time_budget,
             concurrent_trials=concurrent_trials,
@@ -302,9 +313,9 @@ def _tune(tuner_cls: Any, **kwargs: Any) -> Any:
     tuner = tuner_cls(**kwargs)
     cfg = tuner.config
     for notice in cfg.notices:
-        print(f"hpo: notice: {notice}", file=sys.stderr)
+        print(f"hpo: notice: {mask_text(notice)}", file=sys.stderr)
     for warning in cfg.warnings:
-        print(f"hpo: warning: {warning}", file=sys.stderr)
+        print(f"hpo: warning: {mask_text(warning)}", file=sys.stderr)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a pod's SIGTERM: stop cleanly, resumable
     return tuner.run()
 

@@ -40,8 +40,14 @@ RESERVED_TRAIN_ARGS = {
     "mode": "(always train)",
     "task": "(from the model name)",
 }
+#: The fix a message gives for each of :data:`RESERVED_TRAIN_ARGS` that is no hpo option.
+_RESERVED_FIX = {
+    "exist_ok": "hpo sets exist_ok=True for every trial's folder: drop it",
+    "mode": "hpo always trains: drop it",
+    "task": "hpo takes the task from the model (-cls, -seg, -pose, -obb): drop it",
+}
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: ASCII only, no trailing newline
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,8 @@ class TuneConfig:
         trainer: ``"module:function"`` that trains a trial (:mod:`hpo.trial`).
         trainer_options: its JSON-able options.
         notices: things hpo changed on the user's behalf (printed by the CLI).
-        warnings: valid but risky input (a read-only dataset, ``val=False``), one line each; the
+        warnings: valid but risky input (a read-only dataset whose label caches are missing or
+            stale, ``val=False``, more concurrent trials than GPUs or CPUs), one line each; the
             CLI prints them as ``hpo: warning: ...``, the Python API shows them as :class:`~hpo.errors.HpoWarning`.
     """
 
@@ -123,8 +130,11 @@ class TuneConfig:
         }
 
     def to_settings(self) -> dict[str, Any]:
-        """The ``study.json`` contents (without timestamps)."""
-        return {
+        """The ``study.json`` contents (without timestamps), credentials masked
+        (:func:`hpo.redact.mask_secrets`: ``postgresql://user:***@host/db``)."""
+        from .redact import mask_secrets
+
+        settings = {
             **self.identity(),
             "task": self.task,
             "direction": self.direction,
@@ -138,6 +148,7 @@ class TuneConfig:
             "data_resolved": self.data.content or self.data.source,
             **({"trainer": self.trainer, "trainer_options": self.trainer_options} if self.trainer != ULTRALYTICS_TRAINER else {}),
         }
+        return mask_secrets(settings)
 
 
 def _count(field_name: str, value: Any) -> int:
@@ -223,7 +234,8 @@ def _check_train_arg_keys(train_args: dict[str, Any], space: SearchSpace) -> Non
         if key != key.strip():
             raise ConfigError(f"train args: '{key}' has stray whitespace; write '{key.strip()}'")
         if key in RESERVED_TRAIN_ARGS:
-            raise ConfigError(f"train args: '{key}' is set by hpo; use {RESERVED_TRAIN_ARGS[key]} instead")
+            fix = _RESERVED_FIX.get(key, f"use {RESERVED_TRAIN_ARGS[key]} instead")
+            raise ConfigError(f"train args: '{key}' is set by hpo; {fix}")
         if key not in valid:
             raise ConfigError(f"train args: '{key}' is not an Ultralytics train argument{closest(key, valid, ultra.ARG_ALIASES)}")
         if key in space:
@@ -244,6 +256,11 @@ def _check_train_arg_values(train_args: dict[str, Any], space: SearchSpace) -> t
         check_cfg(args)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"train args: {str(e).splitlines()[0]}") from None
+    for key, value in args.items():
+        problem = ultra.str_arg_problem(key, value)
+        if problem:
+            raise ConfigError(f"train args: {key}={value} {problem}")
+    _check_space_values(space)
     imgsz = args.get("imgsz")
     sizes = imgsz if isinstance(imgsz, (list, tuple)) else [imgsz]
     if "imgsz" in args and not (
@@ -259,6 +276,23 @@ def _check_train_arg_values(train_args: dict[str, Any], space: SearchSpace) -> t
             "(Ultralytics' defaults lr0=0.01, momentum=0.937 are SGD values); pass optimizer=... to choose another"
         )
     return args, notices
+
+
+def _check_space_values(space: SearchSpace) -> None:
+    """Every choice and bound of the space through Ultralytics' own ``check_cfg`` (imports it), for
+    the train args :mod:`hpo.space` has no rule of its own for (``amp``, ``compile``, ``quantize``...)."""
+    from ultralytics.cfg import check_cfg
+
+    for key, p in space.items():
+        values = [("choice", c) for c in p.choices] if p.choices else [("low", p.low), ("high", p.high)]
+        for label, value in values:
+            try:
+                check_cfg({key: value})
+            except (TypeError, ValueError) as e:
+                raise ConfigError(
+                    f"space: '{key}' {label} {value!r} is refused by Ultralytics {ultra.version()} "
+                    f"({str(e).splitlines()[0]}); remove it or give a value it accepts"
+                ) from None
 
 
 def _check_output(study_dir: Path) -> None:
@@ -310,9 +344,55 @@ def _check_bare_options(backend: str, backend_cls: type[Backend | Controller], o
             ) from None
 
 
-def _risk_warnings(data: ResolvedData, train_args: dict[str, Any]) -> list[str]:
-    """Valid but risky input: a dataset whose label cache cannot be written, ``val=False``."""
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity mask (``os.sched_getaffinity``), capped by a cgroup v2
+    CPU quota (``/sys/fs/cgroup/cpu.max``, what a Kubernetes CPU limit sets), rounded up; at least 1."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def _concurrency_warning(workers: int, device: Any) -> str | None:
+    """``--concurrent-trials`` beyond the machine: more trials at once than the GPUs they train on
+    (``device=0,1``, or GPU 0 when ``device`` is unset and CUDA is there, as Ultralytics picks),
+    or, training on the CPU, than :func:`usable_cpus`."""
+    if workers <= 1:
+        return None
+    gpus = gpu_indices(device)
+    if not gpus and device in (None, ""):
+        import torch
+
+        gpus = [0] if torch.cuda.is_available() else []
+    if gpus:
+        if workers <= len(gpus):
+            return None
+        shown = ",".join(map(str, gpus))
+        return (
+            f"concurrent_trials: {workers} trials at once on {len(gpus)} GPU{'s' if len(gpus) > 1 else ''} "
+            f"(device={shown}) put up to {math.ceil(workers / len(gpus))} on each GPU, sharing its memory and time; "
+            f"use --concurrent-trials {len(gpus)} (one trial per GPU) unless a trial needs only part of one"
+        )
+    cpus = usable_cpus()
+    if workers <= cpus:
+        return None
+    return (
+        f"concurrent_trials: {workers} trials at once on the CPU exceed the {cpus} CPUs this process may use: they "
+        f"compete for them (each trial slower, each with its own model and data in memory); use --concurrent-trials {cpus} or fewer"
+    )
+
+
+def _risk_warnings(data: ResolvedData, train_args: dict[str, Any], workers: int = 1) -> list[str]:
+    """Valid but risky input: a dataset whose label cache cannot be written, ``val=False``, more
+    concurrent trials than GPUs or CPUs (:func:`_concurrency_warning`)."""
     out = cache_warnings(data)
+    busy = _concurrency_warning(workers, train_args.get("device"))
+    if busy:
+        out.append(busy)
     if train_args.get("val") is False:
         out.append(
             "train args: val=False validates only after the last epoch, so trials record no per-epoch objective and "
@@ -351,14 +431,17 @@ def build_config(
     (``check_cfg``, the task's metric names: ~1.5 s on a 2-core CPU). The Tuner starts the trial
     workers' forkserver there, so that its own imports overlap the driver's.
 
-    Valid but risky input (a dataset whose label cache cannot be written, ``val=False``) is
-    issued as :class:`~hpo.errors.HpoWarning` (``warnings.warn``) and kept in ``TuneConfig.warnings``.
+    Valid but risky input (a dataset whose label cache cannot be written, ``val=False``, more
+    concurrent trials than GPUs or CPUs) is issued as :class:`~hpo.errors.HpoWarning`
+    (``warnings.warn``) and kept in ``TuneConfig.warnings``.
 
     Raises:
         ConfigError: the first problem found, naming the field, the value and the fix; among
             them a distributed launcher's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``),
-            a non-bool backend option given without a value, and every check of
-            :func:`hpo.data.resolve_data`, :meth:`hpo.SearchSpace.parse` and the backend's ``check``.
+            a non-bool backend option given without a value, a study name that is not a folder
+            name, a fixed text train arg or a space value Ultralytics refuses (its ``check_cfg``,
+            :func:`hpo.ultra.str_arg_problem`), and every check of :func:`hpo.data.resolve_data`,
+            :meth:`hpo.SearchSpace.parse` and the backend's ``check``.
     """
     _check_not_distributed()
     backend_cls = get_backend(backend)
@@ -391,12 +474,19 @@ def build_config(
     model, task = ultra.resolve_model(str(model))
     if train_args and "task" in train_args:
         raise ConfigError("train args: 'task' is set by hpo from the model name (-cls, -seg, -pose, -obb)")
-    resolved = resolve_data(os.fspath(data), task)
+    resolved = resolve_data(os.fspath(data), task, single_cls=(train_args or {}).get("single_cls") is True)
     space = SearchSpace.parse(space)
     _check_train_arg_keys(dict(train_args or {}), space)
+    derived = not name
     name = name or f"{Path(resolved.source).stem if resolved.kind == 'yaml' else Path(resolved.source).name}-{backend}"
-    if not _NAME_RE.match(name):
-        raise ConfigError(f"name: '{name}' must be 1-128 letters, digits, '.', '_' or '-' (it is a folder name)")
+    if not _NAME_RE.fullmatch(name):
+        rule = "1-128 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit (it is a folder name)"
+        if derived:
+            raise ConfigError(
+                f"name: '{name}' was derived from the data '{data}' (<data>-<backend>) and is not a study name: "
+                f"a name is {rule}; give one with --name"
+            )
+        raise ConfigError(f"name: {name!r} must be {rule}")
     output = Path(output).expanduser().resolve()
     _check_output(output / name)
     _check_bare_options(backend, backend_cls, dict(backend_options or {}))
@@ -446,7 +536,7 @@ def build_config(
     )
     options.check(config)
     _check_gpus_visible(args.get("device"))
-    risks = _risk_warnings(resolved, args)
+    risks = _risk_warnings(resolved, args, workers)
     for text in risks:
         warnings.warn(text, HpoWarning, stacklevel=3)
     return dataclasses.replace(config, warnings=tuple(risks)) if risks else config

@@ -36,9 +36,18 @@ __all__ = [
 
 
 class HpoError(Exception):
-    """Base class of every error raised by hpo."""
+    """Base class of every error raised by hpo.
+
+    Its message never holds a credential: a password or token in it (a URL a database driver or
+    MLflow echoed) is masked when the error is made (:func:`hpo.redact.mask_text`).
+    """
 
     exit_code = 1
+
+    def __init__(self, *args: object) -> None:
+        from .redact import mask_text
+
+        super().__init__(*(mask_text(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(HpoError, ValueError):

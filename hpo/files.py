@@ -3,8 +3,9 @@
 Every write hpo makes to a study goes through here, so that a full or failing volume never leaves
 a half-written file behind:
 
-- :func:`atomic_write_text` / :func:`atomic_copy`: temp file beside the target, fsync, rename;
-  the target is either the old or the new file, never a mix. Files get the process's normal
+- :func:`atomic_write_text` / :func:`atomic_copy` / :func:`atomic_target`: temp file beside the
+  target, fsync, rename; the target is either the old or the new file, never a mix (a SIGKILL
+  mid-write leaves the old file and at most a hidden ``.NAME.*.tmp*`` file beside it). Files get the process's normal
   umask (``0o666 & ~umask``), so another user's pod on the same PVC can read them.
 - :func:`append_line`: one JSON record per line, fsync'd; a failed append (ENOSPC, EIO, an
   interrupt) is truncated back, so the file never ends in a torn record written by us.
@@ -32,6 +33,7 @@ __all__ = [
     "WRITE_ERRNOS",
     "atomic_write_text",
     "atomic_copy",
+    "atomic_target",
     "append_line",
     "repair_jsonl",
     "file_mode",
@@ -121,6 +123,38 @@ def atomic_copy(src: str | Path, dst: str | Path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_target(path: str | Path) -> Iterator[Path]:
+    """A temp path beside ``path`` for a writer that wants a file name (matplotlib's ``savefig``);
+    when the block ends without an error the file is fsync'd, given the umask's mode and renamed
+    onto ``path`` (``os.replace``). The temp name keeps ``path``'s suffix (``.history.x1y2.tmp.png``),
+    so a writer that infers the format from it still does.
+
+    Example:
+        >>> with atomic_target(plots / "history.png") as tmp:
+        ...     fig.savefig(tmp)
+
+    Raises:
+        OSError: the write or the rename failed; ``path`` is unchanged and no temp file is left.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, file_mode())
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
 
 
 def append_line(path: str | Path, line: str) -> int:

@@ -25,6 +25,11 @@ records it came from (``importance.meta.json``). ``hpo show`` reuses it while it
 runs fANOVA up to :data:`SHOW_FANOVA_TRIALS` complete trials, and above that the main-effect
 estimate (:func:`main_effects`: each parameter's share of the objective's variance explained by
 its own value, milliseconds at 10,000 trials, no scikit-learn).
+
+Every file is written atomically (:func:`hpo.files.atomic_target`, :func:`hpo.files.atomic_write_text`:
+a temp file beside it, then ``os.replace``), so a kill while plotting leaves the previous plots
+whole; a temp file such a kill left (``plots/.NAME.*.tmp*``) is removed by the next drawing once
+it is :data:`STALE_TEMP_S` old.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .callbacks import TunerCallback
-from .files import atomic_write_text
+from .files import atomic_target, atomic_write_text
 from .study import Study, TrialRecord, TrialStatus
 
 if TYPE_CHECKING:
@@ -75,6 +80,9 @@ PLOT_FANOVA_TRIALS = 1000
 SHOW_FANOVA_TRIALS = 100
 #: The importance methods (``method`` of :func:`importance`) and their names.
 METHODS = {"fanova": "fANOVA", "ped-anova": "PED-ANOVA", "main-effects": "main-effect variance shares"}
+#: Seconds after which a temp file in ``plots/`` is a leftover of a killed drawing (a live one
+#: renames its temp files within seconds), removed by the next :func:`write_plots`.
+STALE_TEMP_S = 600.0
 
 
 def _space_of(study: Study) -> Any:
@@ -418,7 +426,8 @@ def _png_history(study: Study, finished: list[TrialRecord], path: Path) -> None:
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(loc="best", fontsize=8)
     fig.suptitle(f"{study.path.name}: best so far ({study.direction})")
-    fig.savefig(path, dpi=100)
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -455,7 +464,8 @@ def _png_curves(study: Study, finished: list[TrialRecord], path: Path) -> None:
     ax.set_title(f"{study.path.name}: every trial's {metric} per epoch")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    fig.savefig(path, dpi=100)
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -467,7 +477,8 @@ def _save_optuna_png(draw: Any, path: Path, **kw: Any) -> None:
         ax = draw(**kw)
     fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
     fig.set_size_inches(max(8, fig.get_size_inches()[0]), max(4.5, fig.get_size_inches()[1]))
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -572,6 +583,7 @@ def write_plots(study_dir: str | Path, *, html_report: bool = True) -> list[Path
     study = Study.open(study_dir)
     out = study.path / "plots"
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(out)
     finished = study.finished()
     written: list[Path] = []
     if not finished:
@@ -596,6 +608,20 @@ def write_plots(study_dir: str | Path, *, html_report: bool = True) -> list[Path
     if html_report:
         written.append(_write_report(study, finished, ostudy, importances, top, out / "report.html"))
     return written
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Remove temp files (``.NAME.*.tmp*``) a killed drawing left in ``folder``, once
+    :data:`STALE_TEMP_S` old (a drawing running now renames its own within seconds)."""
+    import time
+
+    now = time.time()
+    for f in folder.glob(".*.tmp*"):
+        try:
+            if now - f.lstat().st_mtime > STALE_TEMP_S:
+                f.unlink()
+        except OSError:
+            pass
 
 
 def _evaluator(importances: dict[str, float]) -> Any:
@@ -641,7 +667,7 @@ def _write_report(
         f"{html.escape(study.path.name)}</title><script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script>"
         f"</head><body style='font-family:sans-serif'>{head}{body}</body></html>"
     )
-    path.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page)
     return path
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Check", "PreflightReport", "run_preflight", "SHM_PER_WORKER_BYTES", "SHM_PATH"]
+__all__ = ["Check", "PreflightReport", "run_preflight", "check_mount_path", "SHM_PER_WORKER_BYTES", "SHM_PATH", "SYSTEM_FOLDERS"]
 
 #: ``/dev/shm`` bytes assumed per data-loader worker. PyTorch's DataLoader passes every batch of a
 #: worker process through shared memory and keeps ``prefetch_factor`` (2) batches in flight; 512 MiB
@@ -23,6 +23,78 @@ __all__ = ["Check", "PreflightReport", "run_preflight", "SHM_PER_WORKER_BYTES", 
 #: which is why the KFP step mounts an in-memory emptyDir at ``/dev/shm``.
 SHM_PER_WORKER_BYTES = 512 * 1024**2
 SHM_PATH = "/dev/shm"
+
+
+#: Folders of a Linux container image that a volume must not be mounted over: mounting there hides
+#: what the image's programs need (its libraries, binaries, configuration, Python in ``/usr/local``
+#: of the official ``python`` images) or the runtime's own file systems.
+SYSTEM_FOLDERS = frozenset(
+    {
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/libx32",
+        "/proc",
+        "/run",
+        "/sbin",
+        "/sys",
+        "/usr",
+        "/usr/local",
+        "/var",
+    }
+)
+#: Kernel and device file systems the container runtime mounts itself: nothing may be mounted
+#: under them (``/dev/shm`` is the task's own in-memory emptyDir, :data:`SHM_PATH`).
+_RUNTIME_TREES = ("/proc", "/sys", "/dev")
+
+
+def check_mount_path(value: Any, field: str = "mount_path") -> str:
+    """Refuse a volume mount path Kubernetes or the container would choke on; return it unchanged.
+
+    Kubernetes' API documents a ``volumeMounts[].mountPath`` as a path in the container that must
+    not contain ``:``; the container runtime needs it absolute (a relative one fails only when the
+    pod starts, on the cluster). hpo also refuses what would break the pod even where it starts:
+    the container's root ``/``, a ``..`` segment, a control character, a folder of
+    :data:`SYSTEM_FOLDERS` and anything under ``/proc``, ``/sys`` or ``/dev``.
+
+    Args:
+        value: the mount path (``/mnt/hpo``).
+        field: the setting's name in the message (``mount_path``, ``--mount-path``, ``--mount``).
+
+    Raises:
+        hpo.errors.ConfigError: one line naming ``field``, the value and the fix.
+    """
+    import posixpath
+
+    from .errors import ConfigError
+
+    fix = "give an absolute folder of its own, e.g. /mnt/hpo"
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{field}: {value!r} is not a path; {fix}")
+    if value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(f"{field}: {value!r} holds whitespace at an end or a control character; {fix}")
+    if not value.startswith("/"):
+        raise ConfigError(
+            f"{field}: '{value}' is relative; Kubernetes mounts a volume at an absolute path in the container: {fix}"
+        )
+    if ":" in value:
+        raise ConfigError(f"{field}: '{value}' contains ':', which a Kubernetes mountPath must not; {fix}")
+    if ".." in value.split("/"):
+        raise ConfigError(f"{field}: '{value}' has a '..' segment; {fix}")
+    norm = posixpath.normpath(value)
+    if norm.startswith("//"):  # POSIX keeps a leading '//'
+        norm = "/" + norm.lstrip("/")
+    if norm == "/":
+        raise ConfigError(f"{field}: '{value}' is the container's root; a volume there hides the whole image: {fix}")
+    if norm in SYSTEM_FOLDERS or any(norm.startswith(t + "/") for t in _RUNTIME_TREES):
+        raise ConfigError(
+            f"{field}: '{value}' is a system folder of the container; a volume there hides what the image needs: {fix}"
+        )
+    return value
 
 
 @dataclass
@@ -210,8 +282,13 @@ def run_preflight(
 
     Returns:
         :class:`PreflightReport`; ``report.ok`` is False when a check failed.
+
+    Raises:
+        hpo.errors.ConfigError: ``mount`` is no usable mount path (:func:`check_mount_path`).
     """
     report = PreflightReport()
+    if mount not in (None, ""):
+        check_mount_path(os.fspath(mount), "mount")
     mount_p = Path(str(mount)).expanduser().resolve() if mount not in (None, "") else None
     if mount_p is not None:
         report.checks.append(_check_mount(mount_p))

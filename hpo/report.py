@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .files import tree_bytes
-from .study import Study, TrialRecord, TrialStatus
+from .redact import mask_text
+from .study import Study, TrialRecord, TrialStatus, settings_versions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,7 +80,7 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
             "train_s": r.train_s,
             "start": r.start,
             "end": r.end,
-            "error": r.error,
+            "error": mask_text(r.error) if r.error else r.error,
         }
         row.update({f"params.{k}": v for k, v in r.params.items()})
         rows.append(row)
@@ -123,8 +124,10 @@ def study_summary(path: str | Path) -> dict[str, Any]:
 
     Keys: ``study_dir``, ``backend``, ``metric``, ``direction``, ``iterations``, ``counts``
     (:data:`SUMMARY_STATUSES`), ``trials`` (each ``id``, ``status``, ``params``, ``objective``,
-    ``epochs_completed``, ``duration_s``, ``error``), ``best`` (``trial``, ``params``,
-    ``objective``; ``null`` if none), ``disk_bytes`` (the study folder's size in bytes).
+    ``epochs_completed``, ``duration_s``, ``error``, ``settings``: the settings version it trained
+    under), ``best`` (``trial``, ``params``, ``objective``; ``null`` if none), ``disk_bytes`` (the
+    study folder's size in bytes), ``settings_changes`` (one ``{"settings": k, "at": ..., "changes":
+    "field: stored X != given Y; ..."}`` per resume with ``allow_changes``; ``[]`` if none).
 
     Args:
         path: the study directory ``<output>/<name>``.
@@ -150,10 +153,15 @@ def study_summary(path: str | Path) -> dict[str, Any]:
                 "objective": r.objective,
                 "epochs_completed": r.epochs_completed,
                 "duration_s": r.duration_s,
-                "error": r.error,
+                "error": mask_text(r.error) if r.error else r.error,  # records older than masking
+                "settings": r.settings,
             }
             for r in records
         ],
         "best": {"trial": best.id, "params": best.params, "objective": best.objective} if best else None,
         "disk_bytes": tree_bytes(study.path),
+        "settings_changes": [
+            {"settings": k, "at": e.get("at"), "changes": e.get("allowed_changes")}
+            for k, e in sorted(settings_versions(study.settings).items())
+        ],
     }

@@ -1,7 +1,8 @@
 """``hpo show``: a study's leaderboard that fits the terminal, the best configuration, the size on disk.
 
-The leaderboard shows id, status, objective, epochs and duration, then as many of the most
-important parameters as fit the width (or the ones named with ``--params``), and says what their
+The leaderboard shows id, status, objective, epochs and duration (and, for a study resumed with
+``--allow-changes``, the settings version each trial trained under, with a legend), then as many
+of the most important parameters as fit the width (or the ones named with ``--params``), and says what their
 importance rests on. Importance (:func:`importance_ranking`, see :mod:`hpo.plots`) comes from
 ``plots/importance.json`` while it was computed from the study's current records, else from
 Optuna's fANOVA up to :data:`hpo.plots.SHOW_FANOVA_TRIALS` complete trials, else from the
@@ -21,8 +22,9 @@ from typing import Any
 
 from .errors import ConfigError
 from .files import tree_bytes
+from .redact import mask_text
 from .report import count_trials
-from .study import Study, TrialRecord, TrialStatus
+from .study import Study, TrialRecord, TrialStatus, settings_versions
 
 __all__ = [
     "render",
@@ -153,10 +155,17 @@ def _grid(items: list[tuple[str, str]], width: int, indent: int = 2) -> list[str
     return lines
 
 
-def _table(rows: list[TrialRecord], params: list[str], width: int | None, *, fixed_params: bool) -> tuple[list[str], list[str]]:
-    """Plain-text table lines and the params shown (as many of ``params`` as fit ``width``)."""
-    head = ["trial", "status", "objective", "epochs", "time"]
-    body = [[str(r.id), r.status.value, _fmt(r.objective), str(r.epochs_completed), _duration(r.duration_s)] for r in rows]
+def _table(
+    rows: list[TrialRecord], params: list[str], width: int | None, *, fixed_params: bool, settings: bool = False
+) -> tuple[list[str], list[str]]:
+    """Plain-text table lines and the params shown (as many of ``params`` as fit ``width``);
+    ``settings``: a column with each trial's settings version (:attr:`TrialRecord.settings`)."""
+    head = ["trial", "status", "objective", "epochs", "time", *(["settings"] if settings else [])]
+    body = [
+        [str(r.id), r.status.value, _fmt(r.objective), str(r.epochs_completed), _duration(r.duration_s)]
+        + ([str(r.settings)] if settings else [])
+        for r in rows
+    ]
     cols = [list(c) for c in zip(head, *body, strict=False)] if body else [[h] for h in head]
     shown: list[str] = []
     gap = 2
@@ -177,7 +186,7 @@ def _table(rows: list[TrialRecord], params: list[str], width: int | None, *, fix
         cols.append(col)
         shown.append(key)
     widths = [max(len(x) for x in c) for c in cols]
-    numeric = [False, False, True, True, True] + [True] * len(shown)
+    numeric = [False, False, True, True, True] + [True] * (len(cols) - 5)
     lines = []
     for i in range(len(cols[0])):
         cells = [(c[i].rjust(w) if num else c[i].ljust(w)) for c, w, num in zip(cols, widths, numeric, strict=False)]
@@ -240,7 +249,8 @@ def render(
     out += _wrap(f"size on disk {human_bytes(disk_bytes(study.path))} (weights kept: {s.get('keep_weights', 'all')})", fit, 2)
     out.append("")
     rows = records if show_all else records[:TOP_ROWS]
-    lines, shown = _table(rows, order, None if show_all else width, fixed_params=bool(params))
+    versions = settings_versions(s)
+    lines, shown = _table(rows, order, None if show_all else width, fixed_params=bool(params), settings=bool(versions))
     out += lines
     notes = []
     if len(rows) < len(records):
@@ -256,6 +266,10 @@ def render(
     if not params and shown and not show_all and basis != "the space's order":
         hint = "" if basis.startswith("fANOVA") and "sample" not in basis else "; --importance fanova for fANOVA"
         out += _wrap(f"importance: {basis}{hint}", fit)
+    if versions:  # resumed with --allow-changes: which settings each trial trained under
+        out += _wrap("settings 0: as the study was created", fit)
+        for k, entry in sorted(versions.items()):
+            out += _wrap(f"settings {k}: resumed {entry.get('at')} with --allow-changes: {entry.get('allowed_changes')}", fit)
     if best is not None:
         out += [""] + _wrap(f"best trial {best.id}: {s.get('metric')} = {_fmt(best.objective)}", fit)
         out += _grid([(k, _fmt(v)) for k, v in best.params.items()], fit or 10_000)
@@ -297,7 +311,7 @@ def to_csv(study_dir: str | Path) -> str:
                 r.train_s,
                 r.start,
                 r.end,
-                r.error,
+                mask_text(r.error) if r.error else r.error,  # records older than masking
                 *(r.params.get(k) for k in keys),
             ]
         )

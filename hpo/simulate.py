@@ -17,16 +17,27 @@ successive halving). For a loss metric (a name containing ``loss``) the value is
 
 Options (``trainer_options``, or ``HPO_TRAINER_OPTIONS`` as JSON):
     epoch_s: seconds slept per epoch (default 0; a few tenths let a test kill a study mid-trial).
+    quick: trial ids that sleep no time whatever ``epoch_s`` says (e.g. one trial that completes
+        before a time budget ends while the next one is still training).
     fail: trial ids whose training raises (recorded ``failed``).
     nan: trial ids whose metric is NaN from the first epoch (a diverged training: ``failed``).
     weights_bytes: size of the ``weights/best.pt`` and ``last.pt`` each trial writes (default 0:
         none), for tests of disk use and full volumes.
+    gate: a file path; every trial waits before its first epoch until that file exists (polled every
+        0.05 s), so a test orders events across processes instead of guessing with sleeps: e.g. a
+        study's trials wait until a process joined to it has started one of its own.
+    gate_s: the longest a trial waits for ``gate`` (default 600 s); then it fails, naming the file.
+    open_gate: a file path that every trial creates when it starts (the other side of ``gate``).
+    barrier, barrier_n: a folder and a count; every trial creates a file in the folder when it
+        starts and waits before its first epoch until the folder holds ``barrier_n`` files (at most
+        ``gate_s``), so ``barrier_n`` trials are sure to train at once, however loaded the machine.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +46,7 @@ from . import clock
 from .study import TrialStatus
 from .trial import Progress, Report, TrialOutcome, TrialSpec
 
-__all__ = ["simulated_trainer", "play_curve", "curve_value", "quality"]
+__all__ = ["simulated_trainer", "play_curve", "curve_value", "quality", "wait_for_gate", "wait_at_barrier"]
 
 
 def quality(params: dict[str, Any]) -> float:
@@ -81,10 +92,17 @@ def simulated_trainer(spec: TrialSpec, report: Report, progress: Progress | None
         ``PRUNED`` when ``report`` asked to stop.
 
     Raises:
-        RuntimeError: the trial id is in the ``fail`` option (a simulated training error).
+        RuntimeError: the trial id is in the ``fail`` option (a simulated training error), or the
+            ``gate`` file did not appear within ``gate_s`` seconds.
         OSError: writing the weights failed (e.g. a full volume).
     """
     opts = spec.trainer_options
+    if opts.get("open_gate"):
+        Path(opts["open_gate"]).touch()
+    if opts.get("gate"):
+        wait_for_gate(Path(opts["gate"]), float(opts.get("gate_s", 600.0)))
+    if opts.get("barrier"):
+        wait_at_barrier(Path(opts["barrier"]), int(opts.get("barrier_n", 2)), spec.trial_id, float(opts.get("gate_s", 600.0)))
     if spec.trial_id in set(opts.get("fail", ())):
         raise RuntimeError(f"simulated training error of trial {spec.trial_id}")
     diverged = spec.trial_id in set(opts.get("nan", ()))
@@ -94,9 +112,38 @@ def simulated_trainer(spec: TrialSpec, report: Report, progress: Progress | None
         report,
         progress,
         lambda epoch: math.nan if diverged else curve_value(spec.params, epoch, metric),
-        epoch_s=float(opts.get("epoch_s", 0.0)),
+        epoch_s=0.0 if spec.trial_id in set(opts.get("quick", ())) else float(opts.get("epoch_s", 0.0)),
         weights_bytes=int(opts.get("weights_bytes", 0)),
     )
+
+
+def wait_at_barrier(folder: Path, n: int, trial_id: int, timeout_s: float) -> None:
+    """Create ``folder/<pid>-<trial_id>``, then wait until ``folder`` holds ``n`` files (real time,
+    polled every 0.05 s).
+
+    Raises:
+        RuntimeError: fewer than ``n`` trials arrived within ``timeout_s`` seconds.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{os.getpid()}-{trial_id}").touch()
+    deadline = time.monotonic() + timeout_s
+    while sum(1 for _ in folder.iterdir()) < n:
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"simulated trial: fewer than {n} trials reached the barrier {folder} within {timeout_s:g} s")
+        time.sleep(0.05)
+
+
+def wait_for_gate(gate: Path, timeout_s: float) -> None:
+    """Wait until the file ``gate`` exists (real time, polled every 0.05 s).
+
+    Raises:
+        RuntimeError: it did not appear within ``timeout_s`` seconds.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not gate.exists():
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"simulated trial: the gate file {gate} did not appear within {timeout_s:g} s")
+        time.sleep(0.05)
 
 
 def play_curve(

@@ -6,8 +6,9 @@ A :class:`SearchSpace` maps Ultralytics train-argument names to :class:`Param` s
 - explicit specs ``{key: {"type": "float"|"int"|"logfloat"|"choice", ...}}``,
 - a YAML/JSON file holding either form, or inline JSON text.
 
-Integer train arguments (``ultralytics.cfg.CFG_INT_KEYS``) become integer parameters. Every
-backend converts from this one model (``to_ultralytics``, the optuna/ray plugins' own
+Integer train arguments (:func:`hpo.ultra.integer_args`: Ultralytics' ``CFG_INT_KEYS`` plus
+``batch`` and ``imgsz``) become integer parameters; every choice is checked as Ultralytics checks
+that train argument (:func:`_choice_value`). Every backend converts from this one model (``to_ultralytics``, the optuna/ray plugins' own
 converters), so every backend sees the same bounds and types per key.
 
 Example:
@@ -21,7 +22,6 @@ from __future__ import annotations
 import enum
 import json
 import math
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,30 +29,16 @@ from typing import Any
 
 import yaml
 
-from . import ultra
+from . import _yaml, ultra
 from .errors import SpaceError, closest
 
 __all__ = ["Kind", "Param", "SearchSpace", "load_yaml"]
 
 
-class _NumberLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading ``1e-5`` and ``1E-5`` as numbers.
-
-    PyYAML follows YAML 1.1, whose float needs a dot and a signed exponent (``1.0e-5``), so it
-    reads ``1e-5`` as a string; the ``yolo`` CLI (``ast.literal_eval``) and YAML 1.2 read a number.
-    """
-
-
-_NumberLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
-
-
 def load_yaml(stream: Any) -> Any:
-    """``yaml.safe_load`` that also reads exponent numbers without a dot (``1e-5``) as floats."""
-    return yaml.load(stream, Loader=_NumberLoader)
+    """``yaml.safe_load`` that also reads exponent numbers without a dot (``1e-5``) as floats and
+    refuses a mapping that repeats a key (:class:`hpo._yaml.DuplicateKeyError`)."""
+    return _yaml.load_yaml(stream)
 
 
 class Kind(str, enum.Enum):
@@ -178,11 +164,14 @@ class SearchSpace(Mapping[str, Param]):
                 ``high``, ``log`` (bool), ``choices`` (list), ``gain`` (0..1).
 
         Raises:
-            SpaceError: a key that is not an Ultralytics train argument (naming the closest),
-                stray whitespace in a key, a single bound, inverted or equal bounds, a bound
-                outside the range Ultralytics accepts for the key (:func:`hpo.ultra.arg_limits`), ``log`` with
-                ``low <= 0``, a float bound on an integer key, a non-numeric bound, an empty
-                choice list, an unreadable file.
+            SpaceError: a key that is not an Ultralytics train argument (naming the closest) or is
+                a setting of the study (:data:`NOT_TUNABLE`), a key given twice, stray whitespace in
+                a key, a single bound, inverted or equal bounds, a bound outside the range
+                Ultralytics accepts for the key (:func:`hpo.ultra.arg_limits`), ``log`` with
+                ``low <= 0``, a float bound on an integer key, a ``batch`` bound below 1 (AutoBatch
+                and GPU-memory fractions are choices), a range on a true/false or text argument, a
+                non-numeric bound, an empty choice list, a choice Ultralytics refuses for the key
+                (:func:`_choice_value`), an unreadable file.
         """
         if source is None:
             return cls.default()
@@ -278,7 +267,11 @@ def _load_text_or_file(source: str | Path) -> Any:
     stripped = text.strip()
     if isinstance(source, str) and stripped.startswith("{"):
         try:
-            return json.loads(stripped)
+            return _yaml.json_loads(stripped)
+        except _yaml.DuplicateKeyError as e:
+            raise SpaceError(
+                f"space: inline JSON repeats the key {e.key!r}; the last value would silently replace the first: keep one"
+            ) from None
         except json.JSONDecodeError as e:
             raise SpaceError(f"space: inline JSON is invalid ({e.msg} at char {e.pos}); fix the JSON text") from None
     path = Path(text).expanduser()
@@ -286,9 +279,29 @@ def _load_text_or_file(source: str | Path) -> Any:
         raise SpaceError(f"space: file '{text}' does not exist; give a YAML/JSON file or inline JSON")
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f) if path.suffix == ".json" else load_yaml(f)
+            return _yaml.json_loads(f.read()) if path.suffix == ".json" else load_yaml(f)
+    except _yaml.DuplicateKeyError as e:
+        where = f" at line {e.line} (first at line {e.first_line})" if e.line is not None else ""
+        raise SpaceError(
+            f"space: '{path}' repeats the key {e.key!r}{where}; the last value would silently replace the first: keep one"
+        ) from None
     except (OSError, ValueError, yaml.YAMLError) as e:
         raise SpaceError(f"space: cannot read '{path}': {str(e).splitlines()[0]}") from None
+
+
+#: Train args a search space cannot hold, and what sets each instead.
+NOT_TUNABLE = {
+    "epochs": "use --epochs (every trial trains that many; the fidelity)",
+    "data": "use --data",
+    "model": "use --model",
+    "device": "give it as a fixed train arg (device=0, device=0,1 or device=cpu)",
+    "project": "use --output",
+    "name": "use --name",
+    "exist_ok": "hpo sets it for every trial",
+    "resume": "--resume is an hpo tune option that continues the study",
+    "task": "hpo takes it from the model (-cls, -seg, -pose, -obb)",
+    "mode": "hpo always trains",
+}
 
 
 def _check_key(key: Any) -> str:
@@ -299,13 +312,68 @@ def _check_key(key: Any) -> str:
         raise SpaceError(f"space: key {key!r} has stray whitespace; write '{key.strip()}'")
     if key not in valid:
         raise SpaceError(f"space: '{key}' is not an Ultralytics train argument{closest(key, valid, ultra.ARG_ALIASES)}")
-    if key in ("epochs", "data", "model", "device", "project", "name", "resume", "task", "mode"):
-        raise SpaceError(f"space: '{key}' cannot be tuned; it is a setting of the study (use --{key} or a train arg)")
+    if key in NOT_TUNABLE:
+        raise SpaceError(f"space: '{key}' cannot be tuned, it is a setting of the study: {NOT_TUNABLE[key]}")
     return key
 
 
+#: Why ``batch`` bounds below 1 are refused (Ultralytics' ``cfg/default.yaml``: "-1 for AutoBatch,
+#: or float in (0.0, 1.0) for GPU memory fraction"; every batch < 1 runs AutoBatch, BaseTrainer._setup_train).
+_BATCH_SPECIAL = (
+    "values below 1 are not batch sizes: -1 is Ultralytics' AutoBatch and 0 < batch < 1 a fraction of GPU memory, "
+    "special values that pick the size themselves; tune sizes >= 1 (batch: [8, 64]), or list -1 among the choices "
+    '({"type": "choice", "choices": [-1, 16, 32]}) or fix it as a train arg (batch=-1)'
+)
+
+
+def _a(value: Any) -> str:
+    """``"an int"``, ``"a str"``: the type of ``value`` with its article, for messages."""
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _choice_value(name: str, value: Any) -> Any:
+    """One choice of ``name``, checked as Ultralytics' ``check_cfg`` (and, for string args, its
+    trainer) checks that train argument; integral floats of integer args become ints."""
+    default = ultra.train_defaults().get(name)
+    typed = ultra.int_keys() | ultra.float_keys() | ultra.bool_keys() | ultra.str_keys() | {"scale", "compile"}
+    shown = json.dumps(value) if isinstance(value, (bool, type(None), str, int, float)) else repr(value)
+    bad = f"space: '{name}' choice {shown}"
+    if value is None:
+        if name == "amp" or (default is not None and name in typed and name != "auto_augment"):
+            raise SpaceError(f"{bad} is refused by Ultralytics (its check_cfg: '{name}' must not be None); remove it")
+        return value
+    if name in ultra.bool_keys():
+        if not isinstance(value, bool):
+            raise SpaceError(f"{bad} is {_a(value)}; '{name}' takes true or false only")
+        return value
+    if name == "batch":
+        if _is_number(value) and (value == -1 or 0 < value < 1):
+            return value
+        if _is_number(value) and value >= 1 and float(value).is_integer():
+            return int(value)
+        raise SpaceError(f"{bad} is not a batch: give whole sizes >= 1, -1 (AutoBatch) or a fraction in (0, 1) of GPU memory")
+    if name in ultra.int_keys() or name == "imgsz":
+        if not _is_number(value) or not float(value).is_integer():
+            raise SpaceError(f"{bad} is not a whole number; '{name}' takes integers (e.g. {default})")
+        if name == "imgsz" and value < 1:
+            raise SpaceError(f"{bad} is not an image size; give whole numbers of pixels > 0")
+        return int(value)
+    if name in ultra.float_keys() or name == "scale":
+        if isinstance(value, (bool, str)):
+            raise SpaceError(f"{bad} is {_a(value)}; '{name}' takes numbers (e.g. {default})")
+        return value
+    if name in ultra.str_keys():
+        if not isinstance(value, str):
+            raise SpaceError(f"{bad} is {_a(value)}; '{name}' takes text (e.g. {default})")
+        problem = ultra.str_arg_problem(name, value)
+        if problem:
+            raise SpaceError(f"{bad} {problem}; list only accepted values")
+    return value
+
+
 def _parse_param(name: str, value: Any) -> Param:
-    is_int_key = name in ultra.int_keys()
+    is_int_key = name in ultra.integer_args()
     if isinstance(value, Mapping):
         spec = dict(value)
         kind = str(spec.pop("type", "float")).strip().lower()
@@ -317,10 +385,12 @@ def _parse_param(name: str, value: Any) -> Param:
             _no_extra(name, spec)
             if not isinstance(choices, (list, tuple)) or not choices:
                 raise SpaceError(f"space: '{name}' choice needs a non-empty 'choices' list")
+            choices = [_choice_value(name, c) for c in choices]
             if len(set(map(repr, choices))) != len(choices):
                 raise SpaceError(f"space: '{name}' choices {list(choices)} repeat a value; list each once")
             _check_limits(name, [("choice", c) for c in choices if _is_number(c)])
             return Param(name, Kind.CHOICE, choices=tuple(choices))
+        _no_range(name)
         if kind not in ("float", "int"):
             raise SpaceError(f"space: '{name}' has type '{kind}'; use float, int, logfloat or choice")
         if "low" not in spec or "high" not in spec:
@@ -331,8 +401,9 @@ def _parse_param(name: str, value: Any) -> Param:
             raise SpaceError(f"space: '{name}' log must be true or false, got {log!r}")
         if kind == "float" and is_int_key:
             raise SpaceError(f"space: '{name}' is an integer train argument; use type int")
-        return _numeric(name, low, high, gain, log=log, integer=(kind == "int"))
+        return _numeric(name, low, high, gain, log=log, integer=is_int_key or kind == "int")
     if isinstance(value, (list, tuple)):
+        _no_range(name)
         if len(value) == 1:
             raise SpaceError(f"space: '{name}' has a single bound {list(value)}; give (low, high[, gain])")
         if len(value) not in (2, 3):
@@ -342,6 +413,19 @@ def _parse_param(name: str, value: Any) -> Param:
     if _is_number(value):
         raise SpaceError(f"space: '{name}' has a single bound {value}; give (low, high[, gain]) or fix it as a train arg")
     raise SpaceError(f"space: '{name}' must be (low, high[, gain]) or a spec mapping, got {type(value).__name__}")
+
+
+def _no_range(name: str) -> None:
+    """A range only for numeric train args: a true/false or text arg is tuned as a choice."""
+    if name in ultra.bool_keys():
+        raise SpaceError(
+            f'space: \'{name}\' takes true or false, not a range; tune it as a choice ({{"type": "choice", "choices": [true, false]}})'
+        )
+    if name in ultra.str_keys():
+        raise SpaceError(
+            f"space: '{name}' takes text, not a range; tune it as a choice of its values "
+            f'({{"type": "choice", "choices": [...]}})'
+        )
 
 
 def _check_limits(name: str, values: list[tuple[str, float]]) -> None:
@@ -370,6 +454,10 @@ def _numeric(name: str, low: Any, high: Any, gain: Any, *, log: bool, integer: b
     for label, v in (("low", low), ("high", high), ("gain", gain)):
         if not _is_number(v) or not math.isfinite(v):
             raise SpaceError(f"space: '{name}' {label}={v!r} must be a finite number")
+    if name == "batch" and (low < 1 or high < 1):
+        raise SpaceError(f"space: 'batch' {'low' if low < 1 else 'high'}={low if low < 1 else high}: {_BATCH_SPECIAL}")
+    if name == "imgsz" and (low < 1 or high < 1):
+        raise SpaceError(f"space: 'imgsz' bounds ({low}, {high}) must be whole numbers of pixels > 0")
     if integer:
         for label, v in (("low", low), ("high", high)):
             if isinstance(v, float) and not v.is_integer():

@@ -46,11 +46,13 @@ import yaml
 from .errors import StudyError
 from .files import append_line, atomic_copy, atomic_write_text, repair_jsonl, volume_errors
 from .lock import LOCK_HEARTBEAT_S, LOCK_STALE_AFTER_S, StudyLock
+from .redact import mask_secrets, mask_text
 
 __all__ = [
     "TrialStatus",
     "TrialRecord",
     "Study",
+    "settings_versions",
     "StudyLock",
     "atomic_write_text",
     "atomic_copy",
@@ -105,6 +107,10 @@ class TrialRecord:
         error: error text (``failed``) or the prune reason (``pruned``).
         weights: path of the trial's best weights, if any.
         worker: which driver process ran it (host:pid) and, if set, its device.
+        settings: which of the study's settings it trained under: 0 as the study was created, ``k``
+            after a resume that changed settings a trial measures with ``allow_changes``
+            (``study.json`` ``resumes[].settings``; see :func:`settings_versions`). Stored only when
+            not 0.
     """
 
     id: int
@@ -122,10 +128,13 @@ class TrialRecord:
     error: str | None = None
     weights: str | None = None
     worker: str | None = None
+    settings: int = 0
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["status"] = self.status.value
+        if not d["settings"]:
+            del d["settings"]  # the study's first settings: records as before allow_changes existed
         return d
 
     @classmethod
@@ -133,6 +142,18 @@ class TrialRecord:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         known["status"] = TrialStatus(known.get("status", "running"))
         return cls(**known)
+
+
+def settings_versions(settings: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The settings versions of a study from its ``study.json`` contents: ``{k: resume entry}`` for
+    every resume that changed settings a trial measures with ``allow_changes`` (``resumes[]`` entries
+    holding ``settings: k`` and ``allowed_changes``, the diff as one line). Empty for a study whose
+    trials all share one set of settings (version 0)."""
+    out: dict[int, dict[str, Any]] = {}
+    for entry in settings.get("resumes") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("settings"), int) and entry["settings"] > 0:
+            out[entry["settings"]] = entry
+    return out
 
 
 def _json_default(x: Any) -> Any:
@@ -251,11 +272,11 @@ def _scored(r: TrialRecord) -> bool:
     return r.status is TrialStatus.COMPLETE and r.objective is not None and math.isfinite(r.objective)
 
 
-# A snapshot line as hpo writes it starts with its id and holds its status before any nested
-# record could (``{"id":3,"params":{...},"status":"complete",...``): enough to fold the lines of a
-# file without decoding the snapshots a later one replaces. A line that does not look so (another
-# writer's spacing, a tear with a record glued after it) is decoded in full.
-_HEAD = re.compile(rb'\{"id":\s*(-?\d+)\s*,')
+# A snapshot line as hpo writes it starts with its id and its params, a flat object, and holds its
+# status after them (``{"id":3,"params":{"lr0":0.01},"status":"complete",...``): enough to fold the
+# lines of a file without decoding the snapshots a later one replaces. A line that does not look so
+# (another writer's spacing, nested params, a tear with a record glued after it) is decoded in full.
+_HEAD = re.compile(rb'\{"id":\s*(-?\d+)\s*,\s*"params":\s*(\{(?:[^{}\[\]"]|"(?:[^"\\]|\\.)*")*\})\s*,')
 _STATUS = re.compile(rb'"status":\s*"([a-z]+)"')
 _GLUE = b'{"id":'
 _FINISHED_B = frozenset(s.value.encode() for s in TrialStatus if s.finished)
@@ -266,9 +287,42 @@ _CHUNK = 4 << 20
 _TAIL = 64
 
 
+class _Snap:
+    """One snapshot line of a trial, not yet decoded (``raw``) or decoded (``rec``)."""
+
+    __slots__ = ("line", "pkey", "status", "raw", "rec")
+
+    def __init__(self, line: int, pkey: bytes, status: bytes, raw: bytes | None, rec: TrialRecord | None):
+        self.line, self.pkey, self.status, self.raw, self.rec = line, pkey, status, raw, rec
+
+    def params(self) -> Any:
+        return self.rec.params if self.rec is not None else json.loads(self.pkey)
+
+
+class _Seg:
+    """Consecutive snapshots of one trial in one file with the same params, folded: ``all`` over
+    them all, ``run`` from the first ``running`` one on (what a restart of an unfinished trial with
+    other params keeps), with their 1-based line numbers. Holding these instead of every snapshot
+    keeps the fold exact (:meth:`Study.records`) at one or two records per trial."""
+
+    __slots__ = ("pkey", "all", "run", "line", "run_line")
+
+    def __init__(self, pkey: bytes, all_: TrialRecord, run: TrialRecord | None, line: int, run_line: int | None):
+        self.pkey, self.all, self.run, self.line, self.run_line = pkey, all_, run, line, run_line
+
+    def same(self, other: _Seg) -> bool:
+        return self.pkey == other.pkey or self.all.params == other.all.params
+
+    def then(self, other: _Seg) -> _Seg:
+        """This segment followed by ``other`` (the same params)."""
+        if self.run is not None:
+            return _Seg(self.pkey, _combine(self.all, other.all), _combine(self.run, other.all), self.line, self.run_line)
+        return _Seg(self.pkey, _combine(self.all, other.all), other.run, self.line, other.run_line)
+
+
 class _RecordFile:
     """What a :class:`Study` has read of one records file: the bytes consumed (whole lines only),
-    the lines counted, the fold of its snapshots by id, and the file's identity."""
+    the lines counted, each trial's segments (:class:`_Seg`), and the file's identity."""
 
     __slots__ = ("path", "offset", "lines", "fold", "ident", "tail")
 
@@ -276,9 +330,15 @@ class _RecordFile:
         self.path = path
         self.offset = 0
         self.lines = 0
-        self.fold: dict[int, TrialRecord] = {}
+        self.fold: dict[int, list[_Seg]] = {}
         self.ident: tuple[int, int] | None = None
         self.tail = b""
+
+
+def _brief(params: dict[str, Any]) -> str:
+    """``params`` as short JSON for a message (at most 100 characters)."""
+    text = json.dumps(params, sort_keys=True, default=str)
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def _finite_or_none(x: Any) -> Any:
@@ -333,6 +393,7 @@ class Study:
         self._fin_log: list[int] = []  # ids in the order they became finished (finished_since)
         self._best: TrialRecord | None = None
         self._best_direction: str | None = None  # the direction _best is for; None: recompute
+        self._pending: list[str] = []  # warnings about the records, printed by the next read
 
     # --- creation / opening
     @classmethod
@@ -472,8 +533,9 @@ class Study:
             VolumeError: the volume refused the write (``study.json`` is unchanged).
         """
         self.settings["updated"] = utcnow()
+        text = json.dumps(mask_secrets(self.settings), indent=2, default=_json_default)
         with volume_errors(self.path):
-            atomic_write_text(self.path / self.SETTINGS, json.dumps(self.settings, indent=2, default=_json_default) + "\n")
+            atomic_write_text(self.path / self.SETTINGS, text + "\n")
 
     # --- records
     @contextlib.contextmanager
@@ -503,9 +565,14 @@ class Study:
         The study's records in memory take the snapshot at once (no re-read of the file); later
         changes to ``record`` do not reach them.
 
+        A credential in ``record.error`` (a trainer's exception that echoed a URL) is masked first,
+        in the record itself (:func:`hpo.redact.mask_text`).
+
         Raises:
             VolumeError: the volume refused the write (the file is as before).
         """
+        if record.error:
+            record.error = mask_text(record.error)
         line = json.dumps(_finite_or_none(record.to_json()), default=_json_default, allow_nan=False, separators=(",", ":"))
         with self._append_lock, volume_errors(self.records_file):
             try:
@@ -566,6 +633,16 @@ class Study:
         Returns a new dict (the caller may change it); its records are the study's shared,
         read-only snapshots (:class:`_StoredRecord`: setting an attribute raises; change a
         ``copy.deepcopy``).
+
+        A trial's params never change while it trains: hpo writes a ``running`` snapshot with the
+        params it trains with before it starts, and only such a snapshot may bring other params,
+        when the id's record is unfinished (an interrupted trial re-run: the core keeps its params,
+        the ray backend may give its id to a new trial). So the snapshot that started the current
+        run of an id is authoritative for its params: any other later one with other params (a
+        finished id's params changed, a hand-edited or foreign line) is ignored, with one warning
+        naming the id and both lines, since the trial's folder (``trials/<id>/args.yaml``, its
+        weights, ``weights/best.pt``) belongs to the first. (In memory each file holds, per trial,
+        its runs of snapshots with one params, folded: :class:`_Seg`.)
 
         Never fails on content: a torn final line is skipped until it is completed; a damaged line
         in the middle (a torn record that a version without repair appended onto) is salvaged when
@@ -647,6 +724,8 @@ class Study:
                 continue
             changed |= self._read(fs)
         self._remerge(changed)
+        if not own:
+            self._flush_warnings()
 
     def _read(self, fs: _RecordFile) -> set[int]:
         """Fold the whole lines appended to ``fs`` since the last read; return the ids changed."""
@@ -697,7 +776,7 @@ class Study:
         file (``last``), left for the next read: a writer's repair may cut it, or a version
         without repair may append after it (then it is a damaged middle line)."""
         lines = block.split(b"\n")[:-1]
-        by_id: dict[int, list[tuple[int, bytes | TrialRecord]]] = {}
+        by_id: dict[int, list[_Snap]] = {}
         damaged: list[int] = []
         n0 = fs.lines
         for k, line in enumerate(lines):
@@ -705,7 +784,7 @@ class Study:
             if m is not None and line.find(_GLUE, 1) < 0:
                 st = _STATUS.search(line, m.end())
                 if st is not None and st.group(1) in _KNOWN_B:
-                    by_id.setdefault(int(m.group(1)), []).append((k, line))
+                    by_id.setdefault(int(m.group(1)), []).append(_Snap(n0 + k + 1, m.group(2), st.group(1), line, None))
                     continue
             if not line.strip():
                 continue
@@ -713,7 +792,8 @@ class Study:
             if rec is None:
                 damaged.append(k)
             else:
-                by_id.setdefault(rec.id, []).append((k, rec))
+                pkey = json.dumps(rec.params, separators=(",", ":"), default=str).encode()
+                by_id.setdefault(rec.id, []).append(_Snap(n0 + k + 1, pkey, rec.status.value.encode(), None, rec))
         keep = len(lines)
         if damaged and last and damaged[-1] == max((k for k, ln in enumerate(lines) if ln.strip()), default=-1):
             keep = damaged.pop()  # the file's last line: torn, not (yet) damaged
@@ -721,15 +801,15 @@ class Study:
             self._warn_once(f"{fs.path}:{n0 + k}", f"'{fs.path}' line {n0 + k + 1} is damaged and was skipped")
         changed: set[int] = set()
         for tid, snaps in by_id.items():
-            snaps = [x for x in snaps if x[0] < keep]
-            if not snaps:
+            snaps = [x for x in snaps if x.line <= n0 + keep]
+            segs = self._segments(fs, snaps)
+            if not segs:
                 continue
-            rec = self._winner(fs, snaps, n0)
-            if rec is not None:
-                new = _combine(fs.fold.get(tid), rec)
-                if new is not fs.fold.get(tid):
-                    fs.fold[tid] = new
-                    changed.add(tid)
+            have = fs.fold.setdefault(tid, [])
+            if have and have[-1].same(segs[0]):
+                have[-1] = have[-1].then(segs.pop(0))
+            have += segs
+            changed.add(tid)
         used = sum(len(ln) + 1 for ln in lines[:keep])
         fs.offset += used
         fs.lines += keep
@@ -737,31 +817,52 @@ class Study:
             fs.tail = (fs.tail + block[max(0, used - _TAIL) : used])[-_TAIL:]
         return used, changed
 
-    def _winner(self, fs: _RecordFile, snaps: list[tuple[int, bytes | TrialRecord]], n0: int) -> TrialRecord | None:
-        """The fold of one trial's snapshots in a block, decoding only the one that wins (the last
-        finished, else the last); all of them in order when that one turns out damaged."""
+    def _segments(self, fs: _RecordFile, snaps: list[_Snap]) -> list[_Seg]:
+        """One trial's snapshots of a block as segments, decoding only the snapshots that win
+        (per segment: the last finished one, else the last; the same from its first ``running``
+        one on); a snapshot that turns out damaged is skipped with a warning."""
+        groups: list[list[_Snap]] = []
+        for x in snaps:
+            if groups and (groups[-1][0].pkey == x.pkey or groups[-1][0].params() == x.params()):
+                groups[-1].append(x)
+            else:
+                groups.append([x])
+        out: list[_Seg] = []
+        for g in groups:
+            first_run = next((i for i, x in enumerate(g) if x.status == b"running"), None)
+            all_ = self._fold_snaps(fs, g)
+            if all_ is None:
+                continue
+            run = None if first_run is None else self._fold_snaps(fs, g[first_run:])
+            seg = _Seg(g[0].pkey, all_, run, g[0].line, None if first_run is None else g[first_run].line)
+            if out and out[-1].same(seg):  # a damaged snapshot split nothing: join them
+                out[-1] = out[-1].then(seg)
+            else:
+                out.append(seg)
+        return out
 
-        def decoded(x: bytes | TrialRecord) -> TrialRecord | None:
-            return x if isinstance(x, TrialRecord) else _parse_record(x)
-
-        def finished(x: bytes | TrialRecord) -> bool:
-            if isinstance(x, TrialRecord):
-                return x.status.finished
-            m = _STATUS.search(x)
-            return m is not None and m.group(1) in _FINISHED_B
-
-        pick = next((x for x in reversed(snaps) if finished(x[1])), snaps[-1])
-        rec = decoded(pick[1])
-        if rec is not None and rec.status.finished == finished(pick[1]):
+    def _fold_snaps(self, fs: _RecordFile, snaps: list[_Snap]) -> TrialRecord | None:
+        """The fold of snapshots with the same params (a later one wins, a finished one is never
+        replaced by an unfinished one): the last finished, else the last, decoded alone; all of
+        them in order when that one turns out damaged."""
+        pick = next((x for x in reversed(snaps) if x.status in _FINISHED_B), snaps[-1])
+        rec = self._decode(pick)
+        if rec is not None and rec.status.value.encode() == pick.status:
             return rec
         out: TrialRecord | None = None
-        for k, x in snaps:
-            r = rec if x is pick[1] and rec is not None else decoded(x)
+        for x in snaps:
+            r = self._decode(x)
             if r is None:
-                self._warn_once(f"{fs.path}:{n0 + k}", f"'{fs.path}' line {n0 + k + 1} is damaged and was skipped")
+                self._warn_once(f"{fs.path}:{x.line - 1}", f"'{fs.path}' line {x.line} is damaged and was skipped")
                 continue
             out = _combine(out, r)
         return out
+
+    @staticmethod
+    def _decode(x: _Snap) -> TrialRecord | None:
+        if x.rec is None and x.raw is not None:
+            x.rec, x.raw = _parse_record(x.raw), None
+        return x.rec
 
     def _appended(self, start: int, line: str) -> None:
         """Take the snapshot this process just appended at byte ``start`` of its records file into
@@ -773,16 +874,7 @@ class Study:
                 if fs is None or fs.offset < start or fs.ident is None:
                     self._refresh(own=True)  # not read up to here yet (e.g. the first append): read it
                 return  # (offset > start: a concurrent read got it already)
-            rec = _parse_record(line)
-            fs.offset += len(data)
-            fs.lines += 1
-            fs.tail = (fs.tail + data)[-_TAIL:]
-            if rec is None:  # cannot happen: we wrote it
-                return
-            new = _combine(fs.fold.get(rec.id), rec)
-            if new is not fs.fold.get(rec.id):
-                fs.fold[rec.id] = new
-                self._remerge({rec.id})
+            self._remerge(self._fold_lines(fs, data, last=False)[1])
 
     def _remerge(self, ids: set[int]) -> None:
         """Fold the files' records of ``ids`` together (files in name order) and update the
@@ -791,11 +883,7 @@ class Study:
             return
         files = [self._files[n] for n in sorted(self._files)]
         for tid in sorted(ids):
-            rec: TrialRecord | None = None
-            for fs in files:
-                r = fs.fold.get(tid)
-                if r is not None:
-                    rec = _combine(rec, r)
+            rec = self._replay(tid, files)
             old = self._merged.get(tid)
             if rec is old:
                 continue
@@ -825,9 +913,48 @@ class Study:
                 ):
                     self._best = rec
 
+    def _replay(self, tid: int, files: list[_RecordFile]) -> TrialRecord | None:
+        """Trial ``tid``'s record: its segments in file-name order, then line order. A segment
+        with the current record's params folds into it; one with other params starts the trial
+        again from its first ``running`` snapshot if the current record is unfinished, and is
+        otherwise ignored with one warning (see :meth:`records`)."""
+        rec: TrialRecord | None = None
+        pkey = b""
+        started: tuple[Path, int] = (Path(), 0)  # where the current run of the trial began
+        for fs in files:
+            for seg in fs.fold.get(tid, ()):
+                if rec is None:
+                    rec, pkey, started = seg.all, seg.pkey, (fs.path, seg.line)
+                elif seg.pkey == pkey or seg.all.params == rec.params:
+                    rec = _combine(rec, seg.all)
+                elif not rec.status.finished and seg.run is not None and seg.run_line is not None:
+                    if seg.run_line != seg.line:  # its snapshots before the restart are ignored
+                        self._warn_params(tid, fs.path, seg.line, seg.all.params, started, rec.params)
+                    rec, pkey, started = seg.run, seg.pkey, (fs.path, seg.run_line)
+                else:
+                    self._warn_params(tid, fs.path, seg.line, seg.all.params, started, rec.params)
+        return rec
+
+    def _warn_params(
+        self, tid: int, f: Path, at: int, params: dict[str, Any], started: tuple[Path, int], first: dict[str, Any]
+    ) -> None:
+        self._warn_once(
+            f"params:{tid}:{f}:{at}",
+            f"trial {tid} has other params at '{f}' line {at} ({_brief(params)}) than at "
+            f"'{started[0]}' line {started[1]} ({_brief(first)}), where it started; the later record "
+            "is ignored (the trial's folder and weights belong to the first): remove the wrong line",
+        )
+
     def _warn_once(self, key: str, text: str) -> None:
+        """A warning about the records, once per study and key; printed when the caller's read
+        returns (an append that brings a wrong line is reported by the next read, as on a read)."""
         if key not in self._warned:
             self._warned.add(key)
+            self._pending.append(text)
+
+    def _flush_warnings(self) -> None:
+        pending, self._pending = self._pending, []
+        for text in pending:
             print(f"hpo: warning: {text}", file=sys.stderr, flush=True)
 
     # --- best

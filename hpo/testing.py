@@ -1,4 +1,30 @@
-"""Conformance tests every backend passes: the same study semantics whatever searches.
+"""Test kits every backend passes, in two layers.
+
+**The in-process layer,** :class:`BackendTestCase` (in the style of Optuna's
+``BasicSamplerTestCase`` and ``StorageTestCase``): a backend's ``ask``, ``tell``,
+``should_prune`` and ``restore`` called directly, in this process, through the core's own loop
+(:meth:`hpo.StudyLoop.ask_tell`, with trials played from formula learning curves instead of
+trained) on an in-memory study (:class:`MemoryStudy`) built from settings that need no dataset or
+model on disk (:func:`build_settings`). A test takes milliseconds; a backend's test module is a
+few lines::
+
+    from hpo.testing import BackendTestCase
+
+    class TestMyBackend(BackendTestCase):
+        backend = "mine"                 # the --backend name, or the Backend class itself
+        options = {"my_option": 3}       # backend options (optional)
+
+It checks that ``ask`` covers every key of several spaces with the right types and bounds, that
+``tell`` accepts complete, pruned and failed trials (also trials it never asked for), that
+``restore(finished)`` leads to the same next decisions as having been told the trials one by one,
+that ``should_prune`` is safe from several threads while ``tell`` runs under the core's lock,
+and that maximising and minimising work alike (a minimised study is the mirror of a maximised one,
+and the clearly best trial is never pruned in either).
+
+**The system layer,** :class:`BackendConformance`: the real ``hpo`` command in subprocesses, as a
+user runs it (8-16 s per test): records, resume after SIGKILL, SIGTERM, timeouts, a full volume,
+``--join``, the time budget and one real training. The in-process layer finds a wrong decision in
+milliseconds; the system layer proves the backend inside the real program.
 
 A backend's test module subclasses :class:`BackendConformance` and names the backend::
 
@@ -27,12 +53,16 @@ They check what the core promises on every backend:
   recorded ``interrupted`` (never ``failed``), no trial starts after the signal, and ``--resume``
   re-runs them with their ids and params;
 - ``--trial-timeout`` stops a trial and records it ``failed`` with the reason; a study whose every
-  trial failed exits 1 and has no best;
+  trial failed exits 1 and has no best, and so does its ``--resume`` with nothing to do;
 - a volume that fills up mid-study (a real size-limited tmpfs; needs root) stops the run with
   exit 1 and one line naming the volume; ``hpo show`` still reads the study; ``--resume`` after
   space is freed completes it with no completed trial lost;
 - ``--join`` (backends with ``supports_join``): two processes share one study and together stop
-  at exactly ``--iterations`` trials with unique ids;
+  at exactly ``--iterations`` trials with unique ids (ordered by events, not time: the writer's
+  trials wait until the joined process has started one); ``--join`` of a study that no live process
+  writes, or with another ``--iterations``, exits 2 naming the fix, and writes nothing;
+- ``--time-budget`` ends the study at an epoch boundary; a study it ended before any trial
+  completed exits 1 (also on a ``--resume`` with nothing left), and a larger budget continues it;
 
 and one short real-training smoke test (``yolov8n-cls`` on the built-in digits at 32 px) checks
 that real Ultralytics trials record real metrics.
@@ -42,19 +72,54 @@ Requires pytest.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
-__all__ = ["BackendConformance", "TRAIN_ARGS", "SIMULATED", "SPACE", "LINEAR_SPACE"]
+from .backend import Backend, Controller, Suggestion
+from .config import TuneConfig
+from .runner import TrialRunner
+from .simulate import curve_value
+from .space import Kind
+from .study import Study, TrialRecord, TrialStatus, _finite_or_none, _json_default, utcnow
+from .trial import TrialOutcome, TrialSpec
+from .tuner import StudyLoop
+
+__all__ = [
+    # the in-process layer
+    "BackendTestCase",
+    "BackendFactory",
+    "MemoryStudy",
+    "build_settings",
+    "run_trials",
+    "simulated_curve",
+    "Curve",
+    "MAXIMISED",
+    "MINIMISED",
+    "SPACES",
+    "LINEAR_SPACES",
+    # the system layer
+    "BackendConformance",
+    "TRAIN_ARGS",
+    "SIMULATED",
+    "SPACE",
+    "LINEAR_SPACE",
+]
 
 #: Fixed train args of the real-training smoke test: a few seconds per trial on a 2-core CPU.
 TRAIN_ARGS = ("imgsz=32", "batch=64", "workers=0", "optimizer=AdamW")
@@ -69,6 +134,772 @@ SPACE: dict[str, Any] = {
 }
 #: For backends that search linear ranges only (ultralytics): floats and an integer.
 LINEAR_SPACE: dict[str, Any] = {"lr0": [1e-4, 1e-1], "momentum": [0.6, 0.98], "close_mosaic": [0, 10]}
+
+
+# ================================================================================================
+# The in-process layer: BackendTestCase, on an in-memory study, through the core's own loop.
+# ================================================================================================
+
+#: The objective of the kit's maximised studies (classification top-1 accuracy).
+MAXIMISED = "metrics/accuracy_top1"
+#: The objective of the kit's minimised studies (the validation loss). The kit's learning curve of
+#: a loss is ``1 - value`` of the same trial's accuracy (:func:`hpo.simulate.curve_value`), so a
+#: minimised study is the mirror image of the maximised one.
+MINIMISED = "val/loss"
+
+#: The spaces :meth:`BackendTestCase.test_ask_fits_every_space` proposes from: every kind of
+#: parameter (linear and log floats, linear and log integers, string, boolean and integer choices).
+SPACES: dict[str, dict[str, Any]] = {
+    "mixed": SPACE,
+    "floats": {
+        "lr0": [1e-4, 1e-1],
+        "momentum": [0.6, 0.98],
+        "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+    },
+    "integers": {"close_mosaic": [0, 10], "nbs": {"type": "int", "low": 8, "high": 256, "log": True}},
+    "choices": {
+        "optimizer": {"type": "choice", "choices": ["SGD", "AdamW", "Adam"]},
+        "cos_lr": {"type": "choice", "choices": [True, False]},
+        "batch": {"type": "choice", "choices": [16, 32, 64]},
+        "lr0": [1e-3, 1e-2],
+    },
+}
+#: :data:`SPACES` for a backend that searches linear numeric ranges only (ultralytics).
+LINEAR_SPACES: dict[str, dict[str, Any]] = {
+    "mixed": LINEAR_SPACE,
+    "floats": {"lr0": [1e-4, 1e-1], "momentum": [0.6, 0.98], "weight_decay": [0.0, 1e-3]},
+    "integers": {"close_mosaic": [0, 10], "nbs": [8, 256]},
+}
+
+#: Models of the settings builder, by task (Ultralytics' bundled YAMLs: nothing is read from disk).
+_MODELS = {
+    "detect": "yolov8n.yaml",
+    "segment": "yolov8n-seg.yaml",
+    "classify": "yolov8n-cls.yaml",
+    "pose": "yolov8n-pose.yaml",
+    "obb": "yolov8n-obb.yaml",
+}
+
+#: ``curve(trial_id, params, epoch, metric) -> value``: the metric a kit trial reports after
+#: ``epoch`` (1-based) epochs; NaN for a diverged epoch.
+Curve = Callable[[int, dict[str, Any], int, str], float]
+#: ``make(config, study) -> backend``: how a test builds the backend under test.
+BackendFactory = Callable[["TuneConfig", Study], Backend]
+
+
+def simulated_curve(trial_id: int, params: dict[str, Any], epoch: int, metric: str) -> float:
+    """The kit's default learning curve: :func:`hpo.simulate.curve_value` of ``params`` (the same
+    formula as the simulated trainer of :class:`BackendConformance`; a loss is ``1 - value``)."""
+    return curve_value(params, epoch, metric)
+
+
+def build_settings(
+    space: Any,
+    *,
+    backend: str | type[Backend] | type[Controller],
+    output: str | os.PathLike,
+    options: Mapping[str, Any] | None = None,
+    metric: str = MAXIMISED,
+    direction: str | None = None,
+    task: str = "classify",
+    epochs: int = 4,
+    seed: int | None = 0,
+    iterations: int | None = 12,
+    workers: int = 1,
+    name: str = "kit",
+    check: bool = True,
+) -> TuneConfig:
+    """Valid study settings (:class:`hpo.config.TuneConfig`) for in-process tests of a backend,
+    without a dataset or a model on disk.
+
+    Unlike :func:`hpo.config.build_config` (what ``hpo tune`` and ``Tuner`` call) this reads no
+    dataset, imports no Ultralytics and does not check the metric against the task's; the rest is
+    validated as there: the space (:meth:`hpo.SearchSpace.parse`), the backend's options (its
+    ``Options`` model) and, with ``check``, the backend's pre-flight (``Options.check``).
+
+    Args:
+        space: the search space, in any form :meth:`hpo.SearchSpace.parse` accepts.
+        backend: the backend's name (installed through the entry-point group ``hpo.backends``) or
+            its class.
+        output: the folder that holds the study folder ``output/name`` (``config.study_dir``).
+        options: the backend's options (``{"pruner": "median"}``; default: its defaults).
+        metric: the objective metric (default :data:`MAXIMISED`).
+        direction: ``"maximize"`` or ``"minimize"``; default: the core's rule for ``metric``
+            (a name containing ``loss`` is minimised: :func:`hpo.ultra.metric_direction`).
+        task: the Ultralytics task; the model is its bundled ``yolov8n`` YAML.
+        epochs: epochs per trial, the full fidelity (>= 1).
+        seed: the backend's seed (``None``: random).
+        iterations: the study's total of finished trials (``None``: no cap).
+        workers: trials at once (``concurrent_trials``).
+        name: the study name (Optuna's study name, for one).
+        check: run the backend's pre-flight ``Options.check(config)``; ``False`` for one that
+            reaches a service there (the ray backend connects to its cluster).
+
+    Returns:
+        The settings. ``config.data`` is a placeholder folder ``output/data`` that does not exist
+        (a backend never reads the dataset); ``config.trainer`` is the simulated trainer.
+
+    Raises:
+        hpo.ConfigError: a bad count, direction, task or option, or the backend's pre-flight refused.
+        hpo.SpaceError: a bad space.
+        hpo.BackendNotFoundError: no installed backend has that name.
+    """
+    from pydantic import ValidationError
+
+    from .config import TuneConfig
+    from .data import ResolvedData
+    from .errors import ConfigError
+    from .plugins import get_backend
+    from .space import SearchSpace
+    from .ultra import metric_direction
+
+    cls = get_backend(backend) if isinstance(backend, str) else backend
+    for field_name, value, least in (
+        ("epochs", epochs, 1),
+        ("iterations", iterations, 1),
+        ("workers", workers, 1),
+        ("seed", seed, 0),
+    ):
+        if value is None and field_name in ("iterations", "seed"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{field_name}: {value!r} must be a whole number >= {least}")
+    direction = direction or metric_direction(metric)
+    if direction not in ("maximize", "minimize"):
+        raise ConfigError(f"direction: {direction!r} must be 'maximize' or 'minimize'")
+    if task not in _MODELS:
+        raise ConfigError(f"task: {task!r} is not one of {', '.join(_MODELS)}")
+    try:
+        opts = cls.Options(**dict(options or {}))
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "?"
+        raise ConfigError(
+            f"{cls.name} option '{loc}': {err['msg']} (options of {cls.name}: {', '.join(cls.Options.model_fields)})"
+        ) from None
+    out = Path(output).expanduser().resolve()
+    config = TuneConfig(
+        backend=cls.name,
+        model=_MODELS[task],
+        task=task,
+        data=ResolvedData(source=str(out / "data"), kind="folder"),
+        space=SearchSpace.parse(space),
+        iterations=iterations,
+        epochs=epochs,
+        metric=metric,
+        direction=direction,
+        train_args={},
+        output=out,
+        name=name,
+        workers=workers,
+        seed=seed,
+        options=opts,
+        trainer=SIMULATED,
+    )
+    if check:
+        opts.check(config)
+    return config
+
+
+class MemoryStudy(Study):
+    """An open study held in memory: what the core gives a backend, for in-process tests.
+
+    The trial records live in memory as the lines of ``trials.jsonl`` would (so a backend reads
+    them back exactly as from the volume: fresh copies, NaN metrics as ``None``); :meth:`records`
+    and :meth:`finished` fold them by the core's rule; :attr:`path` is a real folder (created)
+    for the backend's own files (Optuna's journal, Ultralytics' ``tune_results.ndjson``);
+    :attr:`settings` are the ``study.json`` contents. Nothing else is written: no lock, no
+    ``study.json``, no ``best.yaml``, no space reserve. Thread-safe like :class:`hpo.Study`.
+
+    Args:
+        path: the study folder (created if missing).
+        settings: the ``study.json`` contents (:meth:`hpo.config.TuneConfig.to_settings`).
+    """
+
+    def __init__(self, path: str | os.PathLike, settings: dict[str, Any]):
+        super().__init__(Path(path), dict(settings))
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lines: dict[int, tuple[bool, str]] = {}  # id -> (finished, its JSON line): the fold of trials.jsonl
+        self._lines_lock = threading.Lock()
+        #: the id of the trial the core last recorded as the study's best (``best.yaml`` on a volume)
+        self.best_id: int | None = None
+
+    @classmethod
+    def of(cls, config: TuneConfig) -> MemoryStudy:
+        """The empty study of ``config``, at ``config.study_dir``."""
+        return cls(config.study_dir, config.to_settings())
+
+    def append(self, record: TrialRecord) -> None:
+        """Keep a snapshot of ``record`` (the JSON line :meth:`hpo.Study.append` writes); as when
+        the file is read, the last snapshot of an id wins, except that a finished one is never
+        replaced by an unfinished one."""
+        line = json.dumps(_finite_or_none(record.to_json()), default=_json_default, allow_nan=False, separators=(",", ":"))
+        with self._lines_lock:
+            prev = self._lines.get(record.id)
+            if prev is None or not (prev[0] and not record.status.finished):
+                self._lines[record.id] = (record.status.finished, line)
+
+    def records(self) -> dict[int, TrialRecord]:
+        """All trials by id, fresh copies read back from their JSON lines."""
+        with self._lines_lock:
+            lines = sorted((tid, line) for tid, (_, line) in self._lines.items())
+        return {tid: TrialRecord.from_json(json.loads(line)) for tid, line in lines}
+
+    def finished(self) -> list[TrialRecord]:
+        """Finished trials (complete, failed, pruned), by id."""
+        return [r for r in self.records().values() if r.status.finished]
+
+    def copy(self, path: str | os.PathLike) -> MemoryStudy:
+        """A copy at ``path``: the records, the settings and the backend's files (what ``--resume``
+        of this study would open, for a second backend to :meth:`~hpo.Backend.restore` from)."""
+        shutil.copytree(self.path, path, dirs_exist_ok=True)
+        other = MemoryStudy(path, json.loads(json.dumps(self.settings, default=_json_default)))
+        with self._lines_lock:
+            other._lines = dict(self._lines)
+        return other
+
+    def save_settings(self) -> None:
+        """Keep the settings in memory (``updated`` set to now)."""
+        self.settings["updated"] = utcnow()
+
+    def write_best(self, best: TrialRecord) -> None:
+        """Remember the best trial's id (:attr:`best_id`); no file."""
+        self.best_id = best.id
+
+    def keep_reserve(self) -> None:
+        """No space reserve in memory."""
+
+    def release_reserve(self) -> bool:
+        """No space reserve in memory: ``False``."""
+        return False
+
+    @contextlib.contextmanager
+    def reserving(self) -> Iterator[None]:
+        """No other process shares an in-memory study: nothing to hold."""
+        yield
+
+
+class _CurveRunner(TrialRunner):
+    """Plays each trial from a :data:`Curve` in the calling thread (the runner seam of the core)."""
+
+    def __init__(self, curve: Curve, fail: Collection[int], epoch_s: float):
+        super().__init__()
+        self.curve, self.fail, self.epoch_s = curve, set(fail), epoch_s
+
+    def run(
+        self,
+        spec: TrialSpec,
+        on_epoch: Callable[[dict[str, float]], bool] | None = None,
+        on_batch: Callable[[dict[str, int]], None] | None = None,
+    ) -> TrialOutcome:
+        if spec.trial_id in self.fail:
+            return TrialOutcome(TrialStatus.FAILED, error=f"kit: simulated training error of trial {spec.trial_id}")
+        params, metric = dict(spec.params), spec.metric or MAXIMISED
+        rows: list[dict[str, float]] = []
+        for epoch in range(1, spec.epochs + 1):
+            if self.epoch_s > 0:
+                time.sleep(self.epoch_s)
+            rows.append({"epoch": epoch, metric: self.curve(spec.trial_id, params, epoch, metric)})
+            if on_epoch is not None and on_epoch(rows[-1]):
+                return TrialOutcome(TrialStatus.PRUNED, epochs=rows, applied=params)
+        return TrialOutcome(TrialStatus.COMPLETE, epochs=rows, final_metrics={metric: rows[-1][metric]}, applied=params)
+
+
+def run_trials(
+    backend: Backend,
+    study: Study,
+    n: int,
+    *,
+    curve: Curve = simulated_curve,
+    fail: Collection[int] = (),
+    workers: int = 1,
+    epoch_s: float = 0.0,
+) -> list[TrialRecord]:
+    """Run ``n`` more trials of ``backend`` through the core's own loop, in this process.
+
+    The loop is :meth:`hpo.StudyLoop.ask_tell` itself: ``ask`` under the loop's lock, the
+    proposal validated against the space and recorded ``running``, the trial played epoch by epoch
+    from ``curve`` with ``should_prune`` after each epoch (in the trial's own thread), the outcome
+    recorded as the core records it (stopped after an epoch: ``pruned`` with that epoch's value; a
+    non-finite objective: ``failed``), then ``tell`` under the loop's lock. Only the training is
+    simulated.
+
+    Args:
+        backend: the backend under test (its ``config`` gives the space, metric and epochs).
+        study: its study (a :class:`MemoryStudy`).
+        n: trials to add.
+        curve: the metric of each trial per epoch (default :func:`simulated_curve`).
+        fail: trial ids whose training raises (recorded ``failed``, no epochs).
+        workers: trials at once (threads, as ``--concurrent-trials``).
+        epoch_s: seconds each epoch sleeps (lets trials of several threads overlap).
+
+    Returns:
+        The new finished trials, by id.
+
+    Raises:
+        Exception: whatever the backend raised (``ask``, ``tell``, ``should_prune``), or
+            :class:`hpo.SpaceError` for a proposal outside the space.
+    """
+    before = set(study.records())
+    config = dataclasses.replace(
+        backend.config, iterations=len(before) + n, workers=workers, time_budget=None, trial_timeout=None, join=False
+    )
+    loop = StudyLoop(config, study, runner=_CurveRunner(curve, fail, epoch_s))
+    loop.ask_tell(backend)
+    return [r for r in study.finished() if r.id not in before]
+
+
+def _kind(value: Any) -> str:
+    """The JSON kind of a value (``bool`` is not ``int``; a numpy integer is neither)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return type(value).__name__
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _curves(records: Sequence[TrialRecord], metric: str) -> dict[int, list[float]]:
+    """``{epoch: [values of every trial at that epoch]}`` (finite values only)."""
+    out: dict[int, list[float]] = {}
+    for r in records:
+        for row in r.epochs:
+            if "epoch" in row and _finite(row.get(metric)):
+                out.setdefault(int(row["epoch"]), []).append(float(row[metric]))
+    return out
+
+
+def _extremes(config: TuneConfig, finished: Sequence[TrialRecord], margin: float = 0.02) -> tuple[Curve, Curve]:
+    """Two curves: better than every trial of ``finished`` at every epoch by ``margin`` (in the
+    study's direction), and worse than every one of them."""
+    sign = 1.0 if config.direction == "maximize" else -1.0
+    at = _curves(finished, config.metric)
+    every = [v for vs in at.values() for v in vs]
+
+    def best(tid: int, params: dict[str, Any], epoch: int, metric: str) -> float:
+        return max(at.get(epoch) or every, key=lambda v: sign * v) + sign * margin
+
+    def worst(tid: int, params: dict[str, Any], epoch: int, metric: str) -> float:
+        return min(at.get(epoch) or every, key=lambda v: sign * v) - sign * margin
+
+    return best, worst
+
+
+def _brief(records: Sequence[TrialRecord]) -> list[tuple[Any, ...]]:
+    return [(r.id, r.status.value, r.epochs_completed, r.params) for r in records]
+
+
+class BackendTestCase:
+    """In-process tests of a :class:`hpo.Backend`: subclass and name the backend.
+
+    Each test builds the backend with the :meth:`backend_factory` fixture on an in-memory study
+    (:class:`MemoryStudy`) from :func:`build_settings`, and drives it with :func:`run_trials`
+    (the core's own ask/tell loop, trials played from formula curves), in milliseconds.
+
+    Attributes:
+        backend: the backend's name (installed through entry points) or its class.
+        options: its options, as ``{field: value}`` of its ``Options`` model.
+        space: the search space of the studies (default :data:`SPACE`; :data:`LINEAR_SPACE` for a
+            backend that refuses log and choice keys).
+        spaces: the named spaces of the ask test (default :data:`SPACES`; :data:`LINEAR_SPACES`).
+        prunes: whether the backend, with :attr:`options`, stops poor trials early; the kit then
+            requires it to stop a trial clearly worse than every other, in both directions.
+        deterministic: whether one seed gives one sequence of trials (the mirror test needs it).
+        resume_proposes_as_live: whether a restored backend proposes exactly what the backend
+            that lived through the same trials proposes next. ``False`` for one that reseeds its
+            sampler on resume so as not to draw the first run's values again (optuna: ``seed +
+            trials in storage``): its proposals after a restore are then checked to be
+            deterministic and new; its pruning decisions must still be the live ones.
+        check_options: run the backend's pre-flight (``Options.check``) in :meth:`settings`
+            (``False`` for one that reaches a service there, such as a Ray cluster).
+        epochs: epochs per trial of the kit's studies.
+        trials: trials of the kit's studies (before the probes).
+    """
+
+    backend: ClassVar[str | type[Backend]] = ""
+    options: ClassVar[dict[str, Any]] = {}
+    space: ClassVar[dict[str, Any]] = SPACE
+    spaces: ClassVar[dict[str, dict[str, Any]]] = SPACES
+    prunes: ClassVar[bool] = True
+    deterministic: ClassVar[bool] = True
+    resume_proposes_as_live: ClassVar[bool] = True
+    check_options: ClassVar[bool] = True
+    epochs: ClassVar[int] = 4
+    trials: ClassVar[int] = 12
+
+    # --- fixtures and helpers
+    def backend_class(self) -> type[Backend]:
+        """The class under test (:attr:`backend`, looked up by name through the plugin registry).
+
+        Raises:
+            TypeError: it is a :class:`hpo.Controller` (its library owns the loop; see docs/backends.md).
+        """
+        from .plugins import get_backend
+
+        cls = get_backend(self.backend) if isinstance(self.backend, str) else self.backend
+        if not (isinstance(cls, type) and issubclass(cls, Backend)):
+            raise TypeError(f"{cls!r} is not an hpo.Backend (a Controller is tested end to end: BackendConformance)")
+        return cls
+
+    @pytest.fixture
+    def kit_path(self, tmp_path: Path) -> Iterator[Path]:
+        """A fresh folder for the test's studies: on the RAM disk ``/dev/shm`` where there is one
+        (the backends' own files are fsync'd per write: Optuna's journal writes about ten times a
+        trial), else pytest's ``tmp_path``. Removed after the test."""
+        shm = Path("/dev/shm")
+        if not (shm.is_dir() and os.access(shm, os.W_OK)):
+            yield tmp_path
+            return
+        folder = Path(tempfile.mkdtemp(prefix="hpo-kit-", dir=shm))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @pytest.fixture
+    def backend_factory(self) -> BackendFactory:
+        """``make(config, study) -> Backend``: builds the backend as the core does
+        (``cls(config=..., study=..., options=config.options)``). Override it for a backend that is
+        built another way."""
+        cls = self.backend_class()
+
+        def make(config: TuneConfig, study: Study) -> Backend:
+            return cls(config=config, study=study, options=config.options)
+
+        return make
+
+    def settings(self, output: Path, *, space: Any = None, metric: str = MAXIMISED, **changes: Any) -> TuneConfig:
+        """:func:`build_settings` for this backend and its :attr:`options` (seed 0, :attr:`epochs`,
+        :attr:`trials`), in ``output``; ``changes`` override any argument."""
+        kwargs: dict[str, Any] = {
+            "backend": self.backend_class(),
+            "output": output,
+            "options": self.options,
+            "metric": metric,
+            "epochs": self.epochs,
+            "seed": 0,
+            "iterations": self.trials,
+            "check": self.check_options,
+        }
+        kwargs.update(changes)
+        return build_settings(self.space if space is None else space, **kwargs)
+
+    @contextlib.contextmanager
+    def opened(
+        self, make: BackendFactory, config: TuneConfig, study: MemoryStudy | None = None
+    ) -> Iterator[tuple[Backend, MemoryStudy]]:
+        """``(backend, study)`` of ``config`` (a new :class:`MemoryStudy` unless given); the backend
+        is closed on the way out, as the core always closes it."""
+        study = study if study is not None else MemoryStudy.of(config)
+        backend = make(config, study)
+        try:
+            yield backend, study
+        finally:
+            backend.close()
+
+    def assert_fits(self, config: TuneConfig, params: Any, label: str) -> None:
+        """``params`` (a raw proposal) has exactly the space's keys, each of its kind and within its
+        bounds: integer keys ``int`` (not ``bool``, not a numpy integer), float keys ``float``,
+        log keys > 0, choices one of the choices (of the same kind: ``1`` is not ``True``)."""
+        assert isinstance(params, dict), f"{label}: ask returned params {params!r}, not a dict"
+        assert set(params) == set(config.space), f"{label}: keys {sorted(params)} are not the space's {sorted(config.space)}"
+        for key, p in config.space.items():
+            v = params[key]
+            where = f"{label}: {key}={v!r} ({type(v).__name__})"
+            if p.kind is Kind.CHOICE:
+                assert any(v == c and _kind(v) == _kind(c) for c in p.choices), (
+                    f"{where} is not one of the choices {list(p.choices)}"
+                )
+                continue
+            if p.kind is Kind.INT:
+                assert _kind(v) == "int", f"{where}: an integer key needs an int"
+            else:
+                assert _kind(v) == "float", f"{where}: a float key needs a float"
+            low, high = p.bounds
+            assert math.isfinite(v) and low <= v <= high, f"{where} is outside [{p.low}, {p.high}]"
+            if p.log:
+                assert v > 0, f"{where}: a log key is > 0"
+
+    # --- the tests
+    def test_ask_fits_every_space(self, backend_factory: BackendFactory, kit_path: Path) -> None:
+        """Every proposal of a study in each of :attr:`spaces`, before and after the backend has
+        learnt, has every key with the right type and bounds; the proposals are not all one."""
+        for label, space in self.spaces.items():
+            config = self.settings(kit_path / label, space=space)
+            asked = self._asked(backend_factory, config)
+            for k, s in enumerate(asked):
+                assert isinstance(s, Suggestion), f"space {label}: ask returned {s!r}, not an hpo.Suggestion"
+                self.assert_fits(config, s.params, f"space {label}, proposal {k}")
+                assert s.trial_id is None or _kind(s.trial_id) == "int", f"space {label}: trial_id {s.trial_id!r} is not an int"
+            distinct = {json.dumps(s.params, sort_keys=True, default=str) for s in asked}
+            assert len(distinct) > 1, f"space {label}: all {len(asked)} proposals are {asked[0].params}"
+
+    def _asked(self, make: BackendFactory, config: TuneConfig) -> list[Suggestion]:
+        """What ``ask`` returned, unchanged, in a study of :attr:`trials` trials of ``config``."""
+        asked: list[Suggestion] = []
+        with self.opened(make, config) as (backend, study):
+            ask = backend.ask
+
+            def spy() -> Suggestion:
+                asked.append(ask())
+                return asked[-1]
+
+            setattr(backend, "ask", spy)  # noqa: B010 - an instance attribute shadows the method
+            run_trials(backend, study, self.trials, fail={1})
+        return asked
+
+    def test_tell_accepts_complete_pruned_and_failed_trials(self, backend_factory: BackendFactory, kit_path: Path) -> None:
+        """``tell`` takes every kind of finished trial as the core records it: complete, pruned
+        (stopped by the backend, or by the time budget for a backend that never prunes), failed
+        (a training error with no epochs; a NaN objective), and trials it never asked for (the core
+        re-runs interrupted trials after a resume with their ids and params); the study goes on."""
+        config = self.settings(kit_path)
+
+        def curve(tid: int, params: dict[str, Any], epoch: int, metric: str) -> float:
+            return math.nan if tid == 2 else simulated_curve(tid, params, epoch, metric)
+
+        with self.opened(backend_factory, config) as (backend, study):
+            first = run_trials(backend, study, 6, curve=curve, fail={1})
+            by_id = {r.id: r for r in first}
+            assert by_id[1].status is TrialStatus.FAILED and not by_id[1].epochs, by_id[1]
+            assert by_id[2].status is TrialStatus.FAILED and by_id[2].objective is None, by_id[2]
+            # trials this backend never asked for, recorded by the core (a StudyLoop's recorder methods)
+            loop = StudyLoop(config, study, runner=_CurveRunner(simulated_curve, (), 0.0))
+            params = next(r.params for r in first if r.status is not TrialStatus.FAILED)
+            metric, e = config.metric, config.epochs
+            rows = [{"epoch": k, metric: simulated_curve(0, params, k, metric)} for k in range(1, e + 1)]
+            nan_row = [dict(r) for r in rows]
+            nan_row[0][metric] = math.nan
+            outcomes = {
+                "complete, one epoch without a value": TrialOutcome(
+                    TrialStatus.COMPLETE, epochs=nan_row, final_metrics={metric: rows[-1][metric]}
+                ),
+                "pruned after epoch 1": TrialOutcome(TrialStatus.PRUNED, epochs=rows[:1]),
+                "failed after an epoch": TrialOutcome(TrialStatus.FAILED, epochs=rows[:1], error="kit: CUDA out of memory"),
+                "failed at once": TrialOutcome(TrialStatus.FAILED, error="kit: worker died (killed by signal 9)"),
+            }
+            expected = [TrialStatus.COMPLETE, TrialStatus.PRUNED, TrialStatus.FAILED, TrialStatus.FAILED]
+            for (what, outcome), status in zip(outcomes.items(), expected, strict=True):
+                record = loop.trial_started(loop.reserve_id(), dict(params))
+                for row in outcome.epochs:
+                    loop.trial_epoch(record, row)
+                loop.trial_finished(record, outcome)
+                assert record.status is status, (what, record)
+                backend.tell(record)
+            more = run_trials(backend, study, 4)
+            assert [r.status.finished for r in more] == [True] * 4
+            for r in more:
+                self.assert_fits(config, r.params, f"trial {r.id} after the told trials")
+
+    def test_restore_leads_to_the_same_next_decisions_as_telling(self, backend_factory: BackendFactory, kit_path: Path) -> None:
+        """A backend that restores a study (``restore(finished)``, the records read back from the
+        volume: NaN metrics as ``None``) decides what the backend that was told those trials one
+        by one decides: the same pruning decisions on the next trials and, unless
+        :attr:`resume_proposes_as_live` is ``False``, the same proposals (same seed)."""
+        config = self.settings(kit_path / "live")
+
+        def curve(tid: int, params: dict[str, Any], epoch: int, metric: str) -> float:
+            if tid == 3 or (tid == 5 and epoch == 2):  # diverged; one epoch without a value
+                return math.nan
+            return simulated_curve(tid, params, epoch, metric)
+
+        with self.opened(backend_factory, config) as (live, study):
+            told = run_trials(live, study, self.trials, curve=curve, fail={2})
+            copies = [study.copy(kit_path / f"resumed-{k}" / config.name) for k in (1, 2)]
+            probe = self._probes(config, told)
+            live_next = run_trials(live, study, 2, curve=probe)
+        resumed_next = []
+        for copy in copies:
+            with self.opened(backend_factory, dataclasses.replace(config, resume=True), copy) as (backend, study):
+                backend.restore(study.finished())
+                resumed_next.append(run_trials(backend, study, 2, curve=probe))
+        decisions = [[(r.status.value, r.epochs_completed) for r in run] for run in (live_next, *resumed_next)]
+        assert decisions[1] == decisions[0], (
+            f"after restore(finished) the next trials ended {decisions[1]} (status, epochs), but {decisions[0]} for the "
+            f"backend told the same {len(told)} trials one by one: restore does not rebuild what tell learnt"
+        )
+        if self.resume_proposes_as_live:
+            assert [r.params for r in resumed_next[0]] == [r.params for r in live_next], (
+                f"after restore(finished) the next proposals are {_brief(resumed_next[0])}, but {_brief(live_next)} "
+                "for the backend told the same trials one by one (same seed)"
+            )
+        else:
+            assert [r.params for r in resumed_next[1]] == [r.params for r in resumed_next[0]], "two restores proposed differently"
+            earlier = [r.params for r in told]
+            repeated = [r.params for r in resumed_next[0] if r.params in earlier]
+            assert not repeated, f"after restore(finished) the backend proposed {repeated} again (the first run's draws)"
+
+    def _probes(self, config: TuneConfig, finished: Sequence[TrialRecord]) -> Curve:
+        """The curve of the two trials after ``finished``: the first worse than every finished trial
+        at every epoch, the second their median."""
+        _, worst = _extremes(config, finished)
+        at = _curves(finished, config.metric)
+        every = [v for vs in at.values() for v in vs]
+        first: list[int] = []
+
+        def probe(tid: int, params: dict[str, Any], epoch: int, metric: str) -> float:
+            if not first:
+                first.append(tid)
+            if tid == first[0]:
+                return worst(tid, params, epoch, metric)
+            return float(statistics.median(at.get(epoch) or every))
+
+        return probe
+
+    def test_should_prune_is_safe_from_several_threads(self, backend_factory: BackendFactory, kit_path: Path) -> None:
+        """``should_prune`` from several threads at once while ``tell`` runs under the core's lock,
+        the interpreter switching threads every microsecond: first the core's loop with four trials
+        at once, then rounds of four threads judging four running trials each back to back while the
+        core's loop runs trials beside them, until calls have overlapped 30 times (at most 6 rounds or
+        about 0.4 s). Nothing raises, every answer is a bool, every trial finishes."""
+        # up to 17 trials at once: 4 x 4 judged by the threads and one of the core's loop beside them
+        config = self.settings(kit_path, epochs=max(self.epochs, 20), workers=17)
+        answers: list[Any] = []
+        inside = {"now": 0, "overlaps": 0}
+        guard = threading.Lock()
+        n = self.trials
+        with self.opened(backend_factory, config) as (backend, study):
+            should_prune = backend.should_prune
+
+            def spy(record: TrialRecord, row: dict[str, float]) -> bool:
+                with guard:
+                    inside["now"] += 1
+                    inside["overlaps"] += inside["now"] > 1
+                try:
+                    answer = should_prune(record, row)
+                finally:
+                    with guard:
+                        inside["now"] -= 1
+                answers.append(answer)
+                return answer
+
+            setattr(backend, "should_prune", spy)  # noqa: B010 - an instance attribute shadows the method
+            before = sys.getswitchinterval()
+            sys.setswitchinterval(1e-6)
+            try:
+                done = run_trials(backend, study, n, workers=4, epoch_s=0.001, fail={5})
+                hammered: list[TrialRecord] = []
+                deadline = time.monotonic() + 0.4
+                for _ in range(6):  # more rounds while the calls have seldom overlapped
+                    hammered += self._hammer(backend, study, threads=4, each=4)
+                    if inside["overlaps"] >= 30 or time.monotonic() > deadline:
+                        break
+            finally:
+                sys.setswitchinterval(before)
+        assert len(done) == n and all(r.status.finished for r in done), _brief(done)
+        assert all(r.status.finished for r in hammered), _brief(hammered)
+        wrong = [a for a in answers if not isinstance(a, bool) and type(a).__name__ not in ("bool", "bool_")]
+        assert not wrong, f"should_prune answered {wrong[:3]}, not a bool"
+
+    @staticmethod
+    def _hammer(backend: Backend, study: Study, *, threads: int, each: int) -> list[TrialRecord]:
+        """Start ``threads * each`` trials (asked and recorded as the core does), judge them in
+        ``threads`` threads at once, epoch by epoch (each better than every trial so far, so that
+        few are stopped early), while the core's loop runs ``threads`` more trials in this thread
+        (asking and telling); then finish the judged trials and tell them.
+
+        Raises:
+            Exception: the first error of a judging thread.
+        """
+        config = backend.config
+        curve, _ = _extremes(config, study.finished())  # better than every trial so far: judged at every epoch
+        loop = StudyLoop(
+            dataclasses.replace(config, iterations=None, join=False), study, runner=_CurveRunner(simulated_curve, (), 0.0)
+        )
+        started = []
+        for _ in range(threads * each):  # as the core asks: one at a time
+            s = backend.ask()
+            tid = s.trial_id if s.trial_id is not None else loop.reserve_id()
+            started.append(loop.trial_started(tid, config.space.validate_params(s.params)))
+        pruned: set[int] = set()
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(threads + 1)
+
+        def judge(mine: list[TrialRecord]) -> None:
+            try:
+                barrier.wait(30)
+                for epoch in range(1, config.epochs + 1):
+                    for record in mine:
+                        if record.id in pruned:
+                            continue
+                        row = {"epoch": epoch, config.metric: curve(record.id, record.params, epoch, config.metric)}
+                        record.epochs.append(row)  # recorded when the trial finishes: the threads judge back to back
+                        record.epochs_completed = epoch
+                        if backend.should_prune(record, row) and epoch < config.epochs:
+                            pruned.add(record.id)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the test's thread
+                errors.append(e)
+
+        workers = [threading.Thread(target=judge, args=(started[k::threads],), daemon=True) for k in range(threads)]
+        for w in workers:
+            w.start()
+        barrier.wait(30)
+        try:
+            run_trials(backend, study, threads)  # the core's loop beside them: ask, should_prune, tell
+        finally:
+            for w in workers:
+                w.join(60)
+        if errors:
+            raise errors[0]
+        for record in started:  # finished and told one at a time, as the core tells
+            status = TrialStatus.PRUNED if record.id in pruned else TrialStatus.COMPLETE
+            metric = config.metric
+            last = {metric: record.epochs[-1][metric]} if status is TrialStatus.COMPLETE else {}
+            loop.trial_finished(record, TrialOutcome(status, epochs=list(record.epochs), final_metrics=last))
+            backend.tell(record)
+        return [study.records()[r.id] for r in started]
+
+    def test_minimise_mirrors_maximise(self, backend_factory: BackendFactory, kit_path: Path) -> None:
+        """The same seeded study, once maximising accuracy and once minimising a loss whose every
+        value is ``1 - accuracy``: a backend that follows ``config.direction`` proposes the same
+        trials and stops the same ones at the same epochs. A sampler that prefers high raw values
+        or a pruner that drops trials below the median whatever the direction does not."""
+        if not self.deterministic:
+            pytest.skip("the backend is not deterministic for a seed")
+        runs = {}
+        for metric, folder in ((MAXIMISED, "max"), (MINIMISED, "min")):
+            config = self.settings(kit_path / folder, metric=metric)
+            with self.opened(backend_factory, config) as (backend, study):
+                runs[metric] = run_trials(backend, study, self.trials + 4, fail={3})
+        up, down = (_brief(runs[m]) for m in (MAXIMISED, MINIMISED))
+        diff = next((k for k, (a, b) in enumerate(zip(up, down, strict=False)) if a != b), None)
+        assert up == down, (
+            f"minimising 1 - accuracy went another way than maximising accuracy from trial {diff}: "
+            f"maximised {up[diff] if diff is not None else up}, minimised {down[diff] if diff is not None else down}: "
+            "the backend does not follow config.direction (a pruner comparing raw values, or a sampler preferring high ones?)"
+        )
+        for a, b in zip(runs[MAXIMISED], runs[MINIMISED], strict=True):
+            if a.objective is not None:
+                assert b.objective == pytest.approx(1 - a.objective), (a, b)
+
+    def test_pruning_follows_the_direction(self, backend_factory: BackendFactory, kit_path: Path) -> None:
+        """Maximised and minimised: after :attr:`trials` trials, a trial better than every earlier
+        one at every epoch completes; one worse than every earlier one at every epoch is stopped
+        before its last epoch (if the backend :attr:`prunes`)."""
+        for metric, folder in ((MAXIMISED, "max"), (MINIMISED, "min")):
+            config = self.settings(kit_path / folder, metric=metric)
+            with self.opened(backend_factory, config) as (backend, study):
+                best, worst = _extremes(config, run_trials(backend, study, self.trials))
+                (top,) = run_trials(backend, study, 1, curve=best)
+                (bottom,) = run_trials(backend, study, 1, curve=worst)
+            where = f"{config.direction} {metric}"
+            assert top.status is TrialStatus.COMPLETE, (
+                f"{where}: the trial better than every other at every epoch ({[r[metric] for r in top.epochs]}) "
+                f"ended {top.status.value} after epoch {top.epochs_completed}: the pruner does not follow config.direction"
+            )
+            if self.prunes:
+                assert bottom.status is TrialStatus.PRUNED, (
+                    f"{where}: the trial worse than every other at every epoch ({[r[metric] for r in bottom.epochs]}) "
+                    f"ended {bottom.status.value} after epoch {bottom.epochs_completed} of {config.epochs}: "
+                    "the pruner does not stop it (or does not follow config.direction)"
+                )
 
 
 def _records(study: Path) -> dict[int, dict[str, Any]]:
@@ -336,7 +1167,9 @@ class BackendConformance:
         self.assert_resumed_to(study, 5, before)
 
     def test_sigterm_with_two_at_once_records_interrupted_and_resume_reruns_them(self, tmp_path: Path, digits: Path) -> None:
-        sim = {"epoch_s": 0.4}
+        # the first two trials wait for each other before their first epoch: two train at once however
+        # loaded the machine (a trial start can take seconds, e.g. a Ray actor under load)
+        sim = {"epoch_s": 0.4, "barrier": str(tmp_path / "barrier"), "barrier_n": 2}
         args = self.tune_args(
             digits, tmp_path, "term", iterations=5, epochs=4, extra=("--concurrent-trials", "2", *self.no_pruning)
         )
@@ -389,6 +1222,21 @@ class BackendConformance:
         assert [t["status"] for t in shown["trials"]] == ["failed", "failed"]
         assert all(t["objective"] is None for t in shown["trials"]) and shown["best"] is None
         assert all(t["epochs_completed"] < 50 for t in shown["trials"])
+
+    def test_resume_of_a_study_whose_every_trial_failed_exits_1(self, tmp_path: Path, digits: Path) -> None:
+        """Nothing to do is no result: the resume of a study with no complete trial fails too (a KFP
+        retry must not turn green), with one line naming the first error, also with ``--json``."""
+        args = self.tune_args(digits, tmp_path, "failed", iterations=2, epochs=2, extra=self.no_pruning)
+        r = self.hpo(*args, simulated={"fail": [0, 1]})
+        assert r.returncode == 1, r.stderr[-3000:]
+        assert "every trial failed; first error (trial 0): " in r.stderr.strip().splitlines()[-1], r.stderr[-3000:]
+        r = self.hpo(*args, "--resume", "--json", simulated={"fail": [0, 1]})
+        assert r.returncode == 1, r.stderr[-3000:]
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("hpo: error: every trial failed (the study already has its 2 finished trials"), last
+        assert "simulated training error of trial 0" in last and "--name" in last, last
+        assert '"nothing_to_do"' not in r.stdout and not r.stdout.strip(), r.stdout  # no result document
+        assert [t["status"] for t in self.show(tmp_path / "failed")["trials"]] == ["failed", "failed"]
 
     def test_full_volume_stops_with_exit_1_and_resumes(self, tmp_path: Path, digits: Path) -> None:
         if not self.supports_volume_test:
@@ -455,12 +1303,14 @@ class BackendConformance:
     def test_join_two_processes_reach_exactly_n(self, tmp_path: Path, digits: Path) -> None:
         if not self.joins:
             pytest.skip(f"backend {self.backend} does not support --join")
-        sim = {"epoch_s": 0.3}
-        args = self.tune_args(digits, tmp_path, "shared", iterations=8, epochs=3, extra=self.no_pruning)
-        study = tmp_path / "shared"
-        writer = self.start(*args, simulated=sim)
+        gate = tmp_path / "joined-started"
+        args = self.tune_args(digits, tmp_path, "joined", iterations=8, epochs=3, extra=self.no_pruning)
+        study = tmp_path / "joined"
+        # events, not time: the writer's trials wait until the joined process has started one of its
+        # own (simulated gate), so however loaded the machine, the writer cannot finish alone
+        writer = self.start(*args, simulated={"epoch_s": 0.1, "gate": str(gate), "gate_s": 300})
         _wait("the study to start", lambda: any(_records(study).values()), writer, 120)
-        joined = self.hpo(*args, "--join", simulated=sim)
+        joined = self.hpo(*args, "--join", simulated={"epoch_s": 0.1, "open_gate": str(gate)})
         out, err = writer.communicate(timeout=300)
         assert writer.returncode == 0, err[-3000:]
         assert joined.returncode == 0, joined.stderr[-3000:]
@@ -469,41 +1319,90 @@ class BackendConformance:
         assert all(t["status"] in ("complete", "pruned", "failed") for t in trials)
         assert list(study.glob("trials.*.jsonl")), "the joined process recorded no trial of its own"
 
+    def test_join_needs_a_live_writer_and_the_running_studys_iterations(self, tmp_path: Path, digits: Path) -> None:
+        """``--join`` adds a process to a *running* study: with another ``--iterations`` it is refused
+        (exit 2, nothing written); once no live process writes the study it is refused, naming
+        ``--resume``, which continues it; a finished study joined with its own total has nothing to do."""
+        if not self.joins:
+            pytest.skip(f"backend {self.backend} does not support --join")
+        args = self.tune_args(digits, tmp_path, "orphan", iterations=3, epochs=2, extra=self.no_pruning)
+        five = self.tune_args(digits, tmp_path, "orphan", iterations=5, epochs=2, extra=self.no_pruning)
+        study = tmp_path / "orphan"
+        # the writer's first trial waits on a gate that never opens: the writer stays alive, unfinished
+        writer = self.start(*args, simulated={"gate": str(tmp_path / "never"), "gate_s": 300})
+        try:
+            _wait("the study's first trial", lambda: any(_records(study).values()), writer, 120)
+            r = self.hpo(*five, "--join", simulated={})
+            assert r.returncode == 2, r.stderr[-3000:]
+            last = r.stderr.strip().splitlines()[-1]
+            assert (
+                last
+                == "hpo: error: join: the running study's totals differ (iterations: stored 3 != given 5); join with --iterations 3"
+            ), last
+            assert not list(study.glob("trials.*.jsonl"))
+        finally:
+            os.killpg(writer.pid, signal.SIGKILL)  # a dead writer: the study is left unfinished
+            writer.wait()
+        settings = (study / "study.json").read_text()
+        r = self.hpo(*args, "--join", simulated={})
+        assert r.returncode == 2, r.stderr[-3000:]
+        last = r.stderr.strip().splitlines()[-1]
+        assert f"join: no process is running the study '{study}' (0 of 3 trials finished" in last and last.endswith(
+            "continue this one with --resume"
+        ), last
+        assert not list(study.glob("trials.*.jsonl")) and (study / "study.json").read_text() == settings
+        r = self.hpo(*args, "--resume", simulated={})
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert [t["status"] for t in self.show(study)["trials"]] == ["complete"] * 3
+        # a finished study nobody runs: more trials through --join are refused, its own total has nothing to do
+        settings = (study / "study.json").read_text()
+        r = self.hpo(*five, "--join", simulated={})
+        assert r.returncode == 2 and "continue this one with --resume" in r.stderr.strip().splitlines()[-1], r.stderr[-3000:]
+        r = self.hpo(*args, "--join", "--json", simulated={})
+        assert r.returncode == 0 and json.loads(r.stdout)["nothing_to_do"] is True, r.stderr[-3000:]
+        assert (study / "study.json").read_text() == settings and not list(study.glob("trials.*.jsonl"))
+
     def test_time_budget_ends_the_study_and_resume_continues_with_what_is_left(self, tmp_path: Path, digits: Path) -> None:
         sim = {"epoch_s": 0.25}
         budget = self.budget_s
-        epochs = 40  # 10 s trials: a trial is running when the budget runs out
+        # trials of at least twice the budget (10 s at the default 2 s): no trial completes in it
+        epochs = max(40, int(2 * budget / sim["epoch_s"]) + 8)
         # no --iterations: the budget alone ends the study
         args = self.tune_args(
             digits, tmp_path, "budget", iterations=None, epochs=epochs, extra=("--time-budget", f"{budget:g}s", *self.no_pruning)
         )
+        # the budget ends the study before any trial completed: no result, exit 1 with the reason
         r = self.hpo(*args, "--json", simulated=sim)
-        assert r.returncode == 0, r.stderr[-3000:]
-        doc = json.loads(r.stdout)
-        assert doc["stopped_by"] == "time_budget" and doc["elapsed_s"] >= budget, doc
-        assert doc["elapsed_s"] < budget + 3 * sim["epoch_s"] + 5, doc  # stopped at the next epoch boundary, not at a trial's end
+        assert r.returncode == 1, r.stderr[-3000:]
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"hpo: error: time budget: {budget:g}s ended the study before any trial completed"), last
+        assert "--time-budget" in last and not r.stdout.strip(), (last, r.stdout)
         study = tmp_path / "budget"
         settings = json.loads((study / "study.json").read_text())
         assert settings["time_budget"] == budget and settings["elapsed_s"] >= budget
+        assert settings["elapsed_s"] < budget + 3 * sim["epoch_s"] + 5, settings  # stopped at the next epoch boundary
         trials = self.show(study)["trials"]
-        assert trials and all(t["status"] in ("complete", "pruned") for t in trials), trials
-        stopped = [t for t in trials if "time budget" in (t["error"] or "")]
-        assert stopped, f"no trial was stopped by the budget: {trials}"
-        for t in stopped:  # stopped at an epoch boundary, recorded pruned with its partial curve
-            assert t["status"] == "pruned" and 1 <= t["epochs_completed"] < epochs and t["objective"] is not None, t
-        # the same budget again: nothing left, nothing runs
+        assert trials and all(t["status"] == "pruned" for t in trials), trials
+        for t in trials:  # stopped at an epoch boundary, recorded pruned with its partial curve
+            assert "time budget" in t["error"] and 1 <= t["epochs_completed"] < epochs and t["objective"] is not None, t
+        # the same budget again: nothing left, nothing runs, still no result: exit 1
         again = self.hpo(*args, "--resume", "--json", simulated=sim)
-        assert again.returncode == 0, again.stderr[-3000:]
+        assert again.returncode == 1, again.stderr[-3000:]
+        assert "ended the study before any trial completed" in again.stderr.strip().splitlines()[-1]
         assert len(self.show(study)["trials"]) == len(trials)
-        # a larger budget continues with what is left, and the change is recorded
+        # a larger budget continues with what is left (the next trial is quick: it completes, and the
+        # one after it trains when the budget runs out), and the change is recorded
         more = [a if a != f"{budget:g}s" else f"{2 * budget:g}" for a in args]
-        r = self.hpo(*more, "--resume", "--json", simulated=sim)
+        r = self.hpo(*more, "--resume", "--json", simulated={**sim, "quick": [len(trials)]})
         assert r.returncode == 0, r.stderr[-3000:]
+        doc = json.loads(r.stdout)
+        assert doc["stopped_by"] == "time_budget" and doc["counts"]["complete"] >= 1, doc
+        assert doc["elapsed_s"] < 2 * budget + 3 * sim["epoch_s"] + 5, doc  # stopped at the next epoch boundary
         settings = json.loads((study / "study.json").read_text())
         assert settings["time_budget"] == 2 * budget and settings["elapsed_s"] >= 2 * budget
-        assert {"time_budget": 2 * budget} in [x["changed"] for x in settings["resumes"]]
-        assert len(self.show(study)["trials"]) > len(trials)
-        assert json.loads(r.stdout)["stopped_by"] == "time_budget"
+        assert [x["changed"].get("time_budget") for x in settings["resumes"]] == [None, 2 * budget]
+        now = self.show(study)["trials"]
+        assert len(now) > len(trials) and any("time budget" in (t["error"] or "") for t in now[len(trials) :]), now
 
     # --- one real training
     def test_real_training_smoke(self, tmp_path: Path, digits: Path) -> None:

@@ -49,6 +49,7 @@ from .callbacks import TunerCallback
 from .errors import ConfigError
 from .files import atomic_write_text
 from .hookspecs import hookimpl
+from .redact import mask_secrets, mask_text
 from .report import count_trials
 
 if TYPE_CHECKING:
@@ -103,14 +104,36 @@ def default_tracking_uri(study_dir: Path) -> str:
 
 
 def _public_uri(uri: str) -> str:
-    """``uri`` without a ``user:password@`` part, fit to print and store."""
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return uri
+    """``uri`` without a ``user:password@`` part and with secret query values masked
+    (:func:`hpo.redact.mask_text`), fit to print and store."""
+    try:
+        parts = urlsplit(uri)
+        if parts.username or parts.password:
+            host = parts.hostname or ""
+            if parts.port:
+                host += f":{parts.port}"
+            uri = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    except ValueError:  # a port that is not a number: mask what can be found
+        pass
+    return mask_text(uri)
+
+
+def _store_error(uri: str, e: BaseException) -> ConfigError:
+    """The one-line refusal of a tracking URI MLflow cannot open (:meth:`MlflowTracker.check`): a file
+    store, which MLflow 3 refuses unless ``MLFLOW_ALLOW_FILE_STORE=true``, names both fixes."""
+    shown = _public_uri(uri)
+    scheme = urlsplit(uri).scheme if "://" in uri else ""
+    if "MLFLOW_ALLOW_FILE_STORE=true" in str(e):  # MLflow's own refusal names its opt-out
+        folder = Path(urlsplit(uri).path if scheme == "file" else uri).expanduser().absolute()
+        return ConfigError(
+            f"MLFLOW_TRACKING_URI: '{shown}' is an MLflow file store, which this MLflow refuses unless "
+            f"MLFLOW_ALLOW_FILE_STORE=true; use a database store (MLFLOW_TRACKING_URI=sqlite:///{folder.parent / 'mlflow.db'}) "
+            "or set MLFLOW_ALLOW_FILE_STORE=true"
+        )
+    return ConfigError(
+        f"MLFLOW_TRACKING_URI: MLflow cannot use '{shown}' ({type(e).__name__}: {_first_line(e)}); "
+        "fix MLFLOW_TRACKING_URI or the MLflow variable named, or pass --no-mlflow"
+    )
 
 
 def _cut(text: Any, n: int) -> str:
@@ -119,7 +142,7 @@ def _cut(text: Any, n: int) -> str:
 
 
 def _stderr(msg: str) -> None:
-    print(f"hpo: mlflow: {msg}", file=sys.stderr, flush=True)
+    print(f"hpo: mlflow: {mask_text(msg)}", file=sys.stderr, flush=True)
 
 
 def tracker_for(config: TuneConfig, *, enabled: bool | None = None, experiment: str | None = None) -> MlflowTracker | None:
@@ -280,7 +303,10 @@ class MlflowTracker(TunerCallback):
 
         Raises:
             ConfigError: the experiment exists in the deleted state; the server cannot be
-                reached or refuses the request (message names the URI and the fix).
+                reached or refuses the request (message names the URI and the fix); MLflow
+                cannot open the URI at all, e.g. a file store (``file:///...`` or a path), which
+                MLflow 3 refuses unless ``MLFLOW_ALLOW_FILE_STORE=true`` (the message names that and
+                ``sqlite:///...``). The URI's password is never in the message.
         """
         if self.local and not Path(self.uri.removeprefix("sqlite:///")).is_file():
             return
@@ -289,7 +315,10 @@ class MlflowTracker(TunerCallback):
     def _experiment_id(self, *, create: bool) -> str | None:
         from mlflow.exceptions import MlflowException
 
-        client = self.client()
+        try:
+            client = self.client()
+        except Exception as e:  # noqa: BLE001 - MLflow refuses the store itself (file store, unknown scheme)
+            raise _store_error(self.uri, e) from None
         shown = _public_uri(self.uri)
         try:
             exp = client.get_experiment_by_name(self.experiment)
@@ -460,7 +489,7 @@ class MlflowTracker(TunerCallback):
             self._log_metrics(run_id, values, step=step)
             client.set_tag(run_id, "hpo.status", record.status.value)
             if record.error:
-                client.set_tag(run_id, "hpo.error", _cut(record.error, MAX_TAG_LEN))
+                client.set_tag(run_id, "hpo.error", _cut(mask_text(record.error), MAX_TAG_LEN))
             status = {"complete": RunStatus.FINISHED, "pruned": RunStatus.KILLED}.get(record.status.value, RunStatus.FAILED)
             client.set_terminated(run_id, status=RunStatus.to_string(status))
 
@@ -468,7 +497,7 @@ class MlflowTracker(TunerCallback):
 
     def on_study_end(self, study: Study, result: TuneResult | None) -> None:
         """Log the best trial, the leaderboard, best.yaml, study.json and the best weights; end
-        the parent run (FINISHED, or FAILED if the run broke or every trial failed). A joined
+        the parent run (FINISHED, or FAILED if the run broke or no trial completed). A joined
         process leaves the parent run to the study's writer."""
         if not self.active or (self._config is not None and self._config.join):
             return
@@ -499,9 +528,9 @@ class MlflowTracker(TunerCallback):
             if weights.is_file():
                 client.log_artifact(pid, str(weights), artifact_path="weights")
             for plot in sorted((study.path / "plots").glob("*")):  # hpo.plots draws them just before
-                if plot.suffix in (".png", ".html", ".json"):
+                if plot.suffix in (".png", ".html", ".json") and not plot.name.startswith("."):  # not a temp file
                     client.log_artifact(pid, str(plot), artifact_path="plots")
-            ok = result is not None and (result.counts.get("complete", 0) + result.counts.get("pruned", 0)) > 0
+            ok = result is not None and result.counts.get("complete", 0) > 0  # as Tuner.run: no complete trial, no result
             client.set_terminated(pid, status=RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
 
         self._safe("end of the study", end)
@@ -542,7 +571,7 @@ class MlflowTracker(TunerCallback):
         n = len(resumes)
         last = resumes[-1]
         tags = {f"hpo.resume.{n}.at": str(last.get("at"))}
-        for k, v in (last.get("changed") or {}).items():
+        for k, v in mask_secrets(last.get("changed") or {}).items():
             for key, value in _flatten(k, v).items():
                 tags[f"hpo.resume.{n}.{metric_key(key)}"] = _cut(value, MAX_TAG_LEN)
         for k, v in tags.items():
@@ -559,7 +588,8 @@ class MlflowTracker(TunerCallback):
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
+    """The first line of ``e``'s text, credentials masked (MLflow's errors echo the tracking URI)."""
+    text = mask_text(str(e).strip())
     return _cut(text.splitlines()[0], 300) if text else type(e).__name__
 
 
@@ -573,7 +603,8 @@ def _flatten(prefix: str, value: Any) -> dict[str, Any]:
 
 
 def _study_params(config: TuneConfig) -> dict[str, Any]:
-    """The parent run's params: the study settings, one param per scalar."""
+    """The parent run's params: the study settings, one param per scalar, credentials masked
+    (:func:`hpo.redact.mask_secrets`)."""
     out: dict[str, Any] = {
         "backend": config.backend,
         "model": config.model,
@@ -591,7 +622,7 @@ def _study_params(config: TuneConfig) -> dict[str, Any]:
     out.update(_flatten("options", config.options.model_dump(mode="json")))
     for key, spec in config.space.to_spec().items():
         out[f"space.{key}"] = spec
-    return {metric_key(k): v for k, v in out.items()}
+    return {metric_key(k): v for k, v in mask_secrets(out).items()}
 
 
 def _write_leaderboard(finished: list[TrialRecord], study: Study, folder: Path) -> None:

@@ -26,8 +26,8 @@ from .errors import ConfigError, HpoError, RunFailed, StudyError, VolumeError
 from .files import free_bytes, tree_bytes, volume_errors
 from .report import FINISHED, count_trials, leaderboard_markdown, trials_frame  # re-exported: old import paths
 from .runner import TrialRunner, start_workers
-from .study import Study, TrialRecord, TrialStatus, utcnow
-from .trial import TrialOutcome, TrialSpec, trainer_in_process
+from .study import Study, TrialRecord, TrialStatus, settings_versions, utcnow
+from .trial import ULTRALYTICS_TRAINER, TrialOutcome, TrialSpec, trainer_in_process
 
 if TYPE_CHECKING:
     from .backend import Backend, Controller
@@ -41,7 +41,15 @@ __all__ = [
     "trials_frame",
     "leaderboard_markdown",
     "objective_of",
+    "SILENT_TRAIN_ARGS",
 ]
+
+#: Ultralytics train args that may change between the runs of one study without a word: they change
+#: where and how fast a trial trains, or what it prints, not what it measures. A change of any other
+#: train arg (``imgsz``, ``batch``, ``classes``, ``fraction``, ``amp``, ``seed``, ...), of the data
+#: (its path or its YAML's content: names, splits) or of the trainer is refused on resume unless
+#: ``allow_changes`` (CLI ``--allow-changes``), and always refused for a joined process.
+SILENT_TRAIN_ARGS = frozenset({"workers", "device", "cache", "verbose", "plots"})
 
 
 #: What :meth:`StudyLoop.missing` and :meth:`StudyLoop.remaining` say for a study without an
@@ -85,6 +93,8 @@ class TuneResult:
         nothing_to_do: the study had already reached its total (or spent its time budget).
         stopped_by: ``"time_budget"`` when the time budget ended the study, else ``None``.
         elapsed_s: wall-clock seconds the study has run, over all its runs.
+        iterations: the total of finished trials this run aimed at (the ``iterations`` given;
+            ``None``: no cap). With ``nothing_to_do`` the study already had at least that many.
     """
 
     best_params: dict[str, Any]
@@ -99,6 +109,7 @@ class TuneResult:
     nothing_to_do: bool = False
     stopped_by: str | None = None
     elapsed_s: float | None = None
+    iterations: int | None = None
 
 
 class StudyLoop:
@@ -139,6 +150,8 @@ class StudyLoop:
         self.budget_pruned: set[int] = set()
         #: whether the time budget ended this run (no trial started after it)
         self.budget_ended = False
+        #: the study's settings version the trials of this run train under (:attr:`TrialRecord.settings`)
+        self.settings_version = max(settings_versions(study.settings), default=0)
 
     # --- the time budget
     def elapsed_s(self) -> float:
@@ -366,7 +379,13 @@ class StudyLoop:
         """
         params = self.config.space.validate_params(params)
         self.check_space()
-        record = TrialRecord(id=trial_id, params=params, start=utcnow(), worker=worker or f"{socket.gethostname()}:{os.getpid()}")
+        record = TrialRecord(
+            id=trial_id,
+            params=params,
+            start=utcnow(),
+            worker=worker or f"{socket.gethostname()}:{os.getpid()}",
+            settings=self.settings_version,
+        )
         if continued is not None:
             record.start, record.epochs, record.epochs_completed = (
                 continued.start,
@@ -504,7 +523,7 @@ class StudyLoop:
                             tid = self._take_id(suggestion.trial_id)
                             params = self.config.space.validate_params(suggestion.params)
                             # recorded at once, under the reservation lock: joined processes count it
-                            self.study.append(TrialRecord(id=tid, params=params, start=utcnow()))
+                            self.study.append(TrialRecord(id=tid, params=params, start=utcnow(), settings=self.settings_version))
                         else:
                             return
                         self._in_flight.add(tid)
@@ -516,7 +535,8 @@ class StudyLoop:
                     self.runner.abort()  # stop the other trials at once: resumable, not failed
                 errors.append(e)
 
-        n = self.config.workers
+        # no more threads than trials left to start (--concurrent-trials 100000 for 3 trials: 3 threads)
+        n = max(1, min(self.config.workers, self.remaining() + len(self._retry)))
         if n == 1:
             worker(0)
         else:
@@ -579,12 +599,22 @@ class Tuner:
         train_args: fixed Ultralytics train args (``{"imgsz": 32, "device": "cpu"}``).
         output: folder holding studies (default ``runs/hpo``), e.g. the mounted volume.
         name: study name (default ``<data name>-<backend>``); the study is ``output/name``.
-        resume: continue the existing study ``output/name`` up to ``iterations``.
-        join: add this process to the running study ``output/name`` (backends with
-            ``supports_join``, e.g. optuna): its records go to ``trials.<host>-<pid>.jsonl``, it
-            takes no lock and retries no interrupted trial; all processes together stop at
-            ``iterations``. The stored data/model/space/metric/epochs/backend and backend
-            options must match.
+        resume: continue the existing study ``output/name`` up to ``iterations`` (a total below
+            its finished trials does nothing and leaves the stored total as it is). Its data (path
+            and content), train args (but :data:`SILENT_TRAIN_ARGS`) and trainer must match the
+            stored ones unless ``allow_changes``; its model, space, metric, epochs and backend
+            always.
+        allow_changes: with ``resume``, accept changed data, train args or trainer: the study
+            takes the new settings (``<study>/data.yaml`` is rewritten, the change is recorded in
+            ``study.json`` ``resumes`` as a new settings version) and each trial records the
+            version it trained under, which ``hpo show`` marks. Default ``False``.
+        join: add this process to the study ``output/name`` that a live writer is running
+            (backends with ``supports_join``, e.g. optuna): its records go to
+            ``trials.<host>-<pid>.jsonl``, it takes no lock and retries no interrupted trial; all
+            processes together stop at ``iterations``, which must be the study's. Every stored
+            setting (data, model, space, metric, epochs, backend, backend options, train args but
+            :data:`SILENT_TRAIN_ARGS`) must match. A study that no live process writes is refused
+            (``resume`` continues it), unless it is finished already (nothing to do).
         trial_timeout: seconds before a trial is killed and recorded as failed.
         time_budget: wall-clock budget of the whole study: seconds, or text such as ``"90m"``,
             ``"2h"``, ``"1h30m"`` (:func:`hpo.config.parse_duration`). No trial starts once it is
@@ -659,8 +689,17 @@ class Tuner:
         weights_dir: str | os.PathLike | None = None,
         trainer: str | None = None,
         trainer_options: dict[str, Any] | None = None,
+        allow_changes: bool = False,
     ):
         from .pretrained import fetch_pretrained, is_official_name, wants_download
+
+        if allow_changes and not resume:
+            raise ConfigError(
+                "allow_changes: --allow-changes applies to --resume only (a new study has nothing to change, and a "
+                "joined process runs with the running study's settings); add --resume or drop --allow-changes"
+            )
+        #: accept changed data, train args or trainer on resume (see the class docstring)
+        self.allow_changes = bool(allow_changes)
 
         if wants_download(download_weights) and is_official_name(str(model)):
             model = fetch_pretrained(str(model), weights_dir or Path(output).expanduser() / "pretrained")
@@ -731,9 +770,18 @@ class Tuner:
                 )
             worker = re.sub(r"[^A-Za-z0-9._-]", "_", f"{socket.gethostname()}-{os.getpid()}")
             study = Study.open(path, worker=worker)
-            diff = _changed(study.settings, {**cfg.identity(), "options": cfg.options.model_dump(mode="json")})
+            fixed = {k: v for k, v in cfg.identity().items() if k != "data"}  # the data: with _measured_changes
+            diff = "; ".join(
+                x
+                for x in (
+                    _changed(study.settings, {**fixed, "options": cfg.options.model_dump(mode="json")}),
+                    *_measured_changes(study.settings, cfg),
+                )
+                if x
+            )
             if diff:
                 raise StudyError(f"join: the running study's settings differ ({diff}); join with the stored settings")
+            _check_join(study, cfg)
             return study
         if Study.exists(path):
             if not cfg.resume:
@@ -747,17 +795,11 @@ class Tuner:
                     file=sys.stderr,
                     flush=True,
                 )
-            new = cfg.identity()
-            detail = _changed(study.settings, new)
-            if detail:
+            try:
+                self._resume_settings(study)
+            except BaseException:
                 study.close()
-                raise StudyError(
-                    f"resume: the study's settings changed ({detail}); resume with the stored settings or start a new --name"
-                )
-            changes = {k: v for k, v in cfg.to_settings().items() if k not in new and study.settings.get(k) != v}
-            study.settings.setdefault("resumes", []).append({"at": utcnow(), "changed": changes})
-            study.settings.update(changes)
-            study.save_settings()
+                raise
             return study
         if cfg.resume:
             raise StudyError(f"resume: there is no study at '{path}' to resume; drop --resume to start it")
@@ -766,6 +808,57 @@ class Tuner:
         study = Study.create(path, settings)
         cfg.data.write(path)
         return study
+
+    def _resume_settings(self, study: Study) -> None:
+        """Check a resume's settings against the stored ones and record what it changes.
+
+        The model, space, metric, epochs and backend must match; the data (path and content), the
+        train args other than :data:`SILENT_TRAIN_ARGS` and the trainer must match unless
+        :attr:`allow_changes`, which makes them a new settings version (``resumes[]`` gets
+        ``settings`` and ``allowed_changes``). ``<study>/data.yaml`` is rewritten from the data as
+        checked. An ``iterations`` below the study's finished trials leaves the stored total as it
+        is (the run has nothing to do).
+
+        Raises:
+            StudyError: a refused change (one line with the diff and the fix; nothing written).
+            VolumeError: the volume refused a write.
+        """
+        cfg = self.config
+        stored = study.settings
+        fixed = {k: v for k, v in cfg.identity().items() if k != "data"}
+        detail = _changed(stored, fixed)
+        if detail:
+            raise StudyError(
+                f"resume: the study's settings changed ({detail}); resume with the stored settings or start a new --name"
+            )
+        ran_by = _run_by_other_backend(study, cfg.backend)  # the stored backend is the given one here
+        if ran_by:
+            raise StudyError(
+                f"resume: study.json names backend '{cfg.backend}', but {ran_by} (was study.json edited?); "
+                "put back the backend that ran the study and resume with it, or start a new --name"
+            )
+        measured = "; ".join(_measured_changes(stored, cfg))
+        if measured and not self.allow_changes:
+            raise StudyError(
+                f"resume: settings that change what a trial measures differ from the study's ({measured}); start a new "
+                "study (another --name), or pass --allow-changes to continue this one with them (hpo show then marks "
+                "each trial's settings)"
+            )
+        changes = {k: v for k, v in cfg.to_settings().items() if k not in cfg.identity() and stored.get(k) != v}
+        if "iterations" in changes and cfg.iterations is not None and cfg.iterations < len(study.finished()):
+            del changes["iterations"]  # the stored total never drops below the finished trials: nothing to do
+        entry: dict[str, Any] = {"at": utcnow(), "changed": changes}
+        if measured:
+            if _normal(stored.get("data")) != _normal(cfg.data.source):
+                changes["data"] = cfg.data.source
+            entry.update(settings=max(settings_versions(stored), default=0) + 1, allowed_changes=measured)
+        with volume_errors(study.path):
+            # the trials from now on train on what study.json says (also heals a study whose data.yaml an
+            # older hpo left behind its recorded data_resolved)
+            cfg.data.write(study.path)
+        stored.setdefault("resumes", []).append(entry)
+        stored.update(changes)
+        study.save_settings()
 
     def run(self) -> TuneResult:
         """Run (or resume) the study until it has ``iterations`` finished trials.
@@ -777,7 +870,10 @@ class Tuner:
             hpo.errors.StudyLockedError: another live process writes this study.
             hpo.errors.StudyError: the study exists (without ``resume``), is missing (with
                 ``resume``), or its stored data/model/space/metric/epochs/backend differ.
-            hpo.errors.RunFailedError: every trial failed (the message holds the first error).
+            hpo.errors.RunFailedError: the study has no complete trial when the run ends, also when
+                it had nothing to do (a resume of a finished study): every trial failed (the
+                message holds the first error and its log), the time budget ended it before any
+                trial completed, or the rest were pruned.
             hpo.errors.ConfigError: a plugin's observers refused the run, e.g. MLflow tracking is
                 on and its experiment is deleted or its server unreachable, or ``experiment`` is
                 given with ``mlflow=False`` (hook ``hpo_study_observers``, called before the
@@ -805,6 +901,7 @@ class Tuner:
                 finished = [r for r in records.values() if r.status.finished]
                 if loop.missing() == 0:  # the total reached, or the time budget spent by earlier runs
                     result = self._result(study, nothing_to_do=True, loop=loop)
+                    self._fail_without_result(study, result)
                     return result
                 if not cfg.join:
                     study.keep_reserve()
@@ -827,18 +924,7 @@ class Tuner:
                     loop._emit("on_study_start", study, cfg)
                     loop.ask_tell(backend)
             result = self._result(study, loop=loop)
-            if not result.counts and result.stopped_by:
-                raise RunFailed(
-                    f"time budget: {format_duration(cfg.time_budget or 0)} was spent before any trial finished; "
-                    "raise --time-budget (a resume continues the study)"
-                )
-            if result.counts.get("complete", 0) == 0 and result.counts.get("pruned", 0) == 0:
-                first = next((r for r in study.finished() if r.status is TrialStatus.FAILED), None)
-                log = study.trial_dir(first.id) / "train.log" if first else None
-                raise RunFailed(
-                    f"every trial failed; first error (trial {first.id if first else '?'}): "
-                    f"{first.error if first else 'unknown'}" + (f" (log: {log})" if log and log.is_file() else "")
-                )
+            self._fail_without_result(study, result)
             return result
         except (ConfigError, StudyError):  # StudyError is no ConfigError (both exit 2, nothing left)
             if new_dir and not started:
@@ -855,6 +941,46 @@ class Tuner:
                 loop._emit("on_study_end", study, result)
             finally:
                 study.close()
+
+    def _fail_without_result(self, study: Study, result: TuneResult) -> None:
+        """Raise :class:`~hpo.errors.RunFailedError` when the study has no complete trial: a run
+        with no result never ends as if it had one (fresh, resumed, joined, or with nothing to do).
+
+        The one line says why: every trial failed (with the first error and its log), the time
+        budget ended the study before any trial completed, or no trial completed (failed and pruned
+        ones only; a pruned trial is never the best), and for a run that had nothing to do, that
+        the study already had its finished trials.
+        """
+        finished = study.finished()
+        if any(r.status is TrialStatus.COMPLETE for r in finished):
+            return
+        failed = [r for r in finished if r.status is TrialStatus.FAILED]
+        n_pruned = sum(r.status is TrialStatus.PRUNED for r in finished)
+        first = ""
+        if failed:
+            log = study.trial_dir(failed[0].id) / "train.log"
+            error = ((failed[0].error or "").strip().splitlines() or ["unknown"])[0]
+            first = f"first error (trial {failed[0].id}): {error}" + (f" (log: {log})" if log.is_file() else "")
+        idle = (
+            f" (the study already has its {len(finished)} finished trials, so --resume ran none; fix the cause, then "
+            "start a new --name or raise --iterations)"
+            if result.nothing_to_do
+            else ""
+        )
+        if result.stopped_by == "time_budget":
+            why = (
+                f"time budget: {format_duration(self.config.time_budget or 0)} ended the study before any trial "
+                f"completed ({len(failed)} failed, {n_pruned} pruned); --resume with a larger --time-budget continues it"
+            )
+            raise RunFailed(why + (f"; {first}" if first else ""))
+        if finished and len(failed) == len(finished):
+            raise RunFailed(f"every trial failed{idle}; {first}")
+        if not finished:
+            raise RunFailed(f"no trial finished{idle}; the study has no result")
+        raise RunFailed(
+            f"no trial completed ({len(failed)} failed, {n_pruned} pruned; a pruned trial is never the best){idle}"
+            + (f"; {first}" if first else "")
+        )
 
     @staticmethod
     def _refresh_best(study: Study, finished: list[TrialRecord]) -> None:
@@ -897,7 +1023,30 @@ class Tuner:
             nothing_to_do=nothing_to_do,
             stopped_by="time_budget" if loop is not None and loop.budget_ended else None,
             elapsed_s=loop.elapsed_s() if loop is not None else None,
+            iterations=self.config.iterations,
         )
+
+
+def _run_by_other_backend(study: Study, backend: str) -> str | None:
+    """What in the study's own files shows that another backend ran it, or ``None``: its stored
+    ``options`` are not this backend's options, or it has trials, no ``<study>/<backend>/`` state
+    folder and the state folder of another installed backend (each built-in backend keeps its state
+    in ``<study>/<name>/``). Resuming with the wrong backend would start from an empty state
+    (Optuna would hand out trial ids the study already holds)."""
+    from .plugins import backends
+
+    installed = backends()
+    cls = installed.get(backend)
+    stored = study.settings.get("options")
+    if cls is not None and isinstance(stored, dict) and stored and not set(stored) <= set(cls.Options.model_fields):
+        owner = [n for n, c in installed.items() if n != backend and set(stored) <= set(c.Options.model_fields)]
+        whose = f"the options of backend '{owner[0]}'" if owner else f"no options of backend '{backend}'"
+        return f"its stored options ({', '.join(sorted(stored))}) are {whose}"
+    if study.records() and not (study.path / backend).is_dir():
+        others = [n for n in installed if n != backend and (study.path / n).is_dir()]
+        if others:
+            return f"'{study.path / others[0]}' holds the state of backend '{others[0]}' and there is no '{study.path / backend}'"
+    return None
 
 
 def _changed(stored: dict[str, Any], given: dict[str, Any]) -> str:
@@ -906,10 +1055,101 @@ def _changed(stored: dict[str, Any], given: dict[str, Any]) -> str:
     return "; ".join(f"{k}: stored {_short(stored.get(k))} != given {_short(given[k])}" for k in diff)
 
 
+def _check_join(study: Study, cfg: TuneConfig) -> None:
+    """A joined process needs a live writer (the study's lock, :meth:`hpo.lock.StudyLock.live_holder`)
+    and the running study's ``iterations`` and ``time_budget``. A finished study that nobody writes
+    is let through with the same totals: the run has nothing to do (a late KFP worker).
+
+    Raises:
+        StudyError: no live writer (the fix: ``--resume``), or other totals (the fix: the stored ones).
+    """
+    from .lock import StudyLock
+
+    stored = study.settings
+    asked = {"iterations": cfg.iterations, "time_budget": cfg.time_budget}
+    mismatch = _changed(stored, asked)
+    total, budget = stored.get("iterations"), stored.get("time_budget")
+    if StudyLock(study.path / "lock").live_holder() is None:
+        done = len(study.finished())
+        finished = (total is not None and done >= total) or (
+            budget is not None and float(stored.get("elapsed_s") or 0.0) >= float(budget)
+        )
+        if finished and not mismatch:
+            return
+        raise StudyError(
+            f"join: no process is running the study '{study.path}' ({done} of {total if total is not None else 'uncapped'} "
+            "trials finished, its lock is free); --join adds a process to a running study: continue this one with --resume"
+        )
+    if mismatch:
+        want = f"--iterations {total}" if total is not None else "no --iterations"
+        want += f" --time-budget {format_duration(float(budget))}" if budget is not None else ""
+        raise StudyError(f"join: the running study's totals differ ({mismatch}); join with {want}")
+
+
+#: How a train arg or data key that one side does not set is shown in a diff.
+_UNSET = "(unset)"
+
+
+def _measured_changes(stored: dict[str, Any], cfg: TuneConfig) -> list[str]:
+    """``"field: stored X != given Y"`` for each setting that changes what a trial measures and
+    differs between the stored study (``study.json``) and ``cfg``: the data's path, the data YAML's
+    content (names, splits, ...), every train arg but :data:`SILENT_TRAIN_ARGS`, the trainer."""
+    out = []
+    if _normal(stored.get("data")) != _normal(cfg.data.source):
+        out.append(f"data: stored {_short(stored.get('data'))} != given {_short(cfg.data.source)}")
+    old_data, new_data = stored.get("data_resolved"), cfg.data.content or cfg.data.source
+    if isinstance(old_data, dict) and isinstance(new_data, dict):  # a folder's is its path: compared above
+        a, b = _normal(old_data), _normal(new_data)
+        for key in [*a, *(k for k in b if k not in a)]:
+            if key == "names" and a.get(key) != b.get(key):
+                out += _names_changes(a.get(key), b.get(key))
+            elif a.get(key) != b.get(key):
+                out.append(f"data {key}: stored {_short(a.get(key, _UNSET))} != given {_short(b.get(key, _UNSET))}")
+    old_args, new_args = _normal(stored.get("train_args") or {}), _normal(cfg.train_args)
+    for key in sorted(set(old_args) | set(new_args)):
+        if key not in SILENT_TRAIN_ARGS and old_args.get(key, _UNSET) != new_args.get(key, _UNSET):
+            out.append(
+                f"train arg {key}: stored {_short(old_args.get(key, _UNSET))} != given {_short(new_args.get(key, _UNSET))}"
+            )
+    old_trainer = stored.get("trainer") or ULTRALYTICS_TRAINER
+    if old_trainer != cfg.trainer:
+        out.append(f"trainer: stored {old_trainer} != given {cfg.trainer}")
+    return out
+
+
+def _names_changes(old: Any, new: Any) -> list[str]:
+    """The class names that differ: a changed count, else up to three changed names."""
+
+    def by_index(names: Any) -> dict[str, Any]:
+        if isinstance(names, list):
+            return {str(i): n for i, n in enumerate(names)}
+        if not isinstance(names, dict):
+            return {}
+        return {
+            str(k): names[k]
+            for k in sorted(names, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit() else 0, str(k)))
+        }
+
+    def text(m: dict[str, Any]) -> str:
+        return f"{len(m)} classes ({', '.join(str(v) for v in list(m.values())[:3])}{', ...' if len(m) > 3 else ''})"
+
+    a, b = by_index(old), by_index(new)
+    if len(a) != len(b):
+        return [f"data names: stored {text(a)} != given {text(b)}"]
+    changed = [k for k in a if a[k] != b.get(k)]
+    out = [f"data names[{k}]: stored {a[k]!r} != given {b.get(k)!r}" for k in changed[:3]]
+    return out + ([f"{len(changed) - 3} more names differ"] if len(changed) > 3 else [])
+
+
 def _normal(x: Any) -> Any:
+    """``x`` as stored in ``study.json``: JSON values, credentials masked. So a resumed or joined
+    study compares the masked forms: the same storage URL with another password (a rotated one)
+    is the same setting, and a stored setting from before masking matches the given one."""
     import json
 
-    return json.loads(json.dumps(x, sort_keys=True, default=str))
+    from .redact import mask_secrets
+
+    return json.loads(json.dumps(mask_secrets(x), sort_keys=True, default=str))
 
 
 def _short(x: Any) -> str:

@@ -33,9 +33,14 @@ __all__ = [
     "int_keys",
     "float_keys",
     "bool_keys",
+    "str_keys",
+    "integer_args",
+    "str_arg_values",
+    "str_arg_problem",
     "native_default_space",
     "arg_limits",
     "image_formats",
+    "dataset_cache_version",
     "resolve_model",
     "task_metrics",
     "metric_direction",
@@ -143,6 +148,110 @@ def bool_keys() -> frozenset[str]:
 
 
 @functools.cache
+def str_keys() -> frozenset[str]:
+    """Text-only train arguments (``ultralytics.cfg.CFG_STR_KEYS``)."""
+    return _frozenset_constant("CFG_STR_KEYS")
+
+
+@functools.cache
+def integer_args() -> frozenset[str]:
+    """Train arguments that take whole numbers when given a range in a search space.
+
+    Ultralytics' ``CFG_INT_KEYS`` plus every key whose type in ``cfg/default.yaml`` begins with
+    ``int`` (its comment ``# (int ...)``): ``CFG_INT_KEYS`` misses ``batch`` (``# (int | float)``,
+    in ``CFG_FLOAT_KEYS`` because ``0 < batch < 1`` is a fraction of GPU memory) and ``imgsz``
+    (``# (int | list)``), whose ranges must still be integers: the data loader refuses
+    ``batch=16.0`` (``batch_size should be a positive integer value``). Read from the installed version.
+    """
+    text = (package_dir() / "cfg" / "default.yaml").read_text(encoding="utf-8")
+    declared = {m.group(1) for m in re.finditer(r"(?m)^(\w+):[^#\n]*#\s*\(int\b", text)}
+    return int_keys() | frozenset(declared)
+
+
+def _function(tree: ast.AST, name: str, owner: str | None = None) -> ast.FunctionDef | None:
+    """The ``def name`` at module level or in ``class owner`` of a parsed file."""
+    scopes: list[ast.AST] = [tree]
+    if owner is not None:
+        scopes = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == owner]
+    for scope in scopes:
+        for node in getattr(scope, "body", []):
+            if isinstance(node, ast.FunctionDef) and node.name == name:
+                return node
+    return None
+
+
+def _str_constants(node: ast.AST) -> set[str]:
+    """The string constants of a literal (a str, or a tuple/list/set of them)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return {e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+    return set()
+
+
+def _compared_strings(fn: ast.AST | None, variable: str) -> set[str]:
+    """Strings a function compares ``variable`` (a name or an attribute) with (``==``, ``in``, ``not in``)."""
+    out: set[str] = set()
+    for node in ast.walk(fn) if fn is not None else ():
+        if isinstance(node, ast.Compare):
+            left = node.left
+            named = (isinstance(left, ast.Name) and left.id == variable) or (
+                isinstance(left, ast.Attribute) and left.attr == variable
+            )
+            if named:
+                for comparator in node.comparators:
+                    out |= _str_constants(comparator)
+    return out
+
+
+@functools.cache
+def str_arg_values() -> dict[str, tuple[frozenset[str], bool]]:
+    """The values Ultralytics' trainer accepts for its string train arguments (``check_cfg`` checks
+    only that they are strings): ``{key: (values, case_insensitive)}``, read with ``ast`` from the
+    installed version (``tests/test_ultra.py`` checks them against the running code):
+
+    - ``optimizer``: the set ``optimizers`` in ``BaseTrainer.build_optimizer``
+      (``engine/trainer.py``), ``auto`` included; matched case-insensitively, as it does;
+    - ``copy_paste_mode``: the modes ``CopyPaste.__init__`` accepts (``data/augment.py``);
+    - ``auto_augment``: the policies ``classify_augmentations`` compares with (``data/augment.py``;
+      ``None`` turns it off).
+
+    A key whose source no longer has that shape is left out (its values are then not checked).
+    """
+    out: dict[str, tuple[frozenset[str], bool]] = {}
+    trainer = ast.parse((package_dir() / "engine" / "trainer.py").read_text(encoding="utf-8"))
+    build = _function(trainer, "build_optimizer", "BaseTrainer")
+    for node in ast.walk(build) if build is not None else ():
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "optimizers" for t in node.targets):
+            names = _str_constants(node.value)
+            if names:
+                out["optimizer"] = (frozenset(names), True)
+    augment = ast.parse((package_dir() / "data" / "augment.py").read_text(encoding="utf-8"))
+    modes = _compared_strings(_function(augment, "__init__", "CopyPaste"), "mode")
+    if modes:
+        out["copy_paste_mode"] = (frozenset(modes), False)
+    policies = _compared_strings(_function(augment, "classify_augmentations"), "auto_augment")
+    if policies:
+        out["auto_augment"] = (frozenset(policies), False)
+    return out
+
+
+def str_arg_problem(key: str, value: object) -> str | None:
+    """Why Ultralytics' trainer would refuse ``value`` for the string train argument ``key``
+    (:func:`str_arg_values`): ``"is not a value Ultralytics 8.4.190 accepts for optimizer (Adam, ...)"``;
+    ``None`` when it accepts it or ``key`` is not such an argument."""
+    known = str_arg_values().get(key)
+    if known is None or (value is None and key == "auto_augment"):
+        return None
+    values, fold = known
+    if isinstance(value, str) and ((value.lower() in {v.lower() for v in values}) if fold else value in values):
+        return None
+    listed = ", ".join(sorted(values, key=str.lower)) + (", or null: off" if key == "auto_augment" else "")
+    case = "; any case" if fold else ""
+    return f"is not a value Ultralytics {version()} accepts for {key} ({listed}{case})"
+
+
+@functools.cache
 def arg_limits() -> dict[str, tuple[float, float | None, bool]]:
     """The value range Ultralytics' ``check_cfg`` accepts per numeric train argument.
 
@@ -169,6 +278,13 @@ def arg_limits() -> dict[str, tuple[float, float | None, bool]]:
 def image_formats() -> frozenset[str]:
     """Image file suffixes Ultralytics loads, lower case without the dot (``ultralytics.data.utils.IMG_FORMATS``)."""
     return frozenset(ast.literal_eval(_module_constants("data/utils.py")["IMG_FORMATS"]))
+
+
+@functools.cache
+def dataset_cache_version() -> str:
+    """The version Ultralytics writes into, and requires of, a dataset ``.cache`` file
+    (``DATASET_CACHE_VERSION`` of ``ultralytics/data/dataset.py``)."""
+    return str(ast.literal_eval(_module_constants("data/dataset.py")["DATASET_CACHE_VERSION"]))
 
 
 @functools.cache

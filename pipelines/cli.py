@@ -30,9 +30,12 @@ def pipelines_compile(
 ) -> None:
     """Write the IR YAML of every example pipeline and the tuning component's YAML into OUT_DIR."""
     # Raises hpo.extras.MissingExtra (kfp or kfp-kubernetes missing: extra ``kfp``) and
-    # hpo.errors.ConfigError (no or bad image; OUT_DIR is a file or not writable); the text above is the --help
+    # hpo.errors.ConfigError (no or bad image; a mount path Kubernetes or the container would refuse,
+    # hpo.preflight.check_mount_path; OUT_DIR is a file or not writable); the text above is the --help
     from hpo.extras import require
+    from hpo.preflight import check_mount_path
 
+    check_mount_path(mount_path, "--mount-path")  # before the extras: bad input is bad input
     require("kfp", "kfp", "hpo pipelines compile")
     require("kfp.kubernetes", "kfp", "hpo pipelines compile")
     from .examples import compile_all

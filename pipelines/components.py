@@ -98,6 +98,7 @@ def hpo_tune(
     workers: int = 0,
     join: bool = False,
     storage_env: str = "",
+    allow_changes: bool = False,
 ) -> NamedTuple("TuneOutputs", [("study_dir", str), ("best_weights", str), ("best_hyperparameters", dict)]):
     """Tune an Ultralytics YOLO model with hpo (``hpo tune``) on the mounted volume.
 
@@ -112,7 +113,9 @@ def hpo_tune(
     budget (``"2h"``, ``"90m"``, ``"3600"``; ``""``: none; kept across retries; ``iterations`` 0: no
     cap, the budget alone ends the study); ``join`` adds this task to a running
     study (several pods, one study: backends that support it, e.g. optuna); ``storage_env`` names an
-    environment variable (e.g. from a Kubernetes Secret) holding the backend's ``storage`` URL.
+    environment variable (e.g. from a Kubernetes Secret) holding the backend's ``storage`` URL;
+    ``allow_changes`` lets a re-run continue an existing study whose data or train args changed
+    (``hpo tune --resume --allow-changes``; without it the task fails naming the change).
 
     Outputs: ``best_hyperparameters`` (dict: the best params, ready to merge into a training
     step's train args), ``best_model`` (Model: the best weights, with metadata ``metric``,
@@ -146,6 +149,7 @@ def hpo_tune(
         workers=workers or None,
         join=join,
         storage_env=storage_env,
+        allow_changes=allow_changes,
     )
     write_outputs(r, metrics=metrics, leaderboard=leaderboard, report=report, best_model=best_model)
     outputs = namedtuple("TuneOutputs", ["study_dir", "best_weights", "best_hyperparameters"])

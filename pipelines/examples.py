@@ -41,8 +41,13 @@ def make_pipelines(image: str, mount_path: str = MOUNT) -> dict[str, Callable[..
             ``/mnt/hpo``; under ``kfp.local``, which ignores mounts, a local folder).
 
     Raises:
-        hpo.errors.ConfigError: no image, or not an image reference.
+        hpo.errors.ConfigError: no image, or not an image reference; a ``mount_path`` Kubernetes
+            or the container would refuse (relative, ``/``, a system folder:
+            :func:`hpo.preflight.check_mount_path`).
     """
+    from hpo.preflight import check_mount_path
+
+    check_mount_path(mount_path)
     c = make_components(image)
     hpo_tune, check_environment, train_model = c["hpo_tune"], c["check_environment"], c["train_model"]
     validate_model, compare_studies = c["validate_model"], c["compare_studies"]
@@ -275,7 +280,8 @@ def compile_all(out_dir: str | Path, image: str, mount_path: str = MOUNT) -> lis
         The written files.
 
     Raises:
-        hpo.errors.ConfigError: no or bad image; ``out_dir`` is a file or not writable.
+        hpo.errors.ConfigError: no or bad image; a bad ``mount_path`` (see :func:`make_pipelines`);
+            ``out_dir`` is a file or not writable.
     """
     out = Path(out_dir)
     pipelines = make_pipelines(image, mount_path)

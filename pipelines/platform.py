@@ -90,6 +90,23 @@ def _check_count(count: Union[int, str, Channel]) -> Union[int, Channel]:
     return n
 
 
+def _refuse_secrets(task: dsl.PipelineTask) -> None:
+    """Refuse a task argument given as a constant that holds a credential: KFP writes constants
+    into the compiled pipeline and shows them in its UI. Pipeline parameters (channels) are values
+    given when a run is submitted and are not seen here."""
+    from hpo.errors import ConfigError
+    from hpo.redact import has_secret, mask_secrets
+
+    for name, value in (getattr(task, "inputs", None) or {}).items():
+        if isinstance(value, PipelineChannel) or not has_secret(value):
+            continue
+        raise ConfigError(
+            f"{name}: {mask_secrets(value)} holds a credential that the compiled pipeline would keep in plain text; "
+            f"put it in a Kubernetes Secret (configure_tuning_task(secret_name=...)), e.g. a storage URL as its key "
+            f"{STORAGE_ENV} with storage_env='{STORAGE_ENV}'"
+        )
+
+
 def configure_tuning_task(
     task: dsl.PipelineTask,
     *,
@@ -149,7 +166,15 @@ def configure_tuning_task(
         ValueError: ``accelerator_count`` not in :data:`ACCELERATOR_COUNTS`, ``retries < 0``, a
             toleration that is not a mapping, a memory quantity that does not parse, or a memory
             limit below the request.
+        hpo.errors.ConfigError (a ``ValueError``): ``mount_path`` is no mount path Kubernetes and
+            the container accept (:func:`hpo.preflight.check_mount_path`); or an argument of
+            ``task`` given as a constant holds a credential (a URL with a password, a token:
+            :func:`hpo.redact.has_secret`), which the compiled pipeline would keep in plain text.
     """
+    from hpo.preflight import check_mount_path
+
+    check_mount_path(mount_path)
+    _refuse_secrets(task)
     count = _check_count(accelerator_count)
     if memory is not None:
         request = memory_bytes("memory", memory) + (memory_bytes("shm_size", shm_size) if shm_size else 0)

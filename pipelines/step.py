@@ -112,6 +112,7 @@ def run_tune_step(
     keep_weights: str = "top-3",
     workers: int | None = None,
     join_wait_s: float = 900.0,
+    allow_changes: bool = False,
 ) -> StepResult:
     """Pre-flight, then tune (or resume) one study on the mounted volume.
 
@@ -146,13 +147,23 @@ def run_tune_step(
         lock_wait_s: seconds to wait for the lock of a killed previous attempt to go stale
             (default: the lock's staleness limit plus one heartbeat).
         join_wait_s: seconds a joining task waits for ``study.json`` (default 900).
+        allow_changes: when the study exists (a retry or a re-run), continue it even if its data or
+            train args changed (``hpo tune --resume --allow-changes``); without it such a change is
+            refused before anything trains. Ignored for a new study.
 
     Returns:
         :class:`StepResult`.
 
+    A credential in ``backend_options`` (a storage URL with a password) works, but KFP keeps a
+    run's parameters in its database and UI: a warning says to use ``storage_env`` and a Secret.
+    hpo itself writes it masked (``postgresql://user:***@host/db``) wherever it writes it.
+
     Raises:
-        hpo.errors.ConfigError: a pre-flight check failed, or bad settings (nothing trained).
-        hpo.errors.RunFailedError: every trial failed.
+        hpo.errors.ConfigError: a pre-flight check failed, or bad settings (nothing trained), e.g.
+            a ``mount_path`` that is no absolute folder of its own (:func:`hpo.preflight.check_mount_path`).
+        hpo.errors.RunFailedError: the study has no complete trial when the step ends (every trial
+            failed, or the time budget ended it first), also when a retry finds it finished: the
+            task fails rather than hand on no result.
         hpo.errors.StudyLockedError: another live writer holds the study.
     """
     import os
@@ -161,8 +172,19 @@ def run_tune_step(
 
     from hpo import Study, Tuner
     from hpo.errors import ConfigError, StudyLockedError
-    from hpo.preflight import run_preflight
+    from hpo.preflight import check_mount_path, run_preflight
+    from hpo.redact import has_secret, mask_secrets
     from hpo.study import LOCK_HEARTBEAT_S, LOCK_STALE_AFTER_S
+
+    if mount_path:
+        check_mount_path(mount_path)
+    if has_secret(backend_options):
+        print(
+            f"hpo: warning: backend_options: {mask_secrets(backend_options)} holds a credential, which KFP keeps "
+            "in the run's parameters (its database and UI); put it in a Kubernetes Secret and pass storage_env "
+            "(docs/kfp.md, section 6)",
+            file=sys.stderr,
+        )
 
     if workers:
         from hpo.tuner import DEPRECATED_WORKERS
@@ -230,7 +252,7 @@ def run_tune_step(
         tuner = Tuner(**kwargs, join=True)
     else:
         resumed = Study.exists(probe.study_dir)
-        tuner = Tuner(**kwargs, resume=resumed) if resumed else probe
+        tuner = Tuner(**kwargs, resume=True, allow_changes=allow_changes) if resumed else probe
     notices += list(tuner.config.notices)
     for n in tuner.config.notices:
         print(f"hpo: notice: {n}", file=sys.stderr)
@@ -342,14 +364,18 @@ def run_train_step(
         ``hyperparameters`` (the train args applied).
 
     Raises:
-        hpo.errors.ConfigError: model or data missing or unusable.
+        hpo.errors.ConfigError: model or data missing or unusable; a bad ``mount_path``
+            (:func:`hpo.preflight.check_mount_path`).
     """
     import csv
     import os
     import shutil
 
     from hpo.data import resolve_data
+    from hpo.preflight import check_mount_path
     from hpo.ultra import TASK_METRIC, resolve_model
+
+    check_mount_path(mount_path)
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
     data_p = resolve_on_mount(data, mount_path)
@@ -398,7 +424,8 @@ def run_validate_step(
         The validation metrics (Ultralytics' names) and ``objective`` (the task's default metric).
 
     Raises:
-        hpo.errors.ConfigError: the weights file or the data is missing.
+        hpo.errors.ConfigError: the weights file or the data is missing; a bad ``mount_path``
+            (:func:`hpo.preflight.check_mount_path`).
     """
     import os
     import shutil
@@ -406,7 +433,10 @@ def run_validate_step(
 
     from hpo.data import resolve_data
     from hpo.errors import ConfigError
+    from hpo.preflight import check_mount_path
     from hpo.ultra import TASK_METRIC, resolve_model
+
+    check_mount_path(mount_path)
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
     if not Path(weights).is_file():

@@ -1,8 +1,9 @@
-"""Shared fixtures: real demo datasets (built once per session) and the real COCO8 on the shared volume."""
+"""Shared fixtures: real demo datasets (built once per session) and the real COCO8, vendored in tests/data/coco8."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,10 @@ import pytest
 os.environ.setdefault("HPO_PLOTS", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
-COCO8 = ROOT.parent / "shared" / "data" / "coco8" / "data.yaml"
+#: Ultralytics' COCO8 (the first 8 COCO train2017 images: 4 train, 4 val, 80 classes), vendored with its
+#: README and LICENSE; its data.yaml says ``path: .``. The tests read only this copy (never a folder
+#: beside the checkout: tests/test_fresh_clone.py).
+COCO8 = ROOT / "tests" / "data" / "coco8" / "data.yaml"
 
 #: Fixed train args that keep a trial to a few seconds on a 2-core CPU.
 CLS_ARGS = {"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu", "optimizer": "AdamW"}
@@ -37,10 +41,14 @@ def digits_det(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def coco8() -> Path:
+def coco8(tmp_path_factory) -> Path:
+    """The data.yaml of a copy of :data:`COCO8` in a temporary folder (made once per session), so
+    that Ultralytics' label caches (``labels/*.cache``) never land in the checkout."""
     if not COCO8.is_file():
-        pytest.fail(f"the shared COCO8 dataset is missing at {COCO8}")
-    return COCO8.resolve()  # the volume may be reached through a symlink
+        pytest.fail(f"the vendored COCO8 dataset is missing at {COCO8}; restore tests/data/coco8 from git")
+    copy = tmp_path_factory.mktemp("data") / "coco8"
+    shutil.copytree(COCO8.parent, copy)
+    return (copy / "data.yaml").resolve()  # tmp may be reached through a symlink
 
 
 @pytest.fixture

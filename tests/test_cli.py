@@ -81,6 +81,39 @@ def test_help_and_backends_do_not_import_heavy_libraries():
         (["--join"], "join: backend 'ultralytics' cannot share a study between processes; use a backend that can (optuna)"),
         (["--backend", "optuna", "--join", "--resume"], "--join and --resume exclude each other"),
         (["--backend", "optuna", "--join"], "join: there is no study at"),
+        (
+            ["--backend", "optuna", "--space", '{"optimizer": {"type": "choice", "choices": ["SGD", "Lion9000"]}}'],
+            "space: 'optimizer' choice \"Lion9000\" is not a value Ultralytics",
+        ),
+        (
+            ["--backend", "optuna", "--space", '{"cos_lr": {"type": "choice", "choices": [true, "x", 1, null]}}'],
+            "space: 'cos_lr' choice \"x\" is a str; 'cos_lr' takes true or false only",
+        ),
+        (
+            ["--backend", "optuna", "--space", '{"amp": {"type": "choice", "choices": [true, "x"]}}'],
+            "space: 'amp' choice 'x' is refused by Ultralytics",  # Ultralytics' own check_cfg, value by value
+        ),
+        (["optimizer=Lion9000"], "train args: optimizer=Lion9000 is not a value Ultralytics"),
+        (
+            ["--space", '{"batch": [-1, 16]}'],
+            "space: 'batch' low=-1: values below 1 are not batch sizes: -1 is Ultralytics' AutoBatch",
+        ),
+        (["--space", '{"lr0": [0.001, 0.01], "lr0": [0.01, 0.1]}'], "space: inline JSON repeats the key 'lr0'"),
+        (
+            ["--space", '{"device": {"type": "choice", "choices": ["0", "1"]}}'],
+            "space: 'device' cannot be tuned, it is a setting of the study: give it as a fixed train arg (device=0,",
+        ),
+        (
+            ["--", "--resume"],
+            "ultralytics option 'resume' (--resume): --resume is an option of hpo tune itself, not of backend ultralytics; "
+            "give it among hpo tune's options, before '--'",
+        ),
+        (
+            ["--name=études"],
+            "name: 'études' must be 1-128 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit",
+        ),
+        (["--name=-rf"], "name: '-rf' must be 1-128 ASCII letters"),
+        (["--name=.."], "name: '..' must be 1-128 ASCII letters"),
     ],
 )
 def test_bad_input_exit_2_one_line_nothing_written(tmp_path, digits_cls, extra, message):
@@ -106,6 +139,106 @@ def test_bad_input_exit_2_one_line_nothing_written(tmp_path, digits_cls, extra, 
     assert len(lines) == 1 and lines[0].startswith("hpo: error: "), r.stderr
     assert message in lines[0]
     assert not out_dir.exists()
+
+
+def test_a_name_derived_from_the_data_says_so_and_suggests_name(tmp_path, digits_det):
+    import shutil
+
+    data = tmp_path / "coco8 sp" / "my data.yaml"
+    shutil.copytree(digits_det.parent, data.parent, ignore=shutil.ignore_patterns("*.cache"))
+    shutil.move(data.parent / digits_det.name, data)
+    base = ["tune", "--model", "yolov8n.yaml", "--data", str(data), "--output", str(tmp_path / "o"), "imgsz=32"]
+    r = hpo_cli(*base)
+    assert r.returncode == 2 and r.stderr == (
+        f"hpo: error: name: 'my data-ultralytics' was derived from the data '{data}' (<data>-<backend>) and is not a study "
+        "name: a name is 1-128 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit (it is a folder "
+        "name); give one with --name\n"
+    )
+    r = hpo_cli(*base, "--name", "my-data", "--metric", "nope")  # the name passes; the next check speaks
+    assert r.returncode == 2 and "metric: 'nope' is not reported" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_python_dash_m_hpo_is_the_cli():
+    r = subprocess.run([sys.executable, "-m", "hpo", "backends", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert {"ultralytics", "optuna", "ray"} <= {b["name"] for b in json.loads(r.stdout)}
+    r = subprocess.run([sys.executable, "-m", "hpo", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "Usage: hpo " in r.stdout
+
+
+def test_more_concurrent_trials_than_cpus_or_gpus_warn_and_start_only_what_is_needed(tmp_path, digits_cls):
+    """--concurrent-trials 100000 on a small machine: one warning line with the rule and the fix; the
+    study still runs, starting no more threads than trials (it took 2.7 min and 1.3 GB for 3 simulated
+    trials when every slot got a thread)."""
+    from hpo.config import _concurrency_warning, usable_cpus
+
+    cpus = usable_cpus()
+    r = hpo_cli(
+        "tune",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(digits_cls),
+        "--output",
+        str(tmp_path / "o"),
+        "--iterations",
+        "3",
+        "--epochs",
+        "2",
+        "--concurrent-trials",
+        "100000",
+        "--space",
+        '{"lr0": [0.001, 0.01]}',
+        "--quiet",
+        *kv(CLS_ARGS),
+        env={"HPO_TRAINER": "hpo.simulate:simulated_trainer"},
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("hpo: warning: ")]
+    assert warnings == [
+        f"hpo: warning: concurrent_trials: 100000 trials at once on the CPU exceed the {cpus} CPUs this process may use: "
+        "they compete for them (each trial slower, each with its own model and data in memory); use --concurrent-trials "
+        f"{cpus} or fewer"
+    ]
+    assert _concurrency_warning(cpus, "cpu") is None and _concurrency_warning(1, None) is None
+    assert _concurrency_warning(2, "0,1") is None  # one trial per listed GPU: the rule
+    assert _concurrency_warning(5, "0,1") == (
+        "concurrent_trials: 5 trials at once on 2 GPUs (device=0,1) put up to 3 on each GPU, sharing its memory and "
+        "time; use --concurrent-trials 2 (one trial per GPU) unless a trial needs only part of one"
+    )
+
+
+def test_resume_of_a_study_json_edited_to_another_backend_is_refused_leaving_nothing(tmp_path, digits_cls):
+    """study.json hand-edited to another backend: resuming with it failed mid-run (optuna handed out a
+    trial id the study holds: 'unexpected RuntimeError', an optuna/ folder left)."""
+    base = ["tune", "--model", "yolov8n-cls.yaml", "--data", str(digits_cls), "--output", str(tmp_path / "o")]
+    base += ["--name", "s", "--epochs", "2", "--space", '{"lr0": [0.001, 0.01]}', "--quiet", *kv(CLS_ARGS)]
+    env = {"HPO_TRAINER": "hpo.simulate:simulated_trainer"}
+    assert hpo_cli(*base, "--iterations", "2", env=env).returncode == 0
+    study = tmp_path / "o" / "s"
+    r = hpo_cli(*base, "--backend", "optuna", "--iterations", "4", "--resume", env=env)  # not edited: the diff
+    assert r.returncode == 2 and 'settings changed (backend: stored "ultralytics" != given "optuna")' in r.stderr
+    settings = json.loads((study / "study.json").read_text())
+    (study / "study.json").write_text(json.dumps({**settings, "backend": "optuna"}))
+    before = {p.name: p.read_bytes() for p in study.iterdir() if p.is_file()}
+    r = hpo_cli(*base, "--backend", "optuna", "--iterations", "4", "--resume", env=env)
+    assert r.returncode == 2 and r.stderr.startswith(
+        "hpo: error: resume: study.json names backend 'optuna', but its stored options (initial_random, parents, "
+        "prune_min_epoch, prune_percentile, prune_startup_trials, pruner, sigma) are the options of backend 'ultralytics' "
+        "(was study.json edited?); put back the backend that ran the study and resume with it, or start a new --name"
+    ), r.stderr
+    settings["options"] = {}  # the options edited away too: the state folders still tell
+    (study / "study.json").write_text(json.dumps({**settings, "backend": "optuna"}))
+    before["study.json"] = (study / "study.json").read_bytes()
+    r = hpo_cli(*base, "--backend", "optuna", "--iterations", "4", "--resume", env=env)
+    assert (
+        r.returncode == 2
+        and (f"but '{study / 'ultralytics'}' holds the state of backend 'ultralytics' and there is no '{study / 'optuna'}'")
+        in r.stderr
+    )
+    assert not (study / "optuna").exists() and {p.name: p.read_bytes() for p in study.iterdir() if p.is_file()} == before
 
 
 def test_missing_data_and_unwritable_output(tmp_path, digits_cls):
@@ -246,12 +379,12 @@ def test_numbers_in_the_yolo_cli_forms_are_numbers(tmp_path):
     assert SearchSpace.parse(f).to_ultralytics() == {"lr0": (1e-5, 1e-2, 1.0), "momentum": (0.7, 0.98, 0.3)}
 
 
-@pytest.mark.slow  # one real 1-epoch training
+@pytest.mark.slow  # one real 2-epoch training
 def test_risky_input_warns_in_the_terminal_and_the_study_runs(tmp_path, digits_cls, read_only):
     import shutil
 
     src, ro = read_only
-    shutil.copytree(digits_cls, src / "digits-cls")
+    shutil.copytree(digits_cls, src / "digits-cls", ignore=shutil.ignore_patterns("*.cache"))
     out_dir = tmp_path / "out"
     r = hpo_cli(
         "tune",
@@ -264,25 +397,62 @@ def test_risky_input_warns_in_the_terminal_and_the_study_runs(tmp_path, digits_c
         "--iterations",
         "1",
         "--epochs",
-        "1",
+        "2",
         "--space",
         '{"hsv_v": [0.0, 0.9]}',
         "val=False",
-        "--quiet",
         *kv(CLS_ARGS),
     )
     assert r.returncode == 0, r.stderr
     warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("hpo: warning: ")]
     assert warnings == [
-        f"hpo: warning: data: '{ro / 'digits-cls'}' is read-only, so Ultralytics cannot save {s}.cache and rescans the {s} "
-        "labels in every trial; mount the dataset read-write once to let the cache be written, or copy it to a writable volume"
-        for s in ("train", "val")
-    ] + [
+        f"hpo: warning: data: '{ro / 'digits-cls'}' is read-only, so Ultralytics cannot save train.cache and val.cache "
+        "and rescans the train and val labels in every trial; mount the dataset read-write once to let the cache be "
+        "written, or copy it to a writable volume",
         "hpo: warning: train args: val=False validates only after the last epoch, so trials record no per-epoch objective "
-        "and a pruner or scheduler (optuna --pruner, ray --scheduler) has nothing to compare; drop val=False to prune"
+        "and a pruner or scheduler (optuna --pruner, ray --scheduler) has nothing to compare; drop val=False to prune",
     ]
     assert "HpoWarning" not in r.stderr  # the CLI prints them once, as its own lines
-    assert json.loads((out_dir / "digits-cls-ultralytics" / "study.json").read_text())["train_args"]["val"] is False
+    study = out_dir / "digits-cls-ultralytics"
+    assert json.loads((study / "study.json").read_text())["train_args"]["val"] is False
+    # no validation after epoch 1: no metric recorded or shown for it (Ultralytics leaves zeros there)
+    record = [json.loads(ln) for ln in (study / "trials.jsonl").read_text().splitlines()][-1]
+    first, last = record["epochs"]
+    assert "train/loss" in first and not any(k.startswith(("metrics/", "val/")) for k in first)
+    assert last["metrics/accuracy_top1"] > 0 and record["objective"] == record["final_metrics"]["metrics/accuracy_top1"]
+    assert "  trial 0 epoch 1/2 metrics/accuracy_top1=- (" in r.stderr
+    assert f"  trial 0 epoch 2/2 metrics/accuracy_top1={last['metrics/accuracy_top1']:.5g} (" in r.stderr
+
+
+@pytest.mark.slow  # one real 1-epoch training
+def test_integer_train_args_in_a_space_train_as_integers(tmp_path, digits_cls):
+    """batch and imgsz ranges are integer parameters (CFG_INT_KEYS lacks them): a float batch failed
+    every trial ("batch_size should be a positive integer value, but got batch_size=16.0")."""
+    args = {k: v for k, v in CLS_ARGS.items() if k not in ("batch", "imgsz")}
+    r = hpo_cli(
+        "tune",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(digits_cls),
+        "--output",
+        str(tmp_path / "o"),
+        "--iterations",
+        "1",
+        "--epochs",
+        "1",
+        "--space",
+        '{"batch": [16, 64], "imgsz": [32, 48]}',
+        "--quiet",
+        *kv(args),
+    )
+    assert r.returncode == 0, r.stderr
+    (record,) = [json.loads(ln) for ln in (tmp_path / "o" / "digits-cls-ultralytics" / "trials.jsonl").read_text().splitlines()][
+        -1:
+    ]
+    assert record["status"] == "complete" and record["objective"] is not None
+    assert record["params"] == record["applied"] == {"batch": 16, "imgsz": 48}  # Ultralytics' defaults, clipped
+    assert all(type(v) is int for v in (*record["params"].values(), *record["applied"].values()))
 
 
 def test_tune_help_lists_the_backends_options_and_flags_take_no_value():
@@ -296,6 +466,7 @@ def test_tune_help_lists_the_backends_options_and_flags_take_no_value():
     assert "--time-budget" in r.stdout
     r = hpo_cli("tune", "--help", "--backend", "ray", env={"COLUMNS": "120"})
     assert "--checkpoint/--no-checkpoint: " in r.stdout and "(default: on)" in r.stdout
+    assert "--max-concurrent INT: trials run at once (default: --concurrent-trials," in r.stdout and "--workers" not in r.stdout
     r = hpo_cli("backends")
     assert r.returncode == 0 and "sequential" not in r.stdout and "--concurrent-trials N" in r.stdout
 

@@ -13,8 +13,10 @@ from hpo.datasets import make_digits_cls, make_digits_det
 
 
 def _digest(folder: Path) -> str:
+    """The builder's output: every file but Ultralytics' label caches (``train.cache``), which a
+    training on the session's shared dataset writes beside the splits."""
     h = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix != ".cache"):
         h.update(str(f.relative_to(folder)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()
@@ -146,7 +148,7 @@ def test_a_split_without_images_is_refused(tmp_path):
     assert resolve_data(y, "detect").content["val"] == str(det / "val.txt")
 
 
-def test_read_only_dataset_warns_that_labels_are_rescanned(read_only, coco8):
+def test_read_only_dataset_warns_that_labels_are_rescanned(read_only, digits_det):
     import shutil
     import warnings
 
@@ -156,22 +158,25 @@ def test_read_only_dataset_warns_that_labels_are_rescanned(read_only, coco8):
 
     src, ro = read_only
     _cls_tree(src / "cls")
-    shutil.copytree(coco8.parent / "images", src / "det" / "images")
-    shutil.copytree(coco8.parent / "labels", src / "det" / "labels")
-    for cache in (src / "det" / "labels").glob("*.cache"):
-        cache.unlink()
-    (src / "det" / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: {0: person}\n")
+    shutil.copytree(digits_det.parent, src / "det", ignore=shutil.ignore_patterns("*.cache"))
+    rescan = "mount the dataset read-write once to let the cache be written, or copy it to a writable volume"
     found = cache_warnings(resolve_data(ro / "cls", "classify"))
-    assert len(found) == 2 and all(f"data: '{ro / 'cls'}' is read-only" in w for w in found)
-    assert "train.cache" in found[0] and "val.cache" in found[1]
+    assert found == [
+        f"data: '{ro / 'cls'}' is read-only, so Ultralytics cannot save train.cache and val.cache and rescans the train "
+        f"and val labels in every trial; {rescan}"
+    ]
     found = cache_warnings(resolve_data(ro / "det" / "data.yaml", "detect"))
-    assert [w.split(" and ")[0] for w in found] == [
-        f"data: '{ro / 'det' / 'labels'}' is read-only, so Ultralytics cannot save {s}.cache" for s in ("train", "val")
+    assert found == [
+        f"data: '{ro / 'det' / 'labels'}' is read-only, so Ultralytics cannot save train.cache and val.cache and rescans "
+        f"the train and val labels in every trial; {rescan}"
     ]
     assert cache_warnings(resolve_data(src / "cls", "classify")) == []  # writable: Ultralytics saves its cache
-    (src / "det" / "labels" / "train.cache").write_bytes(b"")
+    (src / "det" / "labels" / "train.cache").write_bytes(b"")  # a cache Ultralytics cannot load is rescanned too
     (src / "det" / "labels" / "val.cache").write_bytes(b"")
-    assert cache_warnings(resolve_data(ro / "det" / "data.yaml", "detect")) == []  # caches there: nothing to rescan
+    assert cache_warnings(resolve_data(ro / "det" / "data.yaml", "detect")) == [
+        f"data: '{ro / 'det' / 'labels'}' is read-only, so Ultralytics cannot replace its stale train.cache and val.cache "
+        f"(it is unreadable) and rescans the train and val labels in every trial; {rescan}"
+    ]
 
     with warnings.catch_warnings(record=True) as caught:  # the Python API shows them too
         warnings.simplefilter("always")
@@ -185,5 +190,151 @@ def test_read_only_dataset_warns_that_labels_are_rescanned(read_only, coco8):
             output=src / "out",
         )
     texts = [str(w.message) for w in caught if issubclass(w.category, HpoWarning)]
-    assert texts == list(cfg.warnings) and len(texts) == 3
-    assert texts[2].startswith("train args: val=False validates only after the last epoch")
+    assert texts == list(cfg.warnings) and len(texts) == 2
+    assert texts[1].startswith("train args: val=False validates only after the last epoch")
+
+
+def _ultralytics_scans(root: Path) -> list[str]:
+    """Build Ultralytics' own ClassificationDataset on both splits of ``root`` (as a trial does); return
+    what its logger said about the cache (a scan it could not save says "cache not saved")."""
+    import logging
+
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data.dataset import ClassificationDataset
+    from ultralytics.utils import LOGGER
+
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    LOGGER.addHandler(handler)
+    try:
+        for split in ("train", "val"):
+            ClassificationDataset(root=str(root / split), args=get_cfg(overrides={"imgsz": 32}), augment=False, prefix=split)
+    finally:
+        LOGGER.removeHandler(handler)
+    return [m for m in said if "cache" in m.lower()]
+
+
+def test_a_stale_cache_on_a_read_only_volume_warns_once_before_the_trials(read_only):
+    """The issue's case: the caches exist, but Ultralytics will not use them (written at another
+    mount path, or copied with the dataset), so every trial rescans and says so only in its log."""
+    import subprocess
+
+    from hpo.data import cache_warnings
+
+    src, ro = read_only
+    _cls_tree(src / "cls")
+    _ultralytics_scans(src / "cls")  # Ultralytics writes its caches, for the paths under src
+    assert (src / "cls" / "train.cache").is_file() and (src / "cls" / "val.cache").is_file()
+    assert cache_warnings(resolve_data(src / "cls", "classify")) == []
+    found = cache_warnings(resolve_data(ro / "cls", "classify"))  # the same files at another mount path
+    assert found == [
+        f"data: '{ro / 'cls'}' is read-only, so Ultralytics cannot replace its stale train.cache and val.cache (it lists "
+        "other files: the dataset was moved, copied or changed since it was written) and rescans the train and val labels "
+        "in every trial; mount the dataset read-write once to let the cache be written, or copy it to a writable volume"
+    ]
+    assert any("not writable, cache not saved" in m for m in _ultralytics_scans(ro / "cls"))  # Ultralytics agrees
+    subprocess.run(["mount", "-o", "remount,bind,rw", str(ro)], check=True)  # written at this path once...
+    try:
+        _ultralytics_scans(ro / "cls")
+    finally:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+    assert cache_warnings(resolve_data(ro / "cls", "classify")) == []  # ...the caches are used: nothing to say
+    assert not any("cache not saved" in m for m in _ultralytics_scans(ro / "cls"))
+
+
+def test_image_folder_files_are_torchvisions(tmp_path, digits_cls):
+    import torchvision
+    from ultralytics.data.utils import IMG_FORMATS
+
+    from hpo.data import _image_folder_files
+
+    root = _cls_tree(tmp_path / "cls")
+    (root / "train" / "b" / "deep").mkdir()
+    (root / "train" / "b" / "deep" / "1.JPG").write_bytes(b"")
+    (root / "train" / "b" / "notes.txt").write_text("x")
+    for split in (root / "train", digits_cls / "val"):
+        base = torchvision.datasets.ImageFolder(
+            root=split, is_valid_file=lambda x: x.rpartition(".")[-1].lower() in IMG_FORMATS, allow_empty=True
+        )
+        assert _image_folder_files(split) == [x[0] for x in base.samples] + base.classes
+
+
+def test_a_symlink_loop_in_a_split_is_refused_naming_the_link(tmp_path):
+    cls = _cls_tree(tmp_path / "cls")
+    loop = cls / "train" / "a" / "loop"
+    loop.symlink_to("..")  # ln -s .. train/a/loop: ImageFolder would walk train/ again and again
+    with pytest.raises(DataError) as e:
+        resolve_data(cls, "classify")
+    assert str(e.value) == (
+        f"data: '{loop}' is a symbolic link to '{cls / 'train'}', a folder that contains it: Ultralytics would follow it "
+        "round and round (the same images counted again and again, under the link's class); remove the link"
+    )
+    loop.unlink()
+    (cls / "val" / "b" / "self").symlink_to(cls / "val" / "b")  # to its own folder, absolute
+    with pytest.raises(DataError, match=r"'.*val/b/self' is a symbolic link to '.*val/b', a folder that contains it"):
+        resolve_data(cls, "classify")
+    (cls / "val" / "b" / "self").unlink()
+    elsewhere = tmp_path / "more" / "a"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "1.png").write_bytes(b"")
+    (cls / "train" / "a" / "more").symlink_to(elsewhere)  # a link out of the tree is no loop: followed, as Ultralytics does
+    assert resolve_data(cls, "classify").kind == "folder"
+
+    det = tmp_path / "det"
+    (det / "images" / "train").mkdir(parents=True)
+    (det / "images" / "val").mkdir(parents=True)
+    for split in ("train", "val"):
+        (det / "images" / split / "0.jpg").write_bytes(b"")
+    (det / "images" / "train" / "up").symlink_to(det / "images")  # Ultralytics' glob('**/*.*') follows it too
+    (det / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: {0: a}\n")
+    with pytest.raises(DataError, match=r"'.*images/train/up' is a symbolic link to '.*det/images', a folder that contains it"):
+        resolve_data(det / "data.yaml", "detect")
+
+
+def test_label_class_ids_outside_names_are_refused_up_front(tmp_path, digits_det):
+    import shutil
+
+    det = tmp_path / "det"
+    shutil.copytree(digits_det.parent, det, ignore=shutil.ignore_patterns("*.cache"))
+    y = det / "data.yaml"
+    assert len(resolve_data(y, "detect").content["names"]) == 10  # labels 0-9: fine
+    label = sorted((det / "labels" / "train").glob("*.txt"))[3]
+    original = label.read_text()
+    n = len(original.splitlines())
+    label.write_text(original + "999 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(DataError) as e:
+        resolve_data(y, "detect")
+    assert str(e.value) == (
+        f"data: train label '{label}' line {n + 1} has class 999, but '{y}' names 10 classes (ids 0-9): Ultralytics "
+        "would drop those images; fix the labels or list every class in 'names'"
+    )
+    assert resolve_data(y, "detect", single_cls=True).kind == "yaml"  # single_cls=True: every label is class 0
+    label.write_text("\ufeff" + original.replace(original.split()[0], "-1", 1))  # a byte-order mark, then a negative id
+    with pytest.raises(DataError, match=rf"train label '{label}' line 1 has class -1, but"):
+        resolve_data(y, "detect")
+    label.write_text(original)
+    content = yaml.safe_load(y.read_text())
+    y.write_text(yaml.safe_dump({**content, "names": {0: "a"}}))  # one name, labels 0-9
+    with pytest.raises(DataError, match=r"names 1 class \(id 0\) \(\d+ such lines in \d+ label files\): Ultralytics"):
+        resolve_data(y, "detect")
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        ("names: {0: a}\nnames: {0: a, 1: b}\n", r"repeats the key 'names' at line 5 \(first at line 4\); the last value"),
+        ("names:\n  0: a\n  0: b\n", r"repeats the key 0 at line 6 \(first at line 5\)"),
+        ("names: {0: a, 2: b}\n", r"'names' in '.*' must be numbered 0..1 \(2 classes\), got ids 0, 2"),
+        ("names: [a, b]\nnc: 3\n", r"'names' in '.*' lists 2 classes but 'nc: 3' says 3"),
+        ("nc: 2.5\n", r"'nc: 2.5' in '.*' must be a whole number of classes"),
+    ],
+)
+def test_a_data_yaml_that_repeats_a_key_or_misnumbers_classes_is_refused(tmp_path, names, message):
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "images" / split / "0.jpg").write_bytes(b"")
+    y = tmp_path / "data.yaml"
+    y.write_text("path: .\ntrain: images/train\nval: images/val\n" + names)
+    with pytest.raises(DataError, match=message):
+        resolve_data(y, "detect")

@@ -188,9 +188,11 @@ PATTERNS = [
             r"\s*[:=]\s*([A-Za-z0-9/+_.-]{6,})\s*(#.*)?$"
         ),
     ),
-    ("credentials in a URL", re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]+:[^/\s:@'\"]{3,}@[\w.-]+")),
+    ("credentials in a URL", re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]+:([^/\s:@'\"]{3,})@[\w.-]+")),
 ]
-_ALLOWED_VALUES = {"change-me", "set-me", "<set-me>", "example", "placeholder"}
+#: Values that are no credential: placeholders, hpo's own mask (``user:***@host``), and a password
+#: written as an upper-case placeholder word (``scheme://user:PASSWORD@host``)
+_ALLOWED_VALUES = {"change-me", "set-me", "<set-me>", "example", "placeholder", "***", "password"}
 
 
 def _repo_files() -> list[Path]:
@@ -218,7 +220,9 @@ def find_credentials(files: list[Path]) -> list[str]:
         for n, line in enumerate(text.splitlines(), 1):
             for kind, pattern in PATTERNS:
                 m = pattern.search(line)
-                if m and not (m.lastindex and m.group(m.lastindex).lower() in _ALLOWED_VALUES):
+                value = m.group(m.lastindex) if m and m.lastindex else ""
+                # an f-string or shell placeholder ({pw}, $PGPASSWORD) is no committed value
+                if m and not (value.lower() in _ALLOWED_VALUES or value.startswith(("{", "$"))):
                     hits.append(f"{f.relative_to(ROOT) if f.is_relative_to(ROOT) else f}:{n}: {kind}")
     return hits
 
@@ -236,6 +240,9 @@ def test_scanner_finds_planted_credentials(tmp_path):
         + "ok_placeholder = {'password': ''}\n"
         + f"  AWS_SECRET_ACCESS_KEY: {fake[:12]}\n"
         + '  AWS_SECRET_ACCESS_KEY: ""   # placeholder\n'
+        + "masked = 'postgresql://user:***@db/optuna'  # hpo's own mask\n"
+        + "doc = 'scheme://user:PASSWORD@host'\n"
+        + "url = f'postgresql://u:{pw}@db/o'  # an f-string placeholder\n"
     )
     hits = find_credentials([planted])
     assert [h.split(":")[1] for h in hits] == ["1", "2", "3", "4", "6"], hits

@@ -136,6 +136,7 @@ def test_user_pipeline_with_the_helper_compiles_every_setting(tmp_path):
         "keep_weights",
         "mount_path",
         "time_budget",
+        "allow_changes",
     ):
         assert name in ins, name
 
@@ -696,3 +697,42 @@ def test_step_time_budget_ends_the_study_and_a_retry_continues_it(tmp_path, monk
     study = Study.open(again.study_dir)
     assert study.settings["time_budget"] == 5.0 and study.settings["elapsed_s"] >= 5.0
     assert len(study.finished()) > n
+
+
+def test_a_retry_of_a_study_without_a_complete_trial_fails_the_task(tmp_path, monkeypatch):
+    """The step's retry resumes its study: one whose every trial failed used to come back as a
+    result (nothing to do), turning a KFP retry green. Every attempt fails now, with the reason; a
+    re-run with another fixed train arg fails naming it, unless ``allow_changes``."""
+    from hpo import Study
+    from hpo.datasets import make_digits_cls
+    from hpo.errors import RunFailedError, StudyError
+    from hpo_kfp.step import run_tune_step
+
+    mnt = tmp_path / "pvc"
+    make_digits_cls(mnt / "datasets" / "digits-cls", seed=0, imgsz=8)
+    monkeypatch.setenv("HPO_TRAINER", "hpo.simulate:simulated_trainer")
+    monkeypatch.setenv("HPO_TRAINER_OPTIONS", json.dumps({"fail": [0, 1]}))
+    monkeypatch.setenv("HPO_PLOTS", "0")
+    args = dict(
+        model="yolov8n-cls.yaml",
+        data="datasets/digits-cls",
+        iterations=2,
+        epochs=1,
+        space=json.dumps({"lr0": [1e-4, 1e-2]}),
+        mount_path=str(mnt),
+        train_args={"imgsz": 32, "optimizer": "SGD"},
+        seed=0,
+    )
+    with pytest.raises(RunFailedError, match=r"^every trial failed; first error \(trial 0\): "):
+        run_tune_step(**args)
+    with pytest.raises(RunFailedError, match=r"^every trial failed \(the study already has its 2 finished trials"):
+        run_tune_step(**args)  # what a KFP retry of the task runs: it resumes the study
+    study_dir = mnt / "studies" / "digits-cls-ultralytics"
+    assert [r.status.value for r in Study.open(study_dir).finished()] == ["failed", "failed"]
+    monkeypatch.setenv("HPO_TRAINER_OPTIONS", "{}")
+    more = dict(args, iterations=3, train_args={"imgsz": 48, "optimizer": "SGD"})
+    with pytest.raises(StudyError, match=r"train arg imgsz: stored 32 != given 48\); start a new study"):
+        run_tune_step(**more)
+    r = run_tune_step(**more, allow_changes=True)
+    assert r.resumed and r.metrics["complete"] == 1 and r.metrics["failed"] == 2
+    assert Study.open(study_dir).records()[2].settings == 1

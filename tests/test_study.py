@@ -284,7 +284,9 @@ def test_ranked_is_the_leaderboard_order(tmp_path):
 # --- the records in memory: read once, then only what was appended (issue 28, flat cost per trial)
 def _reference_fold(path):
     """What the study held before it kept its records in memory: every trials*.jsonl re-read and
-    folded from scratch (last snapshot wins, a finished one is never replaced by an unfinished one)."""
+    folded from scratch (last snapshot wins, a finished one is never replaced by an unfinished one;
+    a snapshot with other params than the id's current record counts only as a running one that
+    starts an unfinished trial again)."""
     from hpo.study import _parse_record
 
     out = {}
@@ -295,13 +297,17 @@ def _reference_fold(path):
             if rec is None:
                 continue
             prev = out.get(rec.id)
+            if prev is not None and rec.params != prev.params:
+                if prev.status.finished or rec.status is not TrialStatus.RUNNING:
+                    continue
             if prev is None or not (prev.status.finished and not rec.status.finished):
                 out[rec.id] = rec
     return {i: out[i].to_json() for i in sorted(out)}
 
 
-def _line(i, status="running", objective=None, **extra):
-    rec = TrialRecord(id=i, params={"lr0": 0.001 * (i + 1)}, status=TrialStatus(status), objective=objective, **extra)
+def _line(i, status="running", objective=None, lr0=None, **extra):
+    params = {"lr0": 0.001 * (i + 1) if lr0 is None else lr0}
+    rec = TrialRecord(id=i, params=params, status=TrialStatus(status), objective=objective, **extra)
     return json.dumps(rec.to_json(), separators=(",", ":")) + "\n"
 
 
@@ -410,7 +416,10 @@ def test_incremental_reading_matches_reading_everything_again(tmp_path):
         f = rng.choice(others)
         i = rng.randrange(40)
         status = rng.choice(["running", "interrupted", "complete", "failed", "pruned"])
-        line = _line(i, status, rng.random() if status in ("complete", "pruned") else None, epochs_completed=rng.randrange(5))
+        lr0 = rng.choice([None, None, None, 0.5])  # now and then other params for the id (a restart, or a wrong line)
+        line = _line(
+            i, status, rng.random() if status in ("complete", "pruned") else None, lr0=lr0, epochs_completed=rng.randrange(5)
+        )
         if op < 0.3:
             study.append(TrialRecord.from_json(json.loads(line)))
         elif op < 0.6 and f not in torn:
@@ -514,3 +523,36 @@ def test_a_real_study_parses_each_record_line_once(tmp_path, digits_cls):
     new = len(f.read_text().splitlines()) - len(lines)
     assert after["bytes_read"] - before["bytes_read"] <= size + 4096  # read once on open
     assert after["lines_parsed"] - before["lines_parsed"] <= 24 + new + 2  # a line per trial on open, then its own
+
+
+def test_two_records_of_one_id_with_other_params_warn_once_and_the_first_wins(tmp_path, capsys):
+    """A trial's params never change after the running record that started it, which it trained with:
+    a later record of the same id with other params (a hand edit, a foreign line) is ignored, with one
+    warning naming the id and both lines; the study's best stays the trial whose weights
+    weights/best.pt holds. Only an unfinished id may start again with new params."""
+    study = Study.create(tmp_path / "s", {"direction": "maximize", "metric": "m"})
+    for i, (lr0, obj) in enumerate([(0.01, 0.5), (0.02, 0.6)]):
+        r = TrialRecord(id=i, params={"lr0": lr0})
+        study.append(r)
+        r.status, r.objective = TrialStatus.COMPLETE, obj
+        study.append(r)
+    study.append(TrialRecord(id=0, params={"lr0": 0.09}, status=TrialStatus.COMPLETE, objective=0.99))  # line 5
+    capsys.readouterr()
+    recs = study.records()
+    assert recs[0].params == {"lr0": 0.01} and recs[0].objective == 0.5
+    assert study.best().id == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"hpo: warning: trial 0 has other params at '{study.records_file}' line 5 ({{\"lr0\": 0.09}}) than at "
+        f"'{study.records_file}' line 1 ({{\"lr0\": 0.01}}), where it started; the later record is ignored (the trial's "
+        "folder and weights belong to the first): remove the wrong line\n"
+    )
+    study.records()
+    assert capsys.readouterr().err == ""  # once per study
+    r = TrialRecord(id=2, params={"lr0": 0.03})
+    study.append(r)
+    r.status = TrialStatus.INTERRUPTED
+    study.append(r)
+    study.append(TrialRecord(id=2, params={"lr0": 0.04}))  # an interrupted id started again with new params (ray)
+    assert study.records()[2].params == {"lr0": 0.04} and capsys.readouterr().err == ""
+    study.close()

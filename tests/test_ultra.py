@@ -160,3 +160,51 @@ def test_trials_on_cpu_train_without_amp_as_yolo_train_does():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "AMP False" in out.stdout
+
+
+def test_integer_and_text_args_match_ultralytics():
+    """batch and imgsz take whole numbers (cfg/default.yaml declares them int first) though
+    CFG_INT_KEYS misses them; the data loader refuses batch=16.0."""
+    import re
+
+    from ultralytics.cfg import CFG_INT_KEYS, CFG_STR_KEYS, DEFAULT_CFG_PATH
+
+    declared = set(re.findall(r"(?m)^(\w+):[^#\n]*#\s*\(int\b", DEFAULT_CFG_PATH.read_text()))
+    assert {"batch", "imgsz"} <= declared
+    assert ultra.integer_args() == CFG_INT_KEYS | declared
+    assert ultra.str_keys() == CFG_STR_KEYS
+
+
+def test_text_arg_values_are_the_ones_the_trainer_accepts():
+    import pytest
+    from ultralytics.data.augment import CopyPaste, classify_augmentations
+    from ultralytics.engine.trainer import BaseTrainer
+    from ultralytics.nn.tasks import ClassificationModel
+
+    values = ultra.str_arg_values()
+    assert set(values) == {"optimizer", "copy_paste_mode", "auto_augment"}
+    optimizers, any_case = values["optimizer"]
+    assert any_case and {"auto", "SGD", "AdamW"} <= optimizers
+    model = ClassificationModel("yolov8n-cls.yaml", nc=2, verbose=False)
+    for name in optimizers - {"auto"}:  # 'auto' picks one of the others from the trainer's state
+        BaseTrainer.build_optimizer(None, model, name=name.lower())
+    with pytest.raises(NotImplementedError) as e:
+        BaseTrainer.build_optimizer(None, model, name="Lion9000")
+    assert all(repr(n) in str(e.value) for n in optimizers)  # the trainer's own list, printed in its error
+    for mode in values["copy_paste_mode"][0]:
+        CopyPaste(mode=mode)
+    with pytest.raises(ValueError):
+        CopyPaste(mode="paste")
+    for policy in values["auto_augment"][0]:
+        classify_augmentations(size=32, auto_augment=policy)
+    with pytest.raises(ValueError):
+        classify_augmentations(size=32, auto_augment="foo")
+    assert ultra.str_arg_problem("optimizer", "adamw") is None and ultra.str_arg_problem("lr0", "x") is None
+    assert ultra.str_arg_problem("auto_augment", None) is None
+    assert "accepts for optimizer" in (ultra.str_arg_problem("optimizer", "Lion9000") or "")
+
+
+def test_dataset_cache_version_matches_ultralytics():
+    from ultralytics.data.dataset import DATASET_CACHE_VERSION
+
+    assert ultra.dataset_cache_version() == DATASET_CACHE_VERSION

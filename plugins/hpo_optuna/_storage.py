@@ -30,15 +30,18 @@ CONNECT_TIMEOUT_S = 10
 
 
 def display_url(url: str) -> str:
-    """``url`` with its password masked (``***``), for messages; a journal path unchanged."""
+    """``url`` with its password (and any token in its query) masked as ``***``, for messages and
+    ``study.json``; a journal path unchanged (:func:`hpo.redact.mask_text`, SQLAlchemy's form)."""
+    from hpo import mask_text
+
     if "://" not in url:
         return url
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL holds no password we can find
-        return url
+        return mask_text(make_url(url).render_as_string(hide_password=True))
+    except Exception:  # noqa: BLE001 - SQLAlchemy cannot parse it: mask what the patterns find
+        return mask_text(url)
 
 
 def _first_line(e: BaseException) -> str:

@@ -30,7 +30,7 @@ from pydantic import Field
 
 from hpo import BackendOptions, ConfigError, Controller, TrialRecorder, hookimpl
 
-__all__ = ["RayBackend", "RayOptions", "hpo_register_backends"]
+__all__ = ["RayBackend", "RayOptions", "RayDecisions", "hpo_register_backends"]
 
 SCHEDULERS = ("asha", "hyperband", "median", "fifo")
 
@@ -57,7 +57,9 @@ class RayOptions(BackendOptions):
         description="Ray searcher: random (Ray's BasicVariantGenerator), optuna (OptunaSearch, TPE), or another name of ray.tune.search.create_searcher",
     )
     max_concurrent: Optional[int] = Field(
-        None, ge=1, description="trials run at once (default: --workers, as on every backend; the cluster's resources cap it too)"
+        None,
+        ge=1,
+        description="trials run at once (default: --concurrent-trials, as on every backend; the cluster's resources cap it too)",
     )
     cpus_per_trial: float = Field(
         1.0, gt=0, description="CPUs Ray reserves per trial (checked against the cluster before any trial)"
@@ -147,6 +149,15 @@ class RayBackend(Controller):
         from . import _driver
 
         _driver.shutdown()
+
+
+def __getattr__(name: str) -> Any:
+    """``RayDecisions`` (:mod:`hpo_ray._decisions`), imported on first use: it imports Ray."""
+    if name == "RayDecisions":
+        from ._decisions import RayDecisions
+
+        return RayDecisions
+    raise AttributeError(f"module 'hpo_ray' has no attribute '{name}'")
 
 
 @hookimpl

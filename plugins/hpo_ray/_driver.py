@@ -34,7 +34,7 @@ from ray.tune import Callback
 
 from hpo import WRITE_ERRNOS, ConfigError, RunFailed, TrialOutcome, TrialRecord, TrialStatus, VolumeError, volume_error
 
-from ._trainable import PROGRESS_FILE, TRIAL_PREFIX, ray_trainable, trial_id_of
+from ._trainable import OBJECTIVE, PROGRESS_FILE, TRIAL_PREFIX, ray_trainable, trial_id_of
 
 __all__ = [
     "connect",
@@ -45,6 +45,10 @@ __all__ = [
     "param_space",
     "make_scheduler",
     "make_searcher",
+    "experiment_searcher",
+    "tune_mode",
+    "trial_params",
+    "OBJECTIVE",
     "StudyCallback",
     "TrialDirname",
     "run_study",
@@ -170,6 +174,30 @@ def param_space(space: Any) -> dict[str, Any]:
         else:
             out[name] = (tune.loguniform if p.log else tune.uniform)(float(p.low), float(p.high))
     return out
+
+
+def tune_mode(direction: str) -> str:
+    """Tune's ``mode`` of a study direction: ``"max"`` for ``"maximize"``, else ``"min"``."""
+    return "max" if direction == "maximize" else "min"
+
+
+def experiment_searcher(config: Any, options: Any, k: int) -> Any:
+    """The searcher of the study's Ray experiment ``tune-<k>`` (1-based): :func:`make_searcher` of
+    ``options.search_alg`` seeded ``seed + k - 1`` (so a later experiment does not propose the first
+    one's configurations), at most ``max_concurrent`` (default ``config.workers``) trials at once."""
+    seed = None if config.seed is None else config.seed + k - 1
+    return make_searcher(options.search_alg, seed=seed, max_concurrent=options.max_concurrent or config.workers)
+
+
+def trial_params(trial: Any, space: Any) -> dict[str, Any]:
+    """The study's params of a Ray trial: its config's values of the space's keys as Python values
+    (Ray samples numpy numbers), validated against the space.
+
+    Raises:
+        hpo.SpaceError: a value outside the space.
+    """
+    params = {k: (v.item() if hasattr(v, "item") else v) for k, v in trial.config.items() if k in space}
+    return dict(space.validate_params(params))
 
 
 def grace_period(options: Any, epochs: int) -> int:
@@ -392,8 +420,7 @@ class _Context:
             if self.loop.budget_spent():  # Ray started it in the step that spent the budget
                 self.late.add(trial.trial_id)
                 return
-            params = {k: (v.item() if hasattr(v, "item") else v) for k, v in trial.config.items() if k in self.config.space}
-            params = self.config.space.validate_params(params)
+            params = trial_params(trial, self.config.space)
             worker = f"ray trial {trial.trial_id}"
             # Ray continues this trial from its checkpoint: keep its start and epochs so far
             continued = old if old is not None and old.worker == worker and old.params == params and old.epochs else None
@@ -645,7 +672,7 @@ def run_study(backend: Any, recorder: Any) -> None:
     }
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(ray_trainable, setup=setup), resources)
-    mode = "max" if cfg.direction == "maximize" else "min"
+    mode = tune_mode(cfg.direction)
     root = study.path / RAY_DIR
     try:
         exps = experiments(study.path)
@@ -694,14 +721,10 @@ def run_study(backend: Any, recorder: Any) -> None:
                 trainable,
                 param_space=param_space(cfg.space),
                 tune_config=tune.TuneConfig(
-                    metric="objective",
+                    metric=OBJECTIVE,
                     mode=mode,
                     num_samples=-1 if cfg.iterations is None else n,  # -1: until stopped
-                    search_alg=make_searcher(
-                        opts.search_alg,
-                        seed=None if cfg.seed is None else cfg.seed + k - 1,
-                        max_concurrent=opts.max_concurrent or cfg.workers,
-                    ),
+                    search_alg=experiment_searcher(cfg, opts, k),
                     scheduler=make_scheduler(opts, cfg.epochs),
                     # a fresh process per trial (Ultralytics and CUDA keep global state), except for a
                     # trainer without any (a simulation): one actor then runs trial after trial

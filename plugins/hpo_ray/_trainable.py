@@ -31,7 +31,10 @@ from typing import Any
 
 from hpo import Study, TrialStatus, train_trial
 
-__all__ = ["ray_trainable", "trial_id_of", "TRIAL_PREFIX", "PROGRESS_FILE"]
+__all__ = ["ray_trainable", "trial_id_of", "TRIAL_PREFIX", "PROGRESS_FILE", "OBJECTIVE", "tune_value"]
+
+#: The metric every trial reports to Tune after each epoch: the study's objective metric of that epoch.
+OBJECTIVE = "objective"
 
 #: Ray trial folders are named ``trial_<hpo trial id>`` (short; the config lives in ``params.json``).
 TRIAL_PREFIX = "trial_"
@@ -54,7 +57,8 @@ def _plain(x: Any) -> Any:
     return x.item() if hasattr(x, "item") else x
 
 
-def _num(x: Any) -> float:
+def tune_value(x: Any) -> float:
+    """A metric as reported to Tune: a float, NaN for a missing or non-finite value."""
     try:
         v = float(x)
     except (TypeError, ValueError):
@@ -143,7 +147,7 @@ def ray_trainable(config: dict[str, Any], setup: dict[str, Any]) -> None:
     # the study already finished is not trained again; its recorded result is replayed.
     record = _reader(study_path).record(tid)
     if record is not None and record.status.finished:
-        tune.report({"epoch": record.epochs_completed, "objective": _num(record.objective), "hpo_replay": 1})
+        tune.report({"epoch": record.epochs_completed, OBJECTIVE: tune_value(record.objective), "hpo_replay": 1})
         return
 
     train_args = dict(template.train_args)
@@ -171,7 +175,7 @@ def ray_trainable(config: dict[str, Any], setup: dict[str, Any]) -> None:
 
     def report(row: dict[str, float]) -> bool:
         n = int(row["epoch"])
-        metrics = {"epoch": n, "objective": _num(row.get(metric)), "hpo_row": json.dumps(row)}
+        metrics = {"epoch": n, OBJECTIVE: tune_value(row.get(metric)), "hpo_row": json.dumps(row)}
         if n >= epochs:
             held.update(metrics)  # reported with the outcome, after the final validation
             return False
@@ -202,7 +206,7 @@ def ray_trainable(config: dict[str, Any], setup: dict[str, Any]) -> None:
         raise RuntimeError(f"trial {tid}: {outcome.error}")
     if not held:  # training stopped before the last epoch (Ultralytics' patience): report its last row again
         last = outcome.epochs[-1] if outcome.epochs else {"epoch": 0}
-        held = {"epoch": int(last["epoch"]), "objective": _num(last.get(metric)), "hpo_row": json.dumps(last)}
+        held = {"epoch": int(last["epoch"]), OBJECTIVE: tune_value(last.get(metric)), "hpo_row": json.dumps(last)}
     done = {
         "final_metrics": outcome.final_metrics,
         "applied": outcome.applied,

@@ -136,7 +136,12 @@ class UltralyticsBackend(Backend):
         super().__init__(**kwargs)
         self.tune_dir = Path(self.study.path) / "ultralytics"
         self.tune_dir.mkdir(parents=True, exist_ok=True)
-        self.native = NativeProposals(self.config.space.to_ultralytics(), self.config.train_args, self.tune_dir)
+        self.native = NativeProposals(
+            self.config.space.to_ultralytics(),
+            self.config.train_args,
+            self.tune_dir,
+            int_keys=frozenset(k for k, p in self.config.space.items() if p.kind is Kind.INT),
+        )
         self.sign = 1.0 if self.config.direction == "maximize" else -1.0
         self._complete = 0  # complete trials told (the native file's rows)
         self._best: dict[str, Any] | None = None  # the native row of the best of them (the first on ties)
@@ -194,10 +199,11 @@ class UltralyticsBackend(Backend):
         )
 
     def _curve(self, record: TrialRecord) -> dict[int, float]:
+        """``{epoch: objective}`` of a trial's epochs that have a finite value (a NaN is ``None`` in a
+        record read back from the study, as :meth:`restore` gets them)."""
         metric = self.config.metric
-        return {
-            int(r["epoch"]): float(r[metric]) for r in record.epochs if "epoch" in r and math.isfinite(r.get(metric, math.nan))
-        }
+        values = {int(r["epoch"]): r.get(metric) for r in record.epochs if "epoch" in r}
+        return {e: float(v) for e, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
     def should_prune(self, record: TrialRecord, row: dict[str, float]) -> bool:
         """With ``pruner="percentile"``, stop a trial clearly behind: its objective after epoch ``e`` (``prune_min_epoch <= e <
@@ -264,7 +270,7 @@ def _key(params: Any) -> tuple[tuple[str, Any], ...]:
 
 def _distinct_values(param: Any) -> int:
     """How many values the native ``Tuner._constrain`` can give a parameter: every whole number
-    in an integer range (``CFG_INT_KEYS``), every multiple of 1e-5 in a float range (it rounds to 5 decimals)."""
+    in an integer range (``CFG_INT_KEYS`` and the space's other integer keys), every multiple of 1e-5 in a float range (it rounds to 5 decimals)."""
     if param.kind is Kind.INT:
         return int(param.high) - int(param.low) + 1
     return math.floor(round(param.high * 1e5, 6)) - math.ceil(round(param.low * 1e5, 6)) + 1

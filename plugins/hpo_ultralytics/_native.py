@@ -23,7 +23,9 @@ A change of these in a new Ultralytics release breaks here and only here
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +39,14 @@ class NativeProposals:
         space: the native space ``{key: (low, high)}`` (:meth:`hpo.SearchSpace.to_ultralytics`).
         train_args: the study's fixed train args (the native tuner keeps them in ``args``).
         tune_dir: where ``tune_results.ndjson`` lives (``<study>/ultralytics``).
+        int_keys: the space's integer keys. The native tuner rounds only its module's
+            ``CFG_INT_KEYS`` (in ``_constrain`` and ``_mutate``'s resolution), which lack ``batch`` and
+            ``imgsz`` (:func:`hpo.ultra.integer_args`); for its calls here the module sees these too.
     """
 
-    def __init__(self, space: dict[str, Any], train_args: dict[str, Any], tune_dir: Path):
+    def __init__(
+        self, space: dict[str, Any], train_args: dict[str, Any], tune_dir: Path, *, int_keys: frozenset[str] = frozenset()
+    ):
         from ultralytics.cfg import get_cfg
         from ultralytics.engine.tuner import Tuner as NativeTuner
         from ultralytics.utils import colorstr
@@ -61,6 +68,19 @@ class NativeProposals:
         self._n = 0
         native._load_local_results = lambda: list(self._rows)  # type: ignore[method-assign]
         native._local_results_to_array = lambda results: self._history[: self._n] if self._n else None  # type: ignore[method-assign]
+        self._int_keys = frozenset(int_keys)
+
+    @contextlib.contextmanager
+    def _integers(self) -> Iterator[None]:
+        """The native tuner module's ``CFG_INT_KEYS`` with the space's integer keys, for one call."""
+        import ultralytics.engine.tuner as module
+
+        original = module.CFG_INT_KEYS
+        module.CFG_INT_KEYS = original | self._int_keys
+        try:
+            yield
+        finally:
+            module.CFG_INT_KEYS = original
 
     def mutate(self, parents: int, sigma: float, *, seed: int | None, draw: int) -> dict[str, Any]:
         """One native proposal (``Tuner._mutate(n=parents, sigma=sigma)``).
@@ -73,11 +93,13 @@ class NativeProposals:
         import numpy as np
 
         if seed is None:
-            return dict(self._tuner._mutate(n=parents, sigma=sigma))
+            with self._integers():
+                return dict(self._tuner._mutate(n=parents, sigma=sigma))
         original = np.random.default_rng
         np.random.default_rng = lambda *a, **k: original([seed, draw])
         try:
-            return dict(self._tuner._mutate(n=parents, sigma=sigma))
+            with self._integers():
+                return dict(self._tuner._mutate(n=parents, sigma=sigma))
         finally:
             np.random.default_rng = original
 
@@ -91,7 +113,8 @@ class NativeProposals:
 
         rng = np.random.default_rng(None if seed is None else [seed, draw, attempt])
         hyp = {k: float(b[0] + rng.random() * (b[1] - b[0])) for k, b in self._tuner.space.items()}
-        return dict(self._tuner._constrain(hyp))
+        with self._integers():
+            return dict(self._tuner._constrain(hyp))
 
     def result_record(
         self, iteration: int, fitness: float, params: dict[str, Any], metrics: dict[str, Any], save_dirs: dict[str, str]

@@ -14,32 +14,35 @@ class MedianRandomOptions(BackendOptions):
 
 
 class MedianRandom(Backend):
-    """Uniform proposals (log-uniform for log keys); prune a trial whose objective is below the
-    median of the finished trials' at the same epoch (for maximised metrics)."""
+    """Random search (log-uniform for log keys); prunes a trial worse than the finished ones' median."""
 
     name, description, Options = "median-random", "random search + median stopping (example)", MedianRandomOptions
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.rng, self.curves = random.Random(self.config.seed), []  # curves: {epoch: objective} per finished trial
+        self.curves = []  # {epoch: objective} of every finished trial
 
-    def ask(self):
+    def ask(self):  # trial k draws from seed/k: a resumed study goes on, it never repeats its first draws
+        rng = random.Random(None if self.config.seed is None else f"{self.config.seed}/{len(self.study.records())}")
         params = {}
         for key, p in self.config.space.items():
             if p.kind is Kind.CHOICE:
-                params[key] = self.rng.choice(p.choices)
+                params[key] = rng.choice(p.choices)
             else:  # uniform, or uniform in log space
-                x = self.rng.uniform(*((math.log(p.low), math.log(p.high)) if p.log else (p.low, p.high)))
+                x = rng.uniform(*((math.log(p.low), math.log(p.high)) if p.log else (p.low, p.high)))
                 params[key] = p.clip(math.exp(x) if p.log else x)
         return Suggestion(params)
 
-    def tell(self, record):
-        self.curves.append({r["epoch"]: r.get(self.config.metric, math.nan) for r in record.epochs})
+    def tell(self, record):  # a NaN is None in a record read back from the study (restore)
+        m = self.config.metric
+        self.curves.append({r["epoch"]: r[m] for r in record.epochs if r.get(m) is not None and math.isfinite(r[m])})
 
     def should_prune(self, record, row):
-        value = row.get(self.config.metric, math.nan)
-        peers = [c[row["epoch"]] for c in self.curves if math.isfinite(c.get(row["epoch"], math.nan))]
-        return not math.isfinite(value) or (len(peers) >= self.options.warmup and value < statistics.median(peers))
+        value, sign = row.get(self.config.metric), 1 if self.config.direction == "maximize" else -1
+        if value is None or not math.isfinite(value):  # not validated: nothing to judge; NaN: diverged, stop
+            return value is not None
+        peers = [sign * c[row["epoch"]] for c in self.curves if row["epoch"] in c]  # in the study's direction
+        return len(peers) >= self.options.warmup and sign * value < statistics.median(peers)
 
 
 @hookimpl

@@ -1,0 +1,90 @@
+"""Every built-in backend and the documented example pass the in-process kit
+(hpo.testing.BackendTestCase): ask, tell, restore, threads and both directions, in milliseconds."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpo.testing import LINEAR_SPACE, LINEAR_SPACES, BackendTestCase
+
+
+def _example_module():
+    """tests/plugins/hpo_median_random.py, the example of docs/backends.md, imported from its file
+    (sys.path is left alone: its entry point must not reach other tests' plugin registry)."""
+    if "hpo_median_random" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "hpo_median_random", Path(__file__).parent / "plugins" / "hpo_median_random.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["hpo_median_random"] = module
+    return sys.modules["hpo_median_random"]
+
+
+MedianRandom = _example_module().MedianRandom
+
+
+class TestMedianRandomKit(BackendTestCase):
+    backend = MedianRandom
+
+
+class TestUltralyticsKit(BackendTestCase):
+    backend = "ultralytics"
+    space = LINEAR_SPACE  # the native mutation searches linear ranges only
+    spaces = LINEAR_SPACES
+    prunes = False  # early stopping is off by default, as in the native tuner
+
+
+class TestUltralyticsPercentileKit(TestUltralyticsKit):
+    """Its early stopping (--pruner percentile): the tests of decisions; ask and tell do not change."""
+
+    options = {"pruner": "percentile"}
+    prunes = True
+
+    def test_ask_fits_every_space(self, backend_factory, kit_path):
+        pytest.skip("the pruner does not change ask: TestUltralyticsKit tests it")
+
+    def test_tell_accepts_complete_pruned_and_failed_trials(self, backend_factory, kit_path):
+        pytest.skip("the pruner does not change tell: TestUltralyticsKit tests it")
+
+
+class TestOptunaKit(BackendTestCase):
+    backend = "optuna"
+    resume_proposes_as_live = False  # a resumed study reseeds TPE (seed + trials in storage) not to redraw the first run's values
+
+
+class TestRayKit(BackendTestCase):
+    """The ray backend's decisions: Ray Tune's searcher and scheduler as its driver builds them
+    (defaults: random search, ASHA), driven in this process by hpo_ray.RayDecisions (no cluster)."""
+
+    check_options = False  # RayOptions.check connects to a Ray cluster
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="Ray's Tuner.restore brings the searcher's state back but not the scheduler's (TuneController leaves "
+        "_scheduler_alg out of its saved state; tuner.pkl holds the scheduler as built): after a resume ASHA has "
+        "forgotten every rung, so it does not stop the trial the uninterrupted study stops",
+    )
+    def test_restore_leads_to_the_same_next_decisions_as_telling(self, backend_factory, kit_path):
+        super().test_restore_leads_to_the_same_next_decisions_as_telling(backend_factory, kit_path)
+
+    def backend_class(self):
+        from hpo_ray import RayDecisions
+
+        return RayDecisions
+
+
+def test_the_docs_example_of_the_kit_pieces_runs(tmp_path):
+    """The example test of docs/backends.md ("Its pieces are yours") passes as written."""
+    doc = (Path(__file__).parents[1] / "docs" / "backends.md").read_text(encoding="utf-8")
+    blocks = [block.split("```")[0] for block in doc.split("```python\n")[1:]]
+    code = next(block for block in blocks if "run_trials(" in block)
+    namespace: dict = {}
+    exec(compile(code, "docs/backends.md", "exec"), namespace)
+    tests = [f for name, f in namespace.items() if name.startswith("test_")]
+    assert tests
+    for test in tests:
+        test(tmp_path)
