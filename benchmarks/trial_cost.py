@@ -35,6 +35,7 @@ import csv
 import gc
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -369,6 +370,7 @@ def run_scale(
     windows: list[tuple[int, int]] | None = None,
     options: dict[str, Any] | None = None,
     resume_check: bool = True,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """One backend's study of ``trials`` trials: the run to ``split`` (default ``trials // 10``),
     ``hpo show`` there, the resume to ``trials``, ``hpo show`` and a resume of a copy at ``trials``.
@@ -382,14 +384,16 @@ def run_scale(
     split = trials // 10 if split is None else split
     windows = windows or windows_for(trials)
     opts = json.dumps(options or {})
-    name = f"scale-{backend}"
+    label = label or backend
+    tag = re.sub(r"[^A-Za-z0-9._-]+", "-", label)  # file and study names
+    name = f"scale-{tag}"
     t0 = time.perf_counter()
     phases = [(min(split, trials), False)] + ([(trials, True)] if split < trials else [])
     runs, rows_by_phase = [], []
     show: dict[str, Any] = {}
     resume: dict[str, Any] = {}
     for k, (n, is_resume) in enumerate(phases, 1):
-        rows = out / f"{backend}.{k}.csv"
+        rows = out / f"{tag}.{k}.csv"
         summary = _run_child(
             backend,
             data=data,
@@ -399,26 +403,26 @@ def run_scale(
             resume=is_resume,
             rows=rows,
             options=opts,
-            log=out / f"{backend}.{k}.log",
+            log=out / f"{tag}.{k}.log",
         )
         summary["phase"] = k
         summary["iterations"] = n
         runs.append(summary)
         rows_by_phase.append(_read_rows(rows) if rows.is_file() else [])
-        print(f"{backend} phase {k}: {json.dumps(summary)}", flush=True)
+        print(f"{label} phase {k}: {json.dumps(summary)}", flush=True)
         if is_resume and summary.get("first_trial_start_s") is not None:
             resume[str(summary["finished_before"])] = {
                 "open_s": summary["first_trial_start_s"] - summary["run_called_s"],
                 "process_start_to_first_trial_s": summary["first_trial_start_s"],
             }
         show[str(n)] = _time_show_cmd(work / name)
-        print(f"{backend} show at {n}: {json.dumps(show[str(n)])}", flush=True)
+        print(f"{label} show at {n}: {json.dumps(show[str(n)])}", flush=True)
     if resume_check and split < trials:
         # a copy under the same name (the backend's own state may hold it, e.g. Optuna's study name)
         copy = work / "resumed" / name
         shutil.rmtree(copy.parent, ignore_errors=True)
         shutil.copytree(work / name, copy, symlinks=True)
-        rows = out / f"{backend}.resume.csv"
+        rows = out / f"{tag}.resume.csv"
         summary = _run_child(
             backend,
             data=data,
@@ -428,7 +432,7 @@ def run_scale(
             resume=True,
             rows=rows,
             options=opts,
-            log=out / f"{backend}.resume.log",
+            log=out / f"{tag}.resume.log",
         )
         summary["phase"] = "resume"
         runs.append(summary)
@@ -469,7 +473,8 @@ def run_scale(
         span = rss["trials_in_last_run"]
         rss["bytes_per_trial"] = round((rss["end"] - rss["first_of_last_run"]) / span) if span > 0 else None
     return {
-        "backend": backend,
+        "backend": label,
+        "backend_name": backend,
         "trials": trials,
         "split": split,
         "options": options or {},
@@ -594,13 +599,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hpo_bench scale", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="report folder (results.json, report.md, per-trial CSVs, logs)")
     ap.add_argument("--trials", type=int, default=10_000, help="trials per study (default 10000)")
-    ap.add_argument("--backends", default="ultralytics,optuna,ray", help="comma-separated (default ultralytics,optuna,ray)")
+    ap.add_argument(
+        "--backends",
+        default="ultralytics,optuna,ray",
+        help="comma-separated runs (default ultralytics,optuna,ray); a run may add backend options: "
+        "optuna+sampler=random runs optuna with --sampler random",
+    )
     ap.add_argument(
         "--backend-trials",
         action="append",
         default=[],
         metavar="BACKEND=N",
-        help="another trial count for one backend (e.g. ray=1000, when N Ray trials would take hours); repeatable",
+        help="another trial count for one run (e.g. ray=1000 or optuna=2000, when N trials would take hours); repeatable",
     )
     ap.add_argument("--split", type=int, default=None, help="the first process stops here, the resume goes on (default N/10)")
     ap.add_argument("--windows", default=None, help="windows LO-HI,... (default N/100-2N/100, 9N/100-N/10, 99N/100-N)")
@@ -616,6 +626,9 @@ def main(argv: list[str] | None = None) -> int:
             if not n.isdigit() or int(n) < 30:
                 raise ValueError(f"--backend-trials: '{item}' is not BACKEND=N with N >= 30")
             per[b.strip()] = int(n)
+        for label in args.backends.split(","):
+            if any("=" not in pair for pair in label.split("+")[1:]):
+                raise ValueError(f"--backends: '{label}' is not BACKEND or BACKEND+OPTION=VALUE (e.g. optuna+sampler=random)")
         if args.trials < 30:
             raise ValueError("--trials: must be >= 30")
     except ValueError as e:
@@ -640,11 +653,14 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [],
     }
     try:
-        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-            n = per.get(backend, args.trials)
+        for label in [b.strip() for b in args.backends.split(",") if b.strip()]:
+            backend, *pairs = label.split("+")
+            n = per.get(label, args.trials)
             results["runs"].append(
                 run_scale(
                     backend,
+                    label=label,
+                    options=dict(p.split("=", 1) for p in pairs),
                     trials=n,
                     out=args.out,
                     work=work,
