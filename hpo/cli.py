@@ -302,6 +302,13 @@ def show(
     params: Optional[str] = typer.Option(
         None, "--params", help="Parameters to show, comma-separated (default: the most important that fit)."
     ),
+    importance: str = typer.Option(
+        "auto",
+        "--importance",
+        help="How the parameters are ordered: auto (plots/importance.json while current, else fANOVA up to 100 "
+        "complete trials, else each parameter's main effect, milliseconds), fanova (every complete trial; minutes on "
+        "large studies), ped-anova or main-effects.",
+    ),
 ) -> None:
     """Print a study's leaderboard (best first), its best configuration and its size on disk."""
     from .show import render, to_csv
@@ -315,7 +322,7 @@ def show(
         sys.stdout.write(to_csv(study_dir))
     else:
         chosen = [p.strip() for p in params.split(",") if p.strip()] if params else None
-        sys.stdout.write(render(study_dir, params=chosen, show_all=show_all))
+        sys.stdout.write(render(study_dir, params=chosen, show_all=show_all, importance=importance))
 
 
 @app.command("final")

@@ -60,7 +60,7 @@ def test_hpo_plot_redraws_on_demand(study26):
     r = hpo_cli("plot", str(study26), "--no-html")
     assert r.returncode == 0, r.stderr
     assert sorted(Path(x).name for x in r.stdout.split()) == sorted(
-        ["history.png", "curves.png", "importance.json", "importance.png", "parallel.png", "slice.png"]
+        ["history.png", "curves.png", "importance.json", "importance.meta.json", "importance.png", "parallel.png", "slice.png"]
     )
     assert not (study26 / "plots" / "report.html").exists()
     r = hpo_cli("plot", str(study26.parent / "nope"))
