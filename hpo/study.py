@@ -401,7 +401,7 @@ class Study:
         self._fin_log: list[int] = []  # ids in the order they became finished (finished_since)
         self._best: TrialRecord | None = None
         self._best_direction: str | None = None  # the direction _best is for; None: recompute
-        self._pending: list[str] = []  # warnings about the records, printed by the next read
+        self._pending: list[str] = []  # warnings about the records, logged by the next read
 
     # --- creation / opening
     @classmethod
@@ -654,7 +654,7 @@ class Study:
 
         Never fails on content: a torn final line is skipped until it is completed; a damaged line
         in the middle (a torn record that a version without repair appended onto) is salvaged when
-        a whole record follows the tear, else skipped; both with one warning on stderr per file and
+        a whole record follows the tear, else skipped; both with one warning (the ``hpo.study`` logger) per file and
         problem.
         """
         with self._cache_lock:
@@ -954,7 +954,7 @@ class Study:
         )
 
     def _warn_once(self, key: str, text: str) -> None:
-        """A warning about the records, once per study and key; printed when the caller's read
+        """A warning about the records, once per study and key; logged when the caller's read
         returns (an append that brings a wrong line is reported by the next read, as on a read)."""
         if key not in self._warned:
             self._warned.add(key)
