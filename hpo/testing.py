@@ -1232,7 +1232,7 @@ class BackendConformance:
         late = [r["id"] for r in after.values() if r["id"] not in in_flight and (r.get("start") or "") > signalled]
         assert not late, f"trials {late} started after the interrupt"
         for tid in in_flight:
-            assert after[tid]["status"] in ("interrupted", "complete", "pruned"), after[tid]  # never 'failed'
+            assert after[tid]["status"] in ("interrupted", "complete", "pruned"), (after[tid], err[-3000:])  # never 'failed'
         assert any(after[tid]["status"] == "interrupted" for tid in in_flight), after
         r = self.hpo(*args, "--resume", simulated={})
         assert r.returncode == 0, r.stderr[-3000:]
