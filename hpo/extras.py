@@ -86,10 +86,11 @@ def missing_extra(error: ImportError) -> MissingExtra | None:
 
     Returns:
         ``MissingExtra`` naming the module and its extra (:data:`EXTRA_OF`), or ``None`` when the
-        module is not one an extra installs (a bug or a broken install: not the user's input).
+        module is not one an extra installs, or its top-level package is installed (a bug or a
+        broken install: not the user's input).
     """
     name = getattr(error, "name", None) or ""
     top = name.split(".")[0]
-    if top not in EXTRA_OF:
+    if top not in EXTRA_OF or installed(top):  # an installed library's own broken import is not a missing extra
         return None
     return MissingExtra(f"{name}: needs the Python package '{top}', which is not installed; {install_hint(EXTRA_OF[top])}")

@@ -102,20 +102,26 @@ def test_a_command_without_its_extra_is_one_line_naming_it(missing, args, extra,
 
 
 def test_an_import_of_a_missing_library_outside_require_still_names_the_extra(tmp_path, varied):
-    """The command line's safety net: a plain ``import matplotlib`` deep in a command (here
-    ``hpo plot --no-html`` with matplotlib missing, caught before by require) and the hpo.extras
-    mapping give the same one line; an ImportError of a module no extra installs stays a bug."""
+    """The command line's safety net (``handle_errors``): an ``ImportError`` of a library that an
+    extra installs, raised by a plain import that no ``require`` preceded, becomes the one line naming
+    the extra (exit 2); one of a module no extra installs, or of a submodule of an installed
+    library, stays a bug (exit 1, "unexpected")."""
     from hpo.extras import missing_extra
 
+    saved = sys.modules.get("plotly")
     try:
         sys.modules["plotly"] = None  # type: ignore[assignment]
         with pytest.raises(ImportError) as caught:
             import plotly  # noqa: F401
+        e = missing_extra(caught.value)
     finally:
-        del sys.modules["plotly"]
-    e = missing_extra(caught.value)
+        if saved is None:
+            del sys.modules["plotly"]
+        else:
+            sys.modules["plotly"] = saved
     assert e is not None and e.exit_code == 2 and "pip install 'hpo-yolo[plots]'" in str(e)
     assert missing_extra(ImportError("x", name="hpo_no_such_module")) is None
+    assert missing_extra(ImportError("x", name="optuna.no_such_submodule")) is None  # optuna is installed: a bug
 
 
 def test_backends_show_the_library_version_and_what_is_not_usable(tmp_path):
