@@ -5,8 +5,10 @@ plots, at the end of a run (:class:`PlotCallback`, registered by :class:`hpo.Tun
 (``hpo plot STUDY``)::
 
     plots/history.png      best objective so far against trials and against wall time
-    plots/curves.png       every trial's objective per epoch (pruned dashed, failed red crosses)
-    plots/importance.png   parameter importance (Optuna's fANOVA evaluator)
+    plots/curves.png       every trial's objective per epoch (the best complete trials each in its
+                           colour, labelled with id and objective; pruned dashed, failed red crosses)
+    plots/importance.png   parameter importance (Optuna's fANOVA evaluator); skipped, with one line
+                           saying why, when every complete trial has the same objective
     plots/parallel.png     parallel coordinates of the most important parameters
     plots/slice.png        objective against each of the most important parameters
     plots/importance.json  ``{param: importance}``, most important first (read by ``hpo show``)
@@ -78,8 +80,17 @@ __all__ = [
     "METHODS",
     "plots_wanted",
     "hpo_study_observers",
+    "require_plot_libraries",
+    "importance_skipped",
+    "CURVE_LABELS",
 ]
 
+#: ``curves.png`` gives this many complete trials (the best ones) a colour and a legend entry each
+#: (:data:`_CURVE_PALETTE`); the other complete trials are grey.
+CURVE_LABELS = 8
+#: The colours of the labelled complete trials in ``curves.png``: matplotlib's ``tab10`` without its
+#: orange, red and grey (pruned, failed and the other complete trials), and black.
+_CURVE_PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#000000")
 #: Parameters shown in the parallel-coordinate and slice plots (the most important ones).
 TOP_PARAMS = 6
 #: The plots' fANOVA runs over at most this many complete trials (a seeded random sample above):
@@ -93,6 +104,46 @@ METHODS = {"fanova": "fANOVA", "ped-anova": "PED-ANOVA", "main-effects": "main-e
 #: Seconds after which a temp file in ``plots/`` is a leftover of a killed drawing (a live one
 #: renames its temp files within seconds), removed by the next :func:`write_plots`.
 STALE_TEMP_S = 600.0
+
+
+def require_plot_libraries(feature: str = "the study's plots", *, html: bool = True) -> None:
+    """Fail before anything is drawn unless the ``plots`` extra's libraries are installed.
+
+    Args:
+        feature: what needs them, for the message (e.g. ``"hpo plot"``).
+        html: also require plotly (``plots/report.html``).
+
+    Raises:
+        hpo.extras.MissingExtra: matplotlib, Optuna (its plots and fANOVA), scikit-learn (fANOVA's
+            forests) or, with ``html``, plotly cannot be imported (exit 2); the message names the
+            ``plots`` extra.
+    """
+    from .extras import require
+
+    for module in ("matplotlib", "optuna", "sklearn"):
+        require(module, "plots", feature)
+    if html:
+        require("plotly", "plots", f"{feature} (plots/report.html; --no-html draws the PNGs without it)")
+
+
+def importance_skipped(complete: list[TrialRecord]) -> str | None:
+    """Why parameter importance cannot be computed from these complete trials, or ``None`` if it can.
+
+    fANOVA needs two complete trials and an objective that varies (on a constant objective
+    Optuna's evaluator raises "Encountered zero total variance in all trees").
+
+    Args:
+        complete: the complete trials with a finite objective.
+
+    Returns:
+        One sentence, e.g. ``"every complete trial has the same objective (0)"``, or ``None``.
+    """
+    if len(complete) < 2:
+        return f"it needs two complete trials, the study has {len(complete)}"
+    values = {float(r.objective or 0.0) for r in complete}
+    if len(values) == 1:
+        return f"every one of the {len(complete)} complete trials has the same objective ({values.pop():.6g})"
+    return None
 
 
 def _space_of(study: Study) -> Any:
@@ -331,13 +382,14 @@ def importance(
         max_trials: at most this many complete trials: a random sample (seed 0) above it.
 
     Returns:
-        :class:`Importance`, or ``None`` with fewer than two complete trials.
+        :class:`Importance`, or ``None`` when :func:`importance_skipped` gives a reason (fewer than
+        two complete trials, or an objective that does not vary).
     """
     import random
     import time
 
     complete = _complete(study.finished() if finished is None else finished)
-    if len(complete) < 2:
+    if importance_skipped(complete) is not None:
         return None
     used = complete
     if max_trials is not None and len(complete) > max_trials:
@@ -441,39 +493,78 @@ def _png_history(study: Study, finished: list[TrialRecord], path: Path) -> None:
     plt.close(fig)
 
 
-def _png_curves(study: Study, finished: list[TrialRecord], path: Path) -> None:
+def _curves_figure(study: Study, finished: list[TrialRecord]) -> Any:
+    """The figure of ``curves.png``: the best :data:`CURVE_LABELS` complete trials each in its own
+    colour labelled ``trial ID (objective)`` in the legend, further complete trials in
+    grey under one entry, pruned trials dashed orange, failed ones red crosses; integer epoch ticks."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     metric = str(study.settings.get("metric") or "")
     fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    complete = list(_complete(finished))
+    complete.sort(key=lambda r: (-(r.objective or 0.0) if study.direction == "maximize" else (r.objective or 0.0), r.id))
+    labelled = {r.id: i for i, r in enumerate(complete[:CURVE_LABELS])}
+    palette = _CURVE_PALETTE
     seen: set[str] = set()
-    for r in sorted(finished, key=lambda r: r.id):
+    others = len(complete) - len(labelled)
+    for r in sorted(finished, key=lambda r: (r.id in labelled, -labelled.get(r.id, 0), r.id)):  # labelled on top, best last
         pts = [(row["epoch"], row[metric]) for row in r.epochs if "epoch" in row and isinstance(row.get(metric), (int, float))]
         status = r.status.value
         style = {"complete": "-", "pruned": "--", "failed": ":"}[status]
-        label = status if status not in seen else None
-        seen.add(status)
+        label: str | None
+        color: Any
+        if r.id in labelled:
+            color, label, alpha, width = palette[labelled[r.id] % len(palette)], f"trial {r.id} ({r.objective:.4g})", 0.9, 1.8
+        elif status == "complete":
+            color, alpha, width = "#b0b0b0", 0.6, 1.0
+            label = f"{others} other complete" if "other" not in seen else None
+            seen.add("other")
+        else:
+            color, alpha, width = _COLORS[status], 0.8, 1.2
+            label = status if status not in seen else None
+            seen.add(status)
         if pts:
             ax.plot(
                 [p[0] for p in pts],
                 [p[1] for p in pts],
                 style,
-                color=_COLORS[status],
-                alpha=0.8,
+                color=color,
+                alpha=alpha,
+                linewidth=width,
                 label=label,
-                marker="x" if status == "failed" else ("v" if status == "pruned" else None),
+                marker="x" if status == "failed" else ("v" if status == "pruned" else "o"),
+                markersize=4,
                 markevery=[-1],
             )
         elif status == "failed":
-            ax.scatter([0], [0], marker="x", color=_COLORS[status], label=label, transform=ax.get_yaxis_transform())
-    from matplotlib.ticker import MaxNLocator
-
+            ax.scatter([0], [0], marker="x", color=color, label=label, transform=ax.get_yaxis_transform())
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title(f"{study.path.name}: every trial's {metric} per epoch")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:  # the labelled trials in rank order (best first), then the others
+        order = sorted(
+            range(len(labels)), key=lambda i: (not labels[i].startswith("trial "), labelled.get(_trial_id(labels[i]), 0))
+        )
+        ax.legend(
+            [handles[i] for i in order], [labels[i] for i in order], loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8
+        )
+    return fig
+
+
+def _trial_id(label: str) -> int:
+    """The id in a legend label ``"trial 7 (0.5)"`` (-1 for other labels)."""
+    parts = label.split()
+    return int(parts[1]) if len(parts) > 1 and parts[0] == "trial" and parts[1].isdigit() else -1
+
+
+def _png_curves(study: Study, finished: list[TrialRecord], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = _curves_figure(study, finished)
     with atomic_target(path) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
@@ -659,6 +750,7 @@ def _plotly_history(study: Study, finished: list[TrialRecord]) -> list[Any]:
             col=col,
         )
     fig.update_layout(title=f"Best {study.settings.get('metric')} so far ({study.direction})", height=420)
+    fig.update_xaxes(tickformat="d", dtick=max(1, math.ceil(len(h["n"]) / 10)), row=1, col=1)  # whole trials
     return [fig]
 
 
@@ -676,7 +768,8 @@ def _plotly_curves(study: Study, finished: list[TrialRecord]) -> list[Any]:
                 y=[p[1] for p in pts],
                 mode="lines+markers",
                 name=f"trial {r.id} ({s})",
-                line={"color": _COLORS[s], "dash": {"complete": "solid", "pruned": "dash", "failed": "dot"}[s]},
+                line={"dash": {"complete": "solid", "pruned": "dash", "failed": "dot"}[s]}
+                | ({} if s == "complete" else {"color": _COLORS[s]}),
                 marker={"symbol": "x" if s == "failed" else "circle", "size": 5},
             )
         )
@@ -686,7 +779,14 @@ def _plotly_curves(study: Study, finished: list[TrialRecord]) -> list[Any]:
         yaxis_title=metric,
         height=420,
     )
+    fig.update_xaxes(tickformat="d", dtick=_epoch_dtick(finished))
     return [fig]
+
+
+def _epoch_dtick(finished: list[TrialRecord]) -> int:
+    """A whole-number step between epoch ticks: 1 up to 10 epochs, else about 10 ticks."""
+    last = max((int(row["epoch"]) for r in finished for row in r.epochs if isinstance(row.get("epoch"), (int, float))), default=1)
+    return max(1, math.ceil(last / 10))
 
 
 def write_plots(study_dir: str | Path, *, html_report: bool = True) -> list[Path]:
@@ -729,6 +829,12 @@ def write_plots(study_dir: str | Path, *, html_report: bool = True) -> list[Path
         if imp is not None:
             _save_importance(out, imp)
     importances = imp.values if imp is not None else {}
+    complete = _complete(finished)
+    why = importance_skipped(complete) if imp is None and len(complete) >= 2 else None
+    if why is not None:  # (with fewer than two complete trials there is nothing to rate: no line)
+        from .log import get_logger, notice
+
+        notice(get_logger("plots"), f"parameter importance, parallel and slice plots skipped: {why}")
     top = list(importances)[:TOP_PARAMS]
     if importances:
         written += [out / "importance.json", out / "importance.meta.json"]
@@ -837,9 +943,22 @@ class PlotCallback(TunerCallback):
         """No-op."""
 
     def on_study_end(self, study: Study, result: TuneResult | None) -> None:
-        """Write ``<study>/plots/`` (any finished trial is enough)."""
+        """Write ``<study>/plots/`` (any finished trial is enough); without the ``plots`` extra one
+        warning line naming it (without plotly alone: the PNGs, and the line says report.html is missing)."""
+        from .extras import MissingExtra, install_hint, installed
+
+        log = logging.getLogger("hpo.plots")
         try:
-            write_plots(study.path)
+            require_plot_libraries("the study's plots", html=False)
+            html_report = installed("plotly")
+            write_plots(study.path, html_report=html_report)
+            if not html_report:
+                log.warning(
+                    "the study's plots: plots/report.html not written: needs the Python package 'plotly', "
+                    f"which is not installed; {install_hint('plots')}"
+                )
+        except MissingExtra as e:
+            log.warning(str(e))
         except Exception as e:  # noqa: BLE001 - pictures are never worth a failed study
             logging.getLogger("hpo.plots").warning(f"could not draw the study's plots ({type(e).__name__}: {e})".splitlines()[0])
 

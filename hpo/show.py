@@ -242,7 +242,15 @@ def render(
     out = _wrap(f"study {study.path}", fit)
     out += _wrap(
         f"backend {s.get('backend')}, objective {s.get('metric')} ({study.direction}), "
-        f"{len(records)}/{s.get('iterations')} trials: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v),
+        f"{sum(r.status.finished for r in records)}/{s.get('iterations')} trials finished: "
+        + "; ".join(
+            part
+            for part in (
+                ", ".join(f"{k} {v}" for k, v in counts.items() if v and TrialStatus(k).finished),
+                ", ".join(f"{k} {v}" for k, v in counts.items() if v and not TrialStatus(k).finished),
+            )
+            if part
+        ),
         fit,
         2,
     )
