@@ -161,8 +161,12 @@ class UltralyticsBackend(Backend):
         self._curves: list[dict[int, float]] = []  # {epoch: objective} of each complete trial
         records = self.study.records()
         self._asked = len(records)  # proposal counter (seeds the native draws)
-        # configurations proposed so far, which the uniform draws avoid: kept while one may follow
-        self._tried = {_key(r.params) for r in records.values()} if self._asked <= self.options.initial_random else set()
+        # a log-scaled integer key can map two native proposals to one value: the mutation is drawn again
+        self._log_int = any(p.log and p.kind is Kind.INT for p in self.config.space.values())
+        # configurations proposed so far, which the uniform draws (and a log integer key's mutations) avoid:
+        # kept while one may follow
+        keep = self._log_int or self._asked <= self.options.initial_random
+        self._tried = {_key(r.params) for r in records.values()} if keep else set()
 
     def ask(self) -> Suggestion:
         """The next proposal: proposal 0 (no results yet) is the study's start (:meth:`hpo.SearchSpace.defaults`:
@@ -183,8 +187,7 @@ class UltralyticsBackend(Backend):
                     self._remember(params)
                     return Suggestion(params)
         try:
-            # a log-scaled integer key can map two native proposals to one value: draw again
-            retries = 100 if any(p.log and p.kind is Kind.INT for p in self.config.space.values()) else 1
+            retries = 100 if self._log_int else 1
             for attempt in range(retries):
                 params = self.native.mutate(
                     self.options.parents, self.options.sigma, seed=self.config.seed, draw=k, attempt=attempt
@@ -203,8 +206,9 @@ class UltralyticsBackend(Backend):
 
     def _remember(self, params: dict[str, Any]) -> None:
         """Keep a proposal for the uniform draws still to come (none after the first
-        ``initial_random`` proposals: the native mutation checks its history itself)."""
-        if self._asked <= self.options.initial_random:
+        ``initial_random`` proposals: the native mutation checks its history itself, except in
+        ``log10`` coordinates, where two proposals can round to one log-scaled integer value)."""
+        if self._log_int or self._asked <= self.options.initial_random:
             self._tried.add(_key(params))
 
     def _native_record(self, record: TrialRecord) -> dict[str, Any]:
