@@ -33,7 +33,7 @@ from typing import Any
 
 from .finals import HPO_IMPL, final_impl
 from .machine import machine_info
-from .protocol import ConditionSpec, ContenderSpec, ProblemSpec, Protocol, final_seeds, noise_seeds
+from .protocol import ConditionSpec, ContenderSpec, ProblemSpec, Protocol, final_seeds, noise_seeds, parse_seed_set
 from .run import run_process
 
 __all__ = ["run_protocol", "check_protocol_run", "UNIT_KINDS", "protocol_provenance"]
@@ -721,8 +721,16 @@ def run_protocol(
             who = [c for c in cond.contenders if contenders is None or c in contenders or c == cond.baseline]
             ordered = [cond.baseline, *[c for c in who if c != cond.baseline]]
             for seed in cond_seeds:
+                # a contender with its own seed subset runs only there (on evaluation seeds)
+                mine = [
+                    c
+                    for c in ordered
+                    if results["seed_set"] == "development"
+                    or c not in cond.contender_seeds
+                    or seed in parse_seed_set(cond.contender_seeds[c])
+                ]
                 for pname in cond_problems[cond_name]:
-                    _seed_units(run, protocol, cond_name, pname, seed, ordered, kinds, starts[pname])
+                    _seed_units(run, protocol, cond_name, pname, seed, mine, kinds, starts[pname])
         if "noise" in kinds:
             nf = protocol.noise_floor
             first = protocol.evaluation_seeds() if results["seed_set"] == "evaluation" else protocol.development_seeds()

@@ -225,6 +225,8 @@ class ConditionSpec(_Strict):
             hpo's default; a name or a mapping).
         tune_space: the space of the model.tune contenders (``None``: its own 26-key default).
         seeds: a subset of the evaluation seeds (``None``: all of them).
+        contender_seeds: per contender, a subset of the condition's seeds it runs on (e.g. an
+            expensive secondary contender on half of them); the others run on all.
     """
 
     label: str
@@ -235,6 +237,7 @@ class ConditionSpec(_Strict):
     space: str | dict[str, Any] | None = None
     tune_space: dict[str, Any] | None = None
     seeds: str | None = None
+    contender_seeds: dict[str, str] = Field(default_factory=dict)
 
 
 class NoiseFloorSpec(_Strict):
@@ -340,6 +343,15 @@ class Protocol(_Strict):
                 raise ValueError(
                     f"conditions.{cname}.seeds: '{c.seeds}' must be a subset of the evaluation seeds {self.seeds.evaluation}"
                 )
+            for who, text in c.contender_seeds.items():
+                if who not in c.contenders or who == c.baseline:
+                    raise ValueError(
+                        f"conditions.{cname}.contender_seeds: '{who}' is not a non-baseline contender of the condition"
+                    )
+                if not set(parse_seed_set(text)) <= set(parse_seed_set(c.seeds) if c.seeds else ev):
+                    raise ValueError(
+                        f"conditions.{cname}.contender_seeds.{who}: '{text}' must be a subset of the condition's seeds"
+                    )
         for ref, cond in (("noise_floor", self.noise_floor.condition), ("statistics", self.statistics.primary_condition)):
             if cond not in self.conditions:
                 raise ValueError(f"{ref}: unknown condition '{cond}'; known: {', '.join(self.conditions)}")

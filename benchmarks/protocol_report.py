@@ -15,7 +15,7 @@ from typing import Any
 
 from . import stats
 from .finals import HPO_IMPL
-from .protocol import Protocol
+from .protocol import Protocol, parse_seed_set
 
 __all__ = ["compute", "write_protocol_report", "projected_hours"]
 
@@ -90,9 +90,10 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
                 if who == cond.baseline or who not in by:
                     continue
                 mine = {int(s): v.get("score") for s, v in by[who].items()}
+                planned = set(parse_seed_set(cond.contender_seeds[who])) if who in cond.contender_seeds else None
                 cmp = stats.compare_paired(
                     mine,
-                    base,
+                    base if planned is None else {s: v for s, v in base.items() if s in planned},
                     margin=margin,
                     resamples=sp.resamples,
                     level=sp.level,
@@ -156,9 +157,10 @@ def projected_hours(results: dict[str, Any], protocol: Protocol) -> dict[str, An
     total, missing = 0.0, []
     per: dict[str, float] = {}
     for cname, cond in protocol.conditions.items():
-        n = len(protocol.condition_seeds(cname))
         for pname in cond.problems:
             for who in cond.contenders:
+                seeds = cond.contender_seeds.get(who)
+                n = len(parse_seed_set(seeds)) if seeds else len(protocol.condition_seeds(cname))
                 for kind in ("study", "final"):
                     t = times.get(f"{kind}/{cname}/{pname}/{who}")
                     if t is None:

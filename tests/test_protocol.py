@@ -40,8 +40,14 @@ problems:
 contenders:
   model-tune: {kind: model.tune}
   sim: {kind: hpo, backend: ultralytics, env: {HPO_TRAINER: "hpo.simulate:simulated_trainer"}}
+  tune-ray: {kind: model.tune-ray}
 conditions:
-  primary: {label: "tiny", baseline: model-tune, contenders: [model-tune, sim], problems: [cls]}
+  primary:
+    label: "tiny"
+    baseline: model-tune
+    contenders: [model-tune, sim, tune-ray]
+    problems: [cls]
+    contender_seeds: {tune-ray: "1000"}
 noise_floor: {condition: primary, trainings: 2}
 statistics: {primary_condition: primary, primary_contenders: [sim]}
 fidelity: {condition: primary, factor: 2, configs: 3}
@@ -137,7 +143,8 @@ def test_compare_paired_counts_ties_by_the_margin_and_lists_missing_seeds():
 
 def _synthetic(tmp_path: Path) -> dict:
     """A results document with known scores: 10 seeds, backend `a` always 0.05 better, `b` level."""
-    text = TINY.replace("contenders: [model-tune, sim], problems: [cls]}", "contenders: [model-tune, sim, b], problems: [cls]}")
+    text = TINY.replace("contenders: [model-tune, sim, tune-ray]", "contenders: [model-tune, sim, b]")
+    text = text.replace('    contender_seeds: {tune-ray: "1000"}\n', "")
     text = text.replace("  sim: {kind: hpo", "  b: {kind: hpo, backend: optuna}\n  sim: {kind: hpo")
     text = text.replace('evaluation: "1000-1001"', 'evaluation: "1000-1009"').replace(
         "primary_contenders: [sim]", "primary_contenders: [sim, b]"
@@ -224,6 +231,21 @@ def test_report_statistics_on_known_scores(tmp_path: Path):
     assert json.loads(paths["json"].read_text())["comparisons"][0]["seeds"] == list(range(1000, 1010))
 
 
+def test_a_contender_on_a_planned_seed_subset_pairs_there_and_lists_no_seed_outside_it(tmp_path: Path):
+    from hpo_bench.protocol_report import compute
+
+    res = _synthetic(tmp_path)
+    text = res["protocol"]["text"].replace(
+        "    problems: [cls]\n", '    problems: [cls]\n    contender_seeds: {b: "1000-1004"}\n', 1
+    )
+    res["protocol"]["text"] = text
+    for s in range(1005, 1010):  # b was planned on 1000-1004 only
+        del res["units"][f"study/primary/cls/{s}/b"], res["units"][f"final/primary/cls/{s}/b"]
+    by = {c["contender"]: c for c in compute(res)["comparisons"]}
+    assert by["b"]["seeds"] == list(range(1000, 1005)) and by["b"]["missing"] == []
+    assert by["sim"]["seeds"] == list(range(1000, 1010))
+
+
 # the protocol file and the command's refusals ----------------------------------------------------
 
 
@@ -240,6 +262,7 @@ def test_protocol_errors_are_one_line_naming_the_field(tmp_path: Path):
         (TINY.replace("imgsz: 32", "imgsz: big"), ["problems.cls.imgsz", "'big'"]),
         (TINY.replace("final_seeds: 1", "final_seeds: 1\n    colour: red"), ["problems.cls.colour"]),
         (TINY.replace("{kind: model.tune}", "{kind: model.tune, options: {a: 1}}"), ["contenders.model-tune", "options"]),
+        (TINY.replace('{tune-ray: "1000"}', '{tune-ray: "1005"}'), ["contender_seeds.tune-ray", "'1005'"]),
     ):
         p.write_text(bad)
         with pytest.raises(ValueError) as e:
@@ -367,6 +390,14 @@ def test_protocol_runs_end_to_end_and_resumes_after_a_kill(tmp_path: Path):
     units = res["units"]
     assert units["study/primary/cls/100/model-tune"]["t_start"] == first["t_start"]  # kept, not re-run
     assert len(res["sittings"]) == 2 and "study/primary/cls/100/model-tune" not in res["sittings"][1]["units"]
+    # Ultralytics' Ray Tune path runs offline; its trials are read from Ray's experiment folder, and
+    # only a trial that ended within model.tune's wall time counts (Ray's start-up may pass it)
+    ray = units.pop("study/primary/cls/100/tune-ray")
+    assert ray["contender_kind"] == "model.tune-ray" and ray["rc"] == 0 and len(ray["trials"]) == 1
+    t = ray["trials"][0]
+    assert t["status"] == "complete" and 0.0 <= t["objective"] <= 1.0 and t["end_s"] > 0
+    assert ray["status"] == ("done" if t["end_s"] <= ray["budget_s"] else "no result")
+    assert (units.pop("final/primary/cls/100/tune-ray", None) is not None) == (ray["status"] == "done")
     expected = {
         "study/primary/cls/100/model-tune",
         "study/primary/cls/100/sim",
