@@ -36,7 +36,7 @@ _INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", 
 
 def run_study(spec: dict[str, Any]) -> int:
     """Run one hpo study; the records are in ``<output>/<name>/trials.jsonl``. Returns the exit code."""
-    from hpo import RunFailed, Tuner
+    from hpo import RunFailedError, Tuner, TuneSettings
 
     if spec["backend"] == "bench-list":
         from hpo_bench.recording import register
@@ -52,7 +52,7 @@ def run_study(spec: dict[str, Any]) -> int:
         device = str(train_args.pop("device", "cpu"))
         if device not in ("cpu", "") and "gpus_per_trial" not in options:
             options["gpus_per_trial"] = 1
-    tuner = Tuner(
+    settings = TuneSettings(
         backend=spec["backend"],
         model=spec["model"],
         data=spec["data"],
@@ -67,11 +67,13 @@ def run_study(spec: dict[str, Any]) -> int:
         time_budget=spec.get("time_budget"),
         backend_options=options,
         resume=bool(spec.get("resume", False)),
-        **({"keep_weights": spec["keep_weights"]} if spec.get("keep_weights") else {}),
     )
+    if spec.get("keep_weights"):
+        settings = settings.replace(keep_weights=spec["keep_weights"])
+    tuner = Tuner(settings)
     try:
         result = tuner.run()
-    except RunFailed as e:
+    except RunFailedError as e:
         print(f"benchmarks: study failed: {e}", file=sys.stderr)
         return 1
     print(json.dumps({"best": result.best_objective, "counts": result.counts}))
@@ -105,8 +107,9 @@ def run_native(spec: dict[str, Any]) -> int:
     """
     import numpy as np
     from ultralytics import YOLO
-    from ultralytics.engine import tuner as native
     from ultralytics.utils import SETTINGS
+
+    from hpo_bench._native import on_native_result
 
     SETTINGS.update({k: False for k in _INTEGRATIONS if k in SETTINGS})
     project = Path(spec["project"])
@@ -121,10 +124,8 @@ def run_native(spec: dict[str, Any]) -> int:
         return original_rng([int(spec["seed"]), calls["n"]])
 
     np.random.default_rng = seeded_rng
-    original_save = native.Tuner._save_local_result
 
-    def save_and_time(self: Any, result: dict) -> None:
-        original_save(self, result)
+    def note_time(result: dict[str, Any]) -> None:
         dirs = list((result.get("save_dirs") or {}).values())
         train_s, epochs = _last_csv_row(Path(dirs[0])) if dirs else (None, 0)
         with open(times, "a", encoding="utf-8") as f:
@@ -141,7 +142,7 @@ def run_native(spec: dict[str, Any]) -> int:
                 + "\n"
             )
 
-    native.Tuner._save_local_result = save_and_time
+    on_native_result(note_time)
     model = YOLO(spec["model"], task=spec["task"])
     space = spec.get("space")
     model.tune(
@@ -167,7 +168,6 @@ def run_trainings(spec: dict[str, Any]) -> int:
     ``objective: null`` (never 0).
     """
     from hpo import TrialSpec, TrialStatus, train_trial
-    from hpo.tuner import objective_of
 
     out = Path(spec["out"])
     with open(out, "a", encoding="utf-8") as f:
@@ -175,7 +175,7 @@ def run_trainings(spec: dict[str, Any]) -> int:
     for job in spec["jobs"]:
         t0 = time.time()
         row: dict[str, Any] = {"tag": job["tag"], "start": t0}
-        spec = TrialSpec(
+        trial = TrialSpec(
             trial_id=0,
             model=job["model"],
             task=job["task"],
@@ -186,8 +186,8 @@ def run_trainings(spec: dict[str, Any]) -> int:
             run_dir=str(Path(job["project"]) / job["name"]),
             metric=job["metric"],
         )
-        res = train_trial(spec, lambda _row: False)  # a failed training is a result: never raises
-        obj = objective_of(res.epochs, res.final_metrics, job["metric"]) if res.status is TrialStatus.COMPLETE else None
+        res = train_trial(trial, lambda _row: False)  # a failed training is a result: never raises
+        obj = res.objective(job["metric"]) if res.status is TrialStatus.COMPLETE else None
         row.update(status="complete" if obj is not None else "failed", objective=obj, train_s=res.train_s, epochs=len(res.epochs))
         if res.error:
             row["error"] = res.error[:500]

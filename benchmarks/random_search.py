@@ -45,10 +45,13 @@ class RandomBackend(Backend):
             if p.kind is Kind.CHOICE:
                 out[key] = p.choices[int(rng.integers(len(p.choices)))]
                 continue
+            low, high = p.low, p.high
+            if low is None or high is None:  # a range always has both (hpo.SearchSpace checks it)
+                raise ValueError(f"space: '{key}' is a range without bounds")
             if p.log:
-                value = math.exp(rng.uniform(math.log(p.low), math.log(p.high)))
+                value = math.exp(rng.uniform(math.log(low), math.log(high)))
             else:
-                value = rng.uniform(p.low, p.high)
+                value = rng.uniform(low, high)
             out[key] = p.clip(value)
         return Suggestion(out)
 
@@ -69,10 +72,6 @@ def register() -> None:
     """
     import sys
 
-    from hpo.plugins import backends, get_plugin_manager
+    from hpo.plugins import register as register_plugin
 
-    pm = get_plugin_manager()
-    module = sys.modules[__name__]
-    if not pm.is_registered(module):
-        pm.register(module, name="hpo_bench.random_search")
-        backends.cache_clear()
+    register_plugin(sys.modules[__name__], name="hpo_bench.random_search")

@@ -152,13 +152,9 @@ def hpo_register_backends() -> list[type[Backend]]:
 def register() -> None:
     """Add this module to hpo's plugin manager of this process (idempotent; before the first
     :func:`hpo.plugins.backends` call of the process, which caches the list)."""
-    from hpo.plugins import backends, get_plugin_manager
+    from hpo.plugins import register as register_plugin
 
-    pm = get_plugin_manager()
-    module = sys.modules[__name__]
-    if not pm.is_registered(module):
-        pm.register(module, name="hpo_bench.recording")
-        backends.cache_clear()
+    register_plugin(sys.modules[__name__], name="hpo_bench.recording")
 
 
 def _log(msg: str) -> None:
@@ -183,7 +179,7 @@ def record(
         the path of ``table.csv``.
 
     Raises:
-        ValueError: bad arguments; hpo.RunFailed: the study failed.
+        ValueError: bad arguments; hpo.RunFailedError: the study failed.
     """
     from hpo import SearchSpace, Study
 

@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,8 @@ def _overhead(t: dict[str, Any]) -> float | None:
     return float(t["duration_s"]) - float(t["train_s"])
 
 
-def _ms(values: list[float], fmt: str = "{:.4f}") -> str:
-    values = [v for v in values if v is not None and math.isfinite(v)]
+def _ms(given: Sequence[float | None], fmt: str = "{:.4f}") -> str:
+    values = [v for v in given if v is not None and math.isfinite(v)]
     if not values:
         return "-"
     mean = statistics.fmean(values)
@@ -71,9 +72,9 @@ def _ms(values: list[float], fmt: str = "{:.4f}") -> str:
     return f"{fmt.format(mean)} ± {fmt.format(statistics.stdev(values))} [{fmt.format(min(values))}, {fmt.format(max(values))}]"
 
 
-def _mean(values: list[float | None]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if known else None
 
 
 def _f(x: float | None, fmt: str = "{:.1f}") -> str:
@@ -264,7 +265,7 @@ def _total_time(results: dict[str, Any]) -> str:
     )
 
 
-def write_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
+def write_report(results: dict[str, Any], out: Path) -> dict[str, Any]:
     """Write ``report.md``, ``trials.csv``, ``machine.json`` and the PNGs into ``out``.
 
     Returns:

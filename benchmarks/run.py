@@ -146,7 +146,7 @@ def _native_trials(tune_dir: Path, times_file: Path, metric: str, t0: float) -> 
 
 def _save(results: dict[str, Any], out: Path) -> None:
     """Write ``out/results.json`` atomically (a killed run leaves the previous copy, never half of one)."""
-    from hpo import atomic_write_text
+    from hpo.files import atomic_write_text
 
     atomic_write_text(out / "results.json", json.dumps(results, indent=1, default=str))
 

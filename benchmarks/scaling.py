@@ -65,7 +65,7 @@ def _popen(args: list[str], log: Path) -> subprocess.Popen:
 
 
 def _finished(study_dir: Path) -> dict[str, int]:
-    from hpo.study import Study
+    from hpo import Study
 
     counts: dict[str, int] = {}
     for r in Study.open(study_dir).records().values():
@@ -211,9 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(runs[-1]), flush=True)
     for r in runs:  # no credentials in the committed results
         if "://" in r["storage"]:
-            from hpo_optuna._storage import display_url
+            from hpo import mask_text
 
-            r["storage"] = display_url(r["storage"])
+            r["storage"] = mask_text(r["storage"])
     if args.append and (args.out / "results.json").is_file():
         runs = json.loads((args.out / "results.json").read_text())["runs"] + runs
     results = {

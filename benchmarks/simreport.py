@@ -68,7 +68,7 @@ def summarise(results: dict[str, Any], baseline: str = "model.tune") -> list[dic
         best = {seed: _best_at(studies[seed]["trials"], budgets[seed]) for seed in seeds}
         vals = [v for v in best.values() if v is not None]
         mean, half = _ci95(vals) if vals else (math.nan, 0.0)
-        diffs = [best[s] - ref[s] for s in seeds if best[s] is not None and ref[s] is not None]
+        diffs = [b - r for s in seeds if (b := best[s]) is not None and (r := ref[s]) is not None]
         # a tie within 1e-5: Ultralytics' native tuner stores metrics rounded to 5 decimals, hpo float32 values
         wins = sum(d > 1e-5 for d in diffs)
         losses = sum(d < -1e-5 for d in diffs)
@@ -77,9 +77,9 @@ def summarise(results: dict[str, Any], baseline: str = "model.tune") -> list[dic
             p = float(wilcoxon(diffs, zero_method="zsplit").pvalue)
         # only trials that ended within the seed's budget may reach it (nobody is credited past the budget)
         reach = [
-            _time_to([t for t in studies[s]["trials"] if (t.get("end_s") or math.inf) <= budgets[s]], ref[s])
+            _time_to([t for t in studies[s]["trials"] if (t.get("end_s") or math.inf) <= budgets[s]], r)
             for s in seeds
-            if ref[s] is not None
+            if (r := ref[s]) is not None
         ]
         reached = sorted(t for t in reach if t is not None)
         rows.append(

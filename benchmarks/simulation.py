@@ -274,7 +274,7 @@ def _tiny_data(folder: Path) -> str:
 
 def _one_study(job: dict[str, Any]) -> dict[str, Any]:
     """Run one simulated study (in a pool worker) and return its trials on the simulated clock."""
-    from hpo import Tuner, TunerCallback, clock
+    from hpo import Tuner, TunerCallback, TuneSettings, clock
 
     if job["backend"].startswith("bench-"):
         from .random_search import register
@@ -294,26 +294,26 @@ def _one_study(job: dict[str, Any]) -> dict[str, Any]:
                 }
             )
 
+    settings = TuneSettings(
+        backend=job["backend"],
+        model="yolov8n-cls.yaml",
+        data=job["data"],
+        space=job["space"],
+        iterations=job["iterations"],
+        epochs=job["epochs"],
+        train_args=job["train_args"],
+        output=job["output"],
+        name=job["name"],
+        seed=job["seed"],
+        time_budget=job["budget_s"],
+        backend_options=job["options"],
+        trainer=TRAINER,
+        trainer_options=job["trainer_options"],
+        plots=False,
+        keep_weights="best",
+    )
     with clock.simulated():
-        tuner = Tuner(
-            backend=job["backend"],
-            model="yolov8n-cls.yaml",
-            data=job["data"],
-            space=job["space"],
-            iterations=job["iterations"],
-            epochs=job["epochs"],
-            train_args=job["train_args"],
-            output=job["output"],
-            name=job["name"],
-            seed=job["seed"],
-            time_budget=job["budget_s"],
-            backend_options=job["options"],
-            trainer=TRAINER,
-            trainer_options=job["trainer_options"],
-            plots=False,
-            keep_weights="best",
-            callbacks=[_Ends()],
-        )
+        tuner = Tuner(settings, callbacks=[_Ends()])
         result = tuner.run()
         elapsed = clock.monotonic()
     return {

@@ -6,49 +6,65 @@ Public API::
     result = Tuner(backend="ultralytics", model="yolov8n-cls.yaml", data="digits-cls/",
                    iterations=4, epochs=2, train_args={"imgsz": 32}).run()
 
+``hpo.__all__`` is the public API: the Tuner and its settings and result, the search space, the
+study and its records, and the contract that backends, controllers and observers receive
+(:class:`Backend`, :class:`Controller`, :class:`TuneConfig`, :class:`StudyView`,
+:class:`TrialRecorder`, :class:`TunerCallback`). These submodules are public too, each through its
+own ``__all__`` (plugins, ``hpo_kfp`` and ``hpo_bench`` use nothing else of hpo; see
+``tests/test_plugin_api.py``): :mod:`hpo.settings` (the settings' declarations: CLI and KFP
+spellings), :mod:`hpo.plugins` (the plugin registry), :mod:`hpo.testing` (the
+backend kits), :mod:`hpo.report` (study summaries), :mod:`hpo.files` (atomic writes and volume
+errors, for a plugin's own files on the study's volume), :mod:`hpo.extras` (optional
+dependencies), :mod:`hpo.preflight` (pod checks), :mod:`hpo.data` and :mod:`hpo.ultra` (datasets
+and models as Ultralytics reads them), :mod:`hpo.datasets` (the demo datasets),
+:mod:`hpo.simulate` and :mod:`hpo.clock` (simulated trials and time). Everything else is internal.
+
 Heavy libraries (torch, ultralytics, optuna, ray, mlflow) are imported only where used.
 """
 
 from __future__ import annotations
 
-from .backend import Backend, BackendOptions, Controller, Suggestion, TrialRecorder
+from . import log as log  # first: the ``hpo`` logger's default handler (hpo.log)
+from .backend import Backend, BackendOptions, Controller, StudyView, Suggestion, TrialRecorder
 from .callbacks import TunerCallback
+from .config import TuneConfig
 from .errors import (
-    BackendNotFound,  # deprecated alias of BackendNotFoundError
     BackendNotFoundError,
     ConfigError,
     DataError,
     HpoError,
     HpoWarning,
-    RunFailed,  # deprecated alias of RunFailedError
     RunFailedError,
     SpaceError,
     StudyError,
-    StudyLocked,  # deprecated alias of StudyLockedError
     StudyLockedError,
     VolumeError,
 )
-from .files import WRITE_ERRNOS, atomic_write_text, repair_jsonl, volume_error
+from .final import FinalCandidate, FinalRecord, FinalResult, train_final
 from .hookspecs import hookimpl
-from .redact import mask_secrets, mask_text
+from .redact import has_secret, mask_secrets, mask_text
+from .result import TuneResult
+from .settings import TuneSettings
 from .space import Kind, Param, SearchSpace
 from .study import Study, TrialRecord, TrialStatus
 from .trial import TrialOutcome, TrialSpec, train_trial
-from .tuner import StudyLoop, Tuner, TuneResult
+from .tuner import Tuner
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tuner",
+    "TuneSettings",
     "TuneResult",
     "TunerCallback",
-    "StudyLoop",
     "SearchSpace",
     "Param",
     "Kind",
     "Study",
+    "StudyView",
     "TrialRecord",
     "TrialStatus",
+    "TuneConfig",
     "Backend",
     "BackendOptions",
     "Suggestion",
@@ -57,9 +73,14 @@ __all__ = [
     "TrialSpec",
     "TrialOutcome",
     "train_trial",
+    "train_final",
+    "FinalCandidate",
+    "FinalRecord",
+    "FinalResult",
     "hookimpl",
     "mask_text",
     "mask_secrets",
+    "has_secret",
     "HpoError",
     "ConfigError",
     "SpaceError",
@@ -69,13 +90,6 @@ __all__ = [
     "StudyLockedError",
     "RunFailedError",
     "VolumeError",
-    "BackendNotFound",
-    "StudyLocked",
-    "RunFailed",
-    "repair_jsonl",
-    "atomic_write_text",
-    "volume_error",
-    "WRITE_ERRNOS",
     "HpoWarning",
     "__version__",
 ]

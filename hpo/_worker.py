@@ -286,7 +286,64 @@ def train_ultralytics(spec: TrialSpec, report: Report, progress: Progress | None
     except BaseException as e:
         e.hpo_outcome = outcome(TrialStatus.FAILED)  # type: ignore[attr-defined]  # partial epochs travel with the error
         raise
-    return outcome(TrialStatus.COMPLETE)
+    done = outcome(TrialStatus.COMPLETE)
+    if spec.eval_split:
+        try:
+            done.eval_metrics = evaluate_split(spec, state["trainer"], done.weights)
+        except BaseException as e:
+            e.hpo_outcome = done  # type: ignore[attr-defined]  # the training's epochs and weights travel with the error
+            raise
+    return done
+
+
+#: Train args that :func:`evaluate_split` does not pass to Ultralytics' ``val()``: where the run's
+#: files go, what hpo sets itself, and what the trainer's own validation never uses (``rect``:
+#: its validation loader is always rectangular; ``augment``: no test-time augmentation while training).
+_NOT_FOR_VAL = frozenset({"project", "name", "exist_ok", "data", "epochs", "resume", "mode", "plots", "split", "rect", "augment"})
+
+
+def evaluate_split(spec: TrialSpec, trainer: Any, weights: str | None) -> dict[str, float]:
+    """Validate a finished training's best weights on ``spec.eval_split`` with Ultralytics' own
+    ``YOLO(best.pt).val(split=...)``, as its trainer validated them on the validation split.
+
+    The weights are ``best.pt`` (the epoch Ultralytics' fitness chose on the validation split; the
+    evaluated split never chooses anything). The validation gets the run's train args and params
+    but :data:`_NOT_FOR_VAL`, and the batch size of the trainer's own validation loader (twice the
+    training batch, once for obb: ``BaseTrainer._setup_train`` in Ultralytics 8.4), so an AutoBatch
+    ``batch=-1`` is the size AutoBatch chose. Its files go to ``<run_dir>/<split>/``.
+
+    Args:
+        spec: the finished training (its ``eval_split``, ``data``, ``train_args``, ``params``, ``run_dir``).
+        trainer: Ultralytics' trainer of that training (for its ``best`` and ``batch_size``).
+        weights: the outcome's weights (``best.pt``, else ``last.pt``), used when the trainer has no ``best``.
+
+    Returns:
+        The metrics, Ultralytics' names (``metrics/accuracy_top1``, ``metrics/mAP50-95(B)``, ...).
+
+    Raises:
+        FileNotFoundError: the training left no weights.
+        Exception: whatever Ultralytics' validation raises.
+    """
+    best = getattr(trainer, "best", None)
+    path = str(best) if best is not None and Path(best).is_file() else weights
+    if not path or not Path(path).is_file():
+        raise FileNotFoundError(f"no weights to evaluate on the {spec.eval_split} split (no best.pt or last.pt)")
+    args = {k: v for k, v in {**spec.train_args, **spec.params}.items() if k not in _NOT_FOR_VAL}
+    size = getattr(trainer, "batch_size", None)
+    if isinstance(size, int) and size >= 1:
+        args["batch"] = size if spec.task == "obb" else size * 2
+    run_dir = Path(spec.run_dir)
+    print(f"hpo: validating {path} on the {spec.eval_split} split", flush=True)
+    metrics = YOLO(path, task=spec.task).val(
+        **args,
+        data=spec.data,
+        split=spec.eval_split,
+        project=str(run_dir),
+        name=str(spec.eval_split),
+        exist_ok=True,
+        plots=False,
+    )
+    return _floats(getattr(metrics, "results_dict", {}) or {})
 
 
 def _tail(path: str | None, n: int = 20) -> str:

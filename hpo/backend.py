@@ -5,7 +5,7 @@ A :class:`Backend` is what a search strategy is, in the style of Optuna's ``Base
 ``BasePruner``: it proposes (:meth:`Backend.ask`), learns (:meth:`Backend.tell`), may stop a trial
 after an epoch (:meth:`Backend.should_prune`), rebuilds its state on resume
 (:meth:`Backend.restore`) and releases resources (:meth:`Backend.close`). The core loop
-(:class:`hpo.StudyLoop`) owns everything else: trial ids, retries of interrupted trials,
+(:mod:`hpo.ledger`, :mod:`hpo.scheduler`) owns everything else: trial ids, retries of interrupted trials,
 counting, the budget, the runner and the study. A backend never writes the study.
 
 A :class:`Controller` is the visible exception for a library that owns its loop (Ray Tune's
@@ -22,33 +22,67 @@ written. See ``docs/backends.md`` ("write a backend").
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from .config import BackendOptions, TuneConfig
+from .study import TrialRecord
+from .trial import TrialOutcome, TrialSpec
 
-if TYPE_CHECKING:
-    from .config import TuneConfig
-    from .study import Study, TrialRecord
-    from .trial import TrialOutcome, TrialSpec
+__all__ = [
+    "Backend",
+    "BackendOptions",
+    "BackendInfo",
+    "Controller",
+    "Suggestion",
+    "StudyView",
+    "TrialRecorder",
+    "describe_options",
+]
 
-__all__ = ["Backend", "BackendOptions", "BackendInfo", "Controller", "Suggestion", "TrialRecorder", "describe_options"]
 
+class StudyView(Protocol):
+    """What a backend or a controller may read of the study (:class:`hpo.Study` is one): its
+    folder, its stored settings and its records. Only the core writes the study (its ledger, the
+    single writer); a backend keeps its own files in ``study.path / <backend name>``.
+    """
 
-class BackendOptions(BaseModel):
-    """Base of a backend's options model: unknown options are refused."""
+    @property
+    def path(self) -> Path:
+        """The study directory ``<output>/<name>``."""
+        ...
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        """``study.json``'s contents (credentials masked)."""
+        ...
 
-    def check(self, config: TuneConfig) -> None:
-        """The backend's pre-flight: refuse settings it cannot run, before anything is written.
+    @property
+    def direction(self) -> str:
+        """``"maximize"`` or ``"minimize"``."""
+        ...
 
-        Called once by :func:`hpo.config.build_config` with the otherwise validated settings.
-        Default: accepts everything.
+    def records(self) -> dict[int, TrialRecord]:
+        """Every trial's latest record, by id (this process's and joined processes')."""
+        ...
 
-        Raises:
-            hpo.errors.ConfigError: naming the setting and the fix (exit code 2).
-        """
+    def finished(self) -> list[TrialRecord]:
+        """Finished trials (complete, failed, pruned), by id."""
+        ...
+
+    def best(self, records: list[TrialRecord] | None = None) -> TrialRecord | None:
+        """The best complete trial (of ``records``, default all), or ``None``."""
+        ...
+
+    def ranked(self, records: list[TrialRecord] | None = None) -> list[TrialRecord]:
+        """Trials best first (complete ones by objective, then the rest)."""
+        ...
+
+    def trial_dir(self, trial_id: int) -> Path:
+        """``<study>/trials/<id>``: the trial's Ultralytics run folder."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -99,14 +133,14 @@ class Backend(BackendInfo, abc.ABC):
     several trials' calls may overlap: guard shared state).
 
     Args:
-        config: the validated study settings (:class:`hpo.config.TuneConfig`: ``space``,
+        config: the validated study settings (:class:`hpo.TuneConfig`: ``space``,
             ``epochs``, ``metric``, ``direction``, ``seed``, ``join``...).
-        study: the open study, to read (``study.path`` for the backend's own files); never
-            append to it.
+        study: the open study, to read (:class:`StudyView`; ``study.path`` for the backend's own
+            files); never append to it.
         options: an instance of :attr:`Options`.
     """
 
-    def __init__(self, *, config: TuneConfig, study: Study, options: BackendOptions):
+    def __init__(self, *, config: TuneConfig, study: StudyView, options: BackendOptions):
         self.config = config
         self.study = study
         self.options = options
@@ -153,10 +187,17 @@ class Backend(BackendInfo, abc.ABC):
 
 class TrialRecorder(Protocol):
     """The narrow surface a :class:`Controller` records its trials through (implemented by
-    :class:`hpo.StudyLoop`, the study's single writer). Every method is called in the driver."""
+    the core's ledger of the study, :class:`hpo.ledger.StudyLedger`, its single writer). Every method is called in the driver."""
 
-    config: TuneConfig
-    study: Study
+    @property
+    def config(self) -> TuneConfig:
+        """The validated study settings."""
+        ...
+
+    @property
+    def study(self) -> StudyView:
+        """The open study, to read (only the recorder writes it)."""
+        ...
 
     def reserve_id(self) -> int:
         """A new trial id, unique in the study."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import os
 import signal
@@ -21,8 +22,10 @@ import typer
 
 from .cli_k8s import register as register_k8s_commands
 from .errors import ConfigError, HpoError
+from .log import get_logger, notice
 from .redact import mask_text
 from .report import study_summary  # re-exported: hpo.cli.study_summary is its old place
+from .settings import DEPRECATED_WORKERS, REQUIRED, Spec, TuneSettings, specs
 
 app = typer.Typer(
     name="hpo",
@@ -35,6 +38,8 @@ datasets_app = typer.Typer(help="Build the built-in demo datasets (real UCI digi
 app.add_typer(datasets_app, name="datasets")
 
 _DEBUG = {"on": False}
+#: The command line's own warnings and notices (``hpo: warning: ...`` lines, :mod:`hpo.log`).
+_log = get_logger("cli")
 
 
 def _traceback() -> None:
@@ -89,13 +94,13 @@ def split_extra_args(tokens: list[str]) -> tuple[list[str], dict[str, Any]]:
 
     ``--name value`` / ``--name=value`` become ``{"name": value}`` (dashes to underscores, values
     parsed like the ``yolo`` CLI's, ``1e-5`` a number); a ``--flag`` not followed by a plain value
-    is ``True``, which :func:`hpo.config.build_config` refuses for an option that is not a bool
+    is ``True``, which :func:`hpo.validate.build_config` refuses for an option that is not a bool
     ("option --sigma needs a value").
 
     Raises:
         ConfigError: a token that is neither.
     """
-    from .config import _smart_value
+    from .values import _smart_value
 
     train: list[str] = []
     options: dict[str, Any] = {}
@@ -134,12 +139,13 @@ def _print_result(result: Any, as_json: bool) -> None:
         "stopped_by": result.stopped_by,
         "elapsed_s": result.elapsed_s,
         "iterations": result.iterations,
+        "final": result.final.summary if getattr(result, "final", None) is not None else None,
     }
     if as_json:
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(doc, indent=2, default=str))
         return
     if result.stopped_by == "time_budget":
-        from .config import format_duration
+        from .values import format_duration
 
         print(
             f"time budget spent: the study ended after {format_duration(result.elapsed_s or 0)} "
@@ -155,138 +161,87 @@ def _print_result(result: Any, as_json: bool) -> None:
     print(f"study:  {result.study_dir}")
     if result.best_weights:
         print(f"best weights: {result.best_weights}")
+    if getattr(result, "final", None) is not None:
+        from .final import render_final
+
+        print("\n".join(render_final(result.final.summary)))
 
 
-@app.command(
+#: ``hpo tune``'s options that are no settings, each placed after the setting it follows in ``--help``.
+_TUNE_OWN_OPTIONS: dict[str, tuple[str, Any, Any]] = {
+    "concurrent_trials": (
+        "workers",
+        Optional[str],
+        typer.Option(None, "--workers", "-w", metavar="N", hidden=True, help="Deprecated: --concurrent-trials."),
+    ),
+    "seed": ("as_json", bool, typer.Option(False, "--json", help="Print the result as JSON on stdout.")),
+}
+
+
+def _cli_annotation(spec: Spec) -> Any:
+    """The type ``hpo tune`` parses a setting's option as (``Optional[...]`` when it may be left out)."""
+    assert spec.cli is not None
+    if "/" in spec.cli.flags[0]:
+        return Optional[bool]
+    base = spec.cli.type or (str if spec.default is REQUIRED or spec.default is None else type(spec.default))
+    default = spec.default if spec.cli.default is ... else spec.cli.default
+    return Optional[base] if default is None else base
+
+
+def _tune_signature() -> inspect.Signature:
+    """``tune(ctx, <an option per setting of hpo.settings with a Cli>, workers, as_json)``: what typer
+    reads to build ``hpo tune``'s options (flags, help, defaults from :mod:`hpo.settings`)."""
+    P = inspect.Parameter
+    params = [P("ctx", P.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    for spec in specs():
+        if spec.cli is not None:
+            cli = spec.cli
+            default = spec.default if cli.default is ... else cli.default
+            option = typer.Option(... if default is REQUIRED else default, *cli.flags, help=cli.help, metavar=cli.metavar)
+            params.append(P(spec.name, P.KEYWORD_ONLY, default=option, annotation=_cli_annotation(spec)))
+        if spec.name in _TUNE_OWN_OPTIONS:
+            name, annotation, option = _TUNE_OWN_OPTIONS[spec.name]
+            params.append(P(name, P.KEYWORD_ONLY, default=option, annotation=annotation))
+    return inspect.Signature(params, return_annotation=None)
+
+
+def tune(ctx: typer.Context, **given: Any) -> None:
+    """``hpo tune``: its options are the settings (:mod:`hpo.settings`), its trailing arguments the
+    train args and backend options (:func:`split_extra_args`)."""
+    import warnings
+
+    from .errors import HpoWarning
+    from .tuner import Tuner
+    from .values import parse_train_args
+
+    warnings.filterwarnings("ignore", category=HpoWarning)  # printed as "hpo: warning:" lines (_tune)
+    as_json, workers = bool(given.pop("as_json", False)), given.pop("workers", None)
+    values: dict[str, Any] = {}
+    for spec in specs():
+        if spec.cli is not None:
+            value = given[spec.name]
+            values[spec.name] = spec.cli.to_setting(value) if spec.cli.to_setting else value
+    if workers is not None:
+        _log.warning(f"--workers: {DEPRECATED_WORKERS}")
+        values["concurrent_trials"] = workers
+    train_pairs, options = split_extra_args(list(ctx.args))
+    options = _checked_options(values["backend"], options, ctx)
+    settings = TuneSettings(**values, train_args=parse_train_args(train_pairs), backend_options=options)
+    with _stdout_to_stderr(as_json):
+        result = _tune(Tuner, settings)
+    _print_result(result, as_json)
+
+
+tune.__signature__ = _tune_signature()  # type: ignore[attr-defined]
+tune.__annotations__ = {p.name: p.annotation for p in tune.__signature__.parameters.values()}  # type: ignore[attr-defined]
+app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     help=(
         "Tune hyperparameters. Trailing KEY=VALUE pairs are Ultralytics train args "
         "(imgsz=32 batch=16 device=cpu); trailing --option value pairs are the backend's options "
         "(hpo backends lists them)."
     ),
-)
-@handle_errors
-def tune(
-    ctx: typer.Context,
-    backend: str = typer.Option("ultralytics", "--backend", "-b", help="Backend name (hpo backends)."),
-    model: str = typer.Option(..., "--model", "-m", help="Bundled model YAML (yolov8n.yaml) or local .pt; never downloaded."),
-    data: str = typer.Option(..., "--data", "-d", help="Data YAML, or classification folder."),
-    iterations: Optional[str] = typer.Option(
-        None,
-        "--iterations",
-        "-n",
-        metavar="N",
-        help="Total finished trials of the study (default 10; with --time-budget: no cap unless given).",
-    ),
-    time_budget: Optional[str] = typer.Option(
-        None,
-        "--time-budget",
-        "-t",
-        metavar="DURATION",
-        help="Wall-clock budget of the whole study, over all its runs: seconds (3600) or 90m, 2h, 1h30m. No trial starts after it; running trials stop at their next epoch (pruned).",
-    ),
-    epochs: str = typer.Option("10", "--epochs", "-e", metavar="N", help="Training epochs per trial (the full fidelity)."),
-    output: str = typer.Option("runs/hpo", "--output", "-o", help="Folder of studies (e.g. the mounted volume)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Study name (default <data>-<backend>)."),
-    space: Optional[str] = typer.Option(
-        None, "--space", "-s", help="Search space: YAML/JSON file or inline JSON (default: Ultralytics' tuner space)."
-    ),
-    metric: Optional[str] = typer.Option(None, "--metric", help="Objective metric (default by task, e.g. metrics/mAP50-95(B))."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the existing study up to --iterations."),
-    join: bool = typer.Option(
-        False, "--join", help="Add this process to a running study (same --output/--name; backends that support it, e.g. optuna)."
-    ),
-    allow_changes: bool = typer.Option(
-        False,
-        "--allow-changes",
-        help="With --resume: continue with changed data or train args (a new settings version; hpo show marks each trial's).",
-    ),
-    trial_timeout: Optional[float] = typer.Option(None, "--trial-timeout", help="Seconds before a trial is killed (failed)."),
-    concurrent_trials: str = typer.Option(
-        "1",
-        "--concurrent-trials",
-        "-j",
-        metavar="N",
-        help="Trials trained at once (several GPUs: one each); Ultralytics' data-loader workers stay workers=N.",
-    ),
-    workers: Optional[str] = typer.Option(
-        None, "--workers", "-w", metavar="N", hidden=True, help="Deprecated: --concurrent-trials."
-    ),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the backend's sampler."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
-    mlflow: Optional[bool] = typer.Option(
-        None,
-        "--mlflow/--no-mlflow",
-        help="MLflow tracking: a parent run per study, a child run per trial (default: on when MLFLOW_TRACKING_URI is set; see docs/mlflow.md).",
-    ),
-    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name (default: the study name)."),
-    download_weights: Optional[bool] = typer.Option(
-        None,
-        "--download-weights/--no-download-weights",
-        help="Let Ultralytics fetch official weights named by --model (yolov8n.pt) once, before the first trial, into --weights-dir (default: env HPO_DOWNLOAD_WEIGHTS, else off).",
-    ),
-    weights_dir: Optional[str] = typer.Option(
-        None, "--weights-dir", help="Folder of fetched official weights (default <output>/pretrained)."
-    ),
-    keep_weights: str = typer.Option(
-        "top-3",
-        "--keep-weights",
-        metavar="best|top-K|all",
-        help="Trials that keep their weights/*.pt; the others' are deleted as trials finish (<study>/weights/best.pt stays).",
-    ),
-    plots: Optional[bool] = typer.Option(
-        None,
-        "--plots/--no-plots",
-        help="Draw <study>/plots/ (PNGs, report.html) when the run ends (default: on unless HPO_PLOTS=0).",
-    ),
-) -> None:
-    import warnings
-
-    from .config import parse_train_args
-    from .errors import HpoWarning
-    from .tuner import Tuner
-
-    warnings.filterwarnings("ignore", category=HpoWarning)  # printed below as "hpo: warning:" lines
-    if workers is not None:
-        from .tuner import DEPRECATED_WORKERS
-
-        print(f"hpo: warning: --workers: {DEPRECATED_WORKERS}", file=sys.stderr)
-        concurrent_trials = workers
-    train_pairs, options = split_extra_args(list(ctx.args))
-    options = _checked_options(backend, options, ctx)
-    callbacks: list[Any] = []
-    with _stdout_to_stderr(as_json):
-        result = _tune(
-            Tuner,
-            backend=backend,
-            model=model,
-            data=data,
-            space=space,
-            iterations=iterations,
-            epochs=epochs,
-            metric=metric,
-            train_args=parse_train_args(train_pairs),
-            output=output,
-            name=name,
-            resume=resume,
-            join=join,
-            allow_changes=allow_changes,
-            trial_timeout=trial_timeout,
-            time_budget=time_budget,
-            concurrent_trials=concurrent_trials,
-            seed=seed,
-            backend_options=options,
-            callbacks=callbacks,
-            mlflow=mlflow,
-            experiment=experiment,
-            plots=plots,
-            keep_weights=keep_weights,
-            verbose=not quiet,
-            download_weights=download_weights,
-            weights_dir=weights_dir,
-        )
-    _print_result(result, as_json)
+)(handle_errors(tune))
 
 
 @contextlib.contextmanager
@@ -308,14 +263,14 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
         os.close(saved)
 
 
-def _tune(tuner_cls: Any, **kwargs: Any) -> Any:
+def _tune(tuner_cls: Any, settings: TuneSettings) -> Any:
     """Build the :class:`~hpo.Tuner`, print its notices and warnings, and run it (SIGTERM: interrupt)."""
-    tuner = tuner_cls(**kwargs)
+    tuner = tuner_cls(settings)
     cfg = tuner.config
-    for notice in cfg.notices:
-        print(f"hpo: notice: {mask_text(notice)}", file=sys.stderr)
-    for warning in cfg.warnings:
-        print(f"hpo: warning: {mask_text(warning)}", file=sys.stderr)
+    for text in cfg.notices:
+        notice(_log, text)
+    for text in cfg.warnings:
+        _log.warning(text)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a pod's SIGTERM: stop cleanly, resumable
     return tuner.run()
 
@@ -361,6 +316,105 @@ def show(
     else:
         chosen = [p.strip() for p in params.split(",") if p.strip()] if params else None
         sys.stdout.write(render(study_dir, params=chosen, show_all=show_all))
+
+
+@app.command("final")
+@handle_errors
+def final(
+    study_dir: Path = typer.Argument(..., help="The study directory <output>/<name>."),
+    epochs: Optional[str] = typer.Option(
+        None,
+        "--epochs",
+        "-e",
+        metavar="N",
+        help="Epochs per final run (default: the last final stage's, or --final-epochs of the study).",
+    ),
+    seeds: Optional[str] = typer.Option(
+        None,
+        "--seeds",
+        metavar="R",
+        help="Runs per configuration, with seeds no trial used: seed+1..seed+R of the train arg seed (default: the last stage's, else 1).",
+    ),
+    top: Optional[str] = typer.Option(
+        None, "--top", metavar="K", help="How many of the best configurations to train (default: the last stage's, else 1)."
+    ),
+    time_budget: Optional[str] = typer.Option(
+        None,
+        "--time-budget",
+        "-t",
+        metavar="DURATION",
+        help="Wall-clock budget of this final stage: no run starts after it, a running one stops at its next epoch (interrupted).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the final stage's summary as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+    mlflow: Optional[bool] = typer.Option(
+        None,
+        "--mlflow/--no-mlflow",
+        help="MLflow tracking: a child run per final run under the study's parent run (default: on when MLFLOW_TRACKING_URI is set).",
+    ),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment (default: the study's)."),
+    plots: Optional[bool] = typer.Option(
+        None, "--plots/--no-plots", help="Redraw <study>/plots/ with final.png (default: on unless HPO_PLOTS=0)."
+    ),
+) -> None:
+    """Train a finished study's best configuration(s) for a full schedule with fresh seeds and score
+    them on the test split (the final model); also continues an interrupted final stage."""
+    from .final import FINAL_SUMMARY, read_final_summary, render_final, require_complete, run_final_stage
+    from .study import Study
+    from .values import _count, parse_duration
+
+    if not Study.exists(study_dir):
+        raise ConfigError(f"study: no study at '{study_dir}'; pass the folder <output>/<name> that holds study.json")
+    last = read_final_summary(study_dir) if (Path(study_dir) / FINAL_SUMMARY).is_file() else None
+    stored = Study.open(study_dir).settings
+    n_epochs = epochs if epochs is not None else (last or {}).get("epochs") or stored.get("final_epochs")
+    if not n_epochs:
+        raise ConfigError("epochs: the study has no final stage to continue; give --epochs N (epochs per final run)")
+    n_epochs = _count("epochs", n_epochs)
+    run_seeds: int | list[int] = _count("seeds", seeds) if seeds is not None else list((last or {}).get("seeds") or []) or 1
+    n_top = _count("top", top) if top is not None else len((last or {}).get("configurations") or []) or 1
+    budget = parse_duration("time_budget", time_budget) if time_budget is not None else None
+    if plots is None:
+        plots = os.environ.get("HPO_PLOTS", "1").strip().lower() not in ("0", "false", "no", "off")
+    from .tracking import tracker_for_study
+
+    tracker = tracker_for_study(study_dir, enabled=mlflow, experiment=experiment)  # refuses a bad server before anything runs
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    with Study.open(study_dir, writer=True) as study, _stdout_to_stderr(as_json):
+        if tracker is not None:
+            tracker.attach(study)
+        result = None
+        try:
+            result = run_final_stage(
+                study,
+                epochs=n_epochs,
+                seeds=run_seeds,
+                top=n_top,
+                time_budget_s=budget,
+                observers=[tracker] if tracker is not None else [],
+                verbose=not quiet,
+            )
+        except KeyboardInterrupt:
+            print(
+                "hpo: interrupted; the final runs that completed are kept: the same hpo final command continues the stage",
+                file=sys.stderr,
+            )
+            raise typer.Exit(130) from None
+        finally:
+            if plots:
+                from .plots import write_plots
+
+                try:
+                    write_plots(study.path)
+                except Exception as e:  # noqa: BLE001 - pictures are never worth a failed stage
+                    _log.warning(f"could not draw the study's plots ({type(e).__name__}: {e})".splitlines()[0])
+            if tracker is not None:
+                tracker.finish(study, ok=bool(result is not None and result.complete))
+    if as_json:
+        print(json.dumps(result.summary, indent=2, default=str))
+    else:
+        print("\n".join(render_final(result.summary)))
+    require_complete(result, resume_hint=f"run 'hpo final {study_dir}' again")
 
 
 @app.command()
@@ -510,7 +564,7 @@ def _add_plugin_commands() -> None:
     try:
         add_cli_commands(app, handle_errors)
     except Exception as e:  # noqa: BLE001 - e.g. a plugin that fails to import
-        print(f"hpo: warning: a plugin's commands were not added ({type(e).__name__}: {str(e).strip()[:200]})", file=sys.stderr)
+        _log.warning(f"a plugin's commands were not added ({type(e).__name__}: {str(e).strip()[:200]})")
 
 
 _add_plugin_commands()

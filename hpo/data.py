@@ -23,9 +23,13 @@ from ._yaml import DuplicateKeyError
 from ._yaml import safe_load as _safe_load
 from .errors import DataError
 
-__all__ = ["ResolvedData", "resolve_data", "cache_warnings"]
+__all__ = ["ResolvedData", "resolve_data", "cache_warnings", "test_split", "CLS_VAL_FOLDERS"]
 
 _SPLITS = ("train", "val", "test", "minival")
+#: The folders Ultralytics' ``check_cls_dataset`` takes, in this order, as a classification folder's
+#: validation split (Ultralytics 8.4, ``ultralytics/data/utils.py``); without any of them it
+#: validates on ``test/``, which is then no test split.
+CLS_VAL_FOLDERS = ("val", "validation", "valid")
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class ResolvedData:
         """Write the resolved YAML into ``study_dir`` (atomically); return what trials pass as ``data=``."""
         if self.kind == "folder":
             return self.source
-        from .study import atomic_write_text
+        from .files import atomic_write_text
 
         path = Path(study_dir) / "data.yaml"
         atomic_write_text(path, yaml.safe_dump(self.content, sort_keys=False))
@@ -146,6 +150,35 @@ def resolve_data(data: str | Path, task: str, *, single_cls: bool = False) -> Re
     if not single_cls:
         _check_label_classes(images, nc, p)
     return ResolvedData(str(p), "yaml", content)
+
+
+def test_split(data: ResolvedData) -> str | None:
+    """``"test"`` when the dataset has a test split that no trial validates on, else ``None``.
+
+    A data YAML's ``test:`` entry (every path of it exists: :func:`resolve_data`); a classification
+    folder's ``test/`` beside a validation folder (:data:`CLS_VAL_FOLDERS`): without one, Ultralytics
+    validates every training on ``test/`` (``check_cls_dataset``), so it is the validation split
+    and there is no test split.
+
+    Raises:
+        DataError: the test split holds no image Ultralytics loads (for classification, in no class folder).
+    """
+    if data.kind == "folder":
+        root = Path(data.source)
+        if not (root / "test").is_dir() or not any((root / v).is_dir() for v in CLS_VAL_FOLDERS):
+            return None
+        _check_class_split(root / "test")
+        return "test"
+    entry = data.content.get("test")
+    if not entry:
+        return None
+    entries = entry if isinstance(entry, list) else [entry]
+    if not any(_walk_images(Path(e)) for e in entries):
+        raise DataError(
+            f"data: test '{entry}' in '{data.source}' holds no images ({', '.join(sorted(_formats()))}); put the test "
+            "images there, or remove 'test:' to score the final model on the validation split"
+        )
+    return "test"
 
 
 def _formats() -> frozenset[str]:

@@ -4,9 +4,12 @@
 "Optical Recognition of Handwritten Digits"), inside the scikit-learn wheel, so these builders
 work offline. Both are deterministic for a given ``seed``.
 
-- ``digits-cls``: an Ultralytics image-folder classification set ``DIR/{train,val}/<digit>/*.png``.
+- ``digits-cls``: an Ultralytics image-folder classification set ``DIR/{train,val,test}/<digit>/*.png``.
 - ``digits-det``: a detection set: several digits pasted onto larger canvases, YOLO labels from
-  their known positions, and ``DIR/data.yaml`` (``path: .``, i.e. the YAML's own folder).
+  their known positions, and ``DIR/data.yaml`` (``path: .``, i.e. the YAML's own folder) with
+  ``train``, ``val`` and ``test`` splits.
+
+Both hold a test split that no trial validates on, for the final model (:mod:`hpo.final`).
 """
 
 from __future__ import annotations
@@ -36,31 +39,41 @@ def _check_dir(out: str | Path) -> Path:
     return out
 
 
-def make_digits_cls(out: str | Path, *, seed: int = 0, imgsz: int = 32, val_fraction: float = 0.22) -> Path:
+def make_digits_cls(
+    out: str | Path, *, seed: int = 0, imgsz: int = 32, val_fraction: float = 0.2, test_fraction: float = 0.2
+) -> Path:
     """Write the digits classification set.
 
     Args:
         out: target folder (created; must be new or empty).
-        seed: seed of the train/val split.
+        seed: seed of the train/val/test split.
         imgsz: side of the saved images in pixels (8x8 digits upscaled, bilinear).
-        val_fraction: share of the 1,797 images in ``val/`` (default 0.22: 1,402 train / 395 val).
+        val_fraction: share of the 1,797 images in ``val/`` (default 0.2).
+        test_fraction: share in ``test/`` (default 0.2; 0: no test split). The defaults give
+            1,079 train / 359 val / 359 test images.
 
     Returns:
         The folder, to pass as ``data=`` for a ``-cls`` model.
 
     Raises:
-        ConfigError: ``out`` is a non-empty folder, or ``val_fraction`` is not in (0, 1).
+        ConfigError: ``out`` is a non-empty folder, ``val_fraction`` is not in (0, 1),
+            ``test_fraction`` not in [0, 1), or together they leave no training image.
     """
     from PIL import Image
 
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction: {val_fraction} must be in (0, 1)")
+    if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
+        raise ConfigError(
+            f"test_fraction: {test_fraction} must be in [0, 1) and leave training images beside val_fraction {val_fraction}"
+        )
     out = _check_dir(out)
     images, labels = _digits()
     order = np.random.default_rng(seed).permutation(len(images))
     n_val = int(round(len(images) * val_fraction))
+    n_test = int(round(len(images) * test_fraction))
     for rank, i in enumerate(order):
-        split = "val" if rank < n_val else "train"
+        split = "val" if rank < n_val else ("test" if rank < n_val + n_test else "train")
         folder = out / split / str(labels[i])
         folder.mkdir(parents=True, exist_ok=True)
         img = Image.fromarray(images[i], mode="L").resize((imgsz, imgsz), Image.Resampling.BILINEAR).convert("RGB")
@@ -74,6 +87,7 @@ def make_digits_det(
     seed: int = 0,
     n_train: int = 64,
     n_val: int = 16,
+    n_test: int = 16,
     canvas: int = 96,
     digits_per_image: tuple[int, int] = (2, 4),
     digit_size: tuple[int, int] = (16, 32),
@@ -87,7 +101,9 @@ def make_digits_det(
     Args:
         out: target folder (created; must be new or empty).
         seed: seed of every random choice.
-        n_train, n_val: number of train and val canvases.
+        n_train, n_val, n_test: number of train, val and test canvases (``n_test=0``: no test
+            split). The test canvases are drawn after the others, so a seed's train and val
+            canvases do not depend on ``n_test``.
         canvas: canvas side in pixels.
         digits_per_image: inclusive (min, max) digits per canvas.
         digit_size: inclusive (min, max) pasted digit side in pixels.
@@ -101,14 +117,16 @@ def make_digits_det(
     import yaml
     from PIL import Image
 
-    if n_train < 1 or n_val < 1:
-        raise ConfigError("n_train/n_val: must be >= 1")
+    if n_train < 1 or n_val < 1 or n_test < 0:
+        raise ConfigError("n_train/n_val/n_test: n_train and n_val must be >= 1, n_test >= 0")
     if digit_size[1] * 2 > canvas:
         raise ConfigError(f"canvas: {canvas} px is too small for digits of up to {digit_size[1]} px")
     out = _check_dir(out)
     images, labels = _digits()
     rng = np.random.default_rng(seed)
-    for split, count in (("train", n_train), ("val", n_val)):
+    for split, count in (("train", n_train), ("val", n_val), ("test", n_test)):
+        if count == 0:
+            continue
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
         for n in range(count):
@@ -141,6 +159,7 @@ def make_digits_det(
         "path": ".",
         "train": "images/train",
         "val": "images/val",
+        **({"test": "images/test"} if n_test else {}),
         "names": {k: str(k) for k in range(10)},
     }
     header = "# digits-det: real UCI handwritten digits (scikit-learn) pasted on canvases; made by `hpo datasets make`\n"

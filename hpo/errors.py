@@ -6,10 +6,6 @@ them into one line on stderr and exit code 2. :class:`StudyError` (and :class:`S
 is not bad input but a study directory that cannot be used as asked; its exit code is 2 too.
 :class:`RunFailedError` means the study ran but produced no usable result (exit code 1). The CLI
 exits with the error's ``exit_code``.
-
-Deprecated names (aliases of the same classes, kept for old code; removed in a later release):
-``BackendNotFound`` (:class:`BackendNotFoundError`), ``StudyLocked`` (:class:`StudyLockedError`),
-``RunFailed`` (:class:`RunFailedError`).
 """
 
 from __future__ import annotations
@@ -26,9 +22,6 @@ __all__ = [
     "StudyLockedError",
     "StudyError",
     "RunFailedError",
-    "BackendNotFound",
-    "StudyLocked",
-    "RunFailed",
     "VolumeError",
     "HpoWarning",
     "closest",
@@ -88,14 +81,6 @@ class RunFailedError(HpoError):
     exit_code = 1
 
 
-#: Deprecated alias of :class:`BackendNotFoundError`.
-BackendNotFound = BackendNotFoundError
-#: Deprecated alias of :class:`StudyLockedError`.
-StudyLocked = StudyLockedError
-#: Deprecated alias of :class:`RunFailedError`.
-RunFailed = RunFailedError
-
-
 class VolumeError(HpoError):
     """The output volume refused a write (full, over quota, read-only or an I/O error). Exit code 1.
 
@@ -109,7 +94,7 @@ class VolumeError(HpoError):
 class HpoWarning(UserWarning):
     """Input that is valid but risky (a read-only dataset, ``val=False``): the study runs, worse.
 
-    :func:`hpo.config.build_config` issues one per finding with :func:`warnings.warn` (so the
+    :func:`hpo.validate.build_config` issues one per finding with :func:`warnings.warn` (so the
     Python API shows it on stderr) and lists them in ``TuneConfig.warnings``; the CLI prints
     those as ``hpo: warning: ...`` lines instead.
     """

@@ -13,6 +13,9 @@ a half-written file behind:
   by SIGKILL of the machine) before anything is appended after it.
 - :func:`volume_error`: turn the ``OSError`` of a failed write into :class:`hpo.errors.VolumeError`
   naming the volume and the free space needed.
+
+This module's ``__all__`` is public API: a plugin that keeps its own files in the study
+directory (a backend's state in ``<study>/<backend>/``) writes them with these helpers.
 """
 
 from __future__ import annotations

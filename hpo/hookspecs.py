@@ -5,7 +5,9 @@ entry-point groups (:func:`hpo.plugins.get_plugin_manager`): ``hpo.backends`` fo
 strategies and ``hpo.plugins`` for everything else (observers, CLI commands). Built-in parts are
 registered exactly the same way: the three backends (``hpo_ultralytics``, ``hpo_optuna``,
 ``hpo_ray``) in ``hpo.backends``, MLflow tracking (:mod:`hpo.tracking`) and the KFP package's
-``hpo pipelines compile`` (``hpo_kfp.cli``) in ``hpo.plugins``. A plugin module must import
+``hpo pipelines compile`` (``hpo_kfp.cli``) in ``hpo.plugins``; hpo's own observers (the
+progress display :mod:`hpo.progress`, the plots :mod:`hpo.plots`, the weights keeper
+:mod:`hpo.weights`) with the same call, first (:data:`hpo.plugins.DEFAULT_PLUGINS`). A plugin module must import
 quickly (heavy libraries inside the functions that use them): every ``hpo`` command loads it.
 
 Hooks (keyword arguments only; an implementation may take any subset of a hook's arguments):
@@ -98,17 +100,24 @@ def hpo_study_observers(config: TuneConfig, settings: Mapping[str, Any]) -> list
     Called by :meth:`hpo.Tuner.run` once per run, first thing: before the study directory is
     created, opened or locked. An implementation may check its service here (MLflow creates or
     fetches its experiment) and refuse the run by raising :class:`hpo.ConfigError`: the run stops
-    with that one-line error (CLI exit code 2) and nothing is written. The observers are called
-    after the Tuner's own (progress display, plots, ``callbacks=``) and before the weights keeper
-    (which deletes weights last), in the order the plugins were loaded.
+    with that one-line error (CLI exit code 2) and nothing is written. Once the study runs, an
+    observer that raises never fails it (one warning line naming the observer; a
+    :class:`hpo.ConfigError` from ``on_study_start`` still stops the run).
+
+    The order the observers are called in (:func:`hpo.plugins.study_observers`): those of
+    implementations marked ``@hookimpl(tryfirst=True)`` (hpo's progress display, then its plots,
+    so that MLflow logs them), then the Tuner's ``callbacks=``, then the other plugins' (MLflow
+    tracking, third-party ones) in the order the plugins were loaded, then those marked
+    ``trylast`` (hpo's weights keeper, which deletes weights after every other observer saw the trial).
 
     Args:
-        config: the validated study settings (:class:`hpo.config.TuneConfig`: ``name``,
-            ``study_dir``, ``backend``, ``join``, ...).
-        settings: the Tuner's observer settings, read-only: ``mlflow`` (``bool`` or ``None``:
-            ``Tuner(mlflow=...)``, CLI ``--mlflow/--no-mlflow``) and ``experiment`` (``str`` or
-            ``None``: ``Tuner(experiment=...)``, CLI ``--experiment``). Keys a plugin does not
-            know are ignored.
+        config: the validated study settings (:class:`hpo.TuneConfig`: ``name``,
+            ``study_dir``, ``backend``, ``join``, ``keep_weights``, ...).
+        settings: the study's settings as given, read-only and with credentials masked: every
+            field of :class:`hpo.TuneSettings`, e.g. ``mlflow`` (``bool`` or ``None``:
+            ``Tuner(mlflow=...)``, CLI ``--mlflow/--no-mlflow``), ``experiment`` (``str`` or
+            ``None``: ``Tuner(experiment=...)``, CLI ``--experiment``), ``verbose``, ``plots``.
+            Keys a plugin does not know are ignored.
 
     Returns:
         A list (possibly empty) of :class:`hpo.TunerCallback` objects (or any objects with some of

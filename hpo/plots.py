@@ -10,6 +10,10 @@ plots, at the end of a run (:class:`PlotCallback`, registered by :class:`hpo.Tun
     plots/parallel.png     parallel coordinates of the most important parameters
     plots/slice.png        objective against each of the most important parameters
     plots/importance.json  ``{param: importance}``, most important first (read by ``hpo show``)
+    plots/final.png        the final model (:mod:`hpo.final`), when the study has a final stage:
+                           per configuration each seed's score on the test split (or the
+                           validation split, labelled "val (no test split)"), their mean ± sd,
+                           the final runs' validation mean and the search's validation value
     plots/report.html      all of them, interactive (plotly), one self-contained file (no CDN)
 
 Parameter importance and the Optuna plots run on an in-memory Optuna study rebuilt from the
@@ -26,24 +30,36 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
+import os
 import sys
 import warnings
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .callbacks import TunerCallback
 from .files import atomic_target, atomic_write_text
+from .hookspecs import hookimpl
 from .study import Study, TrialRecord, TrialStatus
 
 if TYPE_CHECKING:
     import optuna
 
     from .config import TuneConfig
-    from .tuner import TuneResult
+    from .result import TuneResult
 
-__all__ = ["write_plots", "optuna_study", "param_importances", "PlotCallback", "TOP_PARAMS"]
+__all__ = [
+    "write_plots",
+    "optuna_study",
+    "param_importances",
+    "PlotCallback",
+    "TOP_PARAMS",
+    "plots_wanted",
+    "hpo_study_observers",
+]
 
 #: Parameters shown in the parallel-coordinate and slice plots (the most important ones).
 TOP_PARAMS = 6
@@ -256,6 +272,127 @@ def _png_curves(study: Study, finished: list[TrialRecord], path: Path) -> None:
     plt.close(fig)
 
 
+def _final_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The configurations of a final stage that have a complete run, best first, with a label."""
+    rows = []
+    for c in summary.get("configurations") or []:
+        if not c.get("test"):
+            continue
+        label = f"trial {c['source_trial']}" if c.get("source_trial") is not None else "config"
+        rows.append({**c, "label": label})
+    return rows
+
+
+def _final_title(study: Study, summary: dict[str, Any]) -> str:
+    seeds = summary.get("seeds") or []
+    return (
+        f"{study.path.name}: final model, {summary.get('epochs')} epochs x {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
+        f"scored on {summary.get('split_label')}"
+    )
+
+
+def _png_final(study: Study, summary: dict[str, Any], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    rows = _final_rows(summary)
+    metric = str(summary.get("metric") or "")
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows) + 3), 4.5), constrained_layout=True)
+    for x, c in enumerate(rows):
+        ax.scatter(
+            [x] * len(c["test"]), c["test"], color=_COLORS["complete"], alpha=0.6, zorder=3, label="each seed" if x == 0 else None
+        )
+        ax.errorbar(
+            [x + 0.15],
+            [c["test_mean"]],
+            yerr=[[c["test_sd"] or 0.0], [c["test_sd"] or 0.0]],
+            fmt="s",
+            color="black",
+            capsize=4,
+            zorder=4,
+            label="mean ± sd" if x == 0 else None,
+        )
+        if c.get("val_mean") is not None:
+            ax.scatter(
+                [x - 0.15],
+                [c["val_mean"]],
+                marker="D",
+                color=_COLORS["pruned"],
+                zorder=3,
+                label="final val mean" if x == 0 else None,
+            )
+        if c.get("search_objective") is not None:
+            ax.scatter(
+                [x - 0.3],
+                [c["search_objective"]],
+                marker="^",
+                color="tab:purple",
+                zorder=3,
+                label="search's val" if x == 0 else None,
+            )
+    chosen = summary.get("chosen") or {}
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([c["label"] + (" *" if chosen.get("source_trial") == c.get("source_trial") else "") for c in rows])
+    ax.set_ylabel(f"{metric} ({summary.get('split_label')})")
+    ax.set_title(_final_title(study, summary) + (" (* the final model)" if chosen else ""), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def _plotly_final(study: Study, summary: dict[str, Any]) -> list[Any]:
+    import plotly.graph_objects as go
+
+    rows = _final_rows(summary)
+    if not rows:
+        return []
+    fig = go.Figure()
+    labels = [c["label"] for c in rows]
+    fig.add_trace(
+        go.Scatter(
+            x=[c["label"] for c in rows for _ in c["test"]],
+            y=[v for c in rows for v in c["test"]],
+            mode="markers",
+            name=f"each seed ({summary.get('split_label')})",
+            marker={"color": _COLORS["complete"], "opacity": 0.6},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=labels,
+            y=[c["test_mean"] for c in rows],
+            error_y={"type": "data", "array": [c["test_sd"] or 0.0 for c in rows]},
+            mode="markers",
+            name="mean ± sd",
+            marker={"color": "black", "symbol": "square"},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=labels, y=[c.get("val_mean") for c in rows], mode="markers", name="final val mean", marker={"symbol": "diamond"}
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=labels,
+            y=[c.get("search_objective") for c in rows],
+            mode="markers",
+            name="search's val",
+            marker={"symbol": "triangle-up"},
+        )
+    )
+    fig.update_layout(title=_final_title(study, summary), yaxis_title=str(summary.get("metric")), height=420)
+    return [fig]
+
+
+def _final_html(summary: dict[str, Any]) -> str:
+    """The report's "Final model" paragraph: the stage, and the final model with its scores."""
+    from .final import render_final
+
+    return "<h2>Final model</h2><pre>" + html.escape("\n".join(render_final(summary))) + "</pre>"
+
+
 def _save_optuna_png(draw: Any, path: Path, **kw: Any) -> None:
     import matplotlib.pyplot as plt
 
@@ -388,8 +525,14 @@ def write_plots(study_dir: str | Path, *, html_report: bool = True) -> list[Path
         _save_optuna_png(omp.plot_parallel_coordinate, out / "parallel.png", study=ostudy, params=top)
         _save_optuna_png(omp.plot_slice, out / "slice.png", study=ostudy, params=top)
         written += [out / "importance.png", out / "parallel.png", out / "slice.png"]
+    from .final import read_final_summary
+
+    final = read_final_summary(study.path)
+    if final is not None and _final_rows(final):
+        _png_final(study, final, out / "final.png")
+        written.append(out / "final.png")
     if html_report:
-        written.append(_write_report(study, finished, ostudy, importances, top, out / "report.html"))
+        written.append(_write_report(study, finished, ostudy, importances, top, out / "report.html", final))
     return written
 
 
@@ -420,7 +563,13 @@ def _evaluator(importances: dict[str, float]) -> Any:
 
 
 def _write_report(
-    study: Study, finished: list[TrialRecord], ostudy: Any, importances: dict[str, float], top: list[str], path: Path
+    study: Study,
+    finished: list[TrialRecord],
+    ostudy: Any,
+    importances: dict[str, float],
+    top: list[str],
+    path: Path,
+    final: dict[str, Any] | None = None,
 ) -> Path:
     import plotly.offline
     from optuna import visualization as ov
@@ -445,6 +594,10 @@ def _write_report(
         )
     )
     body = "\n".join(f.to_html(full_html=False, include_plotlyjs=False) for f in figs)
+    if final is not None:
+        body += _final_html(final) + "\n".join(
+            f.to_html(full_html=False, include_plotlyjs=False) for f in _plotly_final(study, final)
+        )
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>hpo "
         f"{html.escape(study.path.name)}</title><script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script>"
@@ -477,8 +630,20 @@ class PlotCallback(TunerCallback):
         try:
             write_plots(study.path)
         except Exception as e:  # noqa: BLE001 - pictures are never worth a failed study
-            print(
-                f"hpo: warning: could not draw the study's plots ({type(e).__name__}: {e})".splitlines()[0],
-                file=sys.stderr,
-                flush=True,
-            )
+            logging.getLogger("hpo.plots").warning(f"could not draw the study's plots ({type(e).__name__}: {e})".splitlines()[0])
+
+
+def plots_wanted(setting: bool | None) -> bool:
+    """Whether a study draws its plots: the setting ``plots`` when given, else on unless the
+    environment sets ``HPO_PLOTS`` to ``0``, ``false``, ``no`` or ``off``."""
+    if setting is not None:
+        return bool(setting)
+    return os.environ.get("HPO_PLOTS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@hookimpl(tryfirst=True)
+def hpo_study_observers(settings: Mapping[str, Any]) -> list[TunerCallback]:
+    """hpo's own plugin (:data:`hpo.plugins.DEFAULT_PLUGINS`): the plots of a study that wants them
+    (:func:`plots_wanted`), drawn before the other plugins' observers see the study end (MLflow
+    logs them)."""
+    return [PlotCallback()] if plots_wanted(settings.get("plots")) else []

@@ -1,17 +1,23 @@
 """The plugin manager: finds plugins through the entry-point groups ``hpo.backends`` and ``hpo.plugins``.
 
-Nothing is created at import time: call :func:`get_plugin_manager` (cached). Loading an entry
-point imports only its small plugin module; plugins import their heavy libraries (optuna, ray,
-torch, mlflow, kfp) inside their methods, so ``hpo backends`` stays fast. The hooks are in
-:mod:`hpo.hookspecs`; this module also calls the ones the core needs (:func:`backends`,
-:func:`study_observers`, :func:`add_cli_commands`).
+Nothing is created at import time: call :func:`get_plugin_manager` (cached). hpo's own observers
+(:data:`DEFAULT_PLUGINS`: the progress display, the plots, the weights keeper) are registered
+first, with the same call as the plugins an entry point names. Loading an entry point imports
+only its small plugin module; plugins import their heavy libraries (optuna, ray, torch, mlflow,
+kfp) inside their methods, so ``hpo backends`` stays fast. The hooks are in :mod:`hpo.hookspecs`;
+this module also calls the ones the core needs (:func:`backends`, :func:`study_observers`,
+:func:`add_cli_commands`). :func:`register` adds a plugin in this process without an entry point
+(a benchmark's own backend, a test's).
+
+This module's ``__all__`` is public API (plugins, ``hpo_kfp`` and ``hpo_bench`` may use it).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.metadata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -31,7 +37,9 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "PLUGIN_GROUP",
     "ENTRY_POINT_GROUPS",
+    "DEFAULT_PLUGINS",
     "get_plugin_manager",
+    "register",
     "backends",
     "get_backend",
     "study_observers",
@@ -44,6 +52,9 @@ ENTRY_POINT_GROUP = "hpo.backends"
 PLUGIN_GROUP = "hpo.plugins"
 #: The groups loaded, in this order.
 ENTRY_POINT_GROUPS = (ENTRY_POINT_GROUP, PLUGIN_GROUP)
+#: hpo's own plugins, registered by these names before the entry points' plugins: the study
+#: observers of :mod:`hpo.progress`, :mod:`hpo.plots` and :mod:`hpo.weights`.
+DEFAULT_PLUGINS = ("progress", "plots", "weights")
 
 
 @functools.cache
@@ -56,34 +67,75 @@ def get_plugin_manager() -> pluggy.PluginManager:
     """
     pm = pluggy.PluginManager("hpo")
     pm.add_hookspecs(hookspecs)
+    from . import plots, progress, weights  # DEFAULT_PLUGINS' modules (light: they import their libraries when used)
+
+    for name, module in zip(DEFAULT_PLUGINS, (progress, plots, weights), strict=True):
+        pm.register(module, name=name)
     for group in ENTRY_POINT_GROUPS:
         pm.load_setuptools_entrypoints(group)
     pm.check_pending()
     return pm
 
 
-def study_observers(config: TuneConfig, settings: Mapping[str, Any]) -> list[TunerCallback]:
-    """The observers every plugin contributes to a study about to run (hook ``hpo_study_observers``).
+def register(plugin: object, name: str | None = None) -> None:
+    """Register a plugin module or object in this process, as an entry point would (idempotent).
+
+    For a plugin that is not installed with an entry point: a benchmark's own backend, a test's
+    observer. Call it before the first :func:`backends` of the process, or it clears that cache.
+
+    Raises:
+        pluggy.PluginValidationError: the plugin implements a hook that does not exist.
+    """
+    pm = get_plugin_manager()
+    if not pm.is_registered(plugin):
+        pm.register(plugin, name=name)
+        pm.check_pending()
+        backends.cache_clear()
+
+
+def study_observers(config: TuneConfig, settings: Mapping[str, Any], *, callbacks: Sequence[Any] = ()) -> list[TunerCallback]:
+    """The observers of a study about to run: every plugin's (hook ``hpo_study_observers``) and
+    ``callbacks``, in the order they are called.
+
+    The order: the observers of implementations marked ``@hookimpl(tryfirst=True)`` (hpo's
+    progress display, then its plots, so that MLflow logs the plots), then ``callbacks``, then
+    the other plugins' (MLflow tracking, third-party ones), then those marked ``trylast`` (hpo's
+    weights keeper, which deletes weights after every other observer saw the trial); within
+    each, in plugin load order (hpo's own, then ``hpo.backends``, then ``hpo.plugins``, each in
+    entry-point order).
 
     Args:
         config: the validated study settings.
-        settings: the Tuner's observer settings (``mlflow``, ``experiment``), passed read-only.
+        settings: the settings as given (every :class:`hpo.TuneSettings` field), passed read-only.
+        callbacks: the Tuner's own observers (``Tuner(callbacks=...)``).
 
     Returns:
-        The observers, in plugin load order (``hpo.backends`` then ``hpo.plugins``, each in entry-point order).
+        The observers.
 
     Raises:
         hpo.ConfigError: a plugin refused the settings or its service (nothing is written yet).
         HpoError: a plugin returned something that is not a list.
     """
     frozen = MappingProxyType(dict(settings))
-    found: list[TunerCallback] = []
-    # pluggy calls the plugin registered last first: reverse its answers to keep the load order
-    for got in reversed(get_plugin_manager().hook.hpo_study_observers(config=config, settings=frozen)):
-        if not isinstance(got, (list, tuple)):
-            raise HpoError(f"a plugin's hpo_study_observers returned {type(got).__name__}, not a list of observers")
-        found.extend(got)
-    return found
+    given = {"config": config, "settings": frozen}
+    impls = get_plugin_manager().hook.hpo_study_observers.get_hookimpls()
+    # pluggy keeps [trylast (last registered first), plain, tryfirst] (the others in registration order)
+    first = [i for i in impls if i.tryfirst]
+    last = [i for i in impls if i.trylast][::-1]
+    plain = [i for i in impls if not (i.tryfirst or i.trylast)]
+
+    def observers_of(group: list[Any]) -> list[TunerCallback]:
+        found: list[TunerCallback] = []
+        for impl in group:
+            got = impl.function(**{arg: given[arg] for arg in impl.argnames})
+            if not isinstance(got, (list, tuple)):
+                raise HpoError(
+                    f"plugin {impl.plugin_name}: hpo_study_observers returned {type(got).__name__}, not a list of observers"
+                )
+            found.extend(got)
+        return found
+
+    return [*observers_of(first), *callbacks, *observers_of(plain), *observers_of(last)]
 
 
 def add_cli_commands(app: typer.Typer, handle_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:

@@ -81,7 +81,7 @@ def fetch_pretrained(model: str, folder: str | os.PathLike) -> str:
         raise ConfigError(
             f"model: fetching '{model}' into {folder} failed ({detail}); check the network or pass the path of a local .pt"
         )
-    import sys
+    import logging
 
-    print(f"hpo: fetched {model} into {path.parent}", flush=True, file=sys.stderr)
+    logging.getLogger("hpo.pretrained").info(f"fetched {model} into {path.parent}")
     return str(path.resolve())

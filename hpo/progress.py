@@ -16,15 +16,17 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from .callbacks import TunerCallback
+from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from .config import TuneConfig
     from .study import Study, TrialRecord
 
-__all__ = ["ProgressDisplay", "HEARTBEAT_S", "clock"]
+__all__ = ["ProgressDisplay", "HEARTBEAT_S", "clock", "hpo_study_observers"]
 
 #: Longest silence (seconds) of the plain-line display while trials run.
 HEARTBEAT_S = 30.0
@@ -272,6 +274,29 @@ class ProgressDisplay(TunerCallback):
             )
             self._refresh()
 
+    def on_final_start(self, record: Any) -> None:
+        """A line for a final-model run that starts (:mod:`hpo.final`)."""
+        with self._lock:
+            origin = f"trial {record.source_trial}, " if record.source_trial is not None else ""
+            self._line(f"final run {record.id} started ({origin}seed {record.seed}, {record.epochs} epochs)")
+
+    def on_final_epoch(self, record: Any, row: dict[str, float]) -> None:
+        """An epoch line of a final run."""
+        with self._lock:
+            value = row.get(self.metric)
+            shown = f"{value:.5g}" if isinstance(value, float) else "-"
+            self._line(f"  final run {record.id} epoch {int(row.get('epoch', 0))}/{record.epochs} {self.metric}={shown}")
+
+    def on_final_end(self, record: Any) -> None:
+        """The final run's result line: its validation value and its score on the split."""
+        from .final import split_label
+
+        with self._lock:
+            val = f"{record.objective_val:.5g}" if record.objective_val is not None else "-"
+            test = f"{record.objective_test:.5g}" if record.objective_test is not None else "-"
+            extra = f" ({record.error})" if record.error else ""
+            self._line(f"final run {record.id} {record.status.value}: val {val}, {split_label(record.split)} {test}{extra}")
+
     def on_study_end(self, study: Study, result: Any) -> None:
         """Stop the display (the heartbeat thread and the rich live region)."""
         self._stop.set()
@@ -282,3 +307,10 @@ class ProgressDisplay(TunerCallback):
                 self._refresh()
                 self._progress.stop()
                 self._progress = None
+
+
+@hookimpl(tryfirst=True)
+def hpo_study_observers(settings: Mapping[str, Any]) -> list[TunerCallback]:
+    """hpo's own plugin (:data:`hpo.plugins.DEFAULT_PLUGINS`): the progress display of a study whose
+    setting ``verbose`` is on (``hpo tune`` unless ``--quiet``), called before every other observer."""
+    return [ProgressDisplay()] if settings.get("verbose") else []

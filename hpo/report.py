@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .files import tree_bytes
+from .final import read_final_summary
 from .redact import mask_text
 from .study import Study, TrialRecord, TrialStatus, settings_versions
 
@@ -127,7 +128,10 @@ def study_summary(path: str | Path) -> dict[str, Any]:
     ``epochs_completed``, ``duration_s``, ``error``, ``settings``: the settings version it trained
     under), ``best`` (``trial``, ``params``, ``objective``; ``null`` if none), ``disk_bytes`` (the
     study folder's size in bytes), ``settings_changes`` (one ``{"settings": k, "at": ..., "changes":
-    "field: stored X != given Y; ..."}`` per resume with ``allow_changes``; ``[]`` if none).
+    "field: stored X != given Y; ..."}`` per resume with ``allow_changes``; ``[]`` if none), ``final``
+    (the last final stage, :func:`hpo.final.read_final_summary`: its settings, ``split`` and
+    ``split_label``, runs per status, per configuration ``val_mean``, ``test_mean``, ``test_sd``
+    on the split, and the ``chosen`` run with its ``weights``; ``null`` without one).
 
     Args:
         path: the study directory ``<output>/<name>``.
@@ -164,4 +168,5 @@ def study_summary(path: str | Path) -> dict[str, Any]:
             {"settings": k, "at": e.get("at"), "changes": e.get("allowed_changes")}
             for k, e in sorted(settings_versions(study.settings).items())
         ],
+        "final": read_final_summary(study.path),
     }

@@ -217,6 +217,11 @@ def render(study_dir: str | Path, *, width: int | None = None, params: list[str]
             out += _wrap(f"weights {weights}", fit, 2)
     else:
         out += ["", "no complete trial yet"]
+    from .final import read_final_summary, render_final
+
+    final = read_final_summary(study.path)
+    if final is not None:
+        out += [""] + render_final(final, width=fit)
     return "\n".join(out) + "\n"
 
 

@@ -31,6 +31,9 @@ Options (``trainer_options``, or ``HPO_TRAINER_OPTIONS`` as JSON):
     barrier, barrier_n: a folder and a count; every trial creates a file in the folder when it
         starts and waits before its first epoch until the folder holds ``barrier_n`` files (at most
         ``gate_s``), so ``barrier_n`` trials are sure to train at once, however loaded the machine.
+
+A spec with an ``eval_split`` (a final-model run, :mod:`hpo.final`) also gets ``eval_metrics``: the
+final value :data:`EVAL_GAP` worse (:func:`eval_value`).
 """
 
 from __future__ import annotations
@@ -46,7 +49,16 @@ from . import clock
 from .study import TrialStatus
 from .trial import Progress, Report, TrialOutcome, TrialSpec
 
-__all__ = ["simulated_trainer", "play_curve", "curve_value", "quality", "wait_for_gate", "wait_at_barrier"]
+__all__ = [
+    "simulated_trainer",
+    "play_curve",
+    "curve_value",
+    "eval_value",
+    "EVAL_GAP",
+    "quality",
+    "wait_for_gate",
+    "wait_at_barrier",
+]
 
 
 def quality(params: dict[str, Any]) -> float:
@@ -107,7 +119,7 @@ def simulated_trainer(spec: TrialSpec, report: Report, progress: Progress | None
         raise RuntimeError(f"simulated training error of trial {spec.trial_id}")
     diverged = spec.trial_id in set(opts.get("nan", ()))
     metric = spec.metric or "metrics/accuracy_top1"
-    return play_curve(
+    outcome = play_curve(
         spec,
         report,
         progress,
@@ -115,6 +127,20 @@ def simulated_trainer(spec: TrialSpec, report: Report, progress: Progress | None
         epoch_s=0.0 if spec.trial_id in set(opts.get("quick", ())) else float(opts.get("epoch_s", 0.0)),
         weights_bytes=int(opts.get("weights_bytes", 0)),
     )
+    if spec.eval_split and outcome.status is TrialStatus.COMPLETE:
+        outcome.eval_metrics = {metric: eval_value(outcome.final_metrics[metric], metric)}
+    return outcome
+
+
+#: How much worse the simulated score on an evaluation split (``TrialSpec.eval_split``) is than
+#: the validation score (a held-out split scores a little below the split the epoch was chosen on).
+EVAL_GAP = 0.02
+
+
+def eval_value(val: float, metric: str = "") -> float:
+    """The simulated score on an evaluation split of a run whose validation score is ``val``:
+    :data:`EVAL_GAP` worse (higher for a loss)."""
+    return val + EVAL_GAP if "loss" in metric else val - EVAL_GAP
 
 
 def wait_at_barrier(folder: Path, n: int, trial_id: int, timeout_s: float) -> None:

@@ -28,9 +28,9 @@ import contextlib
 import enum
 import errno
 import json
+import logging
 import math
 import os
-import sys
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -43,6 +43,9 @@ from .errors import StudyError
 from .files import append_line, atomic_copy, atomic_write_text, repair_jsonl, volume_errors
 from .lock import LOCK_HEARTBEAT_S, LOCK_STALE_AFTER_S, StudyLock
 from .redact import mask_secrets, mask_text
+
+#: Warnings of reading and repairing study files (the ``hpo`` logger, :mod:`hpo.log`).
+_log = logging.getLogger("hpo.study")
 
 __all__ = [
     "TrialStatus",
@@ -214,6 +217,10 @@ class Study:
     #: so that the records of the trials that were running when it did can still be written.
     RESERVE = ".space-reserve"
     RESERVE_BYTES = 2 << 20
+    #: Seconds after which the lock of a writer on another host counts as gone (:mod:`hpo.lock`).
+    LOCK_STALE_AFTER_S = LOCK_STALE_AFTER_S
+    #: Seconds between a writer's lock heartbeats (:mod:`hpo.lock`).
+    LOCK_HEARTBEAT_S = LOCK_HEARTBEAT_S
 
     def __init__(self, path: Path, settings: dict[str, Any], *, records_file: str = RECORDS):
         self.path = Path(path)
@@ -325,7 +332,7 @@ class Study:
 
     def _warn(self, text: str) -> None:
         self.repairs.append(text)
-        print(f"hpo: warning: {text}", file=sys.stderr, flush=True)
+        _log.warning(text)
 
     @staticmethod
     def break_lock(path: str | Path, *, force: bool = False) -> dict[str, Any] | None:
@@ -500,7 +507,7 @@ class Study:
     def _warn_once(self, key: str, text: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            print(f"hpo: warning: {text}", file=sys.stderr, flush=True)
+            _log.warning(text)
 
     def finished(self) -> list[TrialRecord]:
         """Finished trials (complete, failed, pruned), by id."""

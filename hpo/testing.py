@@ -3,7 +3,7 @@
 **The in-process layer,** :class:`BackendTestCase` (in the style of Optuna's
 ``BasicSamplerTestCase`` and ``StorageTestCase``): a backend's ``ask``, ``tell``,
 ``should_prune`` and ``restore`` called directly, in this process, through the core's own loop
-(:meth:`hpo.StudyLoop.ask_tell`, with trials played from formula learning curves instead of
+(:meth:`hpo.scheduler.AskTellScheduler.run`, with trials played from formula learning curves instead of
 trained) on an in-memory study (:class:`MemoryStudy`) built from settings that need no dataset or
 model on disk (:func:`build_settings`). A test takes milliseconds; a backend's test module is a
 few lines::
@@ -93,12 +93,13 @@ import pytest
 
 from .backend import Backend, Controller, Suggestion
 from .config import TuneConfig
+from .ledger import StudyLedger
 from .runner import TrialRunner
+from .scheduler import AskTellScheduler
 from .simulate import curve_value
 from .space import Kind
 from .study import Study, TrialRecord, TrialStatus, _finite_or_none, _json_default, utcnow
 from .trial import TrialOutcome, TrialSpec
-from .tuner import StudyLoop
 
 __all__ = [
     # the in-process layer
@@ -212,7 +213,7 @@ def build_settings(
     """Valid study settings (:class:`hpo.config.TuneConfig`) for in-process tests of a backend,
     without a dataset or a model on disk.
 
-    Unlike :func:`hpo.config.build_config` (what ``hpo tune`` and ``Tuner`` call) this reads no
+    Unlike :func:`hpo.validate.build_config` (what ``hpo tune`` and ``Tuner`` call) this reads no
     dataset, imports no Ultralytics and does not check the metric against the task's; the rest is
     validated as there: the space (:meth:`hpo.SearchSpace.parse`), the backend's options (its
     ``Options`` model) and, with ``check``, the backend's pre-flight (``Options.check``).
@@ -417,7 +418,7 @@ def run_trials(
 ) -> list[TrialRecord]:
     """Run ``n`` more trials of ``backend`` through the core's own loop, in this process.
 
-    The loop is :meth:`hpo.StudyLoop.ask_tell` itself: ``ask`` under the loop's lock, the
+    The loop is the core's own (:meth:`hpo.scheduler.AskTellScheduler.run`): ``ask`` under the ledger's lock, the
     proposal validated against the space and recorded ``running``, the trial played epoch by epoch
     from ``curve`` with ``should_prune`` after each epoch (in the trial's own thread), the outcome
     recorded as the core records it (stopped after an epoch: ``pruned`` with that epoch's value; a
@@ -444,8 +445,7 @@ def run_trials(
     config = dataclasses.replace(
         backend.config, iterations=len(before) + n, workers=workers, time_budget=None, trial_timeout=None, join=False
     )
-    loop = StudyLoop(config, study, runner=_CurveRunner(curve, fail, epoch_s))
-    loop.ask_tell(backend)
+    AskTellScheduler(StudyLedger(config, study), runner=_CurveRunner(curve, fail, epoch_s)).run(backend)
     return [r for r in study.finished() if r.id not in before]
 
 
@@ -670,8 +670,8 @@ class BackendTestCase:
             by_id = {r.id: r for r in first}
             assert by_id[1].status is TrialStatus.FAILED and not by_id[1].epochs, by_id[1]
             assert by_id[2].status is TrialStatus.FAILED and by_id[2].objective is None, by_id[2]
-            # trials this backend never asked for, recorded by the core (a StudyLoop's recorder methods)
-            loop = StudyLoop(config, study, runner=_CurveRunner(simulated_curve, (), 0.0))
+            # trials this backend never asked for, recorded by the core (its ledger, the hpo.TrialRecorder)
+            loop = StudyLedger(config, study)
             params = next(r.params for r in first if r.status is not TrialStatus.FAILED)
             metric, e = config.metric, config.epochs
             rows = [{"epoch": k, metric: simulated_curve(0, params, k, metric)} for k in range(1, e + 1)]
@@ -810,9 +810,7 @@ class BackendTestCase:
         """
         config = backend.config
         curve, _ = _extremes(config, study.finished())  # better than every trial so far: judged at every epoch
-        loop = StudyLoop(
-            dataclasses.replace(config, iterations=None, join=False), study, runner=_CurveRunner(simulated_curve, (), 0.0)
-        )
+        loop = StudyLedger(dataclasses.replace(config, iterations=None, join=False), study)
         started = []
         for _ in range(threads * each):  # as the core asks: one at a time
             s = backend.ask()

@@ -23,6 +23,16 @@ What is logged (see ``docs/mlflow.md``):
   final validation, ``objective``, ``epochs_completed``, ``duration_s``. Run status: complete ->
   FINISHED, pruned -> KILLED (stopped early), failed -> FAILED.
 
+- child run per final run (:mod:`hpo.final`; name ``final-<id>``, tags ``mlflow.parentRunId``,
+  ``hpo.role=final``, ``hpo.final_run``, ``hpo.source_trial``, ``hpo.seed``, ``hpo.split``,
+  ``hpo.status``): the configuration's params plus ``seed`` and ``epochs``, every per-epoch value,
+  ``final.val/<metric>`` (validation of ``best.pt``), ``final.test/<metric>`` (the test split),
+  ``objective_val``, ``objective_test`` (on the split; the validation value without a test split,
+  tag ``hpo.split`` = ``val (no test split)``). At the end of the stage the parent run gets the
+  metrics ``final_test_mean``, ``final_test_sd``, ``final_val_mean`` of the final model's
+  configuration, ``final_objective_val`` and ``final_objective_test`` of the final model's run,
+  the tags ``hpo.final.*`` and the artifacts ``final.yaml`` and ``weights/final.pt``.
+
 The parent run's ids are kept in ``<study>/mlflow.json`` (:data:`RUN_FILE`, written atomically),
 never in ``study.json``; studies made by earlier versions of hpo hold them in ``study.json``'s ``mlflow`` key,
 which is still read.
@@ -34,9 +44,9 @@ spelling Ultralytics' MLflow callback uses: ``metrics/mAP50-95(B)`` -> ``metrics
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-import sys
 import tempfile
 import threading
 import time
@@ -56,10 +66,19 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .config import TuneConfig
+    from .result import TuneResult
     from .study import Study, TrialRecord
-    from .tuner import TuneResult
 
-__all__ = ["MlflowTracker", "tracker_for", "default_tracking_uri", "metric_key", "RUN_FILE", "stored_run", "hpo_study_observers"]
+__all__ = [
+    "MlflowTracker",
+    "tracker_for",
+    "tracker_for_study",
+    "default_tracking_uri",
+    "metric_key",
+    "RUN_FILE",
+    "stored_run",
+    "hpo_study_observers",
+]
 
 #: The file in the study directory that holds the parent run's ids (``tracking_uri``,
 #: ``experiment``, ``experiment_id``, ``parent_run_id``), written by the study's writer.
@@ -142,7 +161,8 @@ def _cut(text: Any, n: int) -> str:
 
 
 def _stderr(msg: str) -> None:
-    print(f"hpo: mlflow: {mask_text(msg)}", file=sys.stderr, flush=True)
+    """One ``hpo: mlflow: MSG`` line (the ``hpo`` logger, :mod:`hpo.log`)."""
+    logging.getLogger("hpo.mlflow").info(f"mlflow: {mask_text(msg)}")
 
 
 def tracker_for(config: TuneConfig, *, enabled: bool | None = None, experiment: str | None = None) -> MlflowTracker | None:
@@ -176,6 +196,44 @@ def tracker_for(config: TuneConfig, *, enabled: bool | None = None, experiment: 
         tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
         study_dir=config.study_dir,
     )
+
+
+def tracker_for_study(
+    study_dir: str | os.PathLike, *, enabled: bool | None = None, experiment: str | None = None
+) -> MlflowTracker | None:
+    """The tracker of work on an existing study after its search (``hpo final STUDY``), or ``None``
+    when tracking is off; :meth:`MlflowTracker.check` has run. It nests its runs under the study's
+    parent run (:meth:`MlflowTracker.attach`).
+
+    Args:
+        study_dir: the study directory.
+        enabled: as :func:`tracker_for` (``None``: on when ``MLFLOW_TRACKING_URI`` is set or ``experiment`` given).
+        experiment: the experiment (default: the one stored in ``mlflow.json``, else the study's name).
+
+    Raises:
+        ConfigError, hpo.extras.MissingExtra: as :func:`tracker_for` and :meth:`MlflowTracker.check`.
+    """
+    if experiment is not None:
+        experiment = str(experiment).strip()
+        if not experiment or len(experiment) > 500:
+            raise ConfigError(f"experiment: {experiment!r} must be a non-empty name of at most 500 characters")
+        if enabled is False:
+            raise ConfigError("experiment: given with --no-mlflow (mlflow=False); drop one of them")
+    if enabled is None:
+        enabled = bool(os.environ.get("MLFLOW_TRACKING_URI")) or experiment is not None
+    if not enabled:
+        return None
+    from .extras import require
+
+    require("mlflow", "mlflow", "MLflow tracking (--mlflow, or MLFLOW_TRACKING_URI set)")
+    path = Path(study_dir)
+    tracker = MlflowTracker(
+        experiment=experiment or stored_run(path).get("experiment") or path.resolve().name,
+        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
+        study_dir=path,
+    )
+    tracker.check()
+    return tracker
 
 
 @hookimpl
@@ -255,6 +313,7 @@ class MlflowTracker(TunerCallback):
         self.parent_run_id: str | None = None
         self.error: str | None = None
         self._runs: dict[int, str] = {}
+        self._final: dict[int, str] = {}  # final run id -> its MLflow run id
         self._lock = threading.Lock()
         self._client: Any = None
         self._backend = ""
@@ -530,10 +589,181 @@ class MlflowTracker(TunerCallback):
             for plot in sorted((study.path / "plots").glob("*")):  # hpo.plots draws them just before
                 if plot.suffix in (".png", ".html", ".json") and not plot.name.startswith("."):  # not a temp file
                     client.log_artifact(pid, str(plot), artifact_path="plots")
-            ok = result is not None and result.counts.get("complete", 0) > 0  # as Tuner.run: no complete trial, no result
+            # as Tuner.run: no complete trial, or a final stage without a complete run, is no result
+            final = getattr(result, "final", None)
+            ok = result is not None and result.counts.get("complete", 0) > 0 and (final is None or bool(final.complete))
             client.set_terminated(pid, status=RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
 
         self._safe("end of the study", end)
+
+    # --- the final model (hpo.final)
+    def attach(self, study: Study) -> None:
+        """Nest what follows under the study's parent run (``hpo final STUDY``): the run stored in
+        ``mlflow.json`` when it is at this tracking URI and not deleted (set RUNNING again), else a
+        new parent run for the study (its ids stored in ``mlflow.json``). End it with :meth:`finish`."""
+
+        def start() -> None:
+            from mlflow.entities import RunStatus
+
+            client = self.client()
+            if self.experiment_id is None:
+                self._experiment_id(create=True)
+            stored = stored_run(study.path)
+            parent = None
+            if stored.get("parent_run_id") and stored.get("tracking_uri") == _public_uri(self.uri):
+                try:
+                    run = client.get_run(stored["parent_run_id"])
+                    parent = run if run.info.lifecycle_stage == "active" else None
+                except Exception:  # noqa: BLE001 - gone from this server: start a new parent
+                    parent = None
+            if parent is not None:
+                self.parent_run_id, self.experiment_id = parent.info.run_id, parent.info.experiment_id
+                client.update_run(self.parent_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+                action = "re-attached to"
+            else:
+                name = study.path.name
+                run = client.create_run(
+                    self.experiment_id,
+                    run_name=name,
+                    tags={
+                        "hpo.role": "study",
+                        "hpo.study": name,
+                        "hpo.study_dir": str(study.path),
+                        "hpo.backend": str(study.settings.get("backend")),
+                    },
+                )
+                self.parent_run_id = run.info.run_id
+                doc = {
+                    "tracking_uri": _public_uri(self.uri),
+                    "experiment": self.experiment,
+                    "experiment_id": self.experiment_id,
+                    "parent_run_id": self.parent_run_id,
+                }
+                atomic_write_text(study.path / RUN_FILE, json.dumps(doc, indent=2) + "\n")
+                action = "created"
+            self._backend = str(study.settings.get("backend") or "")
+            _stderr(f"{action} parent run {self.parent_run_id} in experiment '{self.experiment}' at {_public_uri(self.uri)}")
+
+        self._safe("start of the final stage", start)
+
+    def finish(self, study: Study, *, ok: bool) -> None:
+        """End the parent run that :meth:`attach` opened: the study's plots as artifacts, status
+        FINISHED (``ok``) or FAILED."""
+        if not self.active:
+            return
+
+        def end() -> None:
+            from mlflow.entities import RunStatus
+
+            client = self.client()
+            for plot in sorted((study.path / "plots").glob("*")):
+                if plot.suffix in (".png", ".html", ".json") and not plot.name.startswith("."):
+                    client.log_artifact(str(self.parent_run_id), str(plot), artifact_path="plots")
+            status = RunStatus.FINISHED if ok else RunStatus.FAILED
+            client.set_terminated(str(self.parent_run_id), status=RunStatus.to_string(status))
+
+        self._safe("end of the final stage", end)
+
+    def on_final_start(self, record: Any) -> None:
+        """Create the final run's child run (nested under the parent) with its params, seed and epochs."""
+        if not self.active:
+            return
+
+        def start() -> None:
+            from .final import split_label
+
+            run = self.client().create_run(
+                self.experiment_id,
+                run_name=f"final-{record.id}",
+                tags={
+                    "mlflow.parentRunId": self.parent_run_id,
+                    "hpo.role": "final",
+                    "hpo.final_run": str(record.id),
+                    "hpo.source_trial": str(record.source_trial),
+                    "hpo.seed": str(record.seed),
+                    "hpo.split": split_label(record.split),
+                    "hpo.backend": self._backend,
+                    "hpo.status": record.status.value,
+                    "hpo.worker": str(record.worker),
+                },
+            )
+            with self._lock:
+                self._final[record.id] = run.info.run_id
+            params = {metric_key(k): v for k, v in record.params.items()}
+            self._log_params(run.info.run_id, {**params, "seed": record.seed, "epochs": record.epochs})
+
+        self._safe(f"start of final run {record.id}", start)
+
+    def on_final_epoch(self, record: Any, row: dict[str, float]) -> None:
+        """Log the epoch's values with ``step`` = the epoch (1-based)."""
+        run_id = self._final.get(record.id)
+        if not self.active or run_id is None:
+            return
+        step = int(row.get("epoch", record.epochs_completed))
+        self._safe(f"epoch {step} of final run {record.id}", lambda: self._log_metrics(run_id, row, step=step, skip=("epoch",)))
+
+    def on_final_end(self, record: Any) -> None:
+        """Log the validation and test metrics and the objectives; end the child run (complete:
+        FINISHED, interrupted: KILLED, failed: FAILED)."""
+        run_id = self._final.get(record.id)
+        if not self.active or run_id is None:
+            return
+
+        def end() -> None:
+            from mlflow.entities import RunStatus
+
+            client = self.client()
+            values: dict[str, Any] = {f"final.val/{k}": v for k, v in (record.val_metrics or {}).items()}
+            values.update({f"final.test/{k}": v for k, v in (record.test_metrics or {}).items()})
+            for key in ("objective_val", "objective_test", "duration_s"):
+                if getattr(record, key) is not None:
+                    values[key] = getattr(record, key)
+            values["epochs_completed"] = record.epochs_completed
+            self._log_metrics(run_id, values, step=record.epochs_completed)
+            client.set_tag(run_id, "hpo.status", record.status.value)
+            if record.error:
+                client.set_tag(run_id, "hpo.error", _cut(mask_text(record.error), MAX_TAG_LEN))
+            status = {"complete": RunStatus.FINISHED, "interrupted": RunStatus.KILLED}.get(record.status.value, RunStatus.FAILED)
+            client.set_terminated(run_id, status=RunStatus.to_string(status))
+
+        self._safe(f"end of final run {record.id}", end)
+
+    def on_final_stage_end(self, result: Any) -> None:
+        """On the parent run: the final model's scores (its configuration's mean ± sd on the split,
+        its run's values), tags ``hpo.final.*``, and the artifacts ``final.yaml`` and ``weights/final.pt``."""
+        if not self.active:
+            return
+
+        def end() -> None:
+            client = self.client()
+            pid = str(self.parent_run_id)
+            summary = result.summary
+            chosen = summary.get("chosen")
+            tags = {"hpo.final.split": str(summary.get("split_label")), "hpo.final.epochs": str(summary.get("epochs"))}
+            tags["hpo.final.seeds"] = ",".join(str(x) for x in summary.get("seeds") or [])
+            for status, n in (summary.get("counts") or {}).items():
+                tags[f"hpo.final.count.{status}"] = str(n)
+            values: dict[str, Any] = {}
+            if chosen:
+                tags.update({"hpo.final.run": str(chosen["run"]), "hpo.final.source_trial": str(chosen.get("source_trial"))})
+                values.update(final_objective_val=chosen.get("objective_val"), final_objective_test=chosen.get("objective_test"))
+                config = next(
+                    (c for c in summary.get("configurations") or [] if chosen["run"] in [r["id"] for r in c.get("runs") or []]),
+                    None,
+                )
+                if config is not None:
+                    values.update(final_test_mean=config.get("test_mean"), final_test_sd=config.get("test_sd"))
+                    values["final_val_mean"] = config.get("val_mean")
+            self._log_metrics(pid, {k: v for k, v in values.items() if v is not None}, step=0)
+            for k, v in tags.items():
+                client.set_tag(pid, k, v)
+            output = Path(str(summary.get("output") or self.study_dir))
+            if (output / "final.yaml").is_file():
+                client.log_artifact(pid, str(output / "final.yaml"))
+            if result.weights is not None and Path(result.weights).is_file():
+                client.log_artifact(pid, str(result.weights), artifact_path="weights")
+
+        self._safe("end of the final stage", end)
 
     # --- helpers
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ from .study import TrialStatus
 __all__ = [
     "TrialSpec",
     "TrialOutcome",
+    "objective_of",
     "Trainer",
     "Report",
     "Progress",
@@ -58,7 +59,7 @@ Progress = Callable[[dict[str, int]], None]
 class TrialSpec:
     """What one trial trains. Picklable: it crosses process boundaries (forked workers, Ray).
 
-    Built by the core (:meth:`hpo.StudyLoop.trial_spec`) from the study settings, parsed once;
+    Built by the core (:meth:`hpo.ledger.StudyLedger.trial_spec`) from the study settings, parsed once;
     backends never build one by hand.
 
     Attributes:
@@ -75,6 +76,10 @@ class TrialSpec:
         integrations: Ultralytics integration settings to leave on (default: none).
         trainer: ``"module:function"`` of the trainer (default :data:`ULTRALYTICS_TRAINER`).
         trainer_options: JSON-able options for the trainer (a simulated trainer's curve settings).
+        eval_split: after a complete training, also validate the best weights (``best.pt``, chosen
+            by Ultralytics on the validation split) on this split of the data (``"test"``), into
+            :attr:`TrialOutcome.eval_metrics`; ``None`` (trials): no extra validation. The final
+            model's runs set it (:mod:`hpo.final`).
     """
 
     trial_id: int
@@ -90,6 +95,7 @@ class TrialSpec:
     integrations: tuple[str, ...] = ()
     trainer: str = ULTRALYTICS_TRAINER
     trainer_options: dict[str, Any] = field(default_factory=dict)
+    eval_split: str | None = None
 
     @property
     def log_file(self) -> Path:
@@ -120,6 +126,8 @@ class TrialOutcome:
         duration_s: seconds from starting the trial to its result (the driver's view).
         weights: best (else last) weights path, if any.
         error: why a trial failed (or was pruned), one line.
+        eval_metrics: metrics of the best weights on ``spec.eval_split`` (Ultralytics' names, e.g.
+            ``metrics/accuracy_top1``), when the spec asked for it and the training completed.
     """
 
     status: TrialStatus
@@ -130,11 +138,28 @@ class TrialOutcome:
     duration_s: float = 0.0
     weights: str | None = None
     error: str | None = None
+    eval_metrics: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.status = TrialStatus(self.status)
         if not self.status.finished:
             raise ValueError(f"a trial outcome is complete, pruned or failed, not {self.status.value}")
+
+    def objective(self, metric: str) -> float | None:
+        """The trial's objective: :func:`objective_of` its epochs and final metrics."""
+        return objective_of(self.epochs, self.final_metrics, metric)
+
+
+def objective_of(outcome_epochs: list[dict[str, float]], final_metrics: dict[str, float], metric: str) -> float | None:
+    """The objective of a trial: ``metric`` from the final validation (best weights), else from the
+    last epoch that reported it. Computed from the raw metric, never from Ultralytics' ``fitness``.
+    """
+    if metric in final_metrics:
+        return float(final_metrics[metric])
+    for row in reversed(outcome_epochs):
+        if metric in row:
+            return float(row[metric])
+    return None
 
 
 class Trainer(Protocol):

@@ -17,12 +17,20 @@ from typing import TYPE_CHECKING, Any
 
 from .callbacks import TunerCallback
 from .errors import ConfigError
+from .hookspecs import hookimpl
 from .study import Study, TrialRecord, TrialStatus
 
 if TYPE_CHECKING:
     from .config import TuneConfig
 
-__all__ = ["DEFAULT_KEEP_WEIGHTS", "parse_keep_weights", "keep_weights_text", "WeightsKeeper", "prune_weights"]
+__all__ = [
+    "DEFAULT_KEEP_WEIGHTS",
+    "parse_keep_weights",
+    "keep_weights_text",
+    "WeightsKeeper",
+    "prune_weights",
+    "hpo_study_observers",
+]
 
 #: The default: the best trial's weights plus the next two (``top-3``).
 DEFAULT_KEEP_WEIGHTS = "top-3"
@@ -123,3 +131,11 @@ class WeightsKeeper(TunerCallback):
             return
         with self._lock:
             self.freed += prune_weights(self.study, self.keep)
+
+
+@hookimpl(trylast=True)
+def hpo_study_observers(config: TuneConfig) -> list[TunerCallback]:
+    """hpo's own plugin (:data:`hpo.plugins.DEFAULT_PLUGINS`): the weights keeper of every study
+    (``keep_weights``, validated in :attr:`hpo.TuneConfig.keep_weights`), called after every other
+    observer (it deletes weights the others may still read)."""
+    return [WeightsKeeper(config.keep_weights)]

@@ -40,7 +40,7 @@ def pipelines_compile(
     require("kfp.kubernetes", "kfp", "hpo pipelines compile")
     from .examples import compile_all
 
-    for path in compile_all(out_dir, image or os.environ.get("HPO_IMAGE"), mount_path):
+    for path in compile_all(out_dir, image or os.environ.get("HPO_IMAGE") or "", mount_path):
         print(path)
 
 

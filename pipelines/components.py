@@ -52,7 +52,7 @@ def check_image(image: "str | None") -> str:
     Raises:
         hpo.errors.ConfigError: no image (``None``/empty) or not an image reference.
     """
-    from hpo.errors import ConfigError
+    from hpo import ConfigError
 
     if not image or not str(image).strip():
         raise ConfigError(
@@ -77,6 +77,7 @@ def hpo_tune(
     leaderboard: Output[Markdown],
     report: Output[HTML],
     best_model: Output[Model],
+    final_model: Output[Model],
     model: str,
     data: str,
     backend: str = "ultralytics",
@@ -99,7 +100,10 @@ def hpo_tune(
     join: bool = False,
     storage_env: str = "",
     allow_changes: bool = False,
-) -> NamedTuple("TuneOutputs", [("study_dir", str), ("best_weights", str), ("best_hyperparameters", dict)]):
+    final_epochs: int = 0,
+    final_seeds: int = 1,
+    final_top: int = 1,
+) -> NamedTuple("TuneOutputs", [("study_dir", str), ("best_weights", str), ("best_hyperparameters", dict)]):  # type: ignore[valid-type]  # KFP's form of named outputs
     """Tune an Ultralytics YOLO model with hpo (``hpo tune``) on the mounted volume.
 
     Runs ``hpo preflight`` first (mount, writable output, data, GPUs, /dev/shm), then the study,
@@ -115,45 +119,36 @@ def hpo_tune(
     study (several pods, one study: backends that support it, e.g. optuna); ``storage_env`` names an
     environment variable (e.g. from a Kubernetes Secret) holding the backend's ``storage`` URL;
     ``allow_changes`` lets a re-run continue an existing study whose data or train args changed
-    (``hpo tune --resume --allow-changes``; without it the task fails naming the change).
+    (``hpo tune --resume --allow-changes``; without it the task fails naming the change);
+    ``final_epochs`` (0: off) trains the best ``final_top`` configurations for that many epochs,
+    ``final_seeds`` runs each with seeds no trial used, after the search, and scores them on the
+    data's test split (``hpo tune --final-epochs``; the final model; a retry continues the stage).
 
     Outputs: ``best_hyperparameters`` (dict: the best params, ready to merge into a training
     step's train args), ``best_model`` (Model: the best weights, with metadata ``metric``,
     ``objective``, ``direction``, ``best_trial``, ``study_dir``, ``backend``), ``leaderboard``
     (Markdown), ``metrics`` (best_objective, complete, failed, pruned, trials), ``report``
     (HTML: leaderboard and best-so-far plot), ``study_dir`` and ``best_weights`` (paths on the volume).
+    With ``final_epochs``: ``final_model`` (Model: ``<study>/weights/final.pt``, the final run with
+    the best validation objective, with metadata ``metric``, ``split`` (``test``, or ``val`` when
+    the data has no test split), ``split_label``, ``objective_test`` (the mean over the seeds of
+    its configuration on the split), ``objective_test_sd``, ``objective_val``, ``seeds``,
+    ``epochs``, ``source_trial``, ``run``, ``study_dir``) and in ``metrics`` ``final_test_mean``,
+    ``final_test_sd``, ``final_val_mean``, ``final_objective_test``, ``final_complete``; without it,
+    ``final_model`` holds no file and the metadata ``final: false``.
     """
+    params = dict(locals())  # first: every parameter, and nothing else (KFP passes them by name)
     from collections import namedtuple
 
     from hpo_kfp.step import run_tune_step, write_outputs
 
-    r = run_tune_step(
-        model=model,
-        data=data,
-        backend=backend,
-        iterations=iterations,
-        epochs=epochs,
-        space=space,
-        metric=metric,
-        mount_path=mount_path,
-        output_dir=output_dir,
-        study_name=study_name,
-        train_args=train_args,
-        backend_options=backend_options,
-        concurrent_trials=concurrent_trials,
-        gpus=gpus,
-        seed=seed,
-        trial_timeout=trial_timeout,
-        time_budget=time_budget,
-        keep_weights=keep_weights,
-        workers=workers or None,
-        join=join,
-        storage_env=storage_env,
-        allow_changes=allow_changes,
-    )
-    write_outputs(r, metrics=metrics, leaderboard=leaderboard, report=report, best_model=best_model)
-    outputs = namedtuple("TuneOutputs", ["study_dir", "best_weights", "best_hyperparameters"])
-    return outputs(r.study_dir, r.best_weights, r.best_params)
+    for artifact in ("metrics", "leaderboard", "report", "best_model", "final_model"):
+        del params[artifact]
+    # the settings (hpo.settings.from_kfp reads their KFP spellings) and the step's own parameters
+    r = run_tune_step(**params)
+    write_outputs(r, metrics=metrics, leaderboard=leaderboard, report=report, best_model=best_model, final_model=final_model)
+    TuneOutputs = namedtuple("TuneOutputs", ["study_dir", "best_weights", "best_hyperparameters"])
+    return TuneOutputs(r.study_dir, r.best_weights, r.best_params)
 
 
 def check_environment(

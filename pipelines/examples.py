@@ -15,6 +15,7 @@ KFP mounts a volume at a fixed path):
 compile --image REGISTRY/NAME:TAG DIR`` calls it.
 """
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def make_pipelines(image: str, mount_path: str = MOUNT) -> dict[str, Callable[..
         ``gpus`` GPUs of ``accelerator_type``; the first step fails early if torch cannot see them.
         The final training consumes the tuning step's ``best_hyperparameters``; ``validate-model``
         consumes its ``best_model`` (Model)."""
-        gpu = dict(
+        gpu: dict[str, Any] = dict(
             pvc_name=pvc_name,
             mount_path=mount_path,
             accelerator_type=accelerator_type,
@@ -201,7 +202,7 @@ def make_pipelines(image: str, mount_path: str = MOUNT) -> dict[str, Callable[..
         ``secret_name`` (key ``HPO_STORAGE``); ``storage_env=""`` keeps the journal file in the study
         directory, which needs a ReadWriteMany PVC whose file locks hold across pods (docs/kfp.md).
         """
-        settings = dict(
+        settings: dict[str, Any] = dict(
             pvc_name=pvc_name,
             mount_path=mount_path,
             accelerator_count=gpus,
@@ -209,7 +210,7 @@ def make_pipelines(image: str, mount_path: str = MOUNT) -> dict[str, Callable[..
             secret_name=secret_name,
             retries=2,
         )
-        study = dict(
+        study: dict[str, Any] = dict(
             model=model,
             data=data,
             backend="optuna",
@@ -247,7 +248,7 @@ def compile_component(path: str | Path, image: str) -> Path:
 
 
 def _prepare(folder: Path) -> None:
-    from hpo.errors import ConfigError
+    from hpo import ConfigError
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -258,7 +259,7 @@ def _prepare(folder: Path) -> None:
 
 
 def _write(fn: Callable[[], Any], target: Path) -> None:
-    from hpo.errors import ConfigError
+    from hpo import ConfigError
 
     try:
         fn()
@@ -289,7 +290,7 @@ def compile_all(out_dir: str | Path, image: str, mount_path: str = MOUNT) -> lis
     written = []
     for name, pipeline in pipelines.items():
         target = out / f"{name}.yaml"
-        _write(lambda pipeline=pipeline, target=target: compiler.Compiler().compile(pipeline, str(target)), target)
+        _write(functools.partial(compiler.Compiler().compile, pipeline, str(target)), target)
         written.append(target)
     written.append(compile_component(out / "hpo_tune_component.yaml", image))
     return written

@@ -94,8 +94,7 @@ def _refuse_secrets(task: dsl.PipelineTask) -> None:
     """Refuse a task argument given as a constant that holds a credential: KFP writes constants
     into the compiled pipeline and shows them in its UI. Pipeline parameters (channels) are values
     given when a run is submitted and are not seen here."""
-    from hpo.errors import ConfigError
-    from hpo.redact import has_secret, mask_secrets
+    from hpo import ConfigError, has_secret, mask_secrets
 
     for name, value in (getattr(task, "inputs", None) or {}).items():
         if isinstance(value, PipelineChannel) or not has_secret(value):

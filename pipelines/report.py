@@ -74,7 +74,7 @@ def param_importances(records: list[Any], direction: str, seed: int = 0) -> dict
     if not dists:
         return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction=direction)
+    study = optuna.create_study(direction="minimize" if direction == "minimize" else "maximize")
     study.add_trials(
         [
             optuna.trial.create_trial(
@@ -130,8 +130,8 @@ def study_report_html(study_dir: str | Path, top: int = 100) -> str:
     Raises:
         hpo.errors.StudyError: no study at ``study_dir``.
     """
+    from hpo import Study
     from hpo.report import count_trials
-    from hpo.study import Study
 
     study = Study.open(study_dir)
     records = list(study.records().values())

@@ -7,12 +7,17 @@ continues the study instead of starting over), and returns the texts of the step
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from hpo import TuneSettings
+from hpo.settings import from_kfp
 
 __all__ = [
     "StepResult",
@@ -24,6 +29,9 @@ __all__ = [
     "whole_numbers",
     "resolve_on_mount",
 ]
+
+#: The step's warnings and notices: ``hpo: warning: ...`` lines in the pod's log (the ``hpo`` logger, hpo.log)
+_log = logging.getLogger("hpo.kfp")
 
 
 @dataclass
@@ -44,6 +52,8 @@ class StepResult:
         best_params: the best trial's hyperparameters (``{}`` when no trial completed).
         best: ``metric``, ``objective``, ``direction``, ``best_trial``, ``study_dir``, ``backend``
             (the Model artifact's metadata).
+        final: the final stage's summary (:func:`hpo.final.read_final_summary`), ``{}`` without one.
+        final_weights: ``<study>/weights/final.pt`` if written, else ``""``.
     """
 
     study_dir: str
@@ -56,6 +66,8 @@ class StepResult:
     report_html: str = ""
     best_params: dict[str, Any] = field(default_factory=dict)
     best: dict[str, Any] = field(default_factory=dict)
+    final: dict[str, Any] = field(default_factory=dict)
+    final_weights: str = ""
 
 
 def leaderboard_markdown(study_dir: str | Path, top: int = 50) -> str:
@@ -64,13 +76,13 @@ def leaderboard_markdown(study_dir: str | Path, top: int = 50) -> str:
     Raises:
         hpo.errors.StudyError: no study at ``study_dir``.
     """
+    from hpo import Study
     from hpo.report import leaderboard_markdown as markdown
-    from hpo.study import Study
 
     return markdown(Study.open(study_dir), top=top)
 
 
-def whole_numbers(d: dict[str, Any] | None) -> dict[str, Any]:
+def whole_numbers(d: Mapping[str, Any] | None) -> dict[str, Any]:
     """KFP passes ``dict`` parameters through a protobuf Struct, where every number is a float:
     give whole floats back as ints (``imgsz=32.0`` is refused by Ultralytics; float settings accept ints)."""
     out: dict[str, Any] = {}
@@ -83,73 +95,40 @@ def whole_numbers(d: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def _parse_space(space: str) -> Any:
-    return space if space.strip() else None
-
-
 def run_tune_step(
+    settings: TuneSettings | None = None,
+    /,
     *,
-    model: str,
-    data: str,
-    backend: str = "ultralytics",
-    iterations: int = 10,
-    epochs: int = 10,
-    space: str = "",
-    metric: str = "",
     mount_path: str = "",
-    output_dir: str = "studies",
-    study_name: str = "",
-    train_args: dict[str, Any] | None = None,
-    backend_options: dict[str, Any] | None = None,
-    concurrent_trials: int = 1,
     gpus: int = 0,
-    seed: int = -1,
-    trial_timeout: float = 0.0,
-    time_budget: str = "",
-    join: bool = False,
     storage_env: str = "",
     lock_wait_s: float | None = None,
-    keep_weights: str = "top-3",
-    workers: int | None = None,
     join_wait_s: float = 900.0,
-    allow_changes: bool = False,
+    **params: Any,
 ) -> StepResult:
     """Pre-flight, then tune (or resume) one study on the mounted volume.
 
     Args:
-        model: bundled model YAML or a ``.pt`` on the volume.
-        data: data YAML or classification folder; relative paths are under ``mount_path``.
-        backend: installed backend name (``hpo backends``).
-        iterations: total finished trials of the study; ``0``: no cap (with ``time_budget``).
-        epochs: training epochs per trial (the fidelity).
-        space: search space as a YAML/JSON file path or inline JSON; ``""`` is Ultralytics' default.
-        metric: objective metric; ``""`` is the task's default.
+        settings: the study's settings (:class:`hpo.TuneSettings`; ``data`` and ``output``
+            relative to ``mount_path``). Or give the tuning component's parameters as keywords
+            (``params``), spelled as the component spells them (``output_dir``, ``study_name``,
+            ``""``/``0``/``-1`` for "not given", the deprecated ``workers``): :func:`hpo.settings.from_kfp`.
         mount_path: where the PVC is mounted (``""``: not checked; relative paths then use the
             working directory).
-        output_dir: folder of studies; relative paths are under ``mount_path``.
-        study_name: study name; ``""`` is hpo's default ``<data>-<backend>``.
-        train_args: fixed Ultralytics train args (e.g. ``{"imgsz": 640, "batch": 16}``); a
-            ``workers`` entry (data-loader workers) may be lowered to fit ``/dev/shm``.
-        backend_options: the backend's options (``hpo backends`` lists them).
-        concurrent_trials: trials trained at once (several GPUs: one each).
-        keep_weights: trials that keep their ``weights/*.pt`` (``best``, ``top-K``, ``all``).
-        workers: deprecated spelling of ``concurrent_trials`` (``None``/0: not given).
-        gpus: GPUs the task requested; pre-flight fails when torch sees fewer.
-        seed: the sampler's seed; ``-1`` is random.
-        trial_timeout: seconds before a trial is killed; ``0`` is none.
-        time_budget: wall-clock budget of the whole study (``"3600"``, ``"90m"``, ``"2h"``), kept
-            across retries of the task; ``""`` is none (:class:`hpo.Tuner`'s ``time_budget``).
-        join: add this task to a running study (``hpo tune --join``; e.g. ``ParallelFor`` workers
-            of one optuna study); waits up to ``join_wait_s`` for the study to be created.
+        gpus: GPUs the task requested; pre-flight fails when torch sees fewer. With more than one
+            and no ``device`` train arg, ``device`` lists them.
         storage_env: name of an environment variable holding the backend's ``storage`` URL
             (e.g. ``HPO_STORAGE`` from a Kubernetes Secret); ``""``: none. An unset or empty
             variable is an error.
         lock_wait_s: seconds to wait for the lock of a killed previous attempt to go stale
             (default: the lock's staleness limit plus one heartbeat).
-        join_wait_s: seconds a joining task waits for ``study.json`` (default 900).
-        allow_changes: when the study exists (a retry or a re-run), continue it even if its data or
-            train args changed (``hpo tune --resume --allow-changes``); without it such a change is
-            refused before anything trains. Ignored for a new study.
+        join_wait_s: seconds a joining task (``join``) waits for ``study.json`` (default 900).
+        **params: the component's parameters (when ``settings`` is not given).
+
+    The study is resumed when it already exists (a KFP retry of a killed pod, a re-run), with
+    ``allow_changes`` as given; a joining task (``join``) waits up to ``join_wait_s`` for the study
+    to be created. Train args are KFP's floats made whole again (:func:`whole_numbers`); a
+    ``workers`` train arg (data-loader workers) may be lowered to fit ``/dev/shm``.
 
     Returns:
         :class:`StepResult`.
@@ -165,39 +144,34 @@ def run_tune_step(
             failed, or the time budget ended it first), also when a retry finds it finished: the
             task fails rather than hand on no result.
         hpo.errors.StudyLockedError: another live writer holds the study.
+        TypeError: both ``settings`` and ``params``, or a parameter that is no setting.
     """
     import os
 
     import yaml
 
-    from hpo import Study, Tuner
-    from hpo.errors import ConfigError, StudyLockedError
+    from hpo import ConfigError, Study, StudyLockedError, Tuner, has_secret, mask_secrets
     from hpo.preflight import check_mount_path, run_preflight
-    from hpo.redact import has_secret, mask_secrets
-    from hpo.study import LOCK_HEARTBEAT_S, LOCK_STALE_AFTER_S
 
+    if settings is None:
+        settings = from_kfp(params)
+    elif params:
+        raise TypeError(f"run_tune_step() takes the settings or the component's parameters, not both ({', '.join(params)})")
     if mount_path:
         check_mount_path(mount_path)
-    if has_secret(backend_options):
-        print(
-            f"hpo: warning: backend_options: {mask_secrets(backend_options)} holds a credential, which KFP keeps "
+    if has_secret(settings.backend_options):
+        _log.warning(
+            f"backend_options: {mask_secrets(settings.backend_options)} holds a credential, which KFP keeps "
             "in the run's parameters (its database and UI); put it in a Kubernetes Secret and pass storage_env "
-            "(docs/kfp.md, section 6)",
-            file=sys.stderr,
+            "(docs/kfp.md, section 6)"
         )
-
-    if workers:
-        from hpo.tuner import DEPRECATED_WORKERS
-
-        print(f"hpo: warning: workers: {DEPRECATED_WORKERS}", file=sys.stderr)
-        concurrent_trials = workers
-    args = whole_numbers(train_args)
+    args = whole_numbers(settings.train_args)
     loader_workers = args.get("workers", 8)  # Ultralytics' default data-loader workers
     report = run_preflight(
         mount=mount_path or None,
-        output=output_dir,
-        data=data,
-        model=model,
+        output=str(settings.output),
+        data=str(settings.data),
+        model=settings.model,
         gpus=gpus,
         workers=int(loader_workers),
     )
@@ -211,7 +185,7 @@ def run_tune_step(
     if gpus > 1 and "device" not in args:
         args["device"] = ",".join(str(i) for i in range(gpus))
 
-    options = whole_numbers(backend_options)
+    options = whole_numbers(settings.backend_options)
     if storage_env:
         url = os.environ.get(storage_env, "").strip()
         if not url:
@@ -220,27 +194,17 @@ def run_tune_step(
                 "expose it from a Secret (configure_tuning_task(secret_name=..., secret_keys=[...]))"
             )
         options["storage"] = url
-    kwargs: dict[str, Any] = dict(
-        backend=backend,
-        model=model,
+    base = settings.replace(
         data=report.data,
-        space=_parse_space(space),
-        iterations=iterations or None,
-        epochs=epochs,
-        metric=metric or None,
-        train_args=args,
         output=report.output,
-        name=study_name or None,
-        trial_timeout=trial_timeout if trial_timeout and trial_timeout > 0 else None,
-        concurrent_trials=concurrent_trials,
-        time_budget=time_budget.strip() or None,
-        seed=seed if seed is not None and seed >= 0 else None,
+        train_args=args,
         backend_options=options,
-        keep_weights=keep_weights,
-        verbose=True,  # plain progress lines with heartbeats in the pod's log
+        resume=False,
+        join=False,
+        allow_changes=False,
     )
-    probe = Tuner(**kwargs)
-    if join:
+    probe = Tuner(base)
+    if settings.join:
         join_deadline = time.monotonic() + join_wait_s
         while not Study.exists(probe.study_dir):
             if time.monotonic() >= join_deadline:
@@ -249,16 +213,16 @@ def run_tune_step(
                 )
             time.sleep(2.0)
         resumed = False
-        tuner = Tuner(**kwargs, join=True)
+        tuner = Tuner(base, join=True)
     else:
         resumed = Study.exists(probe.study_dir)
-        tuner = Tuner(**kwargs, resume=True, allow_changes=allow_changes) if resumed else probe
+        tuner = Tuner(base, resume=True, allow_changes=settings.allow_changes) if resumed else probe
     notices += list(tuner.config.notices)
     for n in tuner.config.notices:
-        print(f"hpo: notice: {n}", file=sys.stderr)
+        _log.info(f"notice: {n}")
     if resumed:
-        print(f"hpo: resuming study {tuner.study_dir} (it already exists: a retry or a re-run)", file=sys.stderr)
-    wait = LOCK_STALE_AFTER_S + LOCK_HEARTBEAT_S if lock_wait_s is None else lock_wait_s
+        _log.info(f"resuming study {tuner.study_dir} (it already exists: a retry or a re-run)")
+    wait = Study.LOCK_STALE_AFTER_S + Study.LOCK_HEARTBEAT_S if lock_wait_s is None else lock_wait_s
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -267,15 +231,17 @@ def run_tune_step(
         except StudyLockedError as e:  # heartbeat mode only: a killed attempt on another host, until its heartbeat is stale
             if time.monotonic() >= deadline:
                 raise
-            print(f"hpo: {e}; waiting for it to go stale", file=sys.stderr)
-            time.sleep(min(LOCK_HEARTBEAT_S, max(0.1, deadline - time.monotonic())))
+            _log.info(f"{e}; waiting for it to go stale")
+            time.sleep(min(Study.LOCK_HEARTBEAT_S, max(0.1, deadline - time.monotonic())))
 
+    final = result.final.summary if result.final is not None else {}
     metrics: dict[str, float] = {k: float(result.counts.get(k, 0)) for k in ("complete", "failed", "pruned")}
+    metrics.update(_final_metrics(final))
     metrics["trials"] = float(sum(result.counts.values()))
     if result.best_objective is not None and math.isfinite(result.best_objective):
         metrics["best_objective"] = float(result.best_objective)
     best_doc = {
-        "backend": backend,
+        "backend": settings.backend,
         "metric": result.metric,
         "direction": result.direction,
         "best_trial": result.best_trial,
@@ -283,6 +249,7 @@ def run_tune_step(
         "best_params": result.best_params,
         "study_dir": str(result.study_dir),
     }
+    html = Path(result.study_dir) / "plots" / "report.html"
     return StepResult(
         study_dir=str(result.study_dir),
         best_weights=str(result.best_weights) if result.best_weights else "",
@@ -291,18 +258,55 @@ def run_tune_step(
         best_yaml=yaml.safe_dump(best_doc, sort_keys=False),
         resumed=resumed,
         notices=notices,
-        report_html=str(report) if (report := Path(result.study_dir) / "plots" / "report.html").is_file() else "",
+        report_html=str(html) if html.is_file() else "",
         best_params=dict(result.best_params or {}),
         best={k: best_doc[k] for k in ("backend", "metric", "direction", "best_trial", "best_objective", "study_dir")},
+        final=final,
+        final_weights=str(result.final.weights) if result.final is not None and result.final.weights else "",
     )
 
 
-def write_outputs(r: StepResult, *, metrics: Any, leaderboard: Any, report: Any, best_model: Any) -> None:
+def _chosen_config(final: dict[str, Any]) -> dict[str, Any]:
+    """The final stage's configuration that holds the final model's run (``{}`` without one)."""
+    chosen = final.get("chosen") or {}
+    for c in final.get("configurations") or []:
+        if chosen and chosen.get("run") in [r.get("id") for r in c.get("runs") or []]:
+            return dict(c)
+    return {}
+
+
+def _final_metrics(final: dict[str, Any]) -> dict[str, float]:
+    """The step's ``final_*`` metrics of a final stage's summary: the final model's configuration's
+    ``final_test_mean``, ``final_test_sd``, ``final_val_mean``, its run's ``final_objective_test``,
+    and ``final_complete`` (complete final runs); ``{}`` without a stage."""
+    if not final:
+        return {}
+    config = _chosen_config(final)
+    chosen = final.get("chosen") or {}
+    values = {
+        "final_test_mean": config.get("test_mean"),
+        "final_test_sd": config.get("test_sd"),
+        "final_val_mean": config.get("val_mean"),
+        "final_objective_test": chosen.get("objective_test"),
+        "final_complete": (final.get("counts") or {}).get("complete", 0),
+    }
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+
+
+def write_outputs(
+    r: StepResult, *, metrics: Any, leaderboard: Any, report: Any, best_model: Any, final_model: Any = None
+) -> None:
     """Fill the tuning component's output artifacts from a :class:`StepResult`.
 
     ``best_model`` gets a copy of ``<study>/weights/best.pt`` and the metadata ``metric``,
     ``objective``, ``direction``, ``best_trial``, ``study_dir``, ``backend``, ``framework``,
-    ``weights_on_volume``; ``report`` gets the self-contained HTML report (:mod:`hpo_kfp.report`).
+    ``weights_on_volume``; ``report`` gets the self-contained HTML report (:mod:`hpo_kfp.report`);
+    ``final_model`` (when given) a copy of ``<study>/weights/final.pt`` and the metadata ``final``
+    (whether the step ran a final stage), ``metric``, ``split``, ``split_label``, ``objective_test``
+    (its configuration's mean on the split), ``objective_test_sd``, ``objective_val`` (its
+    configuration's validation mean), ``run_objective_test``, ``run``, ``source_trial``, ``seed``,
+    ``seeds``, ``epochs``, ``n`` (complete runs of its configuration), ``study_dir``,
+    ``weights_on_volume``.
     """
     import shutil
 
@@ -326,6 +330,35 @@ def write_outputs(r: StepResult, *, metrics: Any, leaderboard: Any, report: Any,
     if r.best_weights:
         Path(best_model.path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(r.best_weights, best_model.path)
+    if final_model is None:
+        return
+    if not r.final:
+        final_model.metadata.update({"final": False})
+        return
+    config, chosen = _chosen_config(r.final), r.final.get("chosen") or {}
+    final_meta = {
+        "final": True,
+        "framework": "ultralytics",
+        "metric": r.final.get("metric"),
+        "split": r.final.get("split"),
+        "split_label": r.final.get("split_label"),
+        "objective_test": config.get("test_mean"),
+        "objective_test_sd": config.get("test_sd"),
+        "objective_val": config.get("val_mean"),
+        "run_objective_test": chosen.get("objective_test"),
+        "run": chosen.get("run"),
+        "source_trial": chosen.get("source_trial"),
+        "seed": chosen.get("seed"),
+        "seeds": r.final.get("seeds"),
+        "epochs": r.final.get("epochs"),
+        "n": config.get("n"),
+        "study_dir": r.study_dir,
+        "weights_on_volume": r.final_weights,
+    }
+    final_model.metadata.update({k: v for k, v in final_meta.items() if v is not None})
+    if r.final_weights:
+        Path(final_model.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(r.final_weights, final_model.path)
 
 
 def resolve_on_mount(path: str, mount_path: str) -> Path:
@@ -431,8 +464,8 @@ def run_validate_step(
     import shutil
     import tempfile
 
+    from hpo import ConfigError
     from hpo.data import resolve_data
-    from hpo.errors import ConfigError
     from hpo.preflight import check_mount_path
     from hpo.ultra import TASK_METRIC, resolve_model
 

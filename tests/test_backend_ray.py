@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from hpo import ConfigError
-from hpo.config import build_config
 from hpo.tuner import objective_of
+from hpo.validate import build_config
 
 SPACE = json.dumps({"lr0": [0.0005, 0.05], "hsv_v": [0.0, 0.9], "close_mosaic": [0, 3]})
 TRAIN = ["imgsz=64", "batch=16", "workers=0", "optimizer=AdamW", "mosaic=0"]

@@ -4,9 +4,9 @@ exhausted one stops the study with one line instead of the native RuntimeError."
 import pytest
 from conftest import CLS_ARGS
 
-from hpo import ConfigError, RunFailed, TrialRecord, TrialStatus
-from hpo.config import build_config
+from hpo import ConfigError, RunFailedError, TrialRecord, TrialStatus
 from hpo.study import Study
+from hpo.validate import build_config
 
 
 def _config(digits_cls, tmp_path, space, iterations):
@@ -48,7 +48,7 @@ def test_an_exhausted_space_stops_with_one_line_not_a_native_runtime_error(digit
             seen.append(params["close_mosaic"])
             backend.tell(TrialRecord(id=trial_id, params=params, status=TrialStatus.COMPLETE, objective=objective))
         assert sorted(seen) == [0, 1]  # each configuration once
-        with pytest.raises(RunFailed) as e:
+        with pytest.raises(RunFailedError) as e:
             backend.ask()
         message = str(e.value)
         assert message.startswith(
@@ -177,7 +177,7 @@ def test_random_draws_never_repeat_a_configuration(digits_cls, tmp_path):
             seen.append(params["close_mosaic"])
             backend.tell(TrialRecord(id=trial_id, params=params, status=TrialStatus.COMPLETE, objective=0.1 * trial_id))
         assert sorted(seen) == [0, 1, 2]
-        with pytest.raises(RunFailed, match="Unable to generate a unique hyperparameter mutation after 3 complete trials"):
+        with pytest.raises(RunFailedError, match="Unable to generate a unique hyperparameter mutation after 3 complete trials"):
             backend.ask()
     finally:
         study.close()

@@ -321,8 +321,9 @@ def test_overrides_scale_problems() -> None:
 
 def test_random_backend_samples_the_space(tmp_path: Path) -> None:
     """The baseline's proposals: inside the bounds, log-uniform for log params, same seed -> same params."""
-    from hpo.config import build_config
     from hpo.datasets import make_digits_cls
+    from hpo.plugins import get_backend
+    from hpo.validate import build_config
     from hpo_bench.random_search import NAME, register
 
     register()
@@ -333,9 +334,9 @@ def test_random_backend_samples_the_space(tmp_path: Path) -> None:
         "optimizer": {"type": "choice", "choices": ["SGD", "AdamW"]},
     }
     cfg = build_config(backend=NAME, model="yolov8n-cls.yaml", data=data, space=space, seed=7, output=tmp_path)
-    b = cfg.backend_class(config=cfg, study=None, options=cfg.options)
+    b = get_backend(cfg.backend)(config=cfg, study=None, options=cfg.options)
     samples = [b.ask().params for _ in range(400)]
-    fresh = cfg.backend_class(config=cfg, study=None, options=cfg.options)
+    fresh = get_backend(cfg.backend)(config=cfg, study=None, options=cfg.options)
     assert samples[:5] == [fresh.ask().params for _ in range(5)]
     for s in samples:
         cfg.space.validate_params(s)

@@ -171,7 +171,7 @@ def test_more_concurrent_trials_than_cpus_or_gpus_warn_and_start_only_what_is_ne
     """--concurrent-trials 100000 on a small machine: one warning line with the rule and the fix; the
     study still runs, starting no more threads than trials (it took 2.7 min and 1.3 GB for 3 simulated
     trials when every slot got a thread)."""
-    from hpo.config import _concurrency_warning, usable_cpus
+    from hpo.validate import _concurrency_warning, usable_cpus
 
     cpus = usable_cpus()
     r = hpo_cli(
@@ -367,8 +367,8 @@ def test_a_split_without_images_is_refused(tmp_path, digits_cls, coco8):
 
 def test_numbers_in_the_yolo_cli_forms_are_numbers(tmp_path):
     from hpo.cli import split_extra_args
-    from hpo.config import parse_train_args
     from hpo.space import SearchSpace
+    from hpo.validate import parse_train_args
 
     train, options = split_extra_args(["lr0=1e-5", "--sigma", "1E-1", "--parents=5e0", "--checkpoint", "imgsz=32"])
     assert parse_train_args(train) == {"lr0": 1e-5, "imgsz": 32}

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -74,9 +75,14 @@ def test_missing_data_and_wrong_kind(tmp_path, digits_cls, digits_det):
     assert resolve_data(digits_cls, "classify").kind == "folder"
 
 
-def test_digits_cls_layout_and_determinism(tmp_path, digits_cls):
-    counts = {s: sum(1 for _ in (digits_cls / s).rglob("*.png")) for s in ("train", "val")}
-    assert counts == {"train": 1402, "val": 395}  # all 1,797 UCI digits, 22% val
+def test_digits_cls_layout_and_determinism(tmp_path, digits_cls, digits_cls_test):
+    old = {s: sum(1 for _ in (digits_cls / s).rglob("*.png")) for s in ("train", "val")}
+    assert old == {"train": 1402, "val": 395} and not (digits_cls / "test").exists()  # test_fraction=0: as before
+    digits_cls = digits_cls_test  # hpo datasets make's defaults
+    counts = {s: sum(1 for _ in (digits_cls / s).rglob("*.png")) for s in ("train", "val", "test")}
+    assert counts == {"train": 1079, "val": 359, "test": 359}  # all 1,797 UCI digits, 20% val, 20% test
+    names = {s: {p.name for p in (digits_cls / s).rglob("*.png")} for s in counts}
+    assert not (names["train"] & names["val"]) and not (names["train"] & names["test"]) and not (names["val"] & names["test"])
     assert sorted(p.name for p in (digits_cls / "train").iterdir()) == [str(d) for d in range(10)]
     again = make_digits_cls(tmp_path / "again", seed=0)
     assert _digest(again) == _digest(digits_cls)
@@ -92,6 +98,14 @@ def test_digits_det_labels_match_images_and_are_deterministic(tmp_path):
     assert _digest(a.parent) == _digest(b.parent)
     data = yaml.safe_load(a.read_text())
     assert data["path"] == "." and len(data["names"]) == 10
+    assert data["test"] == "images/test" and len(list((a.parent / "images" / "test").glob("*.png"))) == 16
+    assert len(list((a.parent / "labels" / "test").glob("*.txt"))) == 16
+    # the test canvases come after the others: a seed's train and val canvases do not depend on them
+    c = make_digits_det(tmp_path / "c", seed=3, n_train=8, n_val=2, n_test=0)
+    assert "test" not in yaml.safe_load(c.read_text()) and not (c.parent / "images" / "test").exists()
+    for split in ("train", "val"):
+        for kind in ("images", "labels"):
+            assert _digest(c.parent / kind / split) == _digest(a.parent / kind / split)
     labels = sorted((a.parent / "labels" / "train").glob("*.txt"))
     assert len(labels) == 8
     for lab in labels:
@@ -153,8 +167,8 @@ def test_read_only_dataset_warns_that_labels_are_rescanned(read_only, digits_det
     import warnings
 
     from hpo import HpoWarning
-    from hpo.config import build_config
     from hpo.data import cache_warnings
+    from hpo.validate import build_config
 
     src, ro = read_only
     _cls_tree(src / "cls")
@@ -338,3 +352,31 @@ def test_a_data_yaml_that_repeats_a_key_or_misnumbers_classes_is_refused(tmp_pat
     y.write_text("path: .\ntrain: images/train\nval: images/val\n" + names)
     with pytest.raises(DataError, match=message):
         resolve_data(y, "detect")
+
+
+def test_the_test_split_is_found_where_ultralytics_validates_elsewhere(tmp_path, digits_cls, digits_cls_test, digits_det):
+    from hpo.data import test_split
+
+    assert test_split(resolve_data(digits_cls_test, "classify")) == "test"
+    assert test_split(resolve_data(digits_cls, "classify")) is None
+    assert test_split(resolve_data(digits_det, "detect")) == "test"
+    # a classification folder without val/: Ultralytics validates on test/, so it is no test split
+    no_val = tmp_path / "noval"
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (no_val / split / cls).mkdir(parents=True)
+            shutil.copy(next((digits_cls / "train" / "0").glob("*.png")), no_val / split / cls / "0.png")
+    assert test_split(resolve_data(no_val, "classify")) is None
+    (no_val / "validation" / "a").mkdir(parents=True)  # Ultralytics' other name of the val split
+    assert test_split(resolve_data(no_val, "classify")) == "test"
+    # a YAML without test:, and one whose test split holds no image
+    content = yaml.safe_load(digits_det.read_text())
+    content.pop("test")
+    content["path"] = str(digits_det.parent)
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(content))
+    assert test_split(resolve_data(tmp_path / "plain.yaml", "detect")) is None
+    (tmp_path / "empty").mkdir()
+    content["test"] = str(tmp_path / "empty")
+    (tmp_path / "empty.yaml").write_text(yaml.safe_dump(content))
+    with pytest.raises(DataError, match=r"data: test '.*empty' in '.*empty.yaml' holds no images .*remove 'test:'"):
+        test_split(resolve_data(tmp_path / "empty.yaml", "detect"))

@@ -226,3 +226,28 @@ def test_extras_name_each_feature():
     pyproject = (ROOT / "pyproject.toml").read_text()
     for extra in set(EXTRA_OF.values()):
         assert f"\n{extra} = [" in pyproject, extra
+
+
+def test_the_plots_extra_installs_what_the_plots_import():
+    """A ``[yolo,plots]`` install draws every plot: the ``plots`` extra lists each library hpo/plots.py
+    imports (matplotlib, plotly, optuna.visualization), and scikit-learn, which Optuna's fANOVA
+    importance fits its forests with."""
+    import ast
+    import re
+    import sys
+
+    line = re.search(r"^plots = (\[.*\])$", (ROOT / "pyproject.toml").read_text(), re.M)
+    assert line, "pyproject.toml has no one-line plots extra"
+    extra = ast.literal_eval(line.group(1))
+    listed = {req.split(">")[0].split("<")[0].split("=")[0].split("[")[0].strip() for req in extra}
+    source = (ROOT / "hpo" / "plots.py").read_text(encoding="utf-8")
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            imported.add(node.module.split(".")[0])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "hpo"}
+    assert third_party == {"matplotlib", "plotly", "optuna"}, third_party
+    assert "FanovaImportanceEvaluator" in source
+    assert third_party | {"scikit-learn"} <= listed, listed

@@ -539,7 +539,7 @@ def test_retry_takes_over_a_killed_pods_lock_at_once_or_waits_in_heartbeat_mode(
 
     from hpo import Study
     from hpo.datasets import make_digits_cls
-    from hpo.errors import StudyLocked
+    from hpo.errors import StudyLockedError
     from hpo.lock import kernel_lock_reliable
     from hpo.study import LOCK_STALE_AFTER_S, TrialRecord, TrialStatus
     from hpo_kfp.step import run_tune_step
@@ -557,6 +557,7 @@ def test_retry_takes_over_a_killed_pods_lock_at_once_or_waits_in_heartbeat_mode(
         train_args={"imgsz": 32, "workers": 0, "device": "cpu"},
     )
     # the study a killed pod left: one finished trial (so no training is needed here) and its lock
+    from hpo.resume import open_study
     from hpo.tuner import Tuner
 
     tuner = Tuner(
@@ -570,7 +571,7 @@ def test_retry_takes_over_a_killed_pods_lock_at_once_or_waits_in_heartbeat_mode(
         output=mnt / "studies",
         name="s",
     )
-    study = tuner._open_study()
+    study = open_study(tuner.config)
     study.append(TrialRecord(id=0, params={"lr0": 0.005}, status=TrialStatus.COMPLETE, objective=0.5, epochs_completed=1))
     study.close()
     lock = mnt / "studies" / "s" / "lock"
@@ -583,7 +584,7 @@ def test_retry_takes_over_a_killed_pods_lock_at_once_or_waits_in_heartbeat_mode(
     monkeypatch.setenv("HPO_LOCK_HEARTBEAT", "1")
     lock.write_text(dead)
     t0 = _time.monotonic()
-    with pytest.raises(StudyLocked, match="killed-pod-xyz"):
+    with pytest.raises(StudyLockedError, match="killed-pod-xyz"):
         run_tune_step(**args, lock_wait_s=1.0)
     assert _time.monotonic() - t0 >= 1.0
     old = _time.time() - LOCK_STALE_AFTER_S - 5  # the dead pod's heartbeat stopped
@@ -625,6 +626,7 @@ def test_report_ranks_the_parameter_that_drives_the_objective(tmp_path):
     """The HTML report's importance table on a study whose objective follows lr0 and ignores fliplr."""
     pytest.importorskip("optuna")
     from hpo.datasets import make_digits_cls
+    from hpo.resume import open_study
     from hpo.study import TrialRecord, TrialStatus
     from hpo.tuner import Tuner
     from hpo_kfp.report import param_importances, study_report_html
@@ -641,7 +643,7 @@ def test_report_ranks_the_parameter_that_drives_the_objective(tmp_path):
         output=tmp_path / "studies",
         name="s",
     )
-    study = tuner._open_study()
+    study = open_study(tuner.config)
     for i in range(8):
         lr0, fliplr = 0.001 + 0.001 * i, [0.4, 0.1, 0.3, 0.0, 0.5, 0.2, 0.45, 0.05][i]
         study.append(

@@ -101,7 +101,9 @@ def test_hpo_registers_its_own_plugins_through_entry_points():
     assert names["mlflow"].__name__ == "hpo.tracking" and names["kfp"].__name__ == "hpo_kfp.cli"
     assert {"ultralytics", "optuna", "ray"} <= set(names)
     assert [i.plugin_name for i in pm.hook.hpo_cli_commands.get_hookimpls()] == ["kfp"]
-    assert [i.plugin_name for i in pm.hook.hpo_study_observers.get_hookimpls()] == ["mlflow"]
+    # hpo's own observers are plugins too (registered first, hpo.plugins.DEFAULT_PLUGINS); pluggy
+    # keeps [trylast, plain, tryfirst]: the weights keeper last, the progress display and the plots first
+    assert [i.plugin_name for i in pm.hook.hpo_study_observers.get_hookimpls()] == ["weights", "mlflow", "progress", "plots"]
 
 
 def test_a_plugin_command_is_on_the_command_line_and_a_plugin_may_refuse_a_study(plugin_env, tmp_path, digits_cls):
@@ -134,6 +136,8 @@ def test_a_plugin_command_is_on_the_command_line_and_a_plugin_may_refuse_a_study
 
 @pytest.mark.slow
 def test_a_plugin_observer_sees_a_real_study_before_the_weights_keeper(plugin_env, tmp_path, digits_cls):
+    from hpo.settings import specs
+
     env, events = plugin_env
     out = tmp_path / "out"
     r = hpo_cli(
@@ -161,7 +165,15 @@ def test_a_plugin_observer_sees_a_real_study_before_the_weights_keeper(plugin_en
     )
     assert r.returncode == 0, r.stderr
     seen = [json.loads(line) for line in events.read_text().splitlines()]
-    assert seen[0] == ["observers", {"mlflow": False, "experiment": None}, "mappingproxy"]  # read-only settings
+    # the settings, read-only: every setting of hpo.TuneSettings as given
+    assert seen[0][0] == "observers" and seen[0][2] == "mappingproxy"
+    assert set(seen[0][1]) == {s.name for s in specs()}
+    assert {k: seen[0][1][k] for k in ("mlflow", "experiment", "keep_weights", "verbose")} == {
+        "mlflow": False,
+        "experiment": None,
+        "keep_weights": "best",
+        "verbose": False,
+    }
     assert seen[1] == ["study_start", "seen"]
     assert [e[0] for e in seen[2:]] == ["trial_start", "trial_end", "trial_start", "trial_end", "study_end"]
     # the observer runs before the weights keeper: every trial still had its weights when it ended

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from hpo import Study, StudyError, StudyLocked, TrialRecord, TrialStatus
+from hpo import Study, StudyError, StudyLockedError, TrialRecord, TrialStatus
 from hpo.study import atomic_write_text
 
 
@@ -58,8 +58,8 @@ def test_lock_is_exclusive_names_holder_and_is_released(tmp_path):
     study = Study.create(path, {})
     # a second *process* cannot take it
     code = (
-        "import sys; from hpo import Study, StudyLocked\n"
-        f"try:\n    Study.open({str(path)!r}, writer=True)\nexcept StudyLocked as e:\n    print(e); sys.exit(3)\n"
+        "import sys; from hpo import Study, StudyLockedError\n"
+        f"try:\n    Study.open({str(path)!r}, writer=True)\nexcept StudyLockedError as e:\n    print(e); sys.exit(3)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 3
@@ -89,9 +89,9 @@ def test_lock_of_another_host_in_heartbeat_mode_blocks_until_forced(tmp_path, mo
     path = tmp_path / "s"
     Study.create(path, {}).close()
     (path / "lock").write_text(json.dumps({"host": "other-pod", "pid": 1, "started": "x"}))
-    with pytest.raises(StudyLocked, match="other-pod pid 1.*hpo unlock --force"):
+    with pytest.raises(StudyLockedError, match="other-pod pid 1.*hpo unlock --force"):
         Study.open(path, writer=True)
-    with pytest.raises(StudyLocked, match="unlock --force"):
+    with pytest.raises(StudyLockedError, match="unlock --force"):
         Study.break_lock(path)
     assert Study.break_lock(path, force=True)["host"] == "other-pod"
     Study.open(path, writer=True).close()
@@ -127,7 +127,7 @@ def test_empty_lock_file_of_a_starting_writer_is_not_stale(tmp_path):
     fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT)  # a writer that locked but has not written its record
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        with pytest.raises(StudyLocked, match="starting"):
+        with pytest.raises(StudyLockedError, match="starting"):
             Study.open(path, writer=True)
     finally:
         os.close(fd)
@@ -147,7 +147,7 @@ def test_unlock_refuses_the_lock_of_a_live_process_on_this_host(tmp_path):
     )
     try:
         assert holder.stdout.readline().strip() == "ok"
-        with pytest.raises(StudyLocked, match=f"live process {holder.pid} on this host; stop it first"):
+        with pytest.raises(StudyLockedError, match=f"live process {holder.pid} on this host; stop it first"):
             Study.break_lock(path, force=True)
         assert (path / "lock").exists()
     finally:
@@ -160,7 +160,7 @@ def test_unlock_refuses_the_lock_of_a_live_process_on_this_host(tmp_path):
 _RACE = r"""
 import os, sys
 from pathlib import Path
-from hpo.errors import StudyLocked
+from hpo.errors import StudyLockedError
 from hpo.lock import StudyLock
 
 root, rounds, n_procs = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -178,7 +178,7 @@ for round_ in range(rounds):
                 try:
                     StudyLock(lock_path).acquire()
                     os.write(res_w, b"W")
-                except StudyLocked:
+                except StudyLockedError:
                     os.write(res_w, b"L")
                 os.read(done_r, 1)
             finally:

@@ -18,16 +18,17 @@ added to the Optuna study when it finishes (``optuna.trial.create_trial``, user 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
-from hpo import Backend, BackendOptions, ConfigError, SearchSpace, Suggestion, TrialRecord, TrialStatus, repair_jsonl
+from hpo import Backend, BackendOptions, ConfigError, SearchSpace, Suggestion, TrialRecord, TrialStatus, TuneConfig
+from hpo.files import repair_jsonl
 
 from ._storage import _first_line, check_storage, display_url, open_storage
 
@@ -67,7 +68,7 @@ class OptunaOptions(BackendOptions):
     def _resolve(cls, value: str | None) -> str | None:
         return resolve_storage(value) if value else None
 
-    def check(self, config: Any) -> None:
+    def check(self, config: TuneConfig) -> None:
         """Refuse, before the study directory is created: SQLite storage shared by several workers
         (SQLite locks the whole file per write, so parallel Optuna writers fail with "database is
         locked"), and a database storage that cannot be opened (driver not installed, server
@@ -188,10 +189,8 @@ class OptunaBackend(Backend):
         finally:
             lock.release()
         if cut:
-            print(
-                f"hpo: warning: optuna: '{self.storage_url}' ended in a torn line ({cut} bytes); removed it",
-                file=sys.stderr,
-                flush=True,
+            logging.getLogger("hpo.optuna").warning(
+                f"optuna: '{self.storage_url}' ended in a torn line ({cut} bytes); removed it"
             )
 
     def _seed(self, existing: int) -> int | None:

@@ -28,7 +28,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
-from hpo import BackendOptions, ConfigError, Controller, TrialRecorder, hookimpl
+from hpo import BackendOptions, ConfigError, Controller, TrialRecorder, TuneConfig, hookimpl
 
 __all__ = ["RayBackend", "RayOptions", "RayDecisions", "hpo_register_backends"]
 
@@ -90,7 +90,7 @@ class RayOptions(BackendOptions):
         """The Ray cluster to connect to: ``ray_address``, else env ``RAY_ADDRESS``, else ``None`` (local)."""
         return self.ray_address or os.environ.get("RAY_ADDRESS") or None
 
-    def check(self, config: Any) -> None:
+    def check(self, config: TuneConfig) -> None:
         """Refuse what Ray cannot run, before anything is written: a grace period longer than the
         epochs, ``device=`` in the train args, an unknown searcher, and CPUs/GPUs per trial that no node of the Ray cluster has (this connects to the
         cluster, or starts the local one, which :meth:`run` then uses).

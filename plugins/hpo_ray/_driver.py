@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import re
-import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +31,8 @@ import yaml
 from ray import tune
 from ray.tune import Callback
 
-from hpo import WRITE_ERRNOS, ConfigError, RunFailed, TrialOutcome, TrialRecord, TrialStatus, VolumeError, volume_error
+from hpo import ConfigError, RunFailedError, TrialOutcome, TrialRecord, TrialRecorder, TrialStatus, VolumeError
+from hpo.files import WRITE_ERRNOS, volume_error
 
 from ._trainable import OBJECTIVE, PROGRESS_FILE, TRIAL_PREFIX, ray_trainable, trial_id_of
 
@@ -59,6 +59,8 @@ __all__ = [
 RAY_DIR = "ray"
 _EXP_RE = re.compile(r"^tune-(\d+)$")
 _STARTED_LOCAL = {"on": False}
+#: The driver's messages (the ``hpo`` logger: ``hpo: warning: ray: ...`` lines)
+_log = logging.getLogger("hpo.ray")
 
 
 # --- the cluster
@@ -339,8 +341,8 @@ class _Live:
 class _Context:
     """Driver state of one running study: id allocation and the live trials (thread-safe)."""
 
-    def __init__(self, backend: Any, recorder: Any):
-        self.loop = recorder  # hpo.TrialRecorder
+    def __init__(self, backend: Any, recorder: TrialRecorder):
+        self.loop = recorder
         self.config = backend.config
         self.options = backend.options
         self.study = recorder.study
@@ -589,7 +591,7 @@ class StopOnError(tune.Stopper):
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         """Stop one trial: the study must stop, or the time budget is spent (at this epoch
-        boundary, never after the last epoch: :meth:`hpo.StudyLoop.stop_for_budget`)."""
+        boundary, never after the last epoch: :meth:`hpo.TrialRecorder.stop_for_budget`)."""
         ctx = _CONTEXTS.get(self.key)
         if ctx is None:
             return False
@@ -621,7 +623,7 @@ class TrialDirname:
 
 
 # --- the run
-def run_study(backend: Any, recorder: Any) -> None:
+def run_study(backend: Any, recorder: TrialRecorder) -> None:
     """Run the study to ``config.iterations`` finished trials with Ray Tune.
 
     On resume, the newest experiment under ``<study>/ray/`` is restored (``Tuner.restore``: its
@@ -635,7 +637,7 @@ def run_study(backend: Any, recorder: Any) -> None:
     go to the next experiment's trials (``_Context.rescan``).
 
     Raises:
-        RunFailed: Ray ran an experiment that finished no trial (to avoid looping forever).
+        RunFailedError: Ray ran an experiment that finished no trial (to avoid looping forever).
     """
     cfg, opts = backend.config, backend.options
     loop = recorder
@@ -682,14 +684,12 @@ def run_study(backend: Any, recorder: Any) -> None:
         ctx.rescan(known)
         problem = experiment_state_problem(exps[-1]) if exps and _state_files(exps[-1]) else None
         if problem is not None:  # the study's records are the truth: run what is missing in a new experiment
-            print(
-                f"hpo: warning: ray: cannot continue Ray's experiment {exps[-1]} ({problem}); every finished trial "
-                "is kept in the study, the missing ones run in a new experiment",
-                file=sys.stderr,
-                flush=True,
+            _log.warning(
+                f"ray: cannot continue Ray's experiment {exps[-1]} ({problem}); every finished trial "
+                "is kept in the study, the missing ones run in a new experiment"
             )
         if exps and problem is None and _restorable(exps[-1]) and loop.missing() > 0:
-            print(f"hpo: ray: restoring Ray's experiment {exps[-1]}", file=sys.stderr)
+            _log.info(f"ray: restoring Ray's experiment {exps[-1]}")
             tuner = tune.Tuner.restore(
                 str(exps[-1]),
                 trainable=trainable,
@@ -704,11 +704,9 @@ def run_study(backend: Any, recorder: Any) -> None:
             except Exception as e:  # noqa: BLE001 - Ray's state was damaged (e.g. written on a full volume)
                 # the study's records are the truth: keep them, run what is missing in a new experiment
                 msg = (str(e).strip().splitlines() or [""])[0][:200]
-                print(
-                    f"hpo: warning: ray: cannot continue Ray's experiment {exps[-1]} ({type(e).__name__}: {msg}); "
-                    "every finished trial is kept in the study, the missing ones run in a new experiment",
-                    file=sys.stderr,
-                    flush=True,
+                _log.warning(
+                    f"ray: cannot continue Ray's experiment {exps[-1]} ({type(e).__name__}: {msg}); "
+                    "every finished trial is kept in the study, the missing ones run in a new experiment"
                 )
                 ctx.interrupt_all(e)
             ctx.rescan(known | _ids_in_state(exps[-1]), fit_done=True)
@@ -745,7 +743,7 @@ def run_study(backend: Any, recorder: Any) -> None:
             _fit(tuner, ctx)
             ctx.rescan(known | _ids_in_state(root / f"tune-{k}"), fit_done=True)
             if loop.missing() == before:
-                raise RunFailed(
+                raise RunFailedError(
                     f"ray: experiment {root / f'tune-{k}'} finished no trial; see its folder and the trials' train.log"
                 )
     except KeyboardInterrupt as e:  # Ctrl-C/SIGTERM: the live trials are resumable, no new experiment

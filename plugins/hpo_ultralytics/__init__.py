@@ -52,13 +52,14 @@ from hpo import (
     BackendOptions,
     ConfigError,
     Kind,
-    RunFailed,
+    RunFailedError,
     Suggestion,
     TrialRecord,
     TrialStatus,
-    atomic_write_text,
+    TuneConfig,
     hookimpl,
 )
+from hpo.files import atomic_write_text
 
 from ._native import NativeProposals
 
@@ -93,7 +94,7 @@ class UltralyticsOptions(BackendOptions):
     prune_startup_trials: int = Field(4, ge=1, description="complete trials with that epoch before a trial may be stopped")
     prune_min_epoch: int = Field(1, ge=1, description="first epoch after which a trial may be stopped")
 
-    def check(self, config: Any) -> None:
+    def check(self, config: TuneConfig) -> None:
         """Refuse choice and log parameters (the native form is linear ``(low, high)``), and a space with
         fewer distinct configurations than ``config.iterations`` (the native ``Tuner._mutate`` never
         repeats one and raises after 200 tries; counted by :func:`_distinct_values`).
@@ -156,7 +157,7 @@ class UltralyticsBackend(Backend):
         complete trials so far.
 
         Raises:
-            hpo.errors.RunFailed: the native tuner found no untried configuration in its 200 tries
+            hpo.errors.RunFailedError: the native tuner found no untried configuration in its 200 tries
                 (a nearly exhausted integer space: ``check`` only guarantees there are enough).
         """
         k, self._asked = self._asked, self._asked + 1
@@ -170,7 +171,7 @@ class UltralyticsBackend(Backend):
             params = self.native.mutate(self.options.parents, self.options.sigma, seed=self.config.seed, draw=k)
         except RuntimeError as e:
             native = _ANSI.sub("", str(e)).strip()
-            raise RunFailed(
+            raise RunFailedError(
                 f"ultralytics backend: {native} after {len(self._results)} complete trials (the space holds "
                 f"{math.prod(_distinct_values(p) for p in self.config.space.values())} configurations); widen the space, "
                 "or use --resume with a smaller --iterations"
