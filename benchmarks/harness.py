@@ -31,12 +31,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .finals import HPO_IMPL, final_impl
+from .finals import final_impl
 from .machine import machine_info
 from .protocol import ConditionSpec, ContenderSpec, ProblemSpec, Protocol, final_seeds, noise_seeds, parse_seed_set
 from .run import run_process
 
-__all__ = ["run_protocol", "check_protocol_run", "UNIT_KINDS", "protocol_provenance"]
+__all__ = [
+    "run_protocol",
+    "check_protocol_run",
+    "UNIT_KINDS",
+    "protocol_provenance",
+    "code_state",
+    "hpo_environment",
+    "plan_units",
+]
 
 UNIT_KINDS = ("prep", "study", "final", "noise")
 
@@ -96,6 +104,37 @@ def protocol_provenance(path: Path, sha256: str) -> dict[str, Any]:
     return info
 
 
+def code_state(where: Path) -> dict[str, Any] | None:
+    """The code a sitting runs: the repository's ``HEAD`` commit and whether ``hpo/``, ``plugins/`` or
+    ``benchmarks/`` differ from it (``dirty``); ``None`` outside a git repository. The protocol says
+    which code an evaluation must run (hpo's shipped defaults as committed), so every sitting records it."""
+
+    def git(*args: str) -> str | None:
+        try:
+            res = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    if not head:
+        return None
+    top = git("rev-parse", "--show-toplevel") or str(where)
+    changed = git("-C", top, "status", "--porcelain", "--", "hpo", "plugins", "benchmarks")
+    return {"commit": head, "dirty": bool(changed)}
+
+
+#: ``HPO_*`` variables the harness sets itself for every study (so an inherited value never reaches one).
+HARNESS_ENV = {"HPO_PLOTS": "0"}
+
+
+def hpo_environment() -> list[str]:
+    """Names of the ``HPO_*`` environment variables of this process that every study would inherit
+    (e.g. ``HPO_AUTO_OPTIMIZER``, ``HPO_TRAINER``; not those of :data:`HARNESS_ENV`). Names only:
+    a value may hold a secret."""
+    return sorted(k for k in os.environ if k.startswith("HPO_") and k not in HARNESS_ENV)
+
+
 def _seed_set(protocol: Protocol, seeds: list[int]) -> str:
     ev, dev = set(protocol.evaluation_seeds()), set(protocol.development_seeds())
     if set(seeds) <= ev:
@@ -125,8 +164,8 @@ def check_protocol_run(
     Raises:
         ValueError: one line naming the option, the value and the fix: an unknown condition,
             problem or contender; seeds outside the protocol's sets or mixing them; evaluation
-            seeds with a protocol file that is not committed or differs from its commit, or without
-            hpo's final-training function; ``--out`` holding a run without ``--resume``, or a run
+            seeds with a protocol file that is not committed or differs from its commit, or with
+            ``HPO_*`` variables in the environment (:func:`hpo_environment`); ``--out`` holding a run without ``--resume``, or a run
             of another protocol text or seed set.
     """
     for c in conditions:
@@ -140,16 +179,17 @@ def check_protocol_run(
             raise ValueError(f"--contenders: unknown '{c}'; choose from {', '.join(protocol.contenders)}")
     seed_set = _seed_set(protocol, seeds)
     if seed_set == "evaluation":
+        stray = hpo_environment()
+        if stray:
+            raise ValueError(
+                f"environment: {', '.join(stray)} set in this shell would change hpo's shipped defaults for every "
+                "contender; an evaluation sets only the protocol's per-contender env: unset it (or use development seeds)"
+            )
         git = protocol_provenance(protocol_path, sha256)["git"]
         if not git or git["dirty"]:
             raise ValueError(
                 f"--protocol: '{protocol_path}' is not committed as it is; evaluation seeds run only a protocol "
                 "that git history shows before any result (commit it first, or use development seeds)"
-            )
-        if final_impl() != HPO_IMPL:
-            raise ValueError(
-                "--seeds: evaluation seeds need hpo's final-training function (hpo.train_final), which this hpo "
-                "lacks; install an hpo that has it (issue 27 item 1), or use development seeds"
             )
     results_file = out / "results.json"
     if not results_file.is_file():
@@ -472,7 +512,7 @@ def _run_study(
     base = run.out / "studies" / cond_name / pname / f"s{seed}"
     work = base / "work"
     fixed = _fixed_args(problem, cond, seed, run.device)
-    env = {**contender.env, "HPO_PLOTS": "0"}
+    env = {**contender.env, **HARNESS_ENV}
     unit: dict[str, Any] = {
         "kind": "study",
         "condition": cond_name,
@@ -627,6 +667,47 @@ def _curve(rec: dict[str, Any], metric: str) -> list[float | None]:
     return [_objective(r, metric) for r in rec.get("epochs") or []]
 
 
+def plan_units(
+    protocol: Protocol,
+    *,
+    seeds: list[int],
+    conditions: list[str],
+    problems: list[str] | None = None,
+    contenders: list[str] | None = None,
+    units: list[str] | None = None,
+) -> list[str]:
+    """The ids of the units :func:`run_protocol` would run for these options, in its order (nothing runs).
+
+    ``prep`` units are listed for problems with a starting checkpoint; the noise floor's units
+    follow the studies and finals. Unknown names are not checked here (:func:`check_protocol_run`).
+    """
+    kinds = set(units or UNIT_KINDS)
+    seed_set = _seed_set(protocol, seeds)
+    cond_problems = {c: [p for p in protocol.conditions[c].problems if problems is None or p in problems] for c in conditions}
+    noise_problems: list[str] = []
+    if "noise" in kinds:
+        nf = protocol.noise_floor
+        noise_problems = [p for p in protocol.conditions[nf.condition].problems if problems is None or p in problems]
+    needed = sorted({p for ps in cond_problems.values() for p in ps} | set(noise_problems))
+    out = [f"prep/{p}" for p in needed if protocol.problems[p].start == "warm-start"] if "prep" in kinds else []
+    for cond_name in conditions:
+        cond = protocol.conditions[cond_name]
+        cond_seeds = [s for s in seeds if seed_set == "development" or s in protocol.condition_seeds(cond_name)]
+        who = [c for c in cond.contenders if contenders is None or c in contenders or c == cond.baseline]
+        ordered = [cond.baseline, *[c for c in who if c != cond.baseline]]
+        for seed in cond_seeds:
+            mine = [
+                c
+                for c in ordered
+                if seed_set == "development" or c not in cond.contender_seeds or seed in parse_seed_set(cond.contender_seeds[c])
+            ]
+            for pname in cond_problems[cond_name]:
+                out += [f"{k}/{cond_name}/{pname}/{seed}/{c}" for k in ("study", "final") if k in kinds for c in mine]
+    for pname in noise_problems:
+        out += [f"noise/{pname}/{s}" for s in noise_seeds(protocol)]
+    return out
+
+
 def run_protocol(
     protocol: Protocol,
     sha256: str,
@@ -705,6 +786,8 @@ def run_protocol(
                 "load_start": _load(),
                 "load_end": None,
                 "final_impl": final_impl(),
+                "code": code_state(Path(__file__).resolve().parent),
+                "hpo_env": hpo_environment(),
                 "units": [],
             }
         )

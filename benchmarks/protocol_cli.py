@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -23,7 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--protocol", type=Path, default=DEFAULT_PROTOCOL, help="protocol file (default %(default)s)")
-        p.add_argument("--out", type=Path, required=True, help="run folder (continue it with --resume)")
+        p.add_argument("--out", type=Path, default=None, help="run folder (continue it with --resume); required unless --dry-run")
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="validate the protocol and the options as a run would (same refusals, exit 2) and list its units; nothing runs or is written",
+        )
         p.add_argument("--problems", default=None, help="comma-separated problems (default: every problem of each condition)")
         p.add_argument("--seeds", default=None, help="protocol seeds, e.g. 1000-1009 or 100,101 (default: the evaluation seeds)")
         p.add_argument("--resume", action="store_true", help="continue the run in --out: keep its recorded units, run the rest")
@@ -55,6 +63,46 @@ def _parser() -> argparse.ArgumentParser:
 
 def _csv(text: str | None) -> list[str] | None:
     return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
+def _dry_run(
+    protocol: Any,
+    sha: str,
+    path: Path,
+    out: Path | None,
+    seeds: list[int],
+    conditions: list[str],
+    problems: list[str] | None,
+    contenders: list[str] | None,
+    units: list[str] | None,
+    resume: bool,
+) -> int:
+    """``--dry-run``: the run's checks (raising its one-line errors), then its plan on stdout; writes nothing."""
+    from collections import Counter
+
+    from .harness import check_protocol_run, code_state, hpo_environment, plan_units, protocol_provenance
+
+    target = out.expanduser().resolve() if out is not None else Path(tempfile.gettempdir()) / f"hpo-bench-dry-run-{os.getpid()}"
+    check_protocol_run(
+        protocol, sha, path, target, seeds=seeds, conditions=conditions, problems=problems, contenders=contenders, resume=resume
+    )
+    plan = plan_units(protocol, seeds=seeds, conditions=conditions, problems=problems, contenders=contenders, units=units)
+    git = protocol_provenance(path, sha)["git"]
+    code = code_state(Path(__file__).resolve().parent)
+    print(f"protocol {protocol.name}: {path} (sha256 {sha[:12]}...)")
+    print(
+        "  git: "
+        + (f"committed in {git['commit'][:10]} at {git['committed_at']}" if git and git["commit"] else "not committed")
+        + (" (the working copy differs)" if git and git["dirty"] else "")
+    )
+    print("  code: " + (f"HEAD {code['commit'][:10]}{' + uncommitted changes' if code['dirty'] else ''}" if code else "no git"))
+    print(f"  HPO_* in this environment: {', '.join(hpo_environment()) or 'none'}")
+    print(f"  seeds: {seeds[0]}..{seeds[-1]} ({len(seeds)}), conditions: {', '.join(conditions)}")
+    counts = Counter("/".join(u.split("/")[:2]) if not u.startswith(("noise", "prep")) else u.split("/")[0] for u in plan)
+    for key, n in counts.items():
+        print(f"  {key}: {n} units")
+    print(f"  {len(plan)} units in all; nothing was run or written")
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -114,6 +162,12 @@ def main(argv: list[str]) -> int:
                 raise ValueError(f"--units: unknown {', '.join(unknown)}; choose from prep, study, final, noise")
         from .harness import run_protocol
 
+        if args.dry_run:
+            return _dry_run(
+                protocol, sha, args.protocol, args.out, seeds, conditions, _csv(args.problems), contenders, units, args.resume
+            )
+        if args.out is None:
+            raise ValueError("--out: required (the run folder); or give --dry-run to check the protocol without running")
         results = run_protocol(
             protocol,
             sha,

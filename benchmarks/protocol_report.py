@@ -34,6 +34,13 @@ def _utc(t: float | None) -> str:
     return "-" if t is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
 
 
+def _code(sitting: dict[str, Any]) -> str:
+    code = sitting.get("code")
+    text = "-" if not code else f"`{str(code.get('commit'))[:10]}`" + (" **+ uncommitted changes**" if code.get("dirty") else "")
+    env = sitting.get("hpo_env")
+    return text + (f"; env {', '.join(env)}" if env else "")
+
+
 def _units(results: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return [u for u in results["units"].values() if u.get("kind") == kind]
 
@@ -207,7 +214,10 @@ def write_protocol_report(results: dict[str, Any], out: Path) -> dict[str, Path]
     if results["seed_set"] != "evaluation":
         L += [f"> **PILOT on development seeds** ({protocol.seeds.development}): not an evaluation; no claim rests on it.", ""]
     if any(i != HPO_IMPL for i in impls):
-        L += [f"> **Final trainings by a stand-in** ({', '.join(i for i in impls if i != HPO_IMPL)}), not `hpo.train_final`.", ""]
+        L += [
+            f"> **Final trainings by another function** ({', '.join(i for i in impls if i != HPO_IMPL)}), not `hpo.train_final`.",
+            "",
+        ]
     L += [
         f"Protocol file `{Path(prov['path']).name}`, sha256 `{prov['sha256'][:16]}`, git commit "
         f"`{(git.get('commit') or 'none')[:12]}` ({git.get('committed_at') or 'not committed'})"
@@ -351,6 +361,7 @@ def write_protocol_report(results: dict[str, Any], out: Path) -> dict[str, Path]
                 f"{_f(min(loads), 2)}-{_f(max(loads), 2)}" if loads else "-",
                 str(len(mine)),
                 s.get("final_impl", "-"),
+                _code(s),
                 f"`{s['command']}`",
             ]
         )
@@ -364,6 +375,7 @@ def write_protocol_report(results: dict[str, Any], out: Path) -> dict[str, Path]
             "load at unit starts",
             "units",
             "final training",
+            "code (git HEAD)",
             "command",
         ],
         srows,

@@ -390,6 +390,9 @@ def test_protocol_runs_end_to_end_and_resumes_after_a_kill(tmp_path: Path):
     units = res["units"]
     assert units["study/primary/cls/100/model-tune"]["t_start"] == first["t_start"]  # kept, not re-run
     assert len(res["sittings"]) == 2 and "study/primary/cls/100/model-tune" not in res["sittings"][1]["units"]
+    # every sitting records the code it ran (git HEAD and whether hpo/, plugins/ or benchmarks/ differ)
+    code = res["sittings"][1]["code"]
+    assert len(code["commit"]) == 40 and int(code["commit"], 16) >= 0 and isinstance(code["dirty"], bool)
     # Ultralytics' Ray Tune path runs offline; its trials are read from Ray's experiment folder, and
     # only a trial that ended within model.tune's wall time counts (Ray's start-up may pass it)
     ray = units.pop("study/primary/cls/100/tune-ray")
@@ -451,3 +454,28 @@ def test_fidelity_trains_short_and_long_and_correlates(tmp_path: Path):
     assert "short val -> long test" in md and "| 2 |" in md
     again = _bench("fidelity", "--protocol", str(p), "--problem", "cls", "--out", str(out), "--seed", "100", "--resume")
     assert again.returncode == 0 and len(json.loads((out / "fidelity.json").read_text())["sittings"]) == 2
+
+
+# the environment of an evaluation ------------------------------------------------------------------
+
+
+def test_evaluation_seeds_refuse_hpo_variables_in_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from hpo_bench.harness import check_protocol_run
+    from hpo_bench.protocol import load_protocol
+
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY)
+    proto, sha = load_protocol(p)
+    monkeypatch.setenv("HPO_AUTO_OPTIMIZER", "keep")
+    with pytest.raises(ValueError) as e:
+        check_protocol_run(
+            proto, sha, p, tmp_path / "out", seeds=[1000], conditions=["primary"], problems=None, contenders=None, resume=False
+        )
+    assert "HPO_AUTO_OPTIMIZER" in str(e.value) and "\n" not in str(e.value)
+    # development seeds run with it (a pilot of a candidate default), and record it by name
+    assert (
+        check_protocol_run(
+            proto, sha, p, tmp_path / "out", seeds=[100], conditions=["primary"], problems=None, contenders=None, resume=False
+        )
+        is None
+    )
