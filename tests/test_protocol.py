@@ -456,7 +456,101 @@ def test_fidelity_trains_short_and_long_and_correlates(tmp_path: Path):
     assert again.returncode == 0 and len(json.loads((out / "fidelity.json").read_text())["sittings"]) == 2
 
 
-# the environment of an evaluation ------------------------------------------------------------------
+# the committed pre-registration (benchmarks/protocol.yaml) ---------------------------------------
+
+
+def _seeds_in_committed_results() -> set[int]:
+    """Every whole number under a key naming a seed in the committed benchmark results."""
+    found: set[int] = set()
+
+    def walk(x: object, key: str = "") -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, str(k))
+        elif isinstance(x, list):
+            for v in x:
+                walk(v, key)
+        elif "seed" in key.lower() and isinstance(x, int) and not isinstance(x, bool):
+            found.add(x)
+
+    for f in sorted((ROOT / "benchmarks" / "results").rglob("*.json")):
+        walk(json.loads(f.read_text()))
+    return found
+
+
+def test_committed_protocol_parses_and_its_evaluation_seeds_were_never_used():
+    from hpo.final import fresh_seeds
+    from hpo_bench.__main__ import _parser
+    from hpo_bench.protocol import NoiseFloorSpec, WarmStart, final_seeds, load_protocol, noise_seeds
+    from hpo_bench.suite import SUITES
+
+    proto, _ = load_protocol(ROOT / "benchmarks" / "protocol.yaml")
+    ev, dev = proto.evaluation_seeds(), proto.development_seeds()
+    assert len(ev) >= 10 and not set(ev) & set(dev)
+    # the primary condition: every evaluation seed, shared by the baseline and every Holm contender
+    primary = proto.conditions[proto.statistics.primary_condition]
+    assert proto.condition_seeds(proto.statistics.primary_condition) == ev
+    assert not set(proto.statistics.primary_contenders) & set(primary.contender_seeds)
+    assert sorted(primary.problems) == ["digits-cls", "digits-det", "digits-ft"] and not primary.train_args
+    assert primary.space is None and primary.tune_space is None  # each contender's own default space
+    # contenders as users run them: model.tune with nothing but the problem's args; hpo's shipped defaults
+    assert proto.contenders[primary.baseline].kind == "model.tune"
+    for who in proto.statistics.primary_contenders:
+        c = proto.contenders[who]
+        assert c.kind == "hpo" and c.options == {} and c.env == {}, who
+    # the held-out problem fine-tunes from a checkpoint of other classes
+    ft = proto.problems["digits-ft"]
+    assert ft.warm_start is not None and ft.warm_start.classes and not set(ft.warm_start.classes) & set(ft.digits)
+    # seeds the code names by default, or that earlier committed results used
+    sim_default = _parser().parse_args(["simulate"]).seeds
+    used = (
+        {s for suite in SUITES.values() for s in suite["seeds"]}
+        | {1000 + s for suite in SUITES.values() for s in suite["seeds"]}  # benchmarks/run.py's retrain seeds
+        | set(range(sim_default))  # the simulator's default seeds 0..N-1
+        | {0}  # Ultralytics' default train arg seed
+        | set(fresh_seeds(10))  # hpo's final runs without --seed: 1..R
+        | {WarmStart(epochs=1).seed, NoiseFloorSpec(condition="x").seed_base}
+        | _seeds_in_committed_results()
+    )
+    assert not set(ev) & used, sorted(set(ev) & used)
+    # every training seed of the evaluation differs from every other training seed of the protocol
+    eval_train = {s for p in proto.problems.values() for e in ev for s in [e, *final_seeds(e, p.final_seeds)]}
+    dev_train = {s for p in proto.problems.values() for d in dev for s in [d, *final_seeds(d, p.final_seeds)]}
+    assert not eval_train & (dev_train | set(noise_seeds(proto)) | used)
+    assert proto.fidelity is not None and proto.fidelity.seed in dev
+
+
+def test_committed_protocol_gives_hpo_model_tunes_own_space_in_the_adamw_condition():
+    from hpo import SearchSpace
+    from hpo.ultra import native_default_space
+    from hpo_bench.protocol import load_protocol
+
+    proto, _ = load_protocol(ROOT / "benchmarks" / "protocol.yaml")
+    adamw = proto.conditions["adamw"]
+    assert adamw.train_args == {"optimizer": "AdamW"} and adamw.tune_space is None
+    assert SearchSpace.parse(adamw.space) == SearchSpace.parse(native_default_space())
+    assert len(native_default_space()) == 26
+
+
+def test_dry_run_checks_like_a_run_and_lists_the_units(tmp_path: Path):
+    proc = _bench("run", "--protocol", str(ROOT / "benchmarks" / "protocol.yaml"), "--dry-run", "--seeds", "100")
+    assert proc.returncode == 0, proc.stderr
+    assert "study/primary: 15 units" in proc.stdout and "noise: 30 units" in proc.stdout and "nothing was run" in proc.stdout
+    from hpo_bench.harness import plan_units
+    from hpo_bench.protocol import load_protocol
+
+    proto, _ = load_protocol(ROOT / "benchmarks" / "protocol.yaml")
+    plan = plan_units(proto, seeds=proto.evaluation_seeds(), conditions=["primary", "adamw"])
+    # 10 seeds x 3 problems x 4 contenders + model.tune(use_ray=True) on 5 seeds x 3 problems
+    assert sum(u.startswith("study/primary/") for u in plan) == 10 * 3 * 4 + 5 * 3
+    assert sum(u.startswith("study/adamw/") for u in plan) == 5 * 2 * 4
+    assert sum(u.startswith("noise/") for u in plan) == 3 * 10
+    # a dry run refuses what a run refuses, writing nothing
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY)
+    bad = _bench("run", "--protocol", str(p), "--dry-run", "--seeds", "1000")
+    assert bad.returncode == 2 and "committed" in bad.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["tiny.yaml"]
 
 
 def test_evaluation_seeds_refuse_hpo_variables_in_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
