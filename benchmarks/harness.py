@@ -105,8 +105,9 @@ def protocol_provenance(path: Path, sha256: str) -> dict[str, Any]:
 
 
 def code_state(where: Path) -> dict[str, Any] | None:
-    """The code a sitting runs: the repository's ``HEAD`` commit and whether ``hpo/``, ``plugins/`` or
-    ``benchmarks/`` differ from it (``dirty``); ``None`` outside a git repository. The protocol says
+    """The code a sitting runs: the repository's ``HEAD`` commit and whether tracked files of ``hpo/``,
+    ``plugins/`` or ``benchmarks/`` differ from it (``dirty``; untracked files, such as the run's own
+    results folder under ``benchmarks/results/``, do not count); ``None`` outside a git repository. The protocol says
     which code an evaluation must run (hpo's shipped defaults as committed), so every sitting records it."""
 
     def git(*args: str) -> str | None:
@@ -120,7 +121,8 @@ def code_state(where: Path) -> dict[str, Any] | None:
     if not head:
         return None
     top = git("rev-parse", "--show-toplevel") or str(where)
-    changed = git("-C", top, "status", "--porcelain", "--", "hpo", "plugins", "benchmarks")
+    # tracked files only: the run's own results folder (benchmarks/results/...) is untracked while it runs
+    changed = git("-C", top, "status", "--porcelain", "--untracked-files=no", "--", "hpo", "plugins", "benchmarks")
     return {"commit": head, "dirty": bool(changed)}
 
 

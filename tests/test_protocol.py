@@ -573,3 +573,21 @@ def test_evaluation_seeds_refuse_hpo_variables_in_the_environment(tmp_path: Path
         )
         is None
     )
+
+
+def test_code_state_ignores_untracked_results_and_sees_an_edited_tracked_file(tmp_path: Path):
+    from hpo_bench.harness import code_state
+
+    repo = tmp_path / "repo"
+    (repo / "benchmarks" / "results").mkdir(parents=True)
+    (repo / "hpo").mkdir()
+    (repo / "hpo" / "a.py").write_text("x = 1\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], check=True)
+    (repo / "benchmarks" / "results" / "results.json").write_text("{}")  # a run writing its results
+    state = code_state(repo / "benchmarks")
+    assert state is not None and len(state["commit"]) == 40 and state["dirty"] is False
+    (repo / "hpo" / "a.py").write_text("x = 2\n")
+    assert code_state(repo / "benchmarks") == {"commit": state["commit"], "dirty": True}
