@@ -1,5 +1,6 @@
 """``python -m hpo_bench run --suite cpu-small --out DIR`` / ``--quick``; ``python -m hpo_bench report DIR``;
-``python -m hpo_bench record`` / ``simulate`` (the simulated benchmark: :mod:`hpo_bench.recording`, :mod:`hpo_bench.simulation`)."""
+``python -m hpo_bench record`` / ``simulate`` (the simulated benchmark: :mod:`hpo_bench.recording`, :mod:`hpo_bench.simulation`);
+``python -m hpo_bench scale`` (the driver's cost per trial as a study grows: :mod:`hpo_bench.trial_cost`)."""
 
 from __future__ import annotations
 
@@ -118,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=["residual", "none"],
         help="trial noise: a recorded held-out residual curve per trial (default), or none (mean curves)",
     )
+    sub.add_parser(
+        "scale",
+        add_help=False,
+        help="the driver's CPU per trial, memory, show and resume times as a study grows to N trials (scale --help)",
+    )
     return ap
 
 
@@ -127,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         from .protocol_cli import main as protocol_main
 
         return protocol_main(argv[1:])
+    if argv[:1] == ["scale"]:  # its own options: python -m hpo_bench scale --help
+        from .trial_cost import main as scale_main
+
+        return scale_main(argv[1:])
     args = _parser().parse_args(argv)
     from .report import write_report
 

@@ -13,8 +13,8 @@ study and its records, and the contract that backends, controllers and observers
 own ``__all__`` (plugins, ``hpo_kfp`` and ``hpo_bench`` use nothing else of hpo; see
 ``tests/test_plugin_api.py``): :mod:`hpo.settings` (the settings' declarations: CLI and KFP
 spellings), :mod:`hpo.plugins` (the plugin registry), :mod:`hpo.testing` (the
-backend kits), :mod:`hpo.report` (study summaries), :mod:`hpo.files` (atomic writes and volume
-errors, for a plugin's own files on the study's volume), :mod:`hpo.extras` (optional
+backend kits), :mod:`hpo.report` (study summaries), :mod:`hpo.show` (``hpo show``'s text),
+:mod:`hpo.files` (atomic writes and volume errors, for a plugin's own files on the study's volume), :mod:`hpo.extras` (optional
 dependencies), :mod:`hpo.preflight` (pod checks), :mod:`hpo.data` and :mod:`hpo.ultra` (datasets
 and models as Ultralytics reads them), :mod:`hpo.datasets` (the demo datasets),
 :mod:`hpo.simulate` and :mod:`hpo.clock` (simulated trials and time). Everything else is internal.

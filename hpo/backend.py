@@ -22,7 +22,7 @@ written. See ``docs/backends.md`` ("write a backend").
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -70,6 +70,22 @@ class StudyView(Protocol):
 
     def finished(self) -> list[TrialRecord]:
         """Finished trials (complete, failed, pruned), by id."""
+        ...
+
+    def record(self, trial_id: int) -> TrialRecord | None:
+        """Trial ``trial_id``'s latest record (read-only), or ``None``; no copy of the others."""
+        ...
+
+    def trial_count(self, also: Iterable[int] = ()) -> int:
+        """How many trial ids the study holds, plus those of ``also`` it does not hold."""
+        ...
+
+    def finished_count(self) -> int:
+        """How many trials are finished (complete, failed, pruned)."""
+        ...
+
+    def finished_since(self, cursor: int = 0) -> tuple[list[TrialRecord], int]:
+        """Trials finished since ``cursor`` (``0``: all) and the cursor to pass next time."""
         ...
 
     def best(self, records: list[TrialRecord] | None = None) -> TrialRecord | None:

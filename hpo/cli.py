@@ -72,6 +72,13 @@ def handle_errors(fn: Callable) -> Callable:
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except ImportError as e:  # an optional library imported without require(): still its extra's one line
+            from .extras import missing_extra
+
+            missing = missing_extra(e)
+            if missing is None:
+                raise _fail(e) from None
+            raise _fail(missing) from None
         except Exception as e:  # noqa: BLE001 - a bug or an unexpected library error: one line, the traceback with --debug
             _traceback()
             text = mask_text((str(e).strip().splitlines() or [""])[0])
@@ -302,6 +309,13 @@ def show(
     params: Optional[str] = typer.Option(
         None, "--params", help="Parameters to show, comma-separated (default: the most important that fit)."
     ),
+    importance: str = typer.Option(
+        "auto",
+        "--importance",
+        help="How the parameters are ordered: auto (plots/importance.json while current, else fANOVA up to 100 "
+        "complete trials, else each parameter's main effect, milliseconds), fanova (every complete trial; minutes on "
+        "large studies), ped-anova or main-effects.",
+    ),
 ) -> None:
     """Print a study's leaderboard (best first), its best configuration and its size on disk."""
     from .show import render, to_csv
@@ -315,7 +329,7 @@ def show(
         sys.stdout.write(to_csv(study_dir))
     else:
         chosen = [p.strip() for p in params.split(",") if p.strip()] if params else None
-        sys.stdout.write(render(study_dir, params=chosen, show_all=show_all))
+        sys.stdout.write(render(study_dir, params=chosen, show_all=show_all, importance=importance))
 
 
 @app.command("final")
@@ -425,9 +439,10 @@ def plot(
     no_html: bool = typer.Option(False, "--no-html", help="PNGs only (report.html inlines plotly.js, about 5 MB)."),
 ) -> None:
     """Draw a study's plots into <study>/plots/ (PNGs and one self-contained report.html)."""
-    from .plots import write_plots
+    from .plots import require_plot_libraries, write_plots
     from .study import Study
 
+    require_plot_libraries("hpo plot", html=not no_html)
     if not Study.exists(study_dir):
         raise ConfigError(f"study: no study at '{study_dir}'; pass the folder <output>/<name> that holds study.json")
     files = write_plots(study_dir, html_report=not no_html)
@@ -440,33 +455,61 @@ def plot(
     if open_report and report.is_file():
         import webbrowser
 
-        webbrowser.open(report.resolve().as_uri())
+        try:
+            opened = webbrowser.open(report.resolve().as_uri())
+        except webbrowser.Error:
+            opened = False
+        if not opened:
+            print(f"hpo: no web browser to open here; the report is {report.resolve()}", file=sys.stderr)
 
 
 @app.command()
 @handle_errors
 def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")) -> None:
-    """List installed backends with their versions and options."""
+    """List installed backends: the version of each one's library, whether it is usable here, and
+    the extra that a backend which is not usable needs (every backend trains with Ultralytics)."""
+    import importlib.metadata
+
     from .backend import describe_options
     from .backend_options import option_usage
-    from .plugins import backends as installed
+    from .extras import EXTRA_OF, install_hint, installed
+    from .plugins import backends as installed_backends
 
-    found = installed()
-    doc = [
-        {
-            "name": name,
-            "plugin": cls.plugin,
-            "version": cls.plugin_version,
-            "description": cls.description,
-            "options": describe_options(cls),
-        }
-        for name, cls in found.items()
-    ]
+    found = installed_backends()
+    doc = []
+    for name, cls in found.items():
+        lib = cls.library
+        needs = [] if installed("ultralytics") else ["yolo"]
+        version: str | None = cls.plugin_version
+        if lib:
+            module = lib.replace("-", "_")
+            try:
+                version = importlib.metadata.version(lib) if installed(module) else None
+            except importlib.metadata.PackageNotFoundError:
+                version = None
+            if version is None:
+                needs.append(EXTRA_OF.get(module.split(".")[0], "all"))
+        extras = ",".join(dict.fromkeys(needs))
+        doc.append(
+            {
+                "name": name,
+                "plugin": cls.plugin,
+                "library": lib,
+                "version": version,
+                "usable": not needs,
+                "install": install_hint(extras) if needs else None,
+                "description": cls.description,
+                "options": describe_options(cls),
+            }
+        )
     if as_json:
         print(json.dumps(doc, indent=2, default=str))
         return
     for b in doc:
-        print(f"{b['name']:<12} {b['version']:<10} {b['description']}  [{b['plugin']}]")
+        shown = f"{b['library'] or b['plugin']} {b['version'] or '(not installed)'}"
+        print(f"{b['name']:<12} {shown:<28} {b['description']}  [{b['plugin']}]")
+        if not b["usable"]:
+            print(f"    not usable here: {b['install']}")
         for usage, text in option_usage(found[str(b["name"])]):
             print(f"    {usage}: {text}")
 
@@ -502,7 +545,9 @@ def datasets_make(
     seed: int = typer.Option(0, "--seed", help="Seed (the output is deterministic for a seed)."),
 ) -> None:
     """Write a demo dataset in Ultralytics format; prints what to pass as --data."""
-    from .datasets import make_dataset
+    from .datasets import make_dataset, require_dataset_libraries
+
+    require_dataset_libraries("hpo datasets make")
 
     print(make_dataset(name, out, seed=seed))
 
@@ -516,9 +561,12 @@ def demo(
     epochs: int = typer.Option(2, "--epochs", "-e"),
 ) -> None:
     """Build digits-cls and tune yolov8n-cls on it (a real run, a few minutes on 2 CPU cores)."""
-    from .datasets import make_digits_cls
+    from .datasets import make_digits_cls, require_dataset_libraries
+    from .plugins import get_backend
     from .tuner import Tuner
 
+    require_dataset_libraries("hpo demo")
+    get_backend(backend)  # the backend and Ultralytics are installed, before the demo data is written
     data = out / "digits-cls"
     if not (data / "train").is_dir():
         make_digits_cls(data, seed=0)

@@ -21,7 +21,22 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["DATASETS", "make_dataset", "make_digits_cls", "make_digits_det"]
+__all__ = ["DATASETS", "make_dataset", "make_digits_cls", "make_digits_det", "require_dataset_libraries"]
+
+
+def require_dataset_libraries(feature: str = "the demo datasets") -> None:
+    """Fail before anything is written unless Pillow and scikit-learn (the ``yolo`` extra) are installed.
+
+    Args:
+        feature: what needs them, for the message (e.g. ``"hpo datasets make"``).
+
+    Raises:
+        hpo.extras.MissingExtra: ``PIL`` or ``sklearn`` cannot be imported (exit 2).
+    """
+    from .extras import require
+
+    require("PIL", "yolo", feature)
+    require("sklearn", "yolo", feature)
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:

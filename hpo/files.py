@@ -160,11 +160,14 @@ def atomic_target(path: str | Path) -> Iterator[Path]:
     _fsync_dir(path.parent)
 
 
-def append_line(path: str | Path, line: str) -> None:
+def append_line(path: str | Path, line: str) -> int:
     """Append ``line`` plus ``\\n`` to ``path`` and fsync; all or nothing.
 
     If the write fails part-way (ENOSPC, EIO, an interrupt), the file is truncated back to its
     size before the call, so it never ends in a torn record of ours.
+
+    Returns:
+        The byte offset the line starts at (the file's size before the call).
 
     Raises:
         OSError: the append failed (the file is as before).
@@ -185,6 +188,7 @@ def append_line(path: str | Path, line: str) -> None:
             raise
     finally:
         os.close(fd)
+    return start
 
 
 def repair_jsonl(path: str | Path) -> int:
@@ -198,10 +202,19 @@ def repair_jsonl(path: str | Path) -> int:
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            # the last line and the one before suffice: read the file's end (all of it only when
+            # those lines are longer than the block)
+            base = max(0, os.fstat(f.fileno()).st_size - (64 << 10))
+            f.seek(base)
+            data = f.read()
+            keep = len(data) if data.endswith(b"\n") else data.rfind(b"\n") + 1
+            if base and (keep == 0 or data.rfind(b"\n", 0, keep - 1) < 0):
+                f.seek(0)
+                base, data = 0, f.read()
+                keep = len(data) if data.endswith(b"\n") else data.rfind(b"\n") + 1
     except FileNotFoundError:
         return 0
-    keep = len(data) if data.endswith(b"\n") else data.rfind(b"\n") + 1
     if keep:
         # a torn record that happens to end in "\n" does not parse
         start = data.rfind(b"\n", 0, keep - 1) + 1
@@ -213,7 +226,7 @@ def repair_jsonl(path: str | Path) -> int:
                 keep = start
     if keep < len(data):
         with open(path, "rb+") as f:
-            f.truncate(keep)
+            f.truncate(base + keep)
             f.flush()
             os.fsync(f.fileno())
     return len(data) - keep

@@ -127,7 +127,7 @@ class StudyLedger:
             return 0
         if self.config.iterations is None:
             return UNCAPPED
-        return max(0, self.config.iterations - len(self.study.finished()))
+        return max(0, self.config.iterations - self.study.finished_count())
 
     def remaining(self) -> int:
         """Trials still to start so the study reaches ``iterations`` finished trials.
@@ -139,8 +139,8 @@ class StudyLedger:
         if self.config.iterations is None:
             return UNCAPPED
         with self.lock:
-            taken = set(self.study.records()) | self._in_flight | {tid for tid, _ in self._retry}
-            return max(0, self.config.iterations - len(taken))
+            taken = self.study.trial_count(also=[*self._in_flight, *(tid for tid, _ in self._retry)])
+            return max(0, self.config.iterations - taken)
 
     def reserve_id(self) -> int:
         """Reserve the next trial id (ints from 0, unique in the study)."""
@@ -158,7 +158,7 @@ class StudyLedger:
         if suggested is None:
             return self.reserve_id()
         tid = int(suggested)
-        if tid < 0 or tid in self.study.records() or tid in self._in_flight:
+        if tid < 0 or self.study.record(tid) is not None or tid in self._in_flight:
             raise RuntimeError(f"backend {self.config.backend}: suggested trial id {tid} is already in use in the study")
         with self.lock:
             self._next_id = max(self._next_id, tid + 1)

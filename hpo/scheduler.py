@@ -107,6 +107,7 @@ class AskTellScheduler:
         ledger = self.ledger
         study = ledger.study
         errors: list[BaseException] = []
+        done = [threading.Event() for _ in range(max(1, self.config.workers))]
 
         def worker(slot: int) -> None:
             try:
@@ -134,6 +135,8 @@ class AskTellScheduler:
                 if isinstance(e, VolumeError):
                     self.runner.abort()  # stop the other trials at once: resumable, not failed
                 errors.append(e)
+            finally:
+                done[slot].set()
 
         # no more threads than trials left to start (--concurrent-trials 100000 for 3 trials: 3 threads)
         n = max(1, min(self.config.workers, ledger.remaining() + ledger.retries()))
@@ -143,14 +146,17 @@ class AskTellScheduler:
             threads = [threading.Thread(target=worker, args=(k,), name=f"hpo-worker-{k}", daemon=True) for k in range(n)]
             for t in threads:
                 t.start()
+            # Wait on each worker's own event, not Thread.join: a KeyboardInterrupt (SIGINT/SIGTERM)
+            # raised inside join() can leave a live thread reported stopped (seen on CPython 3.11:
+            # is_alive() False while it still trained), and the study then exited before that
+            # thread recorded its trial 'interrupted'.
             try:
-                while any(t.is_alive() for t in threads):
-                    for t in threads:
-                        t.join(0.2)  # short joins: SIGINT/SIGTERM reach the main thread promptly
+                while not all(d.wait(0.2) for d in done[:n]):  # short waits: signals reach the main thread promptly
+                    pass
             except BaseException:
-                self.runner.abort()  # kill running trials; their records stay 'running' for --resume
-                for t in threads:
-                    t.join(30)
+                self.runner.abort()  # stop running trials: each thread records its trial 'interrupted'
+                for d in done[:n]:
+                    d.wait(30)
                 raise
         if errors:
             # a volume failure explains the interrupts it caused; a crash beats an interrupt

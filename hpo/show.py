@@ -1,18 +1,20 @@
 """``hpo show``: a study's leaderboard that fits the terminal, the best configuration, the size on disk.
 
 The leaderboard shows id, status, objective, epochs and duration (and, for a study resumed with
-``--allow-changes``, the settings version each trial trained under, with a legend), then as many of the most
-important parameters as fit the width (importance from ``plots/importance.json`` when the study's
-plots were drawn, else Optuna's fANOVA on the records, see :mod:`hpo.plots`; or the ones named
-with ``--params``). The best trial's full configuration follows as a block of ``key value``
-columns.
+``--allow-changes``, the settings version each trial trained under, with a legend), then as many
+of the most important parameters as fit the width (or the ones named with ``--params``), and says what their
+importance rests on. Importance (:func:`importance_ranking`, see :mod:`hpo.plots`) comes from
+``plots/importance.json`` while it was computed from the study's current records, else from
+Optuna's fANOVA up to :data:`hpo.plots.SHOW_FANOVA_TRIALS` complete trials, else from the
+main-effect estimate (:func:`hpo.plots.main_effects`, milliseconds), so ``hpo show`` answers in
+about a second at any size; ``--importance fanova`` asks for fANOVA over every complete trial. The best
+trial's full configuration follows as a block of ``key value`` columns.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import shutil
 from pathlib import Path
@@ -24,7 +26,16 @@ from .redact import mask_text
 from .report import count_trials
 from .study import Study, TrialRecord, TrialStatus, settings_versions
 
-__all__ = ["render", "to_csv", "disk_bytes", "important_params", "terminal_width", "human_bytes"]
+__all__ = [
+    "render",
+    "to_csv",
+    "disk_bytes",
+    "important_params",
+    "importance_ranking",
+    "IMPORTANCE_METHODS",
+    "terminal_width",
+    "human_bytes",
+]
 
 #: Rows shown without ``--all``.
 TOP_ROWS = 20
@@ -48,27 +59,59 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def important_params(study: Study, keys: list[str]) -> list[str]:
-    """``keys`` most important first: ``plots/importance.json`` if present, else fANOVA on the
-    records (two complete trials needed), else the space's order."""
-    file = study.path / "plots" / "importance.json"
-    ranking: list[str] = []
-    if file.is_file():
-        try:
-            ranking = list(json.loads(file.read_text()))
-        except (OSError, ValueError):
-            ranking = []
-    if not ranking:
-        done = [r for r in study.finished() if r.status is TrialStatus.COMPLETE]
-        if len(done) >= 2:
-            try:
-                from .plots import optuna_study, param_importances
+#: ``method`` of :func:`importance_ranking` (``hpo show --importance``).
+IMPORTANCE_METHODS = ("auto", "fanova", "ped-anova", "main-effects")
 
-                ranking = list(param_importances(optuna_study(study)))
-            except Exception:  # noqa: BLE001 - the order of columns is not worth an error
-                ranking = []
-    ordered = [k for k in ranking if k in keys]
-    return ordered + [k for k in keys if k not in ordered]
+
+def important_params(study: Study, keys: list[str]) -> list[str]:
+    """``keys`` most important first (see :func:`importance_ranking`), else in the space's order."""
+    return importance_ranking(study, keys)[0]
+
+
+def importance_ranking(study: Study, keys: list[str], method: str = "auto") -> tuple[list[str], str]:
+    """``keys`` most important first, and what the order rests on.
+
+    Args:
+        study: the open study.
+        keys: the parameters to order.
+        method: ``"auto"``: ``plots/importance.json`` while it is current (computed from the
+            study's records as they are), else fANOVA up to :data:`hpo.plots.SHOW_FANOVA_TRIALS`
+            complete trials, else the main-effect estimate (:func:`hpo.plots.main_effects`,
+            milliseconds); ``"fanova"``: fANOVA over every complete trial (the current file if it
+            holds that); ``"ped-anova"``: Optuna's PED-ANOVA over every complete trial;
+            ``"main-effects"``: :func:`hpo.plots.main_effects`.
+
+    Returns:
+        ``(ordered keys, basis)``, e.g. ``"fANOVA over 80 complete trials"``; the basis is
+        ``"the space's order"`` when there is no importance (fewer than two complete trials, or no
+        optuna installed).
+
+    Raises:
+        ConfigError: an unknown ``method``.
+    """
+    if method not in IMPORTANCE_METHODS:
+        raise ConfigError(f"importance: {method!r} is not one of {', '.join(IMPORTANCE_METHODS)}; e.g. --importance fanova")
+    imp = None
+    try:
+        from .plots import SHOW_FANOVA_TRIALS, cached_importance, importance
+
+        finished = study.finished()
+        cached = cached_importance(study, finished)
+        if method == "auto":
+            imp = cached
+            if imp is None:
+                n = sum(1 for r in finished if r.status is TrialStatus.COMPLETE and r.objective is not None)
+                imp = importance(study, finished, method="fanova" if n <= SHOW_FANOVA_TRIALS else "main-effects")
+        elif cached is not None and cached.method == method and cached.trials >= cached.of:
+            imp = cached
+        else:
+            imp = importance(study, finished, method=method)
+    except Exception:  # noqa: BLE001 - the order of columns is not worth an error (e.g. no optuna)
+        imp = None
+    if imp is None:
+        return list(keys), "the space's order"
+    ordered = [k for k in imp.values if k in keys]
+    return ordered + [k for k in keys if k not in ordered], imp.describe()
 
 
 def _fmt(v: Any) -> str:
@@ -153,7 +196,14 @@ def _table(
     return lines, shown
 
 
-def render(study_dir: str | Path, *, width: int | None = None, params: list[str] | None = None, show_all: bool = False) -> str:
+def render(
+    study_dir: str | Path,
+    *,
+    width: int | None = None,
+    params: list[str] | None = None,
+    show_all: bool = False,
+    importance: str = "auto",
+) -> str:
     """The text of ``hpo show``.
 
     Args:
@@ -161,10 +211,12 @@ def render(study_dir: str | Path, *, width: int | None = None, params: list[str]
         width: columns to fit (default :func:`terminal_width`); ``--all`` ignores it.
         params: parameters to show (default: the most important ones that fit).
         show_all: every trial and every parameter, whatever the width.
+        importance: how the parameters are ordered (``method`` of :func:`importance_ranking`).
 
     Raises:
         hpo.errors.StudyError: no study at ``study_dir``.
-        hpo.errors.ConfigError: ``params`` names a key outside the study's space.
+        hpo.errors.ConfigError: ``params`` names a key outside the study's space, or an unknown
+            ``importance``.
     """
     study = Study.open(study_dir)
     width = terminal_width() if width is None else width
@@ -174,9 +226,15 @@ def render(study_dir: str | Path, *, width: int | None = None, params: list[str]
         unknown = [p for p in params if p not in keys]
         if unknown:
             raise ConfigError(f"params: {', '.join(unknown)} not in the study's space; choose from {', '.join(keys)}")
-        order = list(params)
+        order, basis = list(params), ""
+    elif show_all:
+        order, basis = keys, ""
     else:
-        order = keys if show_all else important_params(study, keys)
+        if importance not in IMPORTANCE_METHODS:
+            raise ConfigError(
+                f"importance: {importance!r} is not one of {', '.join(IMPORTANCE_METHODS)}; e.g. --importance fanova"
+            )
+        order, basis = importance_ranking(study, keys, importance)
     counts = count_trials(records)
     best = study.best([r for r in records if r.status.finished])
     s = study.settings
@@ -184,7 +242,15 @@ def render(study_dir: str | Path, *, width: int | None = None, params: list[str]
     out = _wrap(f"study {study.path}", fit)
     out += _wrap(
         f"backend {s.get('backend')}, objective {s.get('metric')} ({study.direction}), "
-        f"{len(records)}/{s.get('iterations')} trials: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v),
+        f"{sum(r.status.finished for r in records)}/{s.get('iterations')} trials finished: "
+        + "; ".join(
+            part
+            for part in (
+                ", ".join(f"{k} {v}" for k, v in counts.items() if v and TrialStatus(k).finished),
+                ", ".join(f"{k} {v}" for k, v in counts.items() if v and not TrialStatus(k).finished),
+            )
+            if part
+        ),
         fit,
         2,
     )
@@ -201,10 +267,13 @@ def render(study_dir: str | Path, *, width: int | None = None, params: list[str]
     if hidden > 0:
         notes.append(f"{hidden} more params (--all, --params a,b)" if not params else "")
     if not params and shown and not show_all:
-        notes.insert(0, "params by importance")
+        notes.insert(0, "params by importance" if basis != "the space's order" else "params in the space's order")
     notes = [n for n in notes if n]
     if notes:
         out += _wrap("; ".join(notes), fit)
+    if not params and shown and not show_all and basis != "the space's order":
+        hint = "" if basis.startswith("fANOVA") and "sample" not in basis else "; --importance fanova for fANOVA"
+        out += _wrap(f"importance: {basis}{hint}", fit)
     if versions:  # resumed with --allow-changes: which settings each trial trained under
         out += _wrap("settings 0: as the study was created", fit)
         for k, entry in sorted(versions.items()):

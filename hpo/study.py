@@ -31,7 +31,12 @@ import json
 import logging
 import math
 import os
+import re
+import sys
 import threading
+import time
+from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -165,8 +170,67 @@ def _json_default(x: Any) -> Any:
     return str(x)
 
 
-def _parse_record(line: str) -> TrialRecord | None:
-    """A record from one line, or the last whole record glued after a tear (``{"id":...`` onward)."""
+class _StoredRecord(TrialRecord):
+    """A trial record as the study holds it in memory: shared by every caller, so read-only.
+
+    Setting an attribute raises ``AttributeError``; ``copy.copy``, ``copy.deepcopy`` and pickling
+    give a plain (mutable) :class:`TrialRecord`. Its ``params``, ``epochs`` and other containers are
+    shared too (``applied`` may be the very dict ``params`` is): change a ``copy.deepcopy`` of the
+    record, never the record in place.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_sealed"):
+            raise AttributeError(
+                f"trial {self.id}'s record is the study's stored snapshot and read-only; change a copy (copy.deepcopy(record))"
+            )
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if self.__dict__.get("_sealed"):
+            raise AttributeError(f"trial {self.id}'s record is the study's stored snapshot and read-only")
+        super().__delattr__(name)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TrialRecord):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in TrialRecord.__dataclass_fields__)
+
+    __hash__ = None  # type: ignore[assignment]  # as TrialRecord: mutable in general
+
+    def __repr__(self) -> str:
+        return "TrialRecord" + TrialRecord.__repr__(self)[len(type(self).__qualname__) :]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_plain_record, ({f: getattr(self, f) for f in TrialRecord.__dataclass_fields__},))
+
+
+def _plain_record(fields: dict[str, Any]) -> TrialRecord:
+    if fields.get("applied") is fields.get("params"):  # shared in memory (_compact): not in a copy
+        fields["applied"] = dict(fields["params"])
+    return TrialRecord(**fields)
+
+
+#: Lines of records files parsed by every :class:`Study` of this process, and bytes read (for
+#: tests and benchmarks: :func:`record_read_stats`).
+_STATS = {"lines_parsed": 0, "bytes_read": 0, "file_reads": 0}
+
+
+def record_read_stats() -> dict[str, int]:
+    """How much this process has read of records files so far, over every :class:`Study`:
+    ``lines_parsed`` (JSON lines decoded into records), ``bytes_read`` and ``file_reads`` (reads of
+    new bytes). A copy; the counters only grow."""
+    return dict(_STATS)
+
+
+def _parse_record(line: str | bytes) -> TrialRecord | None:
+    """A record from one line, or the last whole record glued after a tear (``{"id":...`` onward).
+
+    Returns a read-only :class:`_StoredRecord`, or ``None`` when nothing in the line parses.
+    """
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", errors="replace")
+    _STATS["lines_parsed"] += 1
     candidates = [line]
     glued = line.rfind('{"id":')
     if glued > 0:
@@ -175,10 +239,104 @@ def _parse_record(line: str) -> TrialRecord | None:
         try:
             doc = json.loads(text)
             if isinstance(doc, dict) and "id" in doc:
-                return TrialRecord.from_json(doc)
+                rec = _StoredRecord.from_json(_compact(doc))
+                object.__setattr__(rec, "_sealed", True)
+                return rec
         except (ValueError, TypeError, KeyError):
             continue
     return None
+
+
+def _compact(doc: dict[str, Any]) -> dict[str, Any]:
+    """A decoded snapshot, held in less memory: its keys interned (every trial repeats the same
+    parameter and metric names), and ``applied`` the very dict ``params`` is when they are equal
+    (the usual case). From about 6 to 3 KiB per trial of a 26-parameter space."""
+    intern = sys.intern
+    for name in ("params", "applied", "final_metrics"):
+        d = doc.get(name)
+        if isinstance(d, dict):
+            doc[name] = {intern(k): v for k, v in d.items()}
+    rows = doc.get("epochs")
+    if isinstance(rows, list):
+        doc["epochs"] = [{intern(k): v for k, v in r.items()} if isinstance(r, dict) else r for r in rows]
+    if "applied" in doc and doc["applied"] == doc.get("params"):
+        doc["applied"] = doc["params"]
+    return doc
+
+
+def _combine(prev: TrialRecord | None, rec: TrialRecord) -> TrialRecord:
+    """The fold of a trial's snapshots: a later snapshot wins, except that a finished one is never
+    replaced by an unfinished one. Associative, so files and chunks fold apart and then together."""
+    if prev is None or not (prev.status.finished and not rec.status.finished):
+        return rec
+    return prev
+
+
+def _scored(r: TrialRecord) -> bool:
+    return r.status is TrialStatus.COMPLETE and r.objective is not None and math.isfinite(r.objective)
+
+
+# A snapshot line as hpo writes it starts with its id and its params, a flat object, and holds its
+# status after them (``{"id":3,"params":{"lr0":0.01},"status":"complete",...``): enough to fold the
+# lines of a file without decoding the snapshots a later one replaces. A line that does not look so
+# (another writer's spacing, nested params, a tear with a record glued after it) is decoded in full.
+_HEAD = re.compile(rb'\{"id":\s*(-?\d+)\s*,\s*"params":\s*(\{(?:[^{}\[\]"]|"(?:[^"\\]|\\.)*")*\})\s*,')
+_STATUS = re.compile(rb'"status":\s*"([a-z]+)"')
+_GLUE = b'{"id":'
+_FINISHED_B = frozenset(s.value.encode() for s in TrialStatus if s.finished)
+_KNOWN_B = frozenset(s.value.encode() for s in TrialStatus)
+#: Bytes read from a records file at once.
+_CHUNK = 4 << 20
+#: Bytes before the read position kept to recognise a file that was rewritten under the reader.
+_TAIL = 64
+
+
+class _Snap:
+    """One snapshot line of a trial, not yet decoded (``raw``) or decoded (``rec``)."""
+
+    __slots__ = ("line", "pkey", "status", "raw", "rec")
+
+    def __init__(self, line: int, pkey: bytes, status: bytes, raw: bytes | None, rec: TrialRecord | None):
+        self.line, self.pkey, self.status, self.raw, self.rec = line, pkey, status, raw, rec
+
+    def params(self) -> Any:
+        return self.rec.params if self.rec is not None else json.loads(self.pkey)
+
+
+class _Seg:
+    """Consecutive snapshots of one trial in one file with the same params, folded: ``all`` over
+    them all, ``run`` from the first ``running`` one on (what a restart of an unfinished trial with
+    other params keeps), with their 1-based line numbers. Holding these instead of every snapshot
+    keeps the fold exact (:meth:`Study.records`) at one or two records per trial."""
+
+    __slots__ = ("pkey", "all", "run", "line", "run_line")
+
+    def __init__(self, pkey: bytes, all_: TrialRecord, run: TrialRecord | None, line: int, run_line: int | None):
+        self.pkey, self.all, self.run, self.line, self.run_line = pkey, all_, run, line, run_line
+
+    def same(self, other: _Seg) -> bool:
+        return self.pkey == other.pkey or self.all.params == other.all.params
+
+    def then(self, other: _Seg) -> _Seg:
+        """This segment followed by ``other`` (the same params)."""
+        if self.run is not None:
+            return _Seg(self.pkey, _combine(self.all, other.all), _combine(self.run, other.all), self.line, self.run_line)
+        return _Seg(self.pkey, _combine(self.all, other.all), other.run, self.line, other.run_line)
+
+
+class _RecordFile:
+    """What a :class:`Study` has read of one records file: the bytes consumed (whole lines only),
+    the lines counted, each trial's segments (:class:`_Seg`), and the file's identity."""
+
+    __slots__ = ("path", "offset", "lines", "fold", "ident", "tail")
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+        self.lines = 0
+        self.fold: dict[int, list[_Seg]] = {}
+        self.ident: tuple[int, int] | None = None
+        self.tail = b""
 
 
 def _brief(params: dict[str, Any]) -> str:
@@ -230,6 +388,20 @@ class Study:
         self.repairs: list[str] = []
         self._warned: set[str] = set()
         self._append_lock = threading.Lock()
+        # --- the records, read once and then kept up to date (see records())
+        self._cache_lock = threading.RLock()
+        self._files: dict[str, _RecordFile] = {}  # by file name
+        self._names: list[str] = []  # the records files, as last listed
+        self._listed: int | None = None  # the folder's mtime (ns) when they were listed
+        self._merged: dict[int, TrialRecord] = {}  # the fold over every file, by id
+        self._in_order = True  # _merged's keys are in id order
+        self._max_id = -1
+        self._fin_ids: list[int] = []  # finished trials, by id
+        self._fin: list[TrialRecord] = []  # their records, in the same order
+        self._fin_log: list[int] = []  # ids in the order they became finished (finished_since)
+        self._best: TrialRecord | None = None
+        self._best_direction: str | None = None  # the direction _best is for; None: recompute
+        self._pending: list[str] = []  # warnings about the records, logged by the next read
 
     # --- creation / opening
     @classmethod
@@ -398,6 +570,9 @@ class Study:
     def append(self, record: TrialRecord) -> None:
         """Append a snapshot of ``record`` to this process's records file (one line, fsync'd; all or nothing).
 
+        The study's records in memory take the snapshot at once (no re-read of the file); later
+        changes to ``record`` do not reach them.
+
         A credential in ``record.error`` (a trainer's exception that echoed a URL) is masked first,
         in the record itself (:func:`hpo.redact.mask_text`).
 
@@ -409,12 +584,14 @@ class Study:
         line = json.dumps(_finite_or_none(record.to_json()), default=_json_default, allow_nan=False, separators=(",", ":"))
         with self._append_lock, volume_errors(self.records_file):
             try:
-                append_line(self.records_file, line)
+                start = append_line(self.records_file, line)
             except OSError as e:
                 if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not self.release_reserve():
                     raise
-                append_line(self.records_file, line)  # the record is safe; the study must stop anyway
+                start = append_line(self.records_file, line)  # the record is safe; the study must stop anyway
+                self._appended(start, line)
                 raise
+            self._appended(start, line)
 
     def keep_reserve(self) -> None:
         """Allocate the space reserve ``<study>/.space-reserve`` (writer only; idempotent).
@@ -451,9 +628,19 @@ class Study:
             return False
         return True
 
+    # --- the records in memory: read once, then only what was appended since
     def records(self) -> dict[int, TrialRecord]:
         """All trials, by id, folded from every ``trials*.jsonl`` (last snapshot of an id wins,
         except that a finished snapshot is never replaced by an unfinished one).
+
+        The files are read once; each later call reads only the bytes appended since (by this
+        process, which knows them without reading, or by joined processes) and the files that
+        appeared, so a call costs the same at trial 10 and at trial 10,000. A file rewritten under
+        the reader (cut back by a writer's repair, replaced) is read again from its start.
+
+        Returns a new dict (the caller may change it); its records are the study's shared,
+        read-only snapshots (:class:`_StoredRecord`: setting an attribute raises; change a
+        ``copy.deepcopy``).
 
         A trial's params never change while it trains: hpo writes a ``running`` snapshot with the
         params it trains with before it starts, and only such a snapshot may bring other params,
@@ -462,56 +649,321 @@ class Study:
         run of an id is authoritative for its params: any other later one with other params (a
         finished id's params changed, a hand-edited or foreign line) is ignored, with one warning
         naming the id and both lines, since the trial's folder (``trials/<id>/args.yaml``, its
-        weights, ``weights/best.pt``) belongs to the first.
+        weights, ``weights/best.pt``) belongs to the first. (In memory each file holds, per trial,
+        its runs of snapshots with one params, folded: :class:`_Seg`.)
 
-        Never fails on content: a torn final line is skipped; a damaged line in the middle (a torn
-        record that a version without repair appended onto) is salvaged when a whole record follows
-        the tear, else skipped; both with one warning on stderr per file and problem.
+        Never fails on content: a torn final line is skipped until it is completed; a damaged line
+        in the middle (a torn record that a version without repair appended onto) is salvaged when
+        a whole record follows the tear, else skipped; both with one warning (the ``hpo.study`` logger) per file and
+        problem.
         """
-        snapshots: list[tuple[TrialRecord, Path, int]] = []
-        for f in sorted(self.path.glob("trials*.jsonl")):
-            try:
-                with open(f, encoding="utf-8", errors="replace") as fh:
-                    lines = fh.read().split("\n")
-            except OSError as e:
-                self._warn_once(f"{f}:read", f"cannot read '{f}' ({e.strerror}); its trials are not shown")
-                continue
-            for n, line in enumerate(lines):
-                if not line.strip():
-                    continue
-                rec = _parse_record(line)
-                if rec is None:
-                    if n < len(lines) - 2:  # not the torn tail of a killed writer
-                        self._warn_once(f"{f}:{n}", f"'{f}' line {n + 1} is damaged and was skipped")
-                    continue
-                snapshots.append((rec, f, n + 1))
-        out: dict[int, TrialRecord] = {}
-        started: dict[int, tuple[Path, int]] = {}  # where the current run of each id began
-        for rec, f, at in snapshots:  # files are append-only: later lines are newer
-            prev = out.get(rec.id)
-            if prev is None or (rec.params != prev.params and not prev.status.finished and rec.status is TrialStatus.RUNNING):
-                started[rec.id] = (f, at)  # a new trial, or an unfinished one started again
-            elif rec.params != prev.params:
-                first_file, first_line = started[rec.id]
-                self._warn_once(
-                    f"params:{rec.id}:{f}:{at}",
-                    f"trial {rec.id} has other params at '{f}' line {at} ({_brief(rec.params)}) than at "
-                    f"'{first_file}' line {first_line} ({_brief(prev.params)}), where it started; the later record "
-                    "is ignored (the trial's folder and weights belong to the first): remove the wrong line",
-                )
-                continue
-            if prev is None or not (prev.status.finished and not rec.status.finished):
-                out[rec.id] = rec
-        return dict(sorted(out.items()))
-
-    def _warn_once(self, key: str, text: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            _log.warning(text)
+        with self._cache_lock:
+            self._refresh()
+            if not self._in_order:
+                self._merged = dict(sorted(self._merged.items()))
+                self._in_order = True
+            return dict(self._merged)
 
     def finished(self) -> list[TrialRecord]:
-        """Finished trials (complete, failed, pruned), by id."""
-        return [r for r in self.records().values() if r.status.finished]
+        """Finished trials (complete, failed, pruned), by id (a new list of the shared records)."""
+        with self._cache_lock:
+            self._refresh()
+            return list(self._fin)
+
+    def record(self, trial_id: int) -> TrialRecord | None:
+        """Trial ``trial_id``'s record (the shared, read-only snapshot), or ``None``."""
+        with self._cache_lock:
+            self._refresh()
+            return self._merged.get(trial_id)
+
+    def trial_count(self, also: Iterable[int] = ()) -> int:
+        """How many trial ids the study holds (any status), plus those of ``also`` it does not hold
+        (e.g. ids a process has reserved but not yet recorded)."""
+        with self._cache_lock:
+            self._refresh()
+            return len(self._merged) + sum(1 for t in set(also) if t not in self._merged)
+
+    def finished_count(self) -> int:
+        """How many trials are finished (complete, failed, pruned)."""
+        with self._cache_lock:
+            self._refresh()
+            return len(self._fin)
+
+    def finished_since(self, cursor: int = 0) -> tuple[list[TrialRecord], int]:
+        """Trials that finished (or whose finished record changed) since ``cursor``, and the cursor
+        to pass next time: for observers that keep their own state up to date trial by trial
+        (e.g. :class:`hpo.weights.WeightsKeeper`). ``cursor=0``: every finished trial.
+
+        Returns:
+            ``(records, cursor)``: the current record of each such trial (an id at most once, in
+            the order they finished), and the new cursor.
+        """
+        with self._cache_lock:
+            self._refresh()
+            ids = dict.fromkeys(self._fin_log[cursor:])
+            return [self._merged[i] for i in ids if i in self._merged], len(self._fin_log)
+
+    def _refresh(self, *, own: bool = False) -> None:
+        """Read what is new in every records file (caller holds ``_cache_lock``).
+
+        This process's own file is left alone while one of its threads appends to it (``own``:
+        read it anyway): the appender takes its line in without reading it back."""
+        try:
+            listed = os.stat(self.path).st_mtime_ns
+            if listed != self._listed:  # a file appeared or went: list the folder again
+                self._names = sorted(
+                    e.name for e in os.scandir(self.path) if e.name.startswith("trials") and e.name.endswith(".jsonl")
+                )
+                # a change within the filesystem's timestamp granularity leaves the mtime as it
+                # was: trust a listing only once the folder has been still for a second
+                self._listed = listed if time.time_ns() - listed > 1_000_000_000 else None
+        except OSError:
+            self._names, self._listed = [], None
+        names = self._names
+        changed: set[int] = set()
+        for gone in [n for n in self._files if n not in names]:  # removed (by hand): its trials go too
+            changed |= set(self._files.pop(gone).fold)
+        busy = not own and self._append_lock.locked()
+        for name in names:
+            fs = self._files.get(name)
+            if fs is None:
+                fs = self._files[name] = _RecordFile(self.path / name)
+            if busy and name == self.records_file.name and fs.ident is not None:
+                continue
+            changed |= self._read(fs)
+        self._remerge(changed)
+        if not own:
+            self._flush_warnings()
+
+    def _read(self, fs: _RecordFile) -> set[int]:
+        """Fold the whole lines appended to ``fs`` since the last read; return the ids changed."""
+        changed: set[int] = set()
+        try:
+            with open(fs.path, "rb") as fh:  # an open (not a stat): NFS revalidates on open
+                st = os.fstat(fh.fileno())
+                ident = (st.st_dev, st.st_ino)
+                if fs.ident is not None and (ident != fs.ident or st.st_size < fs.offset):
+                    changed |= self._reset(fs)  # replaced, or cut back under us
+                if st.st_size == fs.offset:
+                    fs.ident = ident
+                    return changed
+                if fs.tail:  # the bytes before our position must still be those we read
+                    fh.seek(fs.offset - len(fs.tail))
+                    if fh.read(len(fs.tail)) != fs.tail:
+                        changed |= self._reset(fs)
+                        fh.seek(0)
+                fs.ident = ident
+                _STATS["file_reads"] += 1
+                pending = b""
+                data = fh.read(_CHUNK)
+                while data:
+                    _STATS["bytes_read"] += len(data)
+                    following = fh.read(_CHUNK)
+                    pending += data
+                    cut = pending.rfind(b"\n") + 1
+                    if cut:
+                        used, ids = self._fold_lines(fs, pending[:cut], last=not following)
+                        changed |= ids
+                        pending = pending[used:]
+                    data = following
+        except FileNotFoundError:
+            return changed | self._reset(fs)
+        except OSError as e:
+            self._warn_once(f"{fs.path}:read", f"cannot read '{fs.path}' ({e.strerror}); its trials are not shown")
+        return changed
+
+    def _reset(self, fs: _RecordFile) -> set[int]:
+        """Forget what was read of ``fs`` (rewritten or gone); return its ids."""
+        ids = set(fs.fold)
+        fs.offset, fs.lines, fs.fold, fs.ident, fs.tail = 0, 0, {}, None, b""
+        return ids
+
+    def _fold_lines(self, fs: _RecordFile, block: bytes, *, last: bool) -> tuple[int, set[int]]:
+        """Fold ``block`` (whole lines, the next ones of ``fs``) into ``fs.fold``; return the bytes
+        consumed and the ids changed. All bytes are consumed except a damaged final line of the
+        file (``last``), left for the next read: a writer's repair may cut it, or a version
+        without repair may append after it (then it is a damaged middle line)."""
+        lines = block.split(b"\n")[:-1]
+        by_id: dict[int, list[_Snap]] = {}
+        damaged: list[int] = []
+        n0 = fs.lines
+        for k, line in enumerate(lines):
+            m = _HEAD.match(line)
+            if m is not None and line.find(_GLUE, 1) < 0:
+                st = _STATUS.search(line, m.end())
+                if st is not None and st.group(1) in _KNOWN_B:
+                    by_id.setdefault(int(m.group(1)), []).append(_Snap(n0 + k + 1, m.group(2), st.group(1), line, None))
+                    continue
+            if not line.strip():
+                continue
+            rec = _parse_record(line)  # not in hpo's own form: decode it in full (salvages a glued record)
+            if rec is None:
+                damaged.append(k)
+            else:
+                pkey = json.dumps(rec.params, separators=(",", ":"), default=str).encode()
+                by_id.setdefault(rec.id, []).append(_Snap(n0 + k + 1, pkey, rec.status.value.encode(), None, rec))
+        keep = len(lines)
+        if damaged and last and damaged[-1] == max((k for k, ln in enumerate(lines) if ln.strip()), default=-1):
+            keep = damaged.pop()  # the file's last line: torn, not (yet) damaged
+        for k in damaged:
+            self._warn_once(f"{fs.path}:{n0 + k}", f"'{fs.path}' line {n0 + k + 1} is damaged and was skipped")
+        changed: set[int] = set()
+        for tid, snaps in by_id.items():
+            snaps = [x for x in snaps if x.line <= n0 + keep]
+            segs = self._segments(fs, snaps)
+            if not segs:
+                continue
+            have = fs.fold.setdefault(tid, [])
+            if have and have[-1].same(segs[0]):
+                have[-1] = have[-1].then(segs.pop(0))
+            have += segs
+            changed.add(tid)
+        used = sum(len(ln) + 1 for ln in lines[:keep])
+        fs.offset += used
+        fs.lines += keep
+        if used:
+            fs.tail = (fs.tail + block[max(0, used - _TAIL) : used])[-_TAIL:]
+        return used, changed
+
+    def _segments(self, fs: _RecordFile, snaps: list[_Snap]) -> list[_Seg]:
+        """One trial's snapshots of a block as segments, decoding only the snapshots that win
+        (per segment: the last finished one, else the last; the same from its first ``running``
+        one on); a snapshot that turns out damaged is skipped with a warning."""
+        groups: list[list[_Snap]] = []
+        for x in snaps:
+            if groups and (groups[-1][0].pkey == x.pkey or groups[-1][0].params() == x.params()):
+                groups[-1].append(x)
+            else:
+                groups.append([x])
+        out: list[_Seg] = []
+        for g in groups:
+            first_run = next((i for i, x in enumerate(g) if x.status == b"running"), None)
+            all_ = self._fold_snaps(fs, g)
+            if all_ is None:
+                continue
+            run = None if first_run is None else self._fold_snaps(fs, g[first_run:])
+            seg = _Seg(g[0].pkey, all_, run, g[0].line, None if first_run is None else g[first_run].line)
+            if out and out[-1].same(seg):  # a damaged snapshot split nothing: join them
+                out[-1] = out[-1].then(seg)
+            else:
+                out.append(seg)
+        return out
+
+    def _fold_snaps(self, fs: _RecordFile, snaps: list[_Snap]) -> TrialRecord | None:
+        """The fold of snapshots with the same params (a later one wins, a finished one is never
+        replaced by an unfinished one): the last finished, else the last, decoded alone; all of
+        them in order when that one turns out damaged."""
+        pick = next((x for x in reversed(snaps) if x.status in _FINISHED_B), snaps[-1])
+        rec = self._decode(pick)
+        if rec is not None and rec.status.value.encode() == pick.status:
+            return rec
+        out: TrialRecord | None = None
+        for x in snaps:
+            r = self._decode(x)
+            if r is None:
+                self._warn_once(f"{fs.path}:{x.line - 1}", f"'{fs.path}' line {x.line} is damaged and was skipped")
+                continue
+            out = _combine(out, r)
+        return out
+
+    @staticmethod
+    def _decode(x: _Snap) -> TrialRecord | None:
+        if x.rec is None and x.raw is not None:
+            x.rec, x.raw = _parse_record(x.raw), None
+        return x.rec
+
+    def _appended(self, start: int, line: str) -> None:
+        """Take the snapshot this process just appended at byte ``start`` of its records file into
+        memory, without reading the file (caller holds ``_append_lock``)."""
+        data = (line + "\n").encode("utf-8")
+        with self._cache_lock:
+            fs = self._files.get(self.records_file.name)
+            if fs is None or fs.ident is None or fs.offset != start:
+                if fs is None or fs.offset < start or fs.ident is None:
+                    self._refresh(own=True)  # not read up to here yet (e.g. the first append): read it
+                return  # (offset > start: a concurrent read got it already)
+            self._remerge(self._fold_lines(fs, data, last=False)[1])
+
+    def _remerge(self, ids: set[int]) -> None:
+        """Fold the files' records of ``ids`` together (files in name order) and update the
+        finished list, the best trial and the feed of :meth:`finished_since`."""
+        if not ids:
+            return
+        files = [self._files[n] for n in sorted(self._files)]
+        for tid in sorted(ids):
+            rec = self._replay(tid, files)
+            old = self._merged.get(tid)
+            if rec is old:
+                continue
+            if rec is None:
+                del self._merged[tid]
+            else:
+                self._merged[tid] = rec
+                if old is None and tid < self._max_id:
+                    self._in_order = False
+                self._max_id = max(self._max_id, tid)
+            if old is not None and old.status.finished:
+                i = bisect_left(self._fin_ids, tid)
+                del self._fin_ids[i], self._fin[i]
+            if rec is not None and rec.status.finished:
+                i = bisect_left(self._fin_ids, tid)
+                self._fin_ids.insert(i, tid)
+                self._fin.insert(i, rec)
+                self._fin_log.append(tid)
+            best = self._best
+            if best is not None and old is not None and best.id == tid:
+                self._best_direction = None  # the best trial's record changed: recompute when asked
+            elif self._best_direction is not None and rec is not None and _scored(rec):
+                sign = 1.0 if self._best_direction == "maximize" else -1.0
+                if best is None or (sign * float(rec.objective or 0.0), -rec.id) > (
+                    sign * float(best.objective or 0.0),
+                    -best.id,
+                ):
+                    self._best = rec
+
+    def _replay(self, tid: int, files: list[_RecordFile]) -> TrialRecord | None:
+        """Trial ``tid``'s record: its segments in file-name order, then line order. A segment
+        with the current record's params folds into it; one with other params starts the trial
+        again from its first ``running`` snapshot if the current record is unfinished, and is
+        otherwise ignored with one warning (see :meth:`records`)."""
+        rec: TrialRecord | None = None
+        pkey = b""
+        started: tuple[Path, int] = (Path(), 0)  # where the current run of the trial began
+        for fs in files:
+            for seg in fs.fold.get(tid, ()):
+                if rec is None:
+                    rec, pkey, started = seg.all, seg.pkey, (fs.path, seg.line)
+                elif seg.pkey == pkey or seg.all.params == rec.params:
+                    rec = _combine(rec, seg.all)
+                elif not rec.status.finished and seg.run is not None and seg.run_line is not None:
+                    if seg.run_line != seg.line:  # its snapshots before the restart are ignored
+                        self._warn_params(tid, fs.path, seg.line, seg.all.params, started, rec.params)
+                    rec, pkey, started = seg.run, seg.pkey, (fs.path, seg.run_line)
+                else:
+                    self._warn_params(tid, fs.path, seg.line, seg.all.params, started, rec.params)
+        return rec
+
+    def _warn_params(
+        self, tid: int, f: Path, at: int, params: dict[str, Any], started: tuple[Path, int], first: dict[str, Any]
+    ) -> None:
+        self._warn_once(
+            f"params:{tid}:{f}:{at}",
+            f"trial {tid} has other params at '{f}' line {at} ({_brief(params)}) than at "
+            f"'{started[0]}' line {started[1]} ({_brief(first)}), where it started; the later record "
+            "is ignored (the trial's folder and weights belong to the first): remove the wrong line",
+        )
+
+    def _warn_once(self, key: str, text: str) -> None:
+        """A warning about the records, once per study and key; logged when the caller's read
+        returns (an append that brings a wrong line is reported by the next read, as on a read)."""
+        if key not in self._warned:
+            self._warned.add(key)
+            self._pending.append(text)
+
+    def _flush_warnings(self) -> None:
+        pending, self._pending = self._pending, []
+        for text in pending:
+            _log.warning(text)
 
     # --- best
     @property
@@ -519,9 +971,21 @@ class Study:
         return self.settings.get("direction", "maximize")
 
     def best(self, records: list[TrialRecord] | None = None) -> TrialRecord | None:
-        """The complete trial with the best finite objective, or ``None``."""
-        records = self.finished() if records is None else records
-        done = [r for r in records if r.status is TrialStatus.COMPLETE and r.objective is not None and math.isfinite(r.objective)]
+        """The complete trial with the best finite objective (ties: the lowest id), or ``None``.
+
+        Without ``records``, of the whole study (kept up to date as records arrive, not searched
+        on every call)."""
+        if records is None:
+            with self._cache_lock:
+                self._refresh()
+                if self._best_direction != self.direction:
+                    self._best = self._best_of(self._fin)
+                    self._best_direction = self.direction
+                return self._best
+        return self._best_of(records)
+
+    def _best_of(self, records: list[TrialRecord]) -> TrialRecord | None:
+        done = [r for r in records if _scored(r)]
         if not done:
             return None
         sign = 1.0 if self.direction == "maximize" else -1.0

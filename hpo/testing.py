@@ -85,7 +85,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -322,6 +322,7 @@ class MemoryStudy(Study):
         self.path.mkdir(parents=True, exist_ok=True)
         self._lines: dict[int, tuple[bool, str]] = {}  # id -> (finished, its JSON line): the fold of trials.jsonl
         self._lines_lock = threading.Lock()
+        self._finished_log: list[int] = []  # ids in the order their finished records came (finished_since)
         #: the id of the trial the core last recorded as the study's best (``best.yaml`` on a volume)
         self.best_id: int | None = None
 
@@ -339,6 +340,8 @@ class MemoryStudy(Study):
             prev = self._lines.get(record.id)
             if prev is None or not (prev[0] and not record.status.finished):
                 self._lines[record.id] = (record.status.finished, line)
+                if record.status.finished:
+                    self._finished_log.append(record.id)
 
     def records(self) -> dict[int, TrialRecord]:
         """All trials by id, fresh copies read back from their JSON lines."""
@@ -350,6 +353,36 @@ class MemoryStudy(Study):
         """Finished trials (complete, failed, pruned), by id."""
         return [r for r in self.records().values() if r.status.finished]
 
+    def best(self, records: list[TrialRecord] | None = None) -> TrialRecord | None:
+        """The complete trial with the best finite objective (ties: the lowest id), of ``records``
+        (default: every finished trial), or ``None``."""
+        return self._best_of(self.finished() if records is None else records)
+
+    def record(self, trial_id: int) -> TrialRecord | None:
+        """Trial ``trial_id``'s record (a fresh copy), or ``None``."""
+        with self._lines_lock:
+            held = self._lines.get(trial_id)
+        return None if held is None else TrialRecord.from_json(json.loads(held[1]))
+
+    def trial_count(self, also: Iterable[int] = ()) -> int:
+        """How many trial ids the study holds, plus those of ``also`` it does not hold."""
+        with self._lines_lock:
+            return len(self._lines) + sum(1 for t in set(also) if t not in self._lines)
+
+    def finished_count(self) -> int:
+        """How many trials are finished (complete, failed, pruned)."""
+        with self._lines_lock:
+            return sum(1 for finished, _ in self._lines.values() if finished)
+
+    def finished_since(self, cursor: int = 0) -> tuple[list[TrialRecord], int]:
+        """Trials finished (or whose finished record changed) since ``cursor``, and the next cursor
+        (as :meth:`hpo.Study.finished_since`)."""
+        with self._lines_lock:
+            ids = dict.fromkeys(self._finished_log[cursor:])
+            lines = [self._lines[t][1] for t in ids if t in self._lines]
+            n = len(self._finished_log)
+        return [TrialRecord.from_json(json.loads(line)) for line in lines], n
+
     def copy(self, path: str | os.PathLike) -> MemoryStudy:
         """A copy at ``path``: the records, the settings and the backend's files (what ``--resume``
         of this study would open, for a second backend to :meth:`~hpo.Backend.restore` from)."""
@@ -357,6 +390,7 @@ class MemoryStudy(Study):
         other = MemoryStudy(path, json.loads(json.dumps(self.settings, default=_json_default)))
         with self._lines_lock:
             other._lines = dict(self._lines)
+            other._finished_log = list(self._finished_log)
         return other
 
     def save_settings(self) -> None:
@@ -1198,7 +1232,7 @@ class BackendConformance:
         late = [r["id"] for r in after.values() if r["id"] not in in_flight and (r.get("start") or "") > signalled]
         assert not late, f"trials {late} started after the interrupt"
         for tid in in_flight:
-            assert after[tid]["status"] in ("interrupted", "complete", "pruned"), after[tid]  # never 'failed'
+            assert after[tid]["status"] in ("interrupted", "complete", "pruned"), (after[tid], err[-3000:])  # never 'failed'
         assert any(after[tid]["status"] == "interrupted" for tid in in_flight), after
         r = self.hpo(*args, "--resume", simulated={})
         assert r.returncode == 0, r.stderr[-3000:]

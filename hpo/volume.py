@@ -38,13 +38,14 @@ class VolumeGuard:
     def __init__(self, study: Study) -> None:
         self.study = study
         self._trial_bytes = 0  # the largest trial folder of this run (bytes), for the free-space check
+        self._sized = 0  # cursor of study.finished_since: the trials space_needed has looked at
 
     def space_needed(self) -> int:
         """Bytes a new trial needs free on the study's volume: the largest trial folder seen so far
         (weights, logs) plus the space reserve, at least :data:`MIN_FREE_BYTES`."""
-        if not self._trial_bytes:
-            done = [r.id for r in self.study.finished()][-5:]
-            self._trial_bytes = max((tree_bytes(self.study.trial_dir(t)) for t in done), default=0)
+        if not self._trial_bytes:  # until a trial folder holds anything: the trials finished since the last look
+            done, self._sized = self.study.finished_since(self._sized)
+            self._trial_bytes = max((tree_bytes(self.study.trial_dir(r.id)) for r in done[-5:]), default=0)
         return max(MIN_FREE_BYTES, self._trial_bytes + Study.RESERVE_BYTES)
 
     def check_space(self) -> None:

@@ -8,11 +8,21 @@ study's own copy ``<study>/weights/best.pt``. Running trials are never touched, 
 best trial. A finished trial never re-enters the top K (objectives do not change), so what is
 deleted is never needed again: resume, MLflow (which logs ``<study>/weights/best.pt``) and the
 KFP outputs (``best_weights``) keep working.
+
+The keeper applies the setting to every finished trial once, when a run starts (a resumed study
+may have been run with another setting); after that it keeps the K best in memory and, as each
+trial finishes, touches only the folder of the trial that fell out of the top K, or of the new
+trial if it is outside: the cost of a trial does not grow with the study (nor with a slow network
+volume's directory listings).
 """
 
 from __future__ import annotations
 
+import math
+import os
 import threading
+from bisect import insort
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .callbacks import TunerCallback
@@ -58,8 +68,39 @@ def keep_weights_text(keep: int | None) -> str:
     return "all" if keep is None else ("best" if keep == 1 else f"top-{keep}")
 
 
+def _rank_key(record: TrialRecord, direction: str) -> tuple[float, int] | None:
+    """The leaderboard key of a complete trial with a finite objective (smaller is better, ties
+    by id, as :meth:`hpo.Study.ranked`); ``None`` for any other trial."""
+    if record.status is not TrialStatus.COMPLETE or record.objective is None or not math.isfinite(record.objective):
+        return None
+    sign = -1.0 if direction == "maximize" else 1.0
+    return (sign * float(record.objective), record.id)
+
+
+def _delete_weights(folder: Path) -> int:
+    """Delete ``folder/*.pt``; return the bytes freed (a missing folder or file frees nothing)."""
+    freed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # no weights folder: a failed or a simulated trial
+        return 0
+    for e in entries:
+        if not e.name.endswith(".pt"):
+            continue
+        try:
+            size = e.stat(follow_symlinks=False).st_size
+            os.unlink(e.path)
+            freed += size
+        except OSError:  # already gone, or another process's cleanup got there first
+            pass
+    return freed
+
+
 def prune_weights(study: Study, keep: int | None) -> int:
     """Delete ``trials/<id>/weights/*.pt`` of finished trials outside the ``keep`` best complete ones.
+
+    Looks at every finished trial's folder: what :class:`WeightsKeeper` does once when a run
+    starts.
 
     Args:
         study: the open study.
@@ -71,22 +112,12 @@ def prune_weights(study: Study, keep: int | None) -> int:
     if keep is None:
         return 0
     finished = study.finished()
-    ranked = [r for r in study.ranked(finished) if r.status is TrialStatus.COMPLETE and r.objective is not None]
-    kept = {r.id for r in ranked[:keep]}
-    best = study.best(finished)
-    if best is not None:
-        kept.add(best.id)
+    ranked = sorted((k, r.id) for r in finished if (k := _rank_key(r, study.direction)) is not None)
+    kept = {tid for _, tid in ranked[:keep]}
     freed = 0
     for r in finished:
-        if r.id in kept:
-            continue
-        for f in (study.trial_dir(r.id) / "weights").glob("*.pt"):
-            try:
-                size = f.stat().st_size
-                f.unlink()
-                freed += size
-            except OSError:  # already gone, or another process's cleanup got there first
-                pass
+        if r.id not in kept:
+            freed += _delete_weights(study.trial_dir(r.id) / "weights")
     return freed
 
 
@@ -102,7 +133,11 @@ class WeightsKeeper(TunerCallback):
         self.keep = keep
         self.study: Study | None = None
         self.freed = 0
+        #: trial folders whose weights this keeper deleted or looked for (a count, for tests and benchmarks)
+        self.touched = 0
         self._lock = threading.Lock()
+        self._top: list[tuple[tuple[float, int], int]] = []  # (rank key, id) of the kept trials, best first
+        self._cursor = 0  # of Study.finished_since
 
     def on_study_start(self, study: Study, config: TuneConfig) -> None:
         """Record the setting in ``study.json`` (shown by ``hpo show``) and apply it to the trials
@@ -111,7 +146,13 @@ class WeightsKeeper(TunerCallback):
         if not config.join and study.settings.get("keep_weights") != keep_weights_text(self.keep):
             study.settings["keep_weights"] = keep_weights_text(self.keep)
             study.save_settings()
-        self._sweep()
+        if self.keep is None:
+            return
+        with self._lock:
+            records, self._cursor = study.finished_since(0)
+            self.freed += prune_weights(study, self.keep)
+            self.touched += len(records)
+            self._top = sorted((k, r.id) for r in records if (k := _rank_key(r, study.direction)) is not None)[: self.keep]
 
     def on_trial_start(self, record: TrialRecord) -> None:
         """No-op."""
@@ -120,17 +161,29 @@ class WeightsKeeper(TunerCallback):
         """No-op."""
 
     def on_trial_end(self, record: TrialRecord) -> None:
-        """Delete the weights that fell out of the top ``keep``."""
-        self._sweep()
+        """Delete the weights that fell out of the top ``keep``: those of the trial that left it, or
+        of the trials finished since the last call (this process's and joined ones') outside it."""
+        if self.study is None or self.keep is None:
+            return
+        with self._lock:
+            records, self._cursor = self.study.finished_since(self._cursor)
+            for r in records:
+                self._consider(r)
 
     def on_study_end(self, study: Study, result: Any) -> None:
         """No-op."""
 
-    def _sweep(self) -> None:
-        if self.study is None or self.keep is None:
-            return
-        with self._lock:
-            self.freed += prune_weights(self.study, self.keep)
+    def _consider(self, record: TrialRecord) -> None:
+        assert self.study is not None and self.keep is not None
+        self._top = [x for x in self._top if x[1] != record.id]  # its record changed: rank it again
+        key = _rank_key(record, self.study.direction)
+        out = record.id
+        if key is not None:
+            insort(self._top, (key, record.id))
+            out = self._top.pop()[1] if len(self._top) > self.keep else -1
+        if out >= 0:
+            self.touched += 1
+            self.freed += _delete_weights(self.study.trial_dir(out) / "weights")
 
 
 @hookimpl(trylast=True)

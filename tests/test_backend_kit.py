@@ -88,3 +88,25 @@ def test_the_docs_example_of_the_kit_pieces_runs(tmp_path):
     assert tests
     for test in tests:
         test(tmp_path)
+
+
+def test_a_memory_study_answers_the_incremental_reads_as_its_records(tmp_path):
+    """MemoryStudy's record/trial_count/finished_count/finished_since/best agree with its records()
+    (hpo.Study's own versions read trials.jsonl, which a MemoryStudy does not write)."""
+    from hpo.testing import MemoryStudy, build_settings, run_trials
+
+    config = build_settings({"lr0": [1e-4, 1e-1]}, backend=MedianRandom, output=tmp_path, metric="val/loss", seed=0)
+    study = MemoryStudy.of(config)
+    backend = MedianRandom(config=config, study=study, options=config.options)
+    first = run_trials(backend, study, 3, fail=[1])
+    done, cursor = study.finished_since()
+    assert [r.id for r in done] == [r.id for r in first] == [0, 1, 2] and cursor == 3
+    run_trials(backend, study, 2)
+    later, cursor = study.finished_since(cursor)
+    assert [r.id for r in later] == [3, 4] and study.finished_since(cursor) == ([], cursor)
+    records = study.records()
+    assert study.trial_count() == study.finished_count() == len(records) == 5 and study.trial_count(also=[4, 9]) == 6
+    assert study.record(1) is not None and study.record(1).status.value == "failed" and study.record(7) is None
+    assert all(study.record(t).to_json() == r.to_json() for t, r in records.items())
+    best = min((r for r in records.values() if r.status.value == "complete"), key=lambda r: (r.objective, r.id))
+    assert study.best() is not None and study.best().id == best.id

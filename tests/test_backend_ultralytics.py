@@ -181,3 +181,29 @@ def test_random_draws_never_repeat_a_configuration(digits_cls, tmp_path):
             backend.ask()
     finally:
         study.close()
+
+
+def test_native_proposals_from_memory_equal_those_from_the_file(tmp_path):
+    """The native ``Tuner._mutate`` reads ``tune_results.ndjson`` back on every proposal; the plugin
+    hands it the same rows from memory instead: the proposals must be the ones the file gives."""
+    import random
+
+    from hpo_ultralytics._native import NativeProposals
+
+    space = {"lr0": (1e-5, 1e-1), "momentum": (0.6, 0.98, 0.3), "close_mosaic": (0.0, 10.0), "hsv_v": (0.0, 0.9)}
+    rng = random.Random(0)
+    fast = NativeProposals(space, {"imgsz": 32}, tmp_path)
+    rows = []
+    for i in range(45):  # past 30 rows the native code also draws from the elite's covariance
+        hyp = {k: round(lo + rng.random() * (hi - lo), 5) for k, (lo, hi, *_) in space.items()}
+        hyp["close_mosaic"] = int(hyp["close_mosaic"])
+        fitness = i / 45 + rng.random() / 100  # the latest rows are the parents: each one counts
+        rows.append(fast.result_record(i + 1, fitness, hyp, {"d": {"fitness": fitness}}, {"d": str(tmp_path / str(i))}))
+    fast.set_results(rows[:40])
+    for row in rows[40:]:
+        fast.save_result(row)
+    assert (tmp_path / "tune_results.ndjson").read_text().count("\n") == 45
+    reading = NativeProposals(space, {"imgsz": 32}, tmp_path)
+    del reading._tuner._load_local_results, reading._tuner._local_results_to_array  # the native methods: read the file
+    for draw in range(12):
+        assert fast.mutate(9, 0.2, seed=0, draw=draw) == reading.mutate(9, 0.2, seed=0, draw=draw)

@@ -446,3 +446,34 @@ def test_wallclock_detection_problem_builds_its_canvases(tmp_path: Path) -> None
         rows = [ln.split() for ln in f.read_text().splitlines()]
         assert 1 <= len(rows) <= 2
         assert all(0 < float(w) * 64 <= 30 and 0 < float(h) * 64 <= 30 for _, _, _, w, h in rows)
+
+
+def test_scale_benchmark_at_a_tiny_size(tmp_path: Path) -> None:
+    """``python -m hpo_bench scale`` end to end at 30 trials (the committed measurement runs 10,000):
+    the per-trial rows, the windows, RSS, show and resume times, and the report."""
+    from hpo_bench.trial_cost import windows_for
+
+    out = tmp_path / "scale"
+    proc = _bench("scale", "--trials", "30", "--backends", "ultralytics", "--out", str(out), "--note", "a test", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["machine"]["cores"] >= 1 and results["note"] == "a test"
+    (run,) = results["runs"]
+    assert run["backend"] == "ultralytics" and run["trials"] == 30 and run["split"] == 3
+    assert [(w["lo"], w["hi"]) for w in run["windows"]] == windows_for(30) == [(1, 2), (2, 3), (29, 30)]
+    for w in run["windows"]:
+        assert 0 < w["backend"] < w["driver"] < 5 and 0 < w["record"] < w["driver"], w  # CPU seconds per trial
+        assert abs(w["driver_less_backend"] - (w["driver"] - w["backend"])) < 1e-9
+    assert run["ratio"] > 0 and run["meets_target"] == (run["ratio"] <= 1.5) and run["ratio_wide"] > 0
+    assert [(w["lo"], w["hi"]) for w in run["wide_windows"]] == [(1, 3), (27, 30)]
+    assert all(0 <= w["gc_in_backend"] <= w["gc"] < w["driver"] for w in run["wide_windows"])
+    assert [p["exit_code"] for p in run["runs"]] == [0, 0, 0] and [p["trials_run"] for p in run["runs"]] == [3, 27, 1]
+    assert set(run["show"]) == {"3", "30"} and set(run["resume"]) == {"3", "30"}
+    assert all(0 < s["render_cpu_s"] < s["command_cpu_s"] for s in run["show"].values())
+    assert run["show"]["30"]["importance_note"].startswith("importance: fANOVA over 30 complete trials")
+    assert all(0 < r["open_s"] < r["process_start_to_first_trial_s"] for r in run["resume"].values())
+    assert run["rss"]["end"] > 50 << 20 and run["rss"]["trials_in_last_run"] == 26
+    rows = list(csv.DictReader((out / "ultralytics.2.csv").open()))
+    assert [int(r["finished"]) for r in rows] == list(range(4, 31))
+    report = (out / "report.md").read_text()
+    assert "| ultralytics | 30 | 29-30 |" in report and "Command (wall time" in report and "a test" in report

@@ -166,13 +166,29 @@ def test_k8s_apply_dry_run_uses_the_installed_manifests(kfp_venv, tmp_path):
 def test_a_missing_extra_is_one_line_naming_it(kfp_venv, tmp_path):
     cases = [
         (["hpo", "tune", "--backend", "optuna", "--model", "yolov8n-cls.yaml", "--data", "d", "--output", "o"], "[yolo]"),
+        (["hpo", "datasets", "make", "digits-cls", "o"], "[yolo]"),  # Pillow and scikit-learn
+        (["hpo", "datasets", "make", "digits-det", "o"], "[yolo]"),
+        (["hpo", "demo", "--out", "o"], "[yolo]"),
+        (["hpo", "plot", "o"], "[plots]"),  # matplotlib
+        (["hpo", "plot", "o", "--no-html"], "[plots]"),
     ]
     for args, extra in cases:
         r = _run(kfp_venv, args, tmp_path)
         assert r.returncode == 2, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.startswith("hpo: error: ") and f"pip install 'hpo-yolo{extra}'" in r.stderr, r.stderr
-    assert not (tmp_path / "o").exists()  # nothing written
+        assert not (tmp_path / "o").exists()  # nothing written
+    # hpo backends: each backend's library version or that it is not installed, and the extra it needs
+    r = _run(kfp_venv, ["hpo", "backends", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    found = {b["name"]: b for b in json.loads(r.stdout)}
+    assert {n: (b["version"], b["usable"], b["install"].split(" (")[0]) for n, b in found.items()} == {
+        "optuna": (None, False, "pip install 'hpo-yolo[yolo,optuna]'"),
+        "ray": (None, False, "pip install 'hpo-yolo[yolo,ray]'"),
+        "ultralytics": (None, False, "pip install 'hpo-yolo[yolo]'"),
+    }
 
 
 def test_a_backend_whose_library_is_missing_names_its_extra(tmp_path):
@@ -247,7 +263,8 @@ def test_the_plots_extra_installs_what_the_plots_import():
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
             imported.add(node.module.split(".")[0])
-    third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "hpo"}
+    # numpy (main_effects) comes with the base install (pandas depends on it)
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in ("hpo", "numpy")}
     assert third_party == {"matplotlib", "plotly", "optuna"}, third_party
     assert "FanovaImportanceEvaluator" in source
     assert third_party | {"scikit-learn"} <= listed, listed

@@ -60,7 +60,7 @@ def test_hpo_plot_redraws_on_demand(study26):
     r = hpo_cli("plot", str(study26), "--no-html")
     assert r.returncode == 0, r.stderr
     assert sorted(Path(x).name for x in r.stdout.split()) == sorted(
-        ["history.png", "curves.png", "importance.json", "importance.png", "parallel.png", "slice.png"]
+        ["history.png", "curves.png", "importance.json", "importance.meta.json", "importance.png", "parallel.png", "slice.png"]
     )
     assert not (study26 / "plots" / "report.html").exists()
     r = hpo_cli("plot", str(study26.parent / "nope"))
@@ -80,7 +80,8 @@ def test_show_fits_the_terminal_with_26_keys(study26, columns):
     shown = header.split()[5:]
     importance = list(json.loads((study26 / "plots" / "importance.json").read_text()))
     assert len(shown) >= 2 and shown == importance[: len(shown)]  # the most important params, in order
-    assert sum(x.split()[1:2] in (["complete"], ["pruned"], ["failed"]) for x in lines) == 4  # one row per trial
+    rows = [x.split() for x in lines if x[:1].isdigit()]  # table rows start with the trial id
+    assert sum(x[1:2] in (["complete"], ["pruned"], ["failed"]) for x in rows) == 4  # one row per trial
     best = json.loads(hpo_cli("show", str(study26), "--json").stdout)["best"]
     block = "\n".join(lines[lines.index(next(x for x in lines if x.startswith("best trial"))) :])
     for k in keys:  # the best trial's full configuration

@@ -40,6 +40,7 @@ PUBLIC_MODULES = (
     "hpo.plugins",
     "hpo.testing",
     "hpo.report",
+    "hpo.show",
     "hpo.files",
     "hpo.extras",
     "hpo.preflight",

@@ -281,6 +281,250 @@ def test_ranked_is_the_leaderboard_order(tmp_path):
     study.close()
 
 
+# --- the records in memory: read once, then only what was appended (issue 28, flat cost per trial)
+def _reference_fold(path):
+    """What the study held before it kept its records in memory: every trials*.jsonl re-read and
+    folded from scratch (last snapshot wins, a finished one is never replaced by an unfinished one;
+    a snapshot with other params than the id's current record counts only as a running one that
+    starts an unfinished trial again)."""
+    from hpo.study import _parse_record
+
+    out = {}
+    for f in sorted(path.glob("trials*.jsonl")):
+        lines = f.read_text(encoding="utf-8", errors="replace").split("\n")
+        for line in lines:
+            rec = _parse_record(line) if line.strip() else None
+            if rec is None:
+                continue
+            prev = out.get(rec.id)
+            if prev is not None and rec.params != prev.params:
+                if prev.status.finished or rec.status is not TrialStatus.RUNNING:
+                    continue
+            if prev is None or not (prev.status.finished and not rec.status.finished):
+                out[rec.id] = rec
+    return {i: out[i].to_json() for i in sorted(out)}
+
+
+def _line(i, status="running", objective=None, lr0=None, **extra):
+    params = {"lr0": 0.001 * (i + 1) if lr0 is None else lr0}
+    rec = TrialRecord(id=i, params=params, status=TrialStatus(status), objective=objective, **extra)
+    return json.dumps(rec.to_json(), separators=(",", ":")) + "\n"
+
+
+_JOIN_SCRIPT = """
+import sys
+from hpo import Study, TrialRecord, TrialStatus
+s = Study.open(sys.argv[1], worker="w1")
+for i in range(int(sys.argv[2]), int(sys.argv[3])):
+    r = TrialRecord(id=i, params={"lr0": 0.5})
+    s.append(r)
+    r.status, r.objective = TrialStatus.COMPLETE, i / 100
+    s.append(r)
+"""
+
+
+def test_records_read_only_what_another_process_appended(tmp_path):
+    from hpo.study import record_read_stats
+
+    writer = Study.create(tmp_path / "s", {"direction": "maximize"})
+    for i in range(3):
+        writer.append(TrialRecord(id=i, params={"lr0": 0.1}, status=TrialStatus.COMPLETE, objective=0.1 * i))
+    reader = Study.open(tmp_path / "s")
+    assert sorted(reader.records()) == [0, 1, 2]
+    before = record_read_stats()
+    # a joined process (another interpreter) appears with its own file and appends to it
+    subprocess.run([sys.executable, "-c", _JOIN_SCRIPT, str(tmp_path / "s"), "3", "6"], check=True)
+    recs = reader.records()
+    assert sorted(recs) == [0, 1, 2, 3, 4, 5] and recs[5].status is TrialStatus.COMPLETE and recs[5].objective == 0.05
+    joined = (tmp_path / "s" / "trials.w1.jsonl").stat().st_size
+    read = record_read_stats()
+    assert read["bytes_read"] - before["bytes_read"] == joined  # the new file alone, not trials.jsonl again
+    assert read["lines_parsed"] - before["lines_parsed"] <= 6  # the new lines at most (superseded ones: not decoded)
+    subprocess.run([sys.executable, "-c", _JOIN_SCRIPT, str(tmp_path / "s"), "6", "7"], check=True)
+    before = record_read_stats()
+    assert sorted(reader.records()) == list(range(7))
+    assert (
+        record_read_stats()["bytes_read"] - before["bytes_read"] == (tmp_path / "s" / "trials.w1.jsonl").stat().st_size - joined
+    )
+    # the writer sees the joined trials too (it counts them against the study's total), and its
+    # own appends never make it read its own file back
+    before = record_read_stats()
+    writer.append(TrialRecord(id=7, params={"lr0": 0.2}))
+    assert writer.trial_count() == 8 and writer.finished_count() == 7 and writer.best().id == 2  # 0.2 > 0.06
+    assert record_read_stats()["bytes_read"] - before["bytes_read"] == (tmp_path / "s" / "trials.w1.jsonl").stat().st_size
+    assert reader.records() == writer.records() and [r.id for r in reader.finished()] == list(range(7))
+    writer.close()
+
+
+def test_a_torn_last_line_is_skipped_until_another_process_completes_it(tmp_path, capsys):
+    Study.create(tmp_path / "s", {}).close()
+    reader = Study.open(tmp_path / "s")
+    f = tmp_path / "s" / "trials.w2.jsonl"
+    whole = _line(0) + _line(0, "complete", 0.5)
+    with open(f, "w") as fh:
+        fh.write(whole[:-30])  # caught mid-append
+    assert reader.records()[0].status is TrialStatus.RUNNING
+    with open(f, "a") as fh:
+        fh.write(whole[-30:])
+    assert reader.records()[0].status is TrialStatus.COMPLETE and reader.records()[0].objective == 0.5
+    assert reader.finished_count() == 1 and reader.best().id == 0
+    assert "warning" not in capsys.readouterr().err  # a tail being written is not damage
+
+
+def test_a_repair_that_cuts_the_file_under_a_reader(tmp_path, capsys):
+    study = Study.create(tmp_path / "s", {"direction": "minimize"})
+    study.append(TrialRecord(id=0, params={}, status=TrialStatus.COMPLETE, objective=0.3))
+    study.close()
+    records = tmp_path / "s" / "trials.jsonl"
+    with open(records, "a") as fh:
+        fh.write('{"id":1,"params":{"lr0"\n')  # a torn record that happens to end in a newline
+    reader = Study.open(tmp_path / "s")
+    assert sorted(reader.records()) == [0]
+    writer = Study.open(tmp_path / "s", writer=True)  # cuts the torn record off
+    assert "torn record" in capsys.readouterr().err
+    for i, obj in ((1, 0.2), (2, 0.1)):
+        writer.append(TrialRecord(id=i, params={"lr0": i}, status=TrialStatus.COMPLETE, objective=obj))
+    recs = reader.records()
+    assert sorted(recs) == [0, 1, 2] and recs[2].objective == 0.1 and reader.best().id == 2
+    assert "damaged" not in capsys.readouterr().err
+    writer.close()
+    # the file rewritten shorter by hand (as a test of Ray's resume does): read again from its start
+    lines = records.read_text().splitlines(keepends=True)
+    records.write_text("".join(lines[:1] + lines[2:]))
+    assert sorted(reader.records()) == [0, 2] and [r.id for r in reader.finished()] == [0, 2]
+    # rewritten to the same length with other content: the bytes before the reader's position differ
+    records.write_text(_line(5, "complete", 0.9) + _line(0, "complete", 0.3))
+    with open(records, "a") as fh:
+        fh.write(_line(6))
+    assert sorted(reader.records()) == [0, 5, 6]
+
+
+def test_incremental_reading_matches_reading_everything_again(tmp_path):
+    """Random appends, tears, completions, damage, repairs, rewrites and new files: after every step
+    the records in memory equal a fold of the files read from scratch."""
+    import random
+
+    from hpo.files import repair_jsonl
+
+    rng = random.Random(0)
+    study = Study.create(tmp_path / "s", {"direction": "maximize"})
+    reader = Study.open(tmp_path / "s")
+    others = [tmp_path / "s" / f"trials.w{k}.jsonl" for k in range(3)]
+    torn: dict = {}
+    for step in range(400):
+        op = rng.random()
+        f = rng.choice(others)
+        i = rng.randrange(40)
+        status = rng.choice(["running", "interrupted", "complete", "failed", "pruned"])
+        lr0 = rng.choice([None, None, None, 0.5])  # now and then other params for the id (a restart, or a wrong line)
+        line = _line(
+            i, status, rng.random() if status in ("complete", "pruned") else None, lr0=lr0, epochs_completed=rng.randrange(5)
+        )
+        if op < 0.3:
+            study.append(TrialRecord.from_json(json.loads(line)))
+        elif op < 0.6 and f not in torn:
+            with open(f, "a") as fh:
+                fh.write(line)
+        elif op < 0.7 and f not in torn:
+            cut = rng.randrange(1, len(line) - 1)
+            torn[f] = line[cut:]
+            with open(f, "a") as fh:
+                fh.write(line[:cut])
+        elif op < 0.8 and f in torn:
+            with open(f, "a") as fh:
+                fh.write(torn.pop(f))
+        elif op < 0.85 and f in torn:  # a version without repair appends onto the tear
+            torn.pop(f)
+            with open(f, "a") as fh:
+                fh.write(line)
+        elif op < 0.88 and f not in torn:
+            with open(f, "a") as fh:
+                fh.write("#garbage\n" if rng.random() < 0.5 else '{"id":3,"par\n')
+        elif op < 0.94 and f.exists():
+            repair_jsonl(f)
+            torn.pop(f, None)
+        elif op < 0.97 and f.exists() and f not in torn:
+            kept = f.read_text().splitlines(keepends=True)
+            f.write_text("".join(ln for ln in kept if rng.random() < 0.8))
+        expected = _reference_fold(tmp_path / "s")
+        for who in (reader, study):
+            got = {k: v.to_json() for k, v in who.records().items()}
+            assert got == expected, (step, op)
+        fin = [r.id for r in reader.finished()]
+        assert fin == [k for k, v in expected.items() if TrialStatus(v["status"]).finished]
+        best = reader.best()
+        ref = study.best([TrialRecord.from_json(v) for v in expected.values()])
+        assert (best.id if best else None) == (ref.id if ref else None)
+    study.close()
+
+
+def test_stored_records_are_read_only_and_copies_are_not(tmp_path):
+    import copy
+    import pickle
+
+    study = Study.create(tmp_path / "s", {})
+    mine = TrialRecord(id=0, params={"lr0": 0.1}, applied={"lr0": 0.1}, status=TrialStatus.COMPLETE, objective=0.5)
+    study.append(mine)
+    mine.objective = 0.9  # the caller's own record: the study keeps what was appended
+    stored = study.records()[0]
+    assert stored.objective == 0.5 and stored == TrialRecord(
+        id=0, params={"lr0": 0.1}, applied={"lr0": 0.1}, status=TrialStatus.COMPLETE, objective=0.5
+    )
+    assert stored.applied is stored.params  # held once
+    with pytest.raises(AttributeError, match="read-only"):
+        stored.status = TrialStatus.FAILED
+    got = study.records()
+    got.pop(0)  # the dict is the caller's
+    assert 0 in study.records()
+    for clone in (copy.deepcopy(stored), pickle.loads(pickle.dumps(stored))):
+        assert type(clone) is TrialRecord and clone == stored
+        clone.objective, clone.params["lr0"] = 0.1, 0.2
+        assert clone.applied == {"lr0": 0.1}  # params and applied are one dict in memory, not in a copy
+        assert study.records()[0].objective == 0.5 and study.records()[0].params == {"lr0": 0.1}
+    study.close()
+
+
+def test_a_real_study_parses_each_record_line_once(tmp_path, digits_cls):
+    """By a real run (simulated trainer): the writer decodes each line it appends once and never
+    reads its records file back; a resume reads the file once, decoding one line per trial."""
+    from hpo import Tuner
+    from hpo.study import record_read_stats
+
+    def run(n: int, resume: bool) -> None:
+        Tuner(
+            backend="ultralytics",
+            model="yolov8n-cls.yaml",
+            data=digits_cls,
+            space={"lr0": (1e-4, 1e-1), "momentum": (0.6, 0.98)},
+            iterations=n,
+            epochs=3,
+            output=tmp_path,
+            name="once",
+            resume=resume,
+            seed=0,
+            plots=False,
+            mlflow=False,
+            trainer="hpo.simulate:simulated_trainer",
+            concurrent_trials=2,
+        ).run()
+
+    before = record_read_stats()
+    run(24, False)
+    f = tmp_path / "once" / "trials.jsonl"
+    lines = f.read_text().splitlines()
+    after = record_read_stats()
+    assert len(lines) == 24 * 6  # reserved, started, 3 epochs, finished
+    assert after["lines_parsed"] - before["lines_parsed"] <= len(lines)  # old code: ~N^2/2 of them
+    assert after["bytes_read"] - before["bytes_read"] <= 2 * len(lines[0]) + 2  # at most the first line, read back once
+    size = f.stat().st_size
+    before = record_read_stats()
+    run(30, True)
+    after = record_read_stats()
+    new = len(f.read_text().splitlines()) - len(lines)
+    assert after["bytes_read"] - before["bytes_read"] <= size + 4096  # read once on open
+    assert after["lines_parsed"] - before["lines_parsed"] <= 24 + new + 2  # a line per trial on open, then its own
+
+
 def test_two_records_of_one_id_with_other_params_warn_once_and_the_first_wins(tmp_path, capsys):
     """A trial's params never change after the running record that started it, which it trained with:
     a later record of the same id with other params (a hand edit, a foreign line) is ignored, with one

@@ -416,7 +416,7 @@ class _Context:
         with self.lock:
             if tid in self.live:  # continued after a pause or a retry
                 return
-            old = self.study.records().get(tid)
+            old = self.study.record(tid)
             if old is not None and old.status.finished:
                 return  # replayed by the trainable; the study keeps its record
             if self.loop.budget_spent():  # Ray started it in the step that spent the budget

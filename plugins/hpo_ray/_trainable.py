@@ -108,6 +108,18 @@ def _progress_file(run_dir: Path) -> Any:
     return progress
 
 
+_READERS: dict[str, Study] = {}
+
+
+def _reader(study_path: Path) -> Study:
+    """The study, opened read-only once per worker process: an actor that Ray reuses for trial after
+    trial reads only the records appended since its last trial, not the whole study again."""
+    key = str(study_path)
+    if key not in _READERS:
+        _READERS[key] = Study.open(study_path)
+    return _READERS[key]
+
+
 def ray_trainable(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """Ray Tune function trainable (bound with ``tune.with_parameters(ray_trainable, setup=...)``).
 
@@ -133,7 +145,7 @@ def ray_trainable(config: dict[str, Any], setup: dict[str, Any]) -> None:
 
     # Ray's saved state may lag behind the study (the driver was killed between the two): a trial
     # the study already finished is not trained again; its recorded result is replayed.
-    record = Study.open(study_path).records().get(tid)
+    record = _reader(study_path).record(tid)
     if record is not None and record.status.finished:
         tune.report({"epoch": record.epochs_completed, OBJECTIVE: tune_value(record.objective), "hpo_replay": 1})
         return

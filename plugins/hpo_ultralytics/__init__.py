@@ -144,11 +144,13 @@ class UltralyticsBackend(Backend):
             int_keys=frozenset(k for k, p in self.config.space.items() if p.kind is Kind.INT),
         )
         self.sign = 1.0 if self.config.direction == "maximize" else -1.0
-        self._results: list[dict[str, Any]] = []
+        self._complete = 0  # complete trials told (the native file's rows)
+        self._best: dict[str, Any] | None = None  # the native row of the best of them (the first on ties)
         self._curves: list[dict[int, float]] = []  # {epoch: objective} of each complete trial
         records = self.study.records()
         self._asked = len(records)  # proposal counter (seeds the native draws)
-        self._tried = {_key(r.params) for r in records.values()}  # configurations proposed so far
+        # configurations proposed so far, which the uniform draws avoid: kept while one may follow
+        self._tried = {_key(r.params) for r in records.values()} if self._asked <= self.options.initial_random else set()
 
     def ask(self) -> Suggestion:
         """The next proposal: proposal 0 (no results yet) is the native start, Ultralytics' defaults;
@@ -165,19 +167,25 @@ class UltralyticsBackend(Backend):
             for attempt in range(100):  # a small integer space may repeat a configuration: draw again
                 params = self.native.uniform(seed=self.config.seed, draw=k, attempt=attempt)
                 if _key(params) not in self._tried:
-                    self._tried.add(_key(params))
+                    self._remember(params)
                     return Suggestion(params)
         try:
             params = self.native.mutate(self.options.parents, self.options.sigma, seed=self.config.seed, draw=k)
         except RuntimeError as e:
             native = _ANSI.sub("", str(e)).strip()
             raise RunFailedError(
-                f"ultralytics backend: {native} after {len(self._results)} complete trials (the space holds "
+                f"ultralytics backend: {native} after {self._complete} complete trials (the space holds "
                 f"{math.prod(_distinct_values(p) for p in self.config.space.values())} configurations); widen the space, "
                 "or use --resume with a smaller --iterations"
             ) from None
-        self._tried.add(_key(params))
+        self._remember(params)
         return Suggestion(params)
+
+    def _remember(self, params: dict[str, Any]) -> None:
+        """Keep a proposal for the uniform draws still to come (none after the first
+        ``initial_random`` proposals: the native mutation checks its history itself)."""
+        if self._asked <= self.options.initial_random:
+            self._tried.add(_key(params))
 
     def _native_record(self, record: TrialRecord) -> dict[str, Any]:
         data_name = Path(self.config.data.source).stem
@@ -222,25 +230,33 @@ class UltralyticsBackend(Backend):
             return
         self._curves.append(self._curve(record))
         result = self._native_record(record)
-        self._results.append(result)
         self.native.save_result(result)
+        self._count(result)
         self._write_best()
 
     def restore(self, finished: list[TrialRecord]) -> None:
         complete = [r for r in finished if r.status is TrialStatus.COMPLETE and r.objective is not None]
-        self._results = [self._native_record(r) for r in complete]
+        results = [self._native_record(r) for r in complete]
         self._curves = [self._curve(r) for r in complete]
-        text = "".join(self.native.dumps(r) + "\n" for r in self._results)
-        atomic_write_text(self.native.tune_file, text)
-        if self._results:
+        self.native.set_results(results)
+        self._complete, self._best = 0, None
+        for result in results:
+            self._count(result)
+        if results:
             self._write_best()
+
+    def _count(self, result: dict[str, Any]) -> None:
+        self._complete += 1
+        if self._best is None or result["fitness"] > self._best["fitness"]:
+            self._best = result
 
     def _write_best(self) -> None:
         import yaml
 
-        best = max(self._results, key=lambda r: r["fitness"])
+        best = self._best
+        assert best is not None
         header = (
-            f"# hpo study {self.study.path}: best of {len(self._results)} complete iterations "
+            f"# hpo study {self.study.path}: best of {self._complete} complete iterations "
             f"at iteration {best['iteration']}, fitness={best['fitness']} ({self.config.metric})\n"
         )
         atomic_write_text(

@@ -9,7 +9,13 @@ calls its private methods, all of Ultralytics 8.4.x (``ultralytics/engine/tuner.
   of ``tune_results.ndjson``, mutated (raises ``RuntimeError`` after 200 tries without an
   untried configuration);
 - ``Tuner._result_record(...)``, ``Tuner._save_local_result(row)``, ``Tuner._json_default``: the
-  native ``tune_results.ndjson`` rows, so users find the files they know.
+  native ``tune_results.ndjson`` rows, so users find the files they know;
+- ``Tuner._load_local_results()`` and ``Tuner._local_results_to_array(results)``, which
+  ``_mutate`` calls to read the whole ``tune_results.ndjson`` back on every proposal: replaced on
+  this instance by the rows held in memory (the same rows the file holds, as JSON gives them
+  back) and their array, grown a row at a time, so a proposal does not re-read and re-parse the
+  file (what is left of its cost, the native sort and duplicate check over every row, is the
+  algorithm's own).
 
 A change of these in a new Ultralytics release breaks here and only here
 (``tests/test_backend_ultralytics.py`` runs them for real).
@@ -54,6 +60,14 @@ class NativeProposals:
         native.prefix = colorstr("Tuner: ")
         self._tuner = native
         self.tune_file: Path = native.tune_file
+        import numpy as np
+
+        self._np = np
+        self._rows: list[dict[str, Any]] = []  # the file's rows, as json.loads gives them
+        self._history = np.zeros((0, 1 + len(space)))  # _local_results_to_array of the rows, with spare rows
+        self._n = 0
+        native._load_local_results = lambda: list(self._rows)  # type: ignore[method-assign]
+        native._local_results_to_array = lambda results: self._history[: self._n] if self._n else None  # type: ignore[method-assign]
         self._int_keys = frozenset(int_keys)
 
     @contextlib.contextmanager
@@ -109,8 +123,32 @@ class NativeProposals:
         return dict(self._tuner._result_record(iteration, fitness, params, metrics, save_dirs))
 
     def save_result(self, row: dict[str, Any]) -> None:
-        """Append a row to ``tune_results.ndjson`` (``Tuner._save_local_result``)."""
+        """Append a row to ``tune_results.ndjson`` (``Tuner._save_local_result``) and to the rows in memory."""
         self._tuner._save_local_result(row)
+        self._add(row)
+
+    def set_results(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite ``tune_results.ndjson`` with ``rows`` (atomic) and hold them in memory."""
+        from hpo.files import atomic_write_text
+
+        atomic_write_text(self.tune_file, "".join(self.dumps(r) + "\n" for r in rows))
+        self._rows, self._n = [], 0
+        for r in rows:
+            self._add(r)
+
+    def _add(self, row: dict[str, Any]) -> None:
+        """Hold ``row`` as the file does (a JSON round trip) and its ``_local_results_to_array`` row."""
+        np = self._np
+        row = json.loads(self.dumps(row))
+        self._rows.append(row)
+        args, space = self._tuner.args, self._tuner.space
+        values = [row.get("fitness", 0.0)] + [row.get("hyperparameters", {}).get(k, getattr(args, k)) for k in space]
+        if self._n == len(self._history):  # grow by doubling: amortised O(1) per row
+            grown = np.zeros((max(16, 2 * len(self._history)), self._history.shape[1]))
+            grown[: self._n] = self._history[: self._n]
+            self._history = grown
+        self._history[self._n] = np.asarray(values, dtype=float)
+        self._n += 1
 
     def dumps(self, row: dict[str, Any]) -> str:
         """A row as one JSON line, as the native tuner writes it (``Tuner._json_default``)."""

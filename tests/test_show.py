@@ -1,0 +1,105 @@
+"""``hpo show`` on a study larger than fANOVA can rate in a second: what the parameters' order rests
+on, the cached importance of the plots and when it is stale (simulated trials; tests/test_plots.py
+shows a real study)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from hpo import TrialRecord, TrialStatus, Tuner
+from hpo.plots import main_effects, write_plots
+from hpo.show import render
+
+SIM = "hpo.simulate:simulated_trainer"
+# the simulated objective is a mean of sin(3 x_k + i_k) terms: lr0 (x = log10, about -5..-1) and
+# hsv_v (0..0.9) swing theirs, momentum's range is too narrow to matter
+SPACE = {"lr0": (1e-5, 1e-1), "momentum": (0.9, 0.901), "hsv_v": (0.0, 0.9)}
+
+
+def _tune(out: Path, data: Path, n: int, *, resume: bool = False) -> Path:
+    return (
+        Tuner(
+            backend="ultralytics",
+            model="yolov8n-cls.yaml",
+            data=data,
+            space=SPACE,
+            iterations=n,
+            epochs=1,
+            output=out,
+            name="big",
+            resume=resume,
+            seed=0,
+            plots=False,
+            mlflow=False,
+            trainer=SIM,
+            backend_options={"initial_random": 200},
+        )
+        .run()
+        .study_dir
+    )
+
+
+def _order(text: str) -> list[str]:
+    return next(x for x in text.splitlines() if x.startswith("trial ")).split()[5:]
+
+
+def _basis(text: str) -> str:
+    return next(x for x in text.splitlines() if x.startswith("importance: "))
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory, digits_cls) -> Path:
+    """A finished study of 130 complete trials: more than hpo show rates with fANOVA itself."""
+    return _tune(tmp_path_factory.mktemp("show"), digits_cls, 130)
+
+
+def test_show_says_what_the_order_rests_on_and_reuses_current_plots(big, digits_cls):
+    text = render(big, width=200)
+    assert _basis(text) == "importance: main-effect variance shares over 130 complete trials; --importance fanova for fANOVA"
+    assert _order(text)[-1] == "momentum"
+    write_plots(big, html_report=False)
+    meta = json.loads((big / "plots" / "importance.meta.json").read_text())
+    assert meta["method"] == "fanova" and meta["trials"] == meta["of"] == 130
+    text = render(big, width=200)
+    assert _basis(text) == "importance: fANOVA over 130 complete trials, from plots/importance.json"
+    assert _order(text) == list(json.loads((big / "plots" / "importance.json").read_text()))
+    assert _order(render(big, width=200, importance="fanova")) == _order(text)  # asked for what the file holds
+    assert "PED-ANOVA over 130 complete trials" in _basis(render(big, width=200, importance="ped-anova"))
+    # one more trial: the file no longer rests on the study's records
+    _tune(big.parent, digits_cls, 131, resume=True)
+    assert "main-effect variance shares over 131 complete trials" in _basis(render(big, width=200))
+    # a file an earlier hpo wrote (no meta): used while it is newer than every record
+    (big / "plots" / "importance.meta.json").unlink()
+    later = (big / "trials.jsonl").stat().st_mtime + 10
+    os.utime(big / "plots" / "importance.json", (later, later))
+    assert _basis(render(big, width=200)) == "importance: fANOVA over 131 complete trials, from plots/importance.json"
+    os.utime(big / "plots" / "importance.json", (later - 20, later - 20))
+    assert "main-effect" in _basis(render(big, width=200))
+
+
+def test_show_rejects_an_unknown_importance_method(big):
+    from hpo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="importance: 'shap' is not one of auto, fanova, ped-anova, main-effects"):
+        render(big, importance="shap")
+
+
+def test_main_effects_rate_the_parameter_that_drives_the_objective():
+    import random
+
+    rng = random.Random(0)
+    trials = []
+    for i in range(400):
+        p = {"a": rng.random(), "b": rng.random(), "c": rng.choice(["x", "y"]), "d": 10 ** rng.uniform(-5, -1)}
+        y = 3 * p["a"] + (0.5 if p["c"] == "y" else 0.0) + 0.05 * rng.random()
+        trials.append(TrialRecord(id=i, params=p, status=TrialStatus.COMPLETE, objective=y))
+    shares = main_effects(trials, ["a", "b", "c", "d"])
+    assert list(shares)[:2] == ["a", "c"] and abs(sum(shares.values()) - 1) < 1e-9
+    assert shares["a"] > 0.7 and shares["b"] < 0.05 and shares["d"] < 0.05
+    assert main_effects(trials[:1], ["a"]) == {}
+    flat = [TrialRecord(id=i, params={"a": i}, status=TrialStatus.COMPLETE, objective=1.0) for i in range(20)]
+    assert main_effects(flat, ["a"]) == {}
