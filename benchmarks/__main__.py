@@ -86,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
         help="scale a problem: trials, epochs, time_cap_s, imgsz, batch, images, val_images, or any "
         "Ultralytics train arg (e.g. --set digits-det.epochs=30 --set images=500); repeatable",
     )
+    sub.add_parser(
+        "protocol",
+        add_help=False,
+        help="issue 27's pre-registered protocol: run, noise, report, fidelity, fidelity-report (see protocol --help)",
+    )
     rep = sub.add_parser("report", help="rebuild report.md, trials.csv and plots from DIR/results.json")
     rep.add_argument("dir", type=Path)
     default_rec = Path(__file__).resolve().parent / "results" / "recording" / "digits-cls"
@@ -124,6 +129,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["protocol"]:
+        from .protocol_cli import main as protocol_main
+
+        return protocol_main(argv[1:])
     if argv[:1] == ["scale"]:  # its own options: python -m hpo_bench scale --help
         from .trial_cost import main as scale_main
 

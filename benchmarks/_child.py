@@ -12,6 +12,10 @@ Modes:
                 (default-hyperparameter references, retrains, and the back-to-back baseline).
     ``init``    a seed's shared initial weights: the model built from its YAML under
                 ``torch.manual_seed(seed)``, saved untrained as a ``.pt``.
+    ``final``   final trainings of one configuration, scored on the test split
+                (:func:`hpo_bench.finals.train_final_records`); the records go to ``spec["out"]``.
+    ``native-ray``  Ultralytics' own ``model.tune(use_ray=True)``; every Ray trial's config,
+                metrics and end time go to ``spec["out"]``.
 """
 
 from __future__ import annotations
@@ -140,12 +144,14 @@ def run_native(spec: dict[str, Any]) -> int:
 
     on_native_result(note_time)
     model = YOLO(spec["model"], task=spec["task"])
+    space = spec.get("space")
     model.tune(
         use_ray=False,
         data=spec["data"],
         iterations=spec["iterations"],
         epochs=spec["epochs"],
-        space={k: tuple(v) for k, v in spec["space"].items()},
+        # no space: model.tune's own 26-key default, as users run it
+        **({"space": {k: tuple(v) for k, v in space.items()}} if space else {}),
         project=str(project),
         name=spec["name"],
         val=True,
@@ -224,10 +230,62 @@ def save_initial_weights(spec: dict[str, Any]) -> int:
     return 0
 
 
+def run_final(spec: dict[str, Any]) -> int:
+    """Final trainings of ``spec`` (:func:`hpo_bench.finals.train_final_records`) into ``spec["out"]``
+    (written atomically once all seeds are done); exit 0 when every seed completed, else 1."""
+    from hpo_bench.finals import train_final_records
+
+    records = train_final_records(spec)
+    out = Path(spec["out"])
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(records, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, out)
+    return 0 if records and all(r.get("status") == "complete" for r in records) else 1
+
+
+def run_native_ray(spec: dict[str, Any]) -> int:
+    """``YOLO(model).tune(use_ray=True, ...)`` as users run it (Ultralytics' Ray Tune path); every
+    trial's config, last metrics and end time (epoch seconds) go to ``spec["out"]``."""
+    from ultralytics import YOLO
+    from ultralytics.utils import SETTINGS
+
+    SETTINGS.update({k: False for k in _INTEGRATIONS if k in SETTINGS and k != "raytune"})
+    model = YOLO(spec["model"], task=spec["task"])
+    grid = model.tune(
+        use_ray=True,
+        data=spec["data"],
+        iterations=spec["iterations"],
+        epochs=spec["epochs"],
+        **spec["train_args"],
+    )
+    trials = []
+    for res in grid:
+        metrics = dict(res.metrics or {})
+        end = metrics.get("timestamp")
+        trials.append(
+            {
+                "config": {k: v for k, v in (res.config or {}).items() if k != "data"},
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                "end": end,
+                "error": str(res.error).splitlines()[0] if res.error else None,
+            }
+        )
+    out = Path(spec["out"])
+    out.write_text(json.dumps(trials, indent=1, default=str), encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     mode, spec_file = argv
     spec = json.loads(Path(spec_file).read_text(encoding="utf-8"))
-    modes = {"study": run_study, "native": run_native, "train": run_trainings, "init": save_initial_weights}
+    modes = {
+        "study": run_study,
+        "native": run_native,
+        "train": run_trainings,
+        "init": save_initial_weights,
+        "final": run_final,
+        "native-ray": run_native_ray,
+    }
     return modes[mode](spec)
 
 
