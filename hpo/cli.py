@@ -22,7 +22,7 @@ import typer
 
 from .cli_k8s import register as register_k8s_commands
 from .errors import ConfigError, HpoError
-from .log import get_logger, notice
+from .log import get_logger
 from .redact import mask_text
 from .report import study_summary  # re-exported: hpo.cli.study_summary is its old place
 from .settings import DEPRECATED_WORKERS, REQUIRED, Spec, TuneSettings, specs
@@ -271,11 +271,9 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
 
 
 def _tune(tuner_cls: Any, settings: TuneSettings) -> Any:
-    """Build the :class:`~hpo.Tuner`, print its notices and warnings, and run it (SIGTERM: interrupt)."""
+    """Build the :class:`~hpo.Tuner` (it logs its notices), print its warnings, and run it (SIGTERM: interrupt)."""
     tuner = tuner_cls(settings)
-    cfg = tuner.config
-    for text in cfg.notices:
-        notice(_log, text)
+    cfg = tuner.config  # its notices are logged by the Tuner itself (hpo logger), in Python as here
     for text in cfg.warnings:
         _log.warning(text)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a pod's SIGTERM: stop cleanly, resumable

@@ -230,6 +230,8 @@ def study_space(
         return StudySpace(space, args, tuple(notices), policy)
 
     user_space = None if is_default else SearchSpace.parse(source)
+    if user_space is not None and "optimizer" in user_space:  # the space chooses the optimizer of each trial
+        return StudySpace(user_space, args, tuple(notices), policy)
     tuned = [k for k in taskspace.auto_ignores() if user_space is not None and k in user_space]
     if policy is OptimizerPolicy.SGD:
         space = default_space("SGD") if user_space is None else user_space

@@ -485,7 +485,7 @@ def _png_history(study: Study, finished: list[TrialRecord], path: Path) -> None:
         ax.grid(alpha=0.3)
     from matplotlib.ticker import MaxNLocator
 
-    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: the tick 1, not 0.95..1.05
     axes[0].legend(loc="best", fontsize=8)
     fig.suptitle(f"{study.path.name}: best so far ({study.direction})")
     with atomic_target(path) as tmp:
@@ -539,7 +539,7 @@ def _curves_figure(study: Study, finished: list[TrialRecord]) -> Any:
             )
         elif status == "failed":
             ax.scatter([0], [0], marker="x", color=color, label=label, transform=ax.get_yaxis_transform())
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: the tick 1, not 0.95..1.05
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title(f"{study.path.name}: every trial's {metric} per epoch")

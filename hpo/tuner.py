@@ -22,6 +22,7 @@ from .errors import ConfigError, HpoError, RunFailedError, StudyError
 from .events import Observers
 from .files import volume_errors
 from .ledger import StudyLedger
+from .log import get_logger, notice
 from .plugins import get_backend, study_observers
 from .redact import mask_secrets
 from .report import FINISHED, count_trials, leaderboard_markdown, trials_frame  # re-exported: old import paths
@@ -33,6 +34,8 @@ from .settings import DEPRECATED_WORKERS, REQUIRED, TuneSettings, check_keywords
 from .study import Study, TrialRecord, TrialStatus
 from .trial import TrialOutcome, objective_of, trainer_in_process
 from .validate import build_config, check_first, format_duration
+
+_log = get_logger("tuner")
 
 __all__ = [
     "Tuner",
@@ -117,6 +120,8 @@ class Tuner:
         self.settings = settings
         #: the validated settings the study runs with
         self.config = build_config(settings, warm_up=_start_workers_for)
+        for text in self.config.notices:  # what hpo chose for the user (e.g. the optimizer): one line each
+            notice(_log, text)
         self.callbacks = list(callbacks)
         #: observers the plugins contributed to the last :meth:`run` (set when it starts): the
         #: progress display, the plots, MLflow tracking, the weights keeper, third-party ones

@@ -217,9 +217,7 @@ def run_tune_step(
     else:
         resumed = Study.exists(probe.study_dir)
         tuner = Tuner(base, resume=True, allow_changes=settings.allow_changes) if resumed else probe
-    notices += list(tuner.config.notices)
-    for n in tuner.config.notices:
-        _log.info(f"notice: {n}")
+    notices += list(tuner.config.notices)  # the Tuner logged them (hpo logger) when it was built
     if resumed:
         _log.info(f"resuming study {tuner.study_dir} (it already exists: a retry or a re-run)")
     wait = Study.LOCK_STALE_AFTER_S + Study.LOCK_HEARTBEAT_S if lock_wait_s is None else lock_wait_s

@@ -242,6 +242,25 @@ def test_curves_png_tells_trials_apart(tmp_path, varied):
     plt.close(fig)
 
 
+def test_curves_of_one_epoch_have_whole_epoch_ticks(tmp_path, digits_cls):
+    """One epoch per trial: the x axis shows whole epochs (MaxNLocator falls back to 0.945 .. 1.05
+    when fewer than two integers are in view, unless ``min_n_ticks=1``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hpo.plots import _curves_figure
+    from hpo.study import Study
+
+    study = Study.open(_study(tmp_path, digits_cls, space=SPACE, n=2, epochs=1))
+    fig = _curves_figure(study, study.finished())
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert "1" in ticks and all(t.lstrip("−-").isdigit() for t in ticks if t), ticks
+    plt.close(fig)
+
+
 def test_show_counts_only_finished_trials(tmp_path, varied):
     """An interrupted trial is not finished: ``k/N trials`` counts complete, failed and pruned ones."""
     import shutil

@@ -84,6 +84,8 @@ def test_a_redraw_replaces_every_plot_file_by_a_rename(study):
     assert r.returncode == 0, r.stderr
     for n in NAMES:
         after = _stat(plots / n)
+        if n == "importance.json" and after == before[n]:
+            continue  # kept as it was: it rests on the same records (importance.meta.json), nothing to redraw
         assert after is not None and after[0] != before[n][0], f"{n} was rewritten in place"
         assert _complete(n, (plots / n).read_bytes()), n
     assert set(plots.glob(".*")) == temps, "a drawing that finished left a temp file"

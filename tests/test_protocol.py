@@ -409,8 +409,15 @@ def test_protocol_runs_end_to_end_and_resumes_after_a_kill(tmp_path: Path):
         "noise/cls/900001",
         "noise/cls/900002",
     }
-    assert set(units) == expected
-    for uid in expected:
+    # the hpo contender's budget is model.tune's wall time, its process start-up included: on a loaded
+    # machine its one trial can end after it, and then it has no result and no final unit (the rule)
+    sim_unit = units["study/primary/cls/100/sim"]
+    if sim_unit["status"] != "done":
+        assert sim_unit["status"] == "no result", sim_unit
+        assert not [t for t in sim_unit["trials"] if t["status"] == "complete" and (t["end_s"] or 1e18) <= sim_unit["budget_s"]]
+        expected.discard("final/primary/cls/100/sim")
+    assert set(units) == expected, {k: (v.get("status"), v.get("error")) for k, v in units.items()}
+    for uid in expected - {"study/primary/cls/100/sim"}:
         u = units[uid]
         assert u["status"] == "done", (uid, u.get("error"))
         assert u["wall_s"] > 0 and u["load_start"] >= 0 and u["load_end"] >= 0 and u["sitting"] in (0, 1)
@@ -419,7 +426,7 @@ def test_protocol_runs_end_to_end_and_resumes_after_a_kill(tmp_path: Path):
     assert len(tune["incumbent"]) == 26 and tune["counts"]["complete"] == 1
     assert sim["budget_s"] == pytest.approx(tune["wall_s"])  # model.tune's wall time is the budget
     assert all(t["end_s"] <= sim["budget_s"] for t in sim["trials"] if t["status"] == "complete")
-    for who in ("model-tune", "sim"):
+    for who in ("model-tune", "sim") if "final/primary/cls/100/sim" in units else ("model-tune",):
         f = units[f"final/primary/cls/100/{who}"]
         assert f["final_seeds"] == [10001] and f["split"] == ["test"] and 0.0 <= f["score"] <= 1.0
         assert f["params"] == (tune if who == "model-tune" else sim)["incumbent"]

@@ -95,10 +95,16 @@ def test_resolve_auto_is_what_build_optimizer_builds(nc):
     assert taskspace.resolve_auto(images=64 * 10000 + 1, nc=nc, batch=16, nbs=64, epochs=1).optimizer == "MuSGD"
 
 
-def _config(data, monkeypatch, policy, space=None, **args):
+def _config(data, monkeypatch, policy, space=None, backend="ultralytics", **args):
     monkeypatch.setenv(POLICY_ENV, policy)
     return build_config(
-        model="yolov8n-cls.yaml", data=data, space=space, epochs=3, train_args={**ARGS, **args}, output="/tmp/unused"
+        model="yolov8n-cls.yaml",
+        data=data,
+        space=space,
+        epochs=3,
+        train_args={**ARGS, **args},
+        output="/tmp/unused",
+        backend=backend,
     )
 
 
@@ -123,6 +129,11 @@ def test_policies_without_a_training(digits_cls, monkeypatch, tmp_path):
     assert kept.train_args["optimizer"] == "AdamW" and kept.train_args["momentum"] == 0.9
     assert kept.space.defaults()["lr0"] == 0.000714 and not kept.space["lr0"].log  # the user's scale
     assert "optimizer" not in _config(digits_cls, monkeypatch, "keep", {"hsv_v": [0.0, 0.9]}).train_args
+    # a space that chooses the optimizer itself: no policy sets one in the fixed train args (they would clash)
+    chooses = {"lr0": [1e-4, 1e-2], "optimizer": {"type": "choice", "choices": ["SGD", "AdamW"]}}
+    for policy in ("sgd", "keep", "resolve"):
+        cfg = _config(digits_cls, monkeypatch, policy, chooses, backend="optuna")
+        assert "optimizer" not in cfg.train_args and cfg.space["optimizer"].choices == ("SGD", "AdamW"), policy
     narrow = _config(digits_cls, monkeypatch, "resolve", {"lr0": [1e-3, 1e-2]}, warmup_bias_lr=0.05)
     assert narrow.space.defaults()["lr0"] == 1e-3 and narrow.train_args["warmup_bias_lr"] == 0.05
     assert narrow.notices[-1].endswith(
