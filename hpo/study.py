@@ -280,7 +280,14 @@ def _scored(r: TrialRecord) -> bool:
 # status after them (``{"id":3,"params":{"lr0":0.01},"status":"complete",...``): enough to fold the
 # lines of a file without decoding the snapshots a later one replaces. A line that does not look so
 # (another writer's spacing, nested params, a tear with a record glued after it) is decoded in full.
-_HEAD = re.compile(rb'\{"id":\s*(-?\d+)\s*,\s*"params":\s*(\{(?:[^{}\[\]"]|"(?:[^"\\]|\\.)*")*\})\s*,')
+# On Python >= 3.11 with possessive quantifiers: runs of plain bytes are taken whole and never
+# backtracked into, 2.6x faster over the 60,000 snapshot lines of a 10,000-trial study (0.44 -> 0.17 s;
+# the same matches on every line); Python 3.10 has no possessive quantifiers.
+_HEAD = re.compile(
+    rb'\{"id":\s*(-?\d+)\s*,\s*"params":\s*(\{(?:[^{}\[\]"]++|"(?:[^"\\]++|\\.)*+")*+\})\s*,'
+    if sys.version_info >= (3, 11)
+    else rb'\{"id":\s*(-?\d+)\s*,\s*"params":\s*(\{(?:[^{}\[\]"]|"(?:[^"\\]|\\.)*")*\})\s*,'
+)
 _STATUS = re.compile(rb'"status":\s*"([a-z]+)"')
 _GLUE = b'{"id":'
 _FINISHED_B = frozenset(s.value.encode() for s in TrialStatus if s.finished)

@@ -556,3 +556,30 @@ def test_two_records_of_one_id_with_other_params_warn_once_and_the_first_wins(tm
     study.append(TrialRecord(id=2, params={"lr0": 0.04}))  # an interrupted id started again with new params (ray)
     assert study.records()[2].params == {"lr0": 0.04} and capsys.readouterr().err == ""
     study.close()
+
+
+def test_the_fast_record_prefilter_matches_as_the_plain_pattern_does():
+    """hpo.study._HEAD (possessive quantifiers on Python >= 3.11, for speed) finds the same id and
+    params bytes as the plain backtracking pattern, on hpo's own lines and on lines it must pass
+    over (nested params, a brace inside a string, escaped quotes, a torn line)."""
+    import json
+    import re
+
+    from hpo.study import _HEAD, TrialRecord, TrialStatus
+
+    plain = re.compile(rb'\{"id":\s*(-?\d+)\s*,\s*"params":\s*(\{(?:[^{}\[\]"]|"(?:[^"\\]|\\.)*")*\})\s*,')
+    rec = TrialRecord(id=7, params={"lr0": 0.01, "optimizer": "SGD", "cos_lr": True}, status=TrialStatus.COMPLETE)
+    lines = [
+        json.dumps(rec.to_json()).encode(),
+        b'{"id": 1, "params": {"a": "x}y", "b": 1.5}, "status": "running"}',
+        b'{"id": 2, "params": {"a": [1, 2]}, "status": "running"}',
+        b'{"id": 3, "params": {"a": "\\"q\\"", "b": 2}, "status": "complete"}',
+        b'{"id": -4, "params": {}, "status": "failed"}',
+        b'{"id": 5, "params": {"a": 1',
+        b'{"id":6,"params":{"k":"v\\\\"},"status":"pruned"}',
+    ]
+    for line in lines:
+        a, b = _HEAD.match(line), plain.match(line)
+        assert (a is None) == (b is None), line
+        if a is not None and b is not None:
+            assert a.groups() == b.groups(), line
