@@ -515,7 +515,9 @@ def test_a_real_study_parses_each_record_line_once(tmp_path, digits_cls):
     after = record_read_stats()
     assert len(lines) == 24 * 6  # reserved, started, 3 epochs, finished
     assert after["lines_parsed"] - before["lines_parsed"] <= len(lines)  # old code: ~N^2/2 of them
-    assert after["bytes_read"] - before["bytes_read"] <= 2 * len(lines[0]) + 2  # at most the first line, read back once
+    # at most the first line, read back once, and now and then a line that a reader thread (the
+    # scheduler's) read as its writer thread appended it (seen once under load 17: 627 bytes)
+    assert after["bytes_read"] - before["bytes_read"] <= len(lines[0]) + 3 * max(map(len, lines)) + 8
     size = f.stat().st_size
     before = record_read_stats()
     run(30, True)
@@ -565,7 +567,7 @@ def test_the_fast_record_prefilter_matches_as_the_plain_pattern_does():
     import json
     import re
 
-    from hpo.study import _HEAD, TrialRecord, TrialStatus
+    from hpo.study import _HEAD, TrialRecord, TrialStatus, _head
 
     plain = re.compile(rb'\{"id":\s*(-?\d+)\s*,\s*"params":\s*(\{(?:[^{}\[\]"]|"(?:[^"\\]|\\.)*")*\})\s*,')
     rec = TrialRecord(id=7, params={"lr0": 0.01, "optimizer": "SGD", "cos_lr": True}, status=TrialStatus.COMPLETE)
@@ -578,8 +580,53 @@ def test_the_fast_record_prefilter_matches_as_the_plain_pattern_does():
         b'{"id": 5, "params": {"a": 1',
         b'{"id":6,"params":{"k":"v\\\\"},"status":"pruned"}',
     ]
-    for line in lines:
+    compact = [
+        json.dumps(rec.to_json(), separators=(",", ":")).encode(),
+        b'{"id":1,"params":{"a":"x}y","b":1.5},"status":"running"}',
+        b'{"id":1,"params":{"a":"x","b":"}"},"status":"running"}',
+        b'{"id":2,"params":{"a":[1,2]},"status":"running"}',
+        b'{"id":2,"params":{"a":"[","b":{"c":1}},"status":"running"}',
+        b'{"id":3,"params":{"a":"\\"q\\"","b":2},"status":"complete"}',
+        b'{"id":-4,"params":{},"status":"failed"}',
+        b'{"id":5,"params":{"a":1',
+        b'{"id":5,"params":{"a":1}',
+        b'{"id":8,"params":{"a":1},"objective":1,"status":"complete"}',
+        b'{"id":9,"params":{"a":1},"status":"compl',
+    ]
+    for line in lines + compact:
         a, b = _HEAD.match(line), plain.match(line)
         assert (a is None) == (b is None), line
         if a is not None and b is not None:
             assert a.groups() == b.groups(), line
+            # the fast reader of hpo's compact form agrees with the plain pattern, status included
+            st = re.compile(rb'"status":\s*"([a-z]+)"').search(line, b.end())
+            assert _head(line) == (int(b.group(1)), b.group(2), None if st is None else st.group(1)), line
+        else:
+            assert _head(line) is None, line
+
+
+def test_a_first_read_of_many_trials_decodes_them_together_and_as_one_by_one(tmp_path, capsys):
+    """A reader's first read decodes the winning snapshots in batches (hpo.study._decode_many); the
+    records equal a fold of the lines one by one, and a damaged line among them (one that looks like
+    hpo's form, one that is valid JSON only inside an array) is still skipped with one warning."""
+    from hpo.study import _BATCH, record_read_stats
+
+    study = Study.create(tmp_path / "s", {"direction": "maximize"})
+    study.close()
+    n = 2 * _BATCH + 7
+    lines = []
+    for i in range(n):
+        lines += [_line(i), _line(i, "complete", i / n, epochs=[{"epoch": 1, "m": i / n}], epochs_completed=1)]
+    # two trials whose only line is damaged: one looks whole and is not, one is valid only inside [...]
+    lines.insert(300, f'{{"id":{n + 1},"params":{{"lr0":0.006}},"status":"complete","objective":0.5,\n')
+    lines.insert(9, f'{{"id":{n},"params":{{"lr0":0.005}},"status":"complete"}},{{"x":1}}\n')
+    (tmp_path / "s" / "trials.jsonl").write_text("".join(lines))
+    before = record_read_stats()["lines_parsed"]
+    recs = Study.open(tmp_path / "s").records()
+    parsed = record_read_stats()["lines_parsed"] - before
+    assert {k: v.to_json() for k, v in recs.items()} == _reference_fold(tmp_path / "s")
+    assert len(recs) == n and recs[n - 1].objective == (n - 1) / n and recs[3].epochs == [{"epoch": 1, "m": 3 / n}]
+    assert recs[5].applied is recs[5].params or recs[5].applied == {}
+    err = capsys.readouterr().err
+    assert "line 10 is damaged" in err and "line 302 is damaged" in err, err  # 1-based, after both inserts
+    assert n <= parsed <= n + 4  # the winners (batches with a damaged line again one by one), never the running ones
