@@ -20,6 +20,7 @@ from its start (its leftovers deleted). One process writes a run folder at a tim
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -745,7 +746,8 @@ def run_protocol(
         ValueError: from :func:`check_protocol_run`, before anything is written.
     """
     kinds = set(units or UNIT_KINDS)
-    check_protocol_run(  # before anything is written (the lock creates the folder)
+    check = functools.partial(
+        check_protocol_run,
         protocol,
         sha256,
         protocol_path,
@@ -756,18 +758,9 @@ def run_protocol(
         contenders=contenders,
         resume=resume,
     )
+    check()  # before anything is written (the lock creates the folder); again under the lock
     with _writer_lock(out):
-        previous = check_protocol_run(
-            protocol,
-            sha256,
-            protocol_path,
-            out,
-            seeds=seeds,
-            conditions=conditions,
-            problems=problems,
-            contenders=contenders,
-            resume=resume,
-        )
+        previous = check()
         command = " ".join(["python -m hpo_bench protocol", *(argv or [])])
         results = previous or {
             "protocol": protocol_provenance(protocol_path, sha256),
