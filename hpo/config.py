@@ -144,6 +144,7 @@ class TuneConfig:
             "seed": self.seed,
             "options": self.options.model_dump(mode="json"),
             "data_resolved": self.data.content or self.data.source,
+            **({"data_classes": self.data.classes} if self.data.classes else {}),
             **({"trainer": self.trainer, "trainer_options": self.trainer_options} if self.trainer != ULTRALYTICS_TRAINER else {}),
             **(
                 {"final_epochs": self.final_epochs, "final_seeds": self.final_seeds, "final_top": self.final_top}

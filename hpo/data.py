@@ -41,11 +41,15 @@ class ResolvedData:
         kind: ``"yaml"`` (detect/segment/pose/obb) or ``"folder"`` (classification image folder).
         content: for ``"yaml"``, the data YAML's mapping with ``path`` and every split absolute
             and ``download`` removed; for ``"folder"``, empty.
+        classes: for ``"folder"``, the class names as Ultralytics reads them: the sub-folders of
+            ``train/``, sorted (torchvision's ``ImageFolder.find_classes``, which Ultralytics'
+            ``ClassificationDataset`` uses); empty for ``"yaml"`` (its ``names`` are in ``content``).
     """
 
     source: str
     kind: str
     content: dict[str, Any] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
 
     def write(self, study_dir: Path) -> str:
         """Write the resolved YAML into ``study_dir`` (atomically); return what trials pass as ``data=``."""
@@ -95,7 +99,8 @@ def resolve_data(data: str | Path, task: str, *, single_cls: bool = False) -> Re
             for split in ("train", "val" if (p / "val").is_dir() else "test"):
                 _walk_images(p / split)  # a symlink loop first: torchvision's ImageFolder would follow it
                 _check_class_split(p / split)
-            return ResolvedData(str(p), "folder")
+            classes = sorted(e.name for e in os.scandir(p / "train") if e.is_dir())
+            return ResolvedData(str(p), "folder", classes=classes)
         raise DataError(f"data: '{data}' is a file; a classification dataset is a folder with train/ and val/")
     if p.is_dir():
         hint = f" (found {p / 'data.yaml'})" if (p / "data.yaml").is_file() else ""

@@ -204,7 +204,9 @@ _UNSET = "(unset)"
 def _measured_changes(stored: dict[str, Any], cfg: TuneConfig) -> list[str]:
     """``"field: stored X != given Y"`` for each setting that changes what a trial measures and
     differs between the stored study (``study.json``) and ``cfg``: the data's path, the data YAML's
-    content (names, splits, ...), every train arg but :data:`SILENT_TRAIN_ARGS`, the trainer."""
+    content (names, splits, ...), a classification folder's classes (``data_classes``: a class
+    folder renamed, added or removed; studies from before it was stored skip it), every train arg
+    but :data:`SILENT_TRAIN_ARGS`, the trainer."""
     out = []
     if _normal(stored.get("data")) != _normal(cfg.data.source):
         out.append(f"data: stored {_short(stored.get('data'))} != given {_short(cfg.data.source)}")
@@ -216,6 +218,9 @@ def _measured_changes(stored: dict[str, Any], cfg: TuneConfig) -> list[str]:
                 out += _names_changes(a.get(key), b.get(key))
             elif a.get(key) != b.get(key):
                 out.append(f"data {key}: stored {_short(a.get(key, _UNSET))} != given {_short(b.get(key, _UNSET))}")
+    old_classes, new_classes = stored.get("data_classes"), cfg.data.classes
+    if isinstance(old_classes, list) and new_classes and old_classes != new_classes:  # a folder's classes
+        out += _names_changes(old_classes, new_classes)
     old_args, new_args = _normal(stored.get("train_args") or {}), _normal(cfg.train_args)
     for key in sorted(set(old_args) | set(new_args)):
         if key not in SILENT_TRAIN_ARGS and old_args.get(key, _UNSET) != new_args.get(key, _UNSET):

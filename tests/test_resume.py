@@ -257,3 +257,27 @@ def test_live_holder_is_the_locks_own_proof_of_a_live_writer(tmp_path, monkeypat
     os.utime(lock, (old, old))
     assert StudyLock(lock, reliable=False).live_holder() is None  # a stale heartbeat: gone
     assert StudyLock(lock, reliable=True).live_holder() is None
+
+
+def test_a_renamed_class_folder_is_refused_on_resume_unless_allowed(tmp_path, digits_cls):
+    """A classification folder's class names are its train/ sub-folders: renaming one between runs
+    changes what every label means, so a resume names it (exit 2, nothing written) unless
+    --allow-changes, as an edited data YAML's names are."""
+    import shutil
+
+    data = tmp_path / "digits"
+    shutil.copytree(digits_cls, data)
+    args = ("imgsz=32", "optimizer=SGD")
+    assert _tune(data, tmp_path, "--iterations", "1", *args).returncode == 0
+    study = tmp_path / "s"
+    assert json.loads((study / "study.json").read_text())["data_classes"] == [str(d) for d in range(10)]
+    for split in ("train", "val"):
+        (data / split / "3").rename(data / split / "three")
+    before = _files(study)
+    r = _tune(data, tmp_path, "--iterations", "2", "--resume", *args)
+    assert r.returncode == 2, r.stderr
+    assert "data names[3]: stored '3' != given '4'" in _last(r) and "--allow-changes" in _last(r), _last(r)
+    assert _files(study) == before
+    r = _tune(data, tmp_path, "--iterations", "2", "--resume", "--allow-changes", *args)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((study / "study.json").read_text())["data_classes"][-1] == "three"
