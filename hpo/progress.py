@@ -8,7 +8,10 @@ whenever nothing was printed for :data:`HEARTBEAT_S` seconds, so a long epoch ne
 silent.
 
 The ETA counts finished trials plus the fraction of each running trial done (epochs and batches),
-at the rate this run has made so far.
+at the rate this run has made so far, plus the final stage when the study has one
+(``final_epochs``): its runs (``final_top`` x ``final_seeds``, one after another) at the seconds
+per epoch the complete trials took. A time budget caps it (the final stage gets what the search
+leaves of it).
 """
 
 from __future__ import annotations
@@ -87,6 +90,9 @@ class ProgressDisplay(TunerCallback):
         self.metric, self.direction = "", "maximize"
         self.best: tuple[float, int] | None = None
         self.done = self._done_at_start = 0
+        self.final_epochs = 0  # epochs of the final stage's runs, all together (0: no final stage)
+        self._final_done = 0  # of them, trained
+        self._epoch_s: list[float] = [0.0, 0.0]  # complete trials' seconds and epochs, summed
         self._t0 = time.monotonic()
 
     # --- numbers
@@ -100,9 +106,18 @@ class ProgressDisplay(TunerCallback):
             return None
         return max(0.0, self.budget - self._elapsed_before - (time.monotonic() - self._t0))
 
+    def final_s(self) -> float | None:
+        """Seconds the final stage will take: its epochs not trained yet at the seconds per epoch of
+        this run's complete trials (0 without a final stage; ``None`` before a trial completed)."""
+        if not self.final_epochs:
+            return 0.0
+        seconds, epochs = self._epoch_s
+        return None if epochs <= 0 else max(0, self.final_epochs - self._final_done) * seconds / epochs
+
     def eta_s(self) -> float | None:
-        """Seconds to the study's end: at this run's rate so far for the trials left, capped by
-        the time budget left (``None`` before any progress, without a budget)."""
+        """Seconds to the study's end: at this run's rate so far for the trials left, plus the final
+        stage (:meth:`final_s`), capped by the time budget left (``None`` before any progress,
+        without a budget)."""
         budget_left = self.budget_left_s()
         if self.total is None:
             return budget_left
@@ -110,9 +125,10 @@ class ProgressDisplay(TunerCallback):
             units = (self.done - self._done_at_start) + sum(self._fraction(r) for r in self._running.values())
         elapsed = time.monotonic() - self._t0
         left = self.total - self.done - sum(self._fraction(r) for r in self._running.values())
-        if units <= 0.01 or elapsed <= 0:
+        final = self.final_s()
+        if units <= 0.01 or elapsed <= 0 or final is None:
             return budget_left
-        eta = max(0.0, left) * elapsed / units
+        eta = max(0.0, left) * elapsed / units + final
         return eta if budget_left is None else min(eta, budget_left)
 
     def _of(self, n: int) -> str:
@@ -185,6 +201,8 @@ class ProgressDisplay(TunerCallback):
         with self._lock:
             self.total, self.epochs = config.iterations, config.epochs  # total None: a time budget alone
             self.budget = config.time_budget
+            if config.final_epochs and not config.join:  # a joined process runs no final stage
+                self.final_epochs = int(config.final_epochs) * config.final_top * config.final_seeds
             self._elapsed_before = float(study.settings.get("elapsed_s") or 0.0)
             self.metric, self.direction = config.metric, config.direction
             finished = study.finished()
@@ -194,6 +212,9 @@ class ProgressDisplay(TunerCallback):
             self._t0 = time.monotonic()
             trials = f"{config.iterations} trials" if config.iterations is not None else "trials"
             budget = f" in {clock(config.time_budget)}" if config.time_budget is not None else ""
+            if self.final_epochs:
+                runs = config.final_top * config.final_seeds
+                budget += f", then {runs} final run{'s' if runs != 1 else ''} x {config.final_epochs} epochs"
             self._line(
                 f"hpo study {study.path} ({config.backend}, {trials} x {config.epochs} epochs{budget}, "
                 f"{self.metric} {self.direction})"
@@ -263,6 +284,9 @@ class ProgressDisplay(TunerCallback):
             self._running.pop(record.id, None)
             self.done += 1
             self._update_best(record)
+            if record.status.value == "complete" and record.duration_s and record.epochs_completed:
+                self._epoch_s[0] += record.duration_s
+                self._epoch_s[1] += record.epochs_completed
             if record.id in self._tasks and self._progress is not None:
                 self._progress.remove_task(self._tasks.pop(record.id))
             obj = f"{record.objective:.5g}" if record.objective is not None else "-"
@@ -283,6 +307,7 @@ class ProgressDisplay(TunerCallback):
     def on_final_epoch(self, record: Any, row: dict[str, float]) -> None:
         """An epoch line of a final run."""
         with self._lock:
+            self._final_done += 1
             value = row.get(self.metric)
             shown = f"{value:.5g}" if isinstance(value, float) else "-"
             self._line(f"  final run {record.id} epoch {int(row.get('epoch', 0))}/{record.epochs} {self.metric}={shown}")

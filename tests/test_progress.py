@@ -41,3 +41,36 @@ def test_plain_heartbeats_during_an_epoch_and_rich_display(tmp_path, digits_cls)
     assert "trial 0 complete objective=" in live and re.search(
         r"trials\s+\S+ 1/1 +elapsed \S+ +ETA 0s +best 0\.\d+ \(trial 0\)", live
     )
+
+
+def test_the_eta_counts_the_final_stage(tmp_path, digits_cls):
+    """With final_epochs the ETA after the last trial is the final stage's epochs at the trials'
+    seconds per epoch (simulated trainer, 0.3 s per epoch: 2 x 4 final epochs ~ 2.4 s), not 0s."""
+    from hpo import Tuner
+    from hpo.progress import ProgressDisplay
+    from hpo.testing import SIMULATED
+
+    plain = io.StringIO()
+    display = ProgressDisplay(stream=plain, live=False, heartbeat_s=60)
+    Tuner(
+        backend="optuna",
+        model="yolov8n-cls.yaml",
+        data=digits_cls,
+        iterations=2,
+        epochs=2,
+        space={"lr0": (1e-4, 1e-2)},
+        output=tmp_path,
+        name="p",
+        seed=0,
+        trainer=SIMULATED,
+        trainer_options={"epoch_s": 0.3},
+        final_epochs=4,
+        final_seeds=2,
+        plots=False,
+        callbacks=[display],
+    ).run()
+    text = plain.getvalue()
+    assert "(optuna, 2 trials x 2 epochs, then 2 final runs x 4 epochs," in text, text
+    last = re.search(r"trial \d \w+ objective=.*\[2/2\].*ETA (\d+)s", text)
+    assert last and 2 <= int(last.group(1)) <= 8, text  # old code: ETA 0s
+    assert display.final_epochs == 8 and display.final_s() == 0.0  # every final epoch trained
