@@ -23,6 +23,14 @@ scikit-learn's k-nearest-neighbours (k=5, distance-weighted) and random forest (
 parameters normalised to [0, 1]; the report states its held-out error and rank correlation, so the
 reader knows how far to trust the simulated ranking. The real runs stay the ground truth.
 
+*Scores.* A study hands on the configuration of its best trial within the budget, chosen on the
+noisy values it saw; the primary simulated score is that configuration's noise-free quality (the
+surrogate's mean final value, :meth:`Surrogate.true_final`), so a contender that ran more trials is
+not credited with the larger maximum of more noise (the winner's curse); the noisy maximum is
+reported beside it. The surrogate's held-out error is given over 5 fold assignments
+(:meth:`Surrogate.cv_repeated`). Every study is reproducible from its seed: the same command gives
+the same trials and scores (study names hold the contender and the seed only).
+
 *Trial noise* (``noise="residual"``, the default): a regression surrogate returns a smooth mean
 curve, so two nearby configurations get nearly the same curve and an epoch-1 value ranks them as
 well as their final one; real 3-epoch YOLO trainings do not (in the recording, among the 50
@@ -41,7 +49,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -121,15 +128,31 @@ class Surrogate:
             return RandomForestRegressor(n_estimators=200, min_samples_leaf=2, random_state=0)
         raise ValueError(f"surrogate: unknown kind '{kind}'; choose knn, rf or auto")
 
-    def _out_of_fold(self, kind: str) -> Any:
-        """Out-of-fold predictions of every output (5-fold, shuffled, seed 0): shape of ``self.y``."""
+    def _out_of_fold(self, kind: str, fold_seed: int = 0) -> Any:
+        """Out-of-fold predictions of every output (5-fold, shuffled with ``fold_seed``): shape of ``self.y``."""
         import numpy as np
         from sklearn.model_selection import KFold
 
         pred = np.zeros_like(self.y)
-        for train, test in KFold(n_splits=5, shuffle=True, random_state=0).split(self.x):
+        for train, test in KFold(n_splits=5, shuffle=True, random_state=fold_seed).split(self.x):
             pred[test] = self._model(kind).fit(self.x[train], self.y[train]).predict(self.x[test])
         return pred
+
+    def cv_repeated(self, repeats: int = 5) -> dict[str, dict[str, list[float]]]:
+        """The held-out error of each model kind over ``repeats`` fold assignments (5-fold CV
+        shuffled with seeds 0..repeats-1; seed 0 is :attr:`cv`): ``{kind: {score: [one value per
+        assignment]}}``, so a report can say how much the error depends on the folds (a few dozen
+        configurations make one assignment's MAE a noisy estimate)."""
+        out: dict[str, dict[str, list[float]]] = {}
+        for kind in ("knn", "rf"):
+            runs = [self.cv[kind]] + [self._scores(self._out_of_fold(kind, k)) for k in range(1, repeats)]
+            out[kind] = {score: [r[score] for r in runs] for score in runs[0]}
+        return out
+
+    def true_final(self, params: dict[str, Any]) -> float:
+        """The noise-free quality of ``params``: the surrogate's mean metric after the last epoch
+        (what the configuration scores on average, without the trial noise a study selects on)."""
+        return self.predict(params)[0][-1]
 
     def _scores(self, pred: Any) -> dict[str, float]:
         """Held-out error of the final-epoch metric: MAE, Spearman's rank correlation, the residuals' sd."""
@@ -281,9 +304,11 @@ def _one_study(job: dict[str, Any]) -> dict[str, Any]:
 
         register()
     ends: list[dict[str, Any]] = []
+    params: dict[int, dict[str, Any]] = {}
 
     class _Ends(TunerCallback):
         def on_trial_end(self, record: Any) -> None:
+            params[record.id] = dict(record.params)
             ends.append(
                 {
                     "trial": record.id,
@@ -322,6 +347,29 @@ def _one_study(job: dict[str, Any]) -> dict[str, Any]:
         "trials": ends,
         "elapsed_s": elapsed,
         "best": result.best_objective,
+        "chosen": _chosen(ends, params, job),
+    }
+
+
+def _chosen(ends: list[dict[str, Any]], params: dict[int, dict[str, Any]], job: dict[str, Any]) -> dict[str, Any] | None:
+    """The configuration a study hands on at its budget (its best complete trial among those that
+    ended within it, by the noisy objective it saw; ties: the lower id) and that configuration's
+    noise-free quality (:meth:`Surrogate.true_final`): the primary simulated score. ``None`` when
+    no trial completed within the budget."""
+    budget = job["budget_s"]
+    done = [
+        t for t in ends if t["status"] == "complete" and t["objective"] is not None and (budget is None or t["end_s"] <= budget)
+    ]
+    if not done:
+        return None
+    best = max(done, key=lambda t: (t["objective"], -t["trial"]))
+    opts = job["trainer_options"]
+    s = load_surrogate(str(opts["recording"]), str(opts.get("surrogate", "auto")))
+    return {
+        "trial": best["trial"],
+        "noisy": best["objective"],
+        "true": s.true_final(params[best["trial"]]),
+        "params": params[best["trial"]],
     }
 
 
@@ -418,7 +466,7 @@ def _simulate(
             "iterations": iters,
             "budget_s": budget,
             "output": str(work / "studies"),
-            "name": f"{c.name}-s{seed}-{os.getpid()}-{int(t0)}",
+            "name": f"{c.name}-s{seed}",  # no pid or time: a study is reproducible from its seed (the folder is this run's)
             "trainer_options": {
                 "recording": str(recording),
                 "surrogate": s.kind,
@@ -440,7 +488,7 @@ def _simulate(
         "seeds": seeds,
         "iterations_model_tune": iterations,
         "model_tune_extra_s": extra_s,
-        "surrogate": {"kind": s.kind, "cv": s.cv, "configs": len(s.configs)},
+        "surrogate": {"kind": s.kind, "cv": s.cv, "cv_repeated": s.cv_repeated(), "configs": len(s.configs)},
         "noise": noise,
         "contenders": {n: SIM_CONTENDERS[n].description for n in names},
         "budgets_s": budgets,

@@ -429,6 +429,21 @@ def test_simulate_runs_real_backends_at_model_tunes_budget(tmp_path: Path) -> No
     for name in res["contenders"]:
         assert f"| {name} | 2 |" in md
     assert (tmp_path / "simulated-best-vs-time.png").read_bytes()[:8] == PNG_MAGIC
+    # the primary score: the chosen configuration's noise-free quality, a study's best trial within its budget
+    for s in res["studies"]:
+        c, budget = s["chosen"], res["budgets_s"][str(s["seed"])]
+        done = [t for t in s["trials"] if t["status"] == "complete" and t["end_s"] <= budget]
+        assert c["noisy"] == max(t["objective"] for t in done) and 0.0 <= c["true"] <= 1.0
+        assert set(c["params"]) == set(json.loads((RECORDING / "recording.json").read_text())["space"])
+    assert "Primary score: the noise-free quality" in md and "over 5 fold assignments" in md
+    # reproducible from the seed: the same command again gives the same studies, trial by trial
+    again = tmp_path / "again"
+    proc = _bench(
+        "simulate", "--recording", str(RECORDING), "--seeds", "2", "--contenders", "ultralytics,optuna",
+        "--processes", "1", "--out", str(again), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((again / "simulated.json").read_text())["studies"] == res["studies"]
 
 
 def test_wallclock_detection_problem_builds_its_canvases(tmp_path: Path) -> None:
