@@ -274,8 +274,10 @@ class _Run:
 def _fixed_args(problem: ProblemSpec, condition: ConditionSpec | None, seed: int, device: str) -> dict[str, Any]:
     """The train args of every training of ``problem`` under ``condition`` (``seed``: the training seed).
 
-    Only what the problem and the condition fix: no optimizer unless one of them sets it
-    (Ultralytics' ``auto`` otherwise), as users run ``model.tune``. ``condition=None``: the problem's alone.
+    Only what the problem and the condition fix: no optimizer unless one of them sets it, as users
+    run ``model.tune`` (which then sets ``AdamW`` itself: :func:`_optimizer_trained`; hpo's backends
+    follow their ``auto_optimizer`` policy; a plain training gets Ultralytics' ``auto``).
+    ``condition=None``: the problem's alone.
     """
     return {
         "imgsz": problem.imgsz,
@@ -439,6 +441,39 @@ def _hpo_incumbent(study_dir: Path, t0: float, budget_s: float | None, fixed: di
     return out
 
 
+def _optimizer_trained(project: Path) -> str | None:
+    """The optimizer ``model.tune``'s trainings under ``project`` trained with, from their
+    ``args.yaml`` (Ultralytics' record of every train arg): the first one found, ``None`` if none.
+
+    Ultralytics' ``Model.tune`` sets ``optimizer="AdamW"`` itself when the user gives none and its
+    space does not tune one (ultralytics 8.4.190, ``engine/model.py``: ``kwargs.setdefault("optimizer",
+    "AdamW")``, for ``use_ray`` too), so its incumbent is a configuration measured under AdamW; the
+    final training must use that optimizer too, or ``auto`` would drop its ``lr0`` and ``momentum``
+    (protocol amendment 1)."""
+    import yaml
+
+    for f in sorted(project.rglob("args.yaml")):
+        try:
+            doc = yaml.safe_load(f.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(doc, dict) and doc.get("optimizer"):
+            return str(doc["optimizer"])
+    return None
+
+
+def _with_optimizer(found: dict[str, Any], project: Path) -> dict[str, Any]:
+    """``found`` with the optimizer its trainings used added to its incumbent, when model.tune's
+    space did not tune one (:func:`_optimizer_trained`); ``incumbent_optimizer`` says where it came from."""
+    incumbent = found.get("incumbent")
+    if incumbent and "optimizer" not in incumbent:
+        trained = _optimizer_trained(project)
+        if trained is not None:
+            found["incumbent"] = {**incumbent, "optimizer": trained}
+            found["incumbent_optimizer"] = f"{trained}, as its trainings' args.yaml record (model.tune sets it)"
+    return found
+
+
 def _native_incumbent(tune_dir: Path, times_file: Path, metric: str, t0: float) -> dict[str, Any]:
     """model.tune's iterations and its incumbent: ``best_hyperparameters.yaml`` (what a user takes
     away); ``best_val`` is the best objective among its iterations."""
@@ -460,7 +495,7 @@ def _native_incumbent(tune_dir: Path, times_file: Path, metric: str, t0: float) 
         match = [t for t in done if all(abs(float(t["params"].get(k, 1e99)) - float(v)) < 1e-9 for k, v in incumbent.items())]
         out["incumbent_trial"] = match[0]["trial"] if match else None
         out["incumbent_val"] = match[0]["objective"] if match else None
-    return out
+    return _with_optimizer(out, tune_dir.parent)
 
 
 def _ray_incumbent(project: Path, metric: str, t0: float, budget_s: float | None) -> dict[str, Any]:
@@ -488,12 +523,13 @@ def _ray_incumbent(project: Path, metric: str, t0: float, budget_s: float | None
         )
     eligible = [r for r in rows if r["status"] == "complete" and (budget_s is None or (r["end_s"] or 1e18) <= budget_s)]
     best = max(eligible, key=lambda r: r["objective"]) if eligible else None
-    return {
+    found = {
         "trials": rows,
         "best_val": best["objective"] if best else None,
         "incumbent": dict(best["params"]) if best else None,
         "incumbent_trial": best["trial"] if best else None,
     }
+    return _with_optimizer(found, project)
 
 
 def _run_study(
