@@ -56,6 +56,77 @@ def test_configure_refuses_accelerator_counts_kfp_does_not_accept():
             configure_tuning_task(hpo_tune(model="yolov8n.yaml", data="d.yaml"), pvc_name=pvc_name, retries=-1)
 
 
+def test_one_gpu_count_for_the_request_and_the_preflight(tmp_path):
+    """The pod's GPU request and the step's pre-flight ``gpus`` agree by construction: a count
+    given only to configure_tuning_task reaches the step, a count given only to the step is
+    requested, and two different counts are refused when the pipeline is built."""
+
+    @dsl.pipeline(name="gpus")
+    def p(pvc_name: str = "x", n: int = 2) -> None:
+        only_request = hpo_tune(model="yolov8n.yaml", data="d.yaml")
+        configure_tuning_task(only_request, pvc_name=pvc_name, accelerator_count=1)
+        only_step = hpo_tune(model="yolov8n.yaml", data="d.yaml", gpus=n)
+        configure_tuning_task(only_step, pvc_name=pvc_name)
+        channel_request = hpo_tune(model="yolov8n.yaml", data="d.yaml")
+        configure_tuning_task(channel_request, pvc_name=pvc_name, accelerator_count=n)
+        both = hpo_tune(model="yolov8n.yaml", data="d.yaml", gpus=4)
+        configure_tuning_task(both, pvc_name=pvc_name, accelerator_count=4)
+        none = hpo_tune(model="yolov8n.yaml", data="d.yaml")
+        configure_tuning_task(none, pvc_name=pvc_name)
+
+    spec, _ = _compile(p, tmp_path)
+    tasks, executors = spec["root"]["dag"]["tasks"], spec["deploymentSpec"]["executors"]
+
+    def request(name: str):
+        return executors[f"exec-{name}"]["container"].get("resources", {}).get("accelerator", {}).get("resourceCount")
+
+    assert tasks["hpo-tune"]["inputs"]["parameters"]["gpus"] == {"runtimeValue": {"constant": 1}}
+    assert request("hpo-tune") == "1"
+    assert tasks["hpo-tune-2"]["inputs"]["parameters"]["gpus"] == {"componentInputParameter": "n"}
+    assert request("hpo-tune-2") == "{{$.inputs.parameters['pipelinechannel--n']}}"
+    assert tasks["hpo-tune-3"]["inputs"]["parameters"]["gpus"] == {"componentInputParameter": "n"}
+    assert request("hpo-tune-3") == "{{$.inputs.parameters['pipelinechannel--n']}}"
+    assert tasks["hpo-tune-4"]["inputs"]["parameters"]["gpus"] == {"runtimeValue": {"constant": 4}}
+    assert request("hpo-tune-4") == "4"
+    assert "gpus" not in tasks["hpo-tune-5"]["inputs"]["parameters"] and request("hpo-tune-5") is None
+
+    with pytest.raises(ValueError, match=r"^accelerator_count: 1 but the task was given gpus=2, .*give the GPU count once"):
+
+        @dsl.pipeline(name="two-counts")
+        def two(pvc_name: str = "x") -> None:
+            configure_tuning_task(hpo_tune(model="m.yaml", data="d.yaml", gpus=2), pvc_name=pvc_name, accelerator_count=1)
+
+    with pytest.raises(ValueError, match=r"^gpus \(the GPU count of the task, also its request\): 3 is not a GPU count"):
+
+        @dsl.pipeline(name="odd-count")
+        def odd(pvc_name: str = "x") -> None:
+            configure_tuning_task(hpo_tune(model="m.yaml", data="d.yaml", gpus=3), pvc_name=pvc_name)
+
+
+def test_a_gpu_request_alone_reaches_the_preflight_under_kfp_local(tmp_path, capfd):
+    """Only ``accelerator_count=1`` given: the check-environment step checks for 1 GPU (and fails on
+    this machine, which has none) instead of checking for none."""
+    from kfp import local
+
+    from hpo.datasets import make_digits_cls
+
+    mnt = tmp_path / "pvc"
+    make_digits_cls(mnt / "digits", seed=0, imgsz=8)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    check_environment = make_components(IMAGE)["check_environment"]
+
+    @dsl.pipeline(name="request-only")
+    def request_only(pvc_name: str = "x", gpus: int = 1) -> None:
+        check = check_environment(mount_path=str(mnt), data="digits", model="yolov8n-cls.yaml")
+        configure_tuning_task(check, pvc_name=pvc_name, mount_path=str(mnt), accelerator_count=gpus, retries=0)
+
+    with pytest.raises(RuntimeError, match="FAILURE"):
+        request_only()
+    assert "gpu: 1 requested but torch sees 0" in "".join(capfd.readouterr())
+    request_only(gpus=0)  # the same pipeline asking for no GPU passes its pre-flight here
+    assert "gpu: 1 requested" not in "".join(capfd.readouterr())
+
+
 def test_user_pipeline_with_the_helper_compiles_every_setting(tmp_path):
     """What docs/kfp.md shows: an import and a few lines in an existing pipeline."""
 
