@@ -103,6 +103,7 @@ def hpo_tune(
     final_epochs: int = 0,
     final_seeds: int = 1,
     final_top: int = 1,
+    download_weights: bool = False,
 ) -> NamedTuple(  # type: ignore[valid-type]  # KFP's form of named outputs
     "TuneOutputs",
     [
@@ -132,7 +133,12 @@ def hpo_tune(
     (``hpo tune --resume --allow-changes``; without it the task fails naming the change);
     ``final_epochs`` (0: off) trains the best ``final_top`` configurations for that many epochs,
     ``final_seeds`` runs each with seeds no trial used, after the search, and scores them on the
-    data's test split (``hpo tune --final-epochs``; the final model; a retry continues the stage).
+    data's test split (``hpo tune --final-epochs``; the final model; a retry continues the stage);
+    ``download_weights`` lets Ultralytics fetch the official weights ``model`` names (``yolov8n.pt``,
+    ``yolov8n-cls.pt``) once, into ``<output_dir>/pretrained`` on the volume, before the pre-flight
+    (``hpo tune --download-weights``; the pod needs network access; a retry or a later study finds
+    them there); ``False`` leaves it to ``HPO_DOWNLOAD_WEIGHTS`` in the pod's environment, else hpo
+    never downloads and the trials train from scratch unless ``model`` is a ``.pt`` on the volume.
 
     Outputs: ``best_hyperparameters`` (dict: the best params, ready to merge into a training
     step's train args; KFP makes every number of a dict a float: ``close_mosaic: 3.0``),

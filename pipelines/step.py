@@ -220,6 +220,7 @@ def run_tune_step(
         raise TypeError(f"run_tune_step() takes the settings or the component's parameters, not both ({', '.join(params)})")
     if mount_path:
         check_mount_path(mount_path)
+    settings = _fetch_pretrained(settings, mount_path)
     if has_secret(settings.backend_options):
         _log.warning(
             f"backend_options: {mask_secrets(settings.backend_options)} holds a credential, which KFP keeps "
@@ -331,6 +332,38 @@ def run_tune_step(
         tuned_train_args=tuned_train_args(tuner.config.train_args, whole_numbers(settings.train_args), result.best_params or {}),
         ultralytics_version=ultralytics_version,
     )
+
+
+def _fetch_pretrained(settings: TuneSettings, mount_path: str) -> TuneSettings:
+    """With the opt-in (``download_weights``, else ``HPO_DOWNLOAD_WEIGHTS``) and a ``model`` that
+    names official weights (``yolov8n.pt``): fetch them once into ``<output>/pretrained`` on the
+    volume (:func:`hpo.pretrained.fetch_pretrained`) and train from that file; else ``settings``.
+
+    The image sets ``YOLO_OFFLINE=1`` (nothing is downloaded by accident); the opt-in lifts it for
+    this fetch only. Done before the pre-flight, which checks that the model is a local file.
+
+    Raises:
+        hpo.errors.ConfigError: not one of Ultralytics' official names, no network, or the download
+            failed (one line; nothing is left on the volume).
+    """
+    import os
+
+    from hpo.pretrained import fetch_pretrained, is_official_name, wants_download
+
+    if not (wants_download(settings.download_weights) and is_official_name(str(settings.model))):
+        return settings
+    output = Path(settings.output).expanduser()
+    if mount_path and not output.is_absolute():
+        output = Path(mount_path) / output
+    folder = Path(settings.weights_dir) if settings.weights_dir else output / "pretrained"
+    offline = os.environ.pop("YOLO_OFFLINE", None)
+    try:
+        path = fetch_pretrained(str(settings.model), folder)
+    finally:
+        if offline is not None:
+            os.environ["YOLO_OFFLINE"] = offline
+    _log.info(f"model: {settings.model} is {path} (fetched once with download_weights; a retry finds it there)")
+    return settings.replace(model=path)
 
 
 def _chosen_config(final: dict[str, Any]) -> dict[str, Any]:
