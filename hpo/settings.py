@@ -157,6 +157,10 @@ def _negative(value: Any) -> bool:
     return value is None or value < 0
 
 
+def _off(value: Any) -> bool:
+    return not value
+
+
 def _not_positive(value: Any) -> bool:
     return not value or value <= 0
 
@@ -195,8 +199,12 @@ class TuneSettings:
     )
     model: str = setting(
         group="problem",
-        help='bundled model YAML (``"yolov8n.yaml"``) or local ``.pt``; never downloaded.',
-        cli=Cli(("--model", "-m"), "Bundled model YAML (yolov8n.yaml) or local .pt; never downloaded."),
+        help='bundled model YAML (``"yolov8n.yaml"``: trains from scratch) or local ``.pt``; never downloaded '
+        "unless ``download_weights``.",
+        cli=Cli(
+            ("--model", "-m"),
+            "Bundled model YAML (yolov8n.yaml: trains from scratch) or local .pt; never downloaded unless --download-weights.",
+        ),
     )
     data: str | os.PathLike[str] = setting(
         group="problem",
@@ -404,7 +412,8 @@ class TuneSettings:
             "Let Ultralytics fetch official weights named by --model (yolov8n.pt) once, before the first trial, into "
             "--weights-dir (default: env HPO_DOWNLOAD_WEIGHTS, else off).",
         ),
-        kfp=Kfp(skip="a pod reads weights from the volume (a .pt model); HPO_DOWNLOAD_WEIGHTS in its environment decides"),
+        # False (the component's default) leaves it to HPO_DOWNLOAD_WEIGHTS in the pod's environment
+        kfp=Kfp(type=bool, default=False, unset=_off),
     )
     weights_dir: str | os.PathLike[str] | None = setting(
         None,

@@ -9,6 +9,9 @@ compile a pipeline). Add the tuning step to an existing pipeline::
     tune = hpo_tune(model="yolov8n.yaml", data="datasets/coco8/data.yaml", iterations=20, epochs=10)
     configure_tuning_task(tune, pvc_name=pvc_name, accelerator_count=1)
 
+``hpo_kfp.make_pick_component`` hands the tuned values to an existing training component's own
+typed inputs (docs/kfp.md, "Handing the tuned values on").
+
 ``hpo_kfp.hpo_tune`` (and ``check_environment``, ``train_model``, ``validate_model``,
 ``compare_studies``) are the components for the image in ``$HPO_IMAGE``; without it they raise
 :class:`hpo.errors.ConfigError`. See docs/kfp.md.
@@ -24,6 +27,7 @@ _LAZY = {
     "check_image": "components",
     "make_tune_component": "components",
     "make_components": "components",
+    "make_pick_component": "pick",
     "configure_tuning_task": "platform",
     "ACCELERATOR_COUNTS": "platform",
     "SECRET_ENV_KEYS": "platform",

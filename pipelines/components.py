@@ -103,7 +103,18 @@ def hpo_tune(
     final_epochs: int = 0,
     final_seeds: int = 1,
     final_top: int = 1,
-) -> NamedTuple("TuneOutputs", [("study_dir", str), ("best_weights", str), ("best_hyperparameters", dict)]):  # type: ignore[valid-type]  # KFP's form of named outputs
+    download_weights: bool = False,
+) -> NamedTuple(  # type: ignore[valid-type]  # KFP's form of named outputs
+    "TuneOutputs",
+    [
+        ("study_dir", str),
+        ("best_weights", str),
+        ("best_hyperparameters", dict),
+        ("best_hyperparameters_json", str),
+        ("tuned_train_args_json", str),
+        ("ultralytics_version", str),
+    ],
+):
     """Tune an Ultralytics YOLO model with hpo (``hpo tune``) on the mounted volume.
 
     Runs ``hpo preflight`` first (mount, writable output, data, GPUs, /dev/shm), then the study,
@@ -122,11 +133,22 @@ def hpo_tune(
     (``hpo tune --resume --allow-changes``; without it the task fails naming the change);
     ``final_epochs`` (0: off) trains the best ``final_top`` configurations for that many epochs,
     ``final_seeds`` runs each with seeds no trial used, after the search, and scores them on the
-    data's test split (``hpo tune --final-epochs``; the final model; a retry continues the stage).
+    data's test split (``hpo tune --final-epochs``; the final model; a retry continues the stage);
+    ``download_weights`` lets Ultralytics fetch the official weights ``model`` names (``yolov8n.pt``,
+    ``yolov8n-cls.pt``) once, into ``<output_dir>/pretrained`` on the volume, before the pre-flight
+    (``hpo tune --download-weights``; the pod needs network access; a retry or a later study finds
+    them there); ``False`` leaves it to ``HPO_DOWNLOAD_WEIGHTS`` in the pod's environment, else hpo
+    never downloads and the trials train from scratch unless ``model`` is a ``.pt`` on the volume.
 
     Outputs: ``best_hyperparameters`` (dict: the best params, ready to merge into a training
-    step's train args), ``best_model`` (Model: the best weights, with metadata ``metric``,
-    ``objective``, ``direction``, ``best_trial``, ``study_dir``, ``backend``), ``leaderboard``
+    step's train args; KFP makes every number of a dict a float: ``close_mosaic: 3.0``),
+    ``best_hyperparameters_json`` (the same as JSON text, whose ints stay ints),
+    ``tuned_train_args_json`` (JSON text: the study's fixed train args, with what hpo chose such as
+    the ``optimizer``, and the best params over them: ``model.train(**json.loads(text))`` trains the
+    tuned configuration; read it with :func:`hpo_kfp.make_pick_component` into a component's own
+    inputs), ``ultralytics_version`` (the Ultralytics version the study ran with: tuned values may
+    not carry over to another version), ``best_model`` (Model: the best weights, with metadata ``metric``,
+    ``objective``, ``direction``, ``best_trial``, ``study_dir``, ``backend``, ``ultralytics_version``), ``leaderboard``
     (Markdown), ``metrics`` (best_objective, complete, failed, pruned, trials), ``report``
     (HTML: leaderboard and best-so-far plot), ``study_dir`` and ``best_weights`` (paths on the volume).
     With ``final_epochs``: ``final_model`` (Model: ``<study>/weights/final.pt``, the final run with
@@ -147,8 +169,20 @@ def hpo_tune(
     # the settings (hpo.settings.from_kfp reads their KFP spellings) and the step's own parameters
     r = run_tune_step(**params)
     write_outputs(r, metrics=metrics, leaderboard=leaderboard, report=report, best_model=best_model, final_model=final_model)
-    TuneOutputs = namedtuple("TuneOutputs", ["study_dir", "best_weights", "best_hyperparameters"])
-    return TuneOutputs(r.study_dir, r.best_weights, r.best_params)
+    TuneOutputs = namedtuple(
+        "TuneOutputs",
+        [
+            "study_dir",
+            "best_weights",
+            "best_hyperparameters",
+            "best_hyperparameters_json",
+            "tuned_train_args_json",
+            "ultralytics_version",
+        ],
+    )
+    return TuneOutputs(
+        r.study_dir, r.best_weights, r.best_params, r.best_params_json, r.tuned_train_args_json, r.ultralytics_version
+    )
 
 
 def check_environment(

@@ -15,7 +15,15 @@ from typing import Any, Union
 from kfp import dsl, kubernetes
 from kfp.dsl.pipeline_channel import PipelineChannel
 
-__all__ = ["configure_tuning_task", "STORAGE_ENV", "memory_bytes", "ACCELERATOR_COUNTS", "SECRET_ENV_KEYS", "GPU_TOLERATION"]
+__all__ = [
+    "configure_tuning_task",
+    "GPUS_INPUT",
+    "STORAGE_ENV",
+    "memory_bytes",
+    "ACCELERATOR_COUNTS",
+    "SECRET_ENV_KEYS",
+    "GPU_TOLERATION",
+]
 
 #: GPU counts KFP accepts for ``set_accelerator_limit``.
 ACCELERATOR_COUNTS = (0, 1, 2, 4, 8, 16)
@@ -76,7 +84,7 @@ def _mib(n_bytes: int) -> str:
     return f"{-(-n_bytes // 2**20)}Mi"  # rounded up to whole MiB
 
 
-def _check_count(count: Union[int, str, Channel]) -> Union[int, Channel]:
+def _check_count(count: Union[int, str, Channel], field: str = "accelerator_count") -> Union[int, Channel]:
     if isinstance(count, PipelineChannel):
         return count
     try:
@@ -85,9 +93,64 @@ def _check_count(count: Union[int, str, Channel]) -> Union[int, Channel]:
         n = None
     if n is None or isinstance(count, bool) or n not in ACCELERATOR_COUNTS or str(n) != str(count).strip():
         raise ValueError(
-            f"accelerator_count: {count!r} is not a GPU count KFP accepts; use one of {', '.join(map(str, ACCELERATOR_COUNTS))}"
+            f"{field}: {count!r} is not a GPU count KFP accepts; use one of {', '.join(map(str, ACCELERATOR_COUNTS))}"
         )
     return n
+
+
+#: The input of hpo's components (``hpo_tune``, ``check_environment``) that their pre-flight checks
+#: against the GPUs torch sees: :func:`configure_tuning_task` keeps it equal to the GPU request.
+GPUS_INPUT = "gpus"
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Two task arguments are the same value: equal constants, or the same pipeline channel."""
+    if isinstance(a, PipelineChannel) or isinstance(b, PipelineChannel):
+        return isinstance(a, PipelineChannel) and isinstance(b, PipelineChannel) and a.pattern == b.pattern
+    return a == b and not isinstance(a, bool) and not isinstance(b, bool)
+
+
+def _set_input(task: dsl.PipelineTask, name: str, value: Any) -> None:
+    """Give ``task`` the argument ``name=value`` after it was created (KFP has no public call for
+    it: the task keeps its arguments in ``inputs`` and in its task spec; a channel is registered
+    with :meth:`~kfp.dsl.PipelineTask.register_pipeline_channels`)."""
+    from kfp.dsl.types import type_utils
+
+    type_utils.verify_type_compatibility(
+        given_value=value,
+        expected_spec=task.component_spec.inputs[name],
+        error_message_prefix=f"accelerator_count: cannot pass {value!r} to the task's input {name!r}: ",
+    )
+    task.inputs[name] = value
+    task._task_spec.inputs[name] = value  # the spec keeps its own copy of the arguments
+    if isinstance(value, PipelineChannel):
+        task.register_pipeline_channels([value])
+
+
+def _gpu_count(task: dsl.PipelineTask, accelerator_count: Union[int, str, Channel, None]) -> Union[int, Channel]:
+    """One GPU count for the request and the step's pre-flight (the task's ``gpus`` input).
+
+    ``accelerator_count`` ``None``: the task's ``gpus`` argument (0 when it has none). A count given
+    here and no ``gpus`` argument: the task gets ``gpus`` = the count. Both given and different:
+    ``ValueError`` (the step would check for another number of GPUs than the pod gets).
+    """
+    inputs = getattr(task.component_spec, "inputs", None) or {}
+    has_gpus = GPUS_INPUT in inputs
+    given = task.inputs.get(GPUS_INPUT) if has_gpus else None
+    if accelerator_count is None:
+        return 0 if given is None else _check_count(given, f"{GPUS_INPUT} (the GPU count of the task, also its request)")
+    count = _check_count(accelerator_count)
+    if not has_gpus:
+        return count
+    if given is None:
+        _set_input(task, GPUS_INPUT, count)
+    elif not _same(given, count):
+        raise ValueError(
+            f"accelerator_count: {accelerator_count!r} but the task was given {GPUS_INPUT}={given!r}, which its pre-flight "
+            f"checks torch against; give the GPU count once: {GPUS_INPUT}=N on the task, or "
+            f"configure_tuning_task(accelerator_count=N), which passes it on"
+        )
+    return count
 
 
 def _refuse_secrets(task: dsl.PipelineTask) -> None:
@@ -112,7 +175,7 @@ def configure_tuning_task(
     pvc_name: Union[str, Channel],
     mount_path: str = "/mnt/hpo",
     accelerator_type: Union[str, Channel] = "nvidia.com/gpu",
-    accelerator_count: Union[int, str, Channel] = 0,
+    accelerator_count: Union[int, str, Channel, None] = None,
     node_selector: Mapping[str, str] | None = None,
     toleration: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     shm_size: str | None = "2Gi",
@@ -136,7 +199,11 @@ def configure_tuning_task(
             component's ``mount_path``. Default ``/mnt/hpo``.
         accelerator_type: the GPU resource name (default ``nvidia.com/gpu``).
         accelerator_count: GPUs per pod, one of :data:`ACCELERATOR_COUNTS` (0: no GPU request).
-            A pipeline parameter is passed through unchecked.
+            A pipeline parameter is passed through unchecked. One count for the request and the
+            step: on a task with a ``gpus`` input (``hpo_tune``, ``check_environment``, whose
+            pre-flight fails when torch sees fewer GPUs), ``None`` (default) requests the task's
+            ``gpus`` argument (0 when not given), and a count given here is passed on as the task's
+            ``gpus`` when the task was given none. On another task, ``None`` is 0.
         node_selector: node labels the pod must match, e.g. ``{"nvidia.com/gpu.present": "true"}``.
         toleration: one toleration (``key``, ``operator``, ``value``, ``effect``,
             ``toleration_seconds``) or a list; e.g. :data:`GPU_TOLERATION`.
@@ -162,7 +229,8 @@ def configure_tuning_task(
         ``task``, configured.
 
     Raises:
-        ValueError: ``accelerator_count`` not in :data:`ACCELERATOR_COUNTS`, ``retries < 0``, a
+        ValueError: ``accelerator_count`` (or the task's ``gpus``) not in :data:`ACCELERATOR_COUNTS`;
+            ``accelerator_count`` and the task's ``gpus`` both given and different; ``retries < 0``, a
             toleration that is not a mapping, a memory quantity that does not parse, or a memory
             limit below the request.
         hpo.errors.ConfigError (a ``ValueError``): ``mount_path`` is no mount path Kubernetes and
@@ -174,7 +242,7 @@ def configure_tuning_task(
 
     check_mount_path(mount_path)
     _refuse_secrets(task)
-    count = _check_count(accelerator_count)
+    count = _gpu_count(task, accelerator_count)
     if memory is not None:
         request = memory_bytes("memory", memory) + (memory_bytes("shm_size", shm_size) if shm_size else 0)
         limit = memory_bytes("memory_limit", memory_limit) if memory_limit else request

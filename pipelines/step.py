@@ -21,6 +21,9 @@ from hpo.settings import from_kfp
 
 __all__ = [
     "StepResult",
+    "typed_json",
+    "tuned_train_args",
+    "POD_TRAIN_ARGS",
     "run_tune_step",
     "write_outputs",
     "run_train_step",
@@ -50,10 +53,15 @@ class StepResult:
         notices: pre-flight warnings and hpo notices.
         report_html: ``<study>/plots/report.html`` if drawn, else ``""``.
         best_params: the best trial's hyperparameters (``{}`` when no trial completed).
-        best: ``metric``, ``objective``, ``direction``, ``best_trial``, ``study_dir``, ``backend``
-            (the Model artifact's metadata).
+        best: ``metric``, ``objective``, ``direction``, ``best_trial``, ``study_dir``, ``backend``,
+            ``ultralytics_version`` (the Model artifact's metadata).
         final: the final stage's summary (:func:`hpo.final.read_final_summary`), ``{}`` without one.
         final_weights: ``<study>/weights/final.pt`` if written, else ``""``.
+        tuned_train_args: the train args to train the tuned configuration with
+            (:func:`tuned_train_args`): the study's fixed train args (with what hpo chose, e.g.
+            the ``optimizer``) and the best hyperparameters over them; ``{}`` when no trial completed.
+        ultralytics_version: the Ultralytics version the study ran with (``study.json``
+            ``versions``), ``""`` when not recorded.
     """
 
     study_dir: str
@@ -68,6 +76,59 @@ class StepResult:
     best: dict[str, Any] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
     final_weights: str = ""
+    tuned_train_args: dict[str, Any] = field(default_factory=dict)
+    ultralytics_version: str = ""
+
+    @property
+    def best_params_json(self) -> str:
+        """:attr:`best_params` as JSON text: whole numbers stay ints (``{"close_mosaic": 3}``),
+        where KFP's ``dict`` outputs turn every number into a float."""
+        return typed_json(self.best_params)
+
+    @property
+    def tuned_train_args_json(self) -> str:
+        """:attr:`tuned_train_args` as JSON text (ints stay ints: ``{"imgsz": 640}``)."""
+        return typed_json(self.tuned_train_args)
+
+
+def typed_json(values: Mapping[str, Any]) -> str:
+    """Train args or hyperparameters as JSON text whose numbers keep their type.
+
+    KFP passes a ``dict`` parameter as a protobuf Struct, where every number is a double
+    (``imgsz: 32.0``, refused by Ultralytics); a ``str`` output is passed as it is, and JSON keeps
+    ``32`` an int and ``0.5`` a float (``json.loads`` in the consuming step; JSON is also YAML).
+
+    Args:
+        values: the args (JSON-able values; ``sort_keys``: the same text for the same args).
+    """
+    import json
+
+    return json.dumps(dict(values), sort_keys=True)
+
+
+#: Train args that describe the pod the study ran in, not the configuration: the tuned train args
+#: keep the user's own value (the pre-flight may lower ``workers`` to fit ``/dev/shm``; several
+#: GPUs set ``device``) or leave them out.
+POD_TRAIN_ARGS = ("workers", "device")
+
+
+def tuned_train_args(fixed: Mapping[str, Any], given: Mapping[str, Any], best_params: Mapping[str, Any]) -> dict[str, Any]:
+    """The train args that train the tuned configuration: ``fixed`` (the study's, validated, with
+    what hpo chose on the user's behalf, e.g. ``optimizer=SGD`` when the space tunes ``lr0``), the
+    keys of :data:`POD_TRAIN_ARGS` as the user gave them (``given``), and ``best_params`` over them.
+    ``{}`` without best params (no complete trial).
+
+    Args:
+        fixed: the study's fixed train args (:attr:`hpo.TuneConfig.train_args`).
+        given: the train args the user gave the step (KFP's floats made whole).
+        best_params: the best trial's hyperparameters.
+    """
+    if not best_params:
+        return {}
+    out = {k: v for k, v in fixed.items() if k not in POD_TRAIN_ARGS}
+    out.update({k: given[k] for k in POD_TRAIN_ARGS if k in given})
+    out.update(best_params)
+    return out
 
 
 def leaderboard_markdown(study_dir: str | Path, top: int = 50) -> str:
@@ -159,6 +220,7 @@ def run_tune_step(
         raise TypeError(f"run_tune_step() takes the settings or the component's parameters, not both ({', '.join(params)})")
     if mount_path:
         check_mount_path(mount_path)
+    settings = _fetch_pretrained(settings, mount_path)
     if has_secret(settings.backend_options):
         _log.warning(
             f"backend_options: {mask_secrets(settings.backend_options)} holds a credential, which KFP keeps "
@@ -238,6 +300,8 @@ def run_tune_step(
     metrics["trials"] = float(sum(result.counts.values()))
     if result.best_objective is not None and math.isfinite(result.best_objective):
         metrics["best_objective"] = float(result.best_objective)
+    versions = Study.open(result.study_dir).settings.get("versions") or {}
+    ultralytics_version = str(versions.get("ultralytics") or "")
     best_doc = {
         "backend": settings.backend,
         "metric": result.metric,
@@ -246,6 +310,7 @@ def run_tune_step(
         "best_objective": result.best_objective,
         "best_params": result.best_params,
         "study_dir": str(result.study_dir),
+        "ultralytics_version": ultralytics_version,
     }
     html = Path(result.study_dir) / "plots" / "report.html"
     return StepResult(
@@ -258,10 +323,47 @@ def run_tune_step(
         notices=notices,
         report_html=str(html) if html.is_file() else "",
         best_params=dict(result.best_params or {}),
-        best={k: best_doc[k] for k in ("backend", "metric", "direction", "best_trial", "best_objective", "study_dir")},
+        best={
+            k: best_doc[k]
+            for k in ("backend", "metric", "direction", "best_trial", "best_objective", "study_dir", "ultralytics_version")
+        },
         final=final,
         final_weights=str(result.final.weights) if result.final is not None and result.final.weights else "",
+        tuned_train_args=tuned_train_args(tuner.config.train_args, whole_numbers(settings.train_args), result.best_params or {}),
+        ultralytics_version=ultralytics_version,
     )
+
+
+def _fetch_pretrained(settings: TuneSettings, mount_path: str) -> TuneSettings:
+    """With the opt-in (``download_weights``, else ``HPO_DOWNLOAD_WEIGHTS``) and a ``model`` that
+    names official weights (``yolov8n.pt``): fetch them once into ``<output>/pretrained`` on the
+    volume (:func:`hpo.pretrained.fetch_pretrained`) and train from that file; else ``settings``.
+
+    The image sets ``YOLO_OFFLINE=1`` (nothing is downloaded by accident); the opt-in lifts it for
+    this fetch only. Done before the pre-flight, which checks that the model is a local file.
+
+    Raises:
+        hpo.errors.ConfigError: not one of Ultralytics' official names, no network, or the download
+            failed (one line; nothing is left on the volume).
+    """
+    import os
+
+    from hpo.pretrained import fetch_pretrained, is_official_name, wants_download
+
+    if not (wants_download(settings.download_weights) and is_official_name(str(settings.model))):
+        return settings
+    output = Path(settings.output).expanduser()
+    if mount_path and not output.is_absolute():
+        output = Path(mount_path) / output
+    folder = Path(settings.weights_dir) if settings.weights_dir else output / "pretrained"
+    offline = os.environ.pop("YOLO_OFFLINE", None)
+    try:
+        path = fetch_pretrained(str(settings.model), folder)
+    finally:
+        if offline is not None:
+            os.environ["YOLO_OFFLINE"] = offline
+    _log.info(f"model: {settings.model} is {path} (fetched once with download_weights; a retry finds it there)")
+    return settings.replace(model=path)
 
 
 def _chosen_config(final: dict[str, Any]) -> dict[str, Any]:
@@ -298,13 +400,13 @@ def write_outputs(
 
     ``best_model`` gets a copy of ``<study>/weights/best.pt`` and the metadata ``metric``,
     ``objective``, ``direction``, ``best_trial``, ``study_dir``, ``backend``, ``framework``,
-    ``weights_on_volume``; ``report`` gets the self-contained HTML report (:mod:`hpo_kfp.report`);
+    ``weights_on_volume``, ``ultralytics_version`` (the version the study ran with); ``report`` gets the self-contained HTML report (:mod:`hpo_kfp.report`);
     ``final_model`` (when given) a copy of ``<study>/weights/final.pt`` and the metadata ``final``
     (whether the step ran a final stage), ``metric``, ``split``, ``split_label``, ``objective_test``
     (its configuration's mean on the split), ``objective_test_sd``, ``objective_val`` (its
     configuration's validation mean), ``run_objective_test``, ``run``, ``source_trial``, ``seed``,
     ``seeds``, ``epochs``, ``n`` (complete runs of its configuration), ``study_dir``,
-    ``weights_on_volume``.
+    ``weights_on_volume``, ``ultralytics_version``.
     """
     import shutil
 
@@ -324,7 +426,7 @@ def write_outputs(
         "resumed": r.resumed,
     }
     meta.pop("best_objective", None)
-    best_model.metadata.update({k: v for k, v in meta.items() if v is not None})
+    best_model.metadata.update({k: v for k, v in meta.items() if v is not None and v != ""})
     if r.best_weights:
         Path(best_model.path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(r.best_weights, best_model.path)
@@ -352,6 +454,7 @@ def write_outputs(
         "n": config.get("n"),
         "study_dir": r.study_dir,
         "weights_on_volume": r.final_weights,
+        "ultralytics_version": r.ultralytics_version,
     }
     final_model.metadata.update({k: v for k, v in final_meta.items() if v is not None})
     if r.final_weights:

@@ -25,6 +25,20 @@ hpo_tune = make_tune_component(IMAGE)
 PIPELINES = make_pipelines(IMAGE)
 
 
+@dsl.component(install_kfp_package=False)
+def _user_train(tuned_train_args_json: str, hyperparameters: dict) -> str:
+    """A user's training step: what it receives from the tuning step, with each value's type."""
+    import json
+
+    args = json.loads(tuned_train_args_json)
+    return json.dumps(
+        {
+            "from_json": {k: [v, type(v).__name__] for k, v in args.items()},
+            "from_dict": {k: [v, type(v).__name__] for k, v in hyperparameters.items()},
+        }
+    )
+
+
 def _compile(pipeline, tmp_path: Path) -> tuple[dict, dict]:
     """Compile and return (pipeline spec, kubernetes platform spec)."""
     out = tmp_path / "p.yaml"
@@ -54,6 +68,77 @@ def test_configure_refuses_accelerator_counts_kfp_does_not_accept():
         @dsl.pipeline(name="bad2")
         def bad2(pvc_name: str = "x") -> None:
             configure_tuning_task(hpo_tune(model="yolov8n.yaml", data="d.yaml"), pvc_name=pvc_name, retries=-1)
+
+
+def test_one_gpu_count_for_the_request_and_the_preflight(tmp_path):
+    """The pod's GPU request and the step's pre-flight ``gpus`` agree by construction: a count
+    given only to configure_tuning_task reaches the step, a count given only to the step is
+    requested, and two different counts are refused when the pipeline is built."""
+
+    @dsl.pipeline(name="gpus")
+    def p(pvc_name: str = "x", n: int = 2) -> None:
+        only_request = hpo_tune(model="yolov8n.yaml", data="d.yaml")
+        configure_tuning_task(only_request, pvc_name=pvc_name, accelerator_count=1)
+        only_step = hpo_tune(model="yolov8n.yaml", data="d.yaml", gpus=n)
+        configure_tuning_task(only_step, pvc_name=pvc_name)
+        channel_request = hpo_tune(model="yolov8n.yaml", data="d.yaml")
+        configure_tuning_task(channel_request, pvc_name=pvc_name, accelerator_count=n)
+        both = hpo_tune(model="yolov8n.yaml", data="d.yaml", gpus=4)
+        configure_tuning_task(both, pvc_name=pvc_name, accelerator_count=4)
+        none = hpo_tune(model="yolov8n.yaml", data="d.yaml")
+        configure_tuning_task(none, pvc_name=pvc_name)
+
+    spec, _ = _compile(p, tmp_path)
+    tasks, executors = spec["root"]["dag"]["tasks"], spec["deploymentSpec"]["executors"]
+
+    def request(name: str):
+        return executors[f"exec-{name}"]["container"].get("resources", {}).get("accelerator", {}).get("resourceCount")
+
+    assert tasks["hpo-tune"]["inputs"]["parameters"]["gpus"] == {"runtimeValue": {"constant": 1}}
+    assert request("hpo-tune") == "1"
+    assert tasks["hpo-tune-2"]["inputs"]["parameters"]["gpus"] == {"componentInputParameter": "n"}
+    assert request("hpo-tune-2") == "{{$.inputs.parameters['pipelinechannel--n']}}"
+    assert tasks["hpo-tune-3"]["inputs"]["parameters"]["gpus"] == {"componentInputParameter": "n"}
+    assert request("hpo-tune-3") == "{{$.inputs.parameters['pipelinechannel--n']}}"
+    assert tasks["hpo-tune-4"]["inputs"]["parameters"]["gpus"] == {"runtimeValue": {"constant": 4}}
+    assert request("hpo-tune-4") == "4"
+    assert "gpus" not in tasks["hpo-tune-5"]["inputs"]["parameters"] and request("hpo-tune-5") is None
+
+    with pytest.raises(ValueError, match=r"^accelerator_count: 1 but the task was given gpus=2, .*give the GPU count once"):
+
+        @dsl.pipeline(name="two-counts")
+        def two(pvc_name: str = "x") -> None:
+            configure_tuning_task(hpo_tune(model="m.yaml", data="d.yaml", gpus=2), pvc_name=pvc_name, accelerator_count=1)
+
+    with pytest.raises(ValueError, match=r"^gpus \(the GPU count of the task, also its request\): 3 is not a GPU count"):
+
+        @dsl.pipeline(name="odd-count")
+        def odd(pvc_name: str = "x") -> None:
+            configure_tuning_task(hpo_tune(model="m.yaml", data="d.yaml", gpus=3), pvc_name=pvc_name)
+
+
+def test_a_gpu_request_alone_reaches_the_preflight_under_kfp_local(tmp_path, capfd):
+    """Only ``accelerator_count=1`` given: the check-environment step checks for 1 GPU (and fails on
+    this machine, which has none) instead of checking for none."""
+    from kfp import local
+
+    from hpo.datasets import make_digits_cls
+
+    mnt = tmp_path / "pvc"
+    make_digits_cls(mnt / "digits", seed=0, imgsz=8)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    check_environment = make_components(IMAGE)["check_environment"]
+
+    @dsl.pipeline(name="request-only")
+    def request_only(pvc_name: str = "x", gpus: int = 1) -> None:
+        check = check_environment(mount_path=str(mnt), data="digits", model="yolov8n-cls.yaml")
+        configure_tuning_task(check, pvc_name=pvc_name, mount_path=str(mnt), accelerator_count=gpus, retries=0)
+
+    with pytest.raises(RuntimeError, match="FAILURE"):
+        request_only()
+    assert "gpu: 1 requested but torch sees 0" in "".join(capfd.readouterr())
+    request_only(gpus=0)  # the same pipeline asking for no GPU passes its pre-flight here
+    assert "gpu: 1 requested" not in "".join(capfd.readouterr())
 
 
 def test_user_pipeline_with_the_helper_compiles_every_setting(tmp_path):
@@ -118,6 +203,9 @@ def test_user_pipeline_with_the_helper_compiles_every_setting(tmp_path):
         "study_dir": {"parameterType": "STRING"},
         "best_weights": {"parameterType": "STRING"},
         "best_hyperparameters": {"parameterType": "STRUCT"},
+        "best_hyperparameters_json": {"parameterType": "STRING"},
+        "tuned_train_args_json": {"parameterType": "STRING"},
+        "ultralytics_version": {"parameterType": "STRING"},
     }
     ins = _component_inputs(spec, "comp-hpo-tune")
     for name in (
@@ -480,6 +568,66 @@ def test_tune_component_runs_under_kfp_local(tmp_path, monkeypatch):
     assert len(reports) == 1
     text = reports[0].read_text()
     assert "| 1 | ultralytics |" in text and str(study_dir) in text
+
+
+def test_tuned_train_args_keep_their_types_into_the_next_step_under_kfp_local(tmp_path, monkeypatch):
+    """KFP's dict outputs turn numbers into floats (imgsz 32.0, which Ultralytics refuses); the
+    step's JSON outputs keep ints ints: a downstream component receives imgsz and an int
+    hyperparameter as ints. Also the Ultralytics version the study ran with, as output and metadata."""
+    import ultralytics
+    from kfp import local
+
+    from hpo import Study
+    from hpo.datasets import make_digits_cls
+
+    mnt = tmp_path / "pvc"
+    make_digits_cls(mnt / "digits", seed=0, imgsz=8)
+    monkeypatch.setenv("HPO_TRAINER", "hpo.simulate:simulated_trainer")
+    monkeypatch.setenv("HPO_PLOTS", "0")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+
+    @dsl.pipeline(name="typed")
+    def typed() -> None:
+        tune = hpo_tune(
+            model="yolov8n-cls.yaml",
+            data="digits",
+            iterations=2,
+            epochs=1,
+            mount_path=str(mnt),
+            space=json.dumps({"lr0": [1e-4, 1e-2], "close_mosaic": {"type": "int", "low": 1, "high": 9}}),
+            train_args={"imgsz": 32, "batch": 16, "workers": 0, "fliplr": 0.5},
+            seed=0,
+        )
+        _user_train(
+            tuned_train_args_json=tune.outputs["tuned_train_args_json"], hyperparameters=tune.outputs["best_hyperparameters"]
+        )
+
+    run = typed()
+    study = Study.open(mnt / "studies" / "digits-ultralytics")
+    best = study.best()
+    run_dir = next((tmp_path / "root").glob("typed-*"))
+    tune_out = json.loads((run_dir / "hpo-tune" / "executor_output.json").read_text())["parameterValues"]
+    assert json.loads(tune_out["best_hyperparameters_json"]) == best.params
+    assert type(json.loads(tune_out["best_hyperparameters_json"])["close_mosaic"]) is int
+    assert tune_out["ultralytics_version"] == ultralytics.__version__ == study.settings["versions"]["ultralytics"]
+    got = json.loads(json.loads((run_dir / "user-train" / "executor_output.json").read_text())["parameterValues"]["Output"])
+    # the tuned train args: the fixed ones, what hpo chose (the optimizer), the best params over them
+    assert {k: v for k, (v, _) in got["from_json"].items()} == {
+        "imgsz": 32,
+        "batch": 16,
+        "workers": 0,
+        "fliplr": 0.5,
+        "optimizer": "SGD",
+        **best.params,
+    }
+    assert got["from_json"]["imgsz"] == [32, "int"] and got["from_json"]["batch"] == [16, "int"]
+    assert got["from_json"]["close_mosaic"] == [best.params["close_mosaic"], "int"]
+    assert got["from_json"]["fliplr"] == [0.5, "float"] and got["from_json"]["optimizer"] == ["SGD", "str"]
+    # the caveat docs/kfp.md states: the dict output's ints arrive as floats
+    assert got["from_dict"]["close_mosaic"] == [float(best.params["close_mosaic"]), "float"]
+    meta = json.loads((run_dir / "hpo-tune" / "executor_output.json").read_text())["artifacts"]["best_model"]
+    assert meta["artifacts"][0]["metadata"]["ultralytics_version"] == ultralytics.__version__
+    del run
 
 
 @pytest.mark.slow
