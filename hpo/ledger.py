@@ -14,6 +14,7 @@ the backend's. The time budget (:class:`hpo.budget.TimeBudget`) and the volume g
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -28,6 +29,8 @@ from .study import Study, TrialRecord, TrialStatus, settings_versions, utcnow
 from .trial import TrialOutcome, TrialSpec, objective_of
 from .values import format_duration
 from .volume import VolumeGuard
+
+_log = logging.getLogger("hpo.ledger")
 
 __all__ = ["StudyLedger", "UNCAPPED"]
 
@@ -177,6 +180,56 @@ class StudyLedger:
         """The next queued retry ``(id, params)``, taken off the queue, or ``None``."""
         with self.lock:
             return self._retry.pop(0) if self._retry else None
+
+    def claim_lost(self) -> tuple[int, dict[str, Any]] | None:
+        """Take over a lost trial, if the study has one and still misses finished trials: a trial
+        without a result whose every process is proven gone (:meth:`hpo.study.Study.process_gone`:
+        SIGKILLed, preempted, stopped, a resumed study's earlier writer); a trial of this process's
+        own records file that this process does not run counts as lost too (an earlier process of
+        the same name, e.g. a restarted container). It is recorded ``running`` in this process's
+        records file at once, so no other process takes it too; the caller runs it under its id with
+        its params, as ``--resume`` re-runs an interrupted trial. Returns ``(id, params)``, or ``None``.
+
+        Call it inside :meth:`hpo.study.Study.reserving`: two processes never take the same trial.
+
+        Raises:
+            hpo.errors.VolumeError: the volume refused the record.
+        """
+        with self.lock:
+            if self.missing() == 0:
+                return None
+            mine = self.study.records_file.name
+            busy = {*self._in_flight, *(tid for tid, _ in self._retry)}
+            gone: dict[str, bool] = {}
+
+            def lost(name: str) -> bool:
+                if name == mine:
+                    return True  # written by an earlier process of this name: this one does not run it
+                if name not in gone:
+                    gone[name] = self.study.process_gone(name)
+                return gone[name]
+
+            for record in self.study.unfinished():
+                if record.id in busy:
+                    continue
+                files = self.study.record_files(record.id)
+                if files and all(lost(f) for f in files):
+                    params = dict(record.params)
+                    if files != [mine]:  # another process's trial (an earlier run's own ones: --resume, as always)
+                        _log.warning(
+                            f"trial {record.id}: the process that ran it ({record.worker or ', '.join(files)}) is gone; "
+                            "re-running it here with its params"
+                        )
+                    self.reserve_trial(record.id, params)
+                    return record.id, params
+        return None
+
+    def others_running(self) -> bool:
+        """Whether a trial without a result is held by another process (not in flight here): a
+        process that waits for the study's end (the writer) waits for it, to take it over if that
+        process dies (:meth:`claim_lost`)."""
+        with self.lock:
+            return any(r.id not in self._in_flight for r in self.study.unfinished())
 
     def reserve_trial(self, trial_id: int, params: dict[str, Any]) -> None:
         """Record a new trial ``running`` at once (before it trains), so that processes joined to

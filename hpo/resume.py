@@ -63,6 +63,9 @@ def open_study(cfg: TuneConfig, *, allow_changes: bool = False) -> Study:
         if diff:
             raise StudyError(f"join: the running study's settings differ ({diff}); join with the stored settings")
         _check_join(study, cfg)
+        # its proof of life, held until the study is closed: a trial of a process that lost it is
+        # taken over by a live process of the study (hpo.ledger.StudyLedger.claim_lost)
+        study.hold_process_lock()
         return study
     if Study.exists(path):
         if not cfg.resume:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 from . import clock
@@ -23,7 +24,11 @@ from .runner import TrialRunner
 from .study import TrialRecord
 from .values import gpu_indices
 
-__all__ = ["AskTellScheduler"]
+__all__ = ["AskTellScheduler", "LOST_TRIAL_POLL_S"]
+
+#: Seconds between the writer's looks for lost trials while other processes' trials run and no
+#: trial is left to start (:meth:`AskTellScheduler.run`).
+LOST_TRIAL_POLL_S = 1.0
 
 
 class AskTellScheduler:
@@ -96,8 +101,17 @@ class AskTellScheduler:
 
         With ``concurrent_trials > 1``, that many threads each run this loop; asking and telling are
         serialised, training runs in parallel (one worker process per running trial). Queued
-        retries (:meth:`StudyLedger.queue_retry`) run first, with their ids and params. A new
-        trial's id is the backend's :attr:`hpo.Suggestion.trial_id`, else the ledger's own.
+        retries (:meth:`StudyLedger.queue_retry`) run first, then lost trials
+        (:meth:`StudyLedger.claim_lost`: an interrupted trial of a resumed study, the trial of a
+        joined process that died), each with its id and params. A new trial's id is the backend's
+        :attr:`hpo.Suggestion.trial_id`, else the ledger's own.
+
+        A joined process (``--join``) returns when nothing is left to start or take over. The
+        writer returns only once the study has its ``iterations`` finished trials (or its time
+        budget is spent): while other processes' trials run it polls every
+        :data:`LOST_TRIAL_POLL_S` seconds, and re-runs any of them whose process is proven gone. So
+        a study whose joined process was killed still ends with exactly ``iterations`` finished
+        trials, without a ``--resume``.
 
         Raises:
             hpo.VolumeError: the volume failed (it explains the interrupts it caused).
@@ -117,17 +131,25 @@ class AskTellScheduler:
                             return
                         ledger.volume.check_space()
                         retry = ledger.next_retry()
+                        lost = None if retry is not None else ledger.claim_lost()
                         if retry is not None:
                             tid, params = retry
                             ledger.in_flight(tid)
+                        elif lost is not None:  # a trial whose process is gone: recorded here, run again
+                            tid, params = lost
                         elif ledger.remaining() > 0:
                             suggestion = backend.ask()
                             tid = ledger.take_id(suggestion.trial_id)
                             params = self.config.space.validate_params(suggestion.params)
                             # recorded at once, under the reservation lock: joined processes count it
                             ledger.reserve_trial(tid, params)
+                        elif not self.config.join and ledger.missing() > 0 and ledger.others_running():
+                            tid = -1  # the writer stays until the study has its total (see run())
                         else:
                             return
+                    if tid < 0:
+                        time.sleep(LOST_TRIAL_POLL_S)
+                        continue
                     record = self.run_trial(tid, params, backend=backend, slot=slot)
                     with ledger.lock, volume_errors(study.path):
                         backend.tell(record)
@@ -139,7 +161,7 @@ class AskTellScheduler:
                 done[slot].set()
 
         # no more threads than trials left to start (--concurrent-trials 100000 for 3 trials: 3 threads)
-        n = max(1, min(self.config.workers, ledger.remaining() + ledger.retries()))
+        n = max(1, min(self.config.workers, ledger.remaining() + ledger.retries() + len(study.unfinished())))
         if n == 1:
             worker(0)
         else:

@@ -499,6 +499,8 @@ class Study:
         self.settings = settings
         self.records_file = self.path / records_file
         self.lock: StudyLock | None = None
+        #: a joined process's proof of life, ``<study>/joined/<worker>.lock`` (:meth:`hold_process_lock`)
+        self.process_lock: StudyLock | None = None
         self.repairs: list[str] = []
         self._warned: set[str] = set()
         self._append_lock = threading.Lock()
@@ -513,6 +515,7 @@ class Study:
         self._fin_ids: list[int] = []  # finished trials, by id
         self._fin: list[TrialRecord] = []  # their records, in the same order
         self._fin_log: list[int] = []  # ids in the order they became finished (finished_since)
+        self._open: set[int] = set()  # ids whose record is unfinished (running, interrupted)
         self._best: TrialRecord | None = None
         self._best_direction: str | None = None  # the direction _best is for; None: recompute
         self._pending: list[str] = []  # warnings about the records, logged by the next read
@@ -635,11 +638,58 @@ class Study:
         return StudyLock(Path(path) / "lock").break_stale(force=force)
 
     def close(self) -> None:
-        """Release the lock (and the space reserve) if held."""
+        """Release the lock (and the space reserve) if held, and a joined process's
+        :attr:`process_lock` (its file is removed: the process is gone)."""
+        if self.process_lock:
+            self.process_lock.release()
+            self.process_lock = None
         if self.lock:
             self.release_reserve()
             self.lock.release()
             self.lock = None
+
+    # --- which process writes which records file, and whether it is gone
+    JOINED = "joined"
+
+    def hold_process_lock(self) -> None:
+        """Take this joined process's proof of life: an ``flock`` on ``<study>/joined/<worker>.lock``
+        (a :class:`hpo.lock.StudyLock`, with its heartbeat where ``flock`` proves nothing across
+        hosts), held until :meth:`close`. The study's writer needs none: the study lock ``<study>/lock``
+        is its proof. Other processes read it with :meth:`process_gone`. A no-op for the writer.
+
+        Raises:
+            StudyLockedError: a live process already holds it (the same host name and pid).
+            VolumeError: the volume refused the file.
+        """
+        if self.records_file.name == self.RECORDS or self.process_lock is not None:
+            return
+        worker = self.records_file.name[len("trials.") : -len(".jsonl")]
+        folder = self.path / self.JOINED
+        with volume_errors(folder):
+            folder.mkdir(exist_ok=True)
+            lock = StudyLock(folder / f"{worker}.lock")
+            lock.acquire()
+        self.process_lock = lock
+
+    def process_gone(self, records_file: str) -> bool:
+        """Whether the process that appends to the records file named ``records_file`` is proven gone.
+
+        ``trials.jsonl`` is the writer's: gone when the study lock ``<study>/lock`` has no live holder;
+        ``trials.<worker>.jsonl`` a joined process's: gone when ``<study>/joined/<worker>.lock`` has
+        none (no file: it ended, or it ran an hpo that kept no such file, as every process did
+        before ``--resume`` took over its trials); any other name is no process's. The proof is the study lock's
+        (:meth:`hpo.lock.StudyLock.live_holder`): a free ``flock``, or, on a filesystem where
+        ``flock`` proves nothing across hosts, a heartbeat of another host older than
+        :data:`LOCK_STALE_AFTER_S`. Never true for this process's own records file.
+        """
+        if records_file == self.records_file.name:
+            return False
+        if records_file == self.RECORDS:
+            return StudyLock(self.path / "lock").live_holder() is None
+        if not (records_file.startswith("trials.") and records_file.endswith(".jsonl")):
+            return True  # not named by hpo (a copy made by hand): no process appends to it
+        worker = records_file[len("trials.") : -len(".jsonl")]
+        return StudyLock(self.path / self.JOINED / f"{worker}.lock").live_holder() is None
 
     def __enter__(self) -> Study:
         return self
@@ -796,6 +846,18 @@ class Study:
         with self._cache_lock:
             self._refresh()
             return len(self._merged) + sum(1 for t in set(also) if t not in self._merged)
+
+    def unfinished(self) -> list[TrialRecord]:
+        """Trials without a result (``running`` or ``interrupted``), by id (the shared records)."""
+        with self._cache_lock:
+            self._refresh()
+            return [self._merged[i] for i in sorted(self._open) if i in self._merged]
+
+    def record_files(self, trial_id: int) -> list[str]:
+        """The names of the records files holding snapshots of trial ``trial_id`` (name order)."""
+        with self._cache_lock:
+            self._refresh()
+            return [n for n in sorted(self._files) if trial_id in self._files[n].fold]
 
     def finished_count(self) -> int:
         """How many trials are finished (complete, failed, pruned)."""
@@ -1009,6 +1071,10 @@ class Study:
             old = self._merged.get(tid)
             if rec is old:
                 continue
+            if rec is None or rec.status.finished:
+                self._open.discard(tid)
+            else:
+                self._open.add(tid)
             if rec is None:
                 del self._merged[tid]
             else:

@@ -59,8 +59,10 @@ They check what the core promises on every backend:
   space is freed completes it with no completed trial lost;
 - ``--join`` (backends with ``supports_join``): two processes share one study and together stop
   at exactly ``--iterations`` trials with unique ids (ordered by events, not time: the writer's
-  trials wait until the joined process has started one); ``--join`` of a study that no live process
-  writes, or with another ``--iterations``, exits 2 naming the fix, and writes nothing;
+  trials wait until the joined process has started one); a joined process SIGKILLed mid-trial
+  loses no trial: the writer re-runs it under its id with its params, once, without ``--resume``,
+  and exits 0 with exactly ``--iterations`` finished trials; ``--join`` of a study that no live
+  process writes, or with another ``--iterations``, exits 2 naming the fix, and writes nothing;
 - ``--time-budget`` ends the study at an epoch boundary; a study it ended before any trial
   completed exits 1 (also on a ``--resume`` with nothing left), and a larger budget continues it;
 
@@ -77,8 +79,10 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -1350,6 +1354,49 @@ class BackendConformance:
         assert len(trials) == 8 and sorted(t["id"] for t in trials) == sorted({t["id"] for t in trials})
         assert all(t["status"] in ("complete", "pruned", "failed") for t in trials)
         assert list(study.glob("trials.*.jsonl")), "the joined process recorded no trial of its own"
+
+    def test_join_a_killed_joined_process_loses_no_trial(self, tmp_path: Path, digits: Path) -> None:
+        """A joined process SIGKILLed mid-trial (a preempted pod): its trial is re-run by the
+        writer under its id with its params, once, without ``--resume``; the study ends with
+        exactly ``--iterations`` finished trials and unique ids, the writer exiting 0."""
+        if not self.joins:
+            pytest.skip(f"backend {self.backend} does not support --join")
+        gate = tmp_path / "joined-started"
+        args = self.tune_args(digits, tmp_path, "lost", iterations=5, epochs=2, extra=self.no_pruning)
+        study = tmp_path / "lost"
+        # events, not time: the writer's trials wait until the joined process has started one of its
+        # own, whose epochs take a minute (it is killed long before one ends)
+        writer = self.start(*args, simulated={"epoch_s": 0.1, "gate": str(gate), "gate_s": 300})
+        joined: subprocess.Popen | None = None
+        try:
+            _wait("the study to start", lambda: any(_records(study).values()), writer, 120)
+            joined = self.start(*args, "--join", simulated={"epoch_s": 60, "open_gate": str(gate)})
+            own = study / f"trials.{re.sub(r'[^A-Za-z0-9._-]', '_', socket.gethostname())}-{joined.pid}.jsonl"
+            _wait("a trial of the joined process", lambda: own.is_file() and gate.exists(), joined, 120)
+            os.killpg(joined.pid, signal.SIGKILL)  # the process and its trial worker: a preempted pod
+            joined.wait()
+            lost = [json.loads(x) for x in own.read_text().splitlines() if x.strip()]
+            assert {r["status"] for r in lost} == {"running"} and len({r["id"] for r in lost}) == 1, lost
+            out, err = writer.communicate(timeout=300)
+        finally:
+            for p in (writer, joined):
+                if p is not None and p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+        assert writer.returncode == 0, err[-3000:]
+        killed = lost[-1]["id"]
+        trials = self.show(study)["trials"]
+        ids = [t["id"] for t in trials]
+        assert len(ids) == len(set(ids)) == 5 and killed in ids, (killed, ids)
+        finished = [t for t in trials if t["status"] in ("complete", "pruned", "failed")]
+        assert len(finished) == 5, ({t["id"]: t["status"] for t in trials}, err[-3000:])  # exactly --iterations
+        assert f"trial {killed}: the process that ran it" in err and "is gone; re-running it here" in err, err[-3000:]
+        again = next(t for t in trials if t["id"] == killed)
+        assert again["status"] == "complete" and again["params"] == lost[-1]["params"], again
+        # the writer ran it (and recorded it in its own file): the dead process's file is as it left it
+        mine = [json.loads(x) for x in (study / "trials.jsonl").read_text().splitlines() if x.strip()]
+        assert any(r["id"] == killed and r["status"] == "complete" for r in mine)
+        assert [json.loads(x) for x in own.read_text().splitlines() if x.strip()] == lost
 
     def test_join_needs_a_live_writer_and_the_running_studys_iterations(self, tmp_path: Path, digits: Path) -> None:
         """``--join`` adds a process to a *running* study: with another ``--iterations`` it is refused

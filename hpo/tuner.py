@@ -207,10 +207,8 @@ class Tuner:
                 else:
                     backend = backend_cls(config=cfg, study=study, options=cfg.options)
                     backend.restore(finished)
-                    if not cfg.join:  # a joined process leaves others' trials alone
-                        for r in records.values():
-                            if not r.status.finished:  # interrupted: re-run with its id and params
-                                ledger.queue_retry(r.id, dict(r.params))
+                    # unfinished trials (interrupted, or whose process died) are re-run with their ids
+                    # and params by the loop, once their processes are proven gone (StudyLedger.claim_lost)
                     started = True
                     events.emit("on_study_start", study, cfg)
                     AskTellScheduler(ledger).run(backend)

@@ -12,8 +12,10 @@ backend maps it onto Optuna's ask-and-tell interface:
   in the user attribute ``error``).
 
 Each Optuna trial carries the user attribute ``hpo_trial_id`` (the hpo trial id). A trial the core
-re-ran after a kill (same id, same params) was not asked of Optuna: it trains unpruned and is
-added to the Optuna study when it finishes (``optuna.trial.create_trial``, user attribute ``retry``).
+re-ran after a kill (same id, same params: on ``--resume``, or taken over from a joined process that
+died) was not asked of Optuna: it trains unpruned and is added to the Optuna study when it finishes
+(``optuna.trial.create_trial``, user attribute ``retry``); the lost attempt's Optuna trial is
+marked ``FAIL``.
 """
 
 from __future__ import annotations
@@ -264,8 +266,16 @@ class OptunaBackend(Backend):
 
     def _add(self, record: TrialRecord) -> None:
         """Add a finished trial Optuna did not ask for (a retried one) to the Optuna study, with
-        its per-epoch objective as intermediate values (step = epoch)."""
+        its per-epoch objective as intermediate values (step = epoch).
+
+        The Optuna trial of the attempt that was lost (``RUNNING`` with the same hpo id: its process
+        died, e.g. a joined process SIGKILLed mid-trial) is marked ``FAIL`` first, as
+        :meth:`restore` does on ``--resume``: the core took the trial over only once that process
+        was proven gone, so no live process holds it."""
         TrialState = self._optuna.trial.TrialState
+        for frozen in self.ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen.user_attrs.get(HPO_ID, frozen.number) == record.id:
+                self.ostudy.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
         state = {TrialStatus.COMPLETE: TrialState.COMPLETE, TrialStatus.PRUNED: TrialState.PRUNED}.get(
             record.status, TrialState.FAIL
         )
