@@ -34,7 +34,7 @@ from ray.tune import Callback
 from hpo import ConfigError, RunFailedError, TrialOutcome, TrialRecord, TrialRecorder, TrialStatus, VolumeError
 from hpo.files import WRITE_ERRNOS, volume_error
 
-from ._trainable import OBJECTIVE, PROGRESS_FILE, TRIAL_PREFIX, ray_trainable, trial_id_of
+from ._trainable import OBJECTIVE, PROGRESS_FILE, TRIAL_PREFIX, ray_trainable, trial_id_of, tune_value
 
 __all__ = [
     "connect",
@@ -46,6 +46,7 @@ __all__ = [
     "make_scheduler",
     "make_searcher",
     "experiment_searcher",
+    "segment_searcher",
     "tune_mode",
     "trial_params",
     "OBJECTIVE",
@@ -195,6 +196,48 @@ def experiment_searcher(config: Any, options: Any, k: int, *, points: list[dict[
     """
     seed = None if config.seed is None else config.seed + k - 1
     return make_searcher(options.search_alg, seed=seed, max_concurrent=options.max_concurrent or config.workers, points=points)
+
+
+def segment_searcher(
+    config: Any, options: Any, k: int, *, points: list[dict[str, Any]] | None, history: list[TrialRecord]
+) -> tuple[Any, bool]:
+    """The searcher of experiment ``tune-<k>`` of a study that already holds ``history`` (its
+    finished trials): :func:`experiment_searcher`, told the history where Ray's searcher takes it.
+
+    Ray Tune's ``OptunaSearch`` takes it (``add_evaluated_point``: complete trials with their
+    objective, pruned ones with their epochs' objectives, failed ones as failed), so TPE goes on
+    from every trial of the study, not only those of this experiment; it is then built with the
+    search space itself (Ray's own form of ``OptunaSearch(space, metric, mode)``). Ray's random
+    search needs none (each experiment has its own seed); other searchers start afresh.
+
+    Returns:
+        the searcher, and whether it holds the search space (the ``Tuner`` then gets no
+        ``param_space``).
+    """
+    if options.search_alg != "optuna" or not history:
+        return experiment_searcher(config, options, k, points=points), False
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    seed = None if config.seed is None else config.seed + k - 1
+    searcher = OptunaSearch(
+        space=OptunaSearch.convert_search_space(param_space(config.space)),
+        metric=OBJECTIVE,
+        mode=tune_mode(config.direction),
+        seed=seed,
+        points_to_evaluate=[dict(p) for p in points] if points else None,
+    )
+    metric = config.metric
+    for r in history:
+        values = [tune_value(row.get(metric)) for row in r.epochs]
+        if r.status is TrialStatus.COMPLETE and r.objective is not None and r.objective == r.objective:
+            searcher.add_evaluated_point(dict(r.params), float(r.objective), intermediate_values=values or None)
+        elif r.status is TrialStatus.PRUNED and values:
+            searcher.add_evaluated_point(dict(r.params), values[-1], pruned=True, intermediate_values=values)
+        else:
+            searcher.add_evaluated_point(dict(r.params), float("nan"), error=True)
+    limit = options.max_concurrent or config.workers
+    return (ConcurrencyLimiter(searcher, max_concurrent=limit) if limit else searcher), True
 
 
 def trial_params(trial: Any, space: Any) -> dict[str, Any]:
@@ -784,15 +827,21 @@ class TrialDirname:
 def run_study(backend: Any, recorder: TrialRecorder) -> None:
     """Run the study to ``config.iterations`` finished trials with Ray Tune.
 
-    On resume, the newest experiment under ``<study>/ray/`` is restored (``Tuner.restore``: its
+    The study runs in Ray experiments ``tune-1``, ``tune-2``, ... of at most
+    ``options.experiment_trials`` trials each (Ray Tune's controller keeps and scans every trial of
+    its experiment, so one experiment of the whole study costs the driver more per trial as it
+    grows); each new experiment's searcher is seeded with ``seed + k - 1`` (so that it does not
+    propose an earlier experiment's configurations again) and told the study's finished trials
+    where it takes them (:func:`segment_searcher`).
+
+    On resume, only the newest experiment is opened and restored (``Tuner.restore``: its
     searcher and scheduler state; unfinished trials continue from their last checkpoint, errored
-    ones stay failed). While the study still lacks trials, a new experiment ``tune-<k+1>`` runs
-    the remaining number; its searcher is seeded with ``seed + k`` (experiment ``tune-1`` with
-    ``seed``), so that it does not propose the first experiment's configurations again.
+    ones stay failed); then new experiments run while the study still lacks trials.
 
     Interrupted trials are not re-run by the core here (``recorder.missing()`` counts only
-    finished ones): Ray's restore continues those it knows, and the ids of those it does not know
-    go to the next experiment's trials (``_Context.rescan``).
+    finished ones): Ray's restore continues those it knows; the ids of those it does not know, and
+    of trials whose Ray worker was lost, go to the next experiment's first trials, with their
+    params (``_Context.rescan``, ``_Context.rerun_points``).
 
     Raises:
         RunFailedError: Ray ran an experiment that finished no trial (to avoid looping forever).
@@ -837,9 +886,9 @@ def run_study(backend: Any, recorder: TrialRecorder) -> None:
     root = study.path / RAY_DIR
     try:
         exps = experiments(study.path)
-        known: set[int] = set()
-        for exp in exps:
-            known |= _ids_in_state(exp)
+        # only the newest experiment is opened: the earlier ones ended (each ran its trials to the
+        # end before the next began) and their ids are below the newest one's
+        known: set[int] = _ids_in_state(exps[-1]) if exps else set()
         ctx.rescan(known)
         problem = experiment_state_problem(exps[-1]) if exps and _state_files(exps[-1]) else None
         if problem is not None:  # the study's records are the truth: run what is missing in a new experiment
@@ -872,18 +921,22 @@ def run_study(backend: Any, recorder: TrialRecorder) -> None:
         last = _EXP_RE.match(exps[-1].name) if exps else None
         k = int(last.group(1)) if last else 0
         while loop.missing() > 0:
-            before = n = loop.missing()
+            before, done = loop.missing(), study.finished_count()
+            # bounded experiments: Ray Tune's controller keeps every trial of its experiment (its state
+            # file, its scans), so the study runs in experiments of at most experiment_trials trials
+            n = min(before, opts.experiment_trials)
             k += 1
             ctx.lost_in_fit = 0
             points = ctx.rerun_points()  # interrupted or lost trials run again first, under their ids
+            searcher, holds_space = segment_searcher(cfg, opts, k, points=points, history=study.finished())
             tuner = tune.Tuner(
                 trainable,
-                param_space=param_space(cfg.space),
+                param_space={} if holds_space else param_space(cfg.space),
                 tune_config=tune.TuneConfig(
                     metric=OBJECTIVE,
                     mode=mode,
-                    num_samples=-1 if cfg.iterations is None else n,  # -1: until stopped
-                    search_alg=experiment_searcher(cfg, opts, k, points=points),
+                    num_samples=n,  # a time budget alone: experiment after experiment until it is spent
+                    search_alg=searcher,
                     scheduler=make_scheduler(opts, cfg.epochs),
                     # a fresh process per trial (Ultralytics and CUDA keep global state), except for a
                     # trainer without any (a simulation): one actor then runs trial after trial
@@ -903,7 +956,7 @@ def run_study(backend: Any, recorder: TrialRecorder) -> None:
             )
             _fit(tuner, ctx)
             ctx.rescan(known | _ids_in_state(root / f"tune-{k}"), fit_done=True)
-            if loop.missing() == before and not ctx.lost_in_fit:
+            if loop.missing() > 0 and study.finished_count() == done and not ctx.lost_in_fit:
                 raise RunFailedError(
                     f"ray: experiment {root / f'tune-{k}'} finished no trial; see its folder and the trials' train.log"
                 )
