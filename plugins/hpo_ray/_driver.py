@@ -9,7 +9,11 @@ Pieces:
     - :class:`StudyCallback`: a ``ray.tune.Callback`` that records every trial in the study through
       the core's :class:`hpo.TrialRecorder` (the single writer) and so emits the :class:`hpo.TunerCallback` events;
     - :class:`TrialDirname`: names Ray trial folders ``trial_<hpo id>``, allocating the id;
-    - :func:`run_study`: runs (or restores) the experiments under ``<study>/ray/``.
+    - :func:`run_study`: runs (or restores) the experiments under ``<study>/ray/``, each of at most
+      ``experiment_trials`` trials (:func:`segment_searcher` tells a new one the study's history);
+    - lost engines: a trial whose Ray worker or node went away is recorded ``interrupted`` and runs
+      again under its id with its params (:class:`WorkerLostError`); a lost head of a joined cluster
+      stops the study within seconds (:class:`_HeadWatch`, :class:`HeadLostError`).
 
 The callback and the folder namer are pickled by Ray into ``tuner.pkl``; they hold only the
 study path and look up the live driver state (:class:`_Context`) in a module registry, so a
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -47,6 +52,8 @@ __all__ = [
     "make_searcher",
     "experiment_searcher",
     "segment_searcher",
+    "HeadLostError",
+    "WorkerLostError",
     "tune_mode",
     "trial_params",
     "OBJECTIVE",
@@ -229,13 +236,16 @@ def segment_searcher(
     )
     metric = config.metric
     for r in history:
-        values = [tune_value(row.get(metric)) for row in r.epochs]
-        if r.status is TrialStatus.COMPLETE and r.objective is not None and r.objective == r.objective:
-            searcher.add_evaluated_point(dict(r.params), float(r.objective), intermediate_values=values or None)
-        elif r.status is TrialStatus.PRUNED and values:
-            searcher.add_evaluated_point(dict(r.params), values[-1], pruned=True, intermediate_values=values)
-        else:
-            searcher.add_evaluated_point(dict(r.params), float("nan"), error=True)
+        values = [v for row in r.epochs if math.isfinite(v := tune_value(row.get(metric)))]
+        try:
+            if r.status is TrialStatus.COMPLETE and r.objective is not None and math.isfinite(r.objective):
+                searcher.add_evaluated_point(dict(r.params), float(r.objective), intermediate_values=values or None)
+            elif r.status is TrialStatus.PRUNED and values:
+                searcher.add_evaluated_point(dict(r.params), values[-1], pruned=True, intermediate_values=values)
+            else:
+                searcher.add_evaluated_point(dict(r.params), float("nan"), error=True)
+        except ValueError:  # params outside today's space (a resume with another --space): not history of it
+            continue
     limit = options.max_concurrent or config.workers
     return (ConcurrencyLimiter(searcher, max_concurrent=limit) if limit else searcher), True
 
