@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["PostgresServer", "RayHead", "free_port", "pg_bin"]
+__all__ = ["PostgresServer", "RayHead", "RayNode", "free_port", "pg_bin"]
 
 _PG_GLOBS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/*/bin")
 
@@ -138,11 +138,12 @@ class RayHead:
         num_cpus: CPUs the head offers (``--num-cpus``).
     """
 
-    def __init__(self, num_cpus: int = 2) -> None:
+    def __init__(self, num_cpus: int = 2, port: int | None = None) -> None:
         # Ray's socket paths must stay short (AF_UNIX limit of 107 bytes): a short temp dir
         self.temp_dir = Path(tempfile.mkdtemp(prefix="hr-", dir="/tmp"))
-        self.port = free_port()
+        self.port = port or free_port()
         self.num_cpus = num_cpus
+        self.token = ""
 
     @property
     def address(self) -> str:
@@ -156,8 +157,10 @@ class RayHead:
         """
         ray = Path(sys.executable).with_name("ray")
         exe = str(ray) if ray.is_file() else (shutil.which("ray") or "ray")
-        # token authentication on, with a token of its own (never ~/.ray/auth_token of this machine)
-        self.token = secrets.token_hex(32)
+        # token authentication on, with a token of its own (never ~/.ray/auth_token of this machine);
+        # a head restarted on the same port (a test of a lost head) keeps its token
+        self.token = self.token or secrets.token_hex(32)
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
         self.token_file = self.temp_dir / "auth_token"
         self.token_file.write_text(self.token)
         self.token_file.chmod(0o600)
@@ -206,22 +209,140 @@ class RayHead:
                 continue
         return out
 
+    def kill(self) -> list[int]:
+        """SIGKILL every process of this head at once (a lost head pod); its temp dir stays.
+
+        Returns:
+            the pids killed.
+        """
+        return _kill_all(self.pids(), (signal.SIGKILL,))
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s, every process of this head (by pid); remove its temp dir."""
-        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            pids = self.pids()
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.time() + wait
-            while pids and time.time() < deadline:
-                pids = [p for p in pids if Path(f"/proc/{p}").exists() and _alive(p)]
-                time.sleep(0.2)
-            if not pids:
-                break
+        _kill_all(self.pids(), (signal.SIGTERM, signal.SIGKILL), refresh=self.pids)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class RayNode:
+    """A Ray worker node joined to ``head`` with ``ray start --address ... --block`` (its own temp
+    dir, ``num_cpus`` CPUs and the custom resource ``{"node_<tag>": 1000}``), as a separate session
+    whose processes are the ``ray start`` process, its descendants (raylet, the trial actors) and
+    anything whose command line holds :attr:`temp_dir`.
+
+    Args:
+        head: the running :class:`RayHead` (its address and token).
+        num_cpus: CPUs the node offers.
+        tag: names the node's custom resource.
+    """
+
+    def __init__(self, head: RayHead, num_cpus: int = 2, tag: str = "w") -> None:
+        self.head, self.num_cpus, self.tag = head, num_cpus, tag
+        self.temp_dir = Path(tempfile.mkdtemp(prefix=f"rn{tag}-", dir="/tmp"))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120.0) -> RayNode:
+        """Start the node and return once the head lists it alive.
+
+        Raises:
+            RuntimeError: ``ray start`` exited, or the node did not join within ``timeout`` seconds.
+        """
+        ray = Path(sys.executable).with_name("ray")
+        exe = str(ray) if ray.is_file() else (shutil.which("ray") or "ray")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.head.token_file))
+        log = open(self.temp_dir / "ray-start.log", "w")
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                "start",
+                "--address",
+                self.head.address,
+                "--node-ip-address",
+                "127.0.0.1",
+                "--temp-dir",
+                str(self.temp_dir),
+                "--num-cpus",
+                str(self.num_cpus),
+                "--num-gpus",
+                "0",
+                "--resources",
+                f'{{"node_{self.tag}": 1000}}',
+                "--disable-usage-stats",
+                "--block",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start --address failed: {(self.temp_dir / 'ray-start.log').read_text()[-2000:]}")
+            if "Ray runtime started" in (self.temp_dir / "ray-start.log").read_text():
+                return self
+            time.sleep(0.5)
+        raise RuntimeError(f"the Ray node did not start within {timeout:g} s")
+
+    def pids(self) -> list[int]:
+        """The node's processes: ``ray start`` and its descendants, and those whose command line holds its temp dir."""
+        if self.proc is None:
+            return []
+        children: dict[int, list[int]] = {}
+        needle, held = str(self.temp_dir).encode(), set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if needle in (entry / "cmdline").read_bytes():
+                    held.add(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+        out, todo = set(), [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            if pid not in out:
+                out.add(pid)
+                todo += children.get(pid, [])
+        return sorted((out | held) - {os.getpid()})
+
+    def kill(self) -> list[int]:
+        """SIGKILL every process of the node at once (a preempted node); returns the pids."""
+        return _kill_all(self.pids(), (signal.SIGKILL,))
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL, every process of the node (by pid); remove its temp dir."""
+        _kill_all(self.pids(), (signal.SIGTERM, signal.SIGKILL), refresh=self.pids)
+        if self.proc is not None:
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _kill_all(pids: list[int], signals: tuple[int, ...], refresh=None) -> list[int]:
+    """Send each of ``signals`` in turn to ``pids`` (re-listed by ``refresh`` before each), waiting
+    up to 10 s for them to go after each."""
+    killed: list[int] = []
+    for sig in signals:
+        if refresh is not None:
+            pids = refresh()
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 10.0
+        while pids and time.time() < deadline:
+            pids = [p for p in pids if Path(f"/proc/{p}").exists() and _alive(p)]
+            time.sleep(0.2)
+        if not pids:
+            break
+    return killed
 
 
 def _alive(pid: int) -> bool:

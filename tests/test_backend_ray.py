@@ -229,9 +229,9 @@ def test_resume_reruns_a_trial_ray_saved_as_done_but_the_study_did_not_record(di
     assert summary["counts"]["running"] == 0
     assert sorted(t["id"] for t in summary["trials"]) == [0, 1]
     assert all(t["status"] in ("complete", "pruned") for t in summary["trials"])
-    rerun = _records(study)[lost["id"]]  # a new trial under the lost one's id, with its own start and params
+    rerun = _records(study)[lost["id"]]  # the lost trial run again: its id and params, its own start
     assert rerun.start != lost["start"] and rerun.status.finished
-    assert rerun.params != lost["params"]  # the follow-up experiment's searcher is seeded seed + 1
+    assert rerun.params == pytest.approx(lost["params"])  # the follow-up experiment's searcher proposes them first
 
 
 def test_batch_progress_of_ray_trials_reaches_the_observers(tmp_path, digits_cls):
@@ -266,3 +266,135 @@ def test_batch_progress_of_ray_trials_reaches_the_observers(tmp_path, digits_cls
     assert {tid for tid, _ in batches.seen} == {0, 1}, batches.seen
     for _, p in batches.seen:
         assert 1 <= p["epoch"] <= 2 and 1 <= p["batch"] <= p["batches"] == 4, p
+
+
+# --- bounded experiments (issue 28 item 3): Ray Tune's controller keeps every trial of its experiment
+def test_later_experiments_optuna_searcher_is_told_the_study_history() -> None:
+    """A new experiment's OptunaSearch goes on from every finished trial of the study (complete,
+    pruned, failed), and proposes the re-run points first; Ray's random search takes none."""
+    from types import SimpleNamespace
+
+    from hpo import SearchSpace, TrialRecord, TrialStatus
+    from hpo_ray import RayOptions
+    from hpo_ray._driver import segment_searcher
+
+    # the settings segment_searcher reads (a whole build_config would start a local Ray to check resources)
+    cfg = SimpleNamespace(
+        space=SearchSpace.parse(json.loads(SPACE)), seed=3, direction="minimize", metric="val/cls_loss", workers=2
+    )
+    opts = RayOptions(search_alg="optuna", num_cpus=1)
+    row = lambda e, v: {"epoch": e, "val/cls_loss": v}
+    p = {"lr0": 0.01, "hsv_v": 0.5, "close_mosaic": 1}
+    history = [
+        TrialRecord(id=0, params=p, status=TrialStatus.COMPLETE, objective=0.7, epochs=[row(1, 0.9), row(2, 0.7)]),
+        TrialRecord(id=1, params={**p, "lr0": 0.02}, status=TrialStatus.PRUNED, objective=0.95, epochs=[row(1, 0.95)]),
+        TrialRecord(id=2, params={**p, "lr0": 0.03}, status=TrialStatus.FAILED, error="boom"),
+    ]
+    again = {**p, "lr0": 0.04}
+    searcher, holds_space = segment_searcher(cfg, opts, 2, points=[again], history=history)
+    assert holds_space
+    inner = searcher.searcher  # the ConcurrencyLimiter's
+    trials = [t for t in inner._ot_study.get_trials(deepcopy=False) if t.state.name != "WAITING"]  # WAITING: the point
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "FAIL"]
+    assert trials[0].value == pytest.approx(0.7) and trials[0].params == p
+    assert trials[1].intermediate_values == {0: pytest.approx(0.95)}
+    first = searcher.suggest("t0")
+    assert first == pytest.approx(again)  # the trial to run again comes first, with its params
+    assert set(searcher.suggest("t1")) == set(p)  # then TPE's own proposals over the same space
+    random, holds = segment_searcher(cfg, opts.model_copy(update={"search_alg": "random"}), 2, points=None, history=history)
+    assert not holds and type(random).__name__ == "BasicVariantGenerator"
+
+
+@pytest.mark.slow
+def test_study_runs_in_bounded_experiments_and_resumes_mid_experiment(digits_cls: Path, tmp_path: Path) -> None:
+    """``--experiment-trials 3``: 7 trials in experiments tune-1 (3), tune-2 (3), tune-3 (1); the
+    driver SIGKILLed mid tune-2, ``--resume`` opens only tune-2 (tune-1's state is made unreadable
+    before it) and the study ends with exactly 7 trials, nothing finished before the kill changed."""
+    import signal
+
+    home, studies = tmp_path / "home", tmp_path / "studies"
+    study = studies / "bounded"
+    home.mkdir()
+    args = [
+        "tune",
+        "--backend",
+        "ray",
+        "--model",
+        "yolov8n-cls.yaml",
+        "--data",
+        str(digits_cls),
+        "--iterations",
+        "7",
+        "--epochs",
+        "2",
+        "--output",
+        str(studies),
+        "--name",
+        "bounded",
+        "--space",
+        json.dumps({"lr0": [1e-4, 1e-2], "momentum": [0.6, 0.98]}),
+        "--seed",
+        "0",
+        "--scheduler",
+        "fifo",
+        "--search-alg",
+        "optuna",
+        "--experiment-trials",
+        "3",
+        "--num-cpus",
+        "2",
+        "--quiet",
+        "--no-plots",
+        "optimizer=SGD",
+    ]
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "PYTHONUNBUFFERED": "1",
+        "HPO_TRAINER": "hpo.simulate:simulated_trainer",
+        "HPO_TRAINER_OPTIONS": json.dumps({"epoch_s": 0.5}),
+    }
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpo.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+    def mid_second_experiment() -> bool:
+        if not (study / "trials.jsonl").is_file():
+            return False
+        recs = _records(study).values()
+        return sum(r.status.finished for r in recs) >= 3 and any(not r.status.finished and r.epochs for r in recs)
+
+    try:
+        assert _wait_for(lambda: mid_second_experiment() or proc.poll() is not None, 300), "not mid tune-2 within 300 s"
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    before = _records(study)
+    assert sorted(p.name for p in (study / "ray").iterdir()) == ["tune-1", "tune-2"]
+    assert len(list((study / "ray" / "tune-1").glob("trial_*"))) == 3
+    for state in (study / "ray" / "tune-1").glob("experiment_state-*.json"):  # resume must not need it
+        state.unlink()
+        state.mkdir()
+
+    out = subprocess.run(
+        [sys.executable, "-m", "hpo.cli", *args, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "restoring Ray's experiment" in out.stderr and "tune-2" in out.stderr
+    after = _records(study)
+    assert sorted(after) == list(range(7))
+    assert all(r.status.value == "complete" for r in after.values()), {i: r.status for i, r in after.items()}
+    for tid, r in before.items():
+        if r.status.finished:
+            assert after[tid].to_json() == r.to_json()
+    per_experiment = {p.name: len(list(p.glob("trial_*"))) for p in (study / "ray").iterdir()}
+    assert set(per_experiment) >= {"tune-1", "tune-2", "tune-3"} and all(n <= 3 for n in per_experiment.values())
+    assert per_experiment["tune-1"] == 3

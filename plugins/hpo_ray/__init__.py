@@ -82,6 +82,12 @@ class RayOptions(BackendOptions):
     max_failures: int = Field(
         0, ge=0, description="times Ray retries an errored trial from its last checkpoint (0: an error makes the trial failed)"
     )
+    experiment_trials: int = Field(
+        250,
+        ge=1,
+        description="trials per Ray experiment (ray/tune-1, tune-2, ...): Ray Tune's controller keeps and scans every trial "
+        "of its experiment, so the driver's cost per trial grows with it; the study runs in experiments of at most this many",
+    )
     state_period_s: float = Field(
         2.0, gt=0, description="seconds between saves of Ray's experiment state on the volume (Ray's TUNE_GLOBAL_CHECKPOINT_S)"
     )

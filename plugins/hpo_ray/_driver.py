@@ -9,7 +9,11 @@ Pieces:
     - :class:`StudyCallback`: a ``ray.tune.Callback`` that records every trial in the study through
       the core's :class:`hpo.TrialRecorder` (the single writer) and so emits the :class:`hpo.TunerCallback` events;
     - :class:`TrialDirname`: names Ray trial folders ``trial_<hpo id>``, allocating the id;
-    - :func:`run_study`: runs (or restores) the experiments under ``<study>/ray/``.
+    - :func:`run_study`: runs (or restores) the experiments under ``<study>/ray/``, each of at most
+      ``experiment_trials`` trials (:func:`segment_searcher` tells a new one the study's history);
+    - lost engines: a trial whose Ray worker or node went away is recorded ``interrupted`` and runs
+      again under its id with its params (:class:`WorkerLostError`); a lost head of a joined cluster
+      stops the study within seconds (:class:`_HeadWatch`, :class:`HeadLostError`).
 
 The callback and the folder namer are pickled by Ray into ``tuner.pkl``; they hold only the
 study path and look up the live driver state (:class:`_Context`) in a module registry, so a
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -34,7 +39,7 @@ from ray.tune import Callback
 from hpo import ConfigError, RunFailedError, TrialOutcome, TrialRecord, TrialRecorder, TrialStatus, VolumeError
 from hpo.files import WRITE_ERRNOS, volume_error
 
-from ._trainable import OBJECTIVE, PROGRESS_FILE, TRIAL_PREFIX, ray_trainable, trial_id_of
+from ._trainable import OBJECTIVE, PROGRESS_FILE, TRIAL_PREFIX, ray_trainable, trial_id_of, tune_value
 
 __all__ = [
     "connect",
@@ -46,6 +51,9 @@ __all__ = [
     "make_scheduler",
     "make_searcher",
     "experiment_searcher",
+    "segment_searcher",
+    "HeadLostError",
+    "WorkerLostError",
     "tune_mode",
     "trial_params",
     "OBJECTIVE",
@@ -98,10 +106,11 @@ def connect(options: Any) -> None:
 
 
 def shutdown() -> None:
-    """Disconnect from Ray (stopping the local Ray if this process started it)."""
+    """Disconnect from Ray (stopping the local Ray if this process started it); nothing once the
+    joined cluster's head is lost (``ray.shutdown`` would wait for it)."""
     import ray
 
-    if ray.is_initialized():
+    if ray.is_initialized() and not _HEAD_LOST["on"]:
         ray.shutdown()
     _STARTED_LOCAL["on"] = False
 
@@ -183,12 +192,62 @@ def tune_mode(direction: str) -> str:
     return "max" if direction == "maximize" else "min"
 
 
-def experiment_searcher(config: Any, options: Any, k: int) -> Any:
+def experiment_searcher(config: Any, options: Any, k: int, *, points: list[dict[str, Any]] | None = None) -> Any:
     """The searcher of the study's Ray experiment ``tune-<k>`` (1-based): :func:`make_searcher` of
     ``options.search_alg`` seeded ``seed + k - 1`` (so a later experiment does not propose the first
-    one's configurations), at most ``max_concurrent`` (default ``config.workers``) trials at once."""
+    one's configurations), at most ``max_concurrent`` (default ``config.workers``) trials at once.
+
+    Args:
+        points: configurations the searcher proposes first, in this order (Ray's
+            ``points_to_evaluate``): the params of trials that run again under their ids.
+    """
     seed = None if config.seed is None else config.seed + k - 1
-    return make_searcher(options.search_alg, seed=seed, max_concurrent=options.max_concurrent or config.workers)
+    return make_searcher(options.search_alg, seed=seed, max_concurrent=options.max_concurrent or config.workers, points=points)
+
+
+def segment_searcher(
+    config: Any, options: Any, k: int, *, points: list[dict[str, Any]] | None, history: list[TrialRecord]
+) -> tuple[Any, bool]:
+    """The searcher of experiment ``tune-<k>`` of a study that already holds ``history`` (its
+    finished trials): :func:`experiment_searcher`, told the history where Ray's searcher takes it.
+
+    Ray Tune's ``OptunaSearch`` takes it (``add_evaluated_point``: complete trials with their
+    objective, pruned ones with their epochs' objectives, failed ones as failed), so TPE goes on
+    from every trial of the study, not only those of this experiment; it is then built with the
+    search space itself (Ray's own form of ``OptunaSearch(space, metric, mode)``). Ray's random
+    search needs none (each experiment has its own seed); other searchers start afresh.
+
+    Returns:
+        the searcher, and whether it holds the search space (the ``Tuner`` then gets no
+        ``param_space``).
+    """
+    if options.search_alg != "optuna" or not history:
+        return experiment_searcher(config, options, k, points=points), False
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    seed = None if config.seed is None else config.seed + k - 1
+    searcher = OptunaSearch(
+        space=OptunaSearch.convert_search_space(param_space(config.space)),
+        metric=OBJECTIVE,
+        mode=tune_mode(config.direction),
+        seed=seed,
+        points_to_evaluate=[dict(p) for p in points] if points else None,
+    )
+    metric = config.metric
+    for r in history:
+        values = [v for row in r.epochs if math.isfinite(v := tune_value(row.get(metric)))]
+        try:
+            if r.status is TrialStatus.COMPLETE and r.objective is not None and math.isfinite(r.objective):
+                searcher.add_evaluated_point(dict(r.params), float(r.objective), intermediate_values=values or None)
+            elif r.status is TrialStatus.PRUNED and values:
+                searcher.add_evaluated_point(dict(r.params), values[-1], pruned=True, intermediate_values=values)
+            else:
+                searcher.add_evaluated_point(dict(r.params), float("nan"), error=True)
+        except ValueError:  # params outside today's space (a resume with another --space): not history of it
+            continue
+    limit = options.max_concurrent or config.workers
+    return (ConcurrencyLimiter(searcher, max_concurrent=limit) if limit else searcher), True
 
 
 def trial_params(trial: Any, space: Any) -> dict[str, Any]:
@@ -225,27 +284,34 @@ def make_scheduler(options: Any, epochs: int) -> Any:
     return FIFOScheduler()
 
 
-def make_searcher(name: str, *, seed: int | None, max_concurrent: int | None = None) -> Any:
+def make_searcher(
+    name: str, *, seed: int | None, max_concurrent: int | None = None, points: list[dict[str, Any]] | None = None
+) -> Any:
     """Ray's searcher ``name``, seeded where Ray lets us (random, optuna), running at most
-    ``max_concurrent`` trials at once (``None``: as many as the cluster holds).
+    ``max_concurrent`` trials at once (``None``: as many as the cluster holds), proposing
+    ``points`` first (Ray's ``points_to_evaluate``; a searcher that takes none proposes its own).
 
     Ray's ``TuneConfig(max_concurrent_trials=...)`` is ignored for its random search
     (``BasicVariantGenerator``), which takes the limit itself; other searchers are wrapped in a
     ``ConcurrencyLimiter``.
     """
+    first = [dict(p) for p in points] if points else None
     if name == "random":
         from ray.tune.search import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
+        return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0, points_to_evaluate=first)
     searcher: Any
     if name == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        searcher = OptunaSearch(seed=seed)
+        searcher = OptunaSearch(seed=seed, points_to_evaluate=first)
     else:
         from ray.tune.search import create_searcher
 
-        searcher = create_searcher(name)
+        try:
+            searcher = create_searcher(name, **({"points_to_evaluate": first} if first else {}))
+        except TypeError:  # a searcher without points_to_evaluate
+            searcher = create_searcher(name)
     if max_concurrent:
         from ray.tune.search import ConcurrencyLimiter
 
@@ -258,10 +324,12 @@ class _QuietVolumeErrors(logging.Filter):
     in one line (:class:`hpo.VolumeError`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _VOLUME_TEXT.search(str(record.msg)):
-            return False
+        if _VOLUME_TEXT.search(str(record.msg)) or str(record.msg).startswith("Trials did not complete"):
+            return False  # the study's records say which trials did not complete, and why
         exc = record.exc_info[1] if record.exc_info else None
         while exc is not None:
+            if _LOST_TEXT.search(type(exc).__name__):  # a lost Ray worker: hpo says so in one line
+                return False
             if isinstance(exc, OSError) and (exc.errno in WRITE_ERRNOS or "No space left" in str(exc)):
                 return False
             if _VOLUME_TEXT.search(str(exc)):  # a trial's error that the volume caused (RayTaskError text)
@@ -272,12 +340,21 @@ class _QuietVolumeErrors(logging.Filter):
 
 _QUIET = _QuietVolumeErrors()
 _VOLUME_TEXT = re.compile(r"No space left on device|\[Errno (28|30|122)\]|Read-only file system|Disk quota exceeded")
-#: Ray's loggers that print tracebacks of failed writes to the experiment's storage.
+#: Ray's errors of a trial whose worker process or node went away (not of its training):
+#: ``RayActorError`` and its subclasses ``ActorDiedError``, ``ActorUnavailableError``, and
+#: ``NodeDiedError``, ``WorkerCrashedError`` (Ray 2.60, ``ray/exceptions.py``).
+_LOST_TEXT = re.compile(r"\b(RayActorError|ActorDiedError|ActorUnavailableError|NodeDiedError|WorkerCrashedError)\b")
+#: The messages of those errors (Ray's ``error.txt`` holds the message without the class).
+_LOST_MESSAGE = re.compile(r"The actor \S+ (is unavailable|died unexpectedly)|The node .* (died|was terminated)")
+#: Times a trial whose Ray worker was lost runs again (under its id, with its params) before it is recorded failed.
+LOST_RERUNS = 3
+#: Ray's loggers that print tracebacks of failed writes to the experiment's storage or of lost workers.
 _RAY_STORAGE_LOGGERS = (
     "ray.tune.execution.experiment_state",
     "ray.tune.execution.tune_controller",
     "ray.train._internal.storage",
     "ray.train._internal.syncer",
+    "ray.tune.tune",
 )
 
 
@@ -352,6 +429,8 @@ class _Context:
         self.known_max = -1  # highest id Ray's saved states hold
         self.stop_error: BaseException | None = None  # set when the study must stop (a volume failure)
         self.late: set[str] = set()  # Ray trials started after the time budget was spent: stopped, not recorded
+        self.lost: dict[int, int] = {}  # trial id -> times its Ray worker was lost (it runs again, up to LOST_RERUNS)
+        self.lost_in_fit = 0  # trials lost (recorded interrupted, to run again) in the current experiment
 
     # stopping
     def stop(self, error: BaseException) -> None:
@@ -405,6 +484,14 @@ class _Context:
             self.known_max = max([self.known_max, *known])
             running = [r.id for r in self.study.records().values() if not r.status.finished]
             self.reuse = sorted(i for i in running if (fit_done or i not in known) and i not in self.live)
+
+    def rerun_points(self) -> list[dict[str, Any]]:
+        """The params of the trials whose ids the next experiment's first trials take
+        (:attr:`reuse`, in that order), so they run again with their params: the searcher proposes
+        them first (:func:`experiment_searcher` ``points``). Empty if any of them has none."""
+        with self.lock:
+            params = [(r.params if (r := self.study.record(i)) is not None else None) for i in self.reuse]
+        return [dict(p) for p in params if p] if all(params) else []
 
     # events
     def _tid(self, trial: Any) -> int:
@@ -502,19 +589,71 @@ class _Context:
         if live is None:
             return
         text = None
-        f = self.study.trial_dir(tid) / "hpo_error.json"
+        f = self.study.trial_dir(tid) / "hpo_error.json"  # the trainable's: a training failure or the trial timeout
         if f.is_file():
             try:
                 text = json.loads(f.read_text()).get("error")
             except (OSError, ValueError):
                 text = None
         if not text:
-            err = getattr(trial, "get_error", lambda: None)()
-            text = (str(err).strip().splitlines() or ["Ray trial errored"])[-1][:2000] if err else "Ray trial errored"
+            err = _trial_error(trial)
+            lost = _lost_worker(trial, err)
+            if lost:  # its worker process or node went away: not a result of the trial
+                self.lost[tid] = n = self.lost.get(tid, 0) + 1
+                if n <= LOST_RERUNS:
+                    _log.warning(
+                        f"ray: trial {tid} lost its Ray worker after epoch {live.record.epochs_completed} ({lost}: "
+                        "its node or worker process went away); recorded interrupted, it runs again under its id with its params"
+                    )
+                    with self.lock:
+                        self.lost_in_fit += 1
+                    self.loop.trial_interrupted(live.record, WorkerLostError(f"its Ray worker was lost ({lost})"))
+                    return
+                text = f"its Ray worker was lost {n} times ({lost}: its node or worker process went away)"
+            else:
+                text = (err.strip().splitlines() or ["Ray trial errored"])[-1][:2000]
         outcome = TrialOutcome(TrialStatus.FAILED, applied=self._applied(tid), duration_s=self._duration(live.record), error=text)
         # a failure of the volume is not a result: trial_finished records it interrupted and raises
         # VolumeError, which guarded() turns into stopping the study
         self.loop.trial_finished(live.record, outcome)
+
+
+def _trial_error(trial: Any) -> str:
+    """The text of a Ray trial's latest error: Ray's ``error.txt`` in the trial's driver staging
+    folder (written before ``on_trial_error``), else the copy in the experiment's storage; ``""``."""
+    try:
+        local = getattr(trial, "error_file", None)
+        if local and Path(local).is_file():
+            return Path(local).read_text(encoding="utf-8", errors="replace")
+        err = trial.get_error()
+        return str(err) if err else ""
+    except Exception:  # noqa: BLE001 - no error text is still an error
+        return ""
+
+
+def _lost_worker(trial: Any, text: str) -> str:
+    """The name of the Ray error when a trial errored because its worker process or node went
+    away (:data:`_LOST_TEXT`: Ray's pickled exception of the trial, else its error text), else ``""``."""
+    try:
+        import cloudpickle
+
+        pickled = getattr(trial, "pickled_error_file", None)
+        if pickled and Path(pickled).is_file():
+            with open(pickled, "rb") as f:
+                exc = cloudpickle.load(f)
+            names = [c.__name__ for c in type(exc).__mro__]
+            cause = getattr(exc, "cause", None)  # a RayTaskError wrapping the actor's death
+            names += [c.__name__ for c in type(cause).__mro__] if isinstance(cause, BaseException) else []
+            return next((n for n in names if _LOST_TEXT.fullmatch(n)), "")
+    except Exception:  # noqa: BLE001 - an unreadable pickle: the text decides
+        pass
+    m = _LOST_TEXT.search(text) or _LOST_MESSAGE.search(text)
+    return m.group(1) if m and m.re is _LOST_TEXT else ("RayActorError" if m else "")
+
+
+class WorkerLostError(RuntimeError):
+    """The Ray worker process or node of a trial went away (the trial is recorded ``interrupted``
+    with this reason and runs again)."""
 
 
 class _ProgressPoller(threading.Thread):
@@ -548,6 +687,78 @@ class _ProgressPoller(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join(5)
+
+
+#: Seconds without a connection to the Ray head's GCS after which the driver stops the study.
+HEAD_LOST_S = 5.0
+#: Seconds the driver then gives Ray's loop to end before it exits on its own (exit code 1).
+HEAD_LOST_GRACE_S = 5.0
+
+
+class HeadLostError(RunFailedError):
+    """The Ray cluster's head stopped answering mid-study (exit code 1; ``--resume`` continues)."""
+
+
+class _HeadWatch(threading.Thread):
+    """Watches the Ray head of a cluster the driver joined: a TCP connect to its GCS every second.
+
+    Without a connection for :data:`HEAD_LOST_S` seconds, the study stops: the live trials are
+    recorded ``interrupted`` (``--resume`` continues them), Ray's loop is told to end
+    (:class:`StopOnError`) and ``run_study`` raises :class:`HeadLostError`, one line, exit code 1.
+    Ray's own client would wait 60 s for the GCS and then end the process with its C++ log line;
+    when Ray's loop does not end within :data:`HEAD_LOST_GRACE_S` seconds (it blocks on the dead
+    head), this thread writes the line and ends the process itself (``os._exit(1)``).
+    """
+
+    def __init__(self, ctx: _Context, gcs: str, address: str):
+        super().__init__(name="hpo-ray-head", daemon=True)
+        self.ctx, self.gcs, self.address = ctx, gcs, address
+        self._stop_event = threading.Event()
+        self.done = threading.Event()  # run_study returned or raised
+
+    def _reachable(self) -> bool:
+        import socket
+
+        host, _, port = self.gcs.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=2.0).close()
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def run(self) -> None:
+        import sys
+        import time
+
+        last_ok = time.monotonic()
+        while not self._stop_event.wait(1.0):
+            if self._reachable():
+                last_ok = time.monotonic()
+                continue
+            if time.monotonic() - last_ok < HEAD_LOST_S:
+                continue
+            with self.ctx.lock:
+                n = len(self.ctx.live)
+            error = HeadLostError(
+                f"ray: the Ray cluster's head at {self.address} stopped answering (no connection to {self.gcs} for "
+                f"{HEAD_LOST_S:g} s); {n} running trial(s) recorded interrupted, every finished trial is kept: "
+                "restart the head (KubeRay restarts it) and run the same command with --resume"
+            )
+            _HEAD_LOST["on"] = True
+            self.ctx.stop(error)
+            if self.done.wait(HEAD_LOST_GRACE_S):  # Ray's loop ended: run_study raises the error
+                if not self._stop_event.wait(HEAD_LOST_GRACE_S):  # and the process did not exit: Ray blocks it
+                    os._exit(1)
+                return
+            print(f"hpo: error: {error}", file=sys.stderr, flush=True)
+            os._exit(1)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+#: Set once the head of the joined cluster is lost: :func:`shutdown` then leaves Ray alone (it would block).
+_HEAD_LOST = {"on": False}
 
 
 class StudyCallback(Callback):
@@ -626,15 +837,21 @@ class TrialDirname:
 def run_study(backend: Any, recorder: TrialRecorder) -> None:
     """Run the study to ``config.iterations`` finished trials with Ray Tune.
 
-    On resume, the newest experiment under ``<study>/ray/`` is restored (``Tuner.restore``: its
+    The study runs in Ray experiments ``tune-1``, ``tune-2``, ... of at most
+    ``options.experiment_trials`` trials each (Ray Tune's controller keeps and scans every trial of
+    its experiment, so one experiment of the whole study costs the driver more per trial as it
+    grows); each new experiment's searcher is seeded with ``seed + k - 1`` (so that it does not
+    propose an earlier experiment's configurations again) and told the study's finished trials
+    where it takes them (:func:`segment_searcher`).
+
+    On resume, only the newest experiment is opened and restored (``Tuner.restore``: its
     searcher and scheduler state; unfinished trials continue from their last checkpoint, errored
-    ones stay failed). While the study still lacks trials, a new experiment ``tune-<k+1>`` runs
-    the remaining number; its searcher is seeded with ``seed + k`` (experiment ``tune-1`` with
-    ``seed``), so that it does not propose the first experiment's configurations again.
+    ones stay failed); then new experiments run while the study still lacks trials.
 
     Interrupted trials are not re-run by the core here (``recorder.missing()`` counts only
-    finished ones): Ray's restore continues those it knows, and the ids of those it does not know
-    go to the next experiment's trials (``_Context.rescan``).
+    finished ones): Ray's restore continues those it knows; the ids of those it does not know, and
+    of trials whose Ray worker was lost, go to the next experiment's first trials, with their
+    params (``_Context.rescan``, ``_Context.rerun_points``).
 
     Raises:
         RunFailedError: Ray ran an experiment that finished no trial (to avoid looping forever).
@@ -664,6 +881,7 @@ def run_study(backend: Any, recorder: TrialRecorder) -> None:
     _CONTEXTS[key] = ctx
     poller = _ProgressPoller(ctx)
     poller.start()
+    watch = _head_watch(ctx, opts.address())
     template = recorder.trial_spec(0, {})
     setup = {
         "study": key,
@@ -678,9 +896,9 @@ def run_study(backend: Any, recorder: TrialRecorder) -> None:
     root = study.path / RAY_DIR
     try:
         exps = experiments(study.path)
-        known: set[int] = set()
-        for exp in exps:
-            known |= _ids_in_state(exp)
+        # only the newest experiment is opened: the earlier ones ended (each ran its trials to the
+        # end before the next began) and their ids are below the newest one's
+        known: set[int] = _ids_in_state(exps[-1]) if exps else set()
         ctx.rescan(known)
         problem = experiment_state_problem(exps[-1]) if exps and _state_files(exps[-1]) else None
         if problem is not None:  # the study's records are the truth: run what is missing in a new experiment
@@ -713,16 +931,22 @@ def run_study(backend: Any, recorder: TrialRecorder) -> None:
         last = _EXP_RE.match(exps[-1].name) if exps else None
         k = int(last.group(1)) if last else 0
         while loop.missing() > 0:
-            before = n = loop.missing()
+            before, done = loop.missing(), study.finished_count()
+            # bounded experiments: Ray Tune's controller keeps every trial of its experiment (its state
+            # file, its scans), so the study runs in experiments of at most experiment_trials trials
+            n = min(before, opts.experiment_trials)
             k += 1
+            ctx.lost_in_fit = 0
+            points = ctx.rerun_points()  # interrupted or lost trials run again first, under their ids
+            searcher, holds_space = segment_searcher(cfg, opts, k, points=points, history=study.finished())
             tuner = tune.Tuner(
                 trainable,
-                param_space=param_space(cfg.space),
+                param_space={} if holds_space else param_space(cfg.space),
                 tune_config=tune.TuneConfig(
                     metric=OBJECTIVE,
                     mode=mode,
-                    num_samples=-1 if cfg.iterations is None else n,  # -1: until stopped
-                    search_alg=experiment_searcher(cfg, opts, k),
+                    num_samples=n,  # a time budget alone: experiment after experiment until it is spent
+                    search_alg=searcher,
                     scheduler=make_scheduler(opts, cfg.epochs),
                     # a fresh process per trial (Ultralytics and CUDA keep global state), except for a
                     # trainer without any (a simulation): one actor then runs trial after trial
@@ -742,7 +966,7 @@ def run_study(backend: Any, recorder: TrialRecorder) -> None:
             )
             _fit(tuner, ctx)
             ctx.rescan(known | _ids_in_state(root / f"tune-{k}"), fit_done=True)
-            if loop.missing() == before:
+            if loop.missing() > 0 and study.finished_count() == done and not ctx.lost_in_fit:
                 raise RunFailedError(
                     f"ray: experiment {root / f'tune-{k}'} finished no trial; see its folder and the trials' train.log"
                 )
@@ -751,7 +975,29 @@ def run_study(backend: Any, recorder: TrialRecorder) -> None:
         raise
     finally:
         poller.stop()
+        if watch is not None:
+            watch.done.set()
+            if not _HEAD_LOST["on"]:
+                watch.stop()
         _CONTEXTS.pop(key, None)
+
+
+def _head_watch(ctx: _Context, address: str | None) -> _HeadWatch | None:
+    """Start a :class:`_HeadWatch` on the GCS of the joined cluster (none for a local Ray, or a
+    Ray Client ``ray://`` address, whose server ends the session itself)."""
+    if not address or address.startswith("ray://"):
+        return None
+    import ray
+
+    try:
+        gcs = ray.get_runtime_context().gcs_address
+    except Exception:  # noqa: BLE001 - an older Ray: the address as given
+        gcs = address
+    if not gcs or ":" not in gcs:
+        return None
+    watch = _HeadWatch(ctx, gcs, address)
+    watch.start()
+    return watch
 
 
 def _fit(tuner: Any, ctx: _Context) -> None:
