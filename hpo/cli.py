@@ -133,7 +133,6 @@ def split_extra_args(tokens: list[str]) -> tuple[list[str], dict[str, Any]]:
 
 
 def _print_result(result: Any, as_json: bool) -> None:
-    import yaml
 
     doc = {
         "study_dir": str(result.study_dir),
@@ -161,9 +160,12 @@ def _print_result(result: Any, as_json: bool) -> None:
     elif result.nothing_to_do:
         asked = f" (>= --iterations {result.iterations})" if result.iterations is not None else ""
         print(f"nothing to do: the study already has {sum(result.counts.values())} finished trials{asked}")
-    print(f"best trial {result.best_trial}: {result.metric} = {result.best_objective}")
-    print("best hyperparameters:")
-    print(yaml.safe_dump(result.best_params, sort_keys=False).rstrip())
+    from .fmt import format_value
+
+    print(f"best trial {result.best_trial}: {result.metric} = {format_value(result.best_objective)}")
+    print(f"best hyperparameters (exact values: {result.study_dir / 'best.yaml'}):")
+    for key, value in result.best_params.items():
+        print(f"{key}: {format_value(value)}")
     print(f"trials: {result.counts}  (hpo show {result.study_dir})")
     print(f"study:  {result.study_dir}")
     if result.best_weights:

@@ -741,7 +741,7 @@ def _run_stage(
                 value = row.get(metric)
                 say(
                     f"run {rec.id} epoch {int(row.get('epoch', 0))}/{epochs}"
-                    + (f" {metric} {value:.4g}" if value is not None else "")
+                    + (f" {metric} {_fmt(value)}" if value is not None else "")
                 )
                 remaining = left()
                 if remaining is not None and remaining <= 0 and int(row.get("epoch", 0)) < epochs:
@@ -780,7 +780,7 @@ def _run_stage(
             if rec.status is TrialStatus.COMPLETE:
                 durations.append(clock.monotonic() - began)  # the stage's clock (a simulation's too)
             events.emit("on_final_end", rec)
-            score = "" if rec.objective_test is None else f": {metric} {split_label(split)} {rec.objective_test:.4g}"
+            score = "" if rec.objective_test is None else f": {metric} {split_label(split)} {_fmt(rec.objective_test)}"
             say(f"run {rid} {rec.status.value}{score}{' (' + rec.error + ')' if rec.error else ''}")
     finally:
         summary = summarize(doc, records, out)
@@ -963,11 +963,9 @@ def run_final_stage(
 
 
 def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}" if math.isfinite(v) else str(v)
-    return str(v)
+    from .fmt import format_value
+
+    return format_value(v)
 
 
 def _wrap(text: str, width: int | None, indent: int = 0) -> list[str]:
@@ -976,7 +974,9 @@ def _wrap(text: str, width: int | None, indent: int = 0) -> list[str]:
     pad = " " * indent
     if width is None:
         return [pad + text]
-    return textwrap.wrap(text, width, initial_indent=pad, subsequent_indent=pad + "  ", break_on_hyphens=False) or [""]
+    return textwrap.wrap(
+        text, width, initial_indent=pad, subsequent_indent=pad + "  ", break_on_hyphens=False, break_long_words=False
+    ) or [""]
 
 
 def render_final(summary: dict[str, Any], *, width: int | None = None) -> list[str]:
@@ -1007,7 +1007,7 @@ def render_final(summary: dict[str, Any], *, width: int | None = None) -> list[s
     def pm(mean: Any, sd: Any) -> str:
         if mean is None:
             return "-"
-        return f"{mean:.4g}" + (f" ± {sd:.2g}" if sd is not None else "")
+        return _fmt(mean) + (f" ± {sd:.2g}" if sd is not None else "")
 
     header = ["trial", "search val", "final val", f"{label} (mean ± sd)", "runs"]
     rows = [

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from .callbacks import TunerCallback
 from .files import atomic_target, atomic_write_text
+from .fmt import format_value
 from .hookspecs import hookimpl
 from .study import Study, TrialRecord, TrialStatus
 
@@ -142,7 +143,7 @@ def importance_skipped(complete: list[TrialRecord]) -> str | None:
         return f"it needs two complete trials, the study has {len(complete)}"
     values = {float(r.objective or 0.0) for r in complete}
     if len(values) == 1:
-        return f"every one of the {len(complete)} complete trials has the same objective ({values.pop():.6g})"
+        return f"every one of the {len(complete)} complete trials has the same objective ({format_value(values.pop())})"
     return None
 
 
@@ -515,7 +516,12 @@ def _curves_figure(study: Study, finished: list[TrialRecord]) -> Any:
         label: str | None
         color: Any
         if r.id in labelled:
-            color, label, alpha, width = palette[labelled[r.id] % len(palette)], f"trial {r.id} ({r.objective:.4g})", 0.9, 1.8
+            color, label, alpha, width = (
+                palette[labelled[r.id] % len(palette)],
+                f"trial {r.id} ({format_value(r.objective)})",
+                0.9,
+                1.8,
+            )
         elif status == "complete":
             color, alpha, width = "#b0b0b0", 0.6, 1.0
             label = f"{others} other complete" if "other" not in seen else None
@@ -905,7 +911,7 @@ def _write_report(
         f"objective <code>{html.escape(str(study.settings.get('metric')))}</code> ({study.direction}), trials: "
         + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
         + (
-            f"; best trial {best.id}: {best.objective:.5g}</p><pre>{html.escape(json.dumps(best.params, indent=1))}</pre>"
+            f"; best trial {best.id}: {format_value(best.objective)}</p><pre>{html.escape(json.dumps(best.params, indent=1))}</pre>"
             if best
             else "</p>"
         )
