@@ -63,6 +63,9 @@ def handle_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .settings import WORDING
+
+        wording = WORDING.set("cli")  # messages name hpo's flags (--iterations), not the Tuner's keywords
         try:
             return fn(*args, **kwargs)
         except HpoError as e:
@@ -87,6 +90,8 @@ def handle_errors(fn: Callable) -> Callable:
                 file=sys.stderr,
             )
             raise typer.Exit(1) from None
+        finally:
+            WORDING.reset(wording)  # the command ran in this process (typer's CliRunner): Python words again
 
     return wrapper
 
@@ -505,13 +510,31 @@ def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON on s
     if as_json:
         print(json.dumps(doc, indent=2, default=str))
         return
+    import textwrap
+
+    from .show import terminal_width
+
+    width = max(60, terminal_width())  # every line fits the terminal, folded at spaces (never inside a word)
+
+    def fold(text: str, indent: int, hang: int) -> str:
+        return "\n".join(
+            textwrap.wrap(
+                text,
+                width,
+                initial_indent=" " * indent,
+                subsequent_indent=" " * hang,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
+
     for b in doc:
         shown = f"{b['library'] or b['plugin']} {b['version'] or '(not installed)'}"
-        print(f"{b['name']:<12} {shown:<28} {b['description']}  [{b['plugin']}]")
+        print(fold(f"{b['name']:<12} {shown:<28} {b['description']}  [{b['plugin']}]", 0, 42))
         if not b["usable"]:
-            print(f"    not usable here: {b['install']}")
+            print(fold(f"not usable here: {b['install']}", 4, 6))
         for usage, text in option_usage(found[str(b["name"])]):
-            print(f"    {usage}: {text}")
+            print(fold(f"{usage}: {text}", 4, 8))
 
 
 @app.command()

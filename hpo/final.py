@@ -63,6 +63,7 @@ from . import clock, ultra
 from .errors import ConfigError, RunFailedError
 from .events import Observers
 from .files import append_line, atomic_copy, atomic_write_text, repair_jsonl, volume_errors
+from .fmt import count_of, format_value
 from .study import TrialStatus, utcnow
 
 #: The final stage's warnings and progress lines (the ``hpo`` logger, :mod:`hpo.log`).
@@ -711,7 +712,7 @@ def _run_stage(
             writer.append(rec)
             events.emit("on_final_start", rec)
             origin = f"trial {c.source_trial}" if c.source_trial is not None else "the given configuration"
-            say(f"run {rid} ({origin}, seed {seed}, {epochs} epochs) started")
+            say(f"run {rid} ({origin}, seed {seed}, {count_of(epochs, 'epoch')}) started")
             run_args: dict[str, Any] = {**fixed, "seed": seed}
             env: dict[str, str] = {}
             if len(gpus) > 1:  # as trials do: one GPU per run (Ultralytics' DDP would train outside the worker)
@@ -962,10 +963,8 @@ def run_final_stage(
     )
 
 
-def _fmt(v: Any) -> str:
-    from .fmt import format_value
-
-    return format_value(v)
+#: Objectives as every view shows them (:func:`hpo.fmt.format_value`).
+_fmt = format_value
 
 
 def _wrap(text: str, width: int | None, indent: int = 0) -> list[str]:
@@ -997,7 +996,7 @@ def render_final(summary: dict[str, Any], *, width: int | None = None) -> list[s
     seeds = summary.get("seeds") or []
     head = (
         f"final model: {len(configs)} configuration{'s' if len(configs) != 1 else ''} x {len(seeds)} seed"
-        f"{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}) x {summary.get('epochs')} epochs, "
+        f"{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}) x {count_of(summary.get('epochs'), 'epoch')}, "
         f"{summary.get('metric')} on {label}; runs: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
     )
     if summary.get("stopped_by") == "time_budget":

@@ -14,12 +14,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["format_value", "SIGNIFICANT_DIGITS"]
+__all__ = ["format_value", "SIGNIFICANT_DIGITS", "count_of"]
 
 #: Significant digits of a shown float: 5 tells apart objectives that differ in the 4th decimal
 #: (mAP 0.43291 vs 0.43295 would both read 0.4329 at 4), and covers the 5 decimals Ultralytics'
 #: own tuner rounds its proposals to (``ultralytics/engine/tuner.py``: ``round(v, 5)``) for values in [0.1, 1).
 SIGNIFICANT_DIGITS = 5
+
+
+def count_of(n: Any, noun: str) -> str:
+    """``"1 epoch"``, ``"3 epochs"``, ``"0 trials"``: a count with its noun in the right number
+    (English: the plural adds ``s``; ``n`` other than a number is shown as given with the plural)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def format_value(value: Any) -> str:

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from .callbacks import TunerCallback
 from .files import atomic_target, atomic_write_text
-from .fmt import format_value
+from .fmt import count_of, format_value
 from .hookspecs import hookimpl
 from .study import Study, TrialRecord, TrialStatus
 
@@ -590,7 +590,7 @@ def _final_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 def _final_title(study: Study, summary: dict[str, Any]) -> str:
     seeds = summary.get("seeds") or []
     return (
-        f"{study.path.name}: final model, {summary.get('epochs')} epochs x {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
+        f"{study.path.name}: final model, {count_of(summary.get('epochs'), 'epoch')} x {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
         f"scored on {summary.get('split_label')}"
     )
 

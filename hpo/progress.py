@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from .callbacks import TunerCallback
-from .fmt import format_value
+from .fmt import count_of, format_value
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -198,10 +198,10 @@ class ProgressDisplay(TunerCallback):
             for r in finished:
                 self._update_best(r)
             self._t0 = time.monotonic()
-            trials = f"{config.iterations} trials" if config.iterations is not None else "trials"
+            trials = count_of(config.iterations, "trial") if config.iterations is not None else "trials"
             budget = f" in {clock(config.time_budget)}" if config.time_budget is not None else ""
             self._line(
-                f"hpo study {study.path} ({config.backend}, {trials} x {config.epochs} epochs{budget}, "
+                f"hpo study {study.path} ({config.backend}, {trials} x {count_of(config.epochs, 'epoch')}{budget}, "
                 f"{self.metric} {self.direction})"
             )
             if self.live:
@@ -286,7 +286,7 @@ class ProgressDisplay(TunerCallback):
         """A line for a final-model run that starts (:mod:`hpo.final`)."""
         with self._lock:
             origin = f"trial {record.source_trial}, " if record.source_trial is not None else ""
-            self._line(f"final run {record.id} started ({origin}seed {record.seed}, {record.epochs} epochs)")
+            self._line(f"final run {record.id} started ({origin}seed {record.seed}, {count_of(record.epochs, 'epoch')})")
 
     def on_final_epoch(self, record: Any, row: dict[str, float]) -> None:
         """An epoch line of a final run."""

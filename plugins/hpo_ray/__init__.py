@@ -105,7 +105,7 @@ class RayOptions(BackendOptions):
         if options.grace_period is not None and options.grace_period > config.epochs:
             raise ConfigError(
                 f"ray option 'grace_period': {options.grace_period} is more than --epochs {config.epochs}; "
-                f"a trial cannot run {options.grace_period} epochs: pass --grace-period <= {config.epochs} or more --epochs"
+                f"a trial cannot run {options.grace_period} epoch{'s' if options.grace_period != 1 else ''}: pass --grace-period <= {config.epochs} or more --epochs"
             )
         if options.grace_period is not None and options.scheduler in ("hyperband", "fifo"):
             raise ConfigError(
