@@ -3,6 +3,7 @@
 Public API::
 
     from hpo import Tuner, SearchSpace
+    result = hpo.tune(YOLO("yolov8n.yaml"), data="coco8.yaml", epochs=10, iterations=20)  # model.tune's twin
     result = Tuner(backend="ultralytics", model="yolov8n-cls.yaml", data="digits-cls/",
                    iterations=4, epochs=2, train_args={"imgsz": 32}).run()
 
@@ -42,6 +43,7 @@ from .errors import (
 )
 from .final import FinalCandidate, FinalRecord, FinalResult, train_final
 from .hookspecs import hookimpl
+from .model_tune import tune
 from .redact import has_secret, mask_secrets, mask_text
 from .result import TuneResult
 from .settings import TuneSettings
@@ -54,6 +56,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tuner",
+    "tune",
     "TuneSettings",
     "TuneResult",
     "TunerCallback",

@@ -63,6 +63,9 @@ def handle_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .settings import WORDING
+
+        wording = WORDING.set("cli")  # messages name hpo's flags (--iterations), not the Tuner's keywords
         try:
             return fn(*args, **kwargs)
         except HpoError as e:
@@ -87,6 +90,8 @@ def handle_errors(fn: Callable) -> Callable:
                 file=sys.stderr,
             )
             raise typer.Exit(1) from None
+        finally:
+            WORDING.reset(wording)  # the command ran in this process (typer's CliRunner): Python words again
 
     return wrapper
 
@@ -133,7 +138,6 @@ def split_extra_args(tokens: list[str]) -> tuple[list[str], dict[str, Any]]:
 
 
 def _print_result(result: Any, as_json: bool) -> None:
-    import yaml
 
     doc = {
         "study_dir": str(result.study_dir),
@@ -161,9 +165,12 @@ def _print_result(result: Any, as_json: bool) -> None:
     elif result.nothing_to_do:
         asked = f" (>= --iterations {result.iterations})" if result.iterations is not None else ""
         print(f"nothing to do: the study already has {sum(result.counts.values())} finished trials{asked}")
-    print(f"best trial {result.best_trial}: {result.metric} = {result.best_objective}")
-    print("best hyperparameters:")
-    print(yaml.safe_dump(result.best_params, sort_keys=False).rstrip())
+    from .fmt import format_value
+
+    print(f"best trial {result.best_trial}: {result.metric} = {format_value(result.best_objective)}")
+    print(f"best hyperparameters (exact values: {result.study_dir / 'best.yaml'}):")
+    for key, value in result.best_params.items():
+        print(f"{key}: {format_value(value)}")
     print(f"trials: {result.counts}  (hpo show {result.study_dir})")
     print(f"study:  {result.study_dir}")
     if result.best_weights:
@@ -503,13 +510,31 @@ def backends(as_json: bool = typer.Option(False, "--json", help="Print JSON on s
     if as_json:
         print(json.dumps(doc, indent=2, default=str))
         return
+    import textwrap
+
+    from .show import terminal_width
+
+    width = max(60, terminal_width())  # every line fits the terminal, folded at spaces (never inside a word)
+
+    def fold(text: str, indent: int, hang: int) -> str:
+        return "\n".join(
+            textwrap.wrap(
+                text,
+                width,
+                initial_indent=" " * indent,
+                subsequent_indent=" " * hang,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
+
     for b in doc:
         shown = f"{b['library'] or b['plugin']} {b['version'] or '(not installed)'}"
-        print(f"{b['name']:<12} {shown:<28} {b['description']}  [{b['plugin']}]")
+        print(fold(f"{b['name']:<12} {shown:<28} {b['description']}  [{b['plugin']}]", 0, 42))
         if not b["usable"]:
-            print(f"    not usable here: {b['install']}")
+            print(fold(f"not usable here: {b['install']}", 4, 6))
         for usage, text in option_usage(found[str(b["name"])]):
-            print(f"    {usage}: {text}")
+            print(fold(f"{usage}: {text}", 4, 8))
 
 
 @app.command()

@@ -63,6 +63,7 @@ from . import clock, ultra
 from .errors import ConfigError, RunFailedError
 from .events import Observers
 from .files import append_line, atomic_copy, atomic_write_text, repair_jsonl, volume_errors
+from .fmt import count_of, format_value
 from .study import TrialStatus, utcnow
 
 #: The final stage's warnings and progress lines (the ``hpo`` logger, :mod:`hpo.log`).
@@ -711,7 +712,7 @@ def _run_stage(
             writer.append(rec)
             events.emit("on_final_start", rec)
             origin = f"trial {c.source_trial}" if c.source_trial is not None else "the given configuration"
-            say(f"run {rid} ({origin}, seed {seed}, {epochs} epochs) started")
+            say(f"run {rid} ({origin}, seed {seed}, {count_of(epochs, 'epoch')}) started")
             run_args: dict[str, Any] = {**fixed, "seed": seed}
             env: dict[str, str] = {}
             if len(gpus) > 1:  # as trials do: one GPU per run (Ultralytics' DDP would train outside the worker)
@@ -741,7 +742,7 @@ def _run_stage(
                 value = row.get(metric)
                 say(
                     f"run {rec.id} epoch {int(row.get('epoch', 0))}/{epochs}"
-                    + (f" {metric} {value:.4g}" if value is not None else "")
+                    + (f" {metric} {_fmt(value)}" if value is not None else "")
                 )
                 remaining = left()
                 if remaining is not None and remaining <= 0 and int(row.get("epoch", 0)) < epochs:
@@ -780,7 +781,7 @@ def _run_stage(
             if rec.status is TrialStatus.COMPLETE:
                 durations.append(clock.monotonic() - began)  # the stage's clock (a simulation's too)
             events.emit("on_final_end", rec)
-            score = "" if rec.objective_test is None else f": {metric} {split_label(split)} {rec.objective_test:.4g}"
+            score = "" if rec.objective_test is None else f": {metric} {split_label(split)} {_fmt(rec.objective_test)}"
             say(f"run {rid} {rec.status.value}{score}{' (' + rec.error + ')' if rec.error else ''}")
     finally:
         summary = summarize(doc, records, out)
@@ -962,12 +963,8 @@ def run_final_stage(
     )
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}" if math.isfinite(v) else str(v)
-    return str(v)
+#: Objectives as every view shows them (:func:`hpo.fmt.format_value`).
+_fmt = format_value
 
 
 def _wrap(text: str, width: int | None, indent: int = 0) -> list[str]:
@@ -976,7 +973,9 @@ def _wrap(text: str, width: int | None, indent: int = 0) -> list[str]:
     pad = " " * indent
     if width is None:
         return [pad + text]
-    return textwrap.wrap(text, width, initial_indent=pad, subsequent_indent=pad + "  ", break_on_hyphens=False) or [""]
+    return textwrap.wrap(
+        text, width, initial_indent=pad, subsequent_indent=pad + "  ", break_on_hyphens=False, break_long_words=False
+    ) or [""]
 
 
 def render_final(summary: dict[str, Any], *, width: int | None = None) -> list[str]:
@@ -997,7 +996,7 @@ def render_final(summary: dict[str, Any], *, width: int | None = None) -> list[s
     seeds = summary.get("seeds") or []
     head = (
         f"final model: {len(configs)} configuration{'s' if len(configs) != 1 else ''} x {len(seeds)} seed"
-        f"{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}) x {summary.get('epochs')} epochs, "
+        f"{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}) x {count_of(summary.get('epochs'), 'epoch')}, "
         f"{summary.get('metric')} on {label}; runs: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
     )
     if summary.get("stopped_by") == "time_budget":
@@ -1007,7 +1006,7 @@ def render_final(summary: dict[str, Any], *, width: int | None = None) -> list[s
     def pm(mean: Any, sd: Any) -> str:
         if mean is None:
             return "-"
-        return f"{mean:.4g}" + (f" ± {sd:.2g}" if sd is not None else "")
+        return _fmt(mean) + (f" ± {sd:.2g}" if sd is not None else "")
 
     header = ["trial", "search val", "final val", f"{label} (mean ± sd)", "runs"]
     rows = [

@@ -176,7 +176,7 @@ def _why(auto: taskspace.AutoOptimizer, note: str) -> str:
     side = ">" if auto.iterations > taskspace.AUTO_ITERATIONS else "<="
     return (
         f"{auto.describe()} for {auto.iterations} iterations {side} {taskspace.AUTO_ITERATIONS} "
-        f"({auto.images} train images, batch {auto.batch}, nbs {auto.nbs}, {auto.epochs} epochs, {auto.nc} classes){note}"
+        f"({auto.images} train images, batch {auto.batch}, nbs {auto.nbs}, {auto.epochs} epoch{'s' if auto.epochs != 1 else ''}, {auto.nc} classes){note}"
     )
 
 

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from .callbacks import TunerCallback
 from .files import atomic_target, atomic_write_text
+from .fmt import count_of, format_value
 from .hookspecs import hookimpl
 from .study import Study, TrialRecord, TrialStatus
 
@@ -83,6 +84,8 @@ __all__ = [
     "require_plot_libraries",
     "importance_skipped",
     "CURVE_LABELS",
+    "parallel_figure",
+    "slice_figure",
 ]
 
 #: ``curves.png`` gives this many complete trials (the best ones) a colour and a legend entry each
@@ -142,7 +145,7 @@ def importance_skipped(complete: list[TrialRecord]) -> str | None:
         return f"it needs two complete trials, the study has {len(complete)}"
     values = {float(r.objective or 0.0) for r in complete}
     if len(values) == 1:
-        return f"every one of the {len(complete)} complete trials has the same objective ({values.pop():.6g})"
+        return f"every one of the {len(complete)} complete trials has the same objective ({format_value(values.pop())})"
     return None
 
 
@@ -515,7 +518,12 @@ def _curves_figure(study: Study, finished: list[TrialRecord]) -> Any:
         label: str | None
         color: Any
         if r.id in labelled:
-            color, label, alpha, width = palette[labelled[r.id] % len(palette)], f"trial {r.id} ({r.objective:.4g})", 0.9, 1.8
+            color, label, alpha, width = (
+                palette[labelled[r.id] % len(palette)],
+                f"trial {r.id} ({format_value(r.objective)})",
+                0.9,
+                1.8,
+            )
         elif status == "complete":
             color, alpha, width = "#b0b0b0", 0.6, 1.0
             label = f"{others} other complete" if "other" not in seen else None
@@ -584,7 +592,7 @@ def _final_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 def _final_title(study: Study, summary: dict[str, Any]) -> str:
     seeds = summary.get("seeds") or []
     return (
-        f"{study.path.name}: final model, {summary.get('epochs')} epochs x {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
+        f"{study.path.name}: final model, {count_of(summary.get('epochs'), 'epoch')} x {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
         f"scored on {summary.get('split_label')}"
     )
 
@@ -689,6 +697,179 @@ def _final_html(summary: dict[str, Any]) -> str:
     from .final import render_final
 
     return "<h2>Final model</h2><pre>" + html.escape("\n".join(render_final(summary))) + "</pre>"
+
+
+#: Colour map of the parallel-coordinate and slice PNGs: viridis has no white end (Optuna's
+#: ``Blues`` draws the worst trials white on a grey background) and reads in greyscale too.
+_CMAP = "viridis"
+
+
+def _line_alpha(n: int) -> float:
+    """Opacity of one of ``n`` lines or points: 0.8 for a handful, down to 0.06 at 1,000 and more,
+    so overlapping trials show as density rather than a solid block (about 50 opaque-equivalents)."""
+    return max(0.06, min(0.8, 50.0 / max(1, n)))
+
+
+def _axis_values(p: Any, values: list[Any]) -> tuple[list[float], list[tuple[float, str]]]:
+    """A parameter's values on [0, 1] (log scale for a log parameter, index for a choice) and the
+    tick labels of its axis: bottom, middle and top (choices: every choice, at most 8)."""
+    import math as _m
+
+    if p.choices:
+        choices = list(p.choices)
+        pos = {c: (i / (len(choices) - 1) if len(choices) > 1 else 0.5) for i, c in enumerate(choices)}
+        step = max(1, math.ceil(len(choices) / 8))
+        return [pos.get(v, 0.5) for v in values], [(pos[c], str(c)) for c in choices[::step]]
+    nums = [float(v) for v in values if isinstance(v, (int, float))]
+    lo = min([float(p.low), *nums]) if p.low is not None else min(nums, default=0.0)
+    hi = max([float(p.high), *nums]) if p.high is not None else max(nums, default=1.0)
+    log = bool(p.log) and lo > 0
+
+    def f(x: float) -> float:
+        a, b, x = (_m.log10(lo), _m.log10(hi), _m.log10(x)) if log else (lo, hi, x)
+        return 0.5 if b == a else (x - a) / (b - a)
+
+    mid = 10 ** ((_m.log10(lo) + _m.log10(hi)) / 2) if log else (lo + hi) / 2
+    ticks = [(0.0, format_value(lo)), (0.5, format_value(mid)), (1.0, format_value(hi))] if hi > lo else [(0.5, format_value(lo))]
+    return [f(float(v)) if isinstance(v, (int, float)) else 0.5 for v in values], ticks
+
+
+def _png_parallel(study: Study, complete: list[TrialRecord], params: list[str], path: Path) -> None:
+    """Draw :func:`parallel_figure` into ``path`` (atomically)."""
+    import matplotlib.pyplot as plt
+
+    fig = parallel_figure(study, complete, params)
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def parallel_figure(study: Study, complete: list[TrialRecord], params: list[str]) -> Any:
+    """``parallel.png``: one vertical axis for the objective and one per parameter (the most
+    important first), each with its own bottom/middle/top labels beside it (no shared ticks, so
+    none collide); one line per complete trial, coloured by objective on viridis, the best drawn
+    last and thicker; lines fade with the number of trials (:func:`_line_alpha`)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    space = _space_of(study)
+    sign = 1 if study.direction == "maximize" else -1
+    rows = sorted(complete, key=lambda r: sign * float(r.objective or 0.0))  # worst first: the best on top
+    objs = [float(r.objective or 0.0) for r in rows]
+    omin, omax = min(objs), max(objs)
+    norm = [(o - omin) / (omax - omin) if omax > omin else 0.5 for o in objs]
+    cols: list[list[float]] = [norm]
+    labels: list[list[tuple[float, str]]] = [
+        [(0.0, format_value(omin)), (0.5, format_value((omin + omax) / 2)), (1.0, format_value(omax))]
+    ]
+    for key in params:
+        v, t = _axis_values(space[key] if key in space else _Inferred(), [r.params.get(key) for r in rows])
+        cols.append(v)
+        labels.append(t)
+    names = [str(study.settings.get("metric") or "objective").rsplit("/", 1)[-1], *params]
+    n = len(rows)
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.9 * len(names)), 5.0))
+    cmap = plt.get_cmap(_CMAP)
+    colour = [cmap(x if sign > 0 else 1 - x) for x in norm]  # yellow = best in either direction
+    segs = [[(j, cols[j][i]) for j in range(len(names))] for i in range(n)]
+    best_k = min(n, 10)
+    ax.add_collection(LineCollection(segs[: n - best_k], colors=colour[: n - best_k], linewidths=1.0, alpha=_line_alpha(n)))
+    ax.add_collection(LineCollection(segs[n - best_k :], colors=colour[n - best_k :], linewidths=2.0, alpha=0.95))
+    for j, ticks in enumerate(labels):
+        ax.axvline(j, color="#333333", linewidth=1.0)
+        for y, text in ticks:
+            ax.annotate(
+                text,
+                (j, y),
+                xytext=(-4, 0),
+                textcoords="offset points",
+                ha="right",
+                va="center",
+                fontsize=8,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+            )
+    ax.set_xlim(-0.6, len(names) - 0.8)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    ax.set_yticks([])
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    sm = plt.cm.ScalarMappable(cmap=cmap if sign > 0 else cmap.reversed(), norm=plt.Normalize(omin, omax))
+    fig.colorbar(sm, ax=ax, pad=0.01, fraction=0.03).set_label(names[0])
+    bold = f" (the best {best_k} bold)" if n > best_k else ""
+    ax.set_title(f"{study.path.name}: {n} complete trials{bold}; each axis spans its parameter's range")
+    return fig
+
+
+class _Inferred:
+    """A parameter of the records that the stored space does not name: numbers, linear scale."""
+
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    log = False
+    kind: Any = None
+
+
+def _png_slice(study: Study, complete: list[TrialRecord], params: list[str], path: Path) -> None:
+    """Draw :func:`slice_figure` into ``path`` (atomically)."""
+    import matplotlib.pyplot as plt
+
+    fig = slice_figure(study, complete, params)
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def slice_figure(study: Study, complete: list[TrialRecord], params: list[str]) -> Any:
+    """``slice.png``: the objective against each parameter (the most important first), three
+    panels a row; at most 4 ticks per axis labelled by :func:`hpo.fmt.format_value` (no run-together
+    labels such as ``0.00025000.0005``), log axes for log parameters, points coloured by trial
+    number on viridis and fading with their number (:func:`_line_alpha`)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
+
+    space = _space_of(study)
+    ncol = min(3, max(1, len(params)))
+    nrow = math.ceil(len(params) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.4 * nrow), squeeze=False, sharey=True)
+    objs = [float(r.objective or 0.0) for r in complete]  # complete: objective set
+    ids = [r.id for r in complete]
+    n = len(complete)
+    fmt = FuncFormatter(lambda v, _pos: format_value(float(v)))
+    points = None
+    for k, key in enumerate(params):
+        ax = axes[k // ncol][k % ncol]
+        p = space[key] if key in space else _Inferred()
+        xs = [r.params.get(key) for r in complete]
+        if p.choices:
+            choices = list(p.choices)
+            xs = [choices.index(x) if x in choices else -1 for x in xs]
+            ax.set_xticks(range(len(choices)), [str(c) for c in choices], rotation=30 if len(choices) > 4 else 0)
+        elif p.log:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(numticks=4))
+            ax.xaxis.set_major_formatter(fmt)
+            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+        else:
+            ax.xaxis.set_major_locator(
+                MaxNLocator(nbins=4, integer=getattr(p, "kind", None) is not None and p.kind.value == "int")
+            )
+            ax.xaxis.set_major_formatter(fmt)
+        points = ax.scatter(
+            xs, objs, c=ids, cmap=_CMAP, s=28 if n <= 100 else 10, alpha=max(0.25, _line_alpha(n)), edgecolors="none"
+        )
+        ax.set_xlabel(key)
+        ax.grid(alpha=0.3)
+        if k % ncol == 0:
+            ax.set_ylabel(str(study.settings.get("metric") or "objective"))
+            ax.yaxis.set_major_formatter(fmt)
+    for k in range(len(params), nrow * ncol):
+        axes[k // ncol][k % ncol].set_visible(False)
+    if points is not None:
+        fig.colorbar(points, ax=axes, pad=0.01, fraction=0.03).set_label("trial")
+    fig.suptitle(f"{study.path.name}: objective against each parameter ({n} complete trials)")
+    return fig
 
 
 def _save_optuna_png(draw: Any, path: Path, **kw: Any) -> None:
@@ -839,8 +1020,8 @@ def write_plots(study_dir: str | Path, *, html_report: bool = True) -> list[Path
     if importances:
         written += [out / "importance.json", out / "importance.meta.json"]
         _save_optuna_png(omp.plot_param_importances, out / "importance.png", study=ostudy, evaluator=_evaluator(importances))
-        _save_optuna_png(omp.plot_parallel_coordinate, out / "parallel.png", study=ostudy, params=top)
-        _save_optuna_png(omp.plot_slice, out / "slice.png", study=ostudy, params=top)
+        _png_parallel(study, complete, top, out / "parallel.png")
+        _png_slice(study, complete, top, out / "slice.png")
         written += [out / "importance.png", out / "parallel.png", out / "slice.png"]
     from .final import read_final_summary
 
@@ -879,6 +1060,86 @@ def _evaluator(importances: dict[str, float]) -> Any:
     return Computed()
 
 
+def _plotly_parallel(study: Study, complete: list[TrialRecord], params: list[str]) -> Any:
+    """The report's parallel coordinates: as ``parallel.png`` (:func:`parallel_figure`), a plotly
+    ``Parcoords`` (drag along an axis to select trials) coloured by objective on viridis (Optuna's
+    own uses ``Blues``, whose worst trials are white), each axis labelled at its bottom, middle and
+    top by :func:`hpo.fmt.format_value` (log parameters on a log scale)."""
+    import plotly.graph_objects as go
+
+    space = _space_of(study)
+    objs = [float(r.objective or 0.0) for r in complete]  # complete: objective set
+    metric = str(study.settings.get("metric") or "objective")
+    dims = [{"label": metric.rsplit("/", 1)[-1], "values": objs}]
+    for key in params:
+        values, ticks = _axis_values(space[key] if key in space else _Inferred(), [r.params.get(key) for r in complete])
+        dims.append(
+            {
+                "label": key,
+                "values": values,
+                "range": [0, 1],
+                "tickvals": [t for t, _ in ticks],
+                "ticktext": [text for _, text in ticks],
+            }
+        )
+    line = {
+        "color": objs,
+        "colorscale": "Viridis",
+        "reversescale": study.direction != "maximize",
+        "showscale": True,
+        "colorbar": {"title": {"text": metric.rsplit("/", 1)[-1]}},
+    }
+    fig = go.Figure(go.Parcoords(line=line, dimensions=dims))
+    fig.update_layout(title=f"Parallel coordinates ({len(complete)} complete trials; drag along an axis to select)")
+    return fig
+
+
+def _plotly_slice(study: Study, complete: list[TrialRecord], params: list[str]) -> Any:
+    """The report's slice view: as ``slice.png`` (:func:`slice_figure`), three panels a row (Optuna's
+    puts every parameter in one row wider than a window), points coloured by trial number on
+    viridis and fading with their number, log axes for log parameters."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    space = _space_of(study)
+    ncol = min(3, max(1, len(params)))
+    nrow = max(1, math.ceil(len(params) / ncol))
+    fig = make_subplots(rows=nrow, cols=ncol, shared_yaxes=True, subplot_titles=params)
+    objs = [float(r.objective or 0.0) for r in complete]  # complete: objective set
+    ids = [r.id for r in complete]
+    n = len(complete)
+    for k, key in enumerate(params):
+        p = space[key] if key in space else _Inferred()
+        xs = [r.params.get(key) for r in complete]
+        row, col = k // ncol + 1, k % ncol + 1
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=objs,
+                mode="markers",
+                name=key,
+                text=[f"trial {i}" for i in ids],
+                marker={
+                    "color": ids,
+                    "colorscale": "Viridis",
+                    "size": 7 if n <= 100 else 5,
+                    "opacity": max(0.3, _line_alpha(n)),
+                    "showscale": k == 0,
+                    "colorbar": {"title": {"text": "trial"}},
+                },
+                showlegend=False,
+            ),
+            row=row,
+            col=col,
+        )
+        if p.log:
+            fig.update_xaxes(type="log", row=row, col=col)
+        fig.update_xaxes(nticks=5, row=row, col=col)
+    fig.update_yaxes(title_text=str(study.settings.get("metric") or "objective"), col=1)
+    fig.update_layout(title=f"Objective against each parameter ({n} complete trials)", height=320 * nrow + 80)
+    return fig
+
+
 def _write_report(
     study: Study,
     finished: list[TrialRecord],
@@ -896,8 +1157,8 @@ def _write_report(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             figs.append(ov.plot_param_importances(ostudy, evaluator=_evaluator(importances)))
-            figs.append(ov.plot_parallel_coordinate(ostudy, params=top))
-            figs.append(ov.plot_slice(ostudy, params=top))
+            figs.append(_plotly_parallel(study, _complete(finished), top))
+            figs.append(_plotly_slice(study, _complete(finished), top))
     best = study.best(finished)
     counts = {s.value: sum(r.status is s for r in finished) for s in TrialStatus if s.finished}
     head = (
@@ -905,7 +1166,7 @@ def _write_report(
         f"objective <code>{html.escape(str(study.settings.get('metric')))}</code> ({study.direction}), trials: "
         + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
         + (
-            f"; best trial {best.id}: {best.objective:.5g}</p><pre>{html.escape(json.dumps(best.params, indent=1))}</pre>"
+            f"; best trial {best.id}: {format_value(best.objective)}</p><pre>{html.escape(json.dumps(best.params, indent=1))}</pre>"
             if best
             else "</p>"
         )

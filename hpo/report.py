@@ -19,13 +19,22 @@ from typing import TYPE_CHECKING, Any
 
 from .files import tree_bytes
 from .final import read_final_summary
+from .fmt import format_value  # re-exported: the one precision rule of what hpo shows
 from .redact import mask_text
 from .study import Study, TrialRecord, TrialStatus, settings_versions
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["FINISHED", "SUMMARY_STATUSES", "count_trials", "trials_frame", "leaderboard_markdown", "study_summary"]
+__all__ = [
+    "FINISHED",
+    "SUMMARY_STATUSES",
+    "count_trials",
+    "trials_frame",
+    "leaderboard_markdown",
+    "study_summary",
+    "format_value",
+]
 
 #: The statuses of finished trials (those with a result), in :class:`TrialStatus` order: the keys
 #: of :attr:`hpo.TuneResult.counts`.
@@ -89,9 +98,9 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
 
 
 def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.5g}"
-    return "-" if v is None else str(v).replace("|", "\\|")
+    if v is None or isinstance(v, float):
+        return format_value(v)
+    return str(v).replace("|", "\\|")
 
 
 def leaderboard_markdown(study: Study, *, top: int | None = 50) -> str:

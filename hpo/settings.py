@@ -28,8 +28,10 @@ This module imports nothing of hpo but :mod:`hpo.errors`.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -49,6 +51,8 @@ __all__ = [
     "settings_doc",
     "from_kfp",
     "check_keywords",
+    "python_wording",
+    "WORDING",
 ]
 
 #: The groups of settings, in the order the docs list them.
@@ -549,6 +553,57 @@ def check_keywords(given: Mapping[str, Any], where: str, *, also: tuple[str, ...
     for key in given:
         if key not in names:
             raise TypeError(f"{where} got an unexpected keyword argument {key!r}{closest(key, names)}")
+
+
+#: Who reads hpo's error messages in this context: ``"python"`` (default: :class:`hpo.Tuner` says
+#: ``iterations=...``, ``resume=True``) or ``"cli"`` (``hpo``'s commands set it: ``--iterations``,
+#: ``--resume``). Messages are written in the command line's words; :func:`python_wording` turns them.
+WORDING: contextvars.ContextVar[str] = contextvars.ContextVar("hpo_wording", default="python")
+
+_FLAG_RE = re.compile(r"--([a-z][a-z0-9-]*)(?:[ =]((?:\d[\w.:]*)|'[^']*'|\"[^\"]*\"))?")
+
+
+def python_wording(text: str, option_names: tuple[str, ...] | list[str] = ()) -> str:
+    """A message written for ``hpo tune`` as a Python user reads it: a setting's flag becomes its
+    :class:`hpo.Tuner` keyword (``--iterations 8`` -> ``iterations=8``, ``--resume`` ->
+    ``resume=True``, ``--no-plots`` -> ``plots=False``, ``--name`` -> ``name=...``), a backend
+    option's flag its ``backend_options`` key (``--grace-period 3`` ->
+    ``backend_options={'grace_period': 3}``). Other text is left as it is.
+
+    Args:
+        text: the message.
+        option_names: the backends' option names (underscored) to turn too.
+    """
+    words: dict[str, tuple[str, str | None]] = {}  # flag -> (keyword, its value for a bare flag or None)
+    for spec in specs():
+        if spec.cli is None:
+            continue
+        for flag in spec.cli.flags:
+            for i, part in enumerate(flag.split("/")):
+                if not part.startswith("--"):
+                    continue
+                if "/" in flag:
+                    words[part[2:]] = (spec.name, "True" if i == 0 else "False")
+                elif spec.cli.to_setting is not None and spec.cli.type is bool:  # --quiet: verbose=False
+                    words[part[2:]] = (spec.name, repr(spec.cli.to_setting(True)))
+                elif isinstance(spec.default, bool):
+                    words[part[2:]] = (spec.name, "True")
+                else:
+                    words[part[2:]] = (spec.name, None)
+    options = {n.replace("_", "-"): n for n in option_names}
+
+    def turn(m: re.Match[str]) -> str:
+        flag, value = m.group(1), m.group(2)
+        if flag in words:
+            name, fixed = words[flag]
+            if fixed is not None:
+                return f"{name}={fixed}" + (f" {value}" if value else "")
+            return f"{name}={value}" if value else f"{name}=..."
+        if flag in options:
+            return f"backend_options={{'{options[flag]}': {value if value else '...'}}}"
+        return m.group(0)
+
+    return _FLAG_RE.sub(turn, text)
 
 
 def settings_doc(indent: str = "    ") -> str:

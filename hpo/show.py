@@ -18,10 +18,10 @@ import io
 import math
 import shutil
 from pathlib import Path
-from typing import Any
 
 from .errors import ConfigError
 from .files import tree_bytes
+from .fmt import format_value
 from .redact import mask_text
 from .report import count_trials
 from .study import Study, TrialRecord, TrialStatus, settings_versions
@@ -35,10 +35,18 @@ __all__ = [
     "IMPORTANCE_METHODS",
     "terminal_width",
     "human_bytes",
+    "MIN_IMPORTANCE_TRIALS",
 ]
 
 #: Rows shown without ``--all``.
 TOP_ROWS = 20
+#: Complete trials below which ``hpo show`` orders no parameter by importance (the space's order,
+#: saying why). An importance from fANOVA's random forest over fewer points ranks noise: with 2-4
+#: trials every parameter can explain the spread (issue 30). 10 is Optuna's own bar for leaving
+#: pure random sampling (``TPESampler(n_startup_trials=10)``): a judgment, stated, not a measured threshold.
+MIN_IMPORTANCE_TRIALS = 10
+#: What the order rests on when there is no importance.
+SPACE_ORDER = "the space's order"
 
 
 def terminal_width() -> int:
@@ -82,9 +90,10 @@ def importance_ranking(study: Study, keys: list[str], method: str = "auto") -> t
             ``"main-effects"``: :func:`hpo.plots.main_effects`.
 
     Returns:
-        ``(ordered keys, basis)``, e.g. ``"fANOVA over 80 complete trials"``; the basis is
-        ``"the space's order"`` when there is no importance (fewer than two complete trials, or no
-        optuna installed).
+        ``(ordered keys, basis)``, e.g. ``"fANOVA over 80 complete trials"``; the basis starts
+        with ``"the space's order"`` when there is no importance: fewer than
+        :data:`MIN_IMPORTANCE_TRIALS` complete trials (then it says how many there are), or no
+        optuna installed.
 
     Raises:
         ConfigError: an unknown ``method``.
@@ -96,12 +105,16 @@ def importance_ranking(study: Study, keys: list[str], method: str = "auto") -> t
         from .plots import SHOW_FANOVA_TRIALS, cached_importance, importance
 
         finished = study.finished()
+        n_complete = sum(1 for r in finished if r.status is TrialStatus.COMPLETE and r.objective is not None)
+        if n_complete < MIN_IMPORTANCE_TRIALS:
+            return list(keys), (
+                f"{SPACE_ORDER}: importance needs {MIN_IMPORTANCE_TRIALS} complete trials, the study has {n_complete}"
+            )
         cached = cached_importance(study, finished)
         if method == "auto":
             imp = cached
             if imp is None:
-                n = sum(1 for r in finished if r.status is TrialStatus.COMPLETE and r.objective is not None)
-                imp = importance(study, finished, method="fanova" if n <= SHOW_FANOVA_TRIALS else "main-effects")
+                imp = importance(study, finished, method="fanova" if n_complete <= SHOW_FANOVA_TRIALS else "main-effects")
         elif cached is not None and cached.method == method and cached.trials >= cached.of:
             imp = cached
         else:
@@ -109,21 +122,13 @@ def importance_ranking(study: Study, keys: list[str], method: str = "auto") -> t
     except Exception:  # noqa: BLE001 - the order of columns is not worth an error (e.g. no optuna)
         imp = None
     if imp is None:
-        return list(keys), "the space's order"
+        return list(keys), SPACE_ORDER
     ordered = [k for k in imp.values if k in keys]
     return ordered + [k for k in keys if k not in ordered], imp.describe()
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        return f"{v:.4g}"
-    return str(v)
+#: Objectives and parameters as every view shows them (:func:`hpo.fmt.format_value`).
+_fmt = format_value
 
 
 def _duration(s: float | None) -> str:
@@ -238,7 +243,7 @@ def render(
     counts = count_trials(records)
     best = study.best([r for r in records if r.status.finished])
     s = study.settings
-    fit = None if show_all else width
+    fit = width  # text blocks fit the terminal, also with --all (only its table may be wider)
     out = _wrap(f"study {study.path}", fit)
     out += _wrap(
         f"backend {s.get('backend')}, objective {s.get('metric')} ({study.direction}), "
@@ -266,21 +271,24 @@ def render(
     hidden = len(keys) - len(shown)
     if hidden > 0:
         notes.append(f"{hidden} more params (--all, --params a,b)" if not params else "")
+    ordered = not basis.startswith(SPACE_ORDER)
     if not params and shown and not show_all:
-        notes.insert(0, "params by importance" if basis != "the space's order" else "params in the space's order")
+        notes.insert(0, "params by importance" if ordered else "params in the space's order")
     notes = [n for n in notes if n]
     if notes:
         out += _wrap("; ".join(notes), fit)
-    if not params and shown and not show_all and basis != "the space's order":
+    if not params and shown and not show_all and ordered:
         hint = "" if basis.startswith("fANOVA") and "sample" not in basis else "; --importance fanova for fANOVA"
         out += _wrap(f"importance: {basis}{hint}", fit)
+    elif not params and shown and not show_all and basis != SPACE_ORDER:
+        out += _wrap(basis[len(SPACE_ORDER) + 2 :], fit)
     if versions:  # resumed with --allow-changes: which settings each trial trained under
         out += _wrap("settings 0: as the study was created", fit)
         for k, entry in sorted(versions.items()):
             out += _wrap(f"settings {k}: resumed {entry.get('at')} with --allow-changes: {entry.get('allowed_changes')}", fit)
     if best is not None:
         out += [""] + _wrap(f"best trial {best.id}: {s.get('metric')} = {_fmt(best.objective)}", fit)
-        out += _grid([(k, _fmt(v)) for k, v in best.params.items()], fit or 10_000)
+        out += _grid([(k, _fmt(v)) for k, v in best.params.items()], fit)
         weights = study.path / "weights" / "best.pt"
         if weights.is_file():
             out += _wrap(f"weights {weights}", fit, 2)
@@ -295,13 +303,16 @@ def render(
 
 
 def _wrap(text: str, width: int | None, indent: int = 0) -> list[str]:
-    """``text`` indented and folded to ``width`` (long paths are broken, never cut)."""
+    """``text`` indented and folded to ``width`` at spaces: a word is never broken (one longer
+    than the width, such as a long path, stands on a line of its own, whole)."""
     import textwrap
 
     pad = " " * indent
     if width is None:
         return [pad + text]
-    return textwrap.wrap(text, width, initial_indent=pad, subsequent_indent=pad + "  ", break_on_hyphens=False) or [""]
+    return textwrap.wrap(
+        text, width, initial_indent=pad, subsequent_indent=pad + "  ", break_on_hyphens=False, break_long_words=False
+    ) or [""]
 
 
 def to_csv(study_dir: str | Path) -> str:

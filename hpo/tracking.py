@@ -183,7 +183,7 @@ def tracker_for(config: TuneConfig, *, enabled: bool | None = None, experiment: 
         if not experiment or len(experiment) > 500:
             raise ConfigError(f"experiment: {experiment!r} must be a non-empty name of at most 500 characters")
         if enabled is False:
-            raise ConfigError("experiment: given with --no-mlflow (mlflow=False); drop one of them")
+            raise ConfigError("experiment: given with --no-mlflow; drop one of them")
     if enabled is None:
         enabled = bool(os.environ.get("MLFLOW_TRACKING_URI")) or experiment is not None
     if not enabled:
@@ -218,7 +218,7 @@ def tracker_for_study(
         if not experiment or len(experiment) > 500:
             raise ConfigError(f"experiment: {experiment!r} must be a non-empty name of at most 500 characters")
         if enabled is False:
-            raise ConfigError("experiment: given with --no-mlflow (mlflow=False); drop one of them")
+            raise ConfigError("experiment: given with --no-mlflow; drop one of them")
     if enabled is None:
         enabled = bool(os.environ.get("MLFLOW_TRACKING_URI")) or experiment is not None
     if not enabled:

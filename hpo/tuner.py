@@ -30,7 +30,16 @@ from .result import TuneResult
 from .resume import SILENT_TRAIN_ARGS, open_study
 from .runner import start_workers
 from .scheduler import AskTellScheduler
-from .settings import DEPRECATED_WORKERS, REQUIRED, TuneSettings, check_keywords, settings_doc, specs
+from .settings import (
+    DEPRECATED_WORKERS,
+    REQUIRED,
+    WORDING,
+    TuneSettings,
+    check_keywords,
+    python_wording,
+    settings_doc,
+    specs,
+)
 from .study import Study, TrialRecord, TrialStatus
 from .trial import TrialOutcome, objective_of, trainer_in_process
 from .validate import build_config, check_first, format_duration
@@ -48,6 +57,24 @@ __all__ = [
     "SILENT_TRAIN_ARGS",
     "DEPRECATED_WORKERS",
 ]
+
+
+@contextlib.contextmanager
+def _worded() -> Any:
+    """Say an :class:`HpoError` in the caller's words: Python users read ``iterations=``, not
+    ``--iterations`` (:data:`hpo.settings.WORDING`; the ``hpo`` commands keep their flags)."""
+    try:
+        yield
+    except HpoError as e:
+        if WORDING.get() != "cli" and e.args and isinstance(e.args[0], str):
+            from .plugins import backends
+
+            try:
+                names = [n for cls in backends().values() for n in cls.Options.model_fields]
+            except Exception:  # noqa: BLE001 - the wording is not worth a second error
+                names = []
+            e.args = (python_wording(e.args[0], names), *e.args[1:])
+        raise
 
 
 def _start_workers_for(backend_cls: type[Backend | Controller], trainer: str) -> None:
@@ -106,20 +133,22 @@ class Tuner:
                 )
             settings = TuneSettings(**overrides)
         elif overrides:
+            check_keywords(overrides, "Tuner()")  # named as the user called it, not TuneSettings.replace()
             settings = settings.replace(**overrides)
         if workers is not None:
             import warnings
 
             warnings.warn(DEPRECATED_WORKERS, FutureWarning, stacklevel=2)
             settings = settings.replace(concurrent_trials=workers)
-        check_first(settings)
-        if wants_download(settings.download_weights) and is_official_name(str(settings.model)):
-            folder = settings.weights_dir or Path(settings.output).expanduser() / "pretrained"
-            settings = settings.replace(model=fetch_pretrained(str(settings.model), folder))
-        #: the settings as given (with fetched official weights: their local path as ``model``)
-        self.settings = settings
-        #: the validated settings the study runs with
-        self.config = build_config(settings, warm_up=_start_workers_for)
+        with _worded():
+            check_first(settings)
+            if wants_download(settings.download_weights) and is_official_name(str(settings.model)):
+                folder = settings.weights_dir or Path(settings.output).expanduser() / "pretrained"
+                settings = settings.replace(model=fetch_pretrained(str(settings.model), folder))
+            #: the settings as given (with fetched official weights: their local path as ``model``)
+            self.settings = settings
+            #: the validated settings the study runs with
+            self.config = build_config(settings, warm_up=_start_workers_for)
         for text in self.config.notices:  # what hpo chose for the user (e.g. the optimizer): one line each
             notice(_log, text)
         self.callbacks = list(callbacks)
@@ -167,6 +196,11 @@ class Tuner:
                 given with ``mlflow=False`` (hook ``hpo_study_observers``, called before the
                 study directory is touched).
         """
+        with _worded():  # messages in the Python user's words (hpo's commands keep their flags)
+            return self._run()
+
+    def _run(self) -> TuneResult:
+        """:meth:`run`'s body (its errors in the command line's words)."""
         cfg = self.config
         backend_cls = get_backend(cfg.backend)
         # the result's DataFrame needs pandas (~0.4 s to import): import it now, while the trial

@@ -73,6 +73,38 @@ def _check_train_arg_keys(train_args: dict[str, Any], space: SearchSpace) -> Non
             )
 
 
+def _check_train_arg_types(train_args: dict[str, Any]) -> None:
+    """The type checks of Ultralytics' ``check_cfg`` that need no import of it (its key sets are read
+    from its source, :mod:`hpo.ultra`), and hpo's ``imgsz`` rule, made first: importing Ultralytics
+    for ``check_cfg`` takes seconds (torch), and bad input is refused before that (``imgsz=abc``
+    took 5.8 s to refuse, issue 30). :func:`_check_train_arg_values` still runs ``check_cfg`` itself
+    later (ranges, the keys of its own rules)."""
+    for key, value in train_args.items():
+        if value is None or key in RESERVED_TRAIN_ARGS:  # a reserved key gets its own line (_check_train_arg_keys)
+            continue
+        kind = (
+            "int"
+            if key in ultra.int_keys()
+            else "float"
+            if key in ultra.float_keys()
+            else "bool"
+            if key in ultra.bool_keys()
+            else None
+        )
+        if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"train args: {key}={value!r} must be a whole number (e.g. {key}=3)")
+        if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"train args: {key}={value!r} must be a number (e.g. {key}=0.5)")
+        if kind == "bool" and not isinstance(value, bool):
+            raise ConfigError(f"train args: {key}={value!r} must be True or False ({key}=True)")
+    imgsz = train_args.get("imgsz")
+    sizes = imgsz if isinstance(imgsz, (list, tuple)) else [imgsz]
+    if "imgsz" in train_args and not (
+        1 <= len(sizes) <= 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in sizes)
+    ):
+        raise ConfigError(f"train args: imgsz={imgsz!r} must be a whole number of pixels > 0 (imgsz=640) or [h, w]")
+
+
 def _check_train_arg_values(train_args: dict[str, Any], space: SearchSpace) -> tuple[dict[str, Any], list[str]]:
     """Ultralytics' own type/range checks (``check_cfg``; imports Ultralytics)."""
     notices: list[str] = []
@@ -274,6 +306,7 @@ def build_config(
     output, name, resume, join, seed = s.output, s.name, s.resume, s.join, s.seed
     backend_options, trainer, trainer_options = s.backend_options, s.trainer, s.trainer_options
     _check_not_distributed()
+    _check_train_arg_types(dict(train_args or {}))  # before anything slow: no Ultralytics import
     backend_cls = get_backend(backend)
     if join and not backend_cls.supports_join:
         joinable = [n for n, c in backends().items() if c.supports_join]

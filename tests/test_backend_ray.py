@@ -121,8 +121,10 @@ def test_refused_before_ray_starts(digits_det: Path, tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"grace_period.*3 is more than --epochs 2"):
         build_config(**common, backend_options={"grace_period": 3})
-    with pytest.raises(ConfigError, match=r"'device' is assigned by Ray"):
-        build_config(**{**common, "train_args": {"imgsz": 64, "device": "cpu"}})
+    with pytest.raises(ConfigError, match=r"device=0: Ray assigns each trial its GPUs"):
+        build_config(**{**common, "train_args": {"imgsz": 64, "device": 0}})
+    with pytest.raises(ConfigError, match=r"device=cpu trains on the CPU while --gpus-per-trial 1"):
+        build_config(**{**common, "train_args": {"imgsz": 64, "device": "cpu"}}, backend_options={"gpus_per_trial": 1})
     with pytest.raises(ConfigError, match=r"'lr0' is also in the search space"):
         build_config(**{**common, "train_args": {"imgsz": 64, "lr0": 0.01}})
     with pytest.raises(ConfigError, match=r"search_alg.*unknown 'tpe'"):

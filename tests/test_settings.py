@@ -125,7 +125,7 @@ def test_settings_and_keywords_make_the_same_tuner(digits_cls, tmp_path):
     assert a.config.keep_weights == 3 and Tuner(base, keep_weights="all").config.keep_weights is None
     with pytest.raises(ConfigError, match="keep_weights: 'top-0' is not best, top-K"):
         Tuner(base, keep_weights="top-0")
-    with pytest.raises(ConfigError, match="allow_changes: --allow-changes applies to --resume only"):
+    with pytest.raises(ConfigError, match=r"allow_changes: allow_changes=True applies to resume=True only"):
         Tuner(base, allow_changes=True)
     with pytest.warns(FutureWarning, match="use concurrent_trials="):
         assert Tuner(base, workers=2).config.workers == 2

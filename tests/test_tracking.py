@@ -340,7 +340,7 @@ def test_mlflow_deleted_experiment_is_refused_before_anything_is_written(tracked
     on = Tuner(model=MODEL, data=digits, iterations=1, epochs=1, output=tmp_path / "o")
     with pytest.raises(ConfigError, match="could not be reached"):  # the plugin's hook runs the pre-flight check
         study_observers(on.config, on.observer_settings)
-    with pytest.raises(ConfigError, match="experiment: given with --no-mlflow"):
+    with pytest.raises(ConfigError, match="experiment: given with mlflow=False"):
         Tuner(model=MODEL, data=digits, iterations=1, epochs=1, output=tmp_path / "o", mlflow=False, experiment="e").run()
     assert not (tmp_path / "o").exists()
 

@@ -11,6 +11,11 @@ backend maps it onto Optuna's ask-and-tell interface:
 - ``tell`` finishes the Optuna trial as ``COMPLETE`` (objective), ``PRUNED`` or ``FAIL`` (error text
   in the user attribute ``error``).
 
+The sampler and the pruner are named options (``--sampler tpe``), or from Python Optuna objects
+(``backend_options={"sampler": optuna.samplers.TPESampler(seed=1)}``), used as given; ``study.json``
+keeps an object's class (:func:`describe_object`) and a resume needs an object of that class again
+(``docs/optuna.md``).
+
 Each Optuna trial carries the user attribute ``hpo_trial_id`` (the hpo trial id). A trial the core
 re-ran after a kill (same id, same params: on ``--resume``, or taken over from a joined process that
 died) was not asked of Optuna: it trains unpruned and is added to the Optuna study when it finishes
@@ -27,7 +32,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidatorFunctionWrapHandler, field_serializer, field_validator
 
 from hpo import Backend, BackendOptions, ConfigError, SearchSpace, Suggestion, TrialRecord, TrialStatus, TuneConfig
 from hpo.files import repair_jsonl
@@ -51,12 +56,14 @@ class OptunaOptions(BackendOptions):
 
     sampler: Literal["tpe", "random", "cmaes", "gp", "qmc"] = Field(
         "tpe",
-        description="Optuna sampler: tpe (TPESampler, multivariate), random, cmaes, gp, qmc; seeded from --seed",
+        description="Optuna sampler: tpe (TPESampler, multivariate), random, cmaes, gp, qmc; seeded from --seed "
+        "(from Python also an optuna.samplers.BaseSampler object, used as given)",
     )
     pruner: Literal["none", "median", "asha", "hyperband"] = Field(
         "hyperband",
         description="Optuna pruner on the per-epoch objective: none, median (MedianPruner), asha "
-        "(SuccessiveHalvingPruner, min 1 epoch), hyperband (HyperbandPruner, 1..epochs)",
+        "(SuccessiveHalvingPruner, min 1 epoch), hyperband (HyperbandPruner, 1..epochs) "
+        "(from Python also an optuna.pruners.BasePruner object, used as given)",
     )
     reduction_factor: int = Field(3, ge=2, description="reduction factor of the asha and hyperband pruners (Optuna's eta)")
     storage: str | None = Field(
@@ -64,6 +71,24 @@ class OptunaOptions(BackendOptions):
         description="Optuna storage: an RDB URL (postgresql://..., sqlite:///file.db) or a journal file path; "
         f"default <study>/{JOURNAL}",
     )
+
+    @field_validator("sampler", "pruner", mode="wrap")
+    @classmethod
+    def _object(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: Any) -> Any:
+        """A name goes through the ``Literal``; an Optuna sampler/pruner object is kept as given."""
+        if isinstance(value, str):
+            return handler(value)
+        import optuna
+
+        base = optuna.samplers.BaseSampler if info.field_name == "sampler" else optuna.pruners.BasePruner
+        if not isinstance(value, base):
+            raise ValueError(f"{type(value).__name__} is neither a name nor an {base.__module__}.{base.__name__} object")
+        return value
+
+    @field_serializer("sampler", "pruner")
+    def _describe(self, value: Any) -> str:
+        """A name as it is; an object as ``"object:<class>"`` (study.json, MLflow), see :func:`describe_object`."""
+        return value if isinstance(value, str) else describe_object(value)
 
     @field_validator("storage")
     @classmethod
@@ -82,7 +107,10 @@ class OptunaOptions(BackendOptions):
         """
         import importlib.util
 
-        needs = {"cmaes": "cmaes", "gp": "scipy"}.get(self.sampler)  # Optuna imports them on first use
+        _check_same_objects(self, config)
+        needs = (
+            {"cmaes": "cmaes", "gp": "scipy"}.get(self.sampler) if isinstance(self.sampler, str) else None
+        )  # Optuna imports them on first use
         if needs and importlib.util.find_spec(needs) is None:
             raise ConfigError(
                 f"optuna option 'sampler': {self.sampler} needs the Python package '{needs}', which is not installed; "
@@ -98,6 +126,52 @@ class OptunaOptions(BackendOptions):
             )
         if storage:
             check_storage(storage)
+
+
+def describe_object(obj: Any) -> str:
+    """``"object:optuna.samplers.TPESampler"``: what ``study.json`` keeps of a sampler or pruner
+    object (an object is no JSON): its class, by its public Optuna path where it has one."""
+    cls = type(obj)
+    module = cls.__module__
+    if module.startswith("optuna."):
+        public = ".".join(module.split(".")[:2])  # optuna.samplers._tpe.sampler -> optuna.samplers
+        import importlib
+
+        if getattr(importlib.import_module(public), cls.__name__, None) is cls:
+            module = public
+    return f"object:{module}.{cls.__qualname__}"
+
+
+#: The backend's record of what its sampler and pruner were, beside the Optuna journal:
+#: ``{"sampler": "tpe" | "object:<class>", "pruner": ...}`` (written by every run that is not joined).
+OBJECTS = "optuna/objects.json"
+
+
+def _check_same_objects(options: OptunaOptions, config: TuneConfig) -> None:
+    """A resumed study that ran with a sampler or pruner *object* (given from Python, kept in
+    ``study.json`` only as its class) needs an object of that class again: a name would silently
+    change the search. ``allow_changes`` lets a resume change it on purpose (recorded in ``resumes``).
+
+    Raises:
+        hpo.ConfigError: naming the option, the stored class and the fix.
+    """
+    import json
+
+    path = config.study_dir / OBJECTS
+    if not (config.resume or config.join) or config.settings is None or config.settings.allow_changes or not path.is_file():
+        return
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    for key in ("sampler", "pruner"):
+        was, now = str(stored.get(key, "")), options.model_dump(mode="json")[key]
+        if was.startswith("object:") and was != now:
+            raise ConfigError(
+                f"optuna option '{key}': this study ran with a {key} object ({was[len('object:') :]}) given from Python, "
+                f"which study.json cannot hold; resume from Python with an object of that class again "
+                f"(backend_options={{'{key}': ...}}), or pass --allow-changes to continue with {now!r}"
+            )
 
 
 def resolve_storage(value: str) -> str:
@@ -171,6 +245,8 @@ class OptunaBackend(Backend):
         existing = len(self.ostudy.get_trials(deepcopy=False))
         if existing and not self.config.join:
             self.ostudy.sampler = self._sampler(existing)  # a resumed run must not repeat the first run's draws
+        if not self.config.join:
+            self._record_objects()
         if not self.config.join and not existing:
             # the reference point: Ultralytics' own defaults are the first trial of a new study
             self.ostudy.enqueue_trial(self.config.space.defaults(), user_attrs={"hpo_defaults": True})
@@ -206,9 +282,22 @@ class OptunaBackend(Backend):
             return seed + 1 + os.getpid() % 100_000  # a joined process must not repeat the first one's draws
         return seed + existing
 
+    def _record_objects(self) -> None:
+        """Write :data:`OBJECTS` (what the sampler and pruner are), for :func:`_check_same_objects`."""
+        import json
+
+        from hpo.files import atomic_write_text
+
+        doc = {k: v for k, v in self.options.model_dump(mode="json").items() if k in ("sampler", "pruner")}
+        atomic_write_text(Path(self.study.path) / OBJECTS, json.dumps(doc) + "\n")
+
     def _sampler(self, existing: int = 0) -> optuna.samplers.BaseSampler:
         s = self._optuna.samplers
         seed, kind = self._seed(existing), self.options.sampler
+        if not isinstance(kind, str):  # the user's object, as given; reseeded where its seed would repeat draws
+            if existing or self.config.join:
+                kind.reseed_rng()
+            return kind
         if kind == "tpe":
             return s.TPESampler(multivariate=True, seed=seed, constant_liar=True)
         if kind == "random":
@@ -222,6 +311,8 @@ class OptunaBackend(Backend):
     def _pruner(self) -> optuna.pruners.BasePruner:
         p = self._optuna.pruners
         kind, eta = self.options.pruner, self.options.reduction_factor
+        if not isinstance(kind, str):
+            return kind
         if kind == "none":
             return p.NopPruner()
         if kind == "median":

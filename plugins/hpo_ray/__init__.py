@@ -65,7 +65,7 @@ class RayOptions(BackendOptions):
         1.0, gt=0, description="CPUs Ray reserves per trial (checked against the cluster before any trial)"
     )
     gpus_per_trial: float = Field(
-        0.0, ge=0, description="GPUs Ray reserves per trial; Ray assigns the device (do not pass device=)"
+        0.0, ge=0, description="GPUs Ray reserves per trial; Ray assigns the device (device= only as cpu)"
     )
     ray_address: Optional[str] = Field(
         None,
@@ -98,7 +98,8 @@ class RayOptions(BackendOptions):
 
     def check(self, config: TuneConfig) -> None:
         """Refuse what Ray cannot run, before anything is written: a grace period longer than the
-        epochs, ``device=`` in the train args, an unknown searcher, and CPUs/GPUs per trial that no node of the Ray cluster has (this connects to the
+        epochs, a ``device=`` in the train args that names a GPU (Ray assigns them; ``cpu`` or ``""`` are
+        accepted, ``cpu`` not with ``gpus_per_trial``), an unknown searcher, and CPUs/GPUs per trial that no node of the Ray cluster has (this connects to the
         cluster, or starts the local one, which :meth:`run` then uses).
 
         Raises:
@@ -110,7 +111,7 @@ class RayOptions(BackendOptions):
         if options.grace_period is not None and options.grace_period > config.epochs:
             raise ConfigError(
                 f"ray option 'grace_period': {options.grace_period} is more than --epochs {config.epochs}; "
-                f"a trial cannot run {options.grace_period} epochs: pass --grace-period <= {config.epochs} or more --epochs"
+                f"a trial cannot run {options.grace_period} epoch{'s' if options.grace_period != 1 else ''}: pass --grace-period <= {config.epochs} or more --epochs"
             )
         if options.grace_period is not None and options.scheduler in ("hyperband", "fifo"):
             raise ConfigError(
@@ -122,10 +123,17 @@ class RayOptions(BackendOptions):
                 "ray option 'checkpoint': the hyperband scheduler pauses and later continues trials, which needs "
                 "checkpoints: drop --checkpoint false or use --scheduler asha"
             )
-        if "device" in config.train_args:
+        device = config.train_args.get("device")
+        no_gpu = device is None or str(device).strip().lower() in ("", "cpu")  # Ultralytics' spellings of "no GPU"
+        if not no_gpu:
             raise ConfigError(
-                "train args: 'device' is assigned by Ray to each trial; remove device=... and "
-                "pass --gpus-per-trial N to train on GPUs"
+                f"train args: device={device}: Ray assigns each trial its GPUs; remove device=... and "
+                "pass --gpus-per-trial N to train on GPUs (device=cpu is accepted)"
+            )
+        if device is not None and str(device).strip() and options.gpus_per_trial > 0:
+            raise ConfigError(
+                f"train args: device={device} trains on the CPU while --gpus-per-trial {options.gpus_per_trial:g} reserves "
+                "GPUs for each trial; drop device=cpu to train on them, or drop --gpus-per-trial"
             )
         _driver.check_search_alg(options.search_alg)
         _driver.check_resources(options)
