@@ -32,6 +32,7 @@ from .errors import (
     BackendNotFoundError,
     ConfigError,
     DataError,
+    EngineError,
     HpoError,
     HpoWarning,
     RunFailedError,
@@ -90,6 +91,7 @@ __all__ = [
     "StudyLockedError",
     "RunFailedError",
     "VolumeError",
+    "EngineError",
     "HpoWarning",
     "__version__",
 ]
