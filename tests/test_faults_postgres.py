@@ -231,7 +231,7 @@ def test_a_server_down_past_the_bound_stops_with_one_line_then_resume_is_exact(t
     assert line.startswith("hpo: error: optuna storage "), line
     assert f"postgresql://postgres:***@127.0.0.1:{server.port}/" in line, line
     assert secret not in line and "--resume" in line, line
-    assert took < bound + 8.0, f"{took:.1f} s to stop with a bound of {bound} s"
+    assert took < bound + 10.0, f"{took:.1f} s to stop with a bound of {bound} s"
     left = _finished(study_dir)
     assert 2 <= left < n
 
