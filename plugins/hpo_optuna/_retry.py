@@ -241,3 +241,21 @@ class _NoDisconnectFallback(logging.Filter):
 
 
 logging.getLogger("optuna.storages._rdb.storage").addFilter(_NoDisconnectFallback())
+
+
+class _NoDeadConnectionTraceback(logging.Filter):
+    """Drop SQLAlchemy's pool errors ("Exception during reset or similar", "Exception closing
+    connection") whose exception is a lost connection (DB-API 2.0's ``OperationalError`` or
+    ``InterfaceError``, by name, or :func:`connection_lost`): with no logging set up, Python prints
+    them with their traceback on stderr, while the retry above reports the outage in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None:
+            return True
+        names = {c.__name__ for c in type(error).__mro__}
+        return not (names & {"OperationalError", "InterfaceError"} or connection_lost(error))
+
+
+for _pool in ("QueuePool", "NullPool", "SingletonThreadPool", "StaticPool", "AssertionPool"):
+    logging.getLogger(f"sqlalchemy.pool.impl.{_pool}").addFilter(_NoDeadConnectionTraceback())
