@@ -16,13 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 from optuna.storages import RDBStorage
-from sqlalchemy import exc
+from sqlalchemy import event, exc
 
 from hpo import EngineError
 
 from ._storage import STORAGE_WAIT_S, _first_line, display_url
 
-__all__ = ["RetryingRDBStorage", "connection_lost", "RETRIED_CALLS", "BACKOFF_S", "BACKOFF_MAX_S"]
+__all__ = ["RetryingRDBStorage", "ConnectionLostError", "connection_lost", "RETRIED_CALLS", "BACKOFF_S", "BACKOFF_MAX_S"]
 
 #: First pause between two tries of a storage call (s); doubled per try up to :data:`BACKOFF_MAX_S`,
 #: each pause drawn in [0.5, 1] of it ("equal jitter": many processes do not retry in step).
@@ -69,9 +69,28 @@ RETRIED_CALLS = (
 _log = logging.getLogger("hpo.optuna")
 
 
+class ConnectionLostError(Exception):
+    """A lost, refused or reset database connection, raised in place of SQLAlchemy's
+    ``OperationalError`` / ``InterfaceError`` by the engine's ``handle_error`` event (not for
+    ``pool_pre_ping``'s own ping, which replaces a dead connection itself). It is no
+    ``SQLAlchemyError``, so Optuna's handlers let it through unchanged to
+    :class:`RetryingRDBStorage` at once: Optuna would otherwise retry a new trial's insert 5 times
+    with pauses of up to 2 s before the bound starts, and fall back on a slower query, with a
+    warning, for an error that was no query's fault. Its ``__cause__`` is the driver's error."""
+
+
+def _as_connection_lost(ctx: Any) -> BaseException | None:
+    """SQLAlchemy ``handle_error`` listener: a :class:`ConnectionLostError` for a lost connection."""
+    if ctx.is_pre_ping:
+        return None
+    if ctx.is_disconnect or isinstance(ctx.sqlalchemy_exception, (exc.OperationalError, exc.InterfaceError)):
+        return ConnectionLostError(_first_line(ctx.original_exception))
+    return None
+
+
 def connection_lost(error: BaseException) -> bool:
     """Whether ``error``, or an error it was raised from, is a lost, refused or reset database
-    connection: SQLAlchemy's ``OperationalError`` / ``InterfaceError`` / ``DisconnectionError``,
+    connection: :class:`ConnectionLostError`, SQLAlchemy's ``OperationalError`` / ``InterfaceError`` / ``DisconnectionError``,
     a ``DBAPIError`` that invalidated its connection, or a session left pending by one. Optuna
     wraps these in ``StorageInternalError``. An integrity or data error is none of them (a retry
     cannot help)."""
@@ -79,7 +98,9 @@ def connection_lost(error: BaseException) -> bool:
     e: BaseException | None = error
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError, exc.PendingRollbackError)):
+        if isinstance(
+            e, (ConnectionLostError, exc.OperationalError, exc.InterfaceError, exc.DisconnectionError, exc.PendingRollbackError)
+        ):
             return True
         if isinstance(e, exc.DBAPIError) and e.connection_invalidated:
             return True
@@ -170,6 +191,7 @@ class RetryingRDBStorage(RDBStorage):
         self._outage = _Outage(url, wait_s)
         self._local = threading.local()
         super().__init__(url, **kwargs)
+        event.listen(self.engine, "handle_error", _as_connection_lost)
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
@@ -181,6 +203,7 @@ class RetryingRDBStorage(RDBStorage):
         super().__setstate__(state)
         self._outage = _Outage(self.url, STORAGE_WAIT_S)
         self._local = threading.local()
+        event.listen(self.engine, "handle_error", _as_connection_lost)
 
     def _retry(self, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if getattr(self._local, "inside", False):  # a retried call inside another one: the outer one retries
@@ -228,19 +251,6 @@ def _retried(name: str) -> Callable[..., Any]:
 for _name in RETRIED_CALLS:
     if hasattr(RDBStorage, _name):  # an Optuna without one of them: nothing to wrap
         setattr(RetryingRDBStorage, _name, _retried(_name))
-
-
-class _NoDisconnectFallback(logging.Filter):
-    """Drop Optuna's "Caught an error from sqlalchemy ... Falling back to a slower alternative"
-    warning when the error was a lost connection: that fallback is for too many SQL variables, it
-    fails again on a dead connection, and the retry above reports the outage in one line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        return not (msg.startswith("Caught an error from sqlalchemy") and "connection" in msg.lower())
-
-
-logging.getLogger("optuna.storages._rdb.storage").addFilter(_NoDisconnectFallback())
 
 
 class _NoDeadConnectionTraceback(logging.Filter):
