@@ -33,6 +33,7 @@ from .errors import (
     BackendNotFoundError,
     ConfigError,
     DataError,
+    EngineError,
     HpoError,
     HpoWarning,
     RunFailedError,
@@ -93,6 +94,7 @@ __all__ = [
     "StudyLockedError",
     "RunFailedError",
     "VolumeError",
+    "EngineError",
     "HpoWarning",
     "__version__",
 ]

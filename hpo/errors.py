@@ -23,6 +23,7 @@ __all__ = [
     "StudyError",
     "RunFailedError",
     "VolumeError",
+    "EngineError",
     "HpoWarning",
     "closest",
 ]
@@ -86,6 +87,18 @@ class VolumeError(HpoError):
 
     The study stops at once and stays readable: every finished trial is kept and the trials that
     were running are re-run by ``--resume`` once the volume is fixed.
+    """
+
+    exit_code = 1
+
+
+class EngineError(HpoError):
+    """An engine the study scales out on stayed unreachable past its bound (e.g. the optuna
+    backend's database storage, ``--storage-wait``). Exit code 1.
+
+    Like :class:`VolumeError`, the study stops at once and stays resumable: every finished trial is
+    kept, the trials that were running are recorded ``interrupted``, and ``--resume`` re-runs them
+    once the engine is back. The message names the engine (credentials masked).
     """
 
     exit_code = 1

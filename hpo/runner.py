@@ -41,6 +41,16 @@ class _TimedOut(KeyboardInterrupt):
     """An in-process trial passed its timeout (a ``KeyboardInterrupt`` so no trainer catches it)."""
 
 
+class _DriverFailed(KeyboardInterrupt):
+    """The driver's own ``on_epoch`` raised in an in-process trial (e.g. the backend's storage was
+    lost): carried through the trainer as a ``KeyboardInterrupt`` (which no trainer turns into a
+    failed trial), then re-raised as the original error, as a worker-process trial raises it."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 _CONTEXT: Any = None
 
 
@@ -250,10 +260,15 @@ class TrialRunner:
                 raise TrialInterrupted(f"trial {spec.trial_id} interrupted: the study is stopping")
             if deadline is not None and time.perf_counter() >= deadline:
                 raise _TimedOut()
-            return bool(on_epoch(row)) if on_epoch else False
+            try:
+                return bool(on_epoch(row)) if on_epoch else False
+            except Exception as e:  # the driver's error, not the trial's: never a failed trial
+                raise _DriverFailed(e) from e
 
         try:
             outcome = train_trial(spec, report, on_batch)
+        except _DriverFailed as e:
+            raise e.error from None
         except _TimedOut:
             outcome = TrialOutcome(
                 TrialStatus.FAILED, epochs=epochs, error=f"timed out after {self.timeout_s:g} s (trial_timeout); killed"

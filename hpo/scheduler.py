@@ -17,7 +17,7 @@ from typing import Any
 
 from . import clock
 from .backend import Backend
-from .errors import VolumeError
+from .errors import EngineError, VolumeError
 from .files import volume_errors
 from .ledger import StudyLedger
 from .runner import TrialRunner
@@ -64,6 +64,8 @@ class AskTellScheduler:
         Raises:
             hpo.VolumeError: the volume failed (the trial is recorded ``interrupted``; the other
                 running trials are stopped too).
+            hpo.EngineError: an engine stayed unreachable past its bound, e.g. the backend's
+                storage in ``should_prune`` (recorded ``interrupted``, like a volume failure).
             KeyboardInterrupt: the run was interrupted (the trial is recorded ``interrupted``).
         """
         ledger = self.ledger
@@ -87,7 +89,7 @@ class AskTellScheduler:
             ledger.note_clock(trial_id, clock.monotonic() - began)  # the study's clock (a simulation's too)
         except BaseException as e:
             ledger.release(trial_id)
-            if isinstance(e, (KeyboardInterrupt, VolumeError)):
+            if isinstance(e, (KeyboardInterrupt, VolumeError, EngineError)):
                 ledger.trial_interrupted(record, e)
             raise
         try:
@@ -115,6 +117,8 @@ class AskTellScheduler:
 
         Raises:
             hpo.VolumeError: the volume failed (it explains the interrupts it caused).
+            hpo.EngineError: an engine stayed unreachable past its bound (the backend's storage:
+                running trials are stopped and recorded ``interrupted``, as for a volume failure).
             KeyboardInterrupt: the run was interrupted (running trials are recorded ``interrupted``).
             Exception: the first error of a thread (a backend's, a trial's recording).
         """
@@ -154,7 +158,7 @@ class AskTellScheduler:
                     with ledger.lock, volume_errors(study.path):
                         backend.tell(record)
             except BaseException as e:  # noqa: BLE001
-                if isinstance(e, VolumeError):
+                if isinstance(e, (VolumeError, EngineError)):
                     self.runner.abort()  # stop the other trials at once: resumable, not failed
                 errors.append(e)
             finally:
@@ -182,6 +186,6 @@ class AskTellScheduler:
                 raise
         if errors:
             # a volume failure explains the interrupts it caused; a crash beats an interrupt
-            volume = [e for e in errors if isinstance(e, VolumeError)]
+            volume = [e for e in errors if isinstance(e, (VolumeError, EngineError))]
             real = [e for e in errors if not isinstance(e, KeyboardInterrupt)]
             raise (volume or real or errors)[0]

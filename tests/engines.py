@@ -85,24 +85,38 @@ class PostgresServer:
         )
         if res.returncode:
             raise RuntimeError(f"initdb failed: {res.stdout[-1000:]} {res.stderr[-2000:]}")
+        self.resume()
+        return self
+
+    def _options(self) -> list[str]:
         opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} -c fsync=off"
-        res = self._run(
-            str(self.bin / "pg_ctl"),
-            "start",
-            "-w",
-            "-t",
-            "60",
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.root / "server.log"),
-            "-o",
-            opts,
-        )
+        return ["-w", "-t", "60", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", opts]
+
+    def _pg_ctl(self, action: str, *extra: str) -> None:
+        res = self._run(str(self.bin / "pg_ctl"), action, *extra, *self._options())
         if res.returncode:
             log = (self.root / "server.log").read_text() if (self.root / "server.log").is_file() else ""
-            raise RuntimeError(f"pg_ctl start failed: {res.stderr[-1000:]} {log[-2000:]}")
-        return self
+            raise RuntimeError(f"pg_ctl {action} failed: {res.stderr[-1000:]} {log[-2000:]}")
+
+    def resume(self) -> None:
+        """``pg_ctl start -w`` of the existing cluster (after :meth:`pause`), on the same port.
+
+        Raises:
+            RuntimeError: pg_ctl failed (its output and the server log's tail in the message).
+        """
+        self._pg_ctl("start")
+
+    def pause(self) -> None:
+        """``pg_ctl stop -m fast``: the server terminates every session and stops (a maintenance
+        stop, or the old primary of a failover); :meth:`resume` starts it again."""
+        res = self._run(str(self.bin / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(self.data))
+        if res.returncode:
+            raise RuntimeError(f"pg_ctl stop failed: {res.stderr[-1000:]}")
+
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every session is terminated, and the server accepts
+        connections again on the same port when it returns (a maintenance restart, a failover)."""
+        self._pg_ctl("restart", "-m", "fast")
 
     @property
     def pid(self) -> int:

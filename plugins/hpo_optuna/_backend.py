@@ -37,7 +37,7 @@ from pydantic import Field, ValidatorFunctionWrapHandler, field_serializer, fiel
 from hpo import Backend, BackendOptions, ConfigError, SearchSpace, Suggestion, TrialRecord, TrialStatus, TuneConfig
 from hpo.files import repair_jsonl
 
-from ._storage import _first_line, check_storage, display_url, open_storage
+from ._storage import STORAGE_WAIT_S, _first_line, check_storage, display_url, open_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -70,6 +70,12 @@ class OptunaOptions(BackendOptions):
         None,
         description="Optuna storage: an RDB URL (postgresql://..., sqlite:///file.db) or a journal file path; "
         f"default <study>/{JOURNAL}",
+    )
+    storage_wait: float = Field(
+        STORAGE_WAIT_S,
+        gt=0,
+        description="seconds a call to a database storage keeps retrying (with backoff) while the database is "
+        "unreachable, e.g. restarting or failing over; past it the study stops (exit 1) and --resume continues it",
     )
 
     @field_validator("sampler", "pruner", mode="wrap")
@@ -229,7 +235,7 @@ class OptunaBackend(Backend):
         self.storage_url = self.options.storage or str(Path(self.study.path) / JOURNAL)
         self._repair_journal()
         try:
-            storage = open_storage(self.storage_url)
+            storage = open_storage(self.storage_url, wait_s=self.options.storage_wait)
             self.ostudy = optuna.create_study(
                 study_name=self.config.name,
                 storage=storage,

@@ -5,6 +5,13 @@ Optuna does not install: hpo's ``postgres`` extra does (``pip install 'hpo-yolo[
 storage that cannot be opened (driver missing, server unreachable, bad credentials, unknown
 database) is one :class:`hpo.ConfigError` line, raised by :func:`check_storage` from the
 backend's ``check``, before the study directory is created.
+
+A database that goes away mid-study (a restart, a failover) is ridden out: every storage call
+hpo makes goes through :class:`~hpo_optuna._retry.RetryingRDBStorage`, which retries a call that failed on a lost
+or refused connection with exponential backoff for up to ``--storage-wait`` seconds (default
+:data:`STORAGE_WAIT_S`), and SQLAlchemy's ``pool_pre_ping`` replaces the pooled connections a
+restart killed before they are used. Past the bound the call raises :class:`hpo.EngineError`
+(one line naming the storage, password masked; exit 1; ``--resume`` continues the study).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from typing import Any
 
 from hpo import ConfigError
 
-__all__ = ["open_storage", "check_storage", "display_url", "DRIVER_PACKAGES"]
+__all__ = ["open_storage", "check_storage", "display_url", "DRIVER_PACKAGES", "STORAGE_WAIT_S"]
 
 #: SQLAlchemy DBAPI driver name -> what to install for it.
 DRIVER_PACKAGES = {
@@ -27,6 +34,10 @@ DRIVER_PACKAGES = {
 }
 #: Seconds a PostgreSQL connection attempt may take (libpq's connect_timeout) unless the URL sets it.
 CONNECT_TIMEOUT_S = 10
+#: Default of ``--storage-wait``: seconds a storage call keeps retrying while the database is
+#: unreachable. Managed PostgreSQL fails over in about 60-120 s (AWS RDS Multi-AZ: "typically 60-120
+#: seconds"; Google Cloud SQL HA: "about 60 seconds"), a maintenance restart in seconds.
+STORAGE_WAIT_S = 120.0
 
 
 def display_url(url: str) -> str:
@@ -50,21 +61,23 @@ def _first_line(e: BaseException) -> str:
 
 
 def _engine_kwargs(url: Any) -> dict[str, Any]:
+    """SQLAlchemy engine options: ``pool_pre_ping`` (a pooled connection a server restart killed is
+    replaced when it is checked out, not failed on), and libpq's ``connect_timeout``."""
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
-        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
-    return {}
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return kwargs
 
 
-def open_storage(url: str) -> Any:
-    """The Optuna storage of ``url``: ``RDBStorage`` for a database URL, ``JournalStorage`` over a
+def open_storage(url: str, *, wait_s: float = STORAGE_WAIT_S) -> Any:
+    """The Optuna storage of ``url``: a :class:`~hpo_optuna._retry.RetryingRDBStorage` for a database URL (retrying
+    for up to ``wait_s`` seconds while the database is unreachable), ``JournalStorage`` over a
     ``JournalFileBackend`` for a file path (its folder created).
 
     Raises:
         hpo.ConfigError: the database driver is not installed (naming what to install), or the
             URL cannot be parsed or the database reached (the driver's first line, password masked).
     """
-    import optuna
-
     if "://" not in url:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -88,7 +101,9 @@ def open_storage(url: str) -> Any:
             f"which is not installed: {fix}"
         ) from None
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(parsed))
+        from ._retry import RetryingRDBStorage
+
+        return RetryingRDBStorage(url, wait_s=wait_s, engine_kwargs=_engine_kwargs(parsed))
     except (SQLAlchemyError, ImportError, OSError, ValueError, RuntimeError) as e:
         msg = _first_line(getattr(e, "orig", None) or e)
         raise ConfigError(
