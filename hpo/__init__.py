@@ -16,7 +16,8 @@ own ``__all__`` (plugins, ``hpo_kfp`` and ``hpo_bench`` use nothing else of hpo;
 spellings), :mod:`hpo.plugins` (the plugin registry), :mod:`hpo.testing` (the
 backend kits), :mod:`hpo.report` (study summaries), :mod:`hpo.show` (``hpo show``'s text),
 :mod:`hpo.files` (atomic writes and volume errors, for a plugin's own files on the study's volume), :mod:`hpo.extras` (optional
-dependencies), :mod:`hpo.preflight` (pod checks), :mod:`hpo.data` and :mod:`hpo.ultra` (datasets
+dependencies), :mod:`hpo.preflight` (pod checks), :mod:`hpo.pretrained` (the opt-in download of official
+weights), :mod:`hpo.data` and :mod:`hpo.ultra` (datasets
 and models as Ultralytics reads them), :mod:`hpo.datasets` (the demo datasets),
 :mod:`hpo.simulate` and :mod:`hpo.clock` (simulated trials and time). Everything else is internal.
 

@@ -111,9 +111,9 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _set_input(task: dsl.PipelineTask, name: str, value: Any) -> None:
-    """Give ``task`` the argument ``name=value`` after it was created (KFP has no public call for
-    it: the task keeps its arguments in ``inputs`` and in its task spec; a channel is registered
-    with :meth:`~kfp.dsl.PipelineTask.register_pipeline_channels`)."""
+    """Give ``task`` the argument ``name=value`` after it was created: KFP has no call for it, but
+    the compiler (and so ``kfp.local``) builds the task's arguments from its public ``inputs``
+    mapping; a channel is registered with :meth:`~kfp.dsl.PipelineTask.register_pipeline_channels`."""
     from kfp.dsl.types import type_utils
 
     type_utils.verify_type_compatibility(
@@ -122,7 +122,6 @@ def _set_input(task: dsl.PipelineTask, name: str, value: Any) -> None:
         error_message_prefix=f"accelerator_count: cannot pass {value!r} to the task's input {name!r}: ",
     )
     task.inputs[name] = value
-    task._task_spec.inputs[name] = value  # the spec keeps its own copy of the arguments
     if isinstance(value, PipelineChannel):
         task.register_pipeline_channels([value])
 

@@ -142,7 +142,7 @@ def test_backends_show_the_library_version_and_what_is_not_usable(tmp_path):
     assert found["ray"]["version"] == importlib.metadata.version("ray") and found["ray"]["install"].startswith(
         "pip install 'hpo-yolo[yolo]'"
     )
-    r = hpo_without(["optuna"], "backends", cwd=tmp_path)
+    r = hpo_without(["optuna"], "backends", cwd=tmp_path, env={"COLUMNS": "200"})  # wide: the hint fits one line
     lines = r.stdout.splitlines()
     row = next(i for i, ln in enumerate(lines) if ln.startswith("optuna "))
     assert "optuna (not installed)" in lines[row] and importlib.metadata.version("hpo-yolo") not in lines[row]

@@ -44,6 +44,7 @@ PUBLIC_MODULES = (
     "hpo.files",
     "hpo.extras",
     "hpo.preflight",
+    "hpo.pretrained",
     "hpo.data",
     "hpo.ultra",
     "hpo.datasets",
