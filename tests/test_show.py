@@ -103,3 +103,39 @@ def test_main_effects_rate_the_parameter_that_drives_the_objective():
     assert main_effects(trials[:1], ["a"]) == {}
     flat = [TrialRecord(id=i, params={"a": i}, status=TrialStatus.COMPLETE, objective=1.0) for i in range(20)]
     assert main_effects(flat, ["a"]) == {}
+
+
+def test_main_effects_take_trials_that_lack_a_key_and_a_single_key():
+    """A space widened with --allow-changes leaves older trials without the new key: they are left
+    out of that key's effect only; one key alone is rated too."""
+    trials = [TrialRecord(id=i, params={"a": i % 7}, status=TrialStatus.COMPLETE, objective=float(i % 7)) for i in range(40)]
+    trials += [
+        TrialRecord(id=40 + i, params={"a": i % 7, "b": i % 3}, status=TrialStatus.COMPLETE, objective=float(i % 7))
+        for i in range(40)
+    ]
+    shares = main_effects(trials, ["a", "b"])
+    assert list(shares) == ["a", "b"] and shares["a"] > 0.9
+    assert main_effects(trials, ["a"]) == {"a": 1.0}
+
+
+def test_show_bounds_the_disk_count_and_says_so(big, monkeypatch):
+    """Counting bytes costs one lstat per file: show stops after DISK_COUNT_S and says the size is
+    a lower bound and how to get all of it; with time to finish it prints the exact size."""
+    import hpo.show
+    from hpo.files import count_tree_bytes, human_bytes, tree_bytes
+
+    extra = big / "many"
+    extra.mkdir(exist_ok=True)
+    for i in range(600):
+        (extra / f"f{i}").write_bytes(b"x" * 10)
+    total = sum(f.stat().st_size for f in big.rglob("*") if f.is_file() and not f.is_symlink())
+    assert tree_bytes(big) == total == count_tree_bytes(big)[0] and count_tree_bytes(big)[1] is True
+    counted, complete = count_tree_bytes(big, 0.0)
+    assert complete is False and counted < total
+    assert f"size on disk {human_bytes(total)} (weights kept" in render(big, width=200)
+    monkeypatch.setattr(hpo.show, "DISK_COUNT_S", 0.0)
+    line = next(x for x in render(big, width=200).splitlines() if "size on disk" in x)
+    assert line.strip().startswith("size on disk over ") and f"(counted for 0 s; du -sh {big} for all)" in line
+    import shutil
+
+    shutil.rmtree(extra)
