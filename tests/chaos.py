@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,30 +132,27 @@ class _Proc:
         return rc
 
 
-def _finished(study: Path) -> int:
-    ids = set()
-    for f in study.glob("trials*.jsonl"):
+def _snapshots(study: Path, pattern: str = "trials*.jsonl") -> Iterator[dict[str, Any]]:
+    """Every snapshot the study's records files (``pattern``) hold as written, file by file, line by
+    line; a torn or damaged line is skipped (the study's reader decides what it means)."""
+    for f in study.glob(pattern):
         for ln in f.read_text(errors="replace").splitlines():
             try:
                 d = json.loads(ln)
             except ValueError:
                 continue
-            if d.get("status") in FINISHED:
-                ids.add(d["id"])
-    return len(ids)
+            if isinstance(d, dict) and "id" in d:
+                yield d
+
+
+def _finished(study: Path) -> int:
+    return len({d["id"] for d in _snapshots(study) if d.get("status") in FINISHED})
 
 
 def _running(study: Path, pid: int | None = None) -> bool:
     """Some trial is mid-way (a running record with at least one epoch): a fault now hits a trial.
     ``pid``: a trial of that process (its records file, ``trials.<host>-<pid>.jsonl``)."""
-    latest: dict[int, dict[str, Any]] = {}
-    for f in study.glob("trials*.jsonl" if pid is None else f"trials.*-{pid}.jsonl"):
-        for ln in f.read_text(errors="replace").splitlines():
-            try:
-                d = json.loads(ln)
-            except ValueError:
-                continue
-            latest[d["id"]] = d
+    latest = {d["id"]: d for d in _snapshots(study, "trials*.jsonl" if pid is None else f"trials.*-{pid}.jsonl")}
     return any(d.get("status") == "running" and d.get("epochs") for d in latest.values())
 
 
@@ -164,14 +161,9 @@ def check_study(study: Path, n: int) -> dict[str, Any]:
     from hpo import Study
 
     final_lines: dict[int, int] = {}
-    for f in study.glob("trials*.jsonl"):
-        for ln in f.read_text(errors="replace").splitlines():
-            try:
-                d = json.loads(ln)
-            except ValueError:
-                continue
-            if d.get("status") in FINISHED:
-                final_lines[d["id"]] = final_lines.get(d["id"], 0) + 1
+    for d in _snapshots(study):
+        if d.get("status") in FINISHED:
+            final_lines[d["id"]] = final_lines.get(d["id"], 0) + 1
     records = Study.open(study).records() if (study / "study.json").is_file() else {}
     statuses: dict[str, int] = {}
     for r in records.values():

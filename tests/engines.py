@@ -1,4 +1,6 @@
-"""Real scale-out engines for the tests: a throwaway PostgreSQL 15 server and a Ray head with token auth.
+"""Real scale-out engines for the tests: a throwaway PostgreSQL 15 server and a Ray head with token
+auth; and the ``hpo tune`` processes the engine tests run beside them (:func:`tune_argv`,
+:func:`start_hpo`, :func:`wait_until`, :func:`kill_groups`, :func:`record_lines`).
 
 Both run as separate processes on 127.0.0.1, on a free port, with their state in their own
 temporary directory, and are stopped by pid at the end (``pg_ctl stop`` reads the postmaster's
@@ -23,9 +25,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["PostgresServer", "RayHead", "RayNode", "free_port", "pg_bin"]
+__all__ = [
+    "PostgresServer",
+    "RayHead",
+    "RayNode",
+    "free_port",
+    "kill_groups",
+    "pg_bin",
+    "record_lines",
+    "start_hpo",
+    "tune_argv",
+    "wait_until",
+]
 
 _PG_GLOBS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/*/bin")
 
@@ -35,6 +50,69 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def tune_argv(*, train: Mapping[str, Any] | None = None, **settings: Any) -> list[str]:
+    """``hpo tune``'s arguments from keyword settings, in the CLI's spelling: ``iterations=3`` ->
+    ``--iterations 3``, ``concurrent_trials=2`` -> ``--concurrent-trials 2``, ``quiet=True`` ->
+    ``--quiet``, ``mlflow=False`` -> ``--no-mlflow``, a dict or list (a space) as JSON, ``None``
+    left out; ``train`` as the trailing ``key=value`` train args."""
+    import json
+
+    argv = ["tune"]
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif value is False:
+            argv.append("--no-" + key.replace("_", "-"))
+        else:
+            argv += [flag, json.dumps(value) if isinstance(value, (dict, list)) else str(value)]
+    return argv + [f"{k}={v}" for k, v in (train or {}).items()]
+
+
+def start_hpo(argv: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """``python -m hpo.cli ARGV`` in a session of its own (a pod: the driver and its trial workers,
+    killed together by :func:`kill_groups`), output captured; ``env`` added to this environment."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpo.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+
+
+def wait_until(
+    cond: Callable[[], Any], procs: Sequence[subprocess.Popen[str]], what: str, timeout: float = 120, poll: float = 0.1
+) -> None:
+    """Wait until ``cond()`` holds; fail the test (with the process's output) when one of ``procs``
+    ends first or ``timeout`` seconds pass."""
+    deadline = time.time() + timeout
+    while not cond():
+        for p in procs:
+            assert p.poll() is None, f"a process ended while waiting for {what}: {p.communicate()}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll)
+
+
+def kill_groups(procs: Sequence[subprocess.Popen[str]]) -> None:
+    """SIGKILL each still-running process's session (its trial workers too) and reap it."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def record_lines(path: Path) -> list[dict[str, Any]]:
+    """The snapshots of a records file as written, in order (``[]`` while it does not exist)."""
+    import json
+
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
 def pg_bin() -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("psycopg")
 
-from engines import PostgresServer  # noqa: E402
+from engines import PostgresServer, kill_groups, start_hpo, tune_argv, wait_until  # noqa: E402
 
 from hpo import Study, TrialStatus  # noqa: E402
 from hpo.testing import SIMULATED  # noqa: E402
@@ -54,76 +53,34 @@ def _running(server):
         server.resume()
 
 
-def _args(data: Path, out: Path, storage: str, n: int, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "hpo.cli",
-        "tune",
-        "--backend",
-        "optuna",
-        "--model",
-        "yolov8n-cls.yaml",
-        "--data",
-        str(data),
-        "--iterations",
-        str(n),
-        "--epochs",
-        "4",
-        "--concurrent-trials",
-        "2",
-        "--output",
-        str(out),
-        "--name",
-        "s",
-        "--storage",
-        storage,
-        "--space",
-        SPACE,
-        "--quiet",
-        "--json",
-        "--no-mlflow",
-        *extra,
-        "imgsz=32",
-        "optimizer=SGD",
-    ]
+def _args(data: Path, out: Path, storage: str, n: int, **settings: object) -> list[str]:
+    return tune_argv(
+        backend="optuna",
+        model="yolov8n-cls.yaml",
+        data=data,
+        iterations=n,
+        epochs=4,
+        concurrent_trials=2,
+        output=out,
+        name="s",
+        storage=storage,
+        space=SPACE,
+        quiet=True,
+        json=True,
+        mlflow=False,
+        **settings,
+        train={"imgsz": 32, "optimizer": "SGD"},
+    )
 
 
 def _env(**options: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HPO_TRAINER": SIMULATED,
-        "HPO_TRAINER_OPTIONS": json.dumps({"epoch_s": EPOCH_S, **options}),
-        "HPO_PLOTS": "0",
-    }
-
-
-def _start(args: list[str], cwd: Path, **options: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        args, cwd=cwd, env=_env(**options), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+    return {"HPO_TRAINER": SIMULATED, "HPO_TRAINER_OPTIONS": json.dumps({"epoch_s": EPOCH_S, **options}), "HPO_PLOTS": "0"}
 
 
 def _finished(study_dir: Path) -> int:
     if not (study_dir / "study.json").is_file():
         return 0
     return sum(r.status.finished for r in Study.open(study_dir).records().values())
-
-
-def _wait(cond, procs: list[subprocess.Popen], what: str, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while not cond():
-        for p in procs:
-            assert p.poll() is None, f"a process ended while waiting for {what}: {p.communicate()}"
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def _kill(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
 
 def _check_exact(study_dir: Path, storage: str, n: int, *, resumed: bool = False) -> None:
@@ -176,15 +133,15 @@ def test_a_restarted_server_is_ridden_out_and_the_study_is_exact(tmp_path, serve
     url, n = server.database("restart"), 20
     study_dir, gate = tmp_path / "s", str(tmp_path / "joined-started")
     # the writer's trials wait until the joined process has started one (hpo.simulate's gate)
-    writer = _start(_args(digits_cls, tmp_path, url, n, "--seed", "0"), tmp_path, gate=gate)
+    writer = start_hpo(_args(digits_cls, tmp_path, url, n, seed=0), cwd=tmp_path, env=_env(gate=gate))
     procs = [writer]
     try:
-        _wait(lambda: (study_dir / "study.json").is_file(), procs, "the study")
-        procs.append(_start(_args(digits_cls, tmp_path, url, n, "--join"), tmp_path, open_gate=gate))
-        _wait(lambda: _finished(study_dir) >= 1, procs, "a finished trial")
+        wait_until(lambda: (study_dir / "study.json").is_file(), procs, "the study")
+        procs.append(start_hpo(_args(digits_cls, tmp_path, url, n, join=True), cwd=tmp_path, env=_env(open_gate=gate)))
+        wait_until(lambda: _finished(study_dir) >= 1, procs, "a finished trial")
         started = _finished(study_dir)
         server.restart()
-        _wait(lambda: _finished(study_dir) >= started + 2, procs, "two more finished trials")
+        wait_until(lambda: _finished(study_dir) >= started + 2, procs, "two more finished trials")
         server.pause()
         down = _finished(study_dir)
         time.sleep(3.0)  # trials keep training; their epochs' reports wait for the server
@@ -192,7 +149,7 @@ def test_a_restarted_server_is_ridden_out_and_the_study_is_exact(tmp_path, serve
         assert down < n, f"the study finished ({down} trials) before the server went down: raise n"
         outs = [p.communicate(timeout=180) for p in procs]
     finally:
-        _kill(procs)
+        kill_groups(procs)
     for p, (_, stderr) in zip(procs, outs, strict=True):
         assert p.returncode == 0, stderr
         assert "Traceback" not in stderr, stderr
@@ -213,16 +170,16 @@ def test_a_server_down_past_the_bound_stops_with_one_line_then_resume_is_exact(t
     secret = "pw" + "7" * 6  # trust authentication ignores it; it must never be shown
     url = plain.replace("postgres@", f"postgres:{secret}@")
     study_dir = tmp_path / "s"
-    args = _args(digits_cls, tmp_path, url, n, "--seed", "0", "--storage-wait", str(bound))
-    proc = _start(args, tmp_path)
+    args = _args(digits_cls, tmp_path, url, n, seed=0, storage_wait=bound)
+    proc = start_hpo(args, cwd=tmp_path, env=_env())
     try:
-        _wait(lambda: _finished(study_dir) >= 2, [proc], "two finished trials")
+        wait_until(lambda: _finished(study_dir) >= 2, [proc], "two finished trials")
         server.pause()
         stopped = time.time()
         stdout, stderr = proc.communicate(timeout=bound + 60)
         took = time.time() - stopped
     finally:
-        _kill([proc])
+        kill_groups([proc])
     print(f"stopped {took:.1f} s after the server went down (bound {bound} s)")
     assert proc.returncode == 1, stderr
     lines = [x for x in stderr.splitlines() if x.strip()]
@@ -241,7 +198,12 @@ def test_a_server_down_past_the_bound_stops_with_one_line_then_resume_is_exact(t
 
     server.resume()
     done = subprocess.run(
-        [*args[:-2], "--resume", *args[-2:]], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "hpo.cli", *_args(digits_cls, tmp_path, url, n, seed=0, storage_wait=bound, resume=True)],
+        cwd=tmp_path,
+        env={**os.environ, **_env()},
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert done.returncode == 0, done.stderr
     _check_exact(study_dir, plain, n, resumed=True)

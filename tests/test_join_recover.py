@@ -16,10 +16,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from engines import kill_groups, record_lines, start_hpo, tune_argv, wait_until
 
 from hpo import Study, TrialStatus
 from hpo.testing import SIMULATED
@@ -30,61 +30,25 @@ SPACE = {"lr0": {"type": "logfloat", "low": 1e-4, "high": 1e-1}, "momentum": [0.
 
 
 def _args(data: Path, out: Path, name: str, iterations: int) -> list[str]:
-    return [
-        "tune",
-        "--backend",
-        "optuna",
-        "--model",
-        "yolov8n-cls.yaml",
-        "--data",
-        str(data),
-        "--iterations",
-        str(iterations),
-        "--epochs",
-        "2",
-        "--output",
-        str(out),
-        "--name",
-        name,
-        "--pruner",
-        "none",
-        "--sampler",
-        "random",
-        "--space",
-        json.dumps(SPACE),
-        "--seed",
-        "0",
-        "--quiet",
-        "imgsz=32",
-    ]
-
-
-def _env(options: dict) -> dict[str, str]:
-    return {**os.environ, "HPO_TRAINER": SIMULATED, "HPO_TRAINER_OPTIONS": json.dumps(options), "HPO_PLOTS": "0"}
-
-
-def _start(args: list[str], options: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hpo.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # a pod: the driver and its trial workers
-        env=_env(options),
+    return tune_argv(
+        backend="optuna",
+        model="yolov8n-cls.yaml",
+        data=data,
+        iterations=iterations,
+        epochs=2,
+        output=out,
+        name=name,
+        pruner="none",
+        sampler="random",
+        space=SPACE,
+        seed=0,
+        quiet=True,
+        train={"imgsz": 32},
     )
 
 
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
-
-
-def _wait(what: str, cond, procs: list[subprocess.Popen], timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while not cond():
-        for p in procs:
-            assert p.poll() is None, f"a process ended while waiting for {what}: {p.communicate()}"
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+def _env(options: dict) -> dict[str, str]:
+    return {"HPO_TRAINER": SIMULATED, "HPO_TRAINER_OPTIONS": json.dumps(options), "HPO_PLOTS": "0"}
 
 
 @pytest.mark.parametrize("heartbeat", ["0", "1"], ids=["flock", "heartbeat-mode"])
@@ -139,18 +103,18 @@ def test_a_restarted_joined_process_takes_over_the_killed_ones_trial(tmp_path, d
     args = _args(digits_cls, out, name, n)
     writer_gate, joined_started = tmp_path / "writer-may-go", tmp_path / "joined-started"
     # the writer's trials wait until the test opens its gate: it holds its first trial throughout
-    writer = _start(args, {"epoch_s": 0.05, "gate": str(writer_gate), "gate_s": 300})
+    writer = start_hpo(args, env=_env({"epoch_s": 0.05, "gate": str(writer_gate), "gate_s": 300}))
     procs = [writer]
     try:
-        _wait("the writer's first trial", lambda: bool(_lines(study / "trials.jsonl")), procs)
-        joined = _start([*args, "--join"], {"epoch_s": 60, "open_gate": str(joined_started)})
+        wait_until(lambda: bool(record_lines(study / "trials.jsonl")), procs, "the writer's first trial")
+        joined = start_hpo([*args, "--join"], env=_env({"epoch_s": 60, "open_gate": str(joined_started)}))
         procs.append(joined)
         own = study / f"trials.{re.sub(r'[^A-Za-z0-9._-]', '_', socket.gethostname())}-{joined.pid}.jsonl"
-        _wait("a trial of the joined process", lambda: own.is_file() and joined_started.exists(), procs)
+        wait_until(lambda: own.is_file() and joined_started.exists(), procs, "a trial of the joined process")
         os.killpg(joined.pid, signal.SIGKILL)  # preempted: the process and its trial worker
         joined.wait()
         procs.remove(joined)
-        lost = _lines(own)
+        lost = record_lines(own)
         assert {r["status"] for r in lost} == {"running"} and len({r["id"] for r in lost}) == 1, lost
         killed, params = lost[-1]["id"], lost[-1]["params"]
 
@@ -160,7 +124,7 @@ def test_a_restarted_joined_process_takes_over_the_killed_ones_trial(tmp_path, d
             capture_output=True,
             text=True,
             timeout=300,
-            env=_env({"epoch_s": 0.05}),
+            env={**os.environ, **_env({"epoch_s": 0.05})},
         )
         assert retry.returncode == 0, retry.stderr[-3000:]
         assert writer.poll() is None  # still in its first trial
@@ -168,10 +132,7 @@ def test_a_restarted_joined_process_takes_over_the_killed_ones_trial(tmp_path, d
         _, err = writer.communicate(timeout=300)
         assert writer.returncode == 0, err[-3000:]
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        kill_groups(procs)
 
     records = Study.open(study).records()
     assert len(records) == n and all(r.status is TrialStatus.COMPLETE for r in records.values()), {
@@ -179,8 +140,8 @@ def test_a_restarted_joined_process_takes_over_the_killed_ones_trial(tmp_path, d
     }
     assert records[killed].params == params
     # the retried process ran it, in its own records file; nobody else did; the dead file is as it was left
-    files = {p.name: _lines(p) for p in study.glob("trials*.jsonl")}
-    assert _lines(own) == lost
+    files = {p.name: record_lines(p) for p in study.glob("trials*.jsonl")}
+    assert record_lines(own) == lost
     (again,) = [f for f, rows in files.items() if f != own.name and any(r["id"] == killed for r in rows)]
     assert again not in ("trials.jsonl", own.name)
     assert [r["status"] for r in files[again] if r["id"] == killed][-1] == "complete"

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from engines import kill_groups, record_lines, start_hpo, tune_argv, wait_until
 
 from hpo import Study, TrialStatus
 
@@ -29,57 +28,22 @@ SPACE = {"lr0": {"type": "logfloat", "low": 1e-4, "high": 1e-1}, "momentum": (0.
 def tune_args(
     data: Path, out: Path, name: str, storage: str, iterations: int, epochs: int = 1, mlflow: bool = False
 ) -> list[str]:
-    return [
-        "tune",
-        "--backend",
-        "optuna",
-        "--model",
-        "yolov8n-cls.yaml",
-        "--data",
-        str(data),
-        "--iterations",
-        str(iterations),
-        "--epochs",
-        str(epochs),
-        "--output",
-        str(out),
-        "--name",
-        name,
-        "--pruner",
-        "none",
-        "--storage",
-        storage,
-        "--space",
-        json.dumps(SPACE),
-        "--quiet",
-        "--json",
-        "--mlflow" if mlflow else "--no-mlflow",
-        *[f"{k}={v}" for k, v in TRAIN.items()],
-    ]
-
-
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hpo.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=cwd,
-        start_new_session=True,
+    return tune_argv(
+        backend="optuna",
+        model="yolov8n-cls.yaml",
+        data=data,
+        iterations=iterations,
+        epochs=epochs,
+        output=out,
+        name=name,
+        pruner="none",
+        storage=storage,
+        space=SPACE,
+        quiet=True,
+        json=True,
+        mlflow=mlflow,
+        train=TRAIN,
     )
-
-
-def lines_of(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
-
-
-def wait_for(cond, procs: list[subprocess.Popen], what: str, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while not cond():
-        for p in procs:
-            assert p.poll() is None, f"a process ended while waiting for {what}: {p.communicate()}"
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
 
 
 # --- fast: a storage that cannot be opened is refused before the study directory exists
@@ -127,39 +91,36 @@ def test_three_joined_processes_one_killed_its_trial_rerun_without_resume(tmp_pa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     # 2 epochs per trial: a trial outlasts a joining process's start-up (imports, checks: ~8 s here)
     args = tune_args(digits_cls, out, name, url, n, epochs=2, mlflow=True)
-    first = start([*args, "--seed", "0"], tmp_path)
+    first = start_hpo([*args, "--seed", "0"], cwd=tmp_path)
     procs = [first]
     try:
-        wait_for(lambda: (study_dir / "study.json").is_file(), procs, "the study to be created")
-        second = start([*args, "--join"], tmp_path)  # started at once
+        wait_until(lambda: (study_dir / "study.json").is_file(), procs, "the study to be created", timeout=300, poll=0.3)
+        second = start_hpo([*args, "--join"], cwd=tmp_path)  # started at once
         procs.append(second)
         # the third joins later: once the first process's first trial has started
-        wait_for(lambda: bool(lines_of(study_dir / "trials.jsonl")), procs, "the first trial")
-        third = start([*args, "--join"], tmp_path)
+        wait_until(lambda: bool(record_lines(study_dir / "trials.jsonl")), procs, "the first trial", timeout=300, poll=0.3)
+        third = start_hpo([*args, "--join"], cwd=tmp_path)
         procs.append(third)
         own = study_dir / f"trials.{os.uname().nodename}-{third.pid}.jsonl"
 
         def third_running() -> bool:
             state: dict[int, str] = {}
-            for r in lines_of(own):
+            for r in record_lines(own):
                 state[r["id"]] = r["status"]
             return "running" in state.values()
 
-        wait_for(third_running, procs, "a trial of the third process")
+        wait_until(third_running, procs, "a trial of the third process", timeout=300, poll=0.3)
         before_kill = {r.id: r for r in Study.open(study_dir).records().values() if r.status.finished}
         os.killpg(third.pid, signal.SIGKILL)  # the process and its trial worker: a preempted pod
         third.wait()
-        lost = lines_of(own)
+        lost = record_lines(own)
         killed_ids = {r["id"] for r in lost if r["status"] == "running"} - {r["id"] for r in lost if r["status"] != "running"}
         assert len(killed_ids) == 1, lost
         res1, res2 = first.communicate(timeout=600), second.communicate(timeout=600)
         assert first.returncode == 0, res1[1]
         assert second.returncode == 0, res2[1]
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        kill_groups(procs)
 
     # no --resume: a survivor re-ran the killed process's trial (same id, same params), once, and
     # the writer stayed until the study had its total
@@ -175,10 +136,10 @@ def test_three_joined_processes_one_killed_its_trial_rerun_without_resume(tmp_pa
         assert records[tid].status is r.status and records[tid].objective == r.objective
     files = sorted(p.name for p in study_dir.glob("trials*.jsonl"))
     assert len(files) == 3, files  # one record file per process
-    assert lines_of(own) == lost  # the dead process's file is as it left it
+    assert record_lines(own) == lost  # the dead process's file is as it left it
     finished_in: dict[int, list[str]] = {}
     for f in files:
-        for r in lines_of(study_dir / f):
+        for r in record_lines(study_dir / f):
             if r["status"] == "complete":
                 finished_in.setdefault(r["id"], []).append(f)
     assert sorted(finished_in) == sorted(records) and all(len(v) == 1 for v in finished_in.values()), finished_in
