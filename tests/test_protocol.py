@@ -604,3 +604,40 @@ def test_code_state_ignores_untracked_results_and_sees_an_edited_tracked_file(tm
     assert state is not None and len(state["commit"]) == 40 and state["dirty"] is False
     (repo / "hpo" / "a.py").write_text("x = 2\n")
     assert code_state(repo / "benchmarks") == {"commit": state["commit"], "dirty": True}
+
+
+def test_the_dev_policy_rule_picks_the_highest_mean_and_breaks_ties_as_committed(tmp_path):
+    """benchmarks/protocol-dev-policy.yaml's rule (hpo_bench.dev_policy): the highest mean final
+    test score over the cells where every policy has one; within 0.01, resolve, then keep, then sgd."""
+    from hpo_bench.dev_policy import decide, main
+
+    def results(scores: dict[tuple[str, int, str, str], float | None]) -> dict:
+        units = {}
+        for (problem, seed, backend, policy), score in scores.items():
+            key = f"primary/{problem}/{seed}/{backend}-{policy}"
+            units[f"study/{key}"] = {
+                "kind": "study",
+                "contender_kind": "hpo",
+                "contender": f"{backend}-{policy}",
+                "problem": problem,
+                "seed": seed,
+                "best_val": 0.5,
+                "counts": {"complete": 3},
+                "trials": [{"trial": 1, "objective": 0.2}, {"trial": 0, "objective": 0.4}],
+            }
+            units[f"final/{key}"] = {"kind": "final", "score": score}
+        return {"seed_set": "development", "units": units}
+
+    base = {("digits-cls", 100, "optuna", p): s for p, s in (("sgd", 0.70), ("keep", 0.60), ("resolve", 0.65))}
+    d = decide(results(base))
+    assert d["choice"] == "sgd" and not d["tie"] and d["n"] == 1 and d["ranking"] == ["sgd", "resolve", "keep"]
+    assert d["cells"][("digits-cls", 100, "optuna")]["keep"]["first"] == 0.4  # trial 0, not the first listed
+    close = {**base, ("digits-cls", 100, "optuna", "keep"): 0.695}  # keep within 0.01 of sgd: keep wins the tie
+    assert decide(results(close))["choice"] == "keep" and decide(results(close))["tie"]
+    # a cell without every policy's score is left out of the means
+    partial = {**base, ("digits-det", 100, "optuna", "sgd"): 0.1, ("digits-det", 100, "optuna", "keep"): None}
+    assert decide(results(partial))["n"] == 1 and decide(results(partial))["choice"] == "sgd"
+    assert decide(results({}))["choice"] is None
+    (tmp_path / "results.json").write_text(json.dumps(results(base)))
+    assert main([str(tmp_path)]) == 0 and "**Choice: `sgd`** (the highest mean)" in (tmp_path / "decision.md").read_text()
+    assert main([str(tmp_path / "none")]) == 2
