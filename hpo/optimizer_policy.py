@@ -8,10 +8,10 @@ trainer ignores, so when no optimizer is given (or ``optimizer=auto``), hpo foll
 by the setting ``auto_optimizer`` (:class:`hpo.TuneSettings`, ``hpo tune --auto-optimizer``), by
 default by the environment variable :data:`POLICY_ENV` (``HPO_AUTO_OPTIMIZER``):
 
-- ``sgd`` (the default, hpo's behaviour so far): when the space tunes ``lr0`` or ``momentum`` (the
+- ``sgd`` (hpo's behaviour before issue 27 chose a default): when the space tunes ``lr0`` or ``momentum`` (the
   default space always does), train every trial with ``optimizer=SGD``, whose values Ultralytics'
   defaults ``lr0=0.01, momentum=0.937`` are. The first trial is then not Ultralytics' default training.
-- ``keep``: keep ``auto``. The default space leaves out the keys ``auto`` ignores (``lr0``,
+- ``keep`` (the default): keep ``auto``. The default space leaves out the keys ``auto`` ignores (``lr0``,
   ``momentum``) and those the optimizer it picks does not read (``warmup_momentum`` under AdamW), so
   the first trial is exactly Ultralytics' default training and the search tunes the rest. A space of
   the user's that tunes ``lr0`` or ``momentum`` cannot keep ``auto``: it is resolved as under ``resolve``.
@@ -56,8 +56,9 @@ class OptimizerPolicy(str, enum.Enum):
     RESOLVE = "resolve"
 
 
-#: The policy when :data:`POLICY_ENV` is unset: hpo's behaviour so far, until a benchmark picks another.
-DEFAULT_POLICY = OptimizerPolicy.SGD
+#: The policy when :data:`POLICY_ENV` is unset, chosen on development seeds by the rule committed before the run
+#: (benchmarks/protocol-dev-policy.yaml; the numbers in benchmarks/results/dev-policy/decision.md).
+DEFAULT_POLICY = OptimizerPolicy.KEEP
 
 _POLICY_HELP = (
     "sgd (train with optimizer=SGD when lr0 or momentum are searched), keep (keep Ultralytics' optimizer=auto, "

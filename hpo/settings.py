@@ -294,10 +294,10 @@ class TuneSettings:
         '``momentum``; ``"keep"`` keeps ``auto`` and leaves out of the default space what it ignores; '
         '``"resolve"`` sets the optimizer ``auto`` would pick for the trials and starts the search at its '
         "``lr0`` and ``momentum`` (:mod:`hpo.optimizer_policy`). ``None`` (default): the environment variable "
-        '``HPO_AUTO_OPTIMIZER``, else ``"sgd"``. A given optimizer is always used as given.',
+        '``HPO_AUTO_OPTIMIZER``, else ``"keep"``. A given optimizer is always used as given.',
         cli=Cli(
             ("--auto-optimizer",),
-            "Without optimizer=: sgd, keep or resolve (default: env HPO_AUTO_OPTIMIZER, else sgd).",
+            "Without optimizer=: sgd, keep or resolve (default: env HPO_AUTO_OPTIMIZER, else keep).",
             metavar="POLICY",
         ),
         kfp=Kfp(skip="HPO_AUTO_OPTIMIZER in the pod's environment"),

@@ -14,7 +14,7 @@ from conftest import hpo_cli, kv
 
 from hpo import ConfigError, SearchSpace, taskspace, ultra
 from hpo._derive import DERIVE_COMMAND, derive_table
-from hpo.optimizer_policy import POLICY_ENV, study_space, train_images
+from hpo.optimizer_policy import POLICY_ENV, OptimizerPolicy, optimizer_policy, study_space, train_images
 from hpo.validate import build_config
 
 #: Fixed train args of the policy trainings: 140 of digits-cls' 1,402 train images, a few seconds a trial.
@@ -199,12 +199,20 @@ def _records(study: Path) -> list[dict]:
     return [json.loads(line) for line in (study / "trials.jsonl").read_text().splitlines() if line.strip()]
 
 
-def test_policy_sgd_is_the_default_and_trains_sgd_with_the_per_task_space(tmp_path, digits_cls, monkeypatch):
-    """Python API, no optimizer, no space, no HPO_AUTO_OPTIMIZER: SGD at Ultralytics' lr0 and momentum,
+def test_the_default_policy_is_keep(tmp_path, digits_cls, monkeypatch):
+    """No auto_optimizer, no HPO_AUTO_OPTIMIZER: the policy issue 27's development run chose."""
+    monkeypatch.delenv(POLICY_ENV, raising=False)
+    assert optimizer_policy() is OptimizerPolicy.KEEP
+    cfg = build_config(model="yolov8n-cls.yaml", data=digits_cls, output=tmp_path, train_args=ARGS)
+    assert any("auto_optimizer=keep" in n for n in cfg.notices), cfg.notices
+
+
+def test_policy_sgd_trains_sgd_with_the_per_task_space(tmp_path, digits_cls, monkeypatch):
+    """Python API, no optimizer, no space, HPO_AUTO_OPTIMIZER=sgd: SGD at Ultralytics' lr0 and momentum,
     and the classification space holds only what its trainer reads."""
     from hpo import Tuner
 
-    monkeypatch.delenv(POLICY_ENV, raising=False)
+    monkeypatch.setenv(POLICY_ENV, "sgd")
     result = Tuner(
         model="yolov8n-cls.yaml", data=digits_cls, iterations=1, epochs=1, train_args=ARGS, output=tmp_path, name="sgd"
     ).run()
@@ -220,7 +228,8 @@ def test_show_and_plots_rank_only_the_keys_the_task_reads(tmp_path, digits_cls):
     r, study = _tune_cli(
         tmp_path, digits_cls, "rank", iterations=6, env={"HPO_TRAINER": "hpo.simulate:simulated_trainer", "HPO_PLOTS": "1"}
     )
-    keys = set(SearchSpace.default("classify", "SGD"))
+    keys = set(json.loads((study / "study.json").read_text())["space"])  # the default policy's classify space
+    assert keys <= set(SearchSpace.default("classify", "SGD")) and len(keys) >= 9
     assert set(json.loads((study / "plots" / "importance.json").read_text())) == keys
     shown = json.loads(hpo_cli("show", str(study), "--json").stdout)
     assert set(shown["best"]["params"]) == keys and not keys & {"box", "mosaic", "close_mosaic"}
