@@ -611,18 +611,22 @@ def test_tuned_train_args_keep_their_types_into_the_next_step_under_kfp_local(tm
     assert type(json.loads(tune_out["best_hyperparameters_json"])["close_mosaic"]) is int
     assert tune_out["ultralytics_version"] == ultralytics.__version__ == study.settings["versions"]["ultralytics"]
     got = json.loads(json.loads((run_dir / "user-train" / "executor_output.json").read_text())["parameterValues"]["Output"])
-    # the tuned train args: the fixed ones, what hpo chose (the optimizer), the best params over them
+    # the tuned train args: the fixed ones, what hpo chose (no optimizer given and the space tunes lr0:
+    # the default policy, keep, resolves auto to what it picks, AdamW with its momentum and warmup_bias_lr),
+    # the best params over them
     assert {k: v for k, (v, _) in got["from_json"].items()} == {
         "imgsz": 32,
         "batch": 16,
         "workers": 0,
         "fliplr": 0.5,
-        "optimizer": "SGD",
+        "optimizer": "AdamW",
+        "momentum": 0.9,
+        "warmup_bias_lr": 0.0,
         **best.params,
     }
     assert got["from_json"]["imgsz"] == [32, "int"] and got["from_json"]["batch"] == [16, "int"]
     assert got["from_json"]["close_mosaic"] == [best.params["close_mosaic"], "int"]
-    assert got["from_json"]["fliplr"] == [0.5, "float"] and got["from_json"]["optimizer"] == ["SGD", "str"]
+    assert got["from_json"]["fliplr"] == [0.5, "float"] and got["from_json"]["optimizer"] == ["AdamW", "str"]
     # the caveat docs/kfp.md states: the dict output's ints arrive as floats
     assert got["from_dict"]["close_mosaic"] == [float(best.params["close_mosaic"]), "float"]
     meta = json.loads((run_dir / "hpo-tune" / "executor_output.json").read_text())["artifacts"]["best_model"]
