@@ -64,6 +64,11 @@ def decide(results: dict[str, Any]) -> dict[str, Any]:
     return {"cells": cells, "means": means, "n": len(full), "ranking": ranking, "choice": choice, "tie": tie}
 
 
+def _best_policy(cell: dict[str, dict[str, Any]]) -> str:
+    """The policy with the highest final test score in one cell (ties: :data:`POLICIES`' order)."""
+    return max(POLICIES, key=lambda p: float(cell[p]["test"]))
+
+
 def _f(x: Any) -> str:
     return "-" if x is None else f"{float(x):.3f}"
 
@@ -93,7 +98,8 @@ def report(results: dict[str, Any]) -> str:
     for problem in sorted({k[0] for k in full}):
         got = [v for k, v in full.items() if k[0] == problem]
         means = ", ".join(f"{p} {statistics.fmean(v[p]['test'] for v in got):.4f}" for p in POLICIES)
-        wins = {p: sum(1 for v in got if max(POLICIES, key=lambda q, v=v: v[q]["test"]) == p) for p in POLICIES}
+        best = [_best_policy(v) for v in got]
+        wins = {p: best.count(p) for p in POLICIES}
         lines.append(
             f"{problem} alone ({len(got)} cells, descriptive): mean {means}; best in "
             + ", ".join(f"{p} {wins[p]}" for p in POLICIES)
