@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -269,8 +270,6 @@ def count_tree_bytes(path: str | Path, seconds: float | None = None) -> tuple[in
         ``(bytes, complete)``: ``complete`` is ``False`` when the time ran out first (then
         ``bytes`` is what was counted, a lower bound).
     """
-    import time
-
     stop = None if seconds is None else time.monotonic() + seconds
     total, stack, n = 0, [os.fspath(path)], 0
     while stack:

@@ -278,15 +278,13 @@ def _columns(records: list[TrialRecord], keys: list[str]) -> list[list[Any]]:
     over 10,000 trials of 26 parameters)."""
     from operator import itemgetter
 
-    if not keys:
-        return []
+    if len(keys) < 2:  # itemgetter of one key returns the value, not a tuple
+        return [[r.params.get(k) for r in records] for k in keys]
     get = itemgetter(*keys)
     try:
         rows = [get(r.params) for r in records]
     except KeyError:  # some record lacks a key (a space changed with --allow-changes)
         rows = [tuple(r.params.get(k) for k in keys) for r in records]
-    if len(keys) == 1:
-        return [list(rows)]
     return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in keys]
 
 

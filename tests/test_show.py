@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,11 @@ def test_main_effects_take_trials_that_lack_a_key_and_a_single_key():
     shares = main_effects(trials, ["a", "b"])
     assert list(shares) == ["a", "b"] and shares["a"] > 0.9
     assert main_effects(trials, ["a"]) == {"a": 1.0}
+    assert main_effects(trials, ["b"]) == {"b": 1.0}  # one key that half the trials lack
+    from hpo.plots import _columns
+
+    assert _columns(trials, ["b"]) == [[None] * 40 + [i % 3 for i in range(40)]]  # values, not 1-tuples
+    assert _columns(trials, ["a", "b"])[1] == _columns(trials, ["b"])[0] and _columns(trials, []) == []
 
 
 def test_show_bounds_the_disk_count_and_says_so(big, monkeypatch):
@@ -124,18 +130,18 @@ def test_show_bounds_the_disk_count_and_says_so(big, monkeypatch):
     import hpo.show
     from hpo.files import count_tree_bytes, human_bytes, tree_bytes
 
-    extra = big / "many"
+    extra = big / "many"  # the module's study is shared: the extra files go again at the end
     extra.mkdir(exist_ok=True)
-    for i in range(600):
-        (extra / f"f{i}").write_bytes(b"x" * 10)
-    total = sum(f.stat().st_size for f in big.rglob("*") if f.is_file() and not f.is_symlink())
-    assert tree_bytes(big) == total == count_tree_bytes(big)[0] and count_tree_bytes(big)[1] is True
-    counted, complete = count_tree_bytes(big, 0.0)
-    assert complete is False and counted < total
-    assert f"size on disk {human_bytes(total)} (weights kept" in render(big, width=200)
-    monkeypatch.setattr(hpo.show, "DISK_COUNT_S", 0.0)
-    line = next(x for x in render(big, width=200).splitlines() if "size on disk" in x)
-    assert line.strip().startswith("size on disk over ") and f"(counted for 0 s; du -sh {big} for all)" in line
-    import shutil
-
-    shutil.rmtree(extra)
+    try:
+        for i in range(600):
+            (extra / f"f{i}").write_bytes(b"x" * 10)
+        total = sum(f.stat().st_size for f in big.rglob("*") if f.is_file() and not f.is_symlink())
+        assert tree_bytes(big) == total == count_tree_bytes(big)[0] and count_tree_bytes(big)[1] is True
+        counted, complete = count_tree_bytes(big, 0.0)
+        assert complete is False and counted < total
+        assert f"size on disk {human_bytes(total)} (weights kept" in render(big, width=200)
+        monkeypatch.setattr(hpo.show, "DISK_COUNT_S", 0.0)
+        line = next(x for x in render(big, width=200).splitlines() if "size on disk" in x)
+        assert line.strip().startswith("size on disk over ") and f"(counted for 0 s; du -sh {big} for all)" in line
+    finally:
+        shutil.rmtree(extra, ignore_errors=True)
