@@ -641,3 +641,43 @@ def test_the_dev_policy_rule_picks_the_highest_mean_and_breaks_ties_as_committed
     (tmp_path / "results.json").write_text(json.dumps(results(base)))
     assert main([str(tmp_path)]) == 0 and "**Choice: `sgd`** (the highest mean)" in (tmp_path / "decision.md").read_text()
     assert main([str(tmp_path / "none")]) == 2
+
+
+def test_the_dev_ultralytics_rule_reads_the_run_protocol_and_prefers_no_pruning_on_a_tie(tmp_path):
+    """benchmarks/protocol-dev-ultralytics.yaml's rule: the same highest mean, over the candidates
+    r6, r2, r0, r6p, r2p, r0p; within 0.01 of the best the tie goes in that order; the rule is picked
+    by the run's protocol name, and the file states the same order."""
+    from hpo_bench.dev_policy import RULES, decide
+
+    def results(scores: dict[str, float]) -> dict:
+        units = {}
+        for cand, score in scores.items():
+            key = f"primary/digits-cls/100/ultralytics-{cand}"
+            units[f"study/{key}"] = {
+                "kind": "study",
+                "contender_kind": "hpo",
+                "contender": f"ultralytics-{cand}",
+                "problem": "digits-cls",
+                "seed": 100,
+                "counts": {"complete": 3},
+                "trials": [],
+            }
+            units[f"final/{key}"] = {"kind": "final", "score": score}
+        return {"name": "issue27-dev-ultralytics", "seed_set": "development", "units": units}
+
+    scores = {"r6": 0.80, "r2": 0.85, "r0": 0.70, "r6p": 0.855, "r2p": 0.60, "r0p": 0.65}
+    d = decide(results(scores))
+    assert d["n"] == 1 and d["ranking"][:2] == ["r6p", "r2"] and d["tie"] and d["choice"] == "r2"
+    d = decide(results({**scores, "r6p": 0.90}))
+    assert d["choice"] == "r6p" and not d["tie"]
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "protocol-dev-ultralytics.yaml").read_text()
+    assert "to: r6, r2, r0, r6p, r2p, r0p" in text and RULES["issue27-dev-ultralytics"].candidates == (
+        "r6",
+        "r2",
+        "r0",
+        "r6p",
+        "r2p",
+        "r0p",
+    )
+    for cand in RULES["issue27-dev-ultralytics"].candidates:
+        assert f"ultralytics-{cand}:" in text
