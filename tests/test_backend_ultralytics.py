@@ -154,12 +154,25 @@ def test_a_random_initial_population_comes_before_the_mutation(digits_cls, tmp_p
     try:
         assert backend.options.initial_random == 2
         lr0 = [backend.ask().params["lr0"] for _ in range(4)]
-        assert lr0[0] == 0.01 and lr0[3] == 0.01 and 0.01 not in lr0[1:3], lr0
+        # proposal 3 is asked before any trial completed: drawn too, not the start again
+        assert lr0[0] == 0.01 and 0.01 not in lr0[1:] and len(set(lr0)) == 4, lr0
     finally:
         study.close()
+
+
+def test_the_native_start_by_default_and_no_repeat_of_it_before_a_result(digits_cls, tmp_path):
+    """initial_random=0 by default (benchmarks/results/dev-ultralytics/decision.md): proposal 0 is
+    the start; with one complete trial the next is the native mutation of it; proposals asked before any trial completed
+    (concurrent trials at the start) are uniform draws, never the start again."""
     backend, study = _prune_backend(digits_cls, tmp_path / "default", 3)
     try:
-        assert backend.options.initial_random == 6  # benchmarks/README.md: "Defaults and the numbers behind them"
+        assert backend.options.initial_random == 0
+        first = backend.ask().params["lr0"]
+        early = [backend.ask().params["lr0"] for _ in range(2)]  # concurrent: nothing told yet
+        assert first == 0.01 and 0.01 not in early and len(set(early)) == 2, early
+        backend.tell(TrialRecord(id=0, params={"lr0": 0.01}, status=TrialStatus.COMPLETE, objective=0.5))
+        child = backend.ask().params["lr0"]
+        assert child != 0.01 and child not in early and 0.001 <= child <= 0.1, child
     finally:
         study.close()
 

@@ -19,17 +19,19 @@ benchmarks/README.md):
   Ultralytics' defaults as in the native tuner unless the space sets a ``start`` (hpo's ``resolve``
   optimizer policy starts at ``optimizer=auto``'s ``lr0`` and ``momentum``).
 
-- A random initial population (``initial_random=6``, the default; 0 gives the native start): after
-  the first trial (the defaults), the next 6 proposals are drawn uniformly from the space, and the
-  mutation then draws its parents among the best of all complete trials. The native tuner mutates
-  the defaults alone, so a good region far from Ultralytics' defaults is reached slowly. On full
-  digits-cls (AdamW, where the default ``lr0=0.01`` is about 8x the best found), the simulated
-  benchmark (fp32 recording of 2026-12-05, 50 seeds at ``model.tune``'s wall clock, trial noise)
-  gave a best top-1 of 0.871 with 6 random starts against 0.633 with none (3: 0.855; 10: 0.879, all
-  three level, paired Wilcoxon p >= 0.67); in the real runs (7 seeds x 2 problems) it beat
-  ``model.tune`` on 13 of 14 seed-problem pairs (two-sided Wilcoxon p 0.031 on digits-cls, 0.016
-  on digits-det), while the mutation alone tied ``model.tune`` at 0.580 after 17 trials (digits-cls
-  seed 2).
+- The native start by default (``initial_random=0``): after the first trial (the start), every
+  proposal is the native mutation of the complete trials so far. Chosen on 2026-12-07 on
+  development seeds by a rule committed before the run (benchmarks/protocol-dev-ultralytics.yaml,
+  benchmarks/results/dev-ultralytics/decision.md): under hpo's defaults (no optimizer given, so
+  Ultralytics' ``auto``; the task's default space), the mean final test score over 4 seed-problem
+  cells was 0.570 with the native start against 0.555 with 2 uniform draws and 0.522 with 6 (0.578
+  with median stopping on top, a tie by the rule, which prefers no stopping). Where Ultralytics'
+  defaults start far from the good region (``optimizer=AdamW`` at the SGD default ``lr0=0.01``),
+  a random initial population helped instead (``initial_random=6`` won 13 of 14 real seed-problem
+  pairs against ``model.tune`` there): ``--initial-random 6`` draws 6 proposals uniformly from the
+  space after the start before the mutation begins. A proposal asked before any trial has
+  completed (concurrent trials at the start) is drawn uniformly too: the mutation needs a result,
+  and without one the native tuner would propose the start again.
 - Early stopping, off by default (``pruner="none"``: every trial trains all its epochs, as in the
   native tuner). With ``pruner="percentile"``, after each epoch a trial whose objective is worse
   than the median (``prune_percentile=50``) of the complete trials' objectives at the same epoch
@@ -82,10 +84,11 @@ class UltralyticsOptions(BackendOptions):
     parents: int = Field(9, ge=1, description="number of best previous results a child is mutated from (native n=9)")
     sigma: float = Field(0.2, gt=0, le=1, description="normalised mutation standard deviation (native sigma=0.2)")
     initial_random: int = Field(
-        6,
+        0,
         ge=0,
-        description="proposals after the first (the defaults) drawn uniformly from the space before the mutation "
-        "starts: a random initial population (0: the native tuner's start, mutating the defaults)",
+        description="proposals after the first (the start) drawn uniformly from the space before the mutation "
+        "starts: a random initial population (0, the default: the native tuner's start, mutating the start; "
+        "6 helps where Ultralytics' defaults start far from the good region, e.g. optimizer=AdamW at lr0 0.01)",
     )
     pruner: Literal["none", "percentile"] = Field(
         "none",
@@ -165,22 +168,27 @@ class UltralyticsBackend(Backend):
         self._log_int = any(p.log and p.kind is Kind.INT for p in self.config.space.values())
         # configurations proposed so far, which the uniform draws (and a log integer key's mutations) avoid:
         # kept while one may follow
-        keep = self._log_int or self._asked <= self.options.initial_random
+        keep = (
+            self._log_int
+            or self._asked <= self.options.initial_random
+            or not any(r.status is TrialStatus.COMPLETE for r in records.values())
+        )
         self._tried = {_key(r.params) for r in records.values()} if keep else set()
 
     def ask(self) -> Suggestion:
         """The next proposal: proposal 0 (no results yet) is the study's start (:meth:`hpo.SearchSpace.defaults`:
         Ultralytics' defaults, as the native start, unless the space sets ``start``);
         proposals ``1 .. initial_random`` are drawn uniformly from the space (through the native
-        ``Tuner._constrain``); every later one is the native mutation (``Tuner._mutate``) of the
-        complete trials so far.
+        ``Tuner._constrain``), and so is any later one asked before a trial has completed
+        (concurrent trials at the start: the native mutation would propose the start again); every
+        other one is the native mutation (``Tuner._mutate``) of the complete trials so far.
 
         Raises:
             hpo.errors.RunFailedError: the native tuner found no untried configuration in its 200 tries
                 (a nearly exhausted integer space: ``check`` only guarantees there are enough).
         """
         k, self._asked = self._asked, self._asked + 1
-        if 1 <= k <= self.options.initial_random:
+        if 1 <= k and (k <= self.options.initial_random or self._complete == 0):  # the mutation needs a result
             for attempt in range(100):  # a small integer space may repeat a configuration: draw again
                 params = self.native.uniform(seed=self.config.seed, draw=k, attempt=attempt)
                 if _key(params) not in self._tried:
@@ -208,7 +216,7 @@ class UltralyticsBackend(Backend):
         """Keep a proposal for the uniform draws still to come (none after the first
         ``initial_random`` proposals: the native mutation checks its history itself, except in
         ``log10`` coordinates, where two proposals can round to one log-scaled integer value)."""
-        if self._log_int or self._asked <= self.options.initial_random:
+        if self._log_int or self._asked <= self.options.initial_random or self._complete == 0:
             self._tried.add(_key(params))
 
     def _native_record(self, record: TrialRecord) -> dict[str, Any]:
