@@ -452,9 +452,11 @@ def _needed_lines(path: Path) -> tuple[set[int], int] | None:
                 return None  # a torn last line: a writer's repair decides about it
             line = line[:-1]
             head = _head(line)
-            if head is None or head[2] not in _KNOWN_B or line.find(_GLUE, 1) >= 0:
+            if head is None or line.find(_GLUE, 1) >= 0:
                 return None
             tid, pkey, status = head
+            if status is None or status not in _KNOWN_B:
+                return None
             g = groups.get(tid)
             if g is not None and g.pkey != pkey and json.loads(g.pkey) != json.loads(pkey):
                 needed |= g.needed()  # other params: a new run of snapshots
