@@ -251,12 +251,16 @@ def run_native_ray(spec: dict[str, Any]) -> int:
 
     SETTINGS.update({k: False for k in _INTEGRATIONS if k in SETTINGS and k != "raytune"})
     model = YOLO(spec["model"], task=spec["task"])
+    train_args = dict(spec["train_args"])
+    if str(train_args.get("device", "cpu")).strip().lower() not in ("cpu", ""):
+        # as a GPU user runs it: Ray gives a trial no GPU unless asked (run_ray_tune's gpu_per_trial)
+        train_args.setdefault("gpu_per_trial", 1)
     grid = model.tune(
         use_ray=True,
         data=spec["data"],
         iterations=spec["iterations"],
         epochs=spec["epochs"],
-        **spec["train_args"],
+        **train_args,
     )
     trials = []
     for res in grid:

@@ -150,6 +150,26 @@ def _seed_set(protocol: Protocol, seeds: list[int]) -> str:
     )
 
 
+def check_device(device: str) -> None:
+    """Refuse a protocol that trains on CUDA devices torch does not see here, before anything runs.
+
+    Args:
+        device: the protocol's ``device``: CUDA indices such as ``"0"`` or ``"0,1"``.
+
+    Raises:
+        ValueError: one line naming the device, what torch sees and the fix.
+    """
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [d for d in (int(x) for x in device.split(",")) if d >= count]
+    if missing:
+        raise ValueError(
+            f"device: the protocol trains on CUDA device {device}, but torch sees {count} CUDA device(s) here; "
+            "run it on a machine with that GPU (its --dry-run there checks this too)"
+        )
+
+
 def check_protocol_run(
     protocol: Protocol,
     sha256: str,
@@ -165,8 +185,8 @@ def check_protocol_run(
     """Every check before anything is written; returns the recorded run when continuing one.
 
     Raises:
-        ValueError: one line naming the option, the value and the fix: an unknown condition,
-            problem or contender; seeds outside the protocol's sets or mixing them; evaluation
+        ValueError: one line naming the option, the value and the fix: a GPU protocol where torch
+            sees no such CUDA device (:func:`check_device`); an unknown condition, problem or contender; seeds outside the protocol's sets or mixing them; evaluation
             seeds with a protocol file that is not committed or differs from its commit, or with
             ``HPO_*`` variables in the environment (:func:`hpo_environment`); ``--out`` holding a run without ``--resume``, or a run
             of another protocol text or seed set.
@@ -180,6 +200,8 @@ def check_protocol_run(
     for c in contenders or []:
         if c not in protocol.contenders:
             raise ValueError(f"--contenders: unknown '{c}'; choose from {', '.join(protocol.contenders)}")
+    if protocol.device != "cpu":
+        check_device(protocol.device)
     seed_set = _seed_set(protocol, seeds)
     if seed_set == "evaluation":
         stray = hpo_environment()

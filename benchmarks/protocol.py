@@ -320,6 +320,14 @@ class Protocol(_Strict):
     statistics: StatisticsSpec
     fidelity: FidelitySpec | None = None
 
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device(cls, v: Any) -> str:
+        text = str(v).strip().lower()
+        if text != "cpu" and not all(d.strip().isdigit() for d in text.split(",")):
+            raise ValueError("must be cpu or CUDA device indices as Ultralytics' device= takes them, e.g. '0' or '0,1'")
+        return text
+
     @model_validator(mode="after")
     def _references(self) -> Protocol:
         ev, dev = parse_seed_set(self.seeds.evaluation), parse_seed_set(self.seeds.development)

@@ -263,6 +263,7 @@ def test_protocol_errors_are_one_line_naming_the_field(tmp_path: Path):
         (TINY.replace("final_seeds: 1", "final_seeds: 1\n    colour: red"), ["problems.cls.colour"]),
         (TINY.replace("{kind: model.tune}", "{kind: model.tune, options: {a: 1}}"), ["contenders.model-tune", "options"]),
         (TINY.replace('{tune-ray: "1000"}', '{tune-ray: "1005"}'), ["contender_seeds.tune-ray", "'1005'"]),
+        (TINY.replace("device: cpu", "device: gpu"), ["device", "'0,1'", "'gpu'"]),
     ):
         p.write_text(bad)
         with pytest.raises(ValueError) as e:
@@ -564,6 +565,64 @@ def test_dry_run_checks_like_a_run_and_lists_the_units(tmp_path: Path):
     bad = _bench("run", "--protocol", str(p), "--dry-run", "--seeds", "1000")
     assert bad.returncode == 2 and "committed" in bad.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == ["tiny.yaml"]
+
+
+def test_the_gpu_protocol_is_the_same_protocol_at_gpu_sizes_on_seeds_of_its_own(tmp_path: Path):
+    """benchmarks/protocol-gpu.yaml asks the CPU protocol's question (same contenders, conditions,
+    statistics, noise floor and AdamW space) on its own evaluation seeds, disjoint from every seed
+    the CPU protocol or an earlier benchmark trained with; where torch sees no CUDA device (CI, this
+    machine) a run and a dry run are refused in one line, exit 2, nothing written."""
+    import torch
+
+    from hpo_bench.harness import plan_units
+    from hpo_bench.protocol import final_seeds, load_protocol, noise_seeds
+
+    cpu, _ = load_protocol(ROOT / "benchmarks" / "protocol.yaml")
+    gpu, _ = load_protocol(ROOT / "benchmarks" / "protocol-gpu.yaml")
+    assert gpu.device == "0" and cpu.device == "cpu"
+    assert gpu.contenders.keys() == cpu.contenders.keys()
+    assert {k: c.kind for k, c in gpu.contenders.items()} == {k: c.kind for k, c in cpu.contenders.items()}
+    assert all(c.options == {} and c.env == {} for c in gpu.contenders.values())
+    assert gpu.statistics == cpu.statistics and gpu.noise_floor == cpu.noise_floor
+    for name, cond in cpu.conditions.items():
+        other = gpu.conditions[name]
+        assert (other.contenders, other.problems, other.train_args, other.space) == (
+            cond.contenders,
+            cond.problems,
+            cond.train_args,
+            cond.space,
+        )
+    assert gpu.problems.keys() == cpu.problems.keys()
+    for name, p in gpu.problems.items():
+        q = cpu.problems[name]
+        assert (p.dataset, p.model, p.start, p.classes, p.final_epochs / p.trial_epochs) == (
+            q.dataset,
+            q.model,
+            q.start,
+            q.classes,
+            5,
+        )
+        assert p.imgsz > q.imgsz and p.iterations >= q.iterations
+    # its seeds and training seeds meet none of the CPU protocol's
+    g_ev, g_dev = set(gpu.evaluation_seeds()), set(gpu.development_seeds())
+    assert len(g_ev) >= 10 and not (g_ev | g_dev) & set(cpu.evaluation_seeds() + cpu.development_seeds())
+    assert not g_ev & _seeds_in_committed_results()
+
+    def trained(proto, seeds):
+        return {s for p in proto.problems.values() for e in seeds for s in [e, *final_seeds(e, p.final_seeds)]}
+
+    g_train = trained(gpu, g_ev)
+    assert not g_train & (trained(cpu, cpu.evaluation_seeds() + cpu.development_seeds()) | set(noise_seeds(cpu)))
+    assert not g_train & trained(gpu, g_dev)
+    plan = plan_units(gpu, seeds=gpu.evaluation_seeds(), conditions=["primary", "adamw"])
+    assert sum(u.startswith("study/primary/") for u in plan) == 10 * 3 * 4 + 5 * 3
+    if torch.cuda.device_count() == 0:
+        proc = _bench("run", "--protocol", str(ROOT / "benchmarks" / "protocol-gpu.yaml"), "--dry-run", "--seeds", "300")
+        assert proc.returncode == 2 and "device: the protocol trains on CUDA device 0" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        out = tmp_path / "run"
+        proc = _bench("run", "--protocol", str(ROOT / "benchmarks" / "protocol-gpu.yaml"), "--out", str(out), "--seeds", "300")
+        assert proc.returncode == 2 and "torch sees 0 CUDA device(s)" in proc.stderr and not out.exists()
 
 
 def test_evaluation_seeds_refuse_hpo_variables_in_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
