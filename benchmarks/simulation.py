@@ -232,8 +232,8 @@ class SimContender:
     native: bool = False
 
 
-#: The simulated contenders, in report order: the defaults of every simulatable backend, the
-#: baseline, and the candidate defaults of the backend-contract issue #13.
+#: The simulated contenders, in report order: the baseline, the defaults of every simulatable
+#: backend and the variants that chose them (random starting proposals, early stopping).
 SIM_CONTENDERS: dict[str, SimContender] = {
     c.name: c
     for c in (
@@ -248,31 +248,23 @@ SIM_CONTENDERS: dict[str, SimContender] = {
             "ultralytics",
             "ultralytics",
             {},
-            "hpo backend ultralytics, defaults (6 random proposals after the defaults, then the mutation; no early stopping)",
-        ),
-        SimContender(
-            "ultralytics-mutation-only",
-            "ultralytics",
-            {"initial_random": 0},
-            "ultralytics mutating from the defaults alone, as model.tune",
+            "hpo backend ultralytics, defaults (the native start: mutation from Ultralytics' defaults; no early stopping)",
         ),
         *(
             SimContender(
                 f"ultralytics-random-{k}",
                 "ultralytics",
                 {"initial_random": k},
-                f"ultralytics with {k} random proposals after the defaults",
+                f"ultralytics with {k} random proposals after the defaults"
+                + (" (its default from 2026-12-05 to 2026-12-07)" if k == 6 else ""),
             )
-            for k in (3, 10)
+            for k in (3, 6, 10)
         ),
         SimContender(
-            "ultralytics-percentile", "ultralytics", {"pruner": "percentile"}, "ultralytics stopping trials below the median"
-        ),
-        SimContender(
-            "ultralytics-mutation-only-percentile",
+            "ultralytics-percentile",
             "ultralytics",
-            {"initial_random": 0, "pruner": "percentile"},
-            "ultralytics mutating from the defaults alone, stopping trials below the median (its default until 2026-12-05)",
+            {"pruner": "percentile"},
+            "ultralytics defaults, stopping trials below the median (its default until 2026-12-05)",
         ),
         SimContender("optuna", "optuna", {}, "hpo backend optuna, defaults (TPE, Hyperband pruner)"),
         SimContender("optuna-no-pruning", "optuna", {"pruner": "none"}, "optuna: TPE without pruning"),
