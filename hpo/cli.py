@@ -171,7 +171,8 @@ def _print_result(result: Any, as_json: bool) -> None:
     print(f"best hyperparameters (exact values: {result.study_dir / 'best.yaml'}):")
     for key, value in result.best_params.items():
         print(f"{key}: {format_value(value)}")
-    print(f"trials: {result.counts}  (hpo show {result.study_dir})")
+    finished = ", ".join(f"{n} {status}" for status, n in result.counts.items() if n) or "none"
+    print(f"trials: {finished}  (hpo show {result.study_dir})")
     print(f"study:  {result.study_dir}")
     if result.best_weights:
         print(f"best weights: {result.best_weights}")

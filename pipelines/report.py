@@ -1,7 +1,7 @@
 """The tuning step's HTML report: one self-contained page (no scripts, no external files) that the
 KFP UI renders from an ``Output[HTML]``: the study's summary, a best-so-far plot (when matplotlib is
 installed, as it is in the hpo image), the parameters' importance (Optuna's fANOVA, when optuna is
-installed) and the leaderboard."""
+installed, from 10 complete trials as in ``hpo show``) and the leaderboard."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import io
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from hpo.show import MIN_IMPORTANCE_TRIALS
 
 __all__ = ["study_report_html", "best_so_far", "param_importances"]
 
@@ -47,7 +49,8 @@ def best_so_far(records: list[Any], direction: str) -> list[tuple[float, float, 
 def param_importances(records: list[Any], direction: str, seed: int = 0) -> dict[str, float] | None:
     """Optuna's fANOVA importance of each hyperparameter for the objective, over the complete trials
     (the search space taken from the values tried); ``None`` when optuna (or the scikit-learn that
-    its fANOVA uses) is not installed, or with fewer than 3 complete trials.
+    its fANOVA uses) is not installed, or with fewer than :data:`hpo.show.MIN_IMPORTANCE_TRIALS`
+    (10) complete trials, the bar ``hpo show`` uses (fANOVA over fewer points ranks noise).
 
     Args:
         records: the study's :class:`hpo.TrialRecord` objects.
@@ -56,7 +59,7 @@ def param_importances(records: list[Any], direction: str, seed: int = 0) -> dict
     """
     done = [r for r in records if r.status.value == "complete" and r.objective is not None]
     keys = sorted({k for r in done for k in r.params})
-    if len(done) < 3 or not keys:
+    if len(done) < MIN_IMPORTANCE_TRIALS or not keys:
         return None
     try:
         import optuna
@@ -156,12 +159,18 @@ def study_report_html(study_dir: str | Path, top: int = 100) -> str:
     )
     best = study.best(records)
     importances = param_importances(records, direction)
+    n_complete = counts.get("complete", 0)
     if importances:
         plot += (
             "<h2>Parameter importance</h2><p>Optuna's fANOVA importance for the objective, over the complete "
             "trials</p><table><tr><th>parameter</th><th>importance</th></tr>"
             + "".join(f"<tr><td>{e(k)}</td><td>{v:.3f}</td></tr>" for k, v in importances.items())
             + "</table>"
+        )
+    elif n_complete < MIN_IMPORTANCE_TRIALS:
+        plot += (
+            f"<h2>Parameter importance</h2><p>importance needs {MIN_IMPORTANCE_TRIALS} complete trials, "
+            f"the study has {n_complete}</p>"
         )
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>hpo study</title><style>"

@@ -784,40 +784,51 @@ def test_report_ranks_the_parameter_that_drives_the_objective(tmp_path):
     from hpo_kfp.report import param_importances, study_report_html
 
     make_digits_cls(tmp_path / "digits", seed=0)
-    tuner = Tuner(
-        backend="ultralytics",
-        model="yolov8n-cls.yaml",
-        data=tmp_path / "digits",
-        space={"lr0": [0.001, 0.01], "fliplr": [0.0, 0.5]},
-        iterations=8,
-        epochs=1,
-        train_args={"imgsz": 32, "workers": 0, "device": "cpu"},
-        output=tmp_path / "studies",
-        name="s",
-    )
-    study = open_study(tuner.config)
-    for i in range(8):
-        lr0, fliplr = 0.001 + 0.001 * i, [0.4, 0.1, 0.3, 0.0, 0.5, 0.2, 0.45, 0.05][i]
-        study.append(
-            TrialRecord(
-                id=i,
-                params={"lr0": lr0, "fliplr": fliplr},
-                status=TrialStatus.COMPLETE,
-                objective=10 * lr0,
-                epochs_completed=1,
-                start=f"2026-01-01T00:0{i}:00Z",
-                end=f"2026-01-01T00:0{i}:30Z",
-            )
+    fliplrs = [0.4, 0.1, 0.3, 0.0, 0.5, 0.2, 0.45, 0.05, 0.35, 0.15]
+
+    def study_of(name: str, n: int):
+        tuner = Tuner(
+            backend="ultralytics",
+            model="yolov8n-cls.yaml",
+            data=tmp_path / "digits",
+            space={"lr0": [0.001, 0.01], "fliplr": [0.0, 0.5]},
+            iterations=10,
+            epochs=1,
+            train_args={"imgsz": 32, "workers": 0, "device": "cpu"},
+            output=tmp_path / "studies",
+            name=name,
         )
-    study.close()
+        study = open_study(tuner.config)
+        for i in range(n):
+            lr0 = 0.001 + 0.001 * i
+            study.append(
+                TrialRecord(
+                    id=i,
+                    params={"lr0": lr0, "fliplr": fliplrs[i]},
+                    status=TrialStatus.COMPLETE,
+                    objective=10 * lr0,
+                    epochs_completed=1,
+                    start=f"2026-01-01T00:0{i}:00Z",
+                    end=f"2026-01-01T00:0{i}:30Z",
+                )
+            )
+        study.close()
+        return study
+
+    study = study_of("s", 10)
     import hpo
 
     assert study.settings["versions"]["hpo"] == hpo.__version__  # read from the distribution hpo-yolo
-    imp = param_importances(list(study.records().values()), "maximize")
+    records = list(study.records().values())
+    imp = param_importances(records, "maximize")
     assert set(imp) == {"lr0", "fliplr"} and imp["lr0"] > 0.8 > imp["fliplr"]
     page = study_report_html(study.path)
     assert "<h2>Parameter importance</h2>" in page and page.index("<td>lr0</td>") < page.index("<td>fliplr</td>")
-    assert page.count('src="data:image/png;base64,') == 1 and page.count("<td>complete</td>") == 8
+    assert page.count('src="data:image/png;base64,') == 1 and page.count("<td>complete</td>") == 10
+    # below hpo show's bar of 10 complete trials no importance is ranked, and the page says why
+    assert param_importances(records[:9], "maximize") is None
+    page = study_report_html(study_of("few", 3).path)
+    assert "importance needs 10 complete trials, the study has 3" in page and "<td>lr0</td>" not in page.split("Leaderboard")[0]
 
 
 def test_step_time_budget_ends_the_study_and_a_retry_continues_it(tmp_path, monkeypatch):

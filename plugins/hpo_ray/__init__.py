@@ -45,7 +45,7 @@ class RayOptions(BackendOptions):
     grace_period: Optional[int] = Field(
         None,
         ge=1,
-        description="epochs a trial runs before asha/median may stop it; default min(1, epochs) (Ray's ASHA default 1); > epochs is refused",
+        description="epochs a trial runs before asha/median may stop it; default 1 (Ray's ASHA default); more than --epochs is refused",
     )
     reduction_factor: float = Field(
         2.0,

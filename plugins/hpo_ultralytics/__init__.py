@@ -92,7 +92,7 @@ class UltralyticsOptions(BackendOptions):
     )
     pruner: Literal["none", "percentile"] = Field(
         "none",
-        description="early stopping: 'none' (default): every trial trains all its epochs, as Ultralytics' own tuner; "
+        description="early stopping: 'none': every trial trains all its epochs, as Ultralytics' own tuner; "
         "'percentile' stops a trial whose objective after an epoch is worse than "
         "prune_percentile of the complete trials' at that epoch (Optuna's PercentilePruner rule)",
     )
