@@ -186,8 +186,8 @@ def check_protocol_run(
 
     Raises:
         ValueError: one line naming the option, the value and the fix: a GPU protocol where torch
-            sees no such CUDA device (:func:`check_device`); an unknown condition, problem or contender; seeds outside the protocol's sets or mixing them; evaluation
-            seeds with a protocol file that is not committed or differs from its commit, or with
+            sees no such CUDA device (:func:`check_device`); an unknown condition, problem or
+            contender; seeds outside the protocol's sets or mixing them; evaluation seeds with a protocol file that is not committed or differs from its commit, or with
             ``HPO_*`` variables in the environment (:func:`hpo_environment`); ``--out`` holding a run without ``--resume``, or a run
             of another protocol text or seed set.
     """

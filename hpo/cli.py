@@ -165,14 +165,13 @@ def _print_result(result: Any, as_json: bool) -> None:
     elif result.nothing_to_do:
         asked = f" (>= --iterations {result.iterations})" if result.iterations is not None else ""
         print(f"nothing to do: the study already has {sum(result.counts.values())} finished trials{asked}")
-    from .fmt import format_value
+    from .fmt import format_counts, format_value
 
     print(f"best trial {result.best_trial}: {result.metric} = {format_value(result.best_objective)}")
     print(f"best hyperparameters (exact values: {result.study_dir / 'best.yaml'}):")
     for key, value in result.best_params.items():
         print(f"{key}: {format_value(value)}")
-    finished = ", ".join(f"{n} {status}" for status, n in result.counts.items() if n) or "none"
-    print(f"trials: {finished}  (hpo show {result.study_dir})")
+    print(f"trials: {format_counts(result.counts) or 'none'}  (hpo show {result.study_dir})")
     print(f"study:  {result.study_dir}")
     if result.best_weights:
         print(f"best weights: {result.best_weights}")

@@ -63,7 +63,7 @@ from . import clock, ultra
 from .errors import ConfigError, RunFailedError
 from .events import Observers
 from .files import append_line, atomic_copy, atomic_write_text, repair_jsonl, volume_errors
-from .fmt import count_of, format_value
+from .fmt import count_of, format_counts, format_value
 from .study import TrialStatus, utcnow
 
 #: The final stage's warnings and progress lines (the ``hpo`` logger, :mod:`hpo.log`).
@@ -997,7 +997,7 @@ def render_final(summary: dict[str, Any], *, width: int | None = None) -> list[s
     head = (
         f"final model: {len(configs)} configuration{'s' if len(configs) != 1 else ''} x {len(seeds)} seed"
         f"{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}) x {count_of(summary.get('epochs'), 'epoch')}, "
-        f"{summary.get('metric')} on {label}; runs: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+        f"{summary.get('metric')} on {label}; runs: " + format_counts(counts)
     )
     if summary.get("stopped_by") == "time_budget":
         head += " (the time budget ended the stage: hpo final STUDY continues it)"

@@ -12,9 +12,10 @@ This module imports nothing of hpo.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["format_value", "SIGNIFICANT_DIGITS", "count_of"]
+__all__ = ["format_value", "SIGNIFICANT_DIGITS", "count_of", "format_counts"]
 
 #: Significant digits of a shown float: 5 tells apart objectives that differ in the 4th decimal
 #: (mAP 0.43291 vs 0.43295 would both read 0.4329 at 4), and covers the 5 decimals Ultralytics'
@@ -26,6 +27,12 @@ def count_of(n: Any, noun: str) -> str:
     """``"1 epoch"``, ``"3 epochs"``, ``"0 trials"``: a count with its noun in the right number
     (English: the plural adds ``s``; ``n`` other than a number is shown as given with the plural)."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def format_counts(counts: Mapping[str, int]) -> str:
+    """Counts per status as every view shows them: ``"complete 6, pruned 2"``, zeros left out, in
+    the mapping's order (``""`` when every count is 0)."""
+    return ", ".join(f"{k} {v}" for k, v in counts.items() if v)
 
 
 def format_value(value: Any) -> str:

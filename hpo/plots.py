@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from .callbacks import TunerCallback
 from .files import atomic_target, atomic_write_text
-from .fmt import count_of, format_value
+from .fmt import count_of, format_counts, format_value
 from .hookspecs import hookimpl
 from .study import Study, TrialRecord, TrialStatus
 
@@ -1179,7 +1179,7 @@ def _write_report(
     head = (
         f"<h1>hpo study {html.escape(study.path.name)}</h1><p>backend <b>{html.escape(str(study.settings.get('backend')))}</b>, "
         f"objective <code>{html.escape(str(study.settings.get('metric')))}</code> ({study.direction}), trials: "
-        + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+        + format_counts(counts)
         + (
             f"; best trial {best.id}: {format_value(best.objective)}</p><pre>{html.escape(json.dumps(best.params, indent=1))}</pre>"
             if best

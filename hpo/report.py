@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .files import tree_bytes
 from .final import read_final_summary
-from .fmt import format_value  # re-exported: the one precision rule of what hpo shows
+from .fmt import format_counts, format_value  # re-exported: the one precision rule of what hpo shows
 from .redact import mask_text
 from .study import Study, TrialRecord, TrialStatus, settings_versions
 
@@ -34,6 +34,7 @@ __all__ = [
     "leaderboard_markdown",
     "study_summary",
     "format_value",
+    "format_counts",
 ]
 
 #: The statuses of finished trials (those with a result), in :class:`TrialStatus` order: the keys
@@ -118,7 +119,7 @@ def leaderboard_markdown(study: Study, *, top: int | None = 50) -> str:
         f"# hpo study `{study.path.name}`",
         "",
         f"backend **{study.settings.get('backend')}**, objective `{study.settings.get('metric')}` "
-        f"({study.direction}), trials: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v),
+        f"({study.direction}), trials: " + format_counts(counts),
         "",
         "| rank | trial | status | objective | epochs | seconds | " + " | ".join(keys) + " |",
         "|" + "---|" * (6 + len(keys)),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .files import count_tree_bytes, human_bytes, tree_bytes
-from .fmt import format_value
+from .fmt import format_counts, format_value
 from .redact import mask_text
 from .report import count_trials
 from .study import Study, TrialRecord, TrialStatus, settings_versions
@@ -256,8 +256,8 @@ def render(
         + "; ".join(
             part
             for part in (
-                ", ".join(f"{k} {v}" for k, v in counts.items() if v and TrialStatus(k).finished),
-                ", ".join(f"{k} {v}" for k, v in counts.items() if v and not TrialStatus(k).finished),
+                format_counts({k: v for k, v in counts.items() if TrialStatus(k).finished}),
+                format_counts({k: v for k, v in counts.items() if not TrialStatus(k).finished}),
             )
             if part
         ),

@@ -134,7 +134,7 @@ def study_report_html(study_dir: str | Path, top: int = 100) -> str:
         hpo.errors.StudyError: no study at ``study_dir``.
     """
     from hpo import Study
-    from hpo.report import count_trials
+    from hpo.report import count_trials, format_counts
 
     study = Study.open(study_dir)
     records = list(study.records().values())
@@ -178,7 +178,7 @@ def study_report_html(study_dir: str | Path, top: int = 100) -> str:
         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head><body>"
         f"<h1>hpo study <code>{e(study.path.name)}</code></h1>"
         f"<p>backend <b>{e(str(study.settings.get('backend')))}</b>, objective <code>{e(metric)}</code> ({e(direction)}); "
-        + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+        + format_counts(counts)
         + (f"; best trial {best.id}: {e(_fmt(best.objective))}" if best else "")
         + f"</p>{plot}<h2>Leaderboard</h2><table><tr>"
         + "".join(f"<th>{e(h)}</th>" for h in ("rank", "trial", "status", "objective", "epochs", "seconds", *keys))
