@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .finals import final_impl
-from .machine import machine_info
+from .machine import machine_info, machine_key
 from .protocol import ConditionSpec, ContenderSpec, ProblemSpec, Protocol, final_seeds, noise_seeds, parse_seed_set
 from .run import run_process
 
@@ -291,6 +291,80 @@ class _Run:
         }
         self.event(uid, f"end rc={proc['rc']}")
         return info
+
+
+def drop_units_of_other_machines(results: dict[str, Any], protocol: Protocol, machine: dict[str, Any]) -> list[str]:
+    """Protocol amendment 2: before a sitting on ``machine``, take out the units of every condition,
+    problem and seed whose baseline study ran on another machine (:func:`machine_key`) and that
+    still has studies to run, so that the next ``--resume`` runs them all again on one machine.
+
+    A budget is the baseline's wall time on one machine, so a contender's study on another would
+    get a budget measured elsewhere. Seeds whose studies are all recorded keep everything: their
+    finals train a fixed number of epochs and may run anywhere. Each dropped record moves, with the
+    reason, to ``results["dropped"]`` (kept, shown by the report).
+
+    Args:
+        results: a protocol run's ``results.json`` document, changed in place.
+        protocol: the run's protocol.
+        machine: :func:`machine_info` of the machine about to run the next sitting.
+
+    Returns:
+        The dropped unit ids, in the order dropped (empty when nothing had to go).
+    """
+    here = machine_key(machine)
+    units = results["units"]
+    gone: list[str] = []
+    for u in [u for u in list(units.values()) if u.get("kind") == "study"]:
+        cond = protocol.conditions.get(u["condition"])
+        if cond is None or u["contender"] != cond.baseline or u["id"] not in units:
+            continue
+        there = machine_key(results["sittings"][int(u["sitting"])]["machine"])
+        seed, key = int(u["seed"]), f"{u['condition']}/{u['problem']}/{u['seed']}"
+        planned = [c for c in cond.contenders if c not in cond.contender_seeds or seed in parse_seed_set(cond.contender_seeds[c])]
+        if there == here or all(f"study/{key}/{c}" in units for c in planned):
+            continue
+        why = (
+            f"protocol amendment 2: its seed's baseline study ran on {there} and its studies were unfinished when a sitting "
+            f"on {here} began; every study of a condition, problem and seed runs on one machine, so they run again"
+        )
+        for c in planned:
+            for kind in ("study", "final"):
+                uid = f"{kind}/{key}/{c}"
+                if uid in units:
+                    results.setdefault("dropped", []).append({"unit": units.pop(uid), "why": why, "t": time.time()})
+                    gone.append(uid)
+    return gone
+
+
+def drop_for_this_machine(out: Path, *, dry_run: bool = False) -> list[str]:
+    """``python -m hpo_bench protocol new-machine DIR``: :func:`drop_units_of_other_machines` for this
+    machine on the run in ``out``, written atomically under the run's writer lock, each drop an event
+    in ``events.jsonl``.
+
+    Raises:
+        ValueError: no ``results.json`` in ``out``, or a sitting is writing it now.
+    """
+    import yaml
+
+    f = out / "results.json"
+    if not f.is_file():
+        raise ValueError(f"DIR: no results.json in '{out}'; give a protocol run folder")
+    with _writer_lock(out):
+        results = json.loads(f.read_text(encoding="utf-8"))
+        protocol = Protocol.model_validate(yaml.safe_load(results["protocol"]["text"]))
+        gone = drop_units_of_other_machines(results, protocol, machine_info())
+        if gone and not dry_run:
+            atomic_write_json(f, results)
+            by_id = {d["unit"]["id"]: d["why"] for d in results["dropped"]}
+            with open(out / "events.jsonl", "a", encoding="utf-8") as ev:
+                for uid in gone:
+                    ev.write(
+                        json.dumps(
+                            {"t": time.time(), "unit": uid, "event": f"dropped: {by_id[uid]}", "sitting": None, "load": _load()}
+                        )
+                        + "\n"
+                    )
+    return gone
 
 
 def _fixed_args(problem: ProblemSpec, condition: ConditionSpec | None, seed: int, device: str) -> dict[str, Any]:

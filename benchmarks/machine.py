@@ -7,7 +7,7 @@ import os
 import platform
 from typing import Any
 
-__all__ = ["machine_info"]
+__all__ = ["machine_info", "machine_key"]
 
 
 def _cpu_model() -> str:
@@ -67,3 +67,9 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": versions,
     }
+
+
+def machine_key(machine: dict[str, Any]) -> str:
+    """What identifies a machine for a wall-clock budget (protocol amendment 2): the CPU model and
+    the cores, e.g. ``"AMD EPYC, 2 cores"``, from a :func:`machine_info` record."""
+    return f"{machine.get('cpu')}, {machine.get('cores')} cores"

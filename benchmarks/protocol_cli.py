@@ -1,4 +1,4 @@
-"""``python -m hpo_bench protocol run|noise|report|fidelity|fidelity-report`` (see benchmarks/README.md)."""
+"""``python -m hpo_bench protocol run|noise|report|new-machine|fidelity|fidelity-report`` (see benchmarks/README.md)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--units", default=None, help="comma-separated unit kinds: prep, study, final, noise (default all)")
     rep = sub.add_parser("report", help="rewrite DIR/report.md and report.json from DIR/results.json (no training)")
     rep.add_argument("dir", type=Path)
+    nm = sub.add_parser(
+        "new-machine",
+        help="before a sitting on another machine (protocol amendment 2): drop, and keep under 'dropped', the units of every "
+        "seed whose studies are unfinished and whose baseline study ran on another CPU model; lists them",
+    )
+    nm.add_argument("dir", type=Path)
+    nm.add_argument("--dry-run", action="store_true", help="list what would be dropped; write nothing")
     fid = sub.add_parser("fidelity", help="fidelity transfer: configurations at the trial length and at factor x it")
     fid.add_argument("--protocol", type=Path, default=DEFAULT_PROTOCOL, help="protocol file (default %(default)s)")
     fid.add_argument("--problem", required=True, help="the problem")
@@ -118,6 +125,17 @@ def main(argv: list[str]) -> int:
             print(f"benchmarks: error: DIR: no results.json in '{args.dir}'; give a protocol run folder", file=sys.stderr)
             return 2
         print(write_protocol_report(json.loads(f.read_text()), args.dir)["report"])
+        return 0
+    if args.command == "new-machine":
+        from .harness import drop_for_this_machine
+
+        try:
+            gone = drop_for_this_machine(args.dir, dry_run=args.dry_run)
+        except ValueError as e:
+            print(f"benchmarks: error: {e}", file=sys.stderr)
+            return 2
+        verb = "would drop" if args.dry_run else "dropped"
+        print("\n".join(f"{verb} {u}" for u in gone) or "nothing to drop: every unfinished seed's baseline ran on this machine")
         return 0
     if args.command == "fidelity-report":
         from .fidelity import write_fidelity_report

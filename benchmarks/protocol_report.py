@@ -15,6 +15,7 @@ from typing import Any
 
 from . import stats
 from .finals import HPO_IMPL
+from .machine import machine_key
 from .protocol import Protocol, parse_seed_set
 
 __all__ = ["compute", "write_protocol_report", "projected_hours"]
@@ -45,6 +46,42 @@ def _units(results: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return [u for u in results["units"].values() if u.get("kind") == kind]
 
 
+def machine_of(results: dict[str, Any], unit: dict[str, Any]) -> str:
+    """The CPU model and cores of the sitting that ran ``unit`` (protocol amendment 2: a budget is one machine's)."""
+    return machine_key(results["sittings"][int(unit["sitting"])]["machine"])
+
+
+def checkpoints(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Per warm-start problem, every starting checkpoint the run trained, oldest first, labelled A, B, ...
+
+    A checkpoint lost with its machine and trained again (protocol amendment 2) keeps its record
+    under ``dropped``; the current one is in ``units``. Each entry: ``label``, ``sitting``,
+    ``machine``, ``objective_val``, ``t_end`` (epoch seconds), ``current``.
+    """
+    preps = [(d["unit"], False) for d in results.get("dropped", []) if d["unit"].get("kind") == "prep"]
+    preps += [(u, True) for u in _units(results, "prep")]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for u, current in sorted(preps, key=lambda x: float(x[0]["t_end"])):
+        cps = out.setdefault(u["problem"], [])
+        cps.append(
+            {
+                "label": chr(ord("A") + len(cps)),
+                "sitting": u["sitting"],
+                "machine": machine_of(results, u),
+                "objective_val": u.get("objective_val"),
+                "t_end": u["t_end"],
+                "current": current,
+            }
+        )
+    return out
+
+
+def _checkpoint_at(cps: dict[str, list[dict[str, Any]]], unit: dict[str, Any]) -> str | None:
+    """The label of the checkpoint ``unit`` started from: the newest one trained before it started."""
+    before = [c for c in cps.get(unit.get("problem", ""), []) if float(c["t_end"]) <= float(unit["t_start"])]
+    return before[-1]["label"] if before else None
+
+
 def noise_floor(results: dict[str, Any], protocol: Protocol) -> dict[str, Any]:
     """Per problem: the noise-floor scores, their mean and sd, and the tie margin."""
     out: dict[str, Any] = {}
@@ -68,6 +105,7 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
     protocol = _protocol_of(results)
     sp = protocol.statistics
     noise = noise_floor(results, protocol)
+    cps = checkpoints(results)
     scores: dict[str, Any] = {}
     for u in _units(results, "study"):
         cell = scores.setdefault(u["condition"], {}).setdefault(u["problem"], {}).setdefault(u["contender"], {})
@@ -76,6 +114,8 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
             "budget_s": u.get("budget_s"),
             "study_status": u["status"],
             "wall_s": u["wall_s"],
+            "machine": machine_of(results, u),
+            "checkpoint": _checkpoint_at(cps, u),
         }
     for u in _units(results, "final"):
         cell = scores.setdefault(u["condition"], {}).setdefault(u["problem"], {}).setdefault(u["contender"], {})
@@ -86,6 +126,7 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
             optimizer=str(u["params"].get("optimizer") or u["train_args"].get("optimizer") or "auto"),
             split=u.get("split"),
             impl=u.get("impl"),
+            final_checkpoint=_checkpoint_at(cps, u),
         )
     comparisons = []
     for cname, cond in protocol.conditions.items():
@@ -110,6 +151,20 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
                     power=sp.power,
                 )
                 primary = cname == sp.primary_condition and who in sp.primary_contenders
+                labels: dict[int, str] = {int(sd): str(v["checkpoint"]) for sd, v in by[who].items() if v.get("checkpoint")}
+                used = sorted({labels[sd] for sd in cmp["seeds"] if sd in labels})
+                by_checkpoint: dict[str, Any] = {}
+                if len(used) > 1:
+                    for label in used:
+                        d = [x for sd, x in zip(cmp["seeds"], cmp["diffs"], strict=True) if labels.get(sd) == label]
+                        m = margin or 0.0
+                        by_checkpoint[label] = {
+                            "seeds": [sd for sd in cmp["seeds"] if labels.get(sd) == label],
+                            "mean_diff": sum(d) / len(d),
+                            "better": sum(x > m for x in d),
+                            "tie": sum(abs(x) <= m for x in d),
+                            "worse": sum(x < -m for x in d),
+                        }
                 comparisons.append(
                     {
                         "condition": cname,
@@ -119,6 +174,7 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
                         "primary": primary,
                         "margin": margin,
                         **cmp,
+                        "by_checkpoint": by_checkpoint,
                     }
                 )
     fam = [c for c in comparisons if c["primary"]]
@@ -130,10 +186,38 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
     return {
         "protocol": protocol.name,
         "seed_set": results["seed_set"],
+        "checkpoints": cps,
+        "provenance": provenance(results, scores),
         "noise_floor": noise,
         "scores": scores,
         "comparisons": comparisons,
     }
+
+
+def provenance(results: dict[str, Any], scores: dict[str, Any]) -> dict[str, Any]:
+    """What protocol amendment 2 requires the report to show: units dropped and run again, and
+    every condition, problem and seed whose studies ran on more than one machine or whose studies
+    and finals started from different checkpoints (``mixed_machines``, ``mixed_checkpoints``: none expected)."""
+    mixed_machines, mixed_checkpoints = [], []
+    for cname, by_p in scores.items():
+        for pname, by_c in by_p.items():
+            for seed in sorted({sd for v in by_c.values() for sd in v}, key=int):
+                cells = [v[seed] for v in by_c.values() if seed in v]
+                if len({c.get("machine") for c in cells if c.get("machine")}) > 1:
+                    mixed_machines.append(f"{cname}/{pname}/{seed}")
+                labels = {c.get(k) for c in cells for k in ("checkpoint", "final_checkpoint") if k in c}
+                if len(labels) > 1:
+                    mixed_checkpoints.append(f"{cname}/{pname}/{seed}")
+    dropped = [
+        {
+            "unit": d["unit"].get("id"),
+            "sitting": d["unit"].get("sitting"),
+            "machine": machine_of(results, d["unit"]),
+            "why": d["why"],
+        }
+        for d in results.get("dropped", [])
+    ]
+    return {"dropped": dropped, "mixed_machines": mixed_machines, "mixed_checkpoints": mixed_checkpoints}
 
 
 def unit_times(results: dict[str, Any]) -> dict[str, Any]:
@@ -344,6 +428,7 @@ def write_protocol_report(results: dict[str, Any], out: Path) -> dict[str, Path]
                 prow.append(cells)
             L += _table(["seed", "budget s", *who], prow)
             L.append("")
+    L += _provenance_lines(comp)
     L += ["## Sittings (machine and load)", ""]
     srows = []
     for i, s in enumerate(results["sittings"]):
@@ -461,3 +546,56 @@ def _headline_row(results: dict[str, Any], protocol: Protocol, comp: dict[str, A
         "-" if is_base else _f(c.get("p_holm") if c.get("primary") else c["wilcoxon"]["p"], 4),
         "-" if is_base else c["verdict"],
     ]
+
+
+def _provenance_lines(comp: dict[str, Any]) -> list[str]:
+    """The report's section on amendments in effect: dropped units, checkpoints, machine and checkpoint checks."""
+    prov, cps = comp["provenance"], comp["checkpoints"]
+    if not prov["dropped"] and all(len(v) < 2 for v in cps.values()):
+        return []
+    L = ["## Units run again and starting checkpoints (protocol amendment 2)", ""]
+    if prov["dropped"]:
+        L += ["Dropped from the results and run again (the records stay under `dropped` in `results.json`):", ""]
+        L += [f"- `{d['unit']}` (sitting {d['sitting']}, {d['machine']}): {d['why']}" for d in prov["dropped"]]
+        L.append("")
+    rows = []
+    for pname, lst in cps.items():
+        for c in lst:
+            rows.append(
+                [
+                    pname,
+                    c["label"],
+                    str(c["sitting"]),
+                    c["machine"],
+                    _f(c["objective_val"], 4),
+                    "current" if c["current"] else "lost, retrained",
+                ]
+            )
+    L += _table(["problem", "checkpoint", "sitting", "machine", "val score", "file"], rows)
+    L.append("")
+    split = [c for c in comp["comparisons"] if c.get("by_checkpoint")]
+    if split:
+        L += ["Per-seed differences by the checkpoint their seed started from (descriptive; the tests above use every seed):", ""]
+        srows = []
+        for c in split:
+            for label, d in c["by_checkpoint"].items():
+                srows.append(
+                    [
+                        c["condition"],
+                        c["problem"],
+                        c["contender"],
+                        label,
+                        ", ".join(map(str, d["seeds"])),
+                        _f(d["mean_diff"]),
+                        f"{d['better']}/{d['tie']}/{d['worse']}",
+                    ]
+                )
+        L += _table(["condition", "problem", "contender", "checkpoint", "seeds", "mean Δ", "better/tie/worse"], srows)
+        L.append("")
+    for key, what in (
+        ("mixed_machines", "studies on more than one machine"),
+        ("mixed_checkpoints", "units from different checkpoints"),
+    ):
+        L.append(f"Seeds with {what}: " + (", ".join(f"**{x}**" for x in prov[key]) if prov[key] else "none") + ".")
+    L.append("")
+    return L

@@ -246,6 +246,84 @@ def test_a_contender_on_a_planned_seed_subset_pairs_there_and_lists_no_seed_outs
     assert by["sim"]["seeds"] == list(range(1000, 1010))
 
 
+def test_report_shows_amendment_2_checkpoints_machines_and_dropped_units(tmp_path: Path):
+    """Protocol amendment 2: a checkpoint lost with its machine and trained again splits the seeds
+    into A and B (shown apart, descriptively); every seed's studies on one machine; dropped units listed."""
+    from hpo_bench.protocol_report import compute, write_protocol_report
+
+    res = _synthetic(tmp_path)
+    other = {**res["sittings"][0], "machine": {**res["sittings"][0]["machine"], "cpu": "other"}, "started": 5000.0}
+    res["sittings"].append(other)
+    prep = {"kind": "prep", "problem": "cls", "status": "done", "objective_val": 0.5, "wall_s": 1.0, "t_start": -20.0}
+    res["dropped"] = [
+        {"unit": {**prep, "id": "prep/cls", "sitting": 0, "t_end": -10.0}, "why": "lost with the machine"},
+        {"unit": {**res["units"]["study/primary/cls/1009/model-tune"], "sitting": 0}, "why": "machine changed"},
+    ]
+    res["units"]["prep/cls"] = {**prep, "id": "prep/cls", "sitting": 1, "t_end": 50.0, "objective_val": 0.4}
+    for s in range(1005, 1010):
+        for who in ("model-tune", "sim", "b"):
+            for kind in ("study", "final"):
+                res["units"][f"{kind}/primary/cls/{s}/{who}"].update(t_start=100.0, sitting=1)
+    comp = compute(res)
+    assert [c["label"] for c in comp["checkpoints"]["cls"]] == ["A", "B"] and comp["checkpoints"]["cls"][1]["current"]
+    sim = next(c for c in comp["comparisons"] if c["contender"] == "sim")
+    assert sim["by_checkpoint"]["A"]["seeds"] == [1000, 1001, 1002, 1003, 1004]
+    assert sim["by_checkpoint"]["B"]["seeds"] == [1005, 1006, 1007, 1008, 1009]
+    assert sim["by_checkpoint"]["B"]["mean_diff"] == pytest.approx(0.05) and sim["seeds"] == list(range(1000, 1010))
+    assert comp["provenance"]["mixed_machines"] == [] and comp["provenance"]["mixed_checkpoints"] == []
+    assert [d["unit"] for d in comp["provenance"]["dropped"]] == ["prep/cls", "study/primary/cls/1009/model-tune"]
+    md = write_protocol_report(res, tmp_path)["report"].read_text()
+    assert "| cls | A | 0 | test, 2 cores | 0.5000 | lost, retrained |" in md and "| primary | cls | sim | B |" in md
+    # a seed whose studies ran on two machines, and one whose final started from another checkpoint, are named
+    res["units"]["study/primary/cls/1000/b"]["sitting"] = 1
+    res["units"]["final/primary/cls/1001/b"]["t_start"] = 100.0
+    prov = compute(res)["provenance"]
+    assert prov["mixed_machines"] == ["primary/cls/1000"] and prov["mixed_checkpoints"] == ["primary/cls/1001"]
+
+
+def test_new_machine_drops_only_unfinished_seeds_whose_baseline_ran_elsewhere(tmp_path: Path, capsys):
+    """Protocol amendment 2's rule, as a function and as ``protocol new-machine DIR``."""
+    import yaml
+
+    from hpo_bench.harness import drop_units_of_other_machines
+    from hpo_bench.protocol import Protocol
+    from hpo_bench.protocol_cli import main
+
+    res = _synthetic(tmp_path)
+    res["protocol"]["text"] = res["protocol"]["text"].replace(
+        "    problems: [cls]\n", '    problems: [cls]\n    contender_seeds: {b: "1000-1004"}\n', 1
+    )
+    proto = Protocol.model_validate(yaml.safe_load(res["protocol"]["text"]))
+    for s in (1003, 1007):  # 1003: b's study not run yet (unfinished); 1007: b is not planned there (finished)
+        del res["units"][f"study/primary/cls/{s}/b"], res["units"][f"final/primary/cls/{s}/b"]
+    n = len(res["units"])
+    assert drop_units_of_other_machines(res, proto, {"cpu": "test", "cores": 2}) == [] and len(res["units"]) == n
+    assert drop_units_of_other_machines(res, proto, {"cpu": "test", "cores": 4}) == [
+        "study/primary/cls/1003/model-tune",
+        "final/primary/cls/1003/model-tune",
+        "study/primary/cls/1003/sim",
+        "final/primary/cls/1003/sim",
+    ]
+    assert len(res["units"]) == n - 4 and [d["unit"]["seed"] for d in res["dropped"]] == [1003] * 4
+    assert "test, 2 cores" in res["dropped"][0]["why"] and "test, 4 cores" in res["dropped"][0]["why"]
+    # the command, on this machine (not "test"): --dry-run writes nothing; then the drop, its events, and nothing left
+    res = _synthetic(tmp_path)
+    del res["units"]["study/primary/cls/1005/sim"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(res))
+    assert main(["new-machine", str(run), "--dry-run"]) == 0
+    assert "would drop study/primary/cls/1005/model-tune" in capsys.readouterr().out
+    assert json.loads((run / "results.json").read_text()) == res and not (run / "events.jsonl").exists()
+    assert main(["new-machine", str(run)]) == 0
+    doc = json.loads((run / "results.json").read_text())
+    assert not [u for u in doc["units"] if "/1005/" in u] and len(doc["dropped"]) == 5  # 2 studies, 3 finals
+    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    assert len(events) == 5 and events[0]["event"].startswith("dropped: protocol amendment 2")
+    assert main(["new-machine", str(run)]) == 0 and "nothing to drop" in capsys.readouterr().out.splitlines()[-1]
+    assert main(["new-machine", str(tmp_path / "none")]) == 2 and "no results.json" in capsys.readouterr().err
+
+
 # the protocol file and the command's refusals ----------------------------------------------------
 
 
