@@ -34,7 +34,16 @@ from typing import Any
 
 from .finals import final_impl
 from .machine import machine_info, machine_key
-from .protocol import ConditionSpec, ContenderSpec, ProblemSpec, Protocol, final_seeds, noise_seeds, parse_seed_set
+from .protocol import (
+    ConditionSpec,
+    ContenderSpec,
+    ProblemSpec,
+    Protocol,
+    final_seeds,
+    noise_seeds,
+    parse_seed_set,
+    recorded_protocol,
+)
 from .run import run_process
 
 __all__ = [
@@ -344,14 +353,12 @@ def drop_for_this_machine(out: Path, *, dry_run: bool = False) -> list[str]:
     Raises:
         ValueError: no ``results.json`` in ``out``, or a sitting is writing it now.
     """
-    import yaml
-
     f = out / "results.json"
     if not f.is_file():
         raise ValueError(f"DIR: no results.json in '{out}'; give a protocol run folder")
     with _writer_lock(out):
         results = json.loads(f.read_text(encoding="utf-8"))
-        protocol = Protocol.model_validate(yaml.safe_load(results["protocol"]["text"]))
+        protocol = recorded_protocol(results)
         gone = drop_units_of_other_machines(results, protocol, machine_info())
         if gone and not dry_run:
             atomic_write_json(f, results)

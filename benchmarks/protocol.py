@@ -28,6 +28,7 @@ __all__ = [
     "ContenderSpec",
     "ConditionSpec",
     "load_protocol",
+    "recorded_protocol",
     "parse_seed_set",
     "final_seeds",
     "noise_seeds",
@@ -431,3 +432,11 @@ def load_protocol(path: str | Path) -> tuple[Protocol, str]:
     except ValidationError as e:
         raise ValueError(_one_line(e, path)) from None
     return proto, hashlib.sha256(raw).hexdigest()
+
+
+def recorded_protocol(results: dict[str, Any]) -> Protocol:
+    """The protocol a run recorded: ``results.json``'s ``protocol.text``, validated (what that run ran,
+    whatever the file says now)."""
+    import yaml
+
+    return Protocol.model_validate(yaml.safe_load(results["protocol"]["text"]))

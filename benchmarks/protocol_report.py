@@ -16,15 +16,9 @@ from typing import Any
 from . import stats
 from .finals import HPO_IMPL
 from .machine import machine_key
-from .protocol import Protocol, parse_seed_set
+from .protocol import Protocol, parse_seed_set, recorded_protocol
 
 __all__ = ["compute", "write_protocol_report", "projected_hours"]
-
-
-def _protocol_of(results: dict[str, Any]) -> Protocol:
-    import yaml
-
-    return Protocol.model_validate(yaml.safe_load(results["protocol"]["text"]))
 
 
 def _f(x: float | None, nd: int = 3) -> str:
@@ -102,7 +96,7 @@ def noise_floor(results: dict[str, Any], protocol: Protocol) -> dict[str, Any]:
 
 def compute(results: dict[str, Any]) -> dict[str, Any]:
     """Scores, comparisons (Holm over the primary family) and verdicts, as ``report.json`` holds them."""
-    protocol = _protocol_of(results)
+    protocol = recorded_protocol(results)
     sp = protocol.statistics
     noise = noise_floor(results, protocol)
     cps = checkpoints(results)
@@ -157,13 +151,10 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
                 if len(used) > 1:
                     for label in used:
                         d = [x for sd, x in zip(cmp["seeds"], cmp["diffs"], strict=True) if labels.get(sd) == label]
-                        m = margin or 0.0
                         by_checkpoint[label] = {
                             "seeds": [sd for sd in cmp["seeds"] if labels.get(sd) == label],
                             "mean_diff": sum(d) / len(d),
-                            "better": sum(x > m for x in d),
-                            "tie": sum(abs(x) <= m for x in d),
-                            "worse": sum(x < -m for x in d),
+                            **stats.count_by_margin(d, margin),
                         }
                 comparisons.append(
                     {
@@ -285,7 +276,7 @@ def _ms(vals: list[float]) -> str:
 
 def write_protocol_report(results: dict[str, Any], out: Path) -> dict[str, Path]:
     """Write ``out/report.md`` and ``out/report.json``; returns their paths."""
-    protocol = _protocol_of(results)
+    protocol = recorded_protocol(results)
     comp = compute(results)
     times = unit_times(results)
     proj = projected_hours(results, protocol)

@@ -30,6 +30,7 @@ __all__ = [
     "sample_sd",
     "tie_margin",
     "compare_paired",
+    "count_by_margin",
     "verdict",
 ]
 
@@ -211,7 +212,6 @@ def compare_paired(
     seeds = sorted(s for s in set(contender) | set(baseline) if contender.get(s) is not None and baseline.get(s) is not None)
     missing = sorted(s for s in set(contender) | set(baseline) if s not in seeds)
     diffs = [float(contender[s]) - float(baseline[s]) for s in seeds]  # type: ignore[arg-type]
-    m = margin or 0.0
     sd = sample_sd(diffs)
     return {
         "seeds": seeds,
@@ -219,13 +219,18 @@ def compare_paired(
         "diffs": diffs,
         "mean_diff": sum(diffs) / len(diffs) if diffs else None,
         "sd_diff": sd,
-        "better": sum(x > m for x in diffs),
-        "tie": sum(abs(x) <= m for x in diffs),
-        "worse": sum(x < -m for x in diffs),
+        **count_by_margin(diffs, margin),
         "wilcoxon": wilcoxon_test(diffs),
         "ci": bootstrap_ci(diffs, resamples=resamples, level=level, seed=boot_seed),
         "seeds_needed": seeds_needed(sd, delta=delta, alpha=alpha, power=power),
     }
+
+
+def count_by_margin(diffs: Sequence[float], margin: float | None) -> dict[str, int]:
+    """Per-seed differences counted ``better`` (above ``margin``), ``tie`` (within +-``margin``) and
+    ``worse`` (below -``margin``); ``None``: ties only at exactly 0."""
+    m = margin or 0.0
+    return {"better": sum(x > m for x in diffs), "tie": sum(abs(x) <= m for x in diffs), "worse": sum(x < -m for x in diffs)}
 
 
 def verdict(
