@@ -129,13 +129,14 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
             base = {int(s): v.get("score") for s, v in by.get(cond.baseline, {}).items()}
             margin = (noise.get(pname) or {}).get("margin")
             for who in cond.contenders:
-                if who == cond.baseline or who not in by:
+                planned, pending = _planned_seeds(results, protocol, cname, who, by)
+                if who == cond.baseline or (who not in by and not planned):
                     continue
-                mine = {int(s): v.get("score") for s, v in by[who].items()}
-                planned = set(parse_seed_set(cond.contender_seeds[who])) if who in cond.contender_seeds else None
+                mine = {int(s): v.get("score") for s, v in by.get(who, {}).items()}
+                subset = set(parse_seed_set(cond.contender_seeds[who])) if who in cond.contender_seeds else None
                 cmp = stats.compare_paired(
                     mine,
-                    base if planned is None else {s: v for s, v in base.items() if s in planned},
+                    base if subset is None else {s: v for s, v in base.items() if s in subset},
                     margin=margin,
                     resamples=sp.resamples,
                     level=sp.level,
@@ -145,7 +146,10 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
                     power=sp.power,
                 )
                 primary = cname == sp.primary_condition and who in sp.primary_contenders
-                labels: dict[int, str] = {int(sd): str(v["checkpoint"]) for sd, v in by[who].items() if v.get("checkpoint")}
+                cmp["missing"] = [s for s in cmp["missing"] if s not in pending]  # still to run, not missing
+                labels: dict[int, str] = {
+                    int(sd): str(v["checkpoint"]) for sd, v in by.get(who, {}).items() if v.get("checkpoint")
+                }
                 used = sorted({labels[sd] for sd in cmp["seeds"] if sd in labels})
                 by_checkpoint: dict[str, Any] = {}
                 if len(used) > 1:
@@ -165,6 +169,8 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
                         "primary": primary,
                         "margin": margin,
                         **cmp,
+                        "planned": planned,
+                        "pending": pending,
                         "by_checkpoint": by_checkpoint,
                     }
                 )
@@ -173,7 +179,9 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
         c["p_holm"] = adj
     for c in comparisons:
         p_used = c.get("p_holm") if c["primary"] else c["wilcoxon"]["p"]
-        c["verdict"] = stats.verdict(c["mean_diff"], p_used, c["ci"], alpha=sp.alpha, margin=c["margin"])
+        c["verdict"] = (
+            "incomplete" if c["pending"] else stats.verdict(c["mean_diff"], p_used, c["ci"], alpha=sp.alpha, margin=c["margin"])
+        )
     return {
         "protocol": protocol.name,
         "seed_set": results["seed_set"],
@@ -183,6 +191,35 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
         "scores": scores,
         "comparisons": comparisons,
     }
+
+
+def _planned_seeds(
+    results: dict[str, Any], protocol: Protocol, cname: str, who: str, by: dict[str, dict[str, Any]]
+) -> tuple[list[int], list[int]]:
+    """The evaluation seeds planned for ``who`` against its baseline under condition ``cname``, and
+    those of them the run has not finished yet: either side's study not recorded, or its study done
+    and its final training not recorded. A comparison with pending seeds is ``incomplete``: the
+    registered test is the one over every planned seed (a study or final that failed is not pending:
+    it is a missing pair, protocol.md section 6). Development runs plan no seeds (``[], []``)."""
+    if results["seed_set"] != "evaluation":
+        return [], []
+    cond = protocol.conditions[cname]
+    planned = protocol.condition_seeds(cname)
+    if who in cond.contender_seeds:
+        planned = [s for s in planned if s in parse_seed_set(cond.contender_seeds[who])]
+
+    def pending(row: dict[str, Any] | None) -> bool:
+        return row is None or (row.get("study_status") == "done" and "score" not in row)
+
+    return planned, [s for s in planned if pending(by.get(cond.baseline, {}).get(str(s))) or pending(by.get(who, {}).get(str(s)))]
+
+
+def verdict_text(c: dict[str, Any]) -> str:
+    """A comparison's verdict as the report prints it; an incomplete one says how far it got."""
+    if c["verdict"] == "incomplete":
+        done = len(c["planned"]) - len(c["pending"])
+        return f"incomplete ({done} of {len(c['planned'])} seeds)"
+    return str(c["verdict"])
 
 
 def provenance(results: dict[str, Any], scores: dict[str, Any]) -> dict[str, Any]:
@@ -336,7 +373,8 @@ def write_protocol_report(results: dict[str, Any], out: Path) -> dict[str, Path]
     L += [
         "",
         f"Condition: {cond.label}. A tie is a per-seed difference within {protocol.statistics.tie_k:g} x the noise floor's sd x sqrt(2 / final seeds); "
-        f"verdicts: better/worse where the Holm-adjusted Wilcoxon p < {protocol.statistics.alpha:g}, tie where the whole interval lies within that margin, else not shown.",
+        f"verdicts: better/worse where the Holm-adjusted Wilcoxon p < {protocol.statistics.alpha:g}, tie where the whole interval lies within that margin, else not shown; "
+        "incomplete while seeds planned for the comparison are still to run (its numbers so far are shown, no verdict).",
         "",
     ]
     L += ["## Where each contender wins, ties and loses", ""]
@@ -344,7 +382,7 @@ def write_protocol_report(results: dict[str, Any], out: Path) -> dict[str, Path]
         parts = []
         for c in [x for x in comp["comparisons"] if x["contender"] == who]:
             parts.append(
-                f"{c['condition']}/{c['problem']}: **{c['verdict']}** ({_f(c['mean_diff'])}, {c['better']}/{c['tie']}/{c['worse']})"
+                f"{c['condition']}/{c['problem']}: **{verdict_text(c)}** ({_f(c['mean_diff'])}, {c['better']}/{c['tie']}/{c['worse']})"
             )
         L.append(f"- `{who}`: " + "; ".join(parts))
     L += ["", "## All comparisons", ""]
@@ -366,7 +404,7 @@ def write_protocol_report(results: dict[str, Any], out: Path) -> dict[str, Path]
                 (_f(c.get("p_holm"), 4) + " (Holm)") if c["primary"] else "unadjusted",
                 _f(p, 4),
                 str(c["seeds_needed"] or "-"),
-                c["verdict"],
+                verdict_text(c),
             ]
         )
     L += _table(
@@ -535,7 +573,7 @@ def _headline_row(results: dict[str, Any], protocol: Protocol, comp: dict[str, A
         else (f"{_f(c['mean_diff'])} [{_f(c['ci'][0])}, {_f(c['ci'][1])}]" if c.get("ci") else _f(c.get("mean_diff"))),
         "-" if is_base else f"{c['better']}/{c['tie']}/{c['worse']}",
         "-" if is_base else _f(c.get("p_holm") if c.get("primary") else c["wilcoxon"]["p"], 4),
-        "-" if is_base else c["verdict"],
+        "-" if is_base else verdict_text(c),
     ]
 
 

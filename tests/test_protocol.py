@@ -246,6 +246,32 @@ def test_a_contender_on_a_planned_seed_subset_pairs_there_and_lists_no_seed_outs
     assert by["sim"]["seeds"] == list(range(1000, 1010))
 
 
+def test_a_comparison_with_planned_seeds_still_to_run_is_incomplete_not_a_verdict(tmp_path: Path):
+    """Protocol amendment 3: the report is written while a condition is still running; its
+    comparisons then say how many planned seeds they have, never a verdict over a part of them."""
+    from hpo_bench.protocol_report import compute, write_protocol_report
+
+    res = _synthetic(tmp_path)
+    del res["units"]["final/primary/cls/1009/sim"]  # its study done, its final not run yet
+    for s in (1008, 1009):  # the baseline's seeds not started
+        del res["units"][f"study/primary/cls/{s}/model-tune"], res["units"][f"final/primary/cls/{s}/model-tune"]
+    by = {c["contender"]: c for c in compute(res)["comparisons"]}
+    assert by["sim"]["pending"] == [1008, 1009] and by["sim"]["verdict"] == "incomplete"
+    assert by["sim"]["seeds"] == list(range(1000, 1008)) and by["sim"]["mean_diff"] == pytest.approx(0.05)
+    md = write_protocol_report(res, tmp_path)["report"].read_text()
+    assert "incomplete (8 of 10 seeds)" in md
+    # a planned contender with nothing recorded yet is listed too, with nothing to compare
+    for k in [k for k in res["units"] if k.endswith("/sim")]:
+        del res["units"][k]
+    sim = {c["contender"]: c for c in compute(res)["comparisons"]}["sim"]
+    assert sim["seeds"] == [] and len(sim["pending"]) == 10 and sim["missing"] == [] and sim["verdict"] == "incomplete"
+    # a failed final is a missing pair (section 6), not a pending seed: the verdict stands
+    res = _synthetic(tmp_path)
+    res["units"]["final/primary/cls/1009/b"].update(status="failed", score=None)
+    b = {c["contender"]: c for c in compute(res)["comparisons"]}["b"]
+    assert b["pending"] == [] and b["missing"] == [1009] and b["verdict"] == "tie"
+
+
 def test_report_shows_amendment_2_checkpoints_machines_and_dropped_units(tmp_path: Path):
     """Protocol amendment 2: a checkpoint lost with its machine and trained again splits the seeds
     into A and B (shown apart, descriptively); every seed's studies on one machine; dropped units listed."""
