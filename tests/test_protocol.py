@@ -592,12 +592,23 @@ def _seeds_in_committed_results(runs_of: str | None = None) -> set[int]:
         elif "seed" in key.lower() and isinstance(x, int) and not isinstance(x, bool):
             found.add(x)
 
-    for f in sorted((ROOT / "benchmarks" / "results").rglob("*.json")):
-        doc = json.loads(f.read_text())
-        own = isinstance(doc, dict) and doc.get("seed_set") == "evaluation"
-        if own and runs_of is not None and (doc.get("protocol") or {}).get("sha256") == runs_of:
+    def own_run(doc: object) -> bool:
+        return (
+            isinstance(doc, dict)
+            and doc.get("seed_set") == "evaluation"
+            and isinstance(doc.get("protocol"), dict)
+            and doc["protocol"].get("sha256") == runs_of
+        )
+
+    files = sorted((ROOT / "benchmarks" / "results").rglob("*.json"))
+    # a run folder of that protocol's evaluation: its results.json and what was computed from it (report.json)
+    own_folders = {
+        f.parent for f in files if f.name == "results.json" and runs_of is not None and own_run(json.loads(f.read_text()))
+    }
+    for f in files:
+        if f.parent in own_folders:
             continue
-        walk(doc)
+        walk(json.loads(f.read_text()))
     return found
 
 
