@@ -302,15 +302,16 @@ class _Run:
         return info
 
 
-def drop_units_of_other_machines(results: dict[str, Any], protocol: Protocol, machine: dict[str, Any]) -> list[str]:
-    """Protocol amendment 2: before a sitting on ``machine``, take out the units of every condition,
-    problem and seed whose baseline study ran on another machine (:func:`machine_key`) and that
-    still has studies to run, so that the next ``--resume`` runs them all again on one machine.
+def drop_unfinished_seeds(results: dict[str, Any], protocol: Protocol, machine: dict[str, Any]) -> list[str]:
+    """Before a sitting on ``machine``: take out the units of every condition, problem and seed whose
+    studies are unfinished, so that the next ``--resume`` runs all of them again in one sitting.
 
-    A budget is the baseline's wall time on one machine, so a contender's study on another would
-    get a budget measured elsewhere. Seeds whose studies are all recorded keep everything: their
-    finals train a fixed number of epochs and may run anywhere. Each dropped record moves, with the
-    reason, to ``results["dropped"]`` (kept, shown by the report).
+    A budget is the baseline's wall time, measured in one sitting on one machine; a contender's
+    study in another sitting would get a budget measured at another machine speed (protocol
+    amendment 4; amendment 2 first said so for another CPU model, :func:`machine_key`, which the
+    reason still names). Seeds whose planned studies are all recorded keep everything: their finals
+    train a fixed number of epochs and may run anywhere. Each dropped record moves, with the reason,
+    to ``results["dropped"]`` (kept, shown by the report).
 
     Args:
         results: a protocol run's ``results.json`` document, changed in place.
@@ -330,12 +331,18 @@ def drop_units_of_other_machines(results: dict[str, Any], protocol: Protocol, ma
         there = machine_key(results["sittings"][int(u["sitting"])]["machine"])
         seed, key = int(u["seed"]), f"{u['condition']}/{u['problem']}/{u['seed']}"
         planned = [c for c in cond.contenders if c not in cond.contender_seeds or seed in parse_seed_set(cond.contender_seeds[c])]
-        if there == here or all(f"study/{key}/{c}" in units for c in planned):
+        if all(f"study/{key}/{c}" in units for c in planned):
             continue
-        why = (
-            f"protocol amendment 2: its seed's baseline study ran on {there} and its studies were unfinished when a sitting "
-            f"on {here} began; every study of a condition, problem and seed runs on one machine, so they run again"
-        )
+        if there != here:
+            why = (
+                f"protocol amendment 2: its seed's baseline study ran on {there} and its studies were unfinished when a sitting "
+                f"on {here} began; every study of a condition, problem and seed runs on one machine, so they run again"
+            )
+        else:
+            why = (
+                f"protocol amendment 4: its seed's baseline study ran in sitting {u['sitting']} and its studies were unfinished "
+                "when a new sitting began; every study of a condition, problem and seed runs in one sitting, so they run again"
+            )
         for c in planned:
             for kind in ("study", "final"):
                 uid = f"{kind}/{key}/{c}"
@@ -345,10 +352,10 @@ def drop_units_of_other_machines(results: dict[str, Any], protocol: Protocol, ma
     return gone
 
 
-def drop_for_this_machine(out: Path, *, dry_run: bool = False) -> list[str]:
-    """``python -m hpo_bench protocol new-machine DIR``: :func:`drop_units_of_other_machines` for this
-    machine on the run in ``out``, written atomically under the run's writer lock, each drop an event
-    in ``events.jsonl``.
+def drop_before_sitting(out: Path, *, dry_run: bool = False) -> list[str]:
+    """``python -m hpo_bench protocol before-sitting DIR`` (also ``new-machine``): :func:`drop_unfinished_seeds`
+    for this machine on the run in ``out``, written atomically under the run's writer lock, each drop
+    an event in ``events.jsonl``.
 
     Raises:
         ValueError: no ``results.json`` in ``out``, or a sitting is writing it now.
@@ -359,7 +366,7 @@ def drop_for_this_machine(out: Path, *, dry_run: bool = False) -> list[str]:
     with _writer_lock(out):
         results = json.loads(f.read_text(encoding="utf-8"))
         protocol = recorded_protocol(results)
-        gone = drop_units_of_other_machines(results, protocol, machine_info())
+        gone = drop_unfinished_seeds(results, protocol, machine_info())
         if gone and not dry_run:
             atomic_write_json(f, results)
             by_id = {d["unit"]["id"]: d["why"] for d in results["dropped"]}

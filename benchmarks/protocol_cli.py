@@ -1,4 +1,4 @@
-"""``python -m hpo_bench protocol run|noise|report|new-machine|fidelity|fidelity-report`` (see benchmarks/README.md)."""
+"""``python -m hpo_bench protocol run|noise|report|before-sitting|fidelity|fidelity-report`` (see benchmarks/README.md)."""
 
 from __future__ import annotations
 
@@ -42,9 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rewrite DIR/report.md and report.json from DIR/results.json (no training)")
     rep.add_argument("dir", type=Path)
     nm = sub.add_parser(
-        "new-machine",
-        help="before a sitting on another machine (protocol amendment 2): drop, and keep under 'dropped', the units of every "
-        "seed whose studies are unfinished and whose baseline study ran on another CPU model; lists them",
+        "before-sitting",
+        aliases=["new-machine"],
+        help="before every sitting (protocol amendments 2 and 4): drop, and keep under 'dropped', the units of every "
+        "condition, problem and seed whose studies are unfinished, so that they run again in one sitting; lists them",
     )
     nm.add_argument("dir", type=Path)
     nm.add_argument("--dry-run", action="store_true", help="list what would be dropped; write nothing")
@@ -126,16 +127,16 @@ def main(argv: list[str]) -> int:
             return 2
         print(write_protocol_report(json.loads(f.read_text()), args.dir)["report"])
         return 0
-    if args.command == "new-machine":
-        from .harness import drop_for_this_machine
+    if args.command in ("before-sitting", "new-machine"):
+        from .harness import drop_before_sitting
 
         try:
-            gone = drop_for_this_machine(args.dir, dry_run=args.dry_run)
+            gone = drop_before_sitting(args.dir, dry_run=args.dry_run)
         except ValueError as e:
             print(f"benchmarks: error: {e}", file=sys.stderr)
             return 2
         verb = "would drop" if args.dry_run else "dropped"
-        print("\n".join(f"{verb} {u}" for u in gone) or "nothing to drop: every unfinished seed's baseline ran on this machine")
+        print("\n".join(f"{verb} {u}" for u in gone) or "nothing to drop: no condition, problem and seed has unfinished studies")
         return 0
     if args.command == "fidelity-report":
         from .fidelity import write_fidelity_report

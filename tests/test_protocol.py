@@ -307,11 +307,13 @@ def test_report_shows_amendment_2_checkpoints_machines_and_dropped_units(tmp_pat
     assert prov["mixed_machines"] == ["primary/cls/1000"] and prov["mixed_checkpoints"] == ["primary/cls/1001"]
 
 
-def test_new_machine_drops_only_unfinished_seeds_whose_baseline_ran_elsewhere(tmp_path: Path, capsys):
-    """Protocol amendment 2's rule, as a function and as ``protocol new-machine DIR``."""
+def test_before_sitting_drops_every_unfinished_seed_and_names_the_amendment(tmp_path: Path, capsys):
+    """Protocol amendments 2 and 4: before a sitting, a condition, problem and seed whose studies are
+    unfinished loses all its units (they run again in one sitting, on one machine); as a function and
+    as ``protocol before-sitting DIR`` (alias ``new-machine``)."""
     import yaml
 
-    from hpo_bench.harness import drop_units_of_other_machines
+    from hpo_bench.harness import drop_unfinished_seeds
     from hpo_bench.protocol import Protocol
     from hpo_bench.protocol_cli import main
 
@@ -323,31 +325,37 @@ def test_new_machine_drops_only_unfinished_seeds_whose_baseline_ran_elsewhere(tm
     for s in (1003, 1007):  # 1003: b's study not run yet (unfinished); 1007: b is not planned there (finished)
         del res["units"][f"study/primary/cls/{s}/b"], res["units"][f"final/primary/cls/{s}/b"]
     n = len(res["units"])
-    assert drop_units_of_other_machines(res, proto, {"cpu": "test", "cores": 2}) == [] and len(res["units"]) == n
-    assert drop_units_of_other_machines(res, proto, {"cpu": "test", "cores": 4}) == [
+    seed_1003 = [
         "study/primary/cls/1003/model-tune",
         "final/primary/cls/1003/model-tune",
         "study/primary/cls/1003/sim",
         "final/primary/cls/1003/sim",
     ]
+    same = json.loads(json.dumps(res))
+    # the same machine (amendment 4): the unfinished seed goes, the finished ones stay
+    assert drop_unfinished_seeds(same, proto, {"cpu": "test", "cores": 2}) == seed_1003 and len(same["units"]) == n - 4
+    assert same["dropped"][0]["why"].startswith("protocol amendment 4") and "sitting 0" in same["dropped"][0]["why"]
+    # another machine (amendment 2): the same units, the reason names both machines
+    assert drop_unfinished_seeds(res, proto, {"cpu": "test", "cores": 4}) == seed_1003
     assert len(res["units"]) == n - 4 and [d["unit"]["seed"] for d in res["dropped"]] == [1003] * 4
     assert "test, 2 cores" in res["dropped"][0]["why"] and "test, 4 cores" in res["dropped"][0]["why"]
-    # the command, on this machine (not "test"): --dry-run writes nothing; then the drop, its events, and nothing left
+    assert drop_unfinished_seeds(res, proto, {"cpu": "test", "cores": 4}) == []  # nothing unfinished is left
+    # the command: --dry-run writes nothing; then the drop, its events, and nothing left; the old name still works
     res = _synthetic(tmp_path)
     del res["units"]["study/primary/cls/1005/sim"]
     run = tmp_path / "run"
     run.mkdir()
     (run / "results.json").write_text(json.dumps(res))
-    assert main(["new-machine", str(run), "--dry-run"]) == 0
+    assert main(["before-sitting", str(run), "--dry-run"]) == 0
     assert "would drop study/primary/cls/1005/model-tune" in capsys.readouterr().out
     assert json.loads((run / "results.json").read_text()) == res and not (run / "events.jsonl").exists()
     assert main(["new-machine", str(run)]) == 0
     doc = json.loads((run / "results.json").read_text())
     assert not [u for u in doc["units"] if "/1005/" in u] and len(doc["dropped"]) == 5  # 2 studies, 3 finals
     events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
-    assert len(events) == 5 and events[0]["event"].startswith("dropped: protocol amendment 2")
-    assert main(["new-machine", str(run)]) == 0 and "nothing to drop" in capsys.readouterr().out.splitlines()[-1]
-    assert main(["new-machine", str(tmp_path / "none")]) == 2 and "no results.json" in capsys.readouterr().err
+    assert len(events) == 5 and events[0]["event"].startswith("dropped: protocol amendment")
+    assert main(["before-sitting", str(run)]) == 0 and "nothing to drop" in capsys.readouterr().out.splitlines()[-1]
+    assert main(["before-sitting", str(tmp_path / "none")]) == 2 and "no results.json" in capsys.readouterr().err
 
 
 # the protocol file and the command's refusals ----------------------------------------------------
