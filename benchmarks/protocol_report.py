@@ -129,11 +129,13 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
             base = {int(s): v.get("score") for s, v in by.get(cond.baseline, {}).items()}
             margin = (noise.get(pname) or {}).get("margin")
             for who in cond.contenders:
-                planned, pending = _planned_seeds(results, protocol, cname, who, by)
-                if who == cond.baseline or (who not in by and not planned):
+                if who == cond.baseline:
+                    continue
+                subset = set(parse_seed_set(cond.contender_seeds[who])) if who in cond.contender_seeds else None
+                planned, pending = _planned_seeds(results, protocol, cname, cond.baseline, who, subset, by)
+                if who not in by and not planned:
                     continue
                 mine = {int(s): v.get("score") for s, v in by.get(who, {}).items()}
-                subset = set(parse_seed_set(cond.contender_seeds[who])) if who in cond.contender_seeds else None
                 cmp = stats.compare_paired(
                     mine,
                     base if subset is None else {s: v for s, v in base.items() if s in subset},
@@ -194,24 +196,28 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def _planned_seeds(
-    results: dict[str, Any], protocol: Protocol, cname: str, who: str, by: dict[str, dict[str, Any]]
+    results: dict[str, Any],
+    protocol: Protocol,
+    cname: str,
+    baseline: str,
+    who: str,
+    subset: set[int] | None,
+    by: dict[str, dict[str, Any]],
 ) -> tuple[list[int], list[int]]:
-    """The evaluation seeds planned for ``who`` against its baseline under condition ``cname``, and
+    """The evaluation seeds planned for ``who`` (within its ``subset`` of seeds, if it has one) against
+    ``baseline`` under condition ``cname``, and
     those of them the run has not finished yet: either side's study not recorded, or its study done
     and its final training not recorded. A comparison with pending seeds is ``incomplete``: the
     registered test is the one over every planned seed (a study or final that failed is not pending:
     it is a missing pair, protocol.md section 6). Development runs plan no seeds (``[], []``)."""
     if results["seed_set"] != "evaluation":
         return [], []
-    cond = protocol.conditions[cname]
-    planned = protocol.condition_seeds(cname)
-    if who in cond.contender_seeds:
-        planned = [s for s in planned if s in parse_seed_set(cond.contender_seeds[who])]
+    planned = [s for s in protocol.condition_seeds(cname) if subset is None or s in subset]
 
     def pending(row: dict[str, Any] | None) -> bool:
         return row is None or (row.get("study_status") == "done" and "score" not in row)
 
-    return planned, [s for s in planned if pending(by.get(cond.baseline, {}).get(str(s))) or pending(by.get(who, {}).get(str(s)))]
+    return planned, [s for s in planned if pending(by.get(baseline, {}).get(str(s))) or pending(by.get(who, {}).get(str(s)))]
 
 
 def verdict_text(c: dict[str, Any]) -> str:
