@@ -275,6 +275,32 @@ def unit_times(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def trial_counts(results: dict[str, Any]) -> dict[str, Any]:
+    """Trials per study, by condition, problem and contender: how many studies, and per study the
+    mean number of trials that ended within the study's budget as ``complete`` (the ones its
+    incumbent is chosen from), ``pruned`` (stopped early by the pruner or scheduler) or ``failed``,
+    and of trials that ended after the budget (recorded, never counted). A baseline study has no
+    budget (it sets it): all its trials count. Only studies with a result (``done``) are counted.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for u in _units(results, "study"):
+        if u.get("status") == "done":
+            groups.setdefault(f"{u['condition']}/{u['problem']}/{u['contender']}", []).append(u)
+    out: dict[str, Any] = {}
+    for key, us in sorted(groups.items()):
+        per: dict[str, list[int]] = {"complete": [], "pruned": [], "failed": [], "after_budget": []}
+        for u in us:
+            budget = u.get("budget_s")
+            trials = u.get("trials") or []
+            late = [t for t in trials if budget is not None and (t.get("end_s") is None or t["end_s"] > budget)]
+            within = [t for t in trials if t not in late]
+            for status in ("complete", "pruned", "failed"):
+                per[status].append(sum(1 for t in within if t.get("status") == status))
+            per["after_budget"].append(len(late))
+        out[key] = {"studies": len(us), **{f"{k}_mean": sum(v) / len(v) for k, v in per.items()}}
+    return out
+
+
 def projected_hours(results: dict[str, Any], protocol: Protocol) -> dict[str, Any]:
     """The whole protocol's wall time at this run's median unit times (evaluation seeds of every
     condition, every contender, the finals and the noise floor); units never measured are listed."""
@@ -502,7 +528,30 @@ def write_protocol_report(results: dict[str, Any], out: Path) -> dict[str, Path]
     )
     v = results["sittings"][0]["machine"]["versions"] if results["sittings"] else {}
     L += ["", "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), ""]
-    L += ["## Unit wall times", ""]
+    counts = trial_counts(results)
+    comp["trial_counts"] = counts
+    L += ["## Trials per study", ""]
+    L += [
+        "Mean per study; a hpo or model.tune(use_ray=True) study counts only trials that ended within "
+        "its budget (its incumbent is the best complete one of them); model.tune's own study sets the budget.",
+        "",
+    ]
+    crows = [
+        [
+            k,
+            str(c["studies"]),
+            _f(c["complete_mean"], 1),
+            _f(c["pruned_mean"], 1),
+            _f(c["failed_mean"], 1),
+            _f(c["after_budget_mean"], 1),
+        ]
+        for k, c in counts.items()
+    ]
+    L += _table(
+        ["condition/problem/contender", "studies", "complete", "stopped early (pruned)", "failed", "ended after the budget"],
+        crows,
+    )
+    L += ["", "## Unit wall times", ""]
     trows = [
         [
             k,

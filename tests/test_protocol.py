@@ -272,6 +272,33 @@ def test_a_comparison_with_planned_seeds_still_to_run_is_incomplete_not_a_verdic
     assert b["pending"] == [] and b["missing"] == [1009] and b["verdict"] == "tie"
 
 
+def test_trials_per_study_count_only_trials_ended_within_the_budget(tmp_path: Path):
+    from hpo_bench.protocol_report import trial_counts, write_protocol_report
+
+    res = _synthetic(tmp_path)
+
+    def trial(status: str, end_s: float | None) -> dict:
+        return {"status": status, "end_s": end_s, "objective": 0.5, "epochs": 1, "params": {}}
+
+    for s in range(1000, 1010):
+        res["units"][f"study/primary/cls/{s}/sim"]["trials"] = [
+            trial("complete", 3.0),
+            trial("pruned", 5.0),
+            trial("failed", 6.0),
+            trial("complete", 9.5 if s % 2 else 11.0),  # after the 10 s budget on even seeds
+            trial("pruned", 12.0),  # cut by the budget: ended after it, never counted
+        ]
+        res["units"][f"study/primary/cls/{s}/model-tune"].update(budget_s=None, trials=[trial("complete", 99.0)] * 3)
+    res["units"]["study/primary/cls/1009/sim"]["status"] = "failed"  # no result: not counted
+    counts = trial_counts(res)
+    sim, base = counts["primary/cls/sim"], counts["primary/cls/model-tune"]
+    assert sim["studies"] == 9 and sim["pruned_mean"] == 1.0 and sim["failed_mean"] == 1.0
+    assert sim["complete_mean"] == pytest.approx(1 + 4 / 9) and sim["after_budget_mean"] == pytest.approx(1 + 5 / 9)
+    assert (base["studies"], base["complete_mean"], base["after_budget_mean"]) == (10, 3.0, 0.0)
+    md = write_protocol_report(res, tmp_path)["report"].read_text()
+    assert "| primary/cls/sim | 9 | 1.4 | 1.0 | 1.0 | 1.6 |" in md
+
+
 def test_report_shows_amendment_2_checkpoints_machines_and_dropped_units(tmp_path: Path):
     """Protocol amendment 2: a checkpoint lost with its machine and trained again splits the seeds
     into A and B (shown apart, descriptively); every seed's studies on one machine; dropped units listed."""
