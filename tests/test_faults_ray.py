@@ -12,7 +12,7 @@ KubeRay head of manifests/ray: it trains nothing) and a worker node joined with 
   with every trial finished before the kill kept as it was.
 
 Trials are simulated (``HPO_TRAINER=hpo.simulate:simulated_trainer``, 1.5 s per epoch), so they
-are killed mid-way on any load. Budget: about 1.5 minutes each alone on 2 cores.
+are killed mid-way on any load. Budget: about 1.5 minutes each alone on 2 cores (the head test 2).
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ pytest.importorskip("ray")
 from engines import RayHead, RayNode
 
 ITERATIONS, EPOCHS = 4, 3
+#: The head test's trials: 12 epochs of 1.5 s, so a trial caught at most 4 epochs in has at least
+#: 12 s to run, more than the driver takes to notice a lost head (hpo_ray's HEAD_LOST_S, 5 s, polled
+#: every second); with 3 epochs a trial caught mid-way could complete before that and leave no
+#: running trial to record ``interrupted`` (seen once in CI on a loaded machine).
+HEAD_EPOCHS, HEAD_CAUGHT_BY = 12, 4
 
 
 def _env(home: Path, token: str) -> dict[str, str]:
@@ -48,7 +53,7 @@ def _env(home: Path, token: str) -> dict[str, str]:
     return env
 
 
-def _args(data: Path, out: Path, address: str, name: str) -> list[str]:
+def _args(data: Path, out: Path, address: str, name: str, epochs: int = EPOCHS) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -65,7 +70,7 @@ def _args(data: Path, out: Path, address: str, name: str) -> list[str]:
         "--iterations",
         str(ITERATIONS),
         "--epochs",
-        str(EPOCHS),
+        str(epochs),
         "--output",
         str(out),
         "--name",
@@ -107,8 +112,12 @@ def _wait(predicate, proc: subprocess.Popen, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def _mid_trial(study: Path) -> bool:
-    return any(d["status"] == "running" and d.get("epochs") for d in _latest(study).values())
+def _mid_trial(study: Path, max_epochs: int | None = None) -> bool:
+    """A trial is running with at least one epoch done (and at most ``max_epochs``, when given)."""
+    return any(
+        d["status"] == "running" and d.get("epochs") and (max_epochs is None or len(d["epochs"]) <= max_epochs)
+        for d in _latest(study).values()
+    )
 
 
 FINISHED = ("complete", "pruned", "failed")
@@ -180,17 +189,17 @@ def test_worker_node_killed_mid_trial_reruns_its_trials(cluster, digits_cls, tmp
 def test_head_killed_stops_the_driver_in_one_line_and_resume_finishes(cluster, digits_cls, tmp_path):
     head, nodes = cluster
     out, study = tmp_path / "studies", tmp_path / "studies" / "lost-head"
-    args = _args(digits_cls, out, head.address, "lost-head")
+    args = _args(digits_cls, out, head.address, "lost-head", epochs=HEAD_EPOCHS)
     env = _env(tmp_path / "home", head.token)
     proc = subprocess.Popen(
         args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
         _wait(
-            lambda: any(d["status"] in FINISHED for d in _latest(study).values()) and _mid_trial(study),
+            lambda: any(d["status"] in FINISHED for d in _latest(study).values()) and _mid_trial(study, HEAD_CAUGHT_BY),
             proc,
             240,
-            "a finished trial and one mid-way",
+            f"a finished trial and one at most {HEAD_CAUGHT_BY} epochs in",
         )
         killed_at = time.monotonic()
         assert head.kill()  # every process of the head (GCS, its raylet): the head pod is gone
