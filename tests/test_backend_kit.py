@@ -61,6 +61,47 @@ class TestOptunaKit(BackendTestCase):
     backend = "optuna"
     resume_proposes_as_live = False  # a resumed study reseeds TPE (seed + trials in storage) not to redraw the first run's values
 
+    def test_the_first_prune_of_several_trials_at_once_is_safe(self, backend_factory, kit_path):
+        """Optuna's HyperbandPruner (the default) builds its brackets on its first prune(); eight
+        trials judged at once on their first epoch, in fresh studies, the interpreter switching threads
+        every microsecond. Without the backend's lock about a quarter of such studies raised Optuna's
+        "This line should be unreachable" AssertionError or an IndexError (optuna 5.1.0; seen once in
+        CI through the kit's thread test)."""
+        import threading
+
+        from hpo.study import TrialRecord
+        from hpo.testing import MAXIMISED
+
+        errors: list[BaseException] = []
+        answers: list[object] = []
+        before = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            for rep in range(30):
+                config = self.settings(kit_path / f"s{rep}", epochs=20, workers=8)
+                with self.opened(backend_factory, config) as (backend, _):
+                    suggestions = [backend.ask() for _ in range(8)]
+                    records = [TrialRecord(id=int(s.trial_id or 0), params=s.params) for s in suggestions]
+                    assert len({r.id for r in records}) == 8  # Optuna's trial numbers, distinct
+                    barrier = threading.Barrier(len(records))
+
+                    def judge(record: TrialRecord, barrier: threading.Barrier = barrier) -> None:
+                        barrier.wait()
+                        try:
+                            answers.append(backend.should_prune(record, {"epoch": 1, MAXIMISED: 0.5}))
+                        except BaseException as e:  # noqa: BLE001 - any error of a judging thread fails the test
+                            errors.append(e)
+
+                    threads = [threading.Thread(target=judge, args=(r,)) for r in records]
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join()
+        finally:
+            sys.setswitchinterval(before)
+        assert not errors, repr(errors[:3])
+        assert len(answers) == 30 * 8 and all(isinstance(a, bool) for a in answers)
+
 
 class TestRayKit(BackendTestCase):
     """The ray backend's decisions: Ray Tune's searcher and scheduler as its driver builds them

@@ -248,6 +248,11 @@ class OptunaBackend(Backend):
             raise ConfigError(f"optuna option 'storage': cannot open {display_url(self.storage_url)}: {_first_line(e)}") from None
         self._trials: dict[int, optuna.Trial] = {}
         self._lock = threading.Lock()
+        # Optuna's pruners are not thread-safe: HyperbandPruner builds its brackets lazily on the first
+        # prune(), and two threads doing it at once double its allocation budget and then fail its
+        # 'This line should be unreachable' assertion (optuna 5.1.0, pruners/_hyperband.py). Concurrent
+        # trials ask it one at a time.
+        self._prune_lock = threading.Lock()
         existing = len(self.ostudy.get_trials(deepcopy=False))
         if existing and not self.config.join:
             self.ostudy.sampler = self._sampler(existing)  # a resumed run must not repeat the first run's draws
@@ -338,7 +343,8 @@ class OptunaBackend(Backend):
 
     def should_prune(self, record: TrialRecord, row: dict[str, float]) -> bool:
         """Report ``row[metric]`` at step ``row["epoch"]`` (1-based) and ask the pruner (never after
-        the last epoch). A NaN/inf metric stops the trial at once (the core records it as failed)."""
+        the last epoch). A NaN/inf metric stops the trial at once (the core records it as failed).
+        Called from several trials' threads at once: the pruner is asked under a lock of its own."""
         value = row.get(self.config.metric)
         if value is None:
             return False
@@ -351,7 +357,10 @@ class OptunaBackend(Backend):
         epoch = int(row.get("epoch", record.epochs_completed))
         trial.report(float(value), step=epoch)
         # after the last epoch there is nothing left to save: the trial completes
-        return epoch < self.config.epochs and bool(trial.should_prune())
+        if epoch >= self.config.epochs:
+            return False
+        with self._prune_lock:
+            return bool(trial.should_prune())
 
     def tell(self, record: TrialRecord) -> None:
         with self._lock:
