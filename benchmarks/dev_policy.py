@@ -38,6 +38,10 @@ RULES = {
         "the ultralytics backend's start (initial_random r0/r2/r6) and pruning (p: percentile)",
         ("r6", "r2", "r0", "r6p", "r2p", "r0p"),
     ),
+    "issue27-dev-ray": Rule(
+        "the ray backend's start (random or defaults) and scheduler (asha; fifo: none)",
+        ("defaults", "random", "defaultsfifo"),
+    ),
 }
 #: A difference of means below this is a tie (the protocol files' rule).
 TIE = 0.01

@@ -270,6 +270,40 @@ def test_batch_progress_of_ray_trials_reaches_the_observers(tmp_path, digits_cls
         assert 1 <= p["epoch"] <= 2 and 1 <= p["batch"] <= p["batches"] == 4, p
 
 
+def test_start_defaults_makes_the_first_trial_the_spaces_starting_configuration(tmp_path, digits_cls):
+    """``start=defaults``: trial 0 of a new study is :meth:`SearchSpace.defaults` (Ultralytics' defaults,
+    or the space's ``start``), the next ones are the searcher's own; with ``start=random`` (the
+    default) trial 0 is the searcher's first draw."""
+    from hpo import SearchSpace, Tuner
+
+    space = {"lr0": {"low": 1e-4, "high": 1e-1, "log": True, "start": 0.003}, "momentum": [0.6, 0.98]}
+    firsts = {}
+    for start in ("defaults", "random"):
+        result = Tuner(
+            backend="ray",
+            model="yolov8n-cls.yaml",
+            data=digits_cls,
+            iterations=3,
+            epochs=1,
+            output=tmp_path,
+            name=start,
+            space=space,
+            seed=0,
+            backend_options={"num_cpus": 2, "scheduler": "fifo", "start": start},
+            trainer="hpo.simulate:simulated_trainer",
+            trainer_options={"epoch_s": 0.2},
+            plots=False,
+            train_args={"optimizer": "SGD"},
+        ).run()
+        assert result.counts == {"complete": 3, "failed": 0, "pruned": 0}
+        records = _records(result.study_dir)
+        firsts[start] = [records[i].params for i in range(3)]
+    defaults = SearchSpace.parse(space).defaults()
+    assert defaults == {"lr0": 0.003, "momentum": 0.937}
+    assert firsts["defaults"][0] == defaults
+    assert all(p != defaults for p in firsts["defaults"][1:] + firsts["random"]), firsts
+
+
 # --- bounded experiments (issue 28 item 3): Ray Tune's controller keeps every trial of its experiment
 def test_later_experiments_optuna_searcher_is_told_the_study_history() -> None:
     """A new experiment's OptunaSearch goes on from every finished trial of the study (complete,

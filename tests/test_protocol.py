@@ -895,3 +895,30 @@ def test_the_dev_ultralytics_rule_reads_the_run_protocol_and_prefers_no_pruning_
     )
     for cand in RULES["issue27-dev-ultralytics"].candidates:
         assert f"ultralytics-{cand}:" in text
+
+
+def test_the_dev_ray_rule_is_the_one_its_protocol_file_states() -> None:
+    """benchmarks/protocol-dev-ray.yaml's tie order is :data:`hpo_bench.dev_policy.RULES`' and each
+    candidate is a contender of the file; a tie within 0.01 goes to ``defaults``."""
+    from hpo_bench.dev_policy import RULES, decide
+
+    rule = RULES["issue27-dev-ray"]
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "protocol-dev-ray.yaml").read_text()
+    assert "to: defaults, random, defaultsfifo" in text and rule.candidates == ("defaults", "random", "defaultsfifo")
+    for cand in rule.candidates:
+        assert f"ray-{cand}:" in text
+    units: dict = {}
+    for cand, score in {"defaults": 0.195, "random": 0.2, "defaultsfifo": 0.15}.items():
+        key = f"primary/digits-det/102/ray-{cand}"
+        units[f"study/{key}"] = {
+            "kind": "study",
+            "contender_kind": "hpo",
+            "contender": f"ray-{cand}",
+            "problem": "digits-det",
+            "seed": 102,
+            "counts": {"complete": 3},
+            "trials": [],
+        }
+        units[f"final/{key}"] = {"kind": "final", "score": score}
+    d = decide({"name": "issue27-dev-ray", "seed_set": "development", "units": units})
+    assert d["ranking"][0] == "random" and d["tie"] and d["choice"] == "defaults", d

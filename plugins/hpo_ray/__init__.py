@@ -56,6 +56,11 @@ class RayOptions(BackendOptions):
         "random",
         description="Ray searcher: random (Ray's BasicVariantGenerator), optuna (OptunaSearch, TPE), or another name of ray.tune.search.create_searcher",
     )
+    start: Literal["random", "defaults"] = Field(
+        "random",
+        description="the first trial of a new study: random (the searcher's own first proposal) or defaults (the space's "
+        "starting configuration, Ultralytics' defaults, as the optuna and ultralytics backends start)",
+    )
     max_concurrent: Optional[int] = Field(
         None,
         ge=1,

@@ -930,6 +930,8 @@ def run_study(backend: Any, recorder: TrialRecorder) -> None:
             ctx.rescan(known | _ids_in_state(exps[-1]), fit_done=True)
         last = _EXP_RE.match(exps[-1].name) if exps else None
         k = int(last.group(1)) if last else 0
+        # --start defaults: a study with no trial yet proposes the space's starting configuration first
+        start = [cfg.space.defaults()] if opts.start == "defaults" and not study.records() else []
         while loop.missing() > 0:
             before, done = loop.missing(), study.finished_count()
             # bounded experiments: Ray Tune's controller keeps every trial of its experiment (its state
@@ -938,6 +940,7 @@ def run_study(backend: Any, recorder: TrialRecorder) -> None:
             k += 1
             ctx.lost_in_fit = 0
             points = ctx.rerun_points()  # interrupted or lost trials run again first, under their ids
+            points, start = start + points, []
             searcher, holds_space = segment_searcher(cfg, opts, k, points=points, history=study.finished())
             tuner = tune.Tuner(
                 trainable,
