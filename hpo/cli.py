@@ -566,13 +566,27 @@ def datasets_make(
     name: str = typer.Argument(..., help="digits-cls or digits-det"),
     out: Path = typer.Argument(..., help="Target folder (new or empty)."),
     seed: int = typer.Option(0, "--seed", help="Seed (the output is deterministic for a seed)."),
+    imgsz: Optional[int] = typer.Option(
+        None, "--imgsz", help="Image side in px: digits-cls's images (default 32) or digits-det's canvases (default 96)."
+    ),
+    images: Optional[str] = typer.Option(
+        None,
+        "--images",
+        help="digits-det only: canvases per split, TRAIN,VAL[,TEST] (default 64,16,16; TEST 0: no test split).",
+    ),
 ) -> None:
     """Write a demo dataset in Ultralytics format; prints what to pass as --data."""
     from .datasets import make_dataset, require_dataset_libraries
 
+    counts = None
+    if images is not None:
+        try:
+            counts = [int(v) for v in images.split(",")]
+        except ValueError:
+            raise ConfigError(f"--images: '{images}' is not TRAIN,VAL[,TEST] whole numbers, e.g. 256,64,64") from None
     require_dataset_libraries("hpo datasets make")
 
-    print(make_dataset(name, out, seed=seed))
+    print(make_dataset(name, out, seed=seed, imgsz=imgsz, images=counts))
 
 
 @app.command()

@@ -14,8 +14,9 @@ Both hold a test split that no trial validates on, for the final model (:mod:`hp
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,11 +72,13 @@ def make_digits_cls(
         The folder, to pass as ``data=`` for a ``-cls`` model.
 
     Raises:
-        ConfigError: ``out`` is a non-empty folder, ``val_fraction`` is not in (0, 1),
+        ConfigError: ``out`` is a non-empty folder, ``imgsz`` is outside 8..1024, ``val_fraction`` is not in (0, 1),
             ``test_fraction`` not in [0, 1), or together they leave no training image.
     """
     from PIL import Image
 
+    if not 8 <= imgsz <= 1024:
+        raise ConfigError(f"imgsz: {imgsz} px is outside 8..1024 (the digits are 8x8 px upscaled)")
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction: {val_fraction} must be in (0, 1)")
     if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
@@ -186,12 +189,41 @@ def make_digits_det(
 DATASETS: dict[str, Callable[..., Path]] = {"digits-cls": make_digits_cls, "digits-det": make_digits_det}
 
 
-def make_dataset(name: str, out: str | Path, *, seed: int = 0) -> Path:
+def make_dataset(
+    name: str, out: str | Path, *, seed: int = 0, imgsz: int | None = None, images: Sequence[int] | None = None
+) -> Path:
     """Build the named demo dataset; returns what to pass as ``data=``.
 
+    Args:
+        name: ``digits-cls`` or ``digits-det``.
+        out: target folder (new or empty).
+        seed: seed of every random choice.
+        imgsz: side in pixels of digits-cls's images (default 32, 8..1024) or of digits-det's
+            canvases (default 96, 24..2048; its digits then span imgsz/6 to imgsz/3 px, as the
+            default's 16-32 px); ``None``: the default.
+        images: digits-det only: canvases per split, ``(train, val)`` or ``(train, val, test)``
+            (default 64, 16, 16; a test count of 0: no test split). digits-cls always holds all
+            1,797 UCI digits (60/20/20).
+
     Raises:
-        ConfigError: unknown ``name`` (listing the known ones) or unusable ``out``.
+        ConfigError: unknown ``name`` (listing the known ones), ``images`` for digits-cls or not 2-3
+            counts, a size out of range, or unusable ``out``; nothing is written.
     """
     if name not in DATASETS:
         raise ConfigError(f"dataset: unknown '{name}'; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name](out, seed=seed)
+    kwargs: dict[str, Any] = {"seed": seed}
+    if images is not None:
+        if name != "digits-det":
+            raise ConfigError(f"images: {name} holds all 1,797 UCI digits (60/20/20); --images is for digits-det")
+        if len(images) not in (2, 3):
+            raise ConfigError(f"images: give TRAIN,VAL or TRAIN,VAL,TEST canvas counts, e.g. 256,64,64 (got {len(images)})")
+        if min(images[:2]) < 1 or min(images) < 0:
+            raise ConfigError(f"images: {','.join(map(str, images))}: TRAIN and VAL need at least 1 canvas, TEST 0 or more")
+        kwargs.update(zip(("n_train", "n_val", "n_test"), images, strict=False))
+    if imgsz is not None and name == "digits-cls":
+        kwargs["imgsz"] = imgsz
+    elif imgsz is not None:
+        if not 24 <= imgsz <= 2048:
+            raise ConfigError(f"imgsz: a digits-det canvas of {imgsz} px is outside 24..2048")
+        kwargs.update(canvas=imgsz, digit_size=(imgsz // 6, imgsz // 3))  # the default 96 px: 16-32 px digits
+    return DATASETS[name](out, **kwargs)

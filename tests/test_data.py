@@ -380,3 +380,36 @@ def test_the_test_split_is_found_where_ultralytics_validates_elsewhere(tmp_path,
     (tmp_path / "empty.yaml").write_text(yaml.safe_dump(content))
     with pytest.raises(DataError, match=r"data: test '.*empty' in '.*empty.yaml' holds no images .*remove 'test:'"):
         test_split(resolve_data(tmp_path / "empty.yaml", "detect"))
+
+
+def test_datasets_make_sizes_and_its_refusals(tmp_path):
+    """``hpo datasets make --imgsz/--images``: digits-det's canvases and split sizes, digits-cls's image
+    side; a bad size is one line naming the option, exit 2, nothing written."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from hpo.cli import app
+
+    run = CliRunner().invoke
+    res = run(app, ["datasets", "make", "digits-det", str(tmp_path / "det"), "--imgsz", "48", "--images", "6,3,2"])
+    assert res.exit_code == 0, res.output
+    det = tmp_path / "det"
+    assert {s: len(list((det / "images" / s).iterdir())) for s in ("train", "val", "test")} == {"train": 6, "val": 3, "test": 2}
+    assert Image.open(next((det / "images" / "train").iterdir())).size == (48, 48)
+    res = run(app, ["datasets", "make", "digits-det", str(tmp_path / "det2"), "--images", "4,2,0"])
+    assert res.exit_code == 0 and "test" not in yaml.safe_load((tmp_path / "det2" / "data.yaml").read_text())
+    res = run(app, ["datasets", "make", "digits-cls", str(tmp_path / "cls"), "--imgsz", "16"])
+    assert res.exit_code == 0, res.output
+    assert Image.open(next((tmp_path / "cls" / "train" / "0").iterdir())).size == (16, 16)
+    for args, words in (
+        (["digits-cls", "--images", "10,2"], "images: digits-cls holds all 1,797"),
+        (["digits-det", "--images", "10"], "images: give TRAIN,VAL or TRAIN,VAL,TEST"),
+        (["digits-det", "--images", "10,0"], "TRAIN and VAL need at least 1"),
+        (["digits-det", "--images", "a,b"], "--images: 'a,b' is not TRAIN,VAL[,TEST]"),
+        (["digits-det", "--imgsz", "16"], "imgsz: a digits-det canvas of 16 px is outside 24..2048"),
+        (["digits-cls", "--imgsz", "4"], "imgsz: 4 px is outside 8..1024"),
+    ):
+        out = tmp_path / "bad"
+        res = run(app, ["datasets", "make", args[0], str(out), *args[1:]])
+        assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1 and words in res.stderr, (args, res.stderr)
+        assert not out.exists()
