@@ -598,10 +598,11 @@ def _headline_row(results: dict[str, Any], protocol: Protocol, comp: dict[str, A
             if (u["condition"], u["problem"], u["contender"]) == (cname, pname, who)
         }
     )
+    # the budgets this contender ran under: the baseline's wall time on the seeds it ran
     base_walls = [
         float(v["wall_s"])
-        for v in comp["scores"].get(cname, {}).get(pname, {}).get(cond.baseline, {}).values()
-        if v.get("wall_s")
+        for seed, v in comp["scores"].get(cname, {}).get(pname, {}).get(cond.baseline, {}).items()
+        if v.get("wall_s") and seed in by
     ]
     given = cond.train_args.get("optimizer") or problem.train_args.get("optimizer")
     optimizer = ", ".join(opts) if opts else "-"

@@ -232,7 +232,7 @@ def test_report_statistics_on_known_scores(tmp_path: Path):
 
 
 def test_a_contender_on_a_planned_seed_subset_pairs_there_and_lists_no_seed_outside_it(tmp_path: Path):
-    from hpo_bench.protocol_report import compute
+    from hpo_bench.protocol_report import compute, write_protocol_report
 
     res = _synthetic(tmp_path)
     text = res["protocol"]["text"].replace(
@@ -241,9 +241,17 @@ def test_a_contender_on_a_planned_seed_subset_pairs_there_and_lists_no_seed_outs
     res["protocol"]["text"] = text
     for s in range(1005, 1010):  # b was planned on 1000-1004 only
         del res["units"][f"study/primary/cls/{s}/b"], res["units"][f"final/primary/cls/{s}/b"]
+    for s in range(1000, 1010):  # model.tune's budgets 10, 20, ..., 100 s
+        res["units"][f"study/primary/cls/{s}/model-tune"]["wall_s"] = 10.0 * (s - 999)
+        res["units"][f"final/primary/cls/{s}/model-tune"]["wall_s"] = 10.0 * (s - 999)
     by = {c["contender"]: c for c in compute(res)["comparisons"]}
     assert by["b"]["seeds"] == list(range(1000, 1005)) and by["b"]["missing"] == []
     assert by["sim"]["seeds"] == list(range(1000, 1010))
+    # the headline's budget of b: the median of model.tune's budgets on b's seeds (30 s), sim's on all ten
+    md = write_protocol_report(res, tmp_path)["report"].read_text()
+    row = {ln.split("|")[2].strip(): ln for ln in md.splitlines() if ln.startswith("| cls |")}
+    assert "model.tune: 30 s median" not in row["b"] and ": 30 s median" in row["b"], row["b"]
+    assert ": 55 s median" in row["sim"], row["sim"]
 
 
 def test_a_comparison_with_planned_seeds_still_to_run_is_incomplete_not_a_verdict(tmp_path: Path):
