@@ -4,7 +4,8 @@ Ray Tune owns its own loop (its controller holds the searcher and the scheduler)
 backend is an :class:`hpo.Controller`, the visible exception to the core's ``ask -> run -> tell``
 loop, not a :class:`hpo.Backend`. The split of roles stays the same:
 
-- Ray decides what to try (its searcher) and when to stop a trial (its scheduler);
+- Ray decides what to try (its searcher; the first trial of a new study is the space's starting
+  configuration, Ultralytics' defaults, unless ``start=random``) and when to stop a trial (its scheduler);
 - each trial trains in a Ray worker with the core's trial entry (:func:`hpo.train_trial` on the
   core's :class:`hpo.TrialSpec`, the same code the core's runner forks), reporting per-epoch
   metrics and a checkpoint (the trial's Ultralytics ``last.pt``) to Tune;
@@ -56,10 +57,10 @@ class RayOptions(BackendOptions):
         "random",
         description="Ray searcher: random (Ray's BasicVariantGenerator), optuna (OptunaSearch, TPE), or another name of ray.tune.search.create_searcher",
     )
-    start: Literal["random", "defaults"] = Field(
-        "random",
-        description="the first trial of a new study: random (the searcher's own first proposal) or defaults (the space's "
-        "starting configuration, Ultralytics' defaults, as the optuna and ultralytics backends start)",
+    start: Literal["defaults", "random"] = Field(
+        "defaults",
+        description="the first trial of a new study: defaults (the space's starting configuration, Ultralytics' defaults, "
+        "as the optuna and ultralytics backends start; chosen on development seeds) or random (the searcher's own first proposal)",
     )
     max_concurrent: Optional[int] = Field(
         None,
