@@ -41,6 +41,7 @@ from .errors import (
     SpaceError,
     StudyError,
     StudyLockedError,
+    TrialLostError,
     VolumeError,
 )
 from .final import FinalCandidate, FinalRecord, FinalResult, train_final
@@ -96,6 +97,7 @@ __all__ = [
     "RunFailedError",
     "VolumeError",
     "EngineError",
+    "TrialLostError",
     "HpoWarning",
     "__version__",
 ]

@@ -24,6 +24,7 @@ __all__ = [
     "RunFailedError",
     "VolumeError",
     "EngineError",
+    "TrialLostError",
     "HpoWarning",
     "closest",
 ]
@@ -102,6 +103,13 @@ class EngineError(HpoError):
     """
 
     exit_code = 1
+
+
+class TrialLostError(HpoError):
+    """A trial's worker went away (its process or node), not a result of the trial: the backend
+    records the trial ``interrupted`` with this reason and runs it again itself, in the same run,
+    under its id with its params (the ray backend's lost Ray workers). The record's error then says
+    so, not ``--resume``."""
 
 
 class HpoWarning(UserWarning):

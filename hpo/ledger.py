@@ -23,7 +23,7 @@ from typing import Any
 
 from .budget import TimeBudget
 from .config import TuneConfig
-from .errors import VolumeError
+from .errors import TrialLostError, VolumeError
 from .events import Observers
 from .study import Study, TrialRecord, TrialStatus, settings_versions, utcnow
 from .trial import TrialOutcome, TrialSpec, objective_of
@@ -366,17 +366,21 @@ class StudyLedger:
 
     def trial_interrupted(self, record: TrialRecord, why: BaseException) -> None:
         """Record a trial the run stopped (interrupt, volume failure) as ``interrupted``: not a
-        result, and ``--resume`` re-runs it with the same id and params. Best effort: if the volume
-        refuses the record, the trial's ``running`` record means the same."""
+        result, and ``--resume`` re-runs it with the same id and params (a
+        :class:`hpo.errors.TrialLostError`: the backend re-runs it in this run). Best effort: if the
+        volume refuses the record, the trial's ``running`` record means the same."""
         record.status = TrialStatus.INTERRUPTED
         record.end = utcnow()
-        if isinstance(why, VolumeError):
+        rerun = "--resume re-runs this trial"
+        if isinstance(why, TrialLostError):  # the backend runs it again itself, in this run
+            what, rerun = f"its worker was lost ({why})", "it runs again in this run under its id with its params"
+        elif isinstance(why, VolumeError):
             what = "the volume failed"
         elif isinstance(why, KeyboardInterrupt):
             what = "the run was interrupted (Ctrl-C or SIGTERM)"
         else:
             what = f"the run stopped ({type(why).__name__})"
-        record.error = f"{what} after epoch {record.epochs_completed}; --resume re-runs this trial"
+        record.error = f"{what} after epoch {record.epochs_completed}; {rerun}"
         self.release(record.id)
         try:
             self.study.append(record)

@@ -36,7 +36,7 @@ import yaml
 from ray import tune
 from ray.tune import Callback
 
-from hpo import ConfigError, RunFailedError, TrialOutcome, TrialRecord, TrialRecorder, TrialStatus, VolumeError
+from hpo import ConfigError, RunFailedError, TrialLostError, TrialOutcome, TrialRecord, TrialRecorder, TrialStatus, VolumeError
 from hpo.files import WRITE_ERRNOS, volume_error
 
 from ._trainable import OBJECTIVE, PROGRESS_FILE, TRIAL_PREFIX, ray_trainable, trial_id_of, tune_value
@@ -607,7 +607,7 @@ class _Context:
                     )
                     with self.lock:
                         self.lost_in_fit += 1
-                    self.loop.trial_interrupted(live.record, WorkerLostError(f"its Ray worker was lost ({lost})"))
+                    self.loop.trial_interrupted(live.record, WorkerLostError(f"Ray: {lost}"))
                     return
                 text = f"its Ray worker was lost {n} times ({lost}: its node or worker process went away)"
             else:
@@ -651,7 +651,7 @@ def _lost_worker(trial: Any, text: str) -> str:
     return m.group(1) if m and m.re is _LOST_TEXT else ("RayActorError" if m else "")
 
 
-class WorkerLostError(RuntimeError):
+class WorkerLostError(TrialLostError):
     """The Ray worker process or node of a trial went away (the trial is recorded ``interrupted``
     with this reason and runs again)."""
 
@@ -739,9 +739,10 @@ class _HeadWatch(threading.Thread):
                 continue
             with self.ctx.lock:
                 n = len(self.ctx.live)
+            running = f"{n} running trial{'s' if n != 1 else ''} recorded interrupted, " if n else "no trial was running, "
             error = HeadLostError(
                 f"ray: the Ray cluster's head at {self.address} stopped answering (no connection to {self.gcs} for "
-                f"{HEAD_LOST_S:g} s); {n} running trial(s) recorded interrupted, every finished trial is kept: "
+                f"{HEAD_LOST_S:g} s); {running}every finished trial is kept: "
                 "restart the head (KubeRay restarts it) and run the same command with --resume"
             )
             _HEAD_LOST["on"] = True
