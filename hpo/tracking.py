@@ -497,11 +497,14 @@ class MlflowTracker(TunerCallback):
         _stderr(f"joined parent run {self.parent_run_id} in experiment '{self.experiment}' at {_public_uri(self.uri)}")
 
     def on_trial_start(self, record: TrialRecord) -> None:
-        """Create the trial's child run (nested under the parent) and log its sampled params."""
+        """Create the trial's child run (nested under the parent) and log its sampled params. An
+        earlier attempt of the trial left RUNNING (its process killed, a joined process's trial run
+        again by another, a lost Ray worker) is ended first (KILLED, ``hpo.status`` interrupted)."""
         if not self.active:
             return
 
         def start() -> None:
+            self._kill_stale_children(record.id)
             run = self.client().create_run(
                 self.experiment_id,
                 run_name=f"trial-{record.id}",
@@ -807,13 +810,15 @@ class MlflowTracker(TunerCallback):
         for k, v in tags.items():
             self.client().set_tag(self.parent_run_id, k, v)
 
-    def _kill_stale_children(self) -> None:
-        """Child runs left RUNNING by an interrupted run of this study are ended as KILLED."""
-        runs = self.client().search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}' and attributes.status = 'RUNNING'",
-        )
-        for run in runs:
+    def _kill_stale_children(self, trial_id: int | None = None) -> None:
+        """Child runs left RUNNING by an interrupted run of this study (of trial ``trial_id`` only,
+        when given: an earlier attempt of a trial that runs again) are ended as KILLED, tagged
+        ``hpo.status`` ``interrupted``."""
+        where = f"tags.mlflow.parentRunId = '{self.parent_run_id}' and attributes.status = 'RUNNING'"
+        if trial_id is not None:
+            where += f" and tags.hpo.trial_id = '{int(trial_id)}'"
+        for run in self.client().search_runs([self.experiment_id], filter_string=where):
+            self.client().set_tag(run.info.run_id, "hpo.status", "interrupted")
             self.client().set_terminated(run.info.run_id, status="KILLED")
 
 

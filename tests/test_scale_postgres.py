@@ -1,8 +1,10 @@
 """Optuna on a real PostgreSQL server (the session's ``postgres`` fixture, tests/engines.py).
 
-Budget: about 2 minutes alone on 2 cores: three joined processes on one study (digits-cls at
-32 px on 20% of the train images, 2 epochs per trial), one of them SIGKILLed mid-trial: the
-survivors re-run its trial, no ``--resume``.
+Three joined processes on one study, one of them SIGKILLed mid-trial: the survivors re-run its
+trial, no ``--resume``. Their trials are hpo's simulated trainer (``HPO_TRAINER``: 2 epochs of 4 s,
+the real trial workers, records, storage and MLflow runs; only the training is simulated): what is
+tested is the processes, PostgreSQL and the study; joined processes training for real on
+PostgreSQL are tests/test_kfp_join_postgres.py's.
 """
 
 from __future__ import annotations
@@ -89,25 +91,26 @@ def test_three_joined_processes_one_killed_its_trial_rerun_without_resume(tmp_pa
     mlflow_server = MlflowServer(tmp_path / "mlflow").start()  # every process tracks to one real server
     request.addfinalizer(mlflow_server.stop)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
-    # 2 epochs per trial: a trial outlasts a joining process's start-up (imports, checks: ~8 s here)
+    # 2 epochs of 4 s per trial: a trial outlasts a joining process's start-up (imports, checks: ~8 s here)
     args = tune_args(digits_cls, out, name, url, n, epochs=2, mlflow=True)
-    first = start_hpo([*args, "--seed", "0"], cwd=tmp_path)
+    sim = {"HPO_TRAINER": "hpo.simulate:simulated_trainer", "HPO_TRAINER_OPTIONS": json.dumps({"epoch_s": 4.0})}
+    first = start_hpo([*args, "--seed", "0"], cwd=tmp_path, env=sim)
     procs = [first]
     try:
         wait_until(lambda: (study_dir / "study.json").is_file(), procs, "the study to be created", timeout=300, poll=0.3)
-        second = start_hpo([*args, "--join"], cwd=tmp_path)  # started at once
+        second = start_hpo([*args, "--join"], cwd=tmp_path, env=sim)  # started at once
         procs.append(second)
         # the third joins later: once the first process's first trial has started
         wait_until(lambda: bool(record_lines(study_dir / "trials.jsonl")), procs, "the first trial", timeout=300, poll=0.3)
-        third = start_hpo([*args, "--join"], cwd=tmp_path)
+        third = start_hpo([*args, "--join"], cwd=tmp_path, env=sim)
         procs.append(third)
         own = study_dir / f"trials.{os.uname().nodename}-{third.pid}.jsonl"
 
-        def third_running() -> bool:
-            state: dict[int, str] = {}
+        def third_running() -> bool:  # a trial of the third process one epoch in (its MLflow run made)
+            state: dict[int, dict] = {}
             for r in record_lines(own):
-                state[r["id"]] = r["status"]
-            return "running" in state.values()
+                state[r["id"]] = r
+            return any(r["status"] == "running" and r.get("epochs") for r in state.values())
 
         wait_until(third_running, procs, "a trial of the third process", timeout=300, poll=0.3)
         before_kill = {r.id: r for r in Study.open(study_dir).records().values() if r.status.finished}
@@ -163,6 +166,10 @@ def test_three_joined_processes_one_killed_its_trial_rerun_without_resume(tmp_pa
     assert all(c.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id for c in children)
     finished = [int(c.data.tags["hpo.trial_id"]) for c in children if c.info.status == "FINISHED"]
     assert sorted(finished) == sorted(records), [(c.data.tags.get("hpo.trial_id"), c.info.status) for c in children]
+    # the killed process's run of its trial was ended when a survivor ran the trial again: nothing RUNNING
+    others = sorted((c.info.status, c.data.tags["hpo.status"]) for c in children if c.info.status != "FINISHED")
+    assert others == [("KILLED", "interrupted")], others
+    assert [c.data.tags["hpo.trial_id"] for c in children if c.info.status == "KILLED"] == [str(killed)]
 
     # the Optuna study in PostgreSQL agrees: n COMPLETE trials (one per hpo id), the killed one's
     # first attempt FAIL, nothing left RUNNING
