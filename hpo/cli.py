@@ -597,7 +597,9 @@ def demo(
     iterations: int = typer.Option(6, "--iterations", "-n"),
     epochs: int = typer.Option(2, "--epochs", "-e"),
 ) -> None:
-    """Build digits-cls and tune yolov8n-cls on it (a real run, a few minutes on 2 CPU cores)."""
+    """Build digits-cls and tune yolov8n-cls on it with hpo's defaults (no optimizer given, the
+    classification task's default space; the first trial is Ultralytics' default training): a real
+    run, a few minutes on 2 CPU cores."""
     from .datasets import make_digits_cls, require_dataset_libraries
     from .plugins import get_backend
     from .tuner import Tuner
@@ -607,23 +609,13 @@ def demo(
     data = out / "digits-cls"
     if not (data / "train").is_dir():
         make_digits_cls(data, seed=0)
-    space = {
-        "lr0": (1e-4, 1e-2),
-        "lrf": (0.01, 1.0),
-        "momentum": (0.7, 0.98, 0.3),
-        "weight_decay": (0.0, 0.001),
-        "warmup_epochs": (0.0, 1.0),
-        "hsv_v": (0.0, 0.9),
-        "fliplr": (0.0, 0.5),
-    }
     name = f"demo-{backend}"
     resume = (out / "studies" / name / "study.json").is_file()
-    cfg_args = {"imgsz": 32, "batch": 64, "workers": 0, "optimizer": "AdamW", "device": "cpu"}
+    cfg_args = {"imgsz": 32, "batch": 64, "workers": 0, "device": "cpu"}
     tuner = Tuner(
         backend=backend,
         model="yolov8n-cls.yaml",
         data=data,
-        space=space,
         iterations=iterations,
         epochs=epochs,
         train_args=cfg_args,
