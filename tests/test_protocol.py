@@ -865,6 +865,25 @@ def test_the_dev_policy_rule_picks_the_highest_mean_and_breaks_ties_as_committed
     assert main([str(tmp_path / "none")]) == 2
 
 
+def _dev_run(name: str, backend: str, problem: str, seed: int, scores: dict[str, float]) -> dict:
+    """A development run's results with one (problem, seed) cell: contender ``<backend>-<candidate>``
+    per entry of ``scores``, each with a study and a final test score."""
+    units = {}
+    for cand, score in scores.items():
+        key = f"primary/{problem}/{seed}/{backend}-{cand}"
+        units[f"study/{key}"] = {
+            "kind": "study",
+            "contender_kind": "hpo",
+            "contender": f"{backend}-{cand}",
+            "problem": problem,
+            "seed": seed,
+            "counts": {"complete": 3},
+            "trials": [],
+        }
+        units[f"final/{key}"] = {"kind": "final", "score": score}
+    return {"name": name, "seed_set": "development", "units": units}
+
+
 def test_the_dev_ultralytics_rule_reads_the_run_protocol_and_prefers_no_pruning_on_a_tie(tmp_path):
     """benchmarks/protocol-dev-ultralytics.yaml's rule: the same highest mean, over the candidates
     r6, r2, r0, r6p, r2p, r0p; within 0.01 of the best the tie goes in that order; the rule is picked
@@ -872,20 +891,7 @@ def test_the_dev_ultralytics_rule_reads_the_run_protocol_and_prefers_no_pruning_
     from hpo_bench.dev_policy import RULES, decide
 
     def results(scores: dict[str, float]) -> dict:
-        units = {}
-        for cand, score in scores.items():
-            key = f"primary/digits-cls/100/ultralytics-{cand}"
-            units[f"study/{key}"] = {
-                "kind": "study",
-                "contender_kind": "hpo",
-                "contender": f"ultralytics-{cand}",
-                "problem": "digits-cls",
-                "seed": 100,
-                "counts": {"complete": 3},
-                "trials": [],
-            }
-            units[f"final/{key}"] = {"kind": "final", "score": score}
-        return {"name": "issue27-dev-ultralytics", "seed_set": "development", "units": units}
+        return _dev_run("issue27-dev-ultralytics", "ultralytics", "digits-cls", 100, scores)
 
     scores = {"r6": 0.80, "r2": 0.85, "r0": 0.70, "r6p": 0.855, "r2p": 0.60, "r0p": 0.65}
     d = decide(results(scores))
@@ -915,18 +921,5 @@ def test_the_dev_ray_rule_is_the_one_its_protocol_file_states() -> None:
     assert "to: defaults, random, defaultsfifo" in text and rule.candidates == ("defaults", "random", "defaultsfifo")
     for cand in rule.candidates:
         assert f"ray-{cand}:" in text
-    units: dict = {}
-    for cand, score in {"defaults": 0.195, "random": 0.2, "defaultsfifo": 0.15}.items():
-        key = f"primary/digits-det/102/ray-{cand}"
-        units[f"study/{key}"] = {
-            "kind": "study",
-            "contender_kind": "hpo",
-            "contender": f"ray-{cand}",
-            "problem": "digits-det",
-            "seed": 102,
-            "counts": {"complete": 3},
-            "trials": [],
-        }
-        units[f"final/{key}"] = {"kind": "final", "score": score}
-    d = decide({"name": "issue27-dev-ray", "seed_set": "development", "units": units})
+    d = decide(_dev_run("issue27-dev-ray", "ray", "digits-det", 102, {"defaults": 0.195, "random": 0.2, "defaultsfifo": 0.15}))
     assert d["ranking"][0] == "random" and d["tie"] and d["choice"] == "defaults", d
