@@ -583,7 +583,7 @@ def datasets_make(
         try:
             counts = [int(v) for v in images.split(",")]
         except ValueError:
-            raise ConfigError(f"--images: '{images}' is not TRAIN,VAL[,TEST] whole numbers, e.g. 256,64,64") from None
+            raise ConfigError(f"images: '{images}' is not TRAIN,VAL[,TEST] whole numbers, e.g. 256,64,64") from None
     require_dataset_libraries("hpo datasets make")
 
     print(make_dataset(name, out, seed=seed, imgsz=imgsz, images=counts))

@@ -206,11 +206,13 @@ def make_dataset(
             1,797 UCI digits (60/20/20).
 
     Raises:
-        ConfigError: unknown ``name`` (listing the known ones), ``images`` for digits-cls or not 2-3
-            counts, a size out of range, or unusable ``out``; nothing is written.
+        ConfigError: unknown ``name`` (listing the known ones), a negative ``seed``, ``images`` for
+            digits-cls or not 2-3 counts, a size out of range, or unusable ``out``; nothing is written.
     """
     if name not in DATASETS:
         raise ConfigError(f"dataset: unknown '{name}'; choose one of {', '.join(DATASETS)}")
+    if seed < 0:
+        raise ConfigError(f"seed: {seed} is negative; give a whole number 0 or more")
     kwargs: dict[str, Any] = {"seed": seed}
     if images is not None:
         if name != "digits-det":

@@ -106,10 +106,11 @@ class EngineError(HpoError):
 
 
 class TrialLostError(HpoError):
-    """A trial's worker went away (its process or node), not a result of the trial: the backend
-    records the trial ``interrupted`` with this reason and runs it again itself, in the same run,
-    under its id with its params (the ray backend's lost Ray workers). The record's error then says
-    so, not ``--resume``."""
+    """A trial's worker went away (its process or node): the backend records the trial
+    ``interrupted`` with this reason, not as a result, and runs it again itself under its id with its
+    params, later in the same run if the run goes on (else ``--resume`` does), up to the backend's
+    limit (the ray backend's lost Ray workers: a trial lost a fourth time is ``failed``). The record's
+    error says so."""
 
 
 class HpoWarning(UserWarning):

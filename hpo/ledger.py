@@ -365,15 +365,17 @@ class StudyLedger:
         return record
 
     def trial_interrupted(self, record: TrialRecord, why: BaseException) -> None:
-        """Record a trial the run stopped (interrupt, volume failure) as ``interrupted``: not a
-        result, and ``--resume`` re-runs it with the same id and params (a
-        :class:`hpo.errors.TrialLostError`: the backend re-runs it in this run). Best effort: if the
-        volume refuses the record, the trial's ``running`` record means the same."""
+        """Record a trial the run stopped (an interrupt, a volume or engine failure, a lost worker) as
+        ``interrupted``: not a result. ``--resume`` re-runs it with the same id and params; for a
+        :class:`hpo.errors.TrialLostError` the backend runs it again itself, later in this run if the
+        run goes on. Best effort: if the volume refuses the record, the trial's ``running`` record
+        means the same."""
         record.status = TrialStatus.INTERRUPTED
         record.end = utcnow()
         rerun = "--resume re-runs this trial"
         if isinstance(why, TrialLostError):  # the backend runs it again itself, in this run
-            what, rerun = f"its worker was lost ({why})", "it runs again in this run under its id with its params"
+            what = f"its worker was lost ({why})"
+            rerun = "it runs again under its id with its params, later in this run, or on --resume if the run ends first"
         elif isinstance(why, VolumeError):
             what = "the volume failed"
         elif isinstance(why, KeyboardInterrupt):

@@ -405,7 +405,8 @@ def test_datasets_make_sizes_and_its_refusals(tmp_path):
         (["digits-cls", "--images", "10,2"], "images: digits-cls holds all 1,797"),
         (["digits-det", "--images", "10"], "images: give TRAIN,VAL or TRAIN,VAL,TEST"),
         (["digits-det", "--images", "10,0"], "TRAIN and VAL need at least 1"),
-        (["digits-det", "--images", "a,b"], "--images: 'a,b' is not TRAIN,VAL[,TEST]"),
+        (["digits-det", "--images", "a,b"], "images: 'a,b' is not TRAIN,VAL[,TEST]"),
+        (["digits-det", "--seed", "-1"], "seed: -1 is negative"),
         (["digits-det", "--imgsz", "16"], "imgsz: a digits-det canvas of 16 px is outside 24..2048"),
         (["digits-cls", "--imgsz", "4"], "imgsz: 4 px is outside 8..1024"),
     ):

@@ -177,7 +177,9 @@ def test_worker_node_killed_mid_trial_reruns_its_trials(cluster, digits_cls, tmp
     for tid in lost:
         interrupted = next(d for d in lines if d["id"] == tid and d["status"] == "interrupted")
         assert interrupted["error"].startswith("its worker was lost (Ray: ") and "--resume" not in interrupted["error"]
-        assert interrupted["error"].endswith("it runs again in this run under its id with its params")
+        assert interrupted["error"].endswith(
+            "it runs again under its id with its params, later in this run, or on --resume if the run ends first"
+        )
         assert final[tid]["params"] == running[tid]["params"]  # run again with its params
         assert len(final[tid]["epochs"]) == EPOCHS
         assert f"ray: trial {tid} lost its Ray worker" in err
