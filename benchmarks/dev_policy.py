@@ -42,6 +42,10 @@ RULES = {
         "the ray backend's start (random or defaults) and scheduler (asha; fifo: none)",
         ("defaults", "random", "defaultsfifo"),
     ),
+    "issue27-dev-optuna": Rule(
+        "the optuna backend's pruning (hyperband or none) and TPE's random start (startup_trials 10 or 5)",
+        ("hyperband", "none", "startup5"),
+    ),
 }
 #: A difference of means below this is a tie (the protocol files' rule).
 TIE = 0.01

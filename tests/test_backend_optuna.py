@@ -113,6 +113,7 @@ def test_distributions_equal_space_key_by_key():
         (["--sampler", "annealing"], ["sampler", "tpe"]),
         (["--pruner", "patient"], ["pruner", "hyperband"]),
         (["--reduction-factor", "1"], ["option 'reduction_factor' (--reduction-factor): "]),
+        (["--startup-trials", "0"], ["option 'startup_trials' (--startup-trials): "]),
         (["--storage", "redis://db/0"], ["storage", "database URL"]),
         (["--storage", "sqlite:///opt.db", "--concurrent-trials", "2"], ["storage", "SQLite", "2 workers"]),
         (["--join"], ["join", "no study"]),
@@ -164,6 +165,38 @@ def test_relative_sqlite_storage_is_resolved(tmp_path, monkeypatch):
     assert resolve_storage("sqlite:///sub/opt.db") == f"sqlite:///{tmp_path / 'sub' / 'opt.db'}"
     assert resolve_storage("journal.log") == str(tmp_path / "journal.log")
     assert resolve_storage("postgresql://db-host/optuna") == "postgresql://db-host/optuna"
+
+
+def test_startup_trials_is_when_tpe_starts_modelling(tmp_path, digits_cls):
+    """``startup_trials``: the first N finished trials (trial 0, the defaults, included) are TPE's random
+    draws, the same for N = 3 and the default 10 on one seed; trial 3 is TPE's model's with N = 3 and
+    a further random draw with N = 10 (simulated trials: the sampler is the point)."""
+    params = {}
+    for startup in (3, 10):
+        result = Tuner(
+            backend="optuna",
+            model="yolov8n-cls.yaml",
+            data=digits_cls,
+            space=CLS_SPACE,
+            iterations=5,
+            epochs=1,
+            train_args=CLS_ARGS,
+            output=tmp_path,
+            name=f"startup{startup}",
+            seed=0,
+            backend_options={"startup_trials": startup, "pruner": "none"},
+            trainer="hpo.simulate:simulated_trainer",
+            trainer_options={"epoch_s": 0.0},
+            plots=False,
+        ).run()
+        assert result.counts == {"complete": 5, "failed": 0, "pruned": 0}
+        records = Study.open(result.study_dir).records()
+        params[startup] = [records[i].params for i in range(5)]
+        settings = json.loads((result.study_dir / "study.json").read_text())
+        assert settings["options"]["startup_trials"] == startup
+    assert params[3][:3] == params[10][:3]
+    assert params[3][0] == {"lr0": 0.01, "momentum": 0.937, "warmup_epochs": 1.0}  # Ultralytics' defaults, clipped
+    assert params[3][3] != params[10][3]
 
 
 # --- real training

@@ -911,15 +911,23 @@ def test_the_dev_ultralytics_rule_reads_the_run_protocol_and_prefers_no_pruning_
         assert f"ultralytics-{cand}:" in text
 
 
-def test_the_dev_ray_rule_is_the_one_its_protocol_file_states() -> None:
-    """benchmarks/protocol-dev-ray.yaml's tie order is :data:`hpo_bench.dev_policy.RULES`' and each
-    candidate is a contender of the file; a tie within 0.01 goes to ``defaults``."""
+@pytest.mark.parametrize(
+    "name, backend, order, scores",
+    [
+        ("ray", "ray", ("defaults", "random", "defaultsfifo"), {"defaults": 0.195, "random": 0.2, "defaultsfifo": 0.15}),
+        ("optuna", "optuna", ("hyperband", "none", "startup5"), {"hyperband": 0.195, "none": 0.15, "startup5": 0.2}),
+    ],
+)
+def test_a_dev_rule_is_the_one_its_protocol_file_states(name: str, backend: str, order: tuple, scores: dict) -> None:
+    """benchmarks/protocol-dev-<name>.yaml's tie order is :data:`hpo_bench.dev_policy.RULES`' and each
+    candidate is a contender of the file; a tie within 0.01 goes to the first candidate."""
     from hpo_bench.dev_policy import RULES, decide
 
-    rule = RULES["issue27-dev-ray"]
-    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "protocol-dev-ray.yaml").read_text()
-    assert "to: defaults, random, defaultsfifo" in text and rule.candidates == ("defaults", "random", "defaultsfifo")
+    rule = RULES[f"issue27-dev-{name}"]
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / f"protocol-dev-{name}.yaml").read_text()
+    assert f"name: issue27-dev-{name}\n" in text
+    assert f"to: {', '.join(order)}" in " ".join(text.replace("#", " ").split()) and rule.candidates == order
     for cand in rule.candidates:
-        assert f"ray-{cand}:" in text
-    d = decide(_dev_run("issue27-dev-ray", "ray", "digits-det", 102, {"defaults": 0.195, "random": 0.2, "defaultsfifo": 0.15}))
-    assert d["ranking"][0] == "random" and d["tie"] and d["choice"] == "defaults", d
+        assert f"{backend}-{cand}:" in text
+    d = decide(_dev_run(f"issue27-dev-{name}", backend, "digits-det", 102, scores))
+    assert d["ranking"][0] != order[0] and d["tie"] and d["choice"] == order[0], d

@@ -66,6 +66,13 @@ class OptunaOptions(BackendOptions):
         "(from Python also an optuna.pruners.BasePruner object, used as given)",
     )
     reduction_factor: int = Field(3, ge=2, description="reduction factor of the asha and hyperband pruners (Optuna's eta)")
+    startup_trials: int = Field(
+        10,
+        ge=1,
+        description="finished trials (the first, Ultralytics' defaults, included) before the tpe and gp samplers "
+        "model the results; until then they draw at random (Optuna's n_startup_trials, default 10); "
+        "other samplers ignore it",
+    )
     storage: str | None = Field(
         None,
         description="Optuna storage: an RDB URL (postgresql://..., sqlite:///file.db) or a journal file path; "
@@ -309,14 +316,15 @@ class OptunaBackend(Backend):
             if existing or self.config.join:
                 kind.reseed_rng()
             return kind
+        startup = self.options.startup_trials
         if kind == "tpe":
-            return s.TPESampler(multivariate=True, seed=seed, constant_liar=True)
+            return s.TPESampler(multivariate=True, seed=seed, constant_liar=True, n_startup_trials=startup)
         if kind == "random":
             return s.RandomSampler(seed=seed)
         if kind == "cmaes":
             return s.CmaEsSampler(seed=seed, warn_independent_sampling=False)
         if kind == "gp":
-            return s.GPSampler(seed=seed)
+            return s.GPSampler(seed=seed, n_startup_trials=startup)
         return s.QMCSampler(seed=seed, warn_independent_sampling=False)
 
     def _pruner(self) -> optuna.pruners.BasePruner:
