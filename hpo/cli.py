@@ -599,8 +599,10 @@ def demo(
 ) -> None:
     """Build digits-cls and tune yolov8n-cls on it with hpo's defaults (no optimizer given, the
     classification task's default space; the first trial is Ultralytics' default training): a real
-    run, a few minutes on 2 CPU cores."""
+    run, about a minute of training on 2 CPU cores. Run again, it resumes its study in --out; one
+    made with other settings (other --epochs, an older hpo's demo) is refused, naming --out."""
     from .datasets import make_digits_cls, require_dataset_libraries
+    from .errors import SettingsChangedError
     from .plugins import get_backend
     from .tuner import Tuner
 
@@ -626,7 +628,15 @@ def demo(
         callbacks=[],
         verbose=True,
     )
-    _print_result(tuner.run(), False)
+    try:
+        result = tuner.run()
+    except SettingsChangedError as e:
+        raise SettingsChangedError(
+            f"demo: {out / 'studies' / name} holds a demo study with other settings ({e.detail}); "
+            f"delete {out}, or pass another --out",
+            e.detail,
+        ) from None
+    _print_result(result, False)
 
 
 register_k8s_commands(app, handle_errors)  # hpo preflight / k8s

@@ -20,6 +20,7 @@ __all__ = [
     "DataError",
     "BackendNotFoundError",
     "StudyLockedError",
+    "SettingsChangedError",
     "StudyError",
     "RunFailedError",
     "VolumeError",
@@ -75,6 +76,20 @@ class StudyError(HpoError):
 
 class StudyLockedError(StudyError):
     """Another live process holds the study's lock. Exit code 2."""
+
+
+class SettingsChangedError(StudyError):
+    """A resume gives settings that differ from the study's where a change is refused (the model,
+    space, metric, epochs, backend; or, without ``allow_changes``, the data, train args or trainer).
+    Exit code 2; nothing is written.
+
+    Attributes:
+        detail: what differs, ``"key: stored X != given Y; ..."``.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class RunFailedError(HpoError):

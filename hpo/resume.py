@@ -17,7 +17,7 @@ from typing import Any
 
 from . import ultra
 from .config import TuneConfig
-from .errors import StudyError
+from .errors import SettingsChangedError, StudyError
 from .files import volume_errors
 from .plugins import backends, get_backend
 from .study import Study, settings_versions, utcnow
@@ -103,15 +103,16 @@ def _resume_settings(study: Study, cfg: TuneConfig, *, allow_changes: bool) -> N
     is (the run has nothing to do).
 
     Raises:
-        StudyError: a refused change (one line with the diff and the fix; nothing written).
+        SettingsChangedError: a refused change (one line with the diff and the fix; nothing written).
         VolumeError: the volume refused a write.
     """
     stored = study.settings
     fixed = {k: v for k, v in cfg.identity().items() if k != "data"}
     detail = _changed(stored, fixed)
     if detail:
-        raise StudyError(
-            f"resume: the study's settings changed ({detail}); resume with the stored settings or start a new --name"
+        raise SettingsChangedError(
+            f"resume: the study's settings changed ({detail}); resume with the stored settings or start a new --name",
+            detail,
         )
     ran_by = _run_by_other_backend(study, cfg.backend)  # the stored backend is the given one here
     if ran_by:
@@ -121,10 +122,11 @@ def _resume_settings(study: Study, cfg: TuneConfig, *, allow_changes: bool) -> N
         )
     measured = "; ".join(_measured_changes(stored, cfg))
     if measured and not allow_changes:
-        raise StudyError(
+        raise SettingsChangedError(
             f"resume: settings that change what a trial measures differ from the study's ({measured}); start a new "
             "study (another --name), or pass --allow-changes to continue this one with them (hpo show then marks "
-            "each trial's settings)"
+            "each trial's settings)",
+            measured,
         )
     changes = {k: v for k, v in cfg.to_settings().items() if k not in cfg.identity() and stored.get(k) != v}
     if "iterations" in changes and cfg.iterations is not None and cfg.iterations < len(study.finished()):

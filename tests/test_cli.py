@@ -585,3 +585,23 @@ def test_json_stdout_is_the_document_alone_on_a_first_run(tmp_path, digits_cls):
     assert sum(doc["counts"].values()) == 2 and doc["study_dir"] == str(tmp_path / "out" / "demo")
     assert (home / ".config" / "Ultralytics" / "settings.json").is_file()  # the message was printed, to stderr
     assert "Ultralytics Settings" in r.stderr
+
+
+def test_demo_over_a_demo_study_with_other_settings_names_out(tmp_path):
+    """`hpo demo` resumes its study in --out; one made with other settings (here other --epochs; an
+    older hpo's demo) is refused in one line naming the difference and --out (the demo has no
+    --name), exit 2, the study as it was (simulated trials: the refusal is the point)."""
+    env = {"HPO_TRAINER": "hpo.simulate:simulated_trainer", "HPO_PLOTS": "0"}
+    out = tmp_path / "demo"
+    first = hpo_cli("demo", "--out", str(out), "--iterations", "1", "--epochs", "1", env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    trials = (out / "studies" / "demo-ultralytics" / "trials.jsonl").read_text()
+    again = hpo_cli("demo", "--out", str(out), "--iterations", "1", "--epochs", "2", env=env)
+    assert again.returncode == 2, again.stderr[-2000:]
+    errors = [x for x in again.stderr.splitlines() if not x.startswith("hpo: notice: ")]  # the optimizer notice
+    assert len(errors) == 1, again.stderr
+    line = errors[0]
+    assert line.startswith("hpo: error: demo: "), line
+    assert "epochs: stored 1 != given 2" in line and f"delete {out}, or pass another --out" in line, line
+    assert "--name" not in line
+    assert (out / "studies" / "demo-ultralytics" / "trials.jsonl").read_text() == trials
