@@ -266,6 +266,9 @@ class StatisticsSpec(_Strict):
     Attributes:
         primary_condition, primary_contenders: the Holm family is these contenders against the
             condition's baseline on every problem of the condition.
+        criterion_better: the registered success criterion, when there is one: every primary
+            contender's verdict is ``better`` on at least this many problems (the report says, per
+            contender, whether it is met).
         alpha: family-wise level.
         resamples, bootstrap_seed, level: the paired bootstrap interval of each mean difference.
         tie_k: a paired difference within ``tie_k * noise sd * sqrt(2 / final_seeds)`` is a tie.
@@ -274,6 +277,7 @@ class StatisticsSpec(_Strict):
 
     primary_condition: str
     primary_contenders: list[str]
+    criterion_better: int | None = Field(default=None, ge=1)
     alpha: float = Field(default=0.05, gt=0, lt=1)
     resamples: int = Field(default=10_000, ge=100)
     bootstrap_seed: int = 0

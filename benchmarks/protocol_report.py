@@ -192,6 +192,29 @@ def compute(results: dict[str, Any]) -> dict[str, Any]:
         "noise_floor": noise,
         "scores": scores,
         "comparisons": comparisons,
+        "criterion": criterion(fam, sp.primary_contenders, sp.criterion_better),
+    }
+
+
+def criterion(primary: list[dict[str, Any]], contenders: list[str], needed: int | None) -> dict[str, Any] | None:
+    """The registered success criterion (``statistics.criterion_better``) per primary contender:
+    ``{"needed", "contenders": {name: {"better": [problems], "met": True/False/None}}, "met"}``;
+    ``met`` is ``None`` while a comparison of the contender that could still decide it is incomplete.
+    ``None`` when the protocol registers no criterion."""
+    if needed is None:
+        return None
+    out: dict[str, Any] = {}
+    for who in contenders:
+        mine = [c for c in primary if c["contender"] == who]
+        better = [c["problem"] for c in mine if c["verdict"] == "better"]
+        open_ = sum(c["verdict"] == "incomplete" for c in mine)
+        met = True if len(better) >= needed else (None if len(better) + open_ >= needed else False)
+        out[who] = {"better": better, "met": met}
+    metv = [v["met"] for v in out.values()]
+    return {
+        "needed": needed,
+        "contenders": out,
+        "met": False if False in metv else (None if None in metv else True),
     }
 
 
@@ -409,6 +432,18 @@ def write_protocol_report(results: dict[str, Any], out: Path) -> dict[str, Path]
         "incomplete while seeds planned for the comparison are still to run (its numbers so far are shown, no verdict).",
         "",
     ]
+    crit = comp.get("criterion")
+    if crit:
+        word = {True: "met", False: "**not met**", None: "open (comparisons incomplete)"}
+        L += [
+            "## The registered success criterion",
+            "",
+            f"Every primary contender's verdict `better` on at least {crit['needed']} of the problems: {word[crit['met']]}.",
+            "",
+        ]
+        for who, v in crit["contenders"].items():
+            L.append(f"- `{who}`: better on {', '.join(v['better']) or 'none'}: {word[v['met']]}")
+        L.append("")
     L += ["## Where each contender wins, ties and loses", ""]
     for who in sorted({c["contender"] for c in comp["comparisons"]}):
         parts = []

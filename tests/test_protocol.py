@@ -231,6 +231,27 @@ def test_report_statistics_on_known_scores(tmp_path: Path):
     assert json.loads(paths["json"].read_text())["comparisons"][0]["seeds"] == list(range(1000, 1010))
 
 
+def test_the_registered_criterion_is_stated_per_contender(tmp_path: Path):
+    """``criterion_better: 1``: sim is better on cls (met), b is a tie (not met), so the criterion is
+    not met, and the report says so; a protocol without a criterion reports none."""
+    from hpo_bench.protocol_report import compute, write_protocol_report
+
+    res = _synthetic(tmp_path)
+    res["protocol"]["text"] = res["protocol"]["text"].replace(
+        "primary_contenders: [sim, b]", "primary_contenders: [sim, b], criterion_better: 1"
+    )
+    comp = compute(res)
+    assert comp["criterion"] == {
+        "needed": 1,
+        "contenders": {"sim": {"better": ["cls"], "met": True}, "b": {"better": [], "met": False}},
+        "met": False,
+    }
+    md = write_protocol_report(res, tmp_path)["report"].read_text()
+    assert "at least 1 of the problems: **not met**" in md and "- `sim`: better on cls: met" in md
+    res["protocol"]["text"] = res["protocol"]["text"].replace(", criterion_better: 1", "")
+    assert compute(res)["criterion"] is None
+
+
 def test_a_contender_on_a_planned_seed_subset_pairs_there_and_lists_no_seed_outside_it(tmp_path: Path):
     from hpo_bench.protocol_report import compute, write_protocol_report
 
@@ -655,13 +676,17 @@ def _seeds_in_committed_results(runs_of: str | None = None) -> set[int]:
     return found
 
 
-def test_committed_protocol_parses_and_its_evaluation_seeds_were_never_used():
+@pytest.mark.parametrize("name", ["protocol.yaml", "protocol-v2.yaml"])
+def test_committed_protocol_parses_and_its_evaluation_seeds_were_never_used(name: str):
+    """Each committed CPU protocol (version 1, and version 2 on fresh seeds) evaluates on seeds and
+    training seeds no other protocol, default or committed result used, on the primary condition
+    with every seed shared by the baseline and each backend at its shipped defaults."""
     from hpo.final import fresh_seeds
     from hpo_bench.__main__ import _parser
     from hpo_bench.protocol import NoiseFloorSpec, WarmStart, final_seeds, load_protocol, noise_seeds
     from hpo_bench.suite import SUITES
 
-    proto, sha = load_protocol(ROOT / "benchmarks" / "protocol.yaml")
+    proto, sha = load_protocol(ROOT / "benchmarks" / name)
     ev, dev = proto.evaluation_seeds(), proto.development_seeds()
     assert len(ev) >= 10 and not set(ev) & set(dev)
     # the primary condition: every evaluation seed, shared by the baseline and every Holm contender
@@ -694,7 +719,20 @@ def test_committed_protocol_parses_and_its_evaluation_seeds_were_never_used():
     eval_train = {s for p in proto.problems.values() for e in ev for s in [e, *final_seeds(e, p.final_seeds)]}
     dev_train = {s for p in proto.problems.values() for d in dev for s in [d, *final_seeds(d, p.final_seeds)]}
     assert not eval_train & (dev_train | set(noise_seeds(proto)) | used)
-    assert proto.fidelity is not None and proto.fidelity.seed in dev
+    others = [
+        load_protocol(ROOT / "benchmarks" / f)[0] for f in ("protocol.yaml", "protocol-v2.yaml", "protocol-gpu.yaml") if f != name
+    ]
+    for other in others:
+        their = {
+            s for p in other.problems.values() for e in other.evaluation_seeds() for s in [e, *final_seeds(e, p.final_seeds)]
+        }
+        assert not set(ev) & set(other.evaluation_seeds()) and not eval_train & (their | set(noise_seeds(other)))
+        assert not set(noise_seeds(proto)) & set(noise_seeds(other)) or other.name == "issue27-gpu"
+    if name == "protocol.yaml":
+        assert proto.fidelity is not None and proto.fidelity.seed in dev
+    else:  # version 2: version 1's Holm family, issue 27's criterion registered in the file, 20 seeds
+        assert proto.statistics.criterion_better == 2 and proto.statistics.primary_contenders == ["ultralytics", "optuna", "ray"]
+        assert len(ev) == 20 and proto.conditions.keys() == {"primary"}
 
 
 def test_committed_protocol_gives_hpo_model_tunes_own_space_in_the_adamw_condition():
@@ -931,3 +969,20 @@ def test_a_dev_rule_is_the_one_its_protocol_file_states(name: str, backend: str,
         assert f"{backend}-{cand}:" in text
     d = decide(_dev_run(f"issue27-dev-{name}", backend, "digits-det", 102, scores))
     assert d["ranking"][0] != order[0] and d["tie"] and d["choice"] == order[0], d
+
+
+def test_sizing_counts_a_clear_effect_as_shown_and_none_as_not():
+    """benchmarks/sizing.py: differences of +0.1 on every seed are shown better at 10 seeds in every
+    simulated evaluation (exact p 2/1024, Holm x3 < 0.05); differences centred on 0 almost never;
+    the criterion needs both contenders; the same seed gives the same numbers."""
+    from hpo_bench.sizing import chances
+
+    clear = [{"contender": "a", "problem": p, "diffs": [0.1] * 10} for p in ("x", "y", "z")]
+    level = [{"contender": "b", "problem": p, "diffs": [-0.05, 0.05, -0.02, 0.02, 0.0]} for p in ("x", "y", "z")]
+    r = chances(clear + level, 10, family="per_contender", sims=50)
+    assert r["better"]["x/a"] == r["better"]["z/a"] == 1.0 and r["better"]["x/b"] <= 0.1
+    assert r["criterion"] <= 0.02
+    assert chances(clear, 10, family="per_contender", sims=50)["criterion"] == 1.0
+    assert chances(clear + level, 10, sims=50) == chances(clear + level, 10, sims=50)
+    with pytest.raises(ValueError, match="family"):
+        chances(clear, 10, family="some")
