@@ -3,7 +3,9 @@
 
 For each number of seeds n, ``sims`` simulated evaluations draw each primary comparison's n per-seed
 differences by a smoothed paired bootstrap of the earlier report's differences (one of them, drawn
-with replacement, plus N(0, ``jitter``^2), so that no two |d| tie), test them as the protocol does
+with replacement, plus N(0, ``jitter``^2), so that no two |d| tie; where every comparison has the
+same seeds, whole seeds are drawn, the same for every comparison, so that what one seed's
+comparisons share, the baseline's score above all, stays shared), test them as the protocol does
 (exact two-sided Wilcoxon, Holm over the family, :mod:`hpo_bench.stats`) and count how often a
 comparison comes out ``better`` (adjusted p < alpha, positive mean) and how often every contender is
 ``better`` on at least ``needed`` problems. Optimistic by construction: it assumes the observed
@@ -41,7 +43,8 @@ def chances(
 
     Args:
         comparisons: the primary comparisons of a protocol report (``report.json``'s ``comparisons``
-            with ``primary`` true): each with ``contender``, ``problem`` and ``diffs``.
+            with ``primary`` true): each with ``contender``, ``problem``, ``diffs`` and ``seeds``
+            (the seed of each difference; optional).
         seeds: seeds per comparison in the simulated evaluation.
         family: ``all`` (Holm over every comparison) or ``per_contender`` (Holm over each
             contender's comparisons).
@@ -65,10 +68,16 @@ def chances(
     who = sorted({c["contender"] for c in comparisons})
     shown = np.zeros(len(comparisons))
     met = 0
+    diffs = [np.asarray(c["diffs"], dtype=float) for c in comparisons]
+    # the same evaluation seeds for every comparison: resample whole seeds, so that what the
+    # comparisons of one seed share (the baseline's score, the seed's start) stays shared
+    joint = all(c.get("seeds") and c["seeds"] == comparisons[0]["seeds"] for c in comparisons)
     for _ in range(sims):
-        drawn = [
-            rng.choice(np.asarray(c["diffs"], dtype=float), size=seeds) + rng.normal(0, jitter, size=seeds) for c in comparisons
-        ]
+        if joint:
+            pick = rng.integers(0, len(diffs[0]), size=seeds)
+            drawn = [d[pick] + rng.normal(0, jitter, size=seeds) for d in diffs]
+        else:
+            drawn = [rng.choice(d, size=seeds) + rng.normal(0, jitter, size=seeds) for d in diffs]
         raw = [wilcoxon_test(list(d))["p"] for d in drawn]
         adj: list[float | None] = [None] * len(comparisons)
         groups = (

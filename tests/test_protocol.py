@@ -986,3 +986,11 @@ def test_sizing_counts_a_clear_effect_as_shown_and_none_as_not():
     assert chances(clear + level, 10, sims=50) == chances(clear + level, 10, sims=50)
     with pytest.raises(ValueError, match="family"):
         chances(clear, 10, family="some")
+    # the same seeds: whole seeds are drawn, so two comparisons with the same differences per seed
+    # (and no jitter) are shown in the same simulated evaluations, however noisy the differences
+    twins = [
+        {"contender": w, "problem": "x", "seeds": list(range(8)), "diffs": [0.2, -0.1, 0.15, 0.1, -0.05, 0.3, 0.05, 0.12]}
+        for w in ("a", "b")
+    ]
+    r = chances(twins, 8, sims=200, jitter=0.0, family="per_contender", needed=1)
+    assert r["better"]["x/a"] == r["better"]["x/b"] == r["criterion"] and 0 < r["criterion"] < 1
