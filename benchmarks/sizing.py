@@ -72,6 +72,11 @@ def chances(
     # the same evaluation seeds for every comparison: resample whole seeds, so that what the
     # comparisons of one seed share (the baseline's score, the seed's start) stays shared
     joint = all(c.get("seeds") and c["seeds"] == comparisons[0]["seeds"] for c in comparisons)
+    groups = (  # the Holm families, as indices into comparisons
+        [[i for i, c in enumerate(comparisons) if c["contender"] == w] for w in who]
+        if family == "per_contender"
+        else [list(range(len(comparisons)))]
+    )
     for _ in range(sims):
         if joint:
             pick = rng.integers(0, len(diffs[0]), size=seeds)
@@ -80,11 +85,6 @@ def chances(
             drawn = [rng.choice(d, size=seeds) + rng.normal(0, jitter, size=seeds) for d in diffs]
         raw = [wilcoxon_test(list(d))["p"] for d in drawn]
         adj: list[float | None] = [None] * len(comparisons)
-        groups = (
-            [[i for i, c in enumerate(comparisons) if c["contender"] == w] for w in who]
-            if family == "per_contender"
-            else [list(range(len(comparisons)))]
-        )
         for idx in groups:
             for i, a in zip(idx, holm([raw[i] for i in idx]), strict=True):
                 adj[i] = a
